@@ -1,0 +1,39 @@
+# tapfw: make build | demo | test | verify | update | clean
+GO      ?= go
+BIN     := bin/tapfw
+PKGS    := ./...
+export GOFLAGS ?= -mod=mod
+
+.PHONY: all build demo test test-unit verify update deps clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./plugins/tapfw
+
+deps:
+	@scripts/deps.sh
+
+## demo: the seed's sample network in sandbox namespaces, probed with real packets
+demo: deps build
+	$(GO) run ./cmd/tapfw-demo -plugin $(BIN)
+
+## test: everything, as root: rendering, fake backend, kernel and traffic tests
+test: deps build verify
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+## test-unit: the tests that need no root
+test-unit:
+	$(GO) test -count=1 ./pkg/ruleset/ ./pkg/config/
+
+verify:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+## update: rewrite the golden files in testdata/ from the current code
+update:
+	$(GO) test ./pkg/... -run Golden -update
+
+clean:
+	rm -rf bin

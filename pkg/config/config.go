@@ -1,0 +1,619 @@
+// Package config reads a tapfw network configuration from CNI stdin,
+// validates every field, and resolves which tap it is about.
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/tapfw/tapfw/pkg/ruleset"
+)
+
+// NetConf is the plugin's configuration as it arrives on stdin. Field names
+// are the JSON names the README documents; unknown fields are an error.
+type NetConf struct {
+	types.PluginConf
+
+	Bridge             string              `json:"bridge,omitempty"`
+	Tap                string              `json:"tap,omitempty"`
+	MAC                string              `json:"mac,omitempty"`
+	IPs                []string            `json:"ips,omitempty"`
+	MACFilter          *bool               `json:"macFilter,omitempty"`
+	IPFilter           *bool               `json:"ipFilter,omitempty"`
+	DHCP               *bool               `json:"dhcp,omitempty"`
+	PolicyIn           string              `json:"policyIn,omitempty"`
+	PolicyOut          string              `json:"policyOut,omitempty"`
+	LogDropped         *bool               `json:"logDropped,omitempty"`
+	AllowBridgeRouting bool                `json:"allowBridgeRouting,omitempty"`
+	Rules              RuleLists           `json:"rules,omitempty"`
+	IPSets             map[string][]string `json:"ipsets,omitempty"`
+	Host               *Host               `json:"host,omitempty"`
+
+	RuntimeConfig *RuntimeConfig `json:"runtimeConfig,omitempty"`
+	// Args is the CNI "args" convention; tapfw reads nothing from it but
+	// accepts it, as runtimes may pass it to every plugin of a list.
+	Args json.RawMessage `json:"args,omitempty"`
+}
+
+// RuleLists holds rules for each direction, as seen from the VM (or host):
+// "in" is traffic to it, "out" traffic from it.
+type RuleLists struct {
+	In  []Rule `json:"in,omitempty"`
+	Out []Rule `json:"out,omitempty"`
+}
+
+// Rule is one firewall rule in the config's own words.
+type Rule struct {
+	Action   string `json:"action"`
+	Proto    string `json:"proto,omitempty"`
+	Source   string `json:"source,omitempty"`
+	Dest     string `json:"dest,omitempty"`
+	SPort    string `json:"sport,omitempty"`
+	DPort    string `json:"dport,omitempty"`
+	ICMPType string `json:"icmpType,omitempty"`
+	Log      bool   `json:"log,omitempty"`
+	Comment  string `json:"comment,omitempty"`
+}
+
+// Host is the host firewall section.
+type Host struct {
+	IPs          []string  `json:"ips,omitempty"`
+	ClusterHosts []string  `json:"clusterHosts,omitempty"`
+	Rules        RuleLists `json:"rules,omitempty"`
+}
+
+// RuntimeConfig carries the capabilities tapfw reads: "mac" and "ips".
+type RuntimeConfig struct {
+	MAC string   `json:"mac,omitempty"`
+	IPs []string `json:"ips,omitempty"`
+}
+
+// Limits on sizes, so a config cannot make the kernel do unbounded work.
+const (
+	MaxRules      = 1000
+	MaxIPs        = 256
+	MaxSets       = 256
+	MaxSetEntries = 65536
+	MaxConfigSize = 4 << 20
+)
+
+// Error is a validation error naming the field it is about.
+type Error struct {
+	Field string
+	Err   error
+}
+
+func (e *Error) Error() string {
+	if e.Field == "" {
+		return e.Err.Error()
+	}
+	return fmt.Sprintf("%s: %v", e.Field, e.Err)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// ErrDecode marks input that is not well-formed JSON.
+var ErrDecode = errors.New("cannot decode config")
+
+func fieldErr(field string, format string, a ...any) error {
+	return &Error{Field: field, Err: fmt.Errorf(format, a...)}
+}
+
+var unknownFieldRE = regexp.MustCompile(`json: unknown field "([^"]*)"`)
+
+// Parse decodes stdin strictly: unknown fields, trailing data and wrong
+// types are errors. It does not validate values; Resolve does.
+func Parse(data []byte) (*NetConf, error) {
+	if len(data) > MaxConfigSize {
+		return nil, fieldErr("", "config is larger than %d bytes", MaxConfigSize)
+	}
+	conf := &NetConf{}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(conf); err != nil {
+		if m := unknownFieldRE.FindStringSubmatch(err.Error()); m != nil {
+			return nil, fieldErr(m[1], "unknown field")
+		}
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return nil, fieldErr(te.Field, "wrong type: got JSON %s, want %s", te.Value, te.Type)
+		}
+		return nil, fmt.Errorf("%w: %v", ErrDecode, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("%w: trailing data after the config object", ErrDecode)
+	}
+	return conf, nil
+}
+
+// Env is what the CNI runtime passes in environment variables.
+type Env struct {
+	ContainerID string
+	IfName      string
+	Args        string // CNI_ARGS
+}
+
+// PrevIface is the part of a previous plugin's result tapfw needs: the
+// host-side port, its bridge, and the sandboxed interface's MAC and IPs.
+type PrevIface struct {
+	HostPort string
+	Bridge   string
+	MAC      string
+	IPs      []string // address/prefix as results give them
+}
+
+// Resolved is a validated config for one tap.
+type Resolved struct {
+	Conf    *NetConf
+	Ruleset ruleset.Config
+}
+
+// Resolve validates conf and works out the tap's identity. Where it comes
+// from, later wins: config fields, then CNI_ARGS (MAC=, IP=), then
+// runtimeConfig ("mac", "ips"), then the previous result. The tap name is
+// CNI_IFNAME unless the config names it or a previous result names the
+// host-side port. bridge is used when neither config nor prev names one.
+func Resolve(conf *NetConf, env Env, prev *PrevIface, bridge func(tap string) (string, error)) (*Resolved, error) {
+	t := ruleset.Tap{
+		MACFilter:  boolOr(conf.MACFilter, true),
+		IPFilter:   boolOr(conf.IPFilter, true),
+		DHCP:       boolOr(conf.DHCP, true),
+		LogDropped: boolOr(conf.LogDropped, true),
+		Network:    conf.Name,
+		IfName:     env.IfName,
+	}
+	if conf.Name != "" {
+		if err := ruleset.ValidateID(conf.Name); err != nil {
+			return nil, &Error{Field: "name", Err: err}
+		}
+	}
+	if env.ContainerID != "" {
+		if err := ruleset.ValidateID(env.ContainerID); err != nil {
+			return nil, &Error{Field: "CNI_CONTAINERID", Err: err}
+		}
+		t.ContainerID = env.ContainerID
+	}
+	if env.IfName != "" {
+		if err := ruleset.ValidateIfName(env.IfName); err != nil {
+			return nil, &Error{Field: "CNI_IFNAME", Err: err}
+		}
+	}
+	var err error
+	if t.PolicyIn, err = parsePolicy("policyIn", conf.PolicyIn); err != nil {
+		return nil, err
+	}
+	if t.PolicyOut, err = parsePolicy("policyOut", conf.PolicyOut); err != nil {
+		return nil, err
+	}
+
+	// Identity, later wins.
+	t.Name = env.IfName
+	if conf.Tap != "" {
+		t.Name = conf.Tap
+	}
+	mac, macField := conf.MAC, "mac"
+	ips, ipsField, ipsArePrefixes := conf.IPs, "ips", false
+	args, err := parseCNIArgs(env.Args)
+	if err != nil {
+		return nil, err
+	}
+	if v, ok := args["MAC"]; ok {
+		mac, macField = v, "CNI_ARGS MAC"
+	}
+	if v, ok := args["IP"]; ok {
+		ips, ipsField = strings.Split(v, ","), "CNI_ARGS IP"
+	}
+	if rc := conf.RuntimeConfig; rc != nil {
+		if rc.MAC != "" {
+			mac, macField = rc.MAC, "runtimeConfig.mac"
+		}
+		if len(rc.IPs) > 0 {
+			ips, ipsField, ipsArePrefixes = rc.IPs, "runtimeConfig.ips", true
+		}
+	}
+	br := conf.Bridge
+	if prev != nil {
+		if prev.HostPort != "" {
+			t.Name = prev.HostPort
+		}
+		if prev.Bridge != "" {
+			br = prev.Bridge
+		}
+		if prev.MAC != "" {
+			mac, macField = prev.MAC, "prevResult mac"
+		}
+		if len(prev.IPs) > 0 {
+			ips, ipsField, ipsArePrefixes = prev.IPs, "prevResult ips", true
+		}
+	}
+	if err := ruleset.ValidateIfName(t.Name); err != nil {
+		return nil, &Error{Field: "tap", Err: err}
+	}
+	if mac != "" {
+		hw, err := net.ParseMAC(mac)
+		if err != nil || len(hw) != 6 {
+			return nil, fieldErr(macField, "%q is not an Ethernet MAC address", mac)
+		}
+		if hw[0]&1 == 1 {
+			return nil, fieldErr(macField, "%q is a multicast address", mac)
+		}
+		t.MAC = hw
+	} else if t.MACFilter {
+		return nil, fieldErr("mac", "required when macFilter is on (give it, or set macFilter to false)")
+	}
+	if len(ips) > MaxIPs {
+		return nil, fieldErr(ipsField, "more than %d addresses", MaxIPs)
+	}
+	for i, s := range ips {
+		p, err := parseTapIP(s, ipsArePrefixes)
+		if err != nil {
+			return nil, &Error{Field: fmt.Sprintf("%s[%d]", ipsField, i), Err: err}
+		}
+		t.IPs = append(t.IPs, p)
+	}
+	if br == "" && bridge != nil {
+		br, err = bridge(t.Name)
+		if err != nil {
+			return nil, &Error{Field: "bridge", Err: err}
+		}
+	}
+	if br == "" {
+		return nil, fieldErr("bridge", "required: the config names no bridge and tap %q is on none", t.Name)
+	}
+	if err := ruleset.ValidateIfName(br); err != nil {
+		return nil, &Error{Field: "bridge", Err: err}
+	}
+	if br == t.Name {
+		return nil, fieldErr("bridge", "%q is the tap itself", br)
+	}
+	t.Bridge = br
+
+	sets := map[string][]netip.Prefix{}
+	if len(conf.IPSets) > MaxSets {
+		return nil, fieldErr("ipsets", "more than %d sets", MaxSets)
+	}
+	for name, entries := range conf.IPSets {
+		f := "ipsets." + name
+		if err := ruleset.ValidateSetName(name); err != nil {
+			return nil, &Error{Field: "ipsets", Err: err}
+		}
+		if len(entries) > MaxSetEntries {
+			return nil, fieldErr(f, "more than %d entries", MaxSetEntries)
+		}
+		ps, err := parseSetEntries(f, entries)
+		if err != nil {
+			return nil, err
+		}
+		sets[name] = ps
+	}
+	if t.In, err = parseRules("rules.in", conf.Rules.In, sets); err != nil {
+		return nil, err
+	}
+	if t.Out, err = parseRules("rules.out", conf.Rules.Out, sets); err != nil {
+		return nil, err
+	}
+	rc := ruleset.Config{Tap: t, Bridge: ruleset.Bridge{Name: br, AllowRouting: conf.AllowBridgeRouting}, Sets: sets}
+	if h := conf.Host; h != nil {
+		host := &ruleset.Host{}
+		if host.IPs, err = parseSetEntries("host.ips", h.IPs); err != nil {
+			return nil, err
+		}
+		if host.ClusterHosts, err = parseSetEntries("host.clusterHosts", h.ClusterHosts); err != nil {
+			return nil, err
+		}
+		if host.In, err = parseRules("host.rules.in", h.Rules.In, sets); err != nil {
+			return nil, err
+		}
+		if host.Out, err = parseRules("host.rules.out", h.Rules.Out, sets); err != nil {
+			return nil, err
+		}
+		rc.Host = host
+	}
+	return &Resolved{Conf: conf, Ruleset: rc}, nil
+}
+
+func boolOr(b *bool, def bool) bool {
+	if b == nil {
+		return def
+	}
+	return *b
+}
+
+func parsePolicy(field, s string) (ruleset.Action, error) {
+	switch strings.ToUpper(s) {
+	case "":
+		return ruleset.Drop, nil
+	case "ACCEPT", "DROP", "REJECT":
+		if s != strings.ToUpper(s) {
+			return "", fieldErr(field, "%q: write it in capitals: ACCEPT, DROP or REJECT", s)
+		}
+		return ruleset.Action(s), nil
+	}
+	return "", fieldErr(field, "%q is not ACCEPT, DROP or REJECT", s)
+}
+
+// parseCNIArgs reads "K=V;K2=V2". MAC and IP are used; other keys are an
+// error unless IgnoreUnknown is set, as the CNI conventions say.
+func parseCNIArgs(s string) (map[string]string, error) {
+	out := map[string]string{}
+	if s == "" {
+		return out, nil
+	}
+	var unknown []string
+	for _, kv := range strings.Split(s, ";") {
+		if kv == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return nil, fieldErr("CNI_ARGS", "%q is not KEY=VALUE", kv)
+		}
+		switch k {
+		case "MAC", "IP", "IgnoreUnknown":
+			out[k] = v
+		default:
+			unknown = append(unknown, k)
+		}
+	}
+	if ign := strings.ToLower(out["IgnoreUnknown"]); len(unknown) > 0 && ign != "1" && ign != "true" {
+		sort.Strings(unknown)
+		return nil, fieldErr("CNI_ARGS", "unknown keys %s (set IgnoreUnknown=1 to allow them)", strings.Join(unknown, ","))
+	}
+	delete(out, "IgnoreUnknown")
+	return out, nil
+}
+
+// parseTapIP reads one of the tap's addresses. From the config or CNI_ARGS
+// it is an address or a network ("198.51.100.0/28", host bits zero); from
+// runtimeConfig or a previous result it is address/prefix, and the address
+// alone is meant.
+func parseTapIP(s string, addrWithPrefix bool) (netip.Prefix, error) {
+	if addrWithPrefix && strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("%q is not an address/prefix", s)
+		}
+		s = p.Addr().String()
+	}
+	return parseNet(s, false)
+}
+
+// parseNet reads an IPv4 address or network. Networks must have their host
+// bits zero, so a typo cannot silently widen a rule.
+func parseNet(s string, allowAny bool) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("%q is not an IPv4 address or CIDR", s)
+		}
+		if !p.Addr().Is4() {
+			return netip.Prefix{}, fmt.Errorf("%q: IPv6 is not supported yet", s)
+		}
+		if p.Masked() != p {
+			return netip.Prefix{}, fmt.Errorf("%q has host bits set (did you mean %s?)", s, p.Masked())
+		}
+		if p.Bits() == 0 && !allowAny {
+			return netip.Prefix{}, fmt.Errorf("%q matches everything; not allowed here", s)
+		}
+		return p, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("%q is not an IPv4 address or CIDR", s)
+	}
+	if a.Is4In6() || !a.Is4() {
+		return netip.Prefix{}, fmt.Errorf("%q: IPv6 is not supported yet", s)
+	}
+	return netip.PrefixFrom(a, 32), nil
+}
+
+func parseSetEntries(field string, entries []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for i, e := range entries {
+		p, err := parseNet(e, false)
+		if err != nil {
+			return nil, &Error{Field: fmt.Sprintf("%s[%d]", field, i), Err: err}
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func parseRules(field string, rs []Rule, sets map[string][]netip.Prefix) ([]ruleset.UserRule, error) {
+	if len(rs) > MaxRules {
+		return nil, fieldErr(field, "more than %d rules", MaxRules)
+	}
+	var out []ruleset.UserRule
+	for i, r := range rs {
+		u, err := parseRule(r, sets)
+		if err != nil {
+			var e *Error
+			if errors.As(err, &e) {
+				e.Field = fmt.Sprintf("%s[%d].%s", field, i, e.Field)
+				return nil, e
+			}
+			return nil, &Error{Field: fmt.Sprintf("%s[%d]", field, i), Err: err}
+		}
+		out = append(out, u)
+	}
+	return out, nil
+}
+
+var protoNumbers = map[string]int{
+	"tcp": 6, "udp": 17, "icmp": 1, "igmp": 2, "gre": 47, "esp": 50, "ah": 51,
+	"ospf": 89, "pim": 103, "vrrp": 112, "l2tp": 115, "sctp": 132, "udplite": 136,
+}
+
+func parseRule(r Rule, sets map[string][]netip.Prefix) (ruleset.UserRule, error) {
+	u := ruleset.UserRule{Log: r.Log, Comment: r.Comment}
+	switch r.Action {
+	case "ACCEPT", "DROP", "REJECT":
+		u.Action = ruleset.Action(r.Action)
+	case "":
+		return u, fieldErr("action", "required: ACCEPT, DROP or REJECT")
+	default:
+		return u, fieldErr("action", "%q is not ACCEPT, DROP or REJECT", r.Action)
+	}
+	if r.Proto != "" {
+		p := strings.ToLower(r.Proto)
+		if _, ok := protoNumbers[p]; ok {
+			if p != "tcp" && p != "udp" && p != "icmp" {
+				p = strconv.Itoa(protoNumbers[p])
+			}
+		} else {
+			n, err := strconv.Atoi(r.Proto)
+			if err != nil || n < 1 || n > 255 || strconv.Itoa(n) != r.Proto {
+				return u, fieldErr("proto", "%q is not tcp, udp, icmp, a known protocol name or a number 1-255", r.Proto)
+			}
+			switch n {
+			case 6:
+				p = "tcp"
+			case 17:
+				p = "udp"
+			case 1:
+				p = "icmp"
+			}
+		}
+		u.Proto = p
+	}
+	var err error
+	if u.Source, err = parseAddr(r.Source, sets); err != nil {
+		return u, &Error{Field: "source", Err: err}
+	}
+	if u.Dest, err = parseAddr(r.Dest, sets); err != nil {
+		return u, &Error{Field: "dest", Err: err}
+	}
+	if r.SPort != "" || r.DPort != "" {
+		if u.Proto != "tcp" && u.Proto != "udp" {
+			f := "sport"
+			if r.SPort == "" {
+				f = "dport"
+			}
+			return u, fieldErr(f, "ports need proto tcp or udp")
+		}
+	}
+	if u.SPort, err = parsePorts(r.SPort); err != nil {
+		return u, &Error{Field: "sport", Err: err}
+	}
+	if u.DPort, err = parsePorts(r.DPort); err != nil {
+		return u, &Error{Field: "dport", Err: err}
+	}
+	if r.ICMPType != "" {
+		if u.Proto != "icmp" {
+			return u, fieldErr("icmpType", "needs proto icmp")
+		}
+		if u.ICMPType, err = parseICMPType(r.ICMPType); err != nil {
+			return u, &Error{Field: "icmpType", Err: err}
+		}
+	}
+	if err := ruleset.ValidateComment(r.Comment); err != nil {
+		return u, &Error{Field: "comment", Err: err}
+	}
+	return u, nil
+}
+
+func parseAddr(s string, sets map[string][]netip.Prefix) (ruleset.Addr, error) {
+	if s == "" {
+		return ruleset.Addr{}, nil
+	}
+	if name, ok := strings.CutPrefix(s, "+"); ok {
+		if err := ruleset.ValidateSetName(name); err != nil {
+			return ruleset.Addr{}, fmt.Errorf("ipset name %w", err)
+		}
+		if _, ok := sets[name]; !ok {
+			return ruleset.Addr{}, fmt.Errorf("ipset %q is not defined in ipsets", name)
+		}
+		return ruleset.Addr{Set: name}, nil
+	}
+	p, err := parseNet(s, true)
+	if err != nil {
+		return ruleset.Addr{}, err
+	}
+	if p.Bits() == 0 {
+		return ruleset.Addr{}, nil // 0.0.0.0/0: any
+	}
+	return ruleset.Addr{Prefix: p}, nil
+}
+
+// parsePorts reads "22", "1000:2000" or "22,80,443" (at most 15 ports, a
+// range counting two, as multiport allows) and returns it canonical.
+func parsePorts(s string) (string, error) {
+	if s == "" {
+		return "", nil
+	}
+	parts := strings.Split(s, ",")
+	slots := 0
+	var out []string
+	for _, part := range parts {
+		lo, hi, isRange := strings.Cut(part, ":")
+		a, err := parsePort(lo)
+		if err != nil {
+			return "", fmt.Errorf("%q: %w", s, err)
+		}
+		if !isRange {
+			out = append(out, strconv.Itoa(a))
+			slots++
+			continue
+		}
+		b, err := parsePort(hi)
+		if err != nil {
+			return "", fmt.Errorf("%q: %w", s, err)
+		}
+		if a > b {
+			return "", fmt.Errorf("%q: range %d:%d is backwards", s, a, b)
+		}
+		out = append(out, fmt.Sprintf("%d:%d", a, b))
+		slots += 2
+	}
+	if len(parts) > 1 && slots > 15 {
+		return "", fmt.Errorf("%q: at most 15 ports in a list (a range counts two)", s)
+	}
+	return strings.Join(out, ","), nil
+}
+
+func parsePort(s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil || strconv.Itoa(n) != s || n < 0 || n > 65535 {
+		return 0, fmt.Errorf("%q is not a port number 0-65535", s)
+	}
+	return n, nil
+}
+
+var icmpTypes = map[string]string{
+	"echo-reply": "0", "destination-unreachable": "3", "network-unreachable": "3/0",
+	"host-unreachable": "3/1", "protocol-unreachable": "3/2", "port-unreachable": "3/3",
+	"fragmentation-needed": "3/4", "source-quench": "4", "redirect": "5",
+	"echo-request": "8", "router-advertisement": "9", "router-solicitation": "10",
+	"time-exceeded": "11", "ttl-zero-during-transit": "11/0", "parameter-problem": "12",
+	"timestamp-request": "13", "timestamp-reply": "14",
+}
+
+func parseICMPType(s string) (string, error) {
+	if v, ok := icmpTypes[s]; ok {
+		return v, nil
+	}
+	t, c, hasCode := strings.Cut(s, "/")
+	n, err := strconv.Atoi(t)
+	if err != nil || strconv.Itoa(n) != t || n < 0 || n > 255 {
+		return "", fmt.Errorf("%q is not a known ICMP type name or type[/code] number", s)
+	}
+	if !hasCode {
+		return t, nil
+	}
+	m, err := strconv.Atoi(c)
+	if err != nil || strconv.Itoa(m) != c || m < 0 || m > 255 {
+		return "", fmt.Errorf("%q: bad ICMP code", s)
+	}
+	return t + "/" + c, nil
+}

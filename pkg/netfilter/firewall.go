@@ -1,0 +1,253 @@
+package netfilter
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strings"
+
+	"github.com/tapfw/tapfw/pkg/ruleset"
+)
+
+// Locker takes the host-wide lock and returns its release.
+type Locker interface {
+	Lock() (unlock func(), err error)
+}
+
+// Firewall applies plans to the kernel. It reads the installed state,
+// works out the difference and applies it: set changes, then one restore
+// transaction. Every method holds the lock for its whole run, so calls of
+// concurrent processes never interleave. It keeps no state between calls.
+type Firewall struct {
+	Tables Tables
+	Sets   Sets
+	Lock   Locker
+	Log    io.Writer // diagnostics; never stdout
+}
+
+func (f *Firewall) logf(format string, a ...any) {
+	if f.Log != nil {
+		fmt.Fprintf(f.Log, "tapfw: "+format+"\n", a...)
+	}
+}
+
+// State reads the installed filter table and tapfw's ipsets.
+func (f *Firewall) State() (*Table, map[string][]netip.Prefix, error) {
+	out, err := f.Tables.Save()
+	if err != nil {
+		return nil, nil, err
+	}
+	t, err := ParseSave(out)
+	if err != nil {
+		return nil, nil, err
+	}
+	sets, err := f.Sets.List()
+	if err != nil {
+		return nil, nil, err
+	}
+	return t, sets, nil
+}
+
+func (f *Firewall) locked(fn func() error) error {
+	unlock, err := f.Lock.Lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return fn()
+}
+
+// Apply makes the kernel match the plan. A second call with the same plan
+// finds nothing to change and changes nothing. On error the kernel is left
+// as it was: sets made or swapped for this call are put back.
+func (f *Firewall) Apply(p *ruleset.Plan) (changed bool, err error) {
+	err = f.locked(func() error {
+		t, sets, err := f.State()
+		if err != nil {
+			return err
+		}
+		c := PlanChanges(t, sets, p)
+		if c.Empty() {
+			return nil
+		}
+		changed = true
+		return f.apply(c)
+	})
+	return changed, err
+}
+
+// Remove deletes everything of the given taps. Taps with nothing installed
+// are no error, so a second call succeeds and changes nothing.
+func (f *Firewall) Remove(taps ...string) error {
+	return f.locked(func() error {
+		t, sets, err := f.State()
+		if err != nil {
+			return err
+		}
+		return f.apply(RemoveChanges(t, sets, taps...))
+	})
+}
+
+// Check compares the plan with the kernel and returns an error listing
+// every difference, or nil.
+func (f *Firewall) Check(p *ruleset.Plan) error {
+	return f.locked(func() error {
+		t, sets, err := f.State()
+		if err != nil {
+			return err
+		}
+		if d := Verify(t, sets, p); len(d) > 0 {
+			return &DriftError{Diffs: d}
+		}
+		return nil
+	})
+}
+
+// DriftError lists how the kernel differs from what a tap wants.
+type DriftError struct{ Diffs []string }
+
+func (e *DriftError) Error() string {
+	return fmt.Sprintf("tap firewall differs from its config: %s", strings.Join(e.Diffs, "; "))
+}
+
+// Attachments lists the installed taps with who attached them.
+func (f *Firewall) Attachments() ([]ruleset.Attachment, error) {
+	var out []ruleset.Attachment
+	err := f.locked(func() error {
+		t, _, err := f.State()
+		if err != nil {
+			return err
+		}
+		out = Attachments(t)
+		return nil
+	})
+	return out, err
+}
+
+// GC removes what belongs to attachments of network that keep rejects,
+// and leftovers of any tap that has chains or a set but no dispatch rule
+// (what a crash between steps could leave). It returns the taps removed.
+// A second call finds nothing and removes nothing.
+func (f *Firewall) GC(network string, keep func(ruleset.Attachment) bool) ([]string, error) {
+	var removed []string
+	err := f.locked(func() error {
+		t, sets, err := f.State()
+		if err != nil {
+			return err
+		}
+		attached := map[string]bool{}
+		for _, a := range Attachments(t) {
+			attached[a.Tap] = true
+			if a.Network == network && !keep(a) {
+				removed = append(removed, a.Tap)
+			}
+		}
+		for _, tap := range InstalledTaps(t, sets) {
+			if !attached[tap] {
+				removed = append(removed, tap)
+			}
+		}
+		c := RemoveChanges(t, sets, removed...)
+		for name := range sets {
+			if strings.HasPrefix(name, "tfw-x-") {
+				c.Destroy = append(c.Destroy, name)
+			}
+		}
+		return f.apply(c)
+	})
+	return removed, err
+}
+
+// apply runs set changes, the restore, then set destructions. If the
+// restore fails, set changes are undone.
+func (f *Firewall) apply(c *Changes) (err error) {
+	var undo []func() error
+	defer func() {
+		if err == nil {
+			return
+		}
+		for i := len(undo) - 1; i >= 0; i-- {
+			if uerr := undo[i](); uerr != nil {
+				f.logf("undoing a set change: %v", uerr)
+				err = errors.Join(err, fmt.Errorf("undoing a set change: %w", uerr))
+			}
+		}
+	}()
+	var cleanup []string
+	for _, s := range c.Sets {
+		if !s.Exists {
+			if err := f.Sets.Create(s.Name); err != nil {
+				return err
+			}
+			name := s.Name
+			undo = append(undo, func() error { return f.Sets.Destroy(name) })
+			if err := f.fill(s.Name, s.Entries); err != nil {
+				return err
+			}
+			continue
+		}
+		// Build the new content aside, then swap: the set changes at once.
+		tmp := ruleset.TempSet(s.Name)
+		if err := f.Sets.Destroy(tmp); err != nil {
+			return err
+		}
+		if err := f.Sets.Create(tmp); err != nil {
+			return err
+		}
+		if err := f.fill(tmp, s.Entries); err != nil {
+			_ = f.Sets.Destroy(tmp)
+			return err
+		}
+		if err := f.Sets.Swap(tmp, s.Name); err != nil {
+			_ = f.Sets.Destroy(tmp)
+			return err
+		}
+		name := s.Name
+		undo = append(undo, func() error {
+			if err := f.Sets.Swap(tmp, name); err != nil {
+				return err
+			}
+			return f.Sets.Destroy(tmp)
+		})
+		cleanup = append(cleanup, tmp)
+	}
+	if data := c.RestoreFile(); data != nil {
+		if err := f.Tables.Restore(data); err != nil {
+			return fmt.Errorf("applying iptables changes: %w", err)
+		}
+	}
+	undo = nil
+	for _, name := range append(cleanup, c.Destroy...) {
+		if err := f.Sets.Destroy(name); err != nil {
+			// The rules are in place; a set left over is harmless and GC
+			// removes it. Report it all the same.
+			f.logf("%v", err)
+		}
+	}
+	return nil
+}
+
+func (f *Firewall) fill(name string, entries []netip.Prefix) error {
+	for _, e := range entries {
+		if err := f.Sets.Add(name, e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Status checks that iptables and ipsets can be used here.
+func Status(e Exec, s Sets) error {
+	if err := e.Probe(); err != nil {
+		return fmt.Errorf("iptables (%s) cannot be used: %w", e.Mode, err)
+	}
+	if _, err := s.List(); err != nil {
+		return fmt.Errorf("ipsets cannot be used: %w", err)
+	}
+	return nil
+}
+
+// ModeFromEnv reads TAPFW_IPTABLES (auto, nft or legacy).
+func ModeFromEnv() (Mode, error) { return ParseMode(os.Getenv("TAPFW_IPTABLES")) }

@@ -1,0 +1,116 @@
+package netfilter
+
+import (
+	"bytes"
+	"fmt"
+	"os/exec"
+	"strings"
+
+	"github.com/coreos/go-iptables/iptables"
+)
+
+// Tables is the narrow interface to iptables the firewall needs.
+type Tables interface {
+	// Save returns `iptables-save -t filter`.
+	Save() ([]byte, error)
+	// Restore applies a restore file with --noflush in one transaction:
+	// it lands whole or not at all.
+	Restore(data []byte) error
+}
+
+// Mode names an iptables backend.
+type Mode string
+
+// The iptables backends tapfw can drive.
+const (
+	ModeAuto   Mode = "auto"   // whatever `iptables` is on this host
+	ModeNFT    Mode = "nft"    // iptables-nft
+	ModeLegacy Mode = "legacy" // iptables-legacy
+)
+
+// ParseMode reads a mode name; "" is auto.
+func ParseMode(s string) (Mode, error) {
+	switch Mode(s) {
+	case "", ModeAuto:
+		return ModeAuto, nil
+	case ModeNFT, ModeLegacy:
+		return Mode(s), nil
+	}
+	return "", fmt.Errorf("iptables backend %q is not auto, nft or legacy", s)
+}
+
+// Exec runs the iptables-save and iptables-restore of one backend.
+type Exec struct {
+	Mode Mode
+	// WaitSeconds is how long iptables-restore waits for the xtables lock
+	// (legacy); iptables-nft does not need it.
+	WaitSeconds int
+}
+
+var _ Tables = Exec{}
+
+func (e Exec) bin(tool string) string {
+	switch e.Mode {
+	case ModeNFT:
+		return "iptables-nft-" + tool
+	case ModeLegacy:
+		return "iptables-legacy-" + tool
+	}
+	return "iptables-" + tool
+}
+
+// Save implements Tables.
+func (e Exec) Save() ([]byte, error) {
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(e.bin("save"), "-t", "filter")
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("running %s: %w: %s", e.bin("save"), err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.Bytes(), nil
+}
+
+// Restore implements Tables.
+func (e Exec) Restore(data []byte) error {
+	args := []string{"--noflush"}
+	if e.WaitSeconds > 0 {
+		args = append(args, fmt.Sprintf("--wait=%d", e.WaitSeconds))
+	}
+	var stderr bytes.Buffer
+	cmd := exec.Command(e.bin("restore"), args...)
+	cmd.Stdin, cmd.Stderr = bytes.NewReader(data), &stderr
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		if isLockBusy(msg) {
+			return fmt.Errorf("%w: %s", ErrBusy, msg)
+		}
+		return fmt.Errorf("running %s: %w: %s", e.bin("restore"), err, msg)
+	}
+	return nil
+}
+
+func isLockBusy(stderr string) bool {
+	return strings.Contains(stderr, "xtables lock") || strings.Contains(stderr, "Another app is currently holding")
+}
+
+// Probe checks that iptables of this mode works here: the binary runs and
+// can read the filter table. It uses go-iptables, as STATUS does.
+func (e Exec) Probe() error {
+	for _, tool := range []string{"save", "restore"} {
+		if _, err := exec.LookPath(e.bin(tool)); err != nil {
+			return fmt.Errorf("finding %s: %w", e.bin(tool), err)
+		}
+	}
+	path := "iptables"
+	if e.Mode != ModeAuto {
+		path = "iptables-" + string(e.Mode)
+	}
+	ipt, err := iptables.New(iptables.Path(path), iptables.Timeout(5))
+	if err != nil {
+		return fmt.Errorf("starting iptables: %w", err)
+	}
+	if _, err := ipt.ListChains("filter"); err != nil {
+		return fmt.Errorf("listing the filter table: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,423 @@
+package ruleset
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+)
+
+// Chain is a chain and the rules it holds, in order.
+type Chain struct {
+	Name  string
+	Rules []Rule
+}
+
+// Set is an ipset (hash:net, family inet) and its entries.
+type Set struct {
+	Name    string
+	Entries []netip.Prefix
+}
+
+// Plan is everything one tap needs in the kernel, as data. The backend
+// compares it with what is installed and changes only what differs.
+type Plan struct {
+	Tap string
+	// Owned are the tap's own chains, wanted exactly as given.
+	Owned []Chain
+	// Shared are shared chains whose whole content follows from the
+	// config: rewritten when they differ.
+	Shared []Chain
+	// Base are shared chains that must exist; they are created with the
+	// given rules when missing and otherwise left alone (dispatch chains
+	// that other taps fill, and the host chains when the call carries no
+	// host section).
+	Base []Chain
+	// Members are rules inside shared chains that belong to one owner (the
+	// tap, or its bridge in TFW-FORWARD). An owner's rules in a chain are
+	// replaced as a group when they differ.
+	Members []Rule
+	// Hooks are the jumps from the built-in chains, kept at their top.
+	Hooks []Rule
+	// Sets are wanted exactly; BaseSets only have to exist.
+	Sets     []Set
+	BaseSets []Set
+}
+
+// DefaultLogLimit is the LOG rate when the config does not set one.
+const DefaultLogLimit = "5/min"
+
+// Build renders the wanted state for one tap. The config must be validated:
+// Build checks names once more and returns an error rather than render a
+// value that could escape its field.
+func Build(c Config) (*Plan, error) {
+	t := c.Tap
+	if err := ValidateIfName(t.Name); err != nil {
+		return nil, fmt.Errorf("tap: %w", err)
+	}
+	if err := ValidateIfName(c.Bridge.Name); err != nil {
+		return nil, fmt.Errorf("bridge: %w", err)
+	}
+	if t.MACFilter && len(t.MAC) != 6 {
+		return nil, fmt.Errorf("mac: required when macFilter is on")
+	}
+	for name := range c.Sets {
+		if err := ValidateSetName(name); err != nil {
+			return nil, fmt.Errorf("ipsets: %w", err)
+		}
+	}
+	if t.LogLimit == "" {
+		t.LogLimit = DefaultLogLimit
+	}
+	p := &Plan{Tap: t.Name}
+	br := c.Bridge.Name
+
+	// Built-in hooks, shared top-level chains and the bridge's chains.
+	for _, h := range [][2]string{{"FORWARD", ChainForward}, {"INPUT", ChainInput}, {"OUTPUT", ChainOutput}} {
+		p.Hooks = append(p.Hooks, Rule{Chain: h[0], Comment: OwnerHooks + ": hook", Verdict: Verdict{Target: h[1]}})
+	}
+	p.Base = append(p.Base,
+		Chain{Name: ChainForward},
+		Chain{Name: ChainInputTaps},
+		Chain{Name: ChainOutputTaps},
+		Chain{Name: BridgeIn(br)},
+		Chain{Name: BridgeOut(br)},
+	)
+	p.Shared = append(p.Shared, inputChain(), outputChain(), bridgeChain(br))
+	p.Members = append(p.Members, forwardRules(c.Bridge)...)
+
+	// The tap's chains and its dispatch rules.
+	out, err := tapOut(t)
+	if err != nil {
+		return nil, err
+	}
+	in, err := tapIn(t)
+	if err != nil {
+		return nil, err
+	}
+	p.Owned = []Chain{in, out}
+	p.Members = append(p.Members, dispatchRules(t)...)
+	p.Sets = append(p.Sets, Set{Name: TapSet(t.Name), Entries: sortedPrefixes(t.IPs)})
+
+	// Host firewall.
+	if c.Host != nil {
+		hin, hout, err := hostChains(c.Host, t.LogDropped, t.LogLimit)
+		if err != nil {
+			return nil, err
+		}
+		p.Shared = append(p.Shared, hin, hout)
+		p.Sets = append(p.Sets,
+			Set{Name: SetHost, Entries: sortedPrefixes(c.Host.IPs)},
+			Set{Name: SetCluster, Entries: sortedPrefixes(c.Host.ClusterHosts)})
+	} else {
+		hin, hout, err := hostChains(&Host{}, t.LogDropped, t.LogLimit)
+		if err != nil {
+			return nil, err
+		}
+		p.Base = append(p.Base, hin, hout)
+		p.BaseSets = append(p.BaseSets, Set{Name: SetHost}, Set{Name: SetCluster})
+	}
+	names := make([]string, 0, len(c.Sets))
+	for n := range c.Sets {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		p.Sets = append(p.Sets, Set{Name: UserSet(n), Entries: sortedPrefixes(c.Sets[n])})
+	}
+	return p, nil
+}
+
+func hook(chain, desc string, v Verdict) Rule {
+	return Rule{Chain: chain, Comment: OwnerHooks + ": " + desc, Verdict: v}
+}
+
+func inputChain() Chain {
+	c := ChainInput
+	return Chain{Name: c, Rules: []Rule{
+		hook(c, "from taps", Verdict{Target: ChainInputTaps}),
+		withState(hook(c, "established", Verdict{Target: "ACCEPT"}), "RELATED,ESTABLISHED"),
+		withSet(hook(c, "to host", Verdict{Target: ChainHostIn}), SetHost, "dst"),
+		hook(c, "default", Verdict{Target: "ACCEPT"}),
+	}}
+}
+
+func outputChain() Chain {
+	c := ChainOutput
+	return Chain{Name: c, Rules: []Rule{
+		withState(hook(c, "established", Verdict{Target: "ACCEPT"}), "RELATED,ESTABLISHED"),
+		withSet(hook(c, "from host", Verdict{Target: ChainHostOut}), SetHost, "src"),
+		hook(c, "to taps", Verdict{Target: ChainOutputTaps}),
+		hook(c, "default", Verdict{Target: "ACCEPT"}),
+	}}
+}
+
+func withState(r Rule, s string) Rule { r.CtState = s; return r }
+
+func withSet(r Rule, set, dir string) Rule {
+	if dir == "src" {
+		r.SetSrc = set
+	} else {
+		r.SetDst = set
+	}
+	return r
+}
+
+// bridgeChain: from a tap, its OUT chain runs first (anti-spoofing before
+// the conntrack shortcut, so a VM cannot forge its way into another's
+// connection); then established traffic passes; then the IN chain of the
+// tap the packet leaves by.
+func bridgeChain(br string) Chain {
+	c := BridgeChain(br)
+	own := br + ": "
+	return Chain{Name: c, Rules: []Rule{
+		{Chain: c, Physdev: Physdev{Present: true, IsIn: true, IsBridged: true}, Comment: own + "from port", Verdict: Verdict{Target: BridgeOut(br)}},
+		{Chain: c, CtState: "RELATED,ESTABLISHED", Comment: own + "established", Verdict: Verdict{Target: "ACCEPT"}},
+		{Chain: c, Physdev: Physdev{Present: true, IsOut: true, IsBridged: true}, Comment: own + "to port", Verdict: Verdict{Target: BridgeIn(br)}},
+		{Chain: c, Comment: own + "default", Verdict: Verdict{Target: "ACCEPT"}},
+	}}
+}
+
+func forwardRules(b Bridge) []Rule {
+	c, own := ChainForward, b.Name+": "
+	rs := []Rule{
+		{Chain: c, OutIface: b.Name, Physdev: Physdev{Present: true, IsBridged: true}, Comment: own + "bridged", Verdict: Verdict{Target: BridgeChain(b.Name)}},
+		{Chain: c, InIface: b.Name, Physdev: Physdev{Present: true, IsBridged: true}, Comment: own + "bridged", Verdict: Verdict{Target: BridgeChain(b.Name)}},
+	}
+	if !b.AllowRouting {
+		rs = append(rs,
+			Rule{Chain: c, InIface: b.Name, Comment: own + "no inter-bridge routing", Verdict: Verdict{Target: "DROP"}},
+			Rule{Chain: c, OutIface: b.Name, Comment: own + "no inter-bridge routing", Verdict: Verdict{Target: "DROP"}})
+	}
+	return rs
+}
+
+// DispatchComment is the comment of a tap's rule in its bridge's OUT
+// dispatch chain. It records who attached the tap, so DEL and GC can find
+// it from the kernel alone; ParseDispatchComment reads it back.
+func DispatchComment(t Tap) string {
+	return fmt.Sprintf("%s: dispatch net=%s cid=%s if=%s", t.Name, dash(t.Network), dash(t.ContainerID), dash(t.IfName))
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// Attachment is what a dispatch comment records.
+type Attachment struct {
+	Tap, Network, ContainerID, IfName string
+}
+
+// ParseDispatchComment reads back what DispatchComment wrote.
+func ParseDispatchComment(c string) (Attachment, bool) {
+	f := strings.Fields(c)
+	if len(f) != 5 || f[1] != "dispatch" || !strings.HasSuffix(f[0], ":") {
+		return Attachment{}, false
+	}
+	a := Attachment{Tap: strings.TrimSuffix(f[0], ":")}
+	for _, kv := range f[2:] {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return Attachment{}, false
+		}
+		if v == "-" {
+			v = ""
+		}
+		switch k {
+		case "net":
+			a.Network = v
+		case "cid":
+			a.ContainerID = v
+		case "if":
+			a.IfName = v
+		default:
+			return Attachment{}, false
+		}
+	}
+	return a, true
+}
+
+func dispatchRules(t Tap) []Rule {
+	own := t.Name + ": "
+	return []Rule{
+		{Chain: BridgeOut(t.Bridge), Physdev: Physdev{Present: true, In: t.Name, IsBridged: true}, Comment: DispatchComment(t), Verdict: Verdict{Goto: true, Target: TapOut(t.Name)}},
+		{Chain: BridgeIn(t.Bridge), Physdev: Physdev{Present: true, Out: t.Name, IsBridged: true}, Comment: own + "dispatch", Verdict: Verdict{Goto: true, Target: TapIn(t.Name)}},
+		{Chain: ChainInputTaps, Physdev: Physdev{Present: true, In: t.Name}, Comment: own + "to host", Verdict: Verdict{Goto: true, Target: TapOut(t.Name)}},
+		{Chain: ChainOutputTaps, SetDst: TapSet(t.Name), Comment: own + "from host", Verdict: Verdict{Goto: true, Target: TapIn(t.Name)}},
+	}
+}
+
+// tapOut is the chain for packets from the VM. Allowed packets RETURN so
+// that the IN chain of the receiving tap still runs.
+func tapOut(t Tap) (Chain, error) {
+	c := TapOut(t.Name)
+	own := t.Name + ": "
+	rs := []Rule{{Chain: c, CtState: "INVALID", Comment: own + "invalid", Verdict: Verdict{Target: "DROP"}}}
+	if t.MACFilter {
+		rs = append(rs, Rule{Chain: c, MACSource: t.MAC.String(), MACNegate: true, Comment: own + "mac anti-spoof", Verdict: Verdict{Target: "DROP"}})
+	}
+	rs = append(rs, Rule{Chain: c, Proto: "udp", SPort: "67", DPort: "68", Comment: own + "no dhcp server", Verdict: Verdict{Target: "DROP"}})
+	if t.DHCP {
+		rs = append(rs, Rule{Chain: c, Proto: "udp", SPort: "68", DPort: "67", Comment: own + "dhcp request", Verdict: Verdict{Target: "RETURN"}})
+	}
+	if t.IPFilter {
+		rs = append(rs, Rule{Chain: c, SetSrc: TapSet(t.Name), SetSrcNeg: true, Comment: own + "ip anti-spoof", Verdict: Verdict{Target: "DROP"}})
+	}
+	rs = append(rs, Rule{Chain: c, CtState: "RELATED,ESTABLISHED", Comment: own + "established", Verdict: Verdict{Target: "ACCEPT"}})
+	user, err := userRules(c, t.Name, "out", t.Out, "RETURN", t.LogLimit)
+	if err != nil {
+		return Chain{}, err
+	}
+	rs = append(rs, user...)
+	rs = append(rs, policy(c, t.Name, "out", t.PolicyOut, "RETURN", t.LogDropped, t.LogLimit)...)
+	return Chain{Name: c, Rules: rs}, nil
+}
+
+// tapIn is the chain for packets to the VM. Allowed packets are ACCEPTed.
+func tapIn(t Tap) (Chain, error) {
+	c := TapIn(t.Name)
+	own := t.Name + ": "
+	rs := []Rule{
+		{Chain: c, CtState: "INVALID", Comment: own + "invalid", Verdict: Verdict{Target: "DROP"}},
+		{Chain: c, CtState: "RELATED,ESTABLISHED", Comment: own + "established", Verdict: Verdict{Target: "ACCEPT"}},
+	}
+	user, err := userRules(c, t.Name, "in", t.In, "ACCEPT", t.LogLimit)
+	if err != nil {
+		return Chain{}, err
+	}
+	rs = append(rs, user...)
+	rs = append(rs, policy(c, t.Name, "in", t.PolicyIn, "ACCEPT", t.LogDropped, t.LogLimit)...)
+	return Chain{Name: c, Rules: rs}, nil
+}
+
+func hostChains(h *Host, logDropped bool, limit string) (Chain, Chain, error) {
+	in := Chain{Name: ChainHostIn, Rules: []Rule{{Chain: ChainHostIn, SetSrc: SetCluster, Comment: "host: cluster hosts", Verdict: Verdict{Target: "RETURN"}}}}
+	out := Chain{Name: ChainHostOut, Rules: []Rule{{Chain: ChainHostOut, SetDst: SetCluster, Comment: "host: cluster hosts", Verdict: Verdict{Target: "RETURN"}}}}
+	ui, err := userRules(ChainHostIn, "host", "in", h.In, "RETURN", limit)
+	if err != nil {
+		return Chain{}, Chain{}, err
+	}
+	uo, err := userRules(ChainHostOut, "host", "out", h.Out, "RETURN", limit)
+	if err != nil {
+		return Chain{}, Chain{}, err
+	}
+	in.Rules = append(in.Rules, ui...)
+	out.Rules = append(out.Rules, uo...)
+	in.Rules = append(in.Rules, policy(ChainHostIn, "host", "in", Drop, "RETURN", logDropped, limit)...)
+	out.Rules = append(out.Rules, policy(ChainHostOut, "host", "out", Drop, "RETURN", logDropped, limit)...)
+	for i := range in.Rules {
+		in.Rules[i].Comment = strings.Replace(in.Rules[i].Comment, "host: ", OwnerHost+": ", 1)
+	}
+	for i := range out.Rules {
+		out.Rules[i].Comment = strings.Replace(out.Rules[i].Comment, "host: ", OwnerHost+": ", 1)
+	}
+	return in, out, nil
+}
+
+// LogPrefix is the LOG prefix for owner, direction and what ("drop", "rej"
+// or "r<N>" for user rule N): "tfw:tap110i0:out:drop ". At most 29
+// characters, as the kernel allows.
+func LogPrefix(owner, dir, what string) string {
+	return "tfw:" + owner + ":" + dir + ":" + what + " "
+}
+
+func logRule(chain, owner, dir, what, limit, comment string) Rule {
+	return Rule{Chain: chain, Limit: limit, Comment: comment, Verdict: Verdict{Target: "LOG", LogPrefix: LogPrefix(owner, dir, what)}}
+}
+
+func policy(chain, owner, dir string, a Action, allow string, logDropped bool, limit string) []Rule {
+	own := owner + ": "
+	var rs []Rule
+	switch a {
+	case Accept:
+		return []Rule{{Chain: chain, Comment: own + "policy accept", Verdict: Verdict{Target: allow}}}
+	case Reject:
+		if logDropped {
+			rs = append(rs, logRule(chain, owner, dir, "rej", limit, own+"log policy"))
+		}
+		return append(rs, Rule{Chain: chain, Comment: own + "policy reject", Verdict: Verdict{Target: "REJECT"}})
+	default:
+		if logDropped {
+			rs = append(rs, logRule(chain, owner, dir, "drop", limit, own+"log policy"))
+		}
+		return append(rs, Rule{Chain: chain, Comment: own + "policy drop", Verdict: Verdict{Target: "DROP"}})
+	}
+}
+
+func userRules(chain, owner, dir string, us []UserRule, allow, limit string) ([]Rule, error) {
+	var rs []Rule
+	for i, u := range us {
+		n := i + 1
+		comment := fmt.Sprintf("%s: %s rule %d", owner, dir, n)
+		if u.Comment != "" {
+			if err := ValidateComment(u.Comment); err != nil {
+				return nil, fmt.Errorf("rules.%s[%d].comment: %w", dir, i, err)
+			}
+			comment += " " + u.Comment
+		}
+		r := Rule{Chain: chain, Proto: u.Proto, Comment: comment}
+		if u.Source.Set != "" {
+			r.SetSrc = UserSet(u.Source.Set)
+		} else {
+			r.Src = u.Source.Prefix
+		}
+		if u.Dest.Set != "" {
+			r.SetDst = UserSet(u.Dest.Set)
+		} else {
+			r.Dst = u.Dest.Prefix
+		}
+		if strings.Contains(u.SPort, ",") {
+			r.SPorts = u.SPort
+		} else {
+			r.SPort = u.SPort
+		}
+		if strings.Contains(u.DPort, ",") {
+			r.DPorts = u.DPort
+		} else {
+			r.DPort = u.DPort
+		}
+		r.ICMPType = u.ICMPType
+		switch u.Action {
+		case Accept:
+			r.Verdict = Verdict{Target: allow}
+		case Reject:
+			r.Verdict = Verdict{Target: "REJECT"}
+			if u.Proto == "tcp" {
+				r.Verdict.RejectWith = "tcp-reset"
+			}
+		case Drop:
+			r.Verdict = Verdict{Target: "DROP"}
+		default:
+			return nil, fmt.Errorf("rules.%s[%d].action: unknown action %q", dir, i, u.Action)
+		}
+		if u.Log {
+			l := r
+			l.Limit = limit
+			l.Verdict = Verdict{Target: "LOG", LogPrefix: LogPrefix(owner, dir, fmt.Sprintf("r%d", n))}
+			rs = append(rs, l)
+		}
+		rs = append(rs, r)
+	}
+	return rs, nil
+}
+
+func sortedPrefixes(ps []netip.Prefix) []netip.Prefix {
+	out := append([]netip.Prefix(nil), ps...)
+	sort.Slice(out, func(i, j int) bool {
+		if c := out[i].Addr().Compare(out[j].Addr()); c != 0 {
+			return c < 0
+		}
+		return out[i].Bits() < out[j].Bits()
+	})
+	// Drop duplicates: a set holds each entry once.
+	res := out[:0]
+	for i, p := range out {
+		if i == 0 || p != out[i-1] {
+			res = append(res, p)
+		}
+	}
+	return res
+}

@@ -1,0 +1,167 @@
+// Package ruleset turns a validated tap description into the chains, rules
+// and ipsets tapfw wants in the kernel. It is pure: no I/O, only data.
+package ruleset
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"regexp"
+)
+
+// Limits of the kernel and of iptables on names.
+const (
+	MaxChainName = 28
+	MaxSetName   = 31
+	MaxIfName    = 15
+	// MaxComment is the longest comment tapfw writes; the kernel allows 255.
+	MaxComment = 255
+	// MaxUserSetName leaves room for the "tfw-s-" prefix.
+	MaxUserSetName = MaxSetName - len(userSetPrefix)
+)
+
+// Names of the chains that all taps share. Every name tapfw creates starts
+// with ChainPrefix or SetPrefix, so nothing of anyone else is ever touched.
+const (
+	ChainPrefix     = "TFW-"
+	SetPrefix       = "tfw-"
+	ChainForward    = "TFW-FORWARD"
+	ChainInput      = "TFW-INPUT"
+	ChainOutput     = "TFW-OUTPUT"
+	ChainInputTaps  = "TFW-INPUT-TAPS"
+	ChainOutputTaps = "TFW-OUTPUT-TAPS"
+	ChainHostIn     = "TFW-HOST-IN"
+	ChainHostOut    = "TFW-HOST-OUT"
+	SetHost         = "tfw-host"
+	SetCluster      = "tfw-cluster"
+
+	tapChainPrefix    = "TFW-T-"
+	bridgeChainPrefix = "TFW-B-"
+	tapSetPrefix      = "tfw-t-"
+	userSetPrefix     = "tfw-s-"
+	tmpSetPrefix      = "tfw-x-"
+)
+
+// Owners that are not interfaces. Interface names cannot hold '@', so these
+// never collide with a tap or bridge name.
+const (
+	OwnerHooks = "@tapfw"
+	OwnerHost  = "@host"
+)
+
+// TapIn is the chain for traffic to the VM behind tap (allow = ACCEPT).
+func TapIn(tap string) string { return tapChainPrefix + tap + "-IN" }
+
+// TapOut is the chain for traffic from the VM behind tap (allow = RETURN).
+func TapOut(tap string) string { return tapChainPrefix + tap + "-OUT" }
+
+// BridgeChain is the per-bridge chain that FORWARD sends bridged traffic to.
+func BridgeChain(bridge string) string { return bridgeChainPrefix + bridge }
+
+// BridgeIn dispatches traffic leaving the bridge through a tap to its IN chain.
+func BridgeIn(bridge string) string { return bridgeChainPrefix + bridge + "-IN" }
+
+// BridgeOut dispatches traffic entering the bridge from a tap to its OUT chain.
+func BridgeOut(bridge string) string { return bridgeChainPrefix + bridge + "-OUT" }
+
+// TapSet is the ipset holding the tap's own addresses.
+func TapSet(tap string) string { return tapSetPrefix + tap }
+
+// UserSet is the kernel name of the named ipset the config calls name.
+func UserSet(name string) string { return userSetPrefix + name }
+
+// TempSet is the name a set is built under before it is swapped in.
+func TempSet(set string) string {
+	sum := sha256.Sum256([]byte(set))
+	return tmpSetPrefix + hex.EncodeToString(sum[:8])
+}
+
+// IsTapChain reports whether chain is one of a tap's own chains and returns
+// the tap's name.
+func IsTapChain(chain string) (tap string, ok bool) {
+	if len(chain) <= len(tapChainPrefix) || chain[:len(tapChainPrefix)] != tapChainPrefix {
+		return "", false
+	}
+	rest := chain[len(tapChainPrefix):]
+	for _, suf := range []string{"-IN", "-OUT"} {
+		if len(rest) > len(suf) && rest[len(rest)-len(suf):] == suf {
+			return rest[:len(rest)-len(suf)], true
+		}
+	}
+	return "", false
+}
+
+// IsBridgeDispatch reports whether chain is a bridge's IN or OUT dispatch chain.
+func IsBridgeDispatch(chain string) bool {
+	if len(chain) <= len(bridgeChainPrefix) || chain[:len(bridgeChainPrefix)] != bridgeChainPrefix {
+		return false
+	}
+	return hasSuffix(chain, "-IN") || hasSuffix(chain, "-OUT")
+}
+
+func hasSuffix(s, suf string) bool { return len(s) > len(suf) && s[len(s)-len(suf):] == suf }
+
+var (
+	ifNameRE  = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`)
+	setNameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`)
+	// IDs that CNI allows for container IDs and network names.
+	idRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+	// Comments: printable text without quotes, backslashes or anything a
+	// restore file would read as syntax.
+	commentRE = regexp.MustCompile(`^[A-Za-z0-9 _.,:;=/@()#+-]*$`)
+)
+
+// ValidateIfName checks an interface name as tapfw accepts it: 1 to 15
+// characters of letters, digits, '_', '.', '-', not starting with '.' or '-'.
+// Linux allows more, but '+' is an iptables wildcard and spaces, quotes or
+// '/' have no place in a rule.
+func ValidateIfName(name string) error {
+	if name == "" {
+		return fmt.Errorf("is empty")
+	}
+	if len(name) > MaxIfName {
+		return fmt.Errorf("%q is longer than %d characters", name, MaxIfName)
+	}
+	if !ifNameRE.MatchString(name) {
+		return fmt.Errorf("%q may hold only letters, digits, '_', '.' and '-' and must start with a letter, digit or '_'", name)
+	}
+	return nil
+}
+
+// ValidateSetName checks the name of a named ipset as the config gives it.
+func ValidateSetName(name string) error {
+	if name == "" {
+		return fmt.Errorf("is empty")
+	}
+	if len(name) > MaxUserSetName {
+		return fmt.Errorf("%q is longer than %d characters", name, MaxUserSetName)
+	}
+	if !setNameRE.MatchString(name) {
+		return fmt.Errorf("%q may hold only letters, digits, '_', '.' and '-'", name)
+	}
+	return nil
+}
+
+// ValidateID checks a container ID or network name: letters, digits, '_',
+// '.', '-', at most 128 characters.
+func ValidateID(id string) error {
+	if len(id) > 128 {
+		return fmt.Errorf("%q is longer than 128 characters", id)
+	}
+	if !idRE.MatchString(id) {
+		return fmt.Errorf("%q may hold only letters, digits, '_', '.' and '-' and must start with a letter or digit", id)
+	}
+	return nil
+}
+
+// ValidateComment checks a user comment: at most 128 characters of letters,
+// digits, spaces and _ . , : ; = / @ ( ) # + -.
+func ValidateComment(c string) error {
+	if len(c) > 128 {
+		return fmt.Errorf("is longer than 128 characters")
+	}
+	if !commentRE.MatchString(c) {
+		return fmt.Errorf("%q may hold only letters, digits, spaces and _ . , : ; = / @ ( ) # + -", c)
+	}
+	return nil
+}

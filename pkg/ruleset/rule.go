@@ -1,0 +1,192 @@
+package ruleset
+
+import (
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+// Verdict is where a rule sends a packet.
+type Verdict struct {
+	Goto       bool   // -g instead of -j: a RETURN from Target skips the rest of this chain
+	Target     string // ACCEPT, DROP, RETURN, REJECT, LOG or a chain
+	RejectWith string // for REJECT: icmp-port-unreachable or tcp-reset
+	LogPrefix  string // for LOG
+}
+
+// Physdev matches the bridge port a bridged packet came in or goes out by.
+type Physdev struct {
+	In, Out     string
+	IsIn, IsOut bool
+	IsBridged   bool
+	Present     bool
+}
+
+// Rule is one iptables rule as data. String renders it exactly as
+// iptables-save prints it, so wanted and installed rules compare as text.
+type Rule struct {
+	Chain      string
+	Src, Dst   netip.Prefix // zero: any
+	InIface    string
+	OutIface   string
+	Proto      string // tcp, udp, icmp or a protocol number
+	Physdev    Physdev
+	CtState    string // INVALID or RELATED,ESTABLISHED
+	MACSource  string // lower-case aa:bb:..
+	MACNegate  bool
+	SetSrc     string
+	SetSrcNeg  bool
+	SetDst     string
+	SetDstNeg  bool
+	SPort      string // single port or a:b range
+	DPort      string
+	SPorts     string // multiport list
+	DPorts     string
+	ICMPType   string // numeric: "8" or "3/3"
+	Limit      string // e.g. 5/min
+	LimitBurst int
+	Comment    string
+	Verdict    Verdict
+}
+
+// Spec renders the rule without "-A CHAIN", as iptables-save prints it.
+func (r Rule) Spec() string {
+	var b strings.Builder
+	w := func(s ...string) {
+		for _, x := range s {
+			if b.Len() > 0 {
+				b.WriteByte(' ')
+			}
+			b.WriteString(x)
+		}
+	}
+	if r.Src.IsValid() {
+		w("-s", r.Src.String())
+	}
+	if r.Dst.IsValid() {
+		w("-d", r.Dst.String())
+	}
+	if r.InIface != "" {
+		w("-i", r.InIface)
+	}
+	if r.OutIface != "" {
+		w("-o", r.OutIface)
+	}
+	if r.Proto != "" {
+		w("-p", r.Proto)
+	}
+	if p := r.Physdev; p.Present {
+		w("-m", "physdev")
+		if p.In != "" {
+			w("--physdev-in", p.In)
+		}
+		if p.Out != "" {
+			w("--physdev-out", p.Out)
+		}
+		if p.IsIn {
+			w("--physdev-is-in")
+		}
+		if p.IsOut {
+			w("--physdev-is-out")
+		}
+		if p.IsBridged {
+			w("--physdev-is-bridged")
+		}
+	}
+	if r.CtState != "" {
+		w("-m", "conntrack", "--ctstate", r.CtState)
+	}
+	if r.MACSource != "" {
+		w("-m", "mac")
+		if r.MACNegate {
+			w("!")
+		}
+		w("--mac-source", strings.ToLower(r.MACSource))
+	}
+	set := func(name string, neg bool, dir string) {
+		if name == "" {
+			return
+		}
+		w("-m", "set")
+		if neg {
+			w("!")
+		}
+		w("--match-set", name, dir)
+	}
+	set(r.SetSrc, r.SetSrcNeg, "src")
+	set(r.SetDst, r.SetDstNeg, "dst")
+	if r.SPort != "" || r.DPort != "" {
+		w("-m", r.Proto)
+		if r.SPort != "" {
+			w("--sport", r.SPort)
+		}
+		if r.DPort != "" {
+			w("--dport", r.DPort)
+		}
+	}
+	if r.SPorts != "" {
+		w("-m", "multiport", "--sports", r.SPorts)
+	}
+	if r.DPorts != "" {
+		w("-m", "multiport", "--dports", r.DPorts)
+	}
+	if r.ICMPType != "" {
+		w("-m", "icmp", "--icmp-type", r.ICMPType)
+	}
+	if r.Limit != "" {
+		w("-m", "limit", "--limit", r.Limit)
+		if r.LimitBurst != 0 && r.LimitBurst != 5 {
+			w("--limit-burst", strconv.Itoa(r.LimitBurst))
+		}
+	}
+	if r.Comment != "" {
+		w("-m", "comment", "--comment", quote(r.Comment))
+	}
+	v := r.Verdict
+	if v.Goto {
+		w("-g", v.Target)
+	} else {
+		w("-j", v.Target)
+	}
+	switch v.Target {
+	case "REJECT":
+		with := v.RejectWith
+		if with == "" {
+			with = "icmp-port-unreachable"
+		}
+		w("--reject-with", with)
+	case "LOG":
+		w("--log-prefix", quote(v.LogPrefix))
+	}
+	return b.String()
+}
+
+// String renders the rule as an iptables-save line: "-A CHAIN spec".
+func (r Rule) String() string { return "-A " + r.Chain + " " + r.Spec() }
+
+// Owner is the owner named at the start of the rule's comment: a tap or
+// bridge name, or one of the Owner* constants.
+func (r Rule) Owner() string { return CommentOwner(r.Comment) }
+
+// CommentOwner returns the owner part of a tapfw comment ("tap110i0: ...").
+func CommentOwner(comment string) string {
+	if i := strings.IndexByte(comment, ':'); i > 0 {
+		return comment[:i]
+	}
+	return ""
+}
+
+// quote mimics xtables_save_string: bare when the value holds only letters,
+// digits, '_' and '-'; otherwise in double quotes. tapfw never writes quotes
+// or backslashes (validation keeps them out), so no escaping is needed.
+func quote(s string) string {
+	if s == "" {
+		return `""`
+	}
+	for _, c := range s {
+		if !(c == '_' || c == '-' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
+			return `"` + s + `"`
+		}
+	}
+	return s
+}

@@ -1,0 +1,86 @@
+package ruleset
+
+import (
+	"net"
+	"net/netip"
+)
+
+// Action is what a user rule or a policy does with a packet.
+type Action string
+
+// The actions a user may name.
+const (
+	Accept Action = "ACCEPT"
+	Drop   Action = "DROP"
+	Reject Action = "REJECT"
+)
+
+// Addr is a rule's source or destination: a prefix or a named ipset.
+type Addr struct {
+	Prefix netip.Prefix // valid when the rule matches an address or network
+	Set    string       // the config's name of a named ipset (without prefix)
+}
+
+// IsZero reports whether the address matches anything.
+func (a Addr) IsZero() bool { return !a.Prefix.IsValid() && a.Set == "" }
+
+// UserRule is one validated rule from the config. Ports are canonical
+// ("22", "1000:2000" or "22,80,443"), ICMPType is numeric ("8", "3/3").
+type UserRule struct {
+	Action   Action
+	Proto    string
+	Source   Addr
+	Dest     Addr
+	SPort    string
+	DPort    string
+	ICMPType string
+	Log      bool
+	Comment  string
+}
+
+// Tap is everything tapfw knows about one VM NIC, validated.
+type Tap struct {
+	Name   string
+	Bridge string
+	MAC    net.HardwareAddr // nil when unknown (then MACFilter must be off)
+	IPs    []netip.Prefix
+
+	// Who asked for it, recorded in the dispatch rule so DEL and GC can
+	// find the tap without a state file.
+	Network     string
+	ContainerID string
+	IfName      string
+
+	MACFilter  bool
+	IPFilter   bool
+	DHCP       bool
+	LogDropped bool
+	LogLimit   string // rate of LOG lines, e.g. 5/min
+	PolicyIn   Action
+	PolicyOut  Action
+	In, Out    []UserRule
+}
+
+// Bridge is the per-bridge configuration.
+type Bridge struct {
+	Name         string
+	AllowRouting bool
+}
+
+// Host is the host firewall: its addresses, the cluster's hosts and rules.
+type Host struct {
+	IPs          []netip.Prefix
+	ClusterHosts []netip.Prefix
+	In, Out      []UserRule
+}
+
+// Config is the input of Build: one tap, its bridge, and the host-wide parts
+// the call carries. Host nil means "leave the host firewall as it is".
+type Config struct {
+	Tap    Tap
+	Bridge Bridge
+	Host   *Host
+	// Sets are named ipsets by their config name. Sets not listed are left
+	// as they are.
+	Sets map[string][]netip.Prefix
+}

@@ -1,0 +1,23 @@
+// Command tapfw is a CNI plugin that installs the firewall of one VM tap
+// (or container veth) on a Linux bridge: its chains, dispatch jumps and
+// ipsets. It keeps no state of its own; the kernel's netfilter state is the
+// state.
+package main
+
+import (
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/version"
+)
+
+const about = "tapfw: per-tap firewall for VMs and containers on Linux bridges (CNI plugin)"
+
+func main() {
+	p := newPlugin()
+	skel.PluginMainFuncs(skel.CNIFuncs{
+		Add:    p.cmdAdd,
+		Del:    p.cmdDel,
+		Check:  p.cmdCheck,
+		GC:     p.cmdGC,
+		Status: p.cmdStatus,
+	}, version.PluginSupports("0.4.0", "1.0.0", "1.1.0"), about)
+}

@@ -1,0 +1,338 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+	"github.com/vishvananda/netlink"
+
+	"github.com/tapfw/tapfw/pkg/config"
+	"github.com/tapfw/tapfw/pkg/netfilter"
+	"github.com/tapfw/tapfw/pkg/ruleset"
+)
+
+// Error codes beyond the CNI spec's own (which end at 99).
+const (
+	errDrift        = 100 // CHECK: the installed firewall differs from the config
+	errNotAvailable = 50  // STATUS: the spec's "plugin not available"
+)
+
+type plugin struct {
+	fw     *netfilter.Firewall
+	exec   netfilter.Exec
+	stderr io.Writer
+	// bridgeOf finds the bridge a port is enslaved to.
+	bridgeOf func(port string) (string, error)
+	// isBridge tells whether an interface is a bridge.
+	isBridge func(name string) bool
+	// sysctl makes sure bridged IPv4 traffic reaches iptables.
+	sysctl  func() error
+	modeErr error
+}
+
+func newPlugin() *plugin {
+	mode, err := netfilter.ModeFromEnv()
+	timeout := 30 * time.Second
+	if s := os.Getenv("TAPFW_LOCK_TIMEOUT"); s != "" {
+		if d, perr := time.ParseDuration(s); perr == nil {
+			timeout = d
+		} else if err == nil {
+			err = fmt.Errorf("TAPFW_LOCK_TIMEOUT: %w", perr)
+		}
+	}
+	lockPath := os.Getenv("TAPFW_LOCK")
+	if lockPath == "" {
+		lockPath = netfilter.DefaultLockPath
+	}
+	ex := netfilter.Exec{Mode: mode, WaitSeconds: 10}
+	return &plugin{
+		fw: &netfilter.Firewall{
+			Tables: ex,
+			Sets:   netfilter.NetlinkSets{},
+			Lock:   netfilter.FileLock{Path: lockPath, Timeout: timeout},
+			Log:    os.Stderr,
+		},
+		exec:     ex,
+		stderr:   os.Stderr,
+		bridgeOf: bridgeOf,
+		isBridge: isBridge,
+		sysctl:   enableBridgeNF,
+		modeErr:  err,
+	}
+}
+
+// cniError maps an error to a CNI error with the right code.
+func cniError(err error, what string) error {
+	if err == nil {
+		return nil
+	}
+	var ce *types.Error
+	if errors.As(err, &ce) {
+		return ce
+	}
+	var ve *config.Error
+	var de *netfilter.DriftError
+	switch {
+	case errors.As(err, &ve):
+		return types.NewError(types.ErrInvalidNetworkConfig, "invalid config: "+ve.Error(), "")
+	case errors.Is(err, config.ErrDecode):
+		return types.NewError(types.ErrDecodingFailure, err.Error(), "")
+	case errors.Is(err, netfilter.ErrBusy):
+		return types.NewError(types.ErrTryAgainLater, what+": "+err.Error(), "")
+	case errors.As(err, &de):
+		return types.NewError(errDrift, de.Error(), "")
+	}
+	return types.NewError(types.ErrInternal, what+": "+err.Error(), "")
+}
+
+// load parses stdin and the previous result and resolves the tap.
+func (p *plugin) load(args *skel.CmdArgs) (*config.Resolved, types.Result, error) {
+	if p.modeErr != nil {
+		return nil, nil, &config.Error{Field: "TAPFW_IPTABLES", Err: p.modeErr}
+	}
+	conf, err := config.Parse(args.StdinData)
+	if err != nil {
+		return nil, nil, err
+	}
+	var prevRes types.Result
+	var prev *config.PrevIface
+	if conf.RawPrevResult != nil {
+		if err := version.ParsePrevResult(&conf.PluginConf); err != nil {
+			return nil, nil, &config.Error{Field: "prevResult", Err: err}
+		}
+		prevRes = conf.PrevResult
+		if prev, err = p.fromPrev(conf.PrevResult, args.IfName); err != nil {
+			return nil, nil, &config.Error{Field: "prevResult", Err: err}
+		}
+	}
+	env := config.Env{ContainerID: args.ContainerID, IfName: args.IfName, Args: args.Args}
+	r, err := config.Resolve(conf, env, prev, p.bridgeOf)
+	if err != nil {
+		return nil, nil, err
+	}
+	return r, prevRes, nil
+}
+
+// fromPrev finds in a previous result (the bridge plugin's) the host-side
+// port, its bridge, and the sandboxed interface's MAC and IPs.
+func (p *plugin) fromPrev(res types.Result, ifName string) (*config.PrevIface, error) {
+	r, err := current.NewResultFromResult(res)
+	if err != nil {
+		return nil, fmt.Errorf("converting: %w", err)
+	}
+	pi := &config.PrevIface{}
+	sandboxIdx := -1
+	for i, itf := range r.Interfaces {
+		if itf.Sandbox != "" {
+			if sandboxIdx < 0 || itf.Name == ifName {
+				sandboxIdx = i
+			}
+			continue
+		}
+		if p.isBridge(itf.Name) {
+			pi.Bridge = itf.Name
+		} else if pi.HostPort == "" {
+			pi.HostPort = itf.Name
+		}
+	}
+	if sandboxIdx >= 0 {
+		pi.MAC = r.Interfaces[sandboxIdx].Mac
+	}
+	for _, ip := range r.IPs {
+		if ip.Interface != nil && sandboxIdx >= 0 && *ip.Interface != sandboxIdx {
+			continue
+		}
+		if ip.Address.IP.To4() == nil {
+			continue // IPv6 is not filtered yet (see README, Limitations)
+		}
+		pi.IPs = append(pi.IPs, ip.Address.String())
+	}
+	if pi.HostPort != "" && pi.Bridge == "" {
+		if br, err := p.bridgeOf(pi.HostPort); err == nil {
+			pi.Bridge = br
+		}
+	}
+	return pi, nil
+}
+
+func (p *plugin) cmdAdd(args *skel.CmdArgs) error {
+	r, prev, err := p.load(args)
+	if err != nil {
+		return cniError(err, "add")
+	}
+	plan, err := ruleset.Build(r.Ruleset)
+	if err != nil {
+		return cniError(&config.Error{Err: err}, "add")
+	}
+	if err := p.sysctl(); err != nil {
+		return cniError(err, "add")
+	}
+	if _, err := p.fw.Apply(plan); err != nil {
+		return cniError(fmt.Errorf("installing firewall of %s: %w", plan.Tap, err), "add")
+	}
+	if prev != nil {
+		return types.PrintResult(prev, r.Conf.CNIVersion)
+	}
+	return types.PrintResult(standaloneResult(r), r.Conf.CNIVersion)
+}
+
+// standaloneResult names the tap with its MAC and IPs.
+func standaloneResult(r *config.Resolved) *current.Result {
+	t := r.Ruleset.Tap
+	res := &current.Result{CNIVersion: current.ImplementedSpecVersion}
+	itf := &current.Interface{Name: t.Name}
+	if t.MAC != nil {
+		itf.Mac = t.MAC.String()
+	}
+	res.Interfaces = []*current.Interface{itf}
+	idx := 0
+	for _, ip := range t.IPs {
+		res.IPs = append(res.IPs, &current.IPConfig{
+			Interface: &idx,
+			Address:   net.IPNet{IP: ip.Addr().AsSlice(), Mask: net.CIDRMask(ip.Bits(), 32)},
+		})
+	}
+	return res
+}
+
+func (p *plugin) cmdCheck(args *skel.CmdArgs) error {
+	r, _, err := p.load(args)
+	if err != nil {
+		return cniError(err, "check")
+	}
+	plan, err := ruleset.Build(r.Ruleset)
+	if err != nil {
+		return cniError(&config.Error{Err: err}, "check")
+	}
+	return cniError(p.fw.Check(plan), "check")
+}
+
+// cmdDel removes everything of the tap. It needs only the tap's identity:
+// the previous result's host port, the config's "tap", or the attachment
+// recorded at ADD (network, container ID, ifname). Nothing there is no
+// error.
+func (p *plugin) cmdDel(args *skel.CmdArgs) error {
+	if p.modeErr != nil {
+		return cniError(&config.Error{Field: "TAPFW_IPTABLES", Err: p.modeErr}, "del")
+	}
+	conf, err := config.Parse(args.StdinData)
+	if err != nil {
+		return cniError(err, "del")
+	}
+	taps := map[string]bool{}
+	if conf.Tap != "" {
+		if err := ruleset.ValidateIfName(conf.Tap); err != nil {
+			return cniError(&config.Error{Field: "tap", Err: err}, "del")
+		}
+		taps[conf.Tap] = true
+	}
+	if conf.RawPrevResult != nil {
+		if err := version.ParsePrevResult(&conf.PluginConf); err == nil {
+			if pi, err := p.fromPrev(conf.PrevResult, args.IfName); err == nil && pi.HostPort != "" {
+				taps[pi.HostPort] = true
+			}
+		}
+	}
+	atts, err := p.fw.Attachments()
+	if err != nil {
+		return cniError(err, "del")
+	}
+	for _, a := range atts {
+		if a.Network == conf.Name && a.ContainerID == args.ContainerID && a.IfName == args.IfName {
+			taps[a.Tap] = true
+		}
+		// Standalone: CNI_IFNAME is the tap itself.
+		if a.Tap == args.IfName && a.IfName == args.IfName {
+			taps[a.Tap] = true
+		}
+	}
+	if len(taps) == 0 {
+		return nil
+	}
+	list := make([]string, 0, len(taps))
+	for t := range taps {
+		list = append(list, t)
+	}
+	if err := p.fw.Remove(list...); err != nil {
+		return cniError(fmt.Errorf("removing firewall of %s: %w", strings.Join(list, ","), err), "del")
+	}
+	return nil
+}
+
+func (p *plugin) cmdGC(args *skel.CmdArgs) error {
+	conf, err := config.Parse(args.StdinData)
+	if err != nil {
+		return cniError(err, "gc")
+	}
+	valid := map[[2]string]bool{}
+	for _, a := range conf.ValidAttachments {
+		valid[[2]string{a.ContainerID, a.IfName}] = true
+	}
+	removed, err := p.fw.GC(conf.Name, func(a ruleset.Attachment) bool {
+		return valid[[2]string{a.ContainerID, a.IfName}]
+	})
+	if len(removed) > 0 {
+		fmt.Fprintf(p.stderr, "tapfw: gc removed %s\n", strings.Join(removed, ", "))
+	}
+	return cniError(err, "gc")
+}
+
+func (p *plugin) cmdStatus(args *skel.CmdArgs) error {
+	if p.modeErr != nil {
+		return types.NewError(errNotAvailable, p.modeErr.Error(), "")
+	}
+	if err := netfilter.Status(p.exec, p.fw.Sets); err != nil {
+		return types.NewError(errNotAvailable, err.Error(), "")
+	}
+	return nil
+}
+
+func bridgeOf(port string) (string, error) {
+	l, err := netlink.LinkByName(port)
+	if err != nil {
+		return "", fmt.Errorf("finding the bridge of %s: %w", port, err)
+	}
+	if l.Attrs().MasterIndex == 0 {
+		return "", nil
+	}
+	m, err := netlink.LinkByIndex(l.Attrs().MasterIndex)
+	if err != nil {
+		return "", fmt.Errorf("finding the bridge of %s: %w", port, err)
+	}
+	if m.Type() != "bridge" {
+		return "", fmt.Errorf("%s is enslaved to %s, a %s, not a bridge", port, m.Attrs().Name, m.Type())
+	}
+	return m.Attrs().Name, nil
+}
+
+func isBridge(name string) bool {
+	l, err := netlink.LinkByName(name)
+	return err == nil && l.Type() == "bridge"
+}
+
+const bridgeNFSysctl = "/proc/sys/net/bridge/bridge-nf-call-iptables"
+
+// enableBridgeNF turns bridge-nf-call-iptables on in this namespace; without
+// it bridged packets never reach iptables and no tap rule would apply.
+func enableBridgeNF() error {
+	cur, err := os.ReadFile(bridgeNFSysctl)
+	if err != nil {
+		return fmt.Errorf("reading %s (is br_netfilter loaded?): %w", bridgeNFSysctl, err)
+	}
+	if strings.TrimSpace(string(cur)) == "1" {
+		return nil
+	}
+	if err := os.WriteFile(bridgeNFSysctl, []byte("1"), 0o644); err != nil {
+		return fmt.Errorf("enabling %s: %w", bridgeNFSysctl, err)
+	}
+	return nil
+}
