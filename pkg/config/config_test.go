@@ -1,0 +1,171 @@
+package config
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+const good = `{"cniVersion":"1.0.0","name":"n","type":"tapfw","bridge":"vmbr0","mac":"02:00:00:00:00:01","ips":["192.0.2.10"]`
+
+func resolve(t *testing.T, js string, env Env, prev *PrevIface) (*Resolved, error) {
+	t.Helper()
+	conf, err := Parse([]byte(js))
+	if err != nil {
+		return nil, err
+	}
+	if env.IfName == "" {
+		env.IfName = "tap1"
+	}
+	return Resolve(conf, env, prev, nil)
+}
+
+func TestBadConfigs(t *testing.T) {
+	cases := []struct {
+		name, js, field, msg string
+		env                  Env
+	}{
+		{"malformed json", `{"cniVersion":`, "", "cannot decode", Env{}},
+		{"trailing data", good + `} {}`, "", "trailing", Env{}},
+		{"unknown field", good + `,"bridgee":"x"}`, "bridgee", "unknown field", Env{}},
+		{"unknown rule field", good + `,"rules":{"in":[{"action":"ACCEPT","port":"22"}]}}`, "port", "unknown field", Env{}},
+		{"wrong type", good + `,"ips":"192.0.2.1"}`, "ips", "wrong type", Env{}},
+		{"wrong bool type", good + `,"macFilter":"yes"}`, "macFilter", "wrong type", Env{}},
+		{"bad mac", strings.Replace(good, "02:00:00:00:00:01", "02:00:00:00:00", 1) + `}`, "mac", "not an Ethernet MAC", Env{}},
+		{"multicast mac", strings.Replace(good, "02:00", "01:00", 1) + `}`, "mac", "multicast", Env{}},
+		{"no mac with macFilter", `{"cniVersion":"1.0.0","bridge":"vmbr0"}`, "mac", "required when macFilter", Env{}},
+		{"bad ip", strings.Replace(good, "192.0.2.10", "192.0.2.300", 1) + `}`, "ips[0]", "not an IPv4", Env{}},
+		{"host bits", strings.Replace(good, "192.0.2.10", "192.0.2.10/24", 1) + `}`, "ips[0]", "host bits", Env{}},
+		{"ipv6 not yet", strings.Replace(good, "192.0.2.10", "2001:db8::1", 1) + `}`, "ips[0]", "IPv6", Env{}},
+		{"bridge spaces", strings.Replace(good, "vmbr0", "vm br0", 1) + `}`, "bridge", "may hold only", Env{}},
+		{"bridge too long", strings.Replace(good, "vmbr0", "abcdefghijklmnop", 1) + `}`, "bridge", "longer than 15", Env{}},
+		{"bridge plus", strings.Replace(good, "vmbr0", "vmbr+", 1) + `}`, "bridge", "may hold only", Env{}},
+		{"tap with newline", good + `,"tap":"tap1\n-j ACCEPT"}`, "tap", "may hold only", Env{}},
+		{"tap restore syntax", good + `,"tap":"COMMIT *filter"}`, "tap", "may hold only", Env{}},
+		{"tap is bridge", good + `,"tap":"vmbr0"}`, "bridge", "tap itself", Env{}},
+		{"policy", good + `,"policyIn":"ALLOW"}`, "policyIn", "not ACCEPT", Env{}},
+		{"policy lower", good + `,"policyOut":"accept"}`, "policyOut", "capitals", Env{}},
+		{"no action", good + `,"rules":{"in":[{"proto":"tcp"}]}}`, "rules.in[0].action", "required", Env{}},
+		{"bad action", good + `,"rules":{"out":[{"action":"RETURN"}]}}`, "rules.out[0].action", "not ACCEPT", Env{}},
+		{"bad proto", good + `,"rules":{"in":[{"action":"ACCEPT","proto":"tcpx"}]}}`, "rules.in[0].proto", "not tcp", Env{}},
+		{"proto 0", good + `,"rules":{"in":[{"action":"ACCEPT","proto":"0"}]}}`, "rules.in[0].proto", "not tcp", Env{}},
+		{"port without proto", good + `,"rules":{"in":[{"action":"ACCEPT","dport":"22"}]}}`, "rules.in[0].dport", "need proto", Env{}},
+		{"port too big", good + `,"rules":{"in":[{"action":"ACCEPT","proto":"tcp","dport":"65536"}]}}`, "rules.in[0].dport", "0-65535", Env{}},
+		{"port range backwards", good + `,"rules":{"in":[{"action":"ACCEPT","proto":"tcp","sport":"2000:1000"}]}}`, "rules.in[0].sport", "backwards", Env{}},
+		{"port injection", good + `,"rules":{"in":[{"action":"ACCEPT","proto":"tcp","dport":"22 -j ACCEPT"}]}}`, "rules.in[0].dport", "not a port", Env{}},
+		{"too many ports", good + `,"rules":{"in":[{"action":"ACCEPT","proto":"udp","dport":"1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16"}]}}`, "rules.in[0].dport", "at most 15", Env{}},
+		{"icmp type without icmp", good + `,"rules":{"in":[{"action":"ACCEPT","icmpType":"echo-request"}]}}`, "rules.in[0].icmpType", "needs proto icmp", Env{}},
+		{"icmp type unknown", good + `,"rules":{"in":[{"action":"ACCEPT","proto":"icmp","icmpType":"ping"}]}}`, "rules.in[0].icmpType", "not a known", Env{}},
+		{"source garbage", good + `,"rules":{"in":[{"action":"ACCEPT","source":"192.0.2.0/33"}]}}`, "rules.in[0].source", "not an IPv4", Env{}},
+		{"undefined ipset", good + `,"rules":{"in":[{"action":"ACCEPT","source":"+web"}]}}`, "rules.in[0].source", "not defined", Env{}},
+		{"ipset bad name", good + `,"ipsets":{"a b":["192.0.2.1"]}}`, "ipsets", "may hold only", Env{}},
+		{"ipset bad entry", good + `,"ipsets":{"web":["0.0.0.0/0"]}}`, "ipsets.web[0]", "matches everything", Env{}},
+		{"comment quote", good + `,"rules":{"in":[{"action":"ACCEPT","comment":"a\" -j ACCEPT"}]}}`, "rules.in[0].comment", "may hold only", Env{}},
+		{"host bad ip", good + `,"host":{"ips":["x"]}}`, "host.ips[0]", "not an IPv4", Env{}},
+		{"host bad rule", good + `,"host":{"rules":{"in":[{"action":"ACCEPT","proto":"udp","dport":"x"}]}}}`, "host.rules.in[0].dport", "not a port", Env{}},
+		{"cni args unknown", good + `}`, "CNI_ARGS", "unknown keys", Env{Args: "FOO=1"}},
+		{"cni args bad ip", good + `}`, "CNI_ARGS IP[0]", "not an IPv4", Env{Args: "IP=nope"}},
+		{"bad container id", good + `}`, "CNI_CONTAINERID", "may hold only", Env{ContainerID: "a b"}},
+		{"bad network name", strings.Replace(good, `"name":"n"`, `"name":"n n"`, 1) + `}`, "name", "may hold only", Env{}},
+		{"runtime mac bad", good + `,"runtimeConfig":{"mac":"zz"}}`, "runtimeConfig.mac", "not an Ethernet", Env{}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := resolve(t, c.js, c.env, nil)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if c.field == "" {
+				if !errors.Is(err, ErrDecode) {
+					t.Errorf("error %v, want a decode error", err)
+				}
+			} else {
+				var e *Error
+				if !errors.As(err, &e) {
+					t.Fatalf("error %v (%T), want a *config.Error", err, err)
+				}
+				if e.Field != c.field {
+					t.Errorf("field %q, want %q (%v)", e.Field, c.field, err)
+				}
+			}
+			if !strings.Contains(err.Error(), c.msg) {
+				t.Errorf("error %q does not say %q", err, c.msg)
+			}
+		})
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	r, err := resolve(t, good+`}`, Env{ContainerID: "c1"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp := r.Ruleset.Tap
+	if !tp.MACFilter || !tp.IPFilter || !tp.DHCP || !tp.LogDropped || tp.PolicyIn != "DROP" || tp.PolicyOut != "DROP" {
+		t.Errorf("defaults wrong: %+v", tp)
+	}
+	if r.Ruleset.Bridge.AllowRouting || r.Ruleset.Host != nil {
+		t.Errorf("bridge routing or host set by default")
+	}
+	if tp.Name != "tap1" || tp.ContainerID != "c1" || tp.Network != "n" {
+		t.Errorf("identity: %+v", tp)
+	}
+}
+
+// Later wins: config, then CNI_ARGS, then runtimeConfig, then prevResult.
+func TestIdentityPrecedence(t *testing.T) {
+	base := `{"cniVersion":"1.0.0","bridge":"br0","mac":"02:00:00:00:00:01","ips":["192.0.2.1"]`
+	rc := `,"runtimeConfig":{"mac":"02:00:00:00:00:03","ips":["192.0.2.3/24"]}`
+	prev := &PrevIface{HostPort: "veth9", Bridge: "cni0", MAC: "02:00:00:00:00:04", IPs: []string{"192.0.2.4/24"}}
+	cases := []struct {
+		name, js, args string
+		prev           *PrevIface
+		tap, br, mac   string
+		ip             string
+	}{
+		{"config", base + `}`, "", nil, "tap1", "br0", "02:00:00:00:00:01", "192.0.2.1/32"},
+		{"config tap", base + `,"tap":"tapX"}`, "", nil, "tapX", "br0", "02:00:00:00:00:01", "192.0.2.1/32"},
+		{"cni args", base + `}`, "IgnoreUnknown=1;K8S_POD_NAME=x;MAC=02:00:00:00:00:02;IP=192.0.2.2", nil, "tap1", "br0", "02:00:00:00:00:02", "192.0.2.2/32"},
+		{"runtime config", base + rc + `}`, "MAC=02:00:00:00:00:02;IP=192.0.2.2", nil, "tap1", "br0", "02:00:00:00:00:03", "192.0.2.3/32"},
+		{"prev result", base + rc + `}`, "MAC=02:00:00:00:00:02;IP=192.0.2.2", prev, "veth9", "cni0", "02:00:00:00:00:04", "192.0.2.4/32"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r, err := resolve(t, c.js, Env{Args: c.args}, c.prev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tp := r.Ruleset.Tap
+			if tp.Name != c.tap || tp.Bridge != c.br || tp.MAC.String() != c.mac || len(tp.IPs) != 1 || tp.IPs[0].String() != c.ip {
+				t.Errorf("got tap=%s br=%s mac=%s ips=%v, want %s %s %s %s", tp.Name, tp.Bridge, tp.MAC, tp.IPs, c.tap, c.br, c.mac, c.ip)
+			}
+		})
+	}
+}
+
+func TestRuleCanonical(t *testing.T) {
+	js := good + `,"ipsets":{"web":["198.51.100.0/24"]},"rules":{"in":[
+		{"action":"ACCEPT","proto":"TCP","dport":"22,80,1000:2000","source":"+web"},
+		{"action":"REJECT","proto":"gre","dest":"0.0.0.0/0"},
+		{"action":"DROP","proto":"icmp","icmpType":"port-unreachable"},
+		{"action":"ACCEPT","proto":"17","sport":"053"}]}}`
+	_, err := resolve(t, js, Env{}, nil)
+	if err == nil || !strings.Contains(err.Error(), "rules.in[3].sport") {
+		t.Fatalf("leading zero port accepted or wrong field: %v", err)
+	}
+	js = strings.Replace(js, `"053"`, `"53"`, 1)
+	r, err := resolve(t, js, Env{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := r.Ruleset.Tap.In
+	if in[0].Proto != "tcp" || in[0].DPort != "22,80,1000:2000" || in[0].Source.Set != "web" {
+		t.Errorf("rule 0: %+v", in[0])
+	}
+	if in[1].Proto != "47" || !in[1].Dest.IsZero() {
+		t.Errorf("rule 1: %+v", in[1])
+	}
+	if in[2].ICMPType != "3/3" || in[3].Proto != "udp" {
+		t.Errorf("rules 2,3: %+v %+v", in[2], in[3])
+	}
+}

@@ -1,0 +1,223 @@
+package netfilter
+
+import (
+	"bytes"
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/tapfw/tapfw/pkg/ruleset"
+)
+
+type snapshot struct {
+	save string
+	sets map[string][]netip.Prefix
+}
+
+func snap(t *testing.T, fw *Firewall) snapshot {
+	t.Helper()
+	save, err := fw.Tables.Save()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sets, err := fw.Sets.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return snapshot{string(save), sets}
+}
+
+func (s snapshot) equal(o snapshot) bool {
+	if s.save != o.save || len(s.sets) != len(o.sets) {
+		return false
+	}
+	for k, v := range s.sets {
+		w, ok := o.sets[k]
+		if !ok || !samePrefixes(v, w) {
+			return false
+		}
+	}
+	return true
+}
+
+func TestApplyTwiceChangesNothing(t *testing.T) {
+	fw, tb, _ := newFake()
+	p := seedPlan(t, "tap110i0")
+	changed, err := fw.Apply(p)
+	if err != nil || !changed {
+		t.Fatalf("first apply: changed=%v err=%v", changed, err)
+	}
+	if tb.Restores != 1 {
+		t.Fatalf("first apply used %d restores, want 1 transaction", tb.Restores)
+	}
+	before := snap(t, fw)
+	changed, err = fw.Apply(p)
+	if err != nil || changed {
+		t.Fatalf("second apply: changed=%v err=%v, want no change", changed, err)
+	}
+	if tb.Restores != 1 || !before.equal(snap(t, fw)) {
+		t.Fatal("second apply touched the kernel")
+	}
+	if err := fw.Check(p); err != nil {
+		t.Fatalf("check after apply: %v", err)
+	}
+}
+
+func TestRemoveLeavesNoTrace(t *testing.T) {
+	fw, _, _ := newFake()
+	if _, err := fw.Apply(seedPlan(t, "tap123i0")); err != nil {
+		t.Fatal(err)
+	}
+	base := snap(t, fw) // shared chains and sets, one other tap
+	if _, err := fw.Apply(seedPlan(t, "tap110i0")); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		if err := fw.Remove("tap110i0"); err != nil {
+			t.Fatalf("remove %d: %v", i+1, err)
+		}
+	}
+	after := snap(t, fw)
+	if strings.Contains(after.save, "tap110i0") {
+		t.Errorf("tap110i0 left in table:\n%s", after.save)
+	}
+	if !base.equal(after) {
+		t.Errorf("remove did not restore the state before the add:\n--- before\n%s\n--- after\n%s", base.save, after.save)
+	}
+	if err := fw.Check(seedPlan(t, "tap123i0")); err != nil {
+		t.Errorf("the other tap was disturbed: %v", err)
+	}
+}
+
+func TestCheckNamesWhatDiffers(t *testing.T) {
+	fw, tb, sets := newFake()
+	p := seedPlan(t, "tap110i0")
+	if _, err := fw.Apply(p); err != nil {
+		t.Fatal(err)
+	}
+	// Tamper: drop the user rule from the IN chain, change the tap's set.
+	if err := tb.Restore([]byte("-D TFW-T-tap110i0-IN -p tcp -m tcp --dport 22 -m comment --comment \"tap110i0: in rule 1 ssh\" -j ACCEPT\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := sets.Add("tfw-t-tap110i0", netip.MustParsePrefix("192.0.2.99/32")); err != nil {
+		t.Fatal(err)
+	}
+	err := fw.Check(p)
+	var de *DriftError
+	if !errors.As(err, &de) {
+		t.Fatalf("check after tampering: %v, want a DriftError", err)
+	}
+	msg := err.Error()
+	for _, want := range []string{"table filter, chain TFW-T-tap110i0-IN", "--dport 22", "ipset tfw-t-tap110i0", "192.0.2.99"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("check error does not name %q: %s", want, msg)
+		}
+	}
+	// ADD repairs it.
+	if _, err := fw.Apply(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := fw.Check(p); err != nil {
+		t.Errorf("check after repair: %v", err)
+	}
+}
+
+// A failed restore leaves the kernel as it was: sets created for the call
+// are destroyed and sets swapped are swapped back.
+func TestFailedRestoreRollsBackSets(t *testing.T) {
+	fw, tb, _ := newFake()
+	if _, err := fw.Apply(seedPlan(t, "tap110i0")); err != nil {
+		t.Fatal(err)
+	}
+	before := snap(t, fw)
+	// New tap (creates its set) with host IPs changed (swaps tfw-host).
+	data := []byte(strings.Replace(string(readSeed(t, "tap123i0")), `"198.51.100.1"`, `"198.51.100.9"`, 1))
+	tb.FailRestore = errBoom
+	if _, err := fw.Apply(planFrom(t, data, "tap123i0")); !errors.Is(err, errBoom) {
+		t.Fatalf("apply: %v, want boom", err)
+	}
+	if after := snap(t, fw); !before.equal(after) {
+		t.Errorf("failed apply changed the kernel:\n--- before %v\n--- after %v", before.sets, after.sets)
+	}
+}
+
+func TestFailedSetStepChangesNothing(t *testing.T) {
+	for _, op := range []string{"create", "add", "swap"} {
+		t.Run(op, func(t *testing.T) {
+			fw, _, sets := newFake()
+			if _, err := fw.Apply(seedPlan(t, "tap110i0")); err != nil {
+				t.Fatal(err)
+			}
+			before := snap(t, fw)
+			data := []byte(strings.Replace(string(readSeed(t, "tap123i0")), `"198.51.100.1"`, `"198.51.100.9"`, 1))
+			sets.Fail[op] = errBoom
+			if _, err := fw.Apply(planFrom(t, data, "tap123i0")); !errors.Is(err, errBoom) {
+				t.Fatalf("apply: %v, want boom", err)
+			}
+			if after := snap(t, fw); !before.equal(after) {
+				t.Errorf("failed apply changed the kernel:\n--- before %v\n--- after %v", before.sets, after.sets)
+			}
+		})
+	}
+}
+
+func TestGCRemovesStaleAttachmentsOnly(t *testing.T) {
+	fw, _, sets := newFake()
+	for _, tap := range seedTaps {
+		if _, err := fw.Apply(seedPlan(t, tap)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A leftover set of a tap whose ADD died before its restore.
+	if err := sets.Create("tfw-t-tap999i0"); err != nil {
+		t.Fatal(err)
+	}
+	removed, err := fw.GC("seed", func(a ruleset.Attachment) bool { return a.ContainerID != "vm-tap123i0" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(removed, ",") != "tap123i0,tap999i0" {
+		t.Errorf("gc removed %v, want tap123i0 and the leftover tap999i0", removed)
+	}
+	s := snap(t, fw)
+	if strings.Contains(s.save, "tap123i0") || s.sets["tfw-t-tap999i0"] != nil || s.sets["tfw-t-tap123i0"] != nil {
+		t.Errorf("gc left traces:\n%s\n%v", s.save, s.sets)
+	}
+	for _, tap := range []string{"tap110i0", "tap115i0"} {
+		if err := fw.Check(seedPlan(t, tap)); err != nil {
+			t.Errorf("gc disturbed %s: %v", tap, err)
+		}
+	}
+	// Another network's GC touches nothing of "seed".
+	before := snap(t, fw)
+	if removed, err := fw.GC("other", func(ruleset.Attachment) bool { return false }); err != nil || len(removed) != 0 {
+		t.Errorf("gc of another network removed %v (%v)", removed, err)
+	}
+	if !before.equal(snap(t, fw)) {
+		t.Error("gc of another network changed the kernel")
+	}
+}
+
+func TestParseSaveRoundTrip(t *testing.T) {
+	fw, tb, _ := newFake()
+	for _, tap := range seedTaps {
+		if _, err := fw.Apply(seedPlan(t, tap)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	save, _ := tb.Save()
+	table, err := ParseSave(save)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := Comment(table.Chains["TFW-B-vmbr0-OUT"][0]); !strings.HasPrefix(got, "tap110i0: dispatch net=seed cid=vm-tap110i0 if=tap110i0") {
+		t.Errorf("comment = %q", got)
+	}
+	if _, err := ParseSave([]byte("*filter\n-A NOPE -j ACCEPT\nCOMMIT\n")); err == nil {
+		t.Error("rule in undeclared chain parsed without error")
+	}
+	if !bytes.Contains(save, []byte(":TFW-FORWARD - [0:0]")) {
+		t.Error("no TFW-FORWARD")
+	}
+}

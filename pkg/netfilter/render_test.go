@@ -1,0 +1,126 @@
+package netfilter
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/tapfw/tapfw/pkg/config"
+	"github.com/tapfw/tapfw/pkg/ruleset"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
+
+var seedTaps = []string{"tap110i0", "tap123i0", "tap115i0"}
+
+// seedPlan builds the plan of one of the seed's taps from testdata/seed.
+func seedPlan(t testing.TB, tap string) *ruleset.Plan {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "..", "testdata", "seed", tap+".json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return planFrom(t, data, tap)
+}
+
+func planFrom(t testing.TB, data []byte, tap string) *ruleset.Plan {
+	t.Helper()
+	conf, err := config.Parse(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := config.Resolve(conf, config.Env{ContainerID: "vm-" + tap, IfName: tap}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := ruleset.Build(r.Ruleset)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("..", "..", "testdata", "golden", name)
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run `make update` to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs from the golden file (run `make update` if the change is meant):\n--- got\n%s\n--- want\n%s", name, got, want)
+	}
+}
+
+
+// TestGoldenFirstAdd renders what the first ADD of each seed tap applies
+// to an empty kernel: set operations and the restore file.
+func TestGoldenFirstAdd(t *testing.T) {
+	for _, tap := range seedTaps {
+		t.Run(tap, func(t *testing.T) {
+			tb := NewFakeTables()
+			save, _ := tb.Save()
+			table, err := ParseSave(save)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := PlanChanges(table, nil, seedPlan(t, tap))
+			golden(t, "seed-add-"+tap+".txt", []byte(c.String()))
+		})
+	}
+}
+
+// TestGoldenSeedTable applies the three seed taps in turn and renders the
+// resulting table and sets: shared chains once, each tap's chains and jumps.
+func TestGoldenSeedTable(t *testing.T) {
+	fw, tb, sets := newFake()
+	for _, tap := range seedTaps {
+		if _, err := fw.Apply(seedPlan(t, tap)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	save, _ := tb.Save()
+	var b strings.Builder
+	b.Write(save)
+	list, _ := sets.List()
+	names := make([]string, 0, len(list))
+	for n := range list {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		b.WriteString("# ipset " + n + ":")
+		for _, e := range list[n] {
+			b.WriteString(" " + entryString(e))
+		}
+		b.WriteString("\n")
+	}
+	golden(t, "seed-table.txt", []byte(b.String()))
+}
+
+func newFake() (*Firewall, *FakeTables, *FakeSets) {
+	tb, sets := NewFakeTables(), NewFakeSets()
+	return &Firewall{Tables: tb, Sets: sets, Lock: NoLock{}}, tb, sets
+}
+
+var errBoom = errors.New("boom")
+
+func readSeed(t testing.TB, tap string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "..", "testdata", "seed", tap+".json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
