@@ -163,7 +163,9 @@ type FakeSets struct {
 var _ Sets = (*FakeSets)(nil)
 
 // NewFakeSets returns an empty set store.
-func NewFakeSets() *FakeSets { return &FakeSets{sets: map[string][]netip.Prefix{}, Fail: map[string]error{}} }
+func NewFakeSets() *FakeSets {
+	return &FakeSets{sets: map[string][]netip.Prefix{}, Fail: map[string]error{}}
+}
 
 func (s *FakeSets) fail(op string) error {
 	if err, ok := s.Fail[op]; ok {

@@ -63,7 +63,6 @@ func golden(t *testing.T, name string, got []byte) {
 	}
 }
 
-
 // TestGoldenFirstAdd renders what the first ADD of each seed tap applies
 // to an empty kernel: set operations and the restore file.
 func TestGoldenFirstAdd(t *testing.T) {

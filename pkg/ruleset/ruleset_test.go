@@ -1,0 +1,119 @@
+package ruleset
+
+import (
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+func TestNamesFitKernelLimits(t *testing.T) {
+	long := strings.Repeat("a", MaxIfName)
+	for _, c := range []string{TapIn(long), TapOut(long), BridgeChain(long), BridgeIn(long), BridgeOut(long), ChainOutputTaps} {
+		if len(c) > MaxChainName {
+			t.Errorf("chain %q is %d > %d characters", c, len(c), MaxChainName)
+		}
+	}
+	for _, s := range []string{TapSet(long), UserSet(strings.Repeat("b", MaxUserSetName)), TempSet(UserSet(strings.Repeat("b", MaxUserSetName)))} {
+		if len(s) > MaxSetName {
+			t.Errorf("set %q is %d > %d characters", s, len(s), MaxSetName)
+		}
+	}
+	for _, what := range []string{"drop", "rej", "r999"} {
+		if p := LogPrefix(long, "out", what); len(p) > 29 {
+			t.Errorf("log prefix %q is %d > 29 characters", p, len(p))
+		}
+	}
+}
+
+// Tap chains, bridge chains and shared chains can never share a name,
+// whatever the interface names.
+func TestNamesDoNotCollide(t *testing.T) {
+	if tap, ok := IsTapChain(TapIn("x-OUT")); !ok || tap != "x-OUT" {
+		t.Errorf("IsTapChain(TapIn(x-OUT)) = %q %v", tap, ok)
+	}
+	if _, ok := IsTapChain(BridgeIn("tap1")); ok {
+		t.Error("a bridge chain reads as a tap chain")
+	}
+	if _, ok := IsTapChain(ChainHostIn); ok {
+		t.Error("a host chain reads as a tap chain")
+	}
+	if !IsBridgeDispatch(BridgeOut("vmbr0")) || IsBridgeDispatch(BridgeChain("vmbr0")) {
+		t.Error("IsBridgeDispatch wrong")
+	}
+}
+
+func TestValidateIfName(t *testing.T) {
+	for _, ok := range []string{"tap110i0", "vmbr0", "veth1_a.b-c", "a"} {
+		if err := ValidateIfName(ok); err != nil {
+			t.Errorf("%q rejected: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "tap+", "a b", "a/b", "-j", ".x", "a\nb", "abcdefghijklmnop", "a\"b", "a:b", "COMMIT*"} {
+		if err := ValidateIfName(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestSpecQuoting(t *testing.T) {
+	r := Rule{Chain: "C", Comment: "tap1: x", Verdict: Verdict{Target: "LOG", LogPrefix: "tfw:tap1:in:drop "}}
+	want := `-A C -m comment --comment "tap1: x" -j LOG --log-prefix "tfw:tap1:in:drop "`
+	if got := r.String(); got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+	r = Rule{Chain: "C", Src: netip.MustParsePrefix("192.0.2.1/32"), Proto: "tcp", DPorts: "22,80", Comment: "bare_word-1", Verdict: Verdict{Target: "REJECT", RejectWith: "tcp-reset"}}
+	want = `-A C -s 192.0.2.1/32 -p tcp -m multiport --dports 22,80 -m comment --comment bare_word-1 -j REJECT --reject-with tcp-reset`
+	if got := r.String(); got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+}
+
+func TestDispatchCommentRoundTrip(t *testing.T) {
+	for _, tp := range []Tap{
+		{Name: "tap110i0", Network: "seed", ContainerID: "vm110", IfName: "tap110i0"},
+		{Name: "veth12", IfName: "eth0"},
+	} {
+		a, ok := ParseDispatchComment(DispatchComment(tp))
+		if !ok || a.Tap != tp.Name || a.Network != tp.Network || a.ContainerID != tp.ContainerID || a.IfName != tp.IfName {
+			t.Errorf("round trip of %+v gave %+v %v", tp, a, ok)
+		}
+	}
+	if _, ok := ParseDispatchComment("tap1: dispatch"); ok {
+		t.Error("the IN dispatch comment parsed as an attachment")
+	}
+}
+
+func TestBuildOrderAndPolicy(t *testing.T) {
+	mac, _ := net.ParseMAC("02:00:00:00:00:01")
+	p, err := Build(Config{
+		Tap: Tap{Name: "tap1", Bridge: "br0", MAC: mac, MACFilter: true, IPFilter: true, DHCP: true,
+			PolicyIn: Accept, PolicyOut: Reject, LogDropped: true,
+			Out: []UserRule{{Action: Accept, Proto: "tcp", DPort: "22", Log: true}}},
+		Bridge: Bridge{Name: "br0", AllowRouting: true},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, r := range p.Owned[1].Rules {
+		out = append(out, r.Comment)
+	}
+	want := []string{"tap1: invalid", "tap1: mac anti-spoof", "tap1: no dhcp server", "tap1: dhcp request",
+		"tap1: ip anti-spoof", "tap1: established", "tap1: out rule 1", "tap1: out rule 1", "tap1: log policy", "tap1: policy reject"}
+	if strings.Join(out, "|") != strings.Join(want, "|") {
+		t.Errorf("OUT chain order:\n got %v\nwant %v", out, want)
+	}
+	in := p.Owned[0].Rules
+	if last := in[len(in)-1]; last.Verdict.Target != "ACCEPT" {
+		t.Errorf("IN policy ACCEPT rendered as %s", last.Verdict.Target)
+	}
+	for _, r := range p.Members {
+		if r.Chain == ChainForward && r.Verdict.Target == "DROP" {
+			t.Error("allowBridgeRouting still drops routed traffic")
+		}
+	}
+	if _, err := Build(Config{Tap: Tap{Name: "tap 1", Bridge: "br0"}, Bridge: Bridge{Name: "br0"}}); err == nil {
+		t.Error("Build accepted a bad tap name")
+	}
+}
