@@ -1,0 +1,292 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/tapfw/tapfw/pkg/testnet"
+)
+
+// pluginBin is the plugin, built once for all tests of this package.
+var pluginBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "tapfw-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	pluginBin = filepath.Join(dir, "tapfw")
+	if out, err := exec.Command("go", "build", "-o", pluginBin, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building the plugin: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (make test runs it as root)")
+	}
+}
+
+// host is a sandbox hypervisor: a namespace with bridge vmbr0 and a real
+// tap device on it, as QEMU makes them.
+type host struct {
+	t  *testing.T
+	ns *testnet.NS
+}
+
+func newHost(t *testing.T, taps ...string) *host {
+	t.Helper()
+	needRoot(t)
+	ns, err := testnet.NewNS("pl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ns.Close() })
+	h := &host{t: t, ns: ns}
+	if err := testnet.AddBridge(ns, "vmbr0", "192.0.2.31/24"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tap := range taps {
+		h.run("ip", "tuntap", "add", "mode", "tap", tap)
+		h.run("ip", "link", "set", tap, "master", "vmbr0", "up")
+	}
+	return h
+}
+
+func (h *host) run(args ...string) string {
+	h.t.Helper()
+	out, err := h.ns.Run(args...)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return string(out)
+}
+
+var noise = regexp.MustCompile(`(?m)^#.*\n| initval 0x[0-9a-f]+`)
+
+// state is the namespace's whole netfilter and ipset state, comparable.
+func (h *host) state() string {
+	return noise.ReplaceAllString(h.run("iptables-save")+h.run("ipset", "save"), "")
+}
+
+// cniErr is the error a plugin prints on stdout.
+type cniErr struct {
+	Code uint   `json:"code"`
+	Msg  string `json:"msg"`
+}
+
+func (h *host) call(c testnet.Call) ([]byte, *cniErr) {
+	h.t.Helper()
+	c.Bin = pluginBin
+	out, err := testnet.CallPlugin(h.ns, c)
+	if err == nil {
+		return out, nil
+	}
+	var e cniErr
+	if jerr := json.Unmarshal(out, &e); jerr != nil || e.Code == 0 {
+		h.t.Fatalf("plugin failed without a CNI error: %v", err)
+	}
+	return out, &e
+}
+
+func (h *host) mustCall(c testnet.Call) []byte {
+	h.t.Helper()
+	out, e := h.call(c)
+	if e != nil {
+		h.t.Fatalf("%s %s: code %d: %s", c.Command, c.IfName, e.Code, e.Msg)
+	}
+	return out
+}
+
+func tapConf(version, extra string) []byte {
+	return []byte(`{"cniVersion":"` + version + `","name":"vms","type":"tapfw","mac":"02:00:00:00:01:10","ips":["192.0.2.200"],
+	"rules":{"in":[{"action":"ACCEPT","proto":"tcp","dport":"22"}]}` + extra + `}`)
+}
+
+func TestStandaloneLifecycle(t *testing.T) {
+	for _, v := range []string{"0.4.0", "1.0.0", "1.1.0"} {
+		t.Run(v, func(t *testing.T) {
+			h := newHost(t, "tap110i0")
+			conf := tapConf(v, "") // no "bridge": found from the tap's master
+			call := testnet.Call{ContainerID: "vm110", IfName: "tap110i0", Config: conf}
+
+			call.Command = "ADD"
+			out := h.mustCall(call)
+			var res struct {
+				CNIVersion string `json:"cniVersion"`
+				Interfaces []struct{ Name, Mac string }
+				IPs        []struct {
+					Address string `json:"address"`
+				} `json:"ips"`
+			}
+			if err := json.Unmarshal(out, &res); err != nil {
+				t.Fatalf("result %s: %v", out, err)
+			}
+			if res.CNIVersion != v || len(res.Interfaces) != 1 || res.Interfaces[0].Name != "tap110i0" ||
+				res.Interfaces[0].Mac != "02:00:00:00:01:10" || len(res.IPs) != 1 || res.IPs[0].Address != "192.0.2.200/32" {
+				t.Errorf("result does not name the tap with its MAC and IP: %s", out)
+			}
+			installed := h.state()
+			if !strings.Contains(installed, "-A TFW-B-vmbr0-OUT -m physdev --physdev-in tap110i0") {
+				t.Fatalf("no dispatch rule for the tap:\n%s", installed)
+			}
+			h.mustCall(call)
+			if again := h.state(); again != installed {
+				t.Errorf("second ADD changed the kernel")
+			}
+			call.Command = "CHECK"
+			h.mustCall(call)
+
+			h.run("iptables", "-D", "TFW-T-tap110i0-IN", "3")
+			_, e := h.call(call)
+			if e == nil || e.Code != errDrift || !strings.Contains(e.Msg, "table filter, chain TFW-T-tap110i0-IN, rule 3") {
+				t.Errorf("CHECK after tampering: %+v", e)
+			}
+
+			// DEL needs only the tap's name.
+			del := testnet.Call{Command: "DEL", ContainerID: "vm110", IfName: "tap110i0",
+				Config: []byte(`{"cniVersion":"` + v + `","name":"vms","type":"tapfw"}`)}
+			h.mustCall(del)
+			h.mustCall(del)
+			if got := h.state(); strings.Contains(got, "tap110i0") {
+				t.Errorf("DEL left traces of the tap:\n%s", got)
+			}
+		})
+	}
+}
+
+func TestBadConfigChangesNothing(t *testing.T) {
+	h := newHost(t, "tap110i0", "tap111i0")
+	h.mustCall(testnet.Call{Command: "ADD", ContainerID: "vm110", IfName: "tap110i0", Config: tapConf("1.0.0", "")})
+	before := h.state()
+	cases := []struct {
+		conf string
+		args string
+		code uint
+		says string
+	}{
+		{`{"cniVersion":"1.0.0","name":"vms","type":"tapfw",`, "", 6, ""},
+		{string(tapConf("1.0.0", `,"bogus":1`)), "", 7, "bogus"},
+		{string(tapConf("1.0.0", `,"policyIn":"MAYBE"`)), "", 7, "policyIn"},
+		{string(tapConf("1.0.0", `,"rules":{"out":[{"action":"ACCEPT","proto":"tcp","dport":"22;reboot"}]}`)), "", 7, "rules.out[0].dport"},
+		{string(tapConf("1.0.0", `,"host":{"ips":["192.0.2.0/33"]}`)), "", 7, "host.ips[0]"},
+		{string(tapConf("1.0.0", `,"bridge":"br0\nCOMMIT"`)), "", 7, "bridge"},
+		{string(tapConf("1.0.0", "")), "MAC=nope", 7, "CNI_ARGS MAC"},
+		{`{"cniVersion":"9.9.9","name":"vms","type":"tapfw"}`, "", 1, ""},
+	}
+	for i, c := range cases {
+		_, e := h.call(testnet.Call{Command: "ADD", ContainerID: "vm111", IfName: "tap111i0", Args: c.args, Config: []byte(c.conf)})
+		if e == nil {
+			t.Errorf("case %d accepted", i)
+			continue
+		}
+		if e.Code != c.code || !strings.Contains(e.Msg, c.says) {
+			t.Errorf("case %d: code %d %q, want code %d naming %q", i, e.Code, e.Msg, c.code, c.says)
+		}
+	}
+	if after := h.state(); after != before {
+		t.Errorf("bad configs changed the kernel:\n--- before\n%s\n--- after\n%s", before, after)
+	}
+}
+
+// bridgeResult is what the bridge plugin returns: the bridge, the host-side
+// veth, and the container's interface.
+func bridgeResult(hostVeth, mac, ip string) string {
+	return `{"cniVersion":"1.0.0","interfaces":[{"name":"vmbr0","mac":"02:aa:00:00:00:01"},{"name":"` + hostVeth + `","mac":"02:aa:00:00:00:02"},
+	{"name":"eth0","mac":"` + mac + `","sandbox":"/var/run/netns/c1"}],"ips":[{"address":"` + ip + `/24","gateway":"192.0.2.31","interface":2}]}`
+}
+
+func TestChainedAfterBridge(t *testing.T) {
+	h := newHost(t)
+	peer, err := testnet.NewNS("pc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = peer.Close() })
+	if err := testnet.AddPort(h.ns, "vmbr0", "veth1c", peer, "02:00:00:00:0c:01", "192.0.2.60/24", ""); err != nil {
+		t.Fatal(err)
+	}
+	prev := bridgeResult("veth1c", "02:00:00:00:0c:01", "192.0.2.60")
+	conf := []byte(`{"cniVersion":"1.0.0","name":"pods","type":"tapfw","prevResult":` + prev + `,
+		"rules":{"in":[{"action":"ACCEPT","proto":"tcp","dport":"80"}]}}`)
+	call := testnet.Call{Command: "ADD", ContainerID: "c1", IfName: "eth0", Config: conf}
+	out := h.mustCall(call)
+	var got, want map[string]any
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatal(err)
+	}
+	_ = json.Unmarshal([]byte(prev), &want)
+	gj, _ := json.Marshal(got)
+	wj, _ := json.Marshal(want)
+	if string(gj) != string(wj) {
+		t.Errorf("prevResult not passed through:\n got %s\nwant %s", gj, wj)
+	}
+	s := h.state()
+	for _, want := range []string{
+		"-A TFW-B-vmbr0-OUT -m physdev --physdev-in veth1c --physdev-is-bridged -m comment --comment \"veth1c: dispatch net=pods cid=c1 if=eth0\"",
+		"--mac-source 02:00:00:00:0c:01",
+		"--dport 80",
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("installed state lacks %q", want)
+		}
+	}
+	if !strings.Contains(h.run("ipset", "list", "tfw-t-veth1c"), "192.0.2.60") {
+		t.Error("the container's IP is not in the tap's set")
+	}
+	call.Command = "CHECK"
+	h.mustCall(call)
+	// DEL without prevResult finds the port from the recorded attachment.
+	h.mustCall(testnet.Call{Command: "DEL", ContainerID: "c1", IfName: "eth0", Config: []byte(`{"cniVersion":"1.0.0","name":"pods","type":"tapfw"}`)})
+	if s := h.state(); strings.Contains(s, "veth1c") {
+		t.Errorf("DEL left traces:\n%s", s)
+	}
+}
+
+func TestGC(t *testing.T) {
+	h := newHost(t, "tap1", "tap2", "tap3")
+	for i, tap := range []string{"tap1", "tap2"} {
+		conf := []byte(fmt.Sprintf(`{"cniVersion":"1.1.0","name":"vms","type":"tapfw","mac":"02:00:00:00:00:0%d","ips":["192.0.2.%d"]}`, i+1, i+1))
+		h.mustCall(testnet.Call{Command: "ADD", ContainerID: "c" + tap, IfName: tap, Config: conf})
+	}
+	// Another network's tap survives this network's GC.
+	h.mustCall(testnet.Call{Command: "ADD", ContainerID: "ctap3", IfName: "tap3",
+		Config: []byte(`{"cniVersion":"1.1.0","name":"other","type":"tapfw","mac":"02:00:00:00:00:03"}`)})
+	gc := []byte(`{"cniVersion":"1.1.0","name":"vms","type":"tapfw","cni.dev/valid-attachments":[{"containerID":"ctap1","ifname":"tap1"}]}`)
+	h.mustCall(testnet.Call{Command: "GC", Config: gc})
+	s := h.state()
+	if strings.Contains(s, "tap2") {
+		t.Errorf("GC left the stale attachment tap2:\n%s", s)
+	}
+	if !strings.Contains(s, "TFW-T-tap1-IN") || !strings.Contains(s, "TFW-T-tap3-IN") {
+		t.Errorf("GC removed a valid attachment:\n%s", s)
+	}
+}
+
+func TestStatusAndVersion(t *testing.T) {
+	h := newHost(t)
+	conf := []byte(`{"cniVersion":"1.1.0","name":"vms","type":"tapfw"}`)
+	h.mustCall(testnet.Call{Command: "STATUS", Config: conf})
+	_, e := h.call(testnet.Call{Command: "STATUS", Config: conf, Env: []string{"PATH=/nonexistent"}})
+	if e == nil || e.Code != 50 || !strings.Contains(e.Msg, "iptables") {
+		t.Errorf("STATUS without iptables: %+v, want code 50 naming iptables", e)
+	}
+	out := h.mustCall(testnet.Call{Command: "VERSION", Config: conf})
+	for _, v := range []string{"0.4.0", "1.0.0", "1.1.0"} {
+		if !strings.Contains(string(out), `"`+v+`"`) {
+			t.Errorf("VERSION does not list %s: %s", v, out)
+		}
+	}
+}
