@@ -2,7 +2,6 @@
 GO      ?= go
 BIN     := bin/tapfw
 PKGS    := ./...
-export GOFLAGS ?= -mod=mod
 
 .PHONY: all build demo test test-unit verify update deps clean
 

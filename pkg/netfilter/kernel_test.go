@@ -174,6 +174,18 @@ func TestKernelLifecycle(t *testing.T) {
 			for _, tap := range []string{"tap123i0", "tap115i0"} {
 				k.do(func(fw *Firewall) error { return fw.Check(plans[tap]) })
 			}
+			// GC with every attachment still valid removes nothing.
+			kept := k.save()
+			k.do(func(fw *Firewall) error {
+				removed, err := fw.GC("seed", func(ruleset.Attachment) bool { return true })
+				if len(removed) > 0 {
+					t.Errorf("GC removed %v", removed)
+				}
+				return err
+			})
+			if k.save() != kept {
+				t.Error("GC with all attachments valid changed the kernel")
+			}
 			for _, tap := range []string{"tap123i0", "tap115i0"} {
 				k.do(func(fw *Firewall) error { return fw.Remove(tap) })
 			}
