@@ -174,12 +174,12 @@ func Resolve(conf *NetConf, env Env, prev *PrevIface, bridge func(tap string) (s
 		IfName:     env.IfName,
 	}
 	if conf.Name != "" {
-		if err := ruleset.ValidateID(conf.Name); err != nil {
+		if err := ruleset.ValidateID(conf.Name, ruleset.MaxNetworkName); err != nil {
 			return nil, &Error{Field: "name", Err: err}
 		}
 	}
 	if env.ContainerID != "" {
-		if err := ruleset.ValidateID(env.ContainerID); err != nil {
+		if err := ruleset.ValidateID(env.ContainerID, ruleset.MaxContainerID); err != nil {
 			return nil, &Error{Field: "CNI_CONTAINERID", Err: err}
 		}
 		t.ContainerID = env.ContainerID

@@ -67,6 +67,8 @@ func TestBadConfigs(t *testing.T) {
 		{"cni args bad ip", good + `}`, "CNI_ARGS IP[0]", "not an IPv4", Env{Args: "IP=nope"}},
 		{"bad container id", good + `}`, "CNI_CONTAINERID", "may hold only", Env{ContainerID: "a b"}},
 		{"bad network name", strings.Replace(good, `"name":"n"`, `"name":"n n"`, 1) + `}`, "name", "may hold only", Env{}},
+		{"network name too long", strings.Replace(good, `"name":"n"`, `"name":"`+strings.Repeat("n", 65)+`"`, 1) + `}`, "name", "longer than 64", Env{}},
+		{"container id too long", good + `}`, "CNI_CONTAINERID", "longer than 128", Env{ContainerID: strings.Repeat("c", 129)}},
 		{"runtime mac bad", good + `,"runtimeConfig":{"mac":"zz"}}`, "runtimeConfig.mac", "not an Ethernet", Env{}},
 	}
 	for _, c := range cases {

@@ -142,11 +142,18 @@ func ValidateSetName(name string) error {
 	return nil
 }
 
+// Longest network name and container ID tapfw accepts: with a tap name
+// they fit the kernel's 255-character rule comment.
+const (
+	MaxNetworkName = 64
+	MaxContainerID = 128
+)
+
 // ValidateID checks a container ID or network name: letters, digits, '_',
-// '.', '-', at most 128 characters.
-func ValidateID(id string) error {
-	if len(id) > 128 {
-		return fmt.Errorf("%q is longer than 128 characters", id)
+// '.', '-', at most max characters.
+func ValidateID(id string, max int) error {
+	if len(id) > max {
+		return fmt.Errorf("%q is longer than %d characters", id, max)
 	}
 	if !idRE.MatchString(id) {
 		return fmt.Errorf("%q may hold only letters, digits, '_', '.' and '-' and must start with a letter or digit", id)

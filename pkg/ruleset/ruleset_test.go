@@ -19,6 +19,11 @@ func TestNamesFitKernelLimits(t *testing.T) {
 			t.Errorf("set %q is %d > %d characters", s, len(s), MaxSetName)
 		}
 	}
+	longest := DispatchComment(Tap{Name: long, Network: strings.Repeat("n", MaxNetworkName),
+		ContainerID: strings.Repeat("c", MaxContainerID), IfName: long})
+	if len(longest) > MaxComment {
+		t.Errorf("dispatch comment can be %d > %d characters", len(longest), MaxComment)
+	}
 	for _, what := range []string{"drop", "rej", "r999"} {
 		if p := LogPrefix(long, "out", what); len(p) > 29 {
 			t.Errorf("log prefix %q is %d > 29 characters", p, len(p))
