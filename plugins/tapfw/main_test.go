@@ -122,8 +122,14 @@ func TestStandaloneLifecycle(t *testing.T) {
 			conf := tapConf(v, "") // no "bridge": found from the tap's master
 			call := testnet.Call{ContainerID: "vm110", IfName: "tap110i0", Config: conf}
 
+			if err := h.ns.Sysctl("net.bridge.bridge-nf-call-iptables", "0"); err != nil {
+				t.Fatal(err)
+			}
 			call.Command = "ADD"
 			out := h.mustCall(call)
+			if got := strings.TrimSpace(h.run("cat", "/proc/sys/net/bridge/bridge-nf-call-iptables")); got != "1" {
+				t.Errorf("bridge-nf-call-iptables is %s after ADD, want 1", got)
+			}
 			var res struct {
 				CNIVersion string `json:"cniVersion"`
 				Interfaces []struct{ Name, Mac string }
