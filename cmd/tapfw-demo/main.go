@@ -1,0 +1,497 @@
+// Command tapfw-demo rebuilds the sample network of the iptables RFC that
+// tapfw comes from in sandbox network namespaces, installs the firewall of
+// its three VM taps with the plugin, probes it with real packets, shows the
+// installed chains and sets, removes the firewall and the namespaces, and
+// exits 1 if any verdict was not the expected one or any step failed.
+//
+// Usage (as root): go run ./cmd/tapfw-demo -plugin bin/tapfw [-config testdata/seed] [-v]
+//
+// TAPFW_IPTABLES=nft or legacy in the environment picks the iptables
+// backend, as for the plugin itself.
+//
+// It never touches the machine's own network state: everything happens in
+// namespaces it creates and removes, also on SIGINT and SIGTERM.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/tapfw/tapfw/pkg/testnet"
+)
+
+const picture = `The sample network of the RFC (pve-devel, "iptables implementation", 2014),
+rebuilt in network namespaces with documentation addresses:
+
+  router  192.0.2.1 (and 192.0.2.47, a cluster host)
+    | port uplink0 (not firewalled)
+  host    vmbr0 192.0.2.31 --+-- tap110i0 -- vm110 192.0.2.200  gw .31  1e:0b:85:27:8d:65
+                             +-- tap123i0 -- vm123 192.0.2.201  gw .1   e6:5f:f3:d4:2e:a6
+          vmbr1 198.51.100.1 --- tap115i0 -- vm115 198.51.100.2 gw .1   32:36:8a:e1:b5:65
+
+The host routes between its bridges (ip_forward=1). The "taps" are veth
+pairs; the plugin runs in the host namespace, as the QEMU ifup script would.`
+
+func main() { os.Exit(run()) }
+
+func run() int {
+	plugin := flag.String("plugin", "bin/tapfw", "path to the tapfw plugin binary")
+	confDir := flag.String("config", "testdata/seed", "directory with <tap>.json plugin configs")
+	verbose := flag.Bool("v", false, "show the chains of every tap in full")
+	flag.Parse()
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "tapfw-demo: must run as root: it creates network namespaces, bridges and iptables rules inside them (try: sudo make demo)")
+		return 1
+	}
+	if _, err := os.Stat(*plugin); err != nil {
+		fmt.Fprintf(os.Stderr, "tapfw-demo: plugin binary: %v (build it with: make build)\n", err)
+		return 1
+	}
+
+	for _, tap := range testnet.SeedTaps() {
+		if _, err := os.Stat(filepath.Join(*confDir, tap+".json")); err != nil {
+			fmt.Fprintf(os.Stderr, "tapfw-demo: config of %s: %v (-config names the directory with the seed's configs)\n", tap, err)
+			return 1
+		}
+	}
+
+	d := &demo{out: os.Stdout, plugin: *plugin, confDir: *confDir, verbose: *verbose}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+
+	done := make(chan int, 1)
+	go func() { done <- d.run(ctx) }()
+	select {
+	case code := <-done:
+		return code
+	case sig := <-sigs:
+		fmt.Fprintf(os.Stderr, "\ntapfw-demo: %v: stopping after the current step and removing the namespaces\n", sig)
+		cancel()
+	}
+	// The demo stops at its next step and cleans up; a second signal, or a
+	// step that hangs, removes the namespaces from here.
+	select {
+	case <-done:
+	case sig := <-sigs:
+		fmt.Fprintf(os.Stderr, "tapfw-demo: %v again: removing the namespaces now\n", sig)
+		d.cleanup()
+	case <-time.After(15 * time.Second):
+		fmt.Fprintln(os.Stderr, "tapfw-demo: still busy: removing the namespaces now")
+		d.cleanup()
+	}
+	return 1
+}
+
+// demo holds the network while it exists; cleanup may be called from the
+// signal path while run is still going.
+type demo struct {
+	out             io.Writer
+	plugin, confDir string
+	verbose         bool
+
+	mu   sync.Mutex
+	seed *testnet.Seed
+	gone bool // cleanup ran: NewSeed's result must be closed at once
+	fail bool
+}
+
+// cleanup removes the namespaces; a second call does nothing.
+func (d *demo) cleanup() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.gone = true
+	if d.seed != nil {
+		if err := d.seed.Close(); err != nil {
+			fmt.Fprintf(os.Stderr, "tapfw-demo: removing namespaces: %v\n", err)
+		}
+		d.seed = nil
+	}
+}
+
+func (d *demo) printf(format string, a ...any) { fmt.Fprintf(d.out, format, a...) }
+
+// failf reports a failed step; the demo goes on where it can and exits 1.
+func (d *demo) failf(format string, a ...any) {
+	d.fail = true
+	fmt.Fprintf(d.out, "  FAILED: "+format+"\n", a...)
+}
+
+func (d *demo) run(ctx context.Context) int {
+	defer d.cleanup()
+	d.printf("%s\n", picture)
+
+	s, err := testnet.NewSeed()
+	if err != nil {
+		d.failf("building the network: %v", err)
+		return 1
+	}
+	d.mu.Lock()
+	if d.gone {
+		d.mu.Unlock()
+		_ = s.Close()
+		return 1
+	}
+	d.seed = s
+	d.mu.Unlock()
+	if mode := os.Getenv("TAPFW_IPTABLES"); mode != "" {
+		s.Env = []string{"TAPFW_IPTABLES=" + mode}
+	}
+	probes := s.Probes()
+
+	// 1. The bare network.
+	base := d.runProbes(ctx, s, probes)
+	if ctx.Err() != nil {
+		return 1
+	}
+	n := count(base, true)
+	d.printf("\n1. Without the firewall, %d of %d probes pass (the network works; a drop below is the firewall's).\n", n, len(probes))
+	if n != len(probes) {
+		d.failf("the network itself drops %s", names(probes, base, false))
+	}
+
+	// 2. ADD per tap.
+	d.printf("\n2. ADD: the ifup script runs the plugin once per tap (in the host namespace):\n")
+	for _, tap := range testnet.SeedTaps() {
+		if ctx.Err() != nil {
+			return 1
+		}
+		d.printf("  $ %s\n", d.cmdline("ADD", tap))
+		d.printf("    config: %s\n", d.describe(tap))
+		out, err := s.Call(d.plugin, d.confDir, "ADD", tap)
+		if err != nil {
+			d.failf("%v", err)
+			d.printf("\nRESULT: FAILED: ADD did not succeed; namespaces removed.\n")
+			return 1
+		}
+		d.printf("    -> %s\n", compact(out))
+	}
+	for _, tap := range testnet.SeedTaps() {
+		if _, err := s.Call(d.plugin, d.confDir, "CHECK", tap); err != nil {
+			d.failf("CHECK %s: %v", tap, err)
+		}
+	}
+	if !d.fail {
+		d.printf("  CHECK of each tap: the kernel matches its config.\n")
+	}
+
+	// 3. Probes.
+	got := d.runProbes(ctx, s, probes)
+	if ctx.Err() != nil {
+		return 1
+	}
+	d.printf("\n3. Probes with the firewall (real packets; bare network: %d/%d passed):\n", n, len(probes))
+	tw := tabwriter.NewWriter(d.out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  PROBE\tWANT\tGOT\t\tDECIDED BY")
+	bad := 0
+	for i, p := range probes {
+		res := "OK"
+		if got[i] != p.Want {
+			res, bad = "MISMATCH", bad+1
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", p.Name, passDrop(p.Want), passDrop(got[i]), res, p.Why)
+	}
+	_ = tw.Flush()
+	if bad > 0 {
+		d.failf("%d probe(s) did not get the expected verdict", bad)
+	}
+
+	// 4. What is installed.
+	save := "iptables-save"
+	if mode := os.Getenv("TAPFW_IPTABLES"); mode == "nft" || mode == "legacy" {
+		save = "iptables-" + mode + "-save"
+	}
+	d.printf("\n4. Installed (%s in the host namespace, tapfw's rules only):\n", save)
+	rules, err := s.Host.Run(save, "-t", "filter")
+	if err != nil {
+		d.failf("%v", err)
+	}
+	for _, l := range tapfwRules(rules, testnet.SeedTaps()[0], d.verbose) {
+		d.printf("  %s\n", l)
+	}
+	d.printf("\n  ipsets (ipset list, tfw- sets):\n")
+	sets, err := s.Host.Run("ipset", "list")
+	if err != nil {
+		d.failf("%v", err)
+	}
+	tw = tabwriter.NewWriter(d.out, 0, 0, 2, ' ', 0)
+	for _, st := range parseSets(sets) {
+		if strings.HasPrefix(st.name, "tfw-") {
+			slices.Sort(st.members) // hash order varies from run to run
+			fmt.Fprintf(tw, "  %s\t%s\t%s\n", st.name, st.typ, strings.Join(st.members, " "))
+		}
+	}
+	_ = tw.Flush()
+
+	// 5. DEL per tap.
+	if ctx.Err() != nil {
+		return 1
+	}
+	d.printf("\n5. DEL: the ifdown script removes each tap's firewall:\n")
+	for _, tap := range testnet.SeedTaps() {
+		out, err := s.Call(d.plugin, d.confDir, "DEL", tap)
+		if err != nil {
+			d.failf("%v", err)
+			continue
+		}
+		res := "ok"
+		if len(bytes.TrimSpace(out)) > 0 {
+			res = compact(out)
+		}
+		d.printf("  $ %s -> %s\n", d.cmdline("DEL", tap), res)
+	}
+	d.leftovers(s, save)
+	after := d.runProbes(ctx, s, probes)
+	if ctx.Err() != nil {
+		return 1
+	}
+	var stillShared []string
+	for i, p := range probes {
+		switch {
+		case !p.Shared && !after[i]:
+			d.failf("after DEL, %s is still dropped, though a tap's rule decided it", p.Name)
+		case p.Shared && after[i] != p.Want:
+			d.failf("after DEL, %s: got %s, want %s (shared rule)", p.Name, passDrop(after[i]), passDrop(p.Want))
+		case p.Shared && !after[i]:
+			stillShared = append(stillShared, p.Name)
+		}
+	}
+	d.printf("  Probes after DEL: %d of %d pass; still dropped by the shared host/bridge chains: %s.\n",
+		count(after, true), len(probes), strings.Join(stillShared, "; "))
+
+	// 6. Clean up.
+	d.mu.Lock()
+	var nsNames []string
+	for _, ns := range s.Namespaces() {
+		nsNames = append(nsNames, ns.Name)
+	}
+	d.mu.Unlock()
+	d.cleanup()
+	d.printf("\n6. Removed namespaces %s.\n", strings.Join(nsNames, " "))
+	if d.fail {
+		d.printf("\nRESULT: FAILED (see FAILED and MISMATCH above)\n")
+		return 1
+	}
+	d.printf("\nRESULT: OK: all %d probes got their expected verdict.\n", len(probes))
+	return 0
+}
+
+// runProbes runs every probe and returns the verdicts; it stops early
+// (leaving the rest false) when ctx is cancelled.
+func (d *demo) runProbes(ctx context.Context, s *testnet.Seed, probes []testnet.Probe) []bool {
+	res := make([]bool, len(probes))
+	for i, p := range probes {
+		if ctx.Err() != nil {
+			break
+		}
+		res[i] = s.Run(p)
+	}
+	return res
+}
+
+// leftovers shows that nothing of the taps remains after DEL, and what does.
+func (d *demo) leftovers(s *testnet.Seed, save string) {
+	rules, err := s.Host.Run(save, "-t", "filter")
+	if err != nil {
+		d.failf("%v", err)
+		return
+	}
+	sets, err := s.Host.Run("ipset", "list")
+	if err != nil {
+		d.failf("%v", err)
+		return
+	}
+	var tapLines, tapSets, shared []string
+	for _, l := range strings.Split(string(rules), "\n") {
+		for _, tap := range testnet.SeedTaps() {
+			if strings.Contains(l, tap) {
+				tapLines = append(tapLines, l)
+				break
+			}
+		}
+	}
+	var chains []string
+	for _, l := range strings.Split(string(rules), "\n") {
+		if name, ok := strings.CutPrefix(l, ":TFW-"); ok {
+			chains = append(chains, "TFW-"+strings.Fields(name)[0])
+		}
+	}
+	for _, st := range parseSets(sets) {
+		switch {
+		case strings.HasPrefix(st.name, "tfw-t-"):
+			tapSets = append(tapSets, st.name)
+		case strings.HasPrefix(st.name, "tfw-"):
+			shared = append(shared, st.name)
+		}
+	}
+	if len(tapLines) > 0 {
+		d.failf("rules still name a tap:\n    %s", strings.Join(tapLines, "\n    "))
+	}
+	if len(tapSets) > 0 {
+		d.failf("tap sets remain: %s", strings.Join(tapSets, " "))
+	}
+	if len(tapLines) == 0 && len(tapSets) == 0 {
+		d.printf("  Nothing of the taps remains: no rule names tap110i0, tap123i0 or tap115i0; no tfw-t-* set.\n")
+	}
+	d.printf("  Left in place (shared, owned by no tap): %d chains (%s ...), sets %s.\n",
+		len(chains), strings.Join(chains[:min(3, len(chains))], " "), strings.Join(shared, " "))
+}
+
+// cmdline is how the ifup/ifdown script runs the plugin for tap.
+func (d *demo) cmdline(command, tap string) string {
+	return fmt.Sprintf("CNI_COMMAND=%s CNI_CONTAINERID=vm%s CNI_IFNAME=%s %s < %s",
+		command, strings.TrimPrefix(tap, "tap")[:3], tap, d.plugin, filepath.Join(d.confDir, tap+".json"))
+}
+
+// describe summarizes a tap's config file in one line.
+func (d *demo) describe(tap string) string {
+	var c struct {
+		Bridge    string   `json:"bridge"`
+		MAC       string   `json:"mac"`
+		IPs       []string `json:"ips"`
+		PolicyIn  string   `json:"policyIn"`
+		PolicyOut string   `json:"policyOut"`
+		Rules     struct {
+			In, Out []struct {
+				Action, Proto, DPort string
+			}
+		} `json:"rules"`
+	}
+	b, err := os.ReadFile(filepath.Join(d.confDir, tap+".json"))
+	if err == nil {
+		err = json.Unmarshal(b, &c)
+	}
+	if err != nil {
+		return "(" + err.Error() + ")"
+	}
+	rules := func(rs []struct{ Action, Proto, DPort string }, policy string) string {
+		var parts []string
+		for _, r := range rs {
+			parts = append(parts, fmt.Sprintf("%s/%s %s", r.Proto, r.DPort, strings.ToLower(r.Action)))
+		}
+		if policy == "" {
+			policy = "DROP"
+		}
+		return strings.Join(append(parts, "else "+strings.ToLower(policy)), ", ")
+	}
+	return fmt.Sprintf("%s, ip %s; in: %s; out: %s; + host firewall",
+		c.Bridge, strings.Join(c.IPs, ","), rules(c.Rules.In, c.PolicyIn), rules(c.Rules.Out, c.PolicyOut))
+}
+
+// tapfwRules keeps the lines of an iptables-save dump that are tapfw's:
+// rules in TFW- chains and the hooks into them from the built-in chains.
+// Unless full, the own chains (TFW-T-<tap>-IN/OUT) of taps other than
+// firstTap are summed up in one line per tap: they have the same shape.
+func tapfwRules(save []byte, firstTap string, full bool) []string {
+	var out []string
+	counts := map[string]map[string]int{} // tap -> chain -> rules
+	for _, l := range strings.Split(string(save), "\n") {
+		if !strings.HasPrefix(l, "-A TFW-") && !(strings.HasPrefix(l, "-A ") && strings.Contains(l, " -j TFW-")) {
+			continue
+		}
+		chain := strings.Fields(l)[1]
+		if rest, ok := strings.CutPrefix(chain, "TFW-T-"); ok && !full {
+			tap := rest[:strings.LastIndex(rest, "-")]
+			if tap != firstTap {
+				if counts[tap] == nil {
+					counts[tap] = map[string]int{}
+				}
+				counts[tap][chain]++
+				continue
+			}
+		}
+		out = append(out, l)
+	}
+	for _, tap := range testnet.SeedTaps() {
+		if counts[tap] == nil {
+			continue
+		}
+		in, outc := counts[tap]["TFW-T-"+tap+"-IN"], counts[tap]["TFW-T-"+tap+"-OUT"]
+		out = append(out, fmt.Sprintf("(TFW-T-%s-IN: %d rules, TFW-T-%s-OUT: %d rules, shaped like %s's; -v shows them)",
+			tap, in, tap, outc, firstTap))
+	}
+	return out
+}
+
+type ipset struct {
+	name, typ string
+	members   []string
+}
+
+// parseSets reads `ipset list` output. Only names, types and members are
+// kept: the header holds a random initval.
+func parseSets(out []byte) []ipset {
+	var sets []ipset
+	inMembers := false
+	for _, l := range strings.Split(string(out), "\n") {
+		switch {
+		case strings.HasPrefix(l, "Name: "):
+			sets = append(sets, ipset{name: strings.TrimPrefix(l, "Name: ")})
+			inMembers = false
+		case len(sets) == 0:
+		case strings.HasPrefix(l, "Type: "):
+			sets[len(sets)-1].typ = strings.TrimPrefix(l, "Type: ")
+		case l == "Members:":
+			inMembers = true
+		case l == "":
+			inMembers = false
+		case inMembers:
+			sets[len(sets)-1].members = append(sets[len(sets)-1].members, strings.TrimSpace(l))
+		}
+	}
+	return sets
+}
+
+func compact(b []byte) string {
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, b); err != nil {
+		return strings.TrimSpace(string(b))
+	}
+	return buf.String()
+}
+
+func passDrop(pass bool) string {
+	if pass {
+		return "pass"
+	}
+	return "drop"
+}
+
+func count(bs []bool, v bool) int {
+	n := 0
+	for _, b := range bs {
+		if b == v {
+			n++
+		}
+	}
+	return n
+}
+
+// names lists the probes whose verdict is v.
+func names(probes []testnet.Probe, got []bool, v bool) string {
+	var out []string
+	for i, p := range probes {
+		if got[i] == v {
+			out = append(out, p.Name)
+		}
+	}
+	if len(out) == 0 {
+		return "nothing"
+	}
+	return strings.Join(out, "; ")
+}

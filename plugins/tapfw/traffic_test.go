@@ -1,0 +1,169 @@
+package main
+
+import (
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/tapfw/tapfw/pkg/testnet"
+)
+
+// seedConfDir holds the plugin configs of the seed's three taps.
+const seedConfDir = "../../testdata/seed"
+
+// TestSeedTraffic installs the seed's firewall on its sample network with
+// the plugin binary, under each iptables backend, and lets real packets
+// decide: every probe passes on the bare network, has its expected verdict
+// with the firewall, and the taps leave no trace after DEL (only the host
+// firewall and the bridges' chains, which no tap owns, remain).
+func TestSeedTraffic(t *testing.T) {
+	needRoot(t)
+	for _, mode := range []string{"nft", "legacy"} {
+		t.Run(mode, func(t *testing.T) {
+			save := "iptables-" + mode + "-save"
+			if _, err := exec.LookPath(save); err != nil {
+				t.Skipf("%s not installed", save)
+			}
+			testSeedTraffic(t, mode, save)
+		})
+	}
+}
+
+func testSeedTraffic(t *testing.T, mode, save string) {
+	s, err := testnet.NewSeed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	s.Env = []string{"TAPFW_IPTABLES=" + mode}
+	probes := s.Probes()
+
+	// The bare network: every probe passes, so a drop later is the firewall's.
+	base := runSeedTwice(t, s, probes, "without firewall")
+	for i, p := range probes {
+		if !base[i] {
+			t.Errorf("without firewall: %s: dropped; the sample network itself is broken", p.Name)
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	if err := s.Install(pluginBin, seedConfDir); err != nil {
+		t.Fatal(err)
+	}
+	// ADD again: same config, nothing changes, no error.
+	if err := s.Install(pluginBin, seedConfDir); err != nil {
+		t.Fatalf("second ADD: %v", err)
+	}
+	got := runSeedTwice(t, s, probes, "with firewall")
+	for i, p := range probes {
+		if got[i] != p.Want {
+			t.Errorf("with firewall: %s: got %s, want %s (%s)", p.Name, passDrop(got[i]), passDrop(p.Want), p.Why)
+		}
+	}
+	if t.Failed() {
+		logCommand(t, s.Host, "iptables-"+mode, "-L", "-v", "-n")
+	}
+	for _, tap := range testnet.SeedTaps() {
+		if _, err := s.Call(pluginBin, seedConfDir, "CHECK", tap); err != nil {
+			t.Errorf("CHECK %s: %v", tap, err)
+		}
+	}
+
+	if err := s.Remove(pluginBin, seedConfDir); err != nil {
+		t.Fatal(err)
+	}
+	// DEL again: nothing left to remove, no error.
+	if err := s.Remove(pluginBin, seedConfDir); err != nil {
+		t.Fatalf("second DEL: %v", err)
+	}
+	rules, err := s.Host.Run(save)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tap := range testnet.SeedTaps() {
+		if strings.Contains(string(rules), tap) {
+			t.Errorf("after DEL: %s still mentions %s:\n%s", save, tap, linesWith(string(rules), tap))
+		}
+	}
+	sets, err := s.Host.Run("ipset", "list", "-n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range strings.Fields(string(sets)) {
+		if strings.HasPrefix(name, "tfw-t-") {
+			t.Errorf("after DEL: ipset %s remains", name)
+		}
+	}
+	// The taps' own rules are gone, so what they decided passes again. The
+	// chains all taps share (host firewall, inter-bridge routing drop) are
+	// not any one tap's and DEL leaves them: what they decided stays.
+	after := runSeedTwice(t, s, probes, "after DEL")
+	for i, p := range probes {
+		switch {
+		case !p.Shared && !after[i]:
+			t.Errorf("after DEL: %s: still dropped, though a tap's rule decided it (%s)", p.Name, p.Why)
+		case p.Shared && after[i] != p.Want:
+			t.Errorf("after DEL: %s: got %s, want %s: the shared rule should outlive the taps (%s)",
+				p.Name, passDrop(after[i]), passDrop(p.Want), p.Why)
+		}
+	}
+	if t.Failed() {
+		t.Logf("after DEL, %s:\n%s", save, rules)
+	}
+}
+
+// runSeedTwice runs the whole probe table twice and fails the test unless both
+// rounds agree; it returns the first round's verdicts.
+func runSeedTwice(t *testing.T, s *testnet.Seed, probes []testnet.Probe, stage string) []bool {
+	t.Helper()
+	var rounds [2][]bool
+	for r := range rounds {
+		for _, p := range probes {
+			rounds[r] = append(rounds[r], s.Run(p))
+		}
+	}
+	if !slices.Equal(rounds[0], rounds[1]) {
+		for i, p := range probes {
+			if rounds[0][i] != rounds[1][i] {
+				t.Errorf("%s: %s: %s in round 1, %s in round 2", stage, p.Name, passDrop(rounds[0][i]), passDrop(rounds[1][i]))
+			}
+		}
+	}
+	return rounds[0]
+}
+
+func passDrop(pass bool) string {
+	if pass {
+		return "pass"
+	}
+	return "drop"
+}
+
+// linesWith returns the lines of text that contain sub.
+func linesWith(text, sub string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// logCommand logs the output of a command in ns, for diagnosis.
+func logCommand(t *testing.T, ns *testnet.NS, args ...string) {
+	t.Helper()
+	out, err := ns.Run(args...)
+	if err != nil {
+		t.Logf("%v", err)
+		return
+	}
+	t.Logf("%s:\n%s", strings.Join(args, " "), out)
+}
