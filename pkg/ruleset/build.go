@@ -267,12 +267,13 @@ func tapOut(t Tap) (Chain, error) {
 		rs = append(rs, Rule{Chain: c, SetSrc: TapSet(t.Name), SetSrcNeg: true, Comment: own + "ip anti-spoof", Verdict: Verdict{Target: "DROP"}})
 	}
 	rs = append(rs, Rule{Chain: c, CtState: "RELATED,ESTABLISHED", Comment: own + "established", Verdict: Verdict{Target: "ACCEPT"}})
-	user, err := userRules(c, t.Name, "out", t.Out, "RETURN", t.LogLimit)
+	cx := chainCtx{chain: c, owner: t.Name, logName: t.Name, dir: "out", allow: "RETURN", limit: t.LogLimit}
+	user, err := cx.userRules(t.Out)
 	if err != nil {
 		return Chain{}, err
 	}
 	rs = append(rs, user...)
-	rs = append(rs, policy(c, t.Name, "out", t.PolicyOut, "RETURN", t.LogDropped, t.LogLimit)...)
+	rs = append(rs, cx.policy(t.PolicyOut, t.LogDropped)...)
 	return Chain{Name: c, Rules: rs}, nil
 }
 
@@ -284,37 +285,37 @@ func tapIn(t Tap) (Chain, error) {
 		{Chain: c, CtState: "INVALID", Comment: own + "invalid", Verdict: Verdict{Target: "DROP"}},
 		{Chain: c, CtState: "RELATED,ESTABLISHED", Comment: own + "established", Verdict: Verdict{Target: "ACCEPT"}},
 	}
-	user, err := userRules(c, t.Name, "in", t.In, "ACCEPT", t.LogLimit)
+	cx := chainCtx{chain: c, owner: t.Name, logName: t.Name, dir: "in", allow: "ACCEPT", limit: t.LogLimit}
+	user, err := cx.userRules(t.In)
 	if err != nil {
 		return Chain{}, err
 	}
 	rs = append(rs, user...)
-	rs = append(rs, policy(c, t.Name, "in", t.PolicyIn, "ACCEPT", t.LogDropped, t.LogLimit)...)
+	rs = append(rs, cx.policy(t.PolicyIn, t.LogDropped)...)
 	return Chain{Name: c, Rules: rs}, nil
 }
 
 func hostChains(h *Host, logDropped bool, limit string) (Chain, Chain, error) {
-	in := Chain{Name: ChainHostIn, Rules: []Rule{{Chain: ChainHostIn, SetSrc: SetCluster, Comment: "host: cluster hosts", Verdict: Verdict{Target: "RETURN"}}}}
-	out := Chain{Name: ChainHostOut, Rules: []Rule{{Chain: ChainHostOut, SetDst: SetCluster, Comment: "host: cluster hosts", Verdict: Verdict{Target: "RETURN"}}}}
-	ui, err := userRules(ChainHostIn, "host", "in", h.In, "RETURN", limit)
-	if err != nil {
-		return Chain{}, Chain{}, err
+	var chains [2]Chain
+	for i, d := range []struct {
+		chain, dir string
+		rules      []UserRule
+		cluster    Rule
+	}{
+		{ChainHostIn, "in", h.In, Rule{SetSrc: SetCluster}},
+		{ChainHostOut, "out", h.Out, Rule{SetDst: SetCluster}},
+	} {
+		cx := chainCtx{chain: d.chain, owner: OwnerHost, logName: "host", dir: d.dir, allow: "RETURN", limit: limit}
+		cluster := d.cluster
+		cluster.Chain, cluster.Comment, cluster.Verdict = d.chain, OwnerHost+": cluster hosts", Verdict{Target: "RETURN"}
+		user, err := cx.userRules(d.rules)
+		if err != nil {
+			return Chain{}, Chain{}, fmt.Errorf("host.%w", err)
+		}
+		rs := append([]Rule{cluster}, user...)
+		chains[i] = Chain{Name: d.chain, Rules: append(rs, cx.policy(Drop, logDropped)...)}
 	}
-	uo, err := userRules(ChainHostOut, "host", "out", h.Out, "RETURN", limit)
-	if err != nil {
-		return Chain{}, Chain{}, err
-	}
-	in.Rules = append(in.Rules, ui...)
-	out.Rules = append(out.Rules, uo...)
-	in.Rules = append(in.Rules, policy(ChainHostIn, "host", "in", Drop, "RETURN", logDropped, limit)...)
-	out.Rules = append(out.Rules, policy(ChainHostOut, "host", "out", Drop, "RETURN", logDropped, limit)...)
-	for i := range in.Rules {
-		in.Rules[i].Comment = strings.Replace(in.Rules[i].Comment, "host: ", OwnerHost+": ", 1)
-	}
-	for i := range out.Rules {
-		out.Rules[i].Comment = strings.Replace(out.Rules[i].Comment, "host: ", OwnerHost+": ", 1)
-	}
-	return in, out, nil
+	return chains[0], chains[1], nil
 }
 
 // LogPrefix is the LOG prefix for owner, direction and what ("drop", "rej"
@@ -324,41 +325,51 @@ func LogPrefix(owner, dir, what string) string {
 	return "tfw:" + owner + ":" + dir + ":" + what + " "
 }
 
-func logRule(chain, owner, dir, what, limit, comment string) Rule {
-	return Rule{Chain: chain, Limit: limit, Comment: comment, Verdict: Verdict{Target: "LOG", LogPrefix: LogPrefix(owner, dir, what)}}
+// chainCtx is what the rules of one direction of one owner share.
+type chainCtx struct {
+	chain   string
+	owner   string // the comment's owner: a tap name or OwnerHost
+	logName string // the name in LOG prefixes
+	dir     string // in or out
+	allow   string // the target of an allowed packet: ACCEPT or RETURN
+	limit   string // LOG rate
 }
 
-func policy(chain, owner, dir string, a Action, allow string, logDropped bool, limit string) []Rule {
-	own := owner + ": "
+func (cx chainCtx) logRule(what, comment string) Rule {
+	return Rule{Chain: cx.chain, Limit: cx.limit, Comment: comment, Verdict: Verdict{Target: "LOG", LogPrefix: LogPrefix(cx.logName, cx.dir, what)}}
+}
+
+func (cx chainCtx) policy(a Action, logDropped bool) []Rule {
+	own := cx.owner + ": "
 	var rs []Rule
 	switch a {
 	case Accept:
-		return []Rule{{Chain: chain, Comment: own + "policy accept", Verdict: Verdict{Target: allow}}}
+		return []Rule{{Chain: cx.chain, Comment: own + "policy accept", Verdict: Verdict{Target: cx.allow}}}
 	case Reject:
 		if logDropped {
-			rs = append(rs, logRule(chain, owner, dir, "rej", limit, own+"log policy"))
+			rs = append(rs, cx.logRule("rej", own+"log policy"))
 		}
-		return append(rs, Rule{Chain: chain, Comment: own + "policy reject", Verdict: Verdict{Target: "REJECT"}})
+		return append(rs, Rule{Chain: cx.chain, Comment: own + "policy reject", Verdict: Verdict{Target: "REJECT"}})
 	default:
 		if logDropped {
-			rs = append(rs, logRule(chain, owner, dir, "drop", limit, own+"log policy"))
+			rs = append(rs, cx.logRule("drop", own+"log policy"))
 		}
-		return append(rs, Rule{Chain: chain, Comment: own + "policy drop", Verdict: Verdict{Target: "DROP"}})
+		return append(rs, Rule{Chain: cx.chain, Comment: own + "policy drop", Verdict: Verdict{Target: "DROP"}})
 	}
 }
 
-func userRules(chain, owner, dir string, us []UserRule, allow, limit string) ([]Rule, error) {
+func (cx chainCtx) userRules(us []UserRule) ([]Rule, error) {
 	var rs []Rule
 	for i, u := range us {
 		n := i + 1
-		comment := fmt.Sprintf("%s: %s rule %d", owner, dir, n)
+		comment := fmt.Sprintf("%s: %s rule %d", cx.owner, cx.dir, n)
 		if u.Comment != "" {
 			if err := ValidateComment(u.Comment); err != nil {
-				return nil, fmt.Errorf("rules.%s[%d].comment: %w", dir, i, err)
+				return nil, fmt.Errorf("rules.%s[%d].comment: %w", cx.dir, i, err)
 			}
 			comment += " " + u.Comment
 		}
-		r := Rule{Chain: chain, Proto: u.Proto, Comment: comment}
+		r := Rule{Chain: cx.chain, Proto: u.Proto, Comment: comment, ICMPType: u.ICMPType}
 		if u.Source.Set != "" {
 			r.SetSrc = UserSet(u.Source.Set)
 		} else {
@@ -379,10 +390,9 @@ func userRules(chain, owner, dir string, us []UserRule, allow, limit string) ([]
 		} else {
 			r.DPort = u.DPort
 		}
-		r.ICMPType = u.ICMPType
 		switch u.Action {
 		case Accept:
-			r.Verdict = Verdict{Target: allow}
+			r.Verdict = Verdict{Target: cx.allow}
 		case Reject:
 			r.Verdict = Verdict{Target: "REJECT"}
 			if u.Proto == "tcp" {
@@ -391,12 +401,12 @@ func userRules(chain, owner, dir string, us []UserRule, allow, limit string) ([]
 		case Drop:
 			r.Verdict = Verdict{Target: "DROP"}
 		default:
-			return nil, fmt.Errorf("rules.%s[%d].action: unknown action %q", dir, i, u.Action)
+			return nil, fmt.Errorf("rules.%s[%d].action: unknown action %q", cx.dir, i, u.Action)
 		}
 		if u.Log {
 			l := r
-			l.Limit = limit
-			l.Verdict = Verdict{Target: "LOG", LogPrefix: LogPrefix(owner, dir, fmt.Sprintf("r%d", n))}
+			l.Limit = cx.limit
+			l.Verdict = Verdict{Target: "LOG", LogPrefix: LogPrefix(cx.logName, cx.dir, fmt.Sprintf("r%d", n))}
 			rs = append(rs, l)
 		}
 		rs = append(rs, r)
