@@ -40,6 +40,10 @@ type NetConf struct {
 	IPSets             map[string][]string `json:"ipsets,omitempty"`
 	Host               *Host               `json:"host,omitempty"`
 
+	// Attachments is the name an earlier CNI spec used for
+	// cni.dev/valid-attachments; libcni still sends both on GC.
+	Attachments []types.GCAttachment `json:"cni.dev/attachments,omitempty"`
+
 	RuntimeConfig *RuntimeConfig `json:"runtimeConfig,omitempty"`
 	// Args is the CNI "args" convention; tapfw reads nothing from it but
 	// accepts it, as runtimes may pass it to every plugin of a list.

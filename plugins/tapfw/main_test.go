@@ -270,7 +270,9 @@ func TestGC(t *testing.T) {
 	// Another network's tap survives this network's GC.
 	h.mustCall(testnet.Call{Command: "ADD", ContainerID: "ctap3", IfName: "tap3",
 		Config: []byte(`{"cniVersion":"1.1.0","name":"other","type":"tapfw","mac":"02:00:00:00:00:03"}`)})
-	gc := []byte(`{"cniVersion":"1.1.0","name":"vms","type":"tapfw","cni.dev/valid-attachments":[{"containerID":"ctap1","ifname":"tap1"}]}`)
+	// libcni sends the list under both names, the old one too.
+	gc := []byte(`{"cniVersion":"1.1.0","name":"vms","type":"tapfw","cni.dev/valid-attachments":[{"containerID":"ctap1","ifname":"tap1"}],
+		"cni.dev/attachments":[{"containerID":"ctap1","ifname":"tap1"}]}`)
 	h.mustCall(testnet.Call{Command: "GC", Config: gc})
 	s := h.state()
 	if strings.Contains(s, "tap2") {

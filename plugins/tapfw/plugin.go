@@ -274,7 +274,7 @@ func (p *plugin) cmdGC(args *skel.CmdArgs) error {
 		return cniError(err, "gc")
 	}
 	valid := map[[2]string]bool{}
-	for _, a := range conf.ValidAttachments {
+	for _, a := range append(conf.ValidAttachments, conf.Attachments...) {
 		valid[[2]string{a.ContainerID, a.IfName}] = true
 	}
 	removed, err := p.fw.GC(conf.Name, func(a ruleset.Attachment) bool {
