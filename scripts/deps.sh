@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Installs what tapfw's build, tests and demo need on a fresh Debian host:
-# iptables (nft and legacy), ipset and iproute2. Quiet when all is there.
+# iptables (nft and legacy), ipset, iproute2 and QEMU from Debian; cnitool
+# and the reference bridge and host-local plugins (CNI 1.1.0, for GC) from
+# the Go module proxy into bin/cni/. Quiet when all is there.
 set -euo pipefail
+cd "$(dirname "$0")/.."
+
 need=()
-for cmd in iptables:iptables iptables-legacy:iptables ipset:ipset ip:iproute2; do
+for cmd in iptables:iptables iptables-legacy:iptables ipset:ipset ip:iproute2 qemu-system-x86_64:qemu-system-x86; do
   command -v "${cmd%%:*}" >/dev/null 2>&1 || need+=("${cmd##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -15,4 +19,19 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${need[@]}" | sort -u) >/dev/null
+fi
+
+# Versions of the CNI tools the tests run against.
+CNI_VERSION=v1.3.1
+PLUGINS_VERSION=v1.9.1
+mkdir -p bin/cni
+gobin=$(pwd)/bin/cni
+if [ ! -x bin/cni/cnitool ]; then
+  echo "deps: go install cnitool@$CNI_VERSION" >&2
+  GOBIN=$gobin go install "github.com/containernetworking/cni/cnitool@$CNI_VERSION"
+fi
+if [ ! -x bin/cni/bridge ] || [ ! -x bin/cni/host-local ]; then
+  echo "deps: go install bridge, host-local@$PLUGINS_VERSION" >&2
+  GOBIN=$gobin go install "github.com/containernetworking/plugins/plugins/main/bridge@$PLUGINS_VERSION" \
+    "github.com/containernetworking/plugins/plugins/ipam/host-local@$PLUGINS_VERSION"
 fi

@@ -81,6 +81,9 @@ type Host struct {
 type RuntimeConfig struct {
 	MAC string   `json:"mac,omitempty"`
 	IPs []string `json:"ips,omitempty"`
+	// Rules, when the runtime passes them (capability "tapfwRules"),
+	// replace the config's rules.
+	Rules *RuleLists `json:"tapfwRules,omitempty"`
 }
 
 // Limits on sizes, so a config cannot make the kernel do unbounded work.
@@ -301,10 +304,22 @@ func Resolve(conf *NetConf, env Env, prev *PrevIface, bridge func(tap string) (s
 		}
 		sets[name] = ps
 	}
-	if t.In, err = parseRules("rules.in", conf.Rules.In, sets); err != nil {
+	rules, rulesField := conf.Rules, "rules"
+	if v, ok := args["TAPFW_RULES"]; ok {
+		rules, rulesField = RuleLists{}, "CNI_ARGS TAPFW_RULES"
+		dec := json.NewDecoder(strings.NewReader(v))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&rules); err != nil {
+			return nil, fieldErr(rulesField, "not a rules object {\"in\": [...], \"out\": [...]}: %v", err)
+		}
+	}
+	if rc := conf.RuntimeConfig; rc != nil && rc.Rules != nil {
+		rules, rulesField = *rc.Rules, "runtimeConfig.tapfwRules"
+	}
+	if t.In, err = parseRules(rulesField+".in", rules.In, sets); err != nil {
 		return nil, err
 	}
-	if t.Out, err = parseRules("rules.out", conf.Rules.Out, sets); err != nil {
+	if t.Out, err = parseRules(rulesField+".out", rules.Out, sets); err != nil {
 		return nil, err
 	}
 	rc := ruleset.Config{Tap: t, Bridge: ruleset.Bridge{Name: br, AllowRouting: conf.AllowBridgeRouting}, Sets: sets}
@@ -347,8 +362,8 @@ func parsePolicy(field, s string) (ruleset.Action, error) {
 	return "", fieldErr(field, "%q is not ACCEPT, DROP or REJECT", s)
 }
 
-// parseCNIArgs reads "K=V;K2=V2". MAC and IP are used; other keys are an
-// error unless IgnoreUnknown is set, as the CNI conventions say.
+// parseCNIArgs reads "K=V;K2=V2". MAC, IP and TAPFW_RULES are used; other
+// keys are an error unless IgnoreUnknown is set, as the CNI conventions say.
 func parseCNIArgs(s string) (map[string]string, error) {
 	out := map[string]string{}
 	if s == "" {
@@ -364,7 +379,7 @@ func parseCNIArgs(s string) (map[string]string, error) {
 			return nil, fieldErr("CNI_ARGS", "%q is not KEY=VALUE", kv)
 		}
 		switch k {
-		case "MAC", "IP", "IgnoreUnknown":
+		case "MAC", "IP", "TAPFW_RULES", "IgnoreUnknown":
 			out[k] = v
 		default:
 			unknown = append(unknown, k)

@@ -145,6 +145,35 @@ func TestIdentityPrecedence(t *testing.T) {
 	}
 }
 
+// Rules too: config, then CNI_ARGS TAPFW_RULES, then runtimeConfig.
+func TestRulesFromRuntime(t *testing.T) {
+	conf := good + `,"rules":{"in":[{"action":"ACCEPT","proto":"tcp","dport":"22"}]}`
+	rc := `,"runtimeConfig":{"tapfwRules":{"in":[{"action":"ACCEPT","proto":"tcp","dport":"443"}]}}`
+	args := `TAPFW_RULES={"in":[{"action":"ACCEPT","proto":"udp","dport":"53"}]}`
+	for _, c := range []struct{ js, args, want string }{
+		{conf + `}`, "", "tcp 22"},
+		{conf + `}`, args, "udp 53"},
+		{conf + rc + `}`, args, "tcp 443"},
+	} {
+		r, err := resolve(t, c.js, Env{Args: c.args}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in := r.Ruleset.Tap.In
+		if len(in) != 1 || in[0].Proto+" "+in[0].DPort != c.want {
+			t.Errorf("args %q: rules %+v, want %s", c.args, in, c.want)
+		}
+	}
+	_, err := resolve(t, conf+`}`, Env{Args: `TAPFW_RULES={"in":[{"action":"ACCEPT","dport":"x"}]}`}, nil)
+	if err == nil || !strings.Contains(err.Error(), "CNI_ARGS TAPFW_RULES.in[0].dport") {
+		t.Errorf("bad TAPFW_RULES: %v", err)
+	}
+	_, err = resolve(t, conf+`}`, Env{Args: `TAPFW_RULES={"inn":[]}`}, nil)
+	if err == nil || !strings.Contains(err.Error(), "CNI_ARGS TAPFW_RULES") {
+		t.Errorf("unknown field in TAPFW_RULES: %v", err)
+	}
+}
+
 func TestRuleCanonical(t *testing.T) {
 	js := good + `,"ipsets":{"web":["198.51.100.0/24"]},"rules":{"in":[
 		{"action":"ACCEPT","proto":"TCP","dport":"22,80,1000:2000","source":"+web"},

@@ -5,6 +5,8 @@
 package main
 
 import (
+	"os"
+
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/version"
 )
@@ -12,6 +14,9 @@ import (
 const about = "tapfw: per-tap firewall for VMs and containers on Linux bridges (CNI plugin)"
 
 func main() {
+	if os.Getenv("CNI_COMMAND") == "" && len(os.Args) > 1 {
+		os.Exit(runCommand(os.Args[1:], os.Stdout, os.Stderr))
+	}
 	p := newPlugin()
 	skel.PluginMainFuncs(skel.CNIFuncs{
 		Add:    p.cmdAdd,

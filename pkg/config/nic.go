@@ -1,0 +1,76 @@
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// Where the QEMU scripts find their configs, unless the environment says
+// otherwise (TAPFW_CONFIG, TAPFW_NIC_DIR).
+const (
+	DefaultBaseConfig = "/etc/tapfw/tapfw.conf"
+	DefaultNICDir     = "/etc/tapfw/nics"
+)
+
+// NICPaths returns the base config and the NIC file for tap, from the
+// environment or the defaults.
+func NICPaths(tap string) (base, nic string) {
+	base = os.Getenv("TAPFW_CONFIG")
+	if base == "" {
+		base = DefaultBaseConfig
+	}
+	dir := os.Getenv("TAPFW_NIC_DIR")
+	if dir == "" {
+		dir = DefaultNICDir
+	}
+	return base, filepath.Join(dir, tap+".json")
+}
+
+// MergeNIC merges a base config (host section, ipsets, defaults) and a
+// NIC's own file (bridge, mac, ips, rules): top-level fields of the NIC file
+// win. A missing base config is no error; a missing NIC file is. The result
+// is the plugin config a QEMU ifup script sends, checked by Parse.
+func MergeNIC(basePath, nicPath string) ([]byte, *NetConf, error) {
+	merged := map[string]json.RawMessage{
+		"cniVersion": json.RawMessage(`"1.0.0"`),
+		"name":       json.RawMessage(`"qemu"`),
+		"type":       json.RawMessage(`"tapfw"`),
+	}
+	read := func(path string, must bool) error {
+		data, err := os.ReadFile(path)
+		if os.IsNotExist(err) && !must {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("reading %s: %w", path, err)
+		}
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal(data, &m); err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrDecode, path, err)
+		}
+		for k, v := range m {
+			merged[k] = v
+		}
+		return nil
+	}
+	if err := read(basePath, false); err != nil {
+		return nil, nil, err
+	}
+	if err := read(nicPath, true); err != nil {
+		return nil, nil, err
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(merged); err != nil {
+		return nil, nil, fmt.Errorf("encoding the merged config: %w", err)
+	}
+	conf, err := Parse(buf.Bytes())
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s + %s: %w", basePath, nicPath, err)
+	}
+	return buf.Bytes(), conf, nil
+}

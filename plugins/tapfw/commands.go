@@ -1,0 +1,80 @@
+package main
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/tapfw/tapfw/pkg/config"
+	"github.com/tapfw/tapfw/pkg/ruleset"
+)
+
+// Operator subcommands: the same binary, run with arguments and without
+// CNI_COMMAND.
+
+const usage = `usage: tapfw <command> [args]
+
+Without CNI_COMMAND in the environment, tapfw is the operator tool:
+
+  help                       this text
+  qemu-config TAP            print the plugin config for TAP that the QEMU
+                             scripts send: $TAPFW_CONFIG (default
+                             /etc/tapfw/tapfw.conf) merged with
+                             $TAPFW_NIC_DIR/TAP.json (default /etc/tapfw/nics),
+                             the NIC file's fields winning
+  qemu-config --bridge TAP   print only the bridge TAP belongs on
+
+As a CNI plugin (CNI_COMMAND set) it reads its config on stdin; see README.md.
+`
+
+// runCommand runs an operator subcommand and returns the exit status.
+func runCommand(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	case "qemu-config":
+		return qemuConfig(args[1:], stdout, stderr)
+	}
+	fmt.Fprintf(stderr, "tapfw: unknown command %q\n\n%s", args[0], usage)
+	return 2
+}
+
+func qemuConfig(args []string, stdout, stderr io.Writer) int {
+	bridgeOnly := false
+	if len(args) > 0 && args[0] == "--bridge" {
+		bridgeOnly, args = true, args[1:]
+	}
+	if len(args) != 1 {
+		fmt.Fprint(stderr, "usage: tapfw qemu-config [--bridge] TAP\n")
+		return 2
+	}
+	tap := args[0]
+	if err := ruleset.ValidateIfName(tap); err != nil {
+		fmt.Fprintf(stderr, "tapfw: tap: %v\n", err)
+		return 1
+	}
+	data, conf, err := config.MergeNIC(config.NICPaths(tap))
+	if err != nil {
+		fmt.Fprintf(stderr, "tapfw: config of %s: %v\n", tap, err)
+		return 1
+	}
+	if !bridgeOnly {
+		_, _ = stdout.Write(data)
+		return 0
+	}
+	if conf.Bridge == "" {
+		_, nic := config.NICPaths(tap)
+		fmt.Fprintf(stderr, "tapfw: config of %s: bridge: required in %s\n", tap, nic)
+		return 1
+	}
+	if err := ruleset.ValidateIfName(conf.Bridge); err != nil {
+		fmt.Fprintf(stderr, "tapfw: config of %s: bridge: %v\n", tap, err)
+		return 1
+	}
+	fmt.Fprintln(stdout, conf.Bridge)
+	return 0
+}
