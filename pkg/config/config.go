@@ -45,9 +45,10 @@ type NetConf struct {
 	Attachments []types.GCAttachment `json:"cni.dev/attachments,omitempty"`
 
 	RuntimeConfig *RuntimeConfig `json:"runtimeConfig,omitempty"`
-	// Args is the CNI "args" convention; tapfw reads nothing from it but
-	// accepts it, as runtimes may pass it to every plugin of a list.
-	Args json.RawMessage `json:"args,omitempty"`
+	// Args is the CNI "args" convention. tapfw reads args.cni.tapfwRules
+	// (Multus puts a network selection's "cni-args" there) and ignores the
+	// rest, as runtimes may pass args to every plugin of a list.
+	Args *ArgsConf `json:"args,omitempty"`
 }
 
 // RuleLists holds rules for each direction, as seen from the VM (or host):
@@ -75,6 +76,32 @@ type Host struct {
 	IPs          []string  `json:"ips,omitempty"`
 	ClusterHosts []string  `json:"clusterHosts,omitempty"`
 	Rules        RuleLists `json:"rules,omitempty"`
+}
+
+// ArgsConf is the "args" field; only args.cni.tapfwRules is read.
+type ArgsConf struct {
+	CNI struct {
+		Rules *RuleLists `json:"tapfwRules,omitempty"`
+	} `json:"cni"`
+}
+
+// UnmarshalJSON reads args leniently: unknown keys belong to other plugins.
+func (a *ArgsConf) UnmarshalJSON(data []byte) error {
+	var raw struct {
+		CNI map[string]json.RawMessage `json:"cni"`
+	}
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return err
+	}
+	if r, ok := raw.CNI["tapfwRules"]; ok {
+		dec := json.NewDecoder(strings.NewReader(string(r)))
+		dec.DisallowUnknownFields()
+		a.CNI.Rules = &RuleLists{}
+		if err := dec.Decode(a.CNI.Rules); err != nil {
+			return &Error{Field: "args.cni.tapfwRules", Err: err}
+		}
+	}
+	return nil
 }
 
 // RuntimeConfig carries the capabilities tapfw reads: "mac" and "ips".
@@ -129,6 +156,10 @@ func Parse(data []byte) (*NetConf, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(conf); err != nil {
+		var ce *Error
+		if errors.As(err, &ce) {
+			return nil, ce
+		}
 		if m := unknownFieldRE.FindStringSubmatch(err.Error()); m != nil {
 			return nil, fieldErr(m[1], "unknown field")
 		}
@@ -312,6 +343,9 @@ func Resolve(conf *NetConf, env Env, prev *PrevIface, bridge func(tap string) (s
 		if err := dec.Decode(&rules); err != nil {
 			return nil, fieldErr(rulesField, "not a rules object {\"in\": [...], \"out\": [...]}: %v", err)
 		}
+	}
+	if conf.Args != nil && conf.Args.CNI.Rules != nil {
+		rules, rulesField = *conf.Args.CNI.Rules, "args.cni.tapfwRules"
 	}
 	if rc := conf.RuntimeConfig; rc != nil && rc.Rules != nil {
 		rules, rulesField = *rc.Rules, "runtimeConfig.tapfwRules"

@@ -69,6 +69,7 @@ func TestBadConfigs(t *testing.T) {
 		{"bad network name", strings.Replace(good, `"name":"n"`, `"name":"n n"`, 1) + `}`, "name", "may hold only", Env{}},
 		{"network name too long", strings.Replace(good, `"name":"n"`, `"name":"`+strings.Repeat("n", 65)+`"`, 1) + `}`, "name", "longer than 64", Env{}},
 		{"container id too long", good + `}`, "CNI_CONTAINERID", "longer than 128", Env{ContainerID: strings.Repeat("c", 129)}},
+		{"args rules unknown field", good + `,"args":{"cni":{"tapfwRules":{"in":[{"action":"ACCEPT","prot":"tcp"}]}}}}`, "args.cni.tapfwRules", "unknown field", Env{}},
 		{"runtime mac bad", good + `,"runtimeConfig":{"mac":"zz"}}`, "runtimeConfig.mac", "not an Ethernet", Env{}},
 	}
 	for _, c := range cases {
@@ -150,10 +151,12 @@ func TestRulesFromRuntime(t *testing.T) {
 	conf := good + `,"rules":{"in":[{"action":"ACCEPT","proto":"tcp","dport":"22"}]}`
 	rc := `,"runtimeConfig":{"tapfwRules":{"in":[{"action":"ACCEPT","proto":"tcp","dport":"443"}]}}`
 	args := `TAPFW_RULES={"in":[{"action":"ACCEPT","proto":"udp","dport":"53"}]}`
+	multus := `,"args":{"cni":{"other":1,"tapfwRules":{"in":[{"action":"ACCEPT","proto":"tcp","dport":"8080"}]}},"k8s":{"x":1}}`
 	for _, c := range []struct{ js, args, want string }{
 		{conf + `}`, "", "tcp 22"},
 		{conf + `}`, args, "udp 53"},
-		{conf + rc + `}`, args, "tcp 443"},
+		{conf + multus + `}`, args, "tcp 8080"},
+		{conf + multus + rc + `}`, args, "tcp 443"},
 	} {
 		r, err := resolve(t, c.js, Env{Args: c.args}, nil)
 		if err != nil {
