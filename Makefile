@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/tapfw
 PKGS    := ./...
 
-.PHONY: all build demo test test-unit verify update deps clean
+.PHONY: all build demo test test-unit verify update deps clean install
 
 all: build
 
@@ -36,3 +36,9 @@ update:
 
 clean:
 	rm -rf bin
+
+## install: the plugin into /opt/cni/bin, the QEMU scripts into /usr/local/lib/tapfw
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)/opt/cni/bin/tapfw
+	install -D -m 0755 scripts/qemu-ifup $(DESTDIR)/usr/local/lib/tapfw/qemu-ifup
+	install -D -m 0755 scripts/qemu-ifdown $(DESTDIR)/usr/local/lib/tapfw/qemu-ifdown
