@@ -62,19 +62,22 @@ func qemuConfig(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tapfw: config of %s: %v\n", tap, err)
 		return 1
 	}
-	if !bridgeOnly {
-		_, _ = stdout.Write(data)
-		return 0
-	}
 	if conf.Bridge == "" {
 		_, nic := config.NICPaths(tap)
 		fmt.Fprintf(stderr, "tapfw: config of %s: bridge: required in %s\n", tap, nic)
 		return 1
 	}
-	if err := ruleset.ValidateIfName(conf.Bridge); err != nil {
-		fmt.Fprintf(stderr, "tapfw: config of %s: bridge: %v\n", tap, err)
+	// Validate every value now, so the script refuses the NIC before it
+	// touches the tap.
+	env := config.Env{ContainerID: "qemu-" + tap, IfName: tap}
+	if _, err := config.Resolve(conf, env, nil, nil); err != nil {
+		fmt.Fprintf(stderr, "tapfw: config of %s: %v\n", tap, err)
 		return 1
 	}
-	fmt.Fprintln(stdout, conf.Bridge)
+	if bridgeOnly {
+		fmt.Fprintln(stdout, conf.Bridge)
+	} else {
+		_, _ = stdout.Write(data)
+	}
 	return 0
 }
