@@ -176,11 +176,14 @@ func (s *FakeSets) fail(op string) error {
 }
 
 // List implements Sets.
-func (s *FakeSets) List() (map[string][]netip.Prefix, error) {
+func (s *FakeSets) List(names ...string) (map[string][]netip.Prefix, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := map[string][]netip.Prefix{}
 	for k, v := range s.sets {
+		if len(names) > 0 && !slices.Contains(names, k) {
+			continue
+		}
 		c := slices.Clone(v)
 		sort.Slice(c, func(i, j int) bool { return c[i].String() < c[j].String() })
 		if c == nil {

@@ -33,8 +33,9 @@ func (f *Firewall) logf(format string, a ...any) {
 	}
 }
 
-// State reads the installed filter table and tapfw's ipsets.
-func (f *Firewall) State() (*Table, map[string][]netip.Prefix, error) {
+// State reads the installed filter table and the named ipsets (all of
+// tapfw's when none are named).
+func (f *Firewall) State(sets ...string) (*Table, map[string][]netip.Prefix, error) {
 	out, err := f.Tables.Save()
 	if err != nil {
 		return nil, nil, err
@@ -43,11 +44,11 @@ func (f *Firewall) State() (*Table, map[string][]netip.Prefix, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	sets, err := f.Sets.List()
+	got, err := f.Sets.List(sets...)
 	if err != nil {
 		return nil, nil, err
 	}
-	return t, sets, nil
+	return t, got, nil
 }
 
 func (f *Firewall) locked(fn func() error) error {
@@ -64,7 +65,7 @@ func (f *Firewall) locked(fn func() error) error {
 // as it was: sets made or swapped for this call are put back.
 func (f *Firewall) Apply(p *ruleset.Plan) (changed bool, err error) {
 	err = f.locked(func() error {
-		t, sets, err := f.State()
+		t, sets, err := f.State(planSets(p)...)
 		if err != nil {
 			return err
 		}
@@ -81,8 +82,12 @@ func (f *Firewall) Apply(p *ruleset.Plan) (changed bool, err error) {
 // Remove deletes everything of the given taps. Taps with nothing installed
 // are no error, so a second call succeeds and changes nothing.
 func (f *Firewall) Remove(taps ...string) error {
+	names := make([]string, len(taps))
+	for i, tap := range taps {
+		names[i] = ruleset.TapSet(tap)
+	}
 	return f.locked(func() error {
-		t, sets, err := f.State()
+		t, sets, err := f.State(names...)
 		if err != nil {
 			return err
 		}
@@ -94,7 +99,7 @@ func (f *Firewall) Remove(taps ...string) error {
 // every difference, or nil.
 func (f *Firewall) Check(p *ruleset.Plan) error {
 	return f.locked(func() error {
-		t, sets, err := f.State()
+		t, sets, err := f.State(planSets(p)...)
 		if err != nil {
 			return err
 		}
@@ -114,16 +119,20 @@ func (e *DriftError) Error() string {
 
 // Attachments lists the installed taps with who attached them.
 func (f *Firewall) Attachments() ([]ruleset.Attachment, error) {
-	var out []ruleset.Attachment
+	var atts []ruleset.Attachment
 	err := f.locked(func() error {
-		t, _, err := f.State()
+		out, err := f.Tables.Save()
 		if err != nil {
 			return err
 		}
-		out = Attachments(t)
+		t, err := ParseSave(out)
+		if err != nil {
+			return err
+		}
+		atts = Attachments(t)
 		return nil
 	})
-	return out, err
+	return atts, err
 }
 
 // GC removes what belongs to attachments of network that keep rejects,
@@ -158,6 +167,14 @@ func (f *Firewall) GC(network string, keep func(ruleset.Attachment) bool) ([]str
 		return f.apply(c)
 	})
 	return removed, err
+}
+
+func planSets(p *ruleset.Plan) []string {
+	var names []string
+	for _, s := range append(append([]ruleset.Set(nil), p.Sets...), p.BaseSets...) {
+		names = append(names, s.Name)
+	}
+	return names
 }
 
 // apply runs set changes, the restore, then set destructions. If the

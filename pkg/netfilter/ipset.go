@@ -17,9 +17,9 @@ import (
 // Sets is the narrow interface to the kernel's ipsets that the firewall
 // needs. Every set tapfw makes is hash:net, family inet.
 type Sets interface {
-	// List returns the entries of every set whose name starts with the
-	// tapfw prefix.
-	List() (map[string][]netip.Prefix, error)
+	// List returns the entries of the named sets that exist; with no
+	// names, of every set whose name starts with the tapfw prefix.
+	List(names ...string) (map[string][]netip.Prefix, error)
 	// Create makes an empty set; it fails if the set exists.
 	Create(name string) error
 	// Add adds an entry; adding one that is there already is no error.
@@ -39,21 +39,28 @@ var _ Sets = NetlinkSets{}
 // library would send 0 for this type otherwise.
 const hashNetRevision = 6
 
-// List implements Sets.
-func (NetlinkSets) List() (map[string][]netip.Prefix, error) {
-	all, err := netlink.IpsetListAll()
-	if err != nil {
-		return nil, fmt.Errorf("listing ipsets: %w", err)
+// List implements Sets. Asking for named sets costs one netlink request
+// each, however many sets the host has.
+func (NetlinkSets) List(names ...string) (map[string][]netip.Prefix, error) {
+	if len(names) == 0 {
+		all, err := netlink.IpsetListAll()
+		if err != nil {
+			return nil, fmt.Errorf("listing ipsets: %w", err)
+		}
+		for _, s := range all {
+			if strings.HasPrefix(s.SetName, ruleset.SetPrefix) {
+				names = append(names, s.SetName)
+			}
+		}
 	}
 	out := map[string][]netip.Prefix{}
-	for _, s := range all {
-		if !strings.HasPrefix(s.SetName, ruleset.SetPrefix) {
+	for _, name := range names {
+		r, err := netlink.IpsetList(name)
+		if errors.Is(err, unix.ENOENT) {
 			continue
 		}
-		// A dump of all sets may carry only headers; ask for the members.
-		r, err := netlink.IpsetList(s.SetName)
 		if err != nil {
-			return nil, fmt.Errorf("listing ipset %s: %w", s.SetName, err)
+			return nil, fmt.Errorf("listing ipset %s: %w", name, err)
 		}
 		ps := []netip.Prefix{}
 		for _, e := range r.Entries {
@@ -69,7 +76,7 @@ func (NetlinkSets) List() (map[string][]netip.Prefix, error) {
 			ps = append(ps, netip.PrefixFrom(a, bits))
 		}
 		sort.Slice(ps, func(i, j int) bool { return ps[i].String() < ps[j].String() })
-		out[s.SetName] = ps
+		out[name] = ps
 	}
 	return out, nil
 }

@@ -5,6 +5,8 @@
 package main
 
 import (
+	"io"
+	"log"
 	"os"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -14,6 +16,9 @@ import (
 const about = "tapfw: per-tap firewall for VMs and containers on Linux bridges (CNI plugin)"
 
 func main() {
+	// tapfw logs nothing through package log; a library that does (netlink
+	// on other programs' ipsets) must not fill the runtime's logs.
+	log.SetOutput(io.Discard)
 	if os.Getenv("CNI_COMMAND") == "" && len(os.Args) > 1 {
 		os.Exit(runCommand(os.Args[1:], os.Stdout, os.Stderr))
 	}
