@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs every test with -race and -v into tmp/test.log; prints the package
+# results, the failures in full, and which tests were skipped. Under CI
+# (CI=true) a skipped test fails the run: CI installs everything a test needs.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p tmp
+log=tmp/test.log
+go test -race -count=1 -timeout 30m -v ./... >"$log" 2>&1
+status=$?
+if [ $status -ne 0 ]; then
+  grep -E -B2 -A30 -- '--- FAIL|^panic:' "$log" | head -400
+fi
+grep -E '^(ok|FAIL|\?)\s' "$log"
+skipped=$(grep -E -- '--- SKIP' "$log" || true)
+passed=$(grep -cE -- '--- PASS' "$log" || true)
+failed=$(grep -cE -- '--- FAIL' "$log" || true)
+nskipped=$(printf '%s' "$skipped" | grep -c . || true)
+if [ -n "$skipped" ]; then
+  echo "skipped:"
+  echo "$skipped"
+fi
+echo "tests: $passed passed, $failed failed, $nskipped skipped"
+[ $status -eq 0 ] || exit $status
+if [ -n "$skipped" ] && [ "${CI:-}" = true ]; then
+  echo "CI: no test may be skipped here"
+  exit 1
+fi
