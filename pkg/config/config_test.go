@@ -68,7 +68,7 @@ func TestBadConfigs(t *testing.T) {
 		{"bad container id", good + `}`, "CNI_CONTAINERID", "may hold only", Env{ContainerID: "a b"}},
 		{"bad network name", strings.Replace(good, `"name":"n"`, `"name":"n n"`, 1) + `}`, "name", "may hold only", Env{}},
 		{"network name too long", strings.Replace(good, `"name":"n"`, `"name":"`+strings.Repeat("n", 65)+`"`, 1) + `}`, "name", "longer than 64", Env{}},
-		{"container id too long", good + `}`, "CNI_CONTAINERID", "longer than 128", Env{ContainerID: strings.Repeat("c", 129)}},
+		{"container id too long", good + `}`, "CNI_CONTAINERID", "longer than 112", Env{ContainerID: strings.Repeat("c", 113)}},
 		{"args rules unknown field", good + `,"args":{"cni":{"tapfwRules":{"in":[{"action":"ACCEPT","prot":"tcp"}]}}}}`, "args.cni.tapfwRules", "unknown field", Env{}},
 		{"runtime mac bad", good + `,"runtimeConfig":{"mac":"zz"}}`, "runtimeConfig.mac", "not an Ethernet", Env{}},
 	}

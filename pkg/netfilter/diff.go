@@ -115,7 +115,7 @@ func samePrefixes(a, b []netip.Prefix) bool {
 // group is an owner's rules in one shared chain.
 type group struct {
 	chain, owner string
-	rules        []string
+	rules        []ruleset.Rule
 }
 
 func groups(rs []ruleset.Rule) []group {
@@ -129,25 +129,165 @@ func groups(rs []ruleset.Rule) []group {
 			idx[k] = i
 			gs = append(gs, group{chain: r.Chain, owner: r.Owner()})
 		}
-		gs[i].rules = append(gs[i].rules, r.Spec())
+		gs[i].rules = append(gs[i].rules, r)
 	}
 	return gs
 }
 
-func ownedBy(t *Table, chain, owner string) []string {
-	var out []string
-	for _, s := range t.Chains[chain] {
-		if Owner(s) == owner {
-			out = append(out, s)
-		}
+// matches tells whether an installed rule is the wanted one: by the whole
+// rule where the reader saw it, else by the comment, which ends in a hash
+// of the whole rule.
+func matches(in Installed, want ruleset.Rule) bool {
+	if in.Spec != "" {
+		return Normalize(in.Spec) == Normalize(want.Spec())
 	}
-	return out
+	return in.Comment == want.InstalledComment()
 }
 
-// PlanChanges compares a plan with the installed table and sets and
-// returns what must change. A second call after the changes landed
-// returns no changes.
-func PlanChanges(t *Table, sets map[string][]netip.Prefix, p *ruleset.Plan) *Changes {
+func sameRules(in []Installed, want []ruleset.Rule) bool {
+	if len(in) != len(want) {
+		return false
+	}
+	for i := range in {
+		if !matches(in[i], want[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// txn builds one restore transaction against a model of the chains it has
+// read, so rule numbers stay right as it deletes and inserts.
+type txn struct {
+	r      Reader
+	chains map[string][]Installed // read (and then changed in the model)
+	exists map[string]bool
+	decl   []string // chain declarations: create, or flush to rewrite
+	ops    []string // rule changes, in order
+	drops  []string // chains deleted at the end
+}
+
+func newTxn(r Reader) *txn {
+	return &txn{r: r, chains: map[string][]Installed{}, exists: map[string]bool{}}
+}
+
+// load reads the chains not read yet.
+func (x *txn) load(names ...string) error {
+	var need []string
+	for _, n := range names {
+		if _, ok := x.chains[n]; !ok && !x.known(n) {
+			need = append(need, n)
+		}
+	}
+	if len(need) == 0 {
+		return nil
+	}
+	got, err := x.r.Chains(need...)
+	if err != nil {
+		return err
+	}
+	for _, n := range need {
+		rs, ok := got[n]
+		x.exists[n] = ok
+		if ok {
+			x.chains[n] = rs
+		}
+	}
+	return nil
+}
+
+// known reports whether the model already knows the chain is missing.
+func (x *txn) known(n string) bool {
+	e, ok := x.exists[n]
+	return ok && !e
+}
+
+// exist reads which chains exist, without their rules.
+func (x *txn) exist(names ...string) error {
+	var need []string
+	for _, n := range names {
+		if _, ok := x.exists[n]; !ok {
+			need = append(need, n)
+		}
+	}
+	if len(need) == 0 {
+		return nil
+	}
+	got, err := x.r.Exist(need...)
+	if err != nil {
+		return err
+	}
+	for _, n := range need {
+		x.exists[n] = got[n]
+	}
+	return nil
+}
+
+// create makes a new, empty chain.
+func (x *txn) create(chain string) {
+	x.decl = append(x.decl, ":"+chain+" - [0:0]")
+	x.exists[chain] = true
+	x.chains[chain] = []Installed{}
+}
+
+// rewrite flushes (or creates) chain and fills it with rules.
+func (x *txn) rewrite(chain string, rules []ruleset.Rule) {
+	x.create(chain)
+	for _, r := range rules {
+		x.append(r)
+	}
+}
+
+func (x *txn) append(r ruleset.Rule) {
+	x.ops = append(x.ops, r.String())
+	x.chains[r.Chain] = append(x.chains[r.Chain], Installed{Comment: r.InstalledComment(), Spec: r.Spec()})
+}
+
+func (x *txn) insertTop(r ruleset.Rule) {
+	x.ops = append(x.ops, "-I "+r.Chain+" 1 "+r.Spec())
+	x.chains[r.Chain] = append([]Installed{{Comment: r.InstalledComment(), Spec: r.Spec()}}, x.chains[r.Chain]...)
+}
+
+// deleteWhere deletes the rules of chain for which drop is true.
+func (x *txn) deleteWhere(chain string, drop func(Installed) bool) {
+	rs := x.chains[chain]
+	for i := len(rs) - 1; i >= 0; i-- {
+		if drop(rs[i]) {
+			x.ops = append(x.ops, fmt.Sprintf("-D %s %d", chain, i+1))
+			rs = append(rs[:i:i], rs[i+1:]...)
+		}
+	}
+	x.chains[chain] = rs
+}
+
+// remove deletes a chain whose rules are all deleted in the model.
+func (x *txn) remove(chain string) {
+	x.drops = append(x.drops, "-X "+chain)
+	x.exists[chain] = false
+	delete(x.chains, chain)
+}
+
+// flushRemove deletes a whole chain (a tap's own): flushed by its
+// declaration, deleted at the end.
+func (x *txn) flushRemove(chain string) {
+	x.decl = append(x.decl, ":"+chain+" - [0:0]")
+	x.remove(chain)
+}
+
+func (x *txn) changes() []string {
+	out := append(append([]string{}, x.decl...), x.ops...)
+	return append(out, x.drops...)
+}
+
+func ownerIs(owner string) func(Installed) bool {
+	return func(in Installed) bool { return ruleset.CommentOwner(in.Comment) == owner }
+}
+
+// PlanChanges compares a plan with what r reads of the kernel, and sets
+// with the plan's sets, and returns what must change. It reads only the
+// chains the plan touches. A second call after the changes landed returns
+// no changes.
+func PlanChanges(r Reader, sets map[string][]netip.Prefix, p *ruleset.Plan) (*Changes, error) {
 	c := &Changes{}
 	for _, s := range p.BaseSets {
 		if _, ok := sets[s.Name]; !ok {
@@ -161,124 +301,219 @@ func PlanChanges(t *Table, sets map[string][]netip.Prefix, p *ruleset.Plan) *Cha
 		}
 	}
 
-	var decl, body []string
+	x := newTxn(r)
+	var names []string
+	for _, chs := range [][]ruleset.Chain{p.Base, p.Shared, p.Owned} {
+		for _, ch := range chs {
+			names = append(names, ch.Name)
+		}
+	}
+	for _, rs := range [][]ruleset.Rule{p.Members, p.Hooks} {
+		for _, r := range rs {
+			names = append(names, r.Chain)
+		}
+	}
+	if err := x.load(names...); err != nil {
+		return nil, err
+	}
 	for _, ch := range p.Base {
-		if !t.Has(ch.Name) {
-			decl = append(decl, ":"+ch.Name+" - [0:0]")
-			body = append(body, ruleLines(ch.Rules)...)
+		if !x.exists[ch.Name] {
+			x.rewrite(ch.Name, ch.Rules)
 		}
 	}
 	for _, chs := range [][]ruleset.Chain{p.Shared, p.Owned} {
 		for _, ch := range chs {
-			if t.Has(ch.Name) && sameSpecs(specs(ch.Rules), t.Chains[ch.Name]) {
+			if x.exists[ch.Name] && sameRules(x.chains[ch.Name], ch.Rules) {
 				continue
 			}
-			// Declaring an existing chain with --noflush flushes it: the
-			// chain is rewritten whole, in the same transaction.
-			decl = append(decl, ":"+ch.Name+" - [0:0]")
-			body = append(body, ruleLines(ch.Rules)...)
+			x.rewrite(ch.Name, ch.Rules)
 		}
 	}
 	for _, g := range groups(p.Members) {
-		cur := ownedBy(t, g.chain, g.owner)
-		if sameSpecs(g.rules, cur) {
+		var cur []Installed
+		for _, in := range x.chains[g.chain] {
+			if ruleset.CommentOwner(in.Comment) == g.owner {
+				cur = append(cur, in)
+			}
+		}
+		if sameRules(cur, g.rules) {
 			continue
 		}
-		for _, s := range cur {
-			body = append(body, "-D "+g.chain+" "+s)
-		}
-		for _, s := range g.rules {
-			body = append(body, "-A "+g.chain+" "+s)
+		x.deleteWhere(g.chain, ownerIs(g.owner))
+		for _, r := range g.rules {
+			x.append(r)
 		}
 	}
 	for _, g := range groups(p.Hooks) {
-		cur := ownedBy(t, g.chain, g.owner)
-		if sameSpecs(g.rules, cur) {
+		// One hook per built-in chain: replaced if it is not the wanted one.
+		if len(g.rules) == 1 && slices.ContainsFunc(x.chains[g.chain], func(in Installed) bool { return matches(in, g.rules[0]) }) {
 			continue
 		}
-		for _, s := range cur {
-			body = append(body, "-D "+g.chain+" "+s)
-		}
+		x.deleteWhere(g.chain, ownerIs(g.owner))
 		for i := len(g.rules) - 1; i >= 0; i-- {
-			body = append(body, "-I "+g.chain+" 1 "+g.rules[i])
+			x.insertTop(g.rules[i])
 		}
 	}
-	c.Restore = append(decl, body...)
-	return c
-}
 
-func ruleLines(rs []ruleset.Rule) []string {
-	out := make([]string, len(rs))
-	for i, r := range rs {
-		out[i] = r.String()
+	// Dispatch: add what is missing on the tap's paths; take the tap's
+	// leaves off addresses it no longer has.
+	wantLeaf := map[string]bool{}
+	for _, path := range p.Paths {
+		wantLeaf[path.Leaf.InstalledComment()] = true
 	}
-	return out
-}
-
-// RemoveChanges returns what removes every trace of the given taps: their
-// rules in shared chains, their chains and their address sets. Taps with
-// nothing installed contribute nothing.
-func RemoveChanges(t *Table, sets map[string][]netip.Prefix, taps ...string) *Changes {
-	c := &Changes{}
-	want := map[string]bool{}
-	for _, tap := range taps {
-		want[tap] = true
+	for _, path := range p.Paths {
+		if err := x.addPath(path, wantLeaf); err != nil {
+			return nil, err
+		}
 	}
-	var decl, body, del []string
-	for _, chain := range t.Order {
-		if tap, ok := ruleset.IsTapChain(chain); ok {
-			if want[tap] {
-				decl = append(decl, ":"+chain+" - [0:0]")
-				del = append(del, "-X "+chain)
-			}
+	for _, old := range sets[ruleset.TapSet(p.Tap)] {
+		if slices.ContainsFunc(p.Paths, func(path ruleset.Path) bool { return path.Trie.Name == ruleset.TrieHost.Name && path.Key == ruleset.IPKey(old) }) {
 			continue
 		}
-		if !strings.HasPrefix(chain, ruleset.ChainPrefix) {
-			continue // taps own no rules in chains that are not tapfw's
-		}
-		for _, s := range t.Chains[chain] {
-			if want[Owner(s)] {
-				body = append(body, "-D "+chain+" "+s)
-			}
+		path := ruleset.TrieHost.PathFor(ruleset.IPKey(old), ruleset.TapIn(p.Tap), p.Tap+": from host "+old.String())
+		if err := x.removeLeaves(path, p.Tap, wantLeaf); err != nil {
+			return nil, err
 		}
 	}
-	c.Restore = append(append(decl, body...), del...)
-	for _, tap := range taps {
-		if _, ok := sets[ruleset.TapSet(tap)]; ok {
-			c.Destroy = append(c.Destroy, ruleset.TapSet(tap))
+	c.Restore = x.changes()
+	return c, nil
+}
+
+// addPath makes sure the nodes and edges of path exist and its leaf is
+// installed, and drops leaves of the same owner in the leaf's node that
+// are not wanted (a changed attachment record, an old address).
+func (x *txn) addPath(path ruleset.Path, wantLeaf map[string]bool) error {
+	if err := x.exist(path.Nodes...); err != nil {
+		return err
+	}
+	last := len(path.Nodes) - 1
+	for i := 1; i <= last; i++ {
+		if x.exists[path.Nodes[i]] {
+			continue
+		}
+		x.create(path.Nodes[i])
+		x.append(path.Edges[i-1])
+	}
+	leafNode := path.Nodes[last]
+	if err := x.load(leafNode); err != nil {
+		return err
+	}
+	owner := path.Leaf.Owner()
+	x.deleteWhere(leafNode, func(in Installed) bool {
+		return ruleset.CommentOwner(in.Comment) == owner && !wantLeaf[in.Comment]
+	})
+	if !slices.ContainsFunc(x.chains[leafNode], func(in Installed) bool { return matches(in, path.Leaf) }) {
+		x.insertTop(path.Leaf)
+	}
+	return nil
+}
+
+// removeLeaves deletes owner's leaves (those keep does not list) from the
+// node of path, then deletes nodes left empty, and their edges, upwards.
+func (x *txn) removeLeaves(path ruleset.Path, owner string, keep map[string]bool) error {
+	if err := x.exist(path.Nodes...); err != nil {
+		return err
+	}
+	last := len(path.Nodes) - 1
+	if !x.exists[path.Nodes[last]] {
+		return nil
+	}
+	if err := x.load(path.Nodes[last]); err != nil {
+		return err
+	}
+	x.deleteWhere(path.Nodes[last], func(in Installed) bool {
+		return ruleset.CommentOwner(in.Comment) == owner && !keep[in.Comment]
+	})
+	for i := last; i > 0; i-- {
+		node := path.Nodes[i]
+		if len(x.chains[node]) > 0 {
+			break
+		}
+		parent := path.Nodes[i-1]
+		if err := x.load(parent); err != nil {
+			return err
+		}
+		edge := path.Edges[i-1]
+		x.deleteWhere(parent, func(in Installed) bool { return in.Comment == edge.InstalledComment() })
+		x.remove(node)
+	}
+	return nil
+}
+
+// RemoveChanges returns what removes every trace of tap: its leaves in the
+// tries (its addresses are those of its set, tapIPs), nodes left empty, its
+// chains and its address set. Nothing installed gives no changes.
+func RemoveChanges(r Reader, sets map[string][]netip.Prefix, tap string) (*Changes, error) {
+	x := newTxn(r)
+	paths := []ruleset.Path{
+		ruleset.TrieIn.PathFor(tap, ruleset.TapOut(tap), ""),
+		ruleset.TrieOut.PathFor(tap, ruleset.TapIn(tap), ""),
+	}
+	for _, ip := range sets[ruleset.TapSet(tap)] {
+		paths = append(paths, ruleset.TrieHost.PathFor(ruleset.IPKey(ip), ruleset.TapIn(tap), ""))
+	}
+	for _, path := range paths {
+		if err := x.removeLeaves(path, tap, nil); err != nil {
+			return nil, err
 		}
 	}
-	return c
+	own := []string{ruleset.TapIn(tap), ruleset.TapOut(tap)}
+	if err := x.exist(own...); err != nil {
+		return nil, err
+	}
+	for _, ch := range own {
+		if x.exists[ch] {
+			x.flushRemove(ch)
+		}
+	}
+	c := &Changes{Restore: x.changes()}
+	if _, ok := sets[ruleset.TapSet(tap)]; ok {
+		c.Destroy = append(c.Destroy, ruleset.TapSet(tap))
+	}
+	return c, nil
 }
 
 // Attachments lists the taps installed, read back from the comments of
-// their dispatch rules.
+// their leaves in the trie of bridge ports in.
 func Attachments(t *Table) []ruleset.Attachment {
 	var out []ruleset.Attachment
 	for _, chain := range t.Order {
-		if !ruleset.IsBridgeDispatch(chain) || !strings.HasSuffix(chain, "-OUT") {
+		if chain != ruleset.TrieIn.Root && !strings.HasPrefix(chain, ruleset.TrieIn.Root+"-") {
 			continue
 		}
 		for _, s := range t.Chains[chain] {
-			if a, ok := ruleset.ParseDispatchComment(Comment(s)); ok {
+			if a, ok := ruleset.ParseDispatchComment(stripHash(Comment(s))); ok {
 				out = append(out, a)
 			}
 		}
 	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Tap < out[j].Tap })
 	return out
 }
 
+// stripHash takes the rule hash off an installed comment.
+func stripHash(c string) string {
+	if i := strings.LastIndex(c, " #"); i >= 0 {
+		return c[:i]
+	}
+	return c
+}
+
 // InstalledTaps lists every tap that has anything in the kernel: chains,
-// rules in shared chains, or an address set.
+// leaves in the tries, or an address set.
 func InstalledTaps(t *Table, sets map[string][]netip.Prefix) []string {
 	seen := map[string]bool{}
 	for _, chain := range t.Order {
 		if tap, ok := ruleset.IsTapChain(chain); ok {
 			seen[tap] = true
 		}
-	}
-	for _, a := range Attachments(t) {
-		seen[a.Tap] = true
+		if ruleset.IsTrieChain(chain) {
+			for _, s := range t.Chains[chain] {
+				if o := Owner(s); o != "" && o != ruleset.EdgeOwner {
+					seen[o] = true
+				}
+			}
+		}
 	}
 	for name := range sets {
 		if tap, ok := strings.CutPrefix(name, "tfw-t-"); ok {
@@ -293,8 +528,8 @@ func InstalledTaps(t *Table, sets map[string][]netip.Prefix) []string {
 	return out
 }
 
-// Verify compares a plan with what is installed and returns one line per
-// difference, naming table, chain and rule, or ipset and entries.
+// Verify compares a plan with the whole table and the sets and returns one
+// line per difference, naming table, chain and rule, or ipset and entries.
 func Verify(t *Table, sets map[string][]netip.Prefix, p *ruleset.Plan) []string {
 	var diffs []string
 	add := func(format string, a ...any) { diffs = append(diffs, fmt.Sprintf(format, a...)) }
@@ -312,23 +547,44 @@ func Verify(t *Table, sets map[string][]netip.Prefix, p *ruleset.Plan) []string 
 			diffs = append(diffs, compareChain(ch.Name, specs(ch.Rules), t.Chains[ch.Name])...)
 		}
 	}
-	for _, rs := range [][]ruleset.Rule{p.Members, p.Hooks} {
-		for _, g := range groups(rs) {
-			if !t.Has(g.chain) {
-				add("table filter, chain %s: missing", g.chain)
-				continue
+	has := func(chain string, r ruleset.Rule) bool {
+		return slices.ContainsFunc(t.Chains[chain], func(s string) bool { return Normalize(s) == Normalize(r.Spec()) })
+	}
+	for _, g := range groups(p.Members) {
+		var cur []string
+		for _, s := range t.Chains[g.chain] {
+			if Owner(s) == g.owner {
+				cur = append(cur, s)
 			}
-			cur := ownedBy(t, g.chain, g.owner)
-			for _, want := range g.rules {
-				if !slices.ContainsFunc(cur, func(s string) bool { return Normalize(s) == Normalize(want) }) {
-					add("table filter, chain %s: rule %q missing", g.chain, "-A "+g.chain+" "+want)
-				}
+		}
+		for _, r := range g.rules {
+			if !has(g.chain, r) {
+				add("table filter, chain %s: rule %q missing", g.chain, r.String())
 			}
-			for _, s := range cur {
-				if !slices.ContainsFunc(g.rules, func(w string) bool { return Normalize(s) == Normalize(w) }) {
-					add("table filter, chain %s: unexpected rule %q", g.chain, "-A "+g.chain+" "+s)
-				}
+		}
+		for _, s := range cur {
+			if !slices.ContainsFunc(g.rules, func(r ruleset.Rule) bool { return Normalize(s) == Normalize(r.Spec()) }) {
+				add("table filter, chain %s: unexpected rule %q", g.chain, "-A "+g.chain+" "+s)
 			}
+		}
+	}
+	for _, r := range p.Hooks {
+		if !has(r.Chain, r) {
+			add("table filter, chain %s: rule %q missing", r.Chain, r.String())
+		}
+	}
+	for _, path := range p.Paths {
+		for i, node := range path.Nodes {
+			if !t.Has(node) {
+				add("table filter, chain %s (dispatch %s %s): missing", node, path.Trie.Name, path.Key)
+				break
+			}
+			if i < len(path.Edges) && !has(node, path.Edges[i]) {
+				add("table filter, chain %s: rule %q missing", node, path.Edges[i].String())
+			}
+		}
+		if last := path.Nodes[len(path.Nodes)-1]; t.Has(last) && !has(last, path.Leaf) {
+			add("table filter, chain %s: rule %q missing", last, path.Leaf.String())
 		}
 	}
 	for _, s := range p.BaseSets {

@@ -35,6 +35,28 @@ func NewFakeTables() *FakeTables {
 
 var builtin = map[string]bool{"INPUT": true, "FORWARD": true, "OUTPUT": true}
 
+// Reader implements Tables. Like the nftables reader, it shows comments
+// only, so the code that reads comments is what the fake tests.
+func (f *FakeTables) Reader() (Reader, error) {
+	r, err := saveReader(f)
+	if err != nil {
+		return nil, err
+	}
+	return commentsOnly{r}, nil
+}
+
+type commentsOnly struct{ TableReader }
+
+func (c commentsOnly) Chains(names ...string) (map[string][]Installed, error) {
+	got, err := c.TableReader.Chains(names...)
+	for _, rs := range got {
+		for i := range rs {
+			rs[i].Spec = ""
+		}
+	}
+	return got, err
+}
+
 // Save implements Tables, in iptables-save's format.
 func (f *FakeTables) Save() ([]byte, error) {
 	f.mu.Lock()
@@ -121,6 +143,12 @@ func applyLine(t *Table, line string) error {
 		t.Chains[chain] = slices.Insert(t.Chains[chain], n-1, rest)
 	case "-D":
 		i := slices.Index(t.Chains[chain], spec)
+		if n, err := strconv.Atoi(spec); err == nil {
+			i = n - 1
+			if i < 0 || i >= len(t.Chains[chain]) {
+				return fmt.Errorf("no rule %d", n)
+			}
+		}
 		if i < 0 {
 			return errors.New("no such rule")
 		}
@@ -128,6 +156,13 @@ func applyLine(t *Table, line string) error {
 	case "-X":
 		if len(t.Chains[chain]) > 0 {
 			return errors.New("chain not empty")
+		}
+		for _, c := range t.Order {
+			for _, r := range t.Chains[c] {
+				if strings.HasSuffix(r, " "+chain) && (strings.Contains(r, "-j "+chain) || strings.Contains(r, "-g "+chain)) {
+					return fmt.Errorf("chain %s is referenced from %s", chain, c)
+				}
+			}
 		}
 		delete(t.Chains, chain)
 		t.Order = slices.DeleteFunc(t.Order, func(c string) bool { return c == chain })

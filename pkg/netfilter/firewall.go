@@ -65,11 +65,20 @@ func (f *Firewall) locked(fn func() error) error {
 // as it was: sets made or swapped for this call are put back.
 func (f *Firewall) Apply(p *ruleset.Plan) (changed bool, err error) {
 	err = f.locked(func() error {
-		t, sets, err := f.State(planSets(p)...)
+		names := append(planSets(p), ruleset.TapSet(p.Tap))
+		sets, err := f.Sets.List(names...)
 		if err != nil {
 			return err
 		}
-		c := PlanChanges(t, sets, p)
+		r, err := f.Tables.Reader()
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		c, err := PlanChanges(r, sets, p)
+		if err != nil {
+			return err
+		}
 		if c.Empty() {
 			return nil
 		}
@@ -82,17 +91,32 @@ func (f *Firewall) Apply(p *ruleset.Plan) (changed bool, err error) {
 // Remove deletes everything of the given taps. Taps with nothing installed
 // are no error, so a second call succeeds and changes nothing.
 func (f *Firewall) Remove(taps ...string) error {
-	names := make([]string, len(taps))
-	for i, tap := range taps {
-		names[i] = ruleset.TapSet(tap)
-	}
 	return f.locked(func() error {
-		t, sets, err := f.State(names...)
-		if err != nil {
-			return err
+		for _, tap := range taps {
+			if err := f.remove(tap); err != nil {
+				return err
+			}
 		}
-		return f.apply(RemoveChanges(t, sets, taps...))
+		return nil
 	})
+}
+
+// remove removes one tap in one transaction; the caller holds the lock.
+func (f *Firewall) remove(tap string) error {
+	sets, err := f.Sets.List(ruleset.TapSet(tap))
+	if err != nil {
+		return err
+	}
+	r, err := f.Tables.Reader()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	c, err := RemoveChanges(r, sets, tap)
+	if err != nil {
+		return err
+	}
+	return f.apply(c)
 }
 
 // Check compares the plan with the kernel and returns an error listing
@@ -158,13 +182,19 @@ func (f *Firewall) GC(network string, keep func(ruleset.Attachment) bool) ([]str
 				removed = append(removed, tap)
 			}
 		}
-		c := RemoveChanges(t, sets, removed...)
-		for name := range sets {
-			if strings.HasPrefix(name, "tfw-x-") {
-				c.Destroy = append(c.Destroy, name)
+		for _, tap := range removed {
+			if err := f.remove(tap); err != nil {
+				return err
 			}
 		}
-		return f.apply(c)
+		for name := range sets {
+			if strings.HasPrefix(name, "tfw-x-") {
+				if err := f.Sets.Destroy(name); err != nil {
+					f.logf("%v", err)
+				}
+			}
+		}
+		return nil
 	})
 	return removed, err
 }

@@ -16,6 +16,9 @@ type Tables interface {
 	// Restore applies a restore file with --noflush in one transaction:
 	// it lands whole or not at all.
 	Restore(data []byte) error
+	// Reader returns a reader of the filter table's chains as they are
+	// now: the cheapest this backend has.
+	Reader() (Reader, error)
 }
 
 // Mode names an iptables backend.
@@ -57,6 +60,15 @@ func (e Exec) bin(tool string) string {
 		return "iptables-legacy-" + tool
 	}
 	return "iptables-" + tool
+}
+
+// Reader implements Tables: with iptables-nft, chains are read one by one
+// over netlink; with iptables-legacy the whole table is read once.
+func (e Exec) Reader() (Reader, error) {
+	if e.Mode == ModeNFT || (e.Mode == ModeAuto && NFTActive()) {
+		return NewNFTReader()
+	}
+	return saveReader(e)
 }
 
 // Save implements Tables.

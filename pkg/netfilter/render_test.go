@@ -74,7 +74,10 @@ func TestGoldenFirstAdd(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			c := PlanChanges(table, nil, seedPlan(t, tap))
+			c, err := PlanChanges(TableReader{T: table}, nil, seedPlan(t, tap))
+			if err != nil {
+				t.Fatal(err)
+			}
 			golden(t, "seed-add-"+tap+".txt", []byte(c.String()))
 		})
 	}

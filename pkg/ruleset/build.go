@@ -33,10 +33,12 @@ type Plan struct {
 	// that other taps fill, and the host chains when the call carries no
 	// host section).
 	Base []Chain
-	// Members are rules inside shared chains that belong to one owner (the
-	// tap, or its bridge in TFW-FORWARD). An owner's rules in a chain are
-	// replaced as a group when they differ.
+	// Members are rules inside shared chains that belong to one owner (a
+	// bridge in TFW-FORWARD). An owner's rules in a chain are replaced as a
+	// group when they differ.
 	Members []Rule
+	// Paths are the tap's ways through the dispatch tries.
+	Paths []Path
 	// Hooks are the jumps from the built-in chains, kept at their top.
 	Hooks []Rule
 	// Sets are wanted exactly; BaseSets only have to exist.
@@ -76,13 +78,10 @@ func Build(c Config) (*Plan, error) {
 	for _, h := range [][2]string{{"FORWARD", ChainForward}, {"INPUT", ChainInput}, {"OUTPUT", ChainOutput}} {
 		p.Hooks = append(p.Hooks, Rule{Chain: h[0], Comment: OwnerHooks + ": hook", Verdict: Verdict{Target: h[1]}})
 	}
-	p.Base = append(p.Base,
-		Chain{Name: ChainForward},
-		Chain{Name: ChainInputTaps},
-		Chain{Name: ChainOutputTaps},
-		Chain{Name: BridgeIn(br)},
-		Chain{Name: BridgeOut(br)},
-	)
+	p.Base = append(p.Base, Chain{Name: ChainForward})
+	for _, t := range Tries {
+		p.Base = append(p.Base, Chain{Name: t.Root})
+	}
 	p.Shared = append(p.Shared, inputChain(), outputChain(), bridgeChain(br))
 	p.Members = append(p.Members, forwardRules(c.Bridge)...)
 
@@ -96,7 +95,7 @@ func Build(c Config) (*Plan, error) {
 		return nil, err
 	}
 	p.Owned = []Chain{in, out}
-	p.Members = append(p.Members, dispatchRules(t)...)
+	p.Paths = dispatchPaths(t)
 	p.Sets = append(p.Sets, Set{Name: TapSet(t.Name), Entries: sortedPrefixes(t.IPs)})
 
 	// Host firewall.
@@ -135,7 +134,7 @@ func hook(chain, desc string, v Verdict) Rule {
 func inputChain() Chain {
 	c := ChainInput
 	return Chain{Name: c, Rules: []Rule{
-		hook(c, "from taps", Verdict{Target: ChainInputTaps}),
+		hook(c, "from taps", Verdict{Target: TrieIn.Root}),
 		withState(hook(c, "established", Verdict{Target: "ACCEPT"}), "RELATED,ESTABLISHED"),
 		withSet(hook(c, "to host", Verdict{Target: ChainHostIn}), SetHost, "dst"),
 		hook(c, "default", Verdict{Target: "ACCEPT"}),
@@ -147,7 +146,7 @@ func outputChain() Chain {
 	return Chain{Name: c, Rules: []Rule{
 		withState(hook(c, "established", Verdict{Target: "ACCEPT"}), "RELATED,ESTABLISHED"),
 		withSet(hook(c, "from host", Verdict{Target: ChainHostOut}), SetHost, "src"),
-		hook(c, "to taps", Verdict{Target: ChainOutputTaps}),
+		hook(c, "to taps", Verdict{Target: TrieHost.Root}),
 		hook(c, "default", Verdict{Target: "ACCEPT"}),
 	}}
 }
@@ -171,9 +170,9 @@ func bridgeChain(br string) Chain {
 	c := BridgeChain(br)
 	own := br + ": "
 	return Chain{Name: c, Rules: []Rule{
-		{Chain: c, Physdev: Physdev{Present: true, IsIn: true, IsBridged: true}, Comment: own + "from port", Verdict: Verdict{Target: BridgeOut(br)}},
+		{Chain: c, Physdev: Physdev{Present: true, IsIn: true, IsBridged: true}, Comment: own + "from port", Verdict: Verdict{Target: TrieIn.Root}},
 		{Chain: c, CtState: "RELATED,ESTABLISHED", Comment: own + "established", Verdict: Verdict{Target: "ACCEPT"}},
-		{Chain: c, Physdev: Physdev{Present: true, IsOut: true, IsBridged: true}, Comment: own + "to port", Verdict: Verdict{Target: BridgeIn(br)}},
+		{Chain: c, Physdev: Physdev{Present: true, IsOut: true, IsBridged: true}, Comment: own + "to port", Verdict: Verdict{Target: TrieOut.Root}},
 		{Chain: c, Comment: own + "default", Verdict: Verdict{Target: "ACCEPT"}},
 	}}
 }
@@ -240,14 +239,19 @@ func ParseDispatchComment(c string) (Attachment, bool) {
 	return a, true
 }
 
-func dispatchRules(t Tap) []Rule {
+// dispatchPaths are the tap's leaves in the tries: by bridge port in (it
+// also records who attached the tap), by bridge port out, and by each of
+// its addresses for traffic from the host.
+func dispatchPaths(t Tap) []Path {
 	own := t.Name + ": "
-	return []Rule{
-		{Chain: BridgeOut(t.Bridge), Physdev: Physdev{Present: true, In: t.Name, IsBridged: true}, Comment: DispatchComment(t), Verdict: Verdict{Goto: true, Target: TapOut(t.Name)}},
-		{Chain: BridgeIn(t.Bridge), Physdev: Physdev{Present: true, Out: t.Name, IsBridged: true}, Comment: own + "dispatch", Verdict: Verdict{Goto: true, Target: TapIn(t.Name)}},
-		{Chain: ChainInputTaps, Physdev: Physdev{Present: true, In: t.Name}, Comment: own + "to host", Verdict: Verdict{Goto: true, Target: TapOut(t.Name)}},
-		{Chain: ChainOutputTaps, SetDst: TapSet(t.Name), Comment: own + "from host", Verdict: Verdict{Goto: true, Target: TapIn(t.Name)}},
+	ps := []Path{
+		TrieIn.PathFor(t.Name, TapOut(t.Name), DispatchComment(t)),
+		TrieOut.PathFor(t.Name, TapIn(t.Name), own+"dispatch out"),
 	}
+	for _, ip := range sortedPrefixes(t.IPs) {
+		ps = append(ps, TrieHost.PathFor(IPKey(ip), TapIn(t.Name), own+"from host "+ip.String()))
+	}
+	return ps
 }
 
 // tapOut is the chain for packets from the VM. Allowed packets RETURN so

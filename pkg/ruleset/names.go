@@ -28,8 +28,6 @@ const (
 	ChainForward    = "TFW-FORWARD"
 	ChainInput      = "TFW-INPUT"
 	ChainOutput     = "TFW-OUTPUT"
-	ChainInputTaps  = "TFW-INPUT-TAPS"
-	ChainOutputTaps = "TFW-OUTPUT-TAPS"
 	ChainHostIn     = "TFW-HOST-IN"
 	ChainHostOut    = "TFW-HOST-OUT"
 	SetHost         = "tfw-host"
@@ -58,12 +56,6 @@ func TapOut(tap string) string { return tapChainPrefix + tap + "-OUT" }
 // BridgeChain is the per-bridge chain that FORWARD sends bridged traffic to.
 func BridgeChain(bridge string) string { return bridgeChainPrefix + bridge }
 
-// BridgeIn dispatches traffic leaving the bridge through a tap to its IN chain.
-func BridgeIn(bridge string) string { return bridgeChainPrefix + bridge + "-IN" }
-
-// BridgeOut dispatches traffic entering the bridge from a tap to its OUT chain.
-func BridgeOut(bridge string) string { return bridgeChainPrefix + bridge + "-OUT" }
-
 // TapSet is the ipset holding the tap's own addresses.
 func TapSet(tap string) string { return tapSetPrefix + tap }
 
@@ -89,14 +81,6 @@ func IsTapChain(chain string) (tap string, ok bool) {
 		}
 	}
 	return "", false
-}
-
-// IsBridgeDispatch reports whether chain is a bridge's IN or OUT dispatch chain.
-func IsBridgeDispatch(chain string) bool {
-	if len(chain) <= len(bridgeChainPrefix) || chain[:len(bridgeChainPrefix)] != bridgeChainPrefix {
-		return false
-	}
-	return hasSuffix(chain, "-IN") || hasSuffix(chain, "-OUT")
 }
 
 func hasSuffix(s, suf string) bool { return len(s) > len(suf) && s[len(s)-len(suf):] == suf }
@@ -146,7 +130,7 @@ func ValidateSetName(name string) error {
 // they fit the kernel's 255-character rule comment.
 const (
 	MaxNetworkName = 64
-	MaxContainerID = 128
+	MaxContainerID = 112
 )
 
 // ValidateID checks a container ID or network name: letters, digits, '_',

@@ -1,6 +1,8 @@
 package ruleset
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -47,6 +49,7 @@ type Rule struct {
 	LimitBurst int
 	Comment    string
 	Verdict    Verdict
+	noHash     bool
 }
 
 // Spec renders the rule without "-A CHAIN", as iptables-save prints it.
@@ -139,8 +142,8 @@ func (r Rule) Spec() string {
 			w("--limit-burst", strconv.Itoa(r.LimitBurst))
 		}
 	}
-	if r.Comment != "" {
-		w("-m", "comment", "--comment", quote(r.Comment))
+	if c := r.comment(); c != "" {
+		w("-m", "comment", "--comment", quote(c))
 	}
 	v := r.Verdict
 	if v.Goto {
@@ -160,6 +163,22 @@ func (r Rule) Spec() string {
 	}
 	return b.String()
 }
+
+// comment is the comment as installed: the rule's own comment and a hash
+// of the whole rule, so a reader that sees only comments (nftables over
+// netlink) still notices any change of the rule.
+func (r Rule) comment() string {
+	if r.Comment == "" || r.noHash {
+		return r.Comment
+	}
+	bare := r
+	bare.noHash = true
+	sum := sha256.Sum256([]byte(bare.Spec()))
+	return r.Comment + " #" + hex.EncodeToString(sum[:4])
+}
+
+// InstalledComment is the comment as it is installed in the kernel.
+func (r Rule) InstalledComment() string { return r.comment() }
 
 // String renders the rule as an iptables-save line: "-A CHAIN spec".
 func (r Rule) String() string { return "-A " + r.Chain + " " + r.Spec() }

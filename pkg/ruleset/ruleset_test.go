@@ -9,7 +9,7 @@ import (
 
 func TestNamesFitKernelLimits(t *testing.T) {
 	long := strings.Repeat("a", MaxIfName)
-	for _, c := range []string{TapIn(long), TapOut(long), BridgeChain(long), BridgeIn(long), BridgeOut(long), ChainOutputTaps} {
+	for _, c := range []string{TapIn(long), TapOut(long), BridgeChain(long), TrieIn.Node("x"), TrieHost.Node("c0"), ChainHostOut} {
 		if len(c) > MaxChainName {
 			t.Errorf("chain %q is %d > %d characters", c, len(c), MaxChainName)
 		}
@@ -19,8 +19,8 @@ func TestNamesFitKernelLimits(t *testing.T) {
 			t.Errorf("set %q is %d > %d characters", s, len(s), MaxSetName)
 		}
 	}
-	longest := DispatchComment(Tap{Name: long, Network: strings.Repeat("n", MaxNetworkName),
-		ContainerID: strings.Repeat("c", MaxContainerID), IfName: long})
+	longest := Rule{Comment: DispatchComment(Tap{Name: long, Network: strings.Repeat("n", MaxNetworkName),
+		ContainerID: strings.Repeat("c", MaxContainerID), IfName: long}), Verdict: Verdict{Target: "DROP"}}.InstalledComment()
 	if len(longest) > MaxComment {
 		t.Errorf("dispatch comment can be %d > %d characters", len(longest), MaxComment)
 	}
@@ -37,14 +37,14 @@ func TestNamesDoNotCollide(t *testing.T) {
 	if tap, ok := IsTapChain(TapIn("x-OUT")); !ok || tap != "x-OUT" {
 		t.Errorf("IsTapChain(TapIn(x-OUT)) = %q %v", tap, ok)
 	}
-	if _, ok := IsTapChain(BridgeIn("tap1")); ok {
+	if _, ok := IsTapChain(BridgeChain("tap1-IN")); ok {
 		t.Error("a bridge chain reads as a tap chain")
+	}
+	if _, ok := IsTapChain(TrieIn.Node("tap1")); ok || !IsTrieChain(TrieIn.Node("tap1")) {
+		t.Error("a trie node reads as a tap chain, or not as a trie node")
 	}
 	if _, ok := IsTapChain(ChainHostIn); ok {
 		t.Error("a host chain reads as a tap chain")
-	}
-	if !IsBridgeDispatch(BridgeOut("vmbr0")) || IsBridgeDispatch(BridgeChain("vmbr0")) {
-		t.Error("IsBridgeDispatch wrong")
 	}
 }
 
@@ -63,12 +63,12 @@ func TestValidateIfName(t *testing.T) {
 
 func TestSpecQuoting(t *testing.T) {
 	r := Rule{Chain: "C", Comment: "tap1: x", Verdict: Verdict{Target: "LOG", LogPrefix: "tfw:tap1:in:drop "}}
-	want := `-A C -m comment --comment "tap1: x" -j LOG --log-prefix "tfw:tap1:in:drop "`
+	want := `-A C -m comment --comment "tap1: x #` + hashOf(r) + `" -j LOG --log-prefix "tfw:tap1:in:drop "`
 	if got := r.String(); got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}
 	r = Rule{Chain: "C", Src: netip.MustParsePrefix("192.0.2.1/32"), Proto: "tcp", DPorts: "22,80", Comment: "bare_word-1", Verdict: Verdict{Target: "REJECT", RejectWith: "tcp-reset"}}
-	want = `-A C -s 192.0.2.1/32 -p tcp -m multiport --dports 22,80 -m comment --comment bare_word-1 -j REJECT --reject-with tcp-reset`
+	want = `-A C -s 192.0.2.1/32 -p tcp -m multiport --dports 22,80 -m comment --comment "bare_word-1 #` + hashOf(r) + `" -j REJECT --reject-with tcp-reset`
 	if got := r.String(); got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}
@@ -120,5 +120,54 @@ func TestBuildOrderAndPolicy(t *testing.T) {
 	}
 	if _, err := Build(Config{Tap: Tap{Name: "tap 1", Bridge: "br0"}, Bridge: Bridge{Name: "br0"}}); err == nil {
 		t.Error("Build accepted a bad tap name")
+	}
+}
+
+func hashOf(r Rule) string {
+	c := r.InstalledComment()
+	return c[strings.LastIndex(c, "#")+1:]
+}
+
+// The installed comment changes with any part of the rule.
+func TestCommentHashFollowsRule(t *testing.T) {
+	a := Rule{Chain: "C", Proto: "tcp", DPort: "22", Comment: "tap1: in rule 1", Verdict: Verdict{Target: "ACCEPT"}}
+	b := a
+	b.DPort = "23"
+	if a.InstalledComment() == b.InstalledComment() {
+		t.Error("same comment for different rules")
+	}
+	if !strings.HasPrefix(a.InstalledComment(), "tap1: in rule 1 #") || len(hashOf(a)) != 8 {
+		t.Errorf("comment %q", a.InstalledComment())
+	}
+}
+
+func TestTriePaths(t *testing.T) {
+	p := TrieIn.PathFor("tap12", "TFW-T-tap12-OUT", "tap12: dispatch")
+	if len(p.Nodes) != 5 || p.Nodes[0] != "TFW-DI" || len(p.Edges) != 4 {
+		t.Fatalf("path %+v", p)
+	}
+	if got := p.Edges[3].Spec(); !strings.HasPrefix(got, "-m physdev --physdev-in tap1+ ") || !strings.HasSuffix(got, "-g "+p.Nodes[4]) {
+		t.Errorf("edge 3: %s", got)
+	}
+	if got := p.Leaf.Spec(); !strings.HasPrefix(got, "-m physdev --physdev-in tap12 ") || p.Leaf.Chain != p.Nodes[4] {
+		t.Errorf("leaf: %s in %s", got, p.Leaf.Chain)
+	}
+	// Addresses: the leaf sits one nibble up and matches exactly.
+	for _, c := range []struct{ ip, key, leafNode, edge string }{
+		{"198.51.100.7/32", "c6336407", "c633640", "198.51.100.0/28"},
+		{"198.51.100.16/28", "c633641", "c63364", "198.51.100.0/24"},
+		{"198.51.100.4/30", "c6336404/30", "c63364", "198.51.100.0/24"},
+	} {
+		ip := netip.MustParsePrefix(c.ip)
+		if k := IPKey(ip); k != c.key {
+			t.Errorf("IPKey(%s) = %s, want %s", ip, k, c.key)
+		}
+		p := TrieHost.PathFor(IPKey(ip), "X", "t: from host")
+		if p.Leaf.Chain != TrieHost.Node(c.leafNode) || p.Leaf.Dst != ip {
+			t.Errorf("%s: leaf %s in %s", ip, p.Leaf.Dst, p.Leaf.Chain)
+		}
+		if e := p.Edges[len(p.Edges)-1]; e.Dst.String() != c.edge {
+			t.Errorf("%s: last edge %s, want %s", ip, e.Dst, c.edge)
+		}
 	}
 }

@@ -321,8 +321,8 @@ func TestCnitoolChained(t *testing.T) {
 			t.Errorf("%s got %s, not from host-local's 192.0.2.100+", a.name, a.ip)
 		}
 		for _, want := range []string{
-			"--physdev-in " + a.veth + " --physdev-is-bridged -m comment --comment \"" + a.veth +
-				": dispatch net=" + network + " cid=" + a.id + " if=eth0\" -g TFW-T-" + a.veth + "-OUT",
+			"--physdev-in " + a.veth + " -m comment --comment \"" + a.veth +
+				": dispatch net=" + network + " cid=" + a.id + " if=eth0 #",
 			"-A TFW-T-" + a.veth + "-OUT -m mac ! --mac-source " + a.mac.String(),
 			"-A TFW-T-" + a.veth + "-IN -p tcp -m tcp --dport 80 ",
 			"add tfw-t-" + a.veth + " " + a.ip.String(),

@@ -145,7 +145,7 @@ func TestStandaloneLifecycle(t *testing.T) {
 				t.Errorf("result does not name the tap with its MAC and IP: %s", out)
 			}
 			installed := h.state()
-			if !strings.Contains(installed, "-A TFW-B-vmbr0-OUT -m physdev --physdev-in tap110i0") {
+			if !strings.Contains(installed, `-m physdev --physdev-in tap110i0 -m comment --comment "tap110i0: dispatch net=vms cid=vm110 if=tap110i0 #`) {
 				t.Fatalf("no dispatch rule for the tap:\n%s", installed)
 			}
 			h.mustCall(call)
@@ -241,7 +241,7 @@ func TestChainedAfterBridge(t *testing.T) {
 	}
 	s := h.state()
 	for _, want := range []string{
-		"-A TFW-B-vmbr0-OUT -m physdev --physdev-in veth1c --physdev-is-bridged -m comment --comment \"veth1c: dispatch net=pods cid=c1 if=eth0\"",
+		"-A TFW-DI-veth1 -m physdev --physdev-in veth1c -m comment --comment \"veth1c: dispatch net=pods cid=c1 if=eth0 #",
 		"--mac-source 02:00:00:00:0c:01",
 		"--dport 80",
 	} {
@@ -297,4 +297,24 @@ func TestStatusAndVersion(t *testing.T) {
 			t.Errorf("VERSION does not list %s: %s", v, out)
 		}
 	}
+}
+
+// leaves counts the rules in the chains of a dispatch trie (root TFW-DI,
+// TFW-DO or TFW-DH) that hold every one of subs.
+func leaves(save, root string, subs ...string) int {
+	n := 0
+lines:
+	for _, l := range strings.Split(save, "\n") {
+		chain, _, _ := strings.Cut(strings.TrimPrefix(l, "-A "), " ")
+		if !strings.HasPrefix(l, "-A ") || (chain != root && !strings.HasPrefix(chain, root+"-")) {
+			continue
+		}
+		for _, s := range subs {
+			if !strings.Contains(l+" ", s) {
+				continue lines
+			}
+		}
+		n++
+	}
+	return n
 }

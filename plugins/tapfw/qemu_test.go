@@ -419,7 +419,7 @@ func TestQEMUSingleNIC(t *testing.T) {
 	if n := qemuCount(save, "TFW-T-"+tap+"-IN", "--dport 22 ", "-j ACCEPT"); n != 1 {
 		t.Errorf("the NIC file's ssh rule is there %d times, want 1:\n%s", n, qemuLines(save, "TFW-T-"+tap+"-IN"))
 	}
-	if n := qemuCount(save, "TFW-B-vmbr0-OUT", "--physdev-in "+tap+" ", "cid=qemu-"+tap+" if="+tap); n != 1 {
+	if n := leaves(save, "TFW-DI", "--physdev-in "+tap+" ", "cid=qemu-"+tap+" if="+tap); n != 1 {
 		t.Errorf("%d dispatch rules for %s recording the QEMU attachment, want 1:\n%s", n, tap, qemuLines(save, tap))
 	}
 	// The base config's host firewall and named set are installed.
@@ -509,26 +509,17 @@ func TestQEMUTwoVMsTwoNICs(t *testing.T) {
 		q.check(n.tap)
 	}
 	save := q.run("iptables-save")
-	for _, br := range []string{"vmbr0", "vmbr1"} {
-		for _, n := range all {
-			want := 0
-			if n.bridge == br {
-				want = 1
-			}
-			if got := qemuCount(save, "TFW-B-"+br+"-OUT", "--physdev-in "+n.tap+" "); got != want {
-				t.Errorf("TFW-B-%s-OUT has %d dispatch rules for %s, want %d", br, got, n.tap, want)
-			}
-			if got := qemuCount(save, "TFW-B-"+br+"-IN", "--physdev-out "+n.tap+" "); got != want {
-				t.Errorf("TFW-B-%s-IN has %d dispatch rules for %s, want %d", br, got, n.tap, want)
-			}
-		}
-	}
+	// Each tap has exactly one leaf in each dispatch trie, and one from the
+	// host for its address.
 	for _, n := range all {
-		if got := qemuCount(save, "TFW-INPUT-TAPS", "--physdev-in "+n.tap+" "); got != 1 {
-			t.Errorf("TFW-INPUT-TAPS has %d rules for %s, want 1", got, n.tap)
+		if got := leaves(save, "TFW-DI", "--physdev-in "+n.tap+" "); got != 1 {
+			t.Errorf("%d leaves for %s in TFW-DI, want 1", got, n.tap)
 		}
-		if got := qemuCount(save, "TFW-OUTPUT-TAPS", "tfw-t-"+n.tap+" "); got != 1 {
-			t.Errorf("TFW-OUTPUT-TAPS has %d rules for %s, want 1", got, n.tap)
+		if got := leaves(save, "TFW-DO", "--physdev-out "+n.tap+" "); got != 1 {
+			t.Errorf("%d leaves for %s in TFW-DO, want 1", got, n.tap)
+		}
+		if got := leaves(save, "TFW-DH", n.tap+": from host"); got != 1 {
+			t.Errorf("%d leaves for %s in TFW-DH, want 1", got, n.tap)
 		}
 	}
 	// The host firewall both VMs' ADDs carried is there once.
