@@ -367,7 +367,9 @@ func PlanChanges(r Reader, sets map[string][]netip.Prefix, p *ruleset.Plan) (*Ch
 		}
 	}
 	for _, old := range sets[ruleset.TapSet(p.Tap)] {
-		if slices.ContainsFunc(p.Paths, func(path ruleset.Path) bool { return path.Trie.Name == ruleset.TrieHost.Name && path.Key == ruleset.IPKey(old) }) {
+		if slices.ContainsFunc(p.Paths, func(path ruleset.Path) bool {
+			return path.Trie.Name == ruleset.TrieHost.Name && path.Key == ruleset.IPKey(old)
+		}) {
 			continue
 		}
 		path := ruleset.TrieHost.PathFor(ruleset.IPKey(old), ruleset.TapIn(p.Tap), p.Tap+": from host "+old.String())

@@ -23,15 +23,15 @@ const (
 // Names of the chains that all taps share. Every name tapfw creates starts
 // with ChainPrefix or SetPrefix, so nothing of anyone else is ever touched.
 const (
-	ChainPrefix     = "TFW-"
-	SetPrefix       = "tfw-"
-	ChainForward    = "TFW-FORWARD"
-	ChainInput      = "TFW-INPUT"
-	ChainOutput     = "TFW-OUTPUT"
-	ChainHostIn     = "TFW-HOST-IN"
-	ChainHostOut    = "TFW-HOST-OUT"
-	SetHost         = "tfw-host"
-	SetCluster      = "tfw-cluster"
+	ChainPrefix  = "TFW-"
+	SetPrefix    = "tfw-"
+	ChainForward = "TFW-FORWARD"
+	ChainInput   = "TFW-INPUT"
+	ChainOutput  = "TFW-OUTPUT"
+	ChainHostIn  = "TFW-HOST-IN"
+	ChainHostOut = "TFW-HOST-OUT"
+	SetHost      = "tfw-host"
+	SetCluster   = "tfw-cluster"
 
 	tapChainPrefix    = "TFW-T-"
 	bridgeChainPrefix = "TFW-B-"
