@@ -302,8 +302,14 @@ func PlanChanges(r Reader, sets map[string][]netip.Prefix, p *ruleset.Plan) (*Ch
 	}
 
 	x := newTxn(r)
-	var names []string
-	for _, chs := range [][]ruleset.Chain{p.Base, p.Shared, p.Owned} {
+	var base, names []string
+	for _, ch := range p.Base {
+		base = append(base, ch.Name)
+	}
+	if err := x.exist(base...); err != nil {
+		return nil, err
+	}
+	for _, chs := range [][]ruleset.Chain{p.Shared, p.Owned} {
 		for _, ch := range chs {
 			names = append(names, ch.Name)
 		}
@@ -392,6 +398,11 @@ func (x *txn) addPath(path ruleset.Path, wantLeaf map[string]bool) error {
 	for i := 1; i <= last; i++ {
 		if x.exists[path.Nodes[i]] {
 			continue
+		}
+		// The parent's rules must be in the model before it changes, so
+		// later rule numbers in it stay right.
+		if err := x.load(path.Nodes[i-1]); err != nil {
+			return err
 		}
 		x.create(path.Nodes[i])
 		x.append(path.Edges[i-1])

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/tapfw/tapfw/pkg/ruleset"
 )
@@ -25,6 +26,20 @@ type Firewall struct {
 	Sets   Sets
 	Lock   Locker
 	Log    io.Writer // diagnostics; never stdout
+	// Trace, when set, gets the time each step of a call took.
+	Trace io.Writer
+	start time.Time
+}
+
+func (f *Firewall) trace(step string) {
+	if f.Trace == nil {
+		return
+	}
+	now := time.Now()
+	if !f.start.IsZero() {
+		fmt.Fprintf(f.Trace, "tapfw: %-12s %6.2f ms\n", step, float64(now.Sub(f.start).Microseconds())/1000)
+	}
+	f.start = now
 }
 
 func (f *Firewall) logf(format string, a ...any) {
@@ -64,12 +79,15 @@ func (f *Firewall) locked(fn func() error) error {
 // finds nothing to change and changes nothing. On error the kernel is left
 // as it was: sets made or swapped for this call are put back.
 func (f *Firewall) Apply(p *ruleset.Plan) (changed bool, err error) {
+	f.trace("")
 	err = f.locked(func() error {
+		f.trace("lock")
 		names := append(planSets(p), ruleset.TapSet(p.Tap))
 		sets, err := f.Sets.List(names...)
 		if err != nil {
 			return err
 		}
+		f.trace("read sets")
 		r, err := f.Tables.Reader()
 		if err != nil {
 			return err
@@ -79,11 +97,14 @@ func (f *Firewall) Apply(p *ruleset.Plan) (changed bool, err error) {
 		if err != nil {
 			return err
 		}
+		f.trace("read chains")
 		if c.Empty() {
 			return nil
 		}
 		changed = true
-		return f.apply(c)
+		err = f.apply(c)
+		f.trace("apply")
+		return err
 	})
 	return changed, err
 }
@@ -260,7 +281,11 @@ func (f *Firewall) apply(c *Changes) (err error) {
 		})
 		cleanup = append(cleanup, tmp)
 	}
+	f.trace("set changes")
 	if data := c.RestoreFile(); data != nil {
+		if f.Trace != nil {
+			fmt.Fprintf(f.Trace, "tapfw: restore of %d lines\n", len(c.Restore))
+		}
 		if err := f.Tables.Restore(data); err != nil {
 			return fmt.Errorf("applying iptables changes: %w", err)
 		}

@@ -54,7 +54,7 @@ func newPlugin() *plugin {
 		lockPath = netfilter.DefaultLockPath
 	}
 	ex := netfilter.Exec{Mode: mode, WaitSeconds: 10}
-	return &plugin{
+	p := &plugin{
 		fw: &netfilter.Firewall{
 			Tables: ex,
 			Sets:   netfilter.NetlinkSets{},
@@ -68,6 +68,10 @@ func newPlugin() *plugin {
 		sysctl:   enableBridgeNF,
 		modeErr:  err,
 	}
+	if os.Getenv("TAPFW_TRACE") != "" {
+		p.fw.Trace = os.Stderr
+	}
+	return p
 }
 
 // cniError maps an error to a CNI error with the right code.
