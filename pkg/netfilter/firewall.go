@@ -124,10 +124,12 @@ func (f *Firewall) Remove(taps ...string) error {
 
 // remove removes one tap in one transaction; the caller holds the lock.
 func (f *Firewall) remove(tap string) error {
+	f.trace("")
 	sets, err := f.Sets.List(ruleset.TapSet(tap))
 	if err != nil {
 		return err
 	}
+	f.trace("read sets")
 	r, err := f.Tables.Reader()
 	if err != nil {
 		return err
@@ -137,7 +139,10 @@ func (f *Firewall) remove(tap string) error {
 	if err != nil {
 		return err
 	}
-	return f.apply(c)
+	f.trace("read chains")
+	err = f.apply(c)
+	f.trace("apply")
+	return err
 }
 
 // Check compares the plan with the kernel and returns an error listing
@@ -178,6 +183,31 @@ func (f *Firewall) Attachments() ([]ruleset.Attachment, error) {
 		return nil
 	})
 	return atts, err
+}
+
+// Attachment reads the record of who attached tap from its leaf in the
+// trie of bridge ports in, reading only the chains on its path.
+func (f *Firewall) Attachment(tap string) (a ruleset.Attachment, ok bool, err error) {
+	err = f.locked(func() error {
+		r, err := f.Tables.Reader()
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		path := ruleset.TrieIn.PathFor(tap, ruleset.TapOut(tap), "")
+		node := path.Nodes[len(path.Nodes)-1]
+		got, err := r.Chains(node)
+		if err != nil {
+			return err
+		}
+		for _, in := range got[node] {
+			if at, isRecord := ruleset.ParseDispatchComment(stripHash(in.Comment)); isRecord && at.Tap == tap {
+				a, ok = at, true
+			}
+		}
+		return nil
+	})
+	return a, ok, err
 }
 
 // GC removes what belongs to attachments of network that keep rejects,
@@ -290,6 +320,7 @@ func (f *Firewall) apply(c *Changes) (err error) {
 			return fmt.Errorf("applying iptables changes: %w", err)
 		}
 	}
+	f.trace("restore")
 	undo = nil
 	for _, name := range append(cleanup, c.Destroy...) {
 		if err := f.Sets.Destroy(name); err != nil {

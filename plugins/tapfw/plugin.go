@@ -246,17 +246,27 @@ func (p *plugin) cmdDel(args *skel.CmdArgs) error {
 			}
 		}
 	}
-	atts, err := p.fw.Attachments()
-	if err != nil {
-		return cniError(err, "del")
-	}
-	for _, a := range atts {
-		if a.Network == conf.Name && a.ContainerID == args.ContainerID && a.IfName == args.IfName {
+	// Standalone: CNI_IFNAME is the tap itself; its record is on its own
+	// path, read without scanning every tap.
+	if ruleset.ValidateIfName(args.IfName) == nil {
+		a, ok, err := p.fw.Attachment(args.IfName)
+		if err != nil {
+			return cniError(err, "del")
+		}
+		if ok && (a.IfName == args.IfName || a.ContainerID == args.ContainerID) {
 			taps[a.Tap] = true
 		}
-		// Standalone: CNI_IFNAME is the tap itself.
-		if a.Tap == args.IfName && a.IfName == args.IfName {
-			taps[a.Tap] = true
+	}
+	// Chained without a previous result: find the attachment among all.
+	if len(taps) == 0 {
+		atts, err := p.fw.Attachments()
+		if err != nil {
+			return cniError(err, "del")
+		}
+		for _, a := range atts {
+			if a.Network == conf.Name && a.ContainerID == args.ContainerID && a.IfName == args.IfName {
+				taps[a.Tap] = true
+			}
 		}
 	}
 	if len(taps) == 0 {
