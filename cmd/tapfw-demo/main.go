@@ -20,6 +20,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -30,6 +31,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/tapfw/tapfw/pkg/netfilter"
+	"github.com/tapfw/tapfw/pkg/ruleset"
 	"github.com/tapfw/tapfw/pkg/testnet"
 )
 
@@ -399,12 +402,17 @@ func (d *demo) describe(tap string) string {
 // firstTap are summed up in one line per tap: they have the same shape.
 func tapfwRules(save []byte, firstTap string, full bool) []string {
 	var out []string
+	otherTrie := 0
 	counts := map[string]map[string]int{} // tap -> chain -> rules
 	for _, l := range strings.Split(string(save), "\n") {
 		if !strings.HasPrefix(l, "-A TFW-") && !(strings.HasPrefix(l, "-A ") && strings.Contains(l, " -j TFW-")) {
 			continue
 		}
 		chain := strings.Fields(l)[1]
+		if ruleset.IsTrieChain(chain) && !full && !onPath(l, firstTap) {
+			otherTrie++
+			continue
+		}
 		if rest, ok := strings.CutPrefix(chain, "TFW-T-"); ok && !full {
 			tap := rest[:strings.LastIndex(rest, "-")]
 			if tap != firstTap {
@@ -425,7 +433,29 @@ func tapfwRules(save []byte, firstTap string, full bool) []string {
 		out = append(out, fmt.Sprintf("(TFW-T-%s-IN: %d rules, TFW-T-%s-OUT: %d rules, shaped like %s's; -v shows them)",
 			tap, in, tap, outc, firstTap))
 	}
+	if otherTrie > 0 {
+		out = append(out, fmt.Sprintf("(%d more rules in the dispatch tries TFW-DI, TFW-DO, TFW-DH lead to the other taps; -v shows them)", otherTrie))
+	}
 	return out
+}
+
+// onPath tells whether a trie rule is on tap's way: its own leaf, or an
+// edge whose prefix starts the tap's name (or, in TFW-DH, the address key
+// of the seed's first tap, 192.0.2.200).
+func onPath(line, tap string) bool {
+	c := netfilter.Comment(line)
+	if ruleset.CommentOwner(c) == tap {
+		return true
+	}
+	f := strings.Fields(strings.TrimPrefix(c, ruleset.EdgeOwner+": "))
+	if len(f) < 2 {
+		return false
+	}
+	key := tap
+	if f[0] == ruleset.TrieHost.Name {
+		key = ruleset.IPKey(netip.MustParsePrefix(testnet.SeedVM110IP + "/32"))
+	}
+	return strings.HasPrefix(key, f[1])
 }
 
 type ipset struct {
