@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/tapfw
 PKGS    := ./...
 
-.PHONY: all build demo test test-unit verify update deps clean install
+.PHONY: all build demo test test-unit verify update deps clean install bench
 
 all: build
 
@@ -16,6 +16,14 @@ deps:
 ## demo: the seed's sample network in sandbox namespaces, probed with real packets
 demo: deps build
 	$(GO) run ./cmd/tapfw-demo -plugin $(BIN)
+
+## bench: performance in sandbox namespaces (issue 4): markdown tables on stdout
+## and in tmp/bench.md, raw results in tmp/bench.json, chart in tmp/bench.png.
+## The full run takes long; BENCH_FLAGS=-quick is a short one (see -h for flags)
+BENCH_FLAGS ?=
+bench: deps build
+	@mkdir -p tmp
+	$(GO) run ./cmd/tapfw-bench -plugin $(BIN) -md tmp/bench.md -json tmp/bench.json -chart tmp/bench.png $(BENCH_FLAGS)
 
 ## test: everything, as root: rendering, fake backend, kernel and traffic tests
 ## (full log in tmp/test.log; under CI=true a skipped test fails the run)
