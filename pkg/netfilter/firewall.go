@@ -79,34 +79,41 @@ func (f *Firewall) locked(fn func() error) error {
 // finds nothing to change and changes nothing. On error the kernel is left
 // as it was: sets made or swapped for this call are put back.
 func (f *Firewall) Apply(p *ruleset.Plan) (changed bool, err error) {
-	f.trace("")
 	err = f.locked(func() error {
-		f.trace("lock")
 		names := append(planSets(p), ruleset.TapSet(p.Tap))
-		sets, err := f.Sets.List(names...)
-		if err != nil {
-			return err
-		}
-		f.trace("read sets")
-		r, err := f.Tables.Reader()
-		if err != nil {
-			return err
-		}
-		defer r.Close()
-		c, err := PlanChanges(r, sets, p)
-		if err != nil {
-			return err
-		}
-		f.trace("read chains")
-		if c.Empty() {
-			return nil
-		}
-		changed = true
-		err = f.apply(c)
-		f.trace("apply")
+		changed, err = f.change(names, func(r Reader, sets map[string][]netip.Prefix) (*Changes, error) {
+			return PlanChanges(r, sets, p)
+		})
 		return err
 	})
 	return changed, err
+}
+
+// change reads the named sets and, through a reader, the chains plan asks
+// for, and applies the changes plan returns. The caller holds the lock.
+func (f *Firewall) change(setNames []string, plan func(Reader, map[string][]netip.Prefix) (*Changes, error)) (changed bool, err error) {
+	f.trace("")
+	sets, err := f.Sets.List(setNames...)
+	if err != nil {
+		return false, err
+	}
+	f.trace("read sets")
+	r, err := f.Tables.Reader()
+	if err != nil {
+		return false, err
+	}
+	defer r.Close()
+	c, err := plan(r, sets)
+	if err != nil {
+		return false, err
+	}
+	f.trace("read chains")
+	if c.Empty() {
+		return false, nil
+	}
+	err = f.apply(c)
+	f.trace("apply")
+	return true, err
 }
 
 // Remove deletes everything of the given taps. Taps with nothing installed
@@ -124,24 +131,9 @@ func (f *Firewall) Remove(taps ...string) error {
 
 // remove removes one tap in one transaction; the caller holds the lock.
 func (f *Firewall) remove(tap string) error {
-	f.trace("")
-	sets, err := f.Sets.List(ruleset.TapSet(tap))
-	if err != nil {
-		return err
-	}
-	f.trace("read sets")
-	r, err := f.Tables.Reader()
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	c, err := RemoveChanges(r, sets, tap)
-	if err != nil {
-		return err
-	}
-	f.trace("read chains")
-	err = f.apply(c)
-	f.trace("apply")
+	_, err := f.change([]string{ruleset.TapSet(tap)}, func(r Reader, sets map[string][]netip.Prefix) (*Changes, error) {
+		return RemoveChanges(r, sets, tap)
+	})
 	return err
 }
 
