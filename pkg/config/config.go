@@ -115,7 +115,7 @@ type RuntimeConfig struct {
 
 // Limits on sizes, so a config cannot make the kernel do unbounded work.
 const (
-	MaxRules      = 1000
+	MaxRules      = 999 // rule numbers fit the 29-character LOG prefix
 	MaxIPs        = 256
 	MaxSets       = 256
 	MaxSetEntries = 65536
@@ -632,6 +632,9 @@ func parsePorts(s string) (string, error) {
 	if len(parts) > 1 && slots > 15 {
 		return "", fmt.Errorf("%q: at most 15 ports in a list (a range counts two)", s)
 	}
+	if len(out) == 1 && out[0] == "0:65535" {
+		return "", nil // every port: no port match (iptables prints none)
+	}
 	return strings.Join(out, ","), nil
 }
 
@@ -660,6 +663,9 @@ func parseICMPType(s string) (string, error) {
 	n, err := strconv.Atoi(t)
 	if err != nil || strconv.Itoa(n) != t || n < 0 || n > 255 {
 		return "", fmt.Errorf("%q is not a known ICMP type name or type[/code] number", s)
+	}
+	if n == 255 {
+		return "", fmt.Errorf("%q means any ICMP type: leave icmpType out", s)
 	}
 	if !hasCode {
 		return t, nil

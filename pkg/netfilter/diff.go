@@ -351,11 +351,18 @@ func PlanChanges(r Reader, sets map[string][]netip.Prefix, p *ruleset.Plan) (*Ch
 		}
 	}
 	for _, g := range groups(p.Hooks) {
-		// One hook per built-in chain: replaced if it is not the wanted one.
+		// One hook per built-in chain. Others write to these chains too,
+		// without tapfw's lock, so rule numbers there are not to be
+		// trusted: a stale hook is deleted by its whole text, where the
+		// reader has it.
 		if len(g.rules) == 1 && slices.ContainsFunc(x.chains[g.chain], func(in Installed) bool { return matches(in, g.rules[0]) }) {
 			continue
 		}
-		x.deleteWhere(g.chain, ownerIs(g.owner))
+		for _, in := range x.chains[g.chain] {
+			if in.Spec != "" && ruleset.CommentOwner(in.Comment) == g.owner {
+				x.ops = append(x.ops, "-D "+g.chain+" "+in.Spec)
+			}
+		}
 		for i := len(g.rules) - 1; i >= 0; i-- {
 			x.insertTop(g.rules[i])
 		}
@@ -396,16 +403,20 @@ func (x *txn) addPath(path ruleset.Path, wantLeaf map[string]bool) error {
 	}
 	last := len(path.Nodes) - 1
 	for i := 1; i <= last; i++ {
-		if x.exists[path.Nodes[i]] {
-			continue
-		}
-		// The parent's rules must be in the model before it changes, so
-		// later rule numbers in it stay right.
+		// The parent's rules are read: its edge to this node may have been
+		// deleted by someone (then the whole subtree would be unreachable
+		// and its taps unfiltered), and the model must know them before
+		// the parent changes, so rule numbers stay right.
 		if err := x.load(path.Nodes[i-1]); err != nil {
 			return err
 		}
-		x.create(path.Nodes[i])
-		x.append(path.Edges[i-1])
+		if !x.exists[path.Nodes[i]] {
+			x.create(path.Nodes[i])
+		}
+		if !slices.ContainsFunc(x.chains[path.Nodes[i-1]], func(in Installed) bool { return matches(in, path.Edges[i-1]) }) {
+			x.deleteWhere(path.Nodes[i-1], func(in Installed) bool { return in.Comment != "" && stripHash(in.Comment) == path.Edges[i-1].Comment })
+			x.append(path.Edges[i-1])
+		}
 	}
 	leafNode := path.Nodes[last]
 	if err := x.load(leafNode); err != nil {
@@ -477,6 +488,60 @@ func RemoveChanges(r Reader, sets map[string][]netip.Prefix, tap string) (*Chang
 	for _, ch := range own {
 		if x.exists[ch] {
 			x.flushRemove(ch)
+		}
+	}
+	c := &Changes{Restore: x.changes()}
+	if _, ok := sets[ruleset.TapSet(tap)]; ok {
+		c.Destroy = append(c.Destroy, ruleset.TapSet(tap))
+	}
+	return c, nil
+}
+
+// RemoveEverywhere is RemoveChanges from the whole table: it deletes every
+// rule of tap in any of tapfw's chains, wherever it is (a leaf left at an
+// address the tap's set no longer holds, say), and the trie nodes left
+// empty. DEL falls back to it when the quick way fails.
+func RemoveEverywhere(t *Table, sets map[string][]netip.Prefix, tap string) (*Changes, error) {
+	r := TableReader{T: t}
+	x := newTxn(r)
+	var tfw []string
+	for _, chain := range t.Order {
+		if strings.HasPrefix(chain, ruleset.ChainPrefix) {
+			tfw = append(tfw, chain)
+		}
+	}
+	if err := x.load(tfw...); err != nil {
+		return nil, err
+	}
+	own := map[string]bool{ruleset.TapIn(tap): true, ruleset.TapOut(tap): true}
+	for _, chain := range tfw {
+		if !own[chain] {
+			x.deleteWhere(chain, ownerIs(tap))
+		}
+	}
+	roots := map[string]bool{}
+	for _, tr := range ruleset.Tries {
+		roots[tr.Root] = true
+	}
+	for pruned := true; pruned; {
+		pruned = false
+		for _, node := range tfw {
+			rs, ok := x.chains[node]
+			if !ok || len(rs) > 0 || roots[node] || !ruleset.IsTrieChain(node) {
+				continue
+			}
+			for _, parent := range tfw {
+				if _, ok := x.chains[parent]; ok && ruleset.IsTrieChain(parent) {
+					x.deleteWhere(parent, func(in Installed) bool { return strings.HasSuffix(in.Spec, " -g "+node) })
+				}
+			}
+			x.remove(node)
+			pruned = true
+		}
+	}
+	for _, chain := range tfw {
+		if own[chain] {
+			x.flushRemove(chain)
 		}
 	}
 	c := &Changes{Restore: x.changes()}

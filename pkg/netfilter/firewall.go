@@ -131,10 +131,27 @@ func (f *Firewall) Remove(taps ...string) error {
 
 // remove removes one tap in one transaction; the caller holds the lock.
 func (f *Firewall) remove(tap string) error {
-	_, err := f.change([]string{ruleset.TapSet(tap)}, func(r Reader, sets map[string][]netip.Prefix) (*Changes, error) {
+	names := []string{ruleset.TapSet(tap)}
+	_, err := f.change(names, func(r Reader, sets map[string][]netip.Prefix) (*Changes, error) {
 		return RemoveChanges(r, sets, tap)
 	})
-	return err
+	if err == nil {
+		return nil
+	}
+	// Something of the tap is where its paths do not lead (a leaf at an
+	// address its set no longer holds): look through the whole table.
+	f.logf("removing %s the quick way failed (%v); reading the whole table", tap, err)
+	_, err2 := f.change(names, func(_ Reader, sets map[string][]netip.Prefix) (*Changes, error) {
+		t, err := saveReader(f.Tables)
+		if err != nil {
+			return nil, err
+		}
+		return RemoveEverywhere(t.T, sets, tap)
+	})
+	if err2 != nil {
+		return errors.Join(err, err2)
+	}
+	return nil
 }
 
 // Check compares the plan with the kernel and returns an error listing
@@ -265,7 +282,18 @@ func (f *Firewall) apply(c *Changes) (err error) {
 			}
 		}
 	}()
-	var cleanup []string
+	// New sets are made and filled before the restore, which references
+	// them. Sets that exist get their new content built aside now and
+	// swapped in after the restore: a call killed in between leaves the old
+	// content, which the next call still sees and changes.
+	var swaps [][2]string
+	defer func() {
+		for _, sw := range swaps {
+			if derr := f.Sets.Destroy(sw[0]); derr != nil {
+				f.logf("%v", derr)
+			}
+		}
+	}()
 	for _, s := range c.Sets {
 		if !s.Exists {
 			if err := f.Sets.Create(s.Name); err != nil {
@@ -278,7 +306,6 @@ func (f *Firewall) apply(c *Changes) (err error) {
 			}
 			continue
 		}
-		// Build the new content aside, then swap: the set changes at once.
 		tmp := ruleset.TempSet(s.Name)
 		if err := f.Sets.Destroy(tmp); err != nil {
 			return err
@@ -286,22 +313,10 @@ func (f *Firewall) apply(c *Changes) (err error) {
 		if err := f.Sets.Create(tmp); err != nil {
 			return err
 		}
+		swaps = append(swaps, [2]string{tmp, s.Name})
 		if err := f.fill(tmp, s.Entries); err != nil {
-			_ = f.Sets.Destroy(tmp)
 			return err
 		}
-		if err := f.Sets.Swap(tmp, s.Name); err != nil {
-			_ = f.Sets.Destroy(tmp)
-			return err
-		}
-		name := s.Name
-		undo = append(undo, func() error {
-			if err := f.Sets.Swap(tmp, name); err != nil {
-				return err
-			}
-			return f.Sets.Destroy(tmp)
-		})
-		cleanup = append(cleanup, tmp)
 	}
 	f.trace("set changes")
 	if data := c.RestoreFile(); data != nil {
@@ -314,7 +329,12 @@ func (f *Firewall) apply(c *Changes) (err error) {
 	}
 	f.trace("restore")
 	undo = nil
-	for _, name := range append(cleanup, c.Destroy...) {
+	for _, sw := range swaps {
+		if err := f.Sets.Swap(sw[0], sw[1]); err != nil {
+			return fmt.Errorf("rules are in place, but %w", err)
+		}
+	}
+	for _, name := range c.Destroy {
 		if err := f.Sets.Destroy(name); err != nil {
 			// The rules are in place; a set left over is harmless and GC
 			// removes it. Report it all the same.

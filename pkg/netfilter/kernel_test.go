@@ -1,6 +1,8 @@
 package netfilter
 
 import (
+	"io"
+	"log"
 	"os"
 	"os/exec"
 	"regexp"
@@ -14,6 +16,11 @@ import (
 
 // Kernel tests: the real iptables and ipsets, in a namespace of their own,
 // under both iptables backends.
+
+func init() {
+	// netlink logs attributes of other programs' ipsets it does not know.
+	log.SetOutput(io.Discard)
+}
 
 func needRoot(t *testing.T) {
 	t.Helper()
@@ -217,6 +224,8 @@ func TestKernelRuleFormsRoundTrip(t *testing.T) {
 		{"action":"ACCEPT","proto":"gre"},
 		{"action":"ACCEPT","proto":"esp","dest":"+empty"},
 		{"action":"ACCEPT","proto":"250"},
+		{"action":"ACCEPT","proto":"tcp","dport":"0:65535"},
+		{"action":"ACCEPT","proto":"icmp","icmpType":"8/0"},
 		{"action":"DROP","source":"0.0.0.0/0"}],
 	"out":[{"action":"DROP","proto":"sctp"},{"action":"REJECT","dest":"203.0.113.0/24","log":true}]},
 	"host":{"ips":["192.0.2.1"],"rules":{"in":[{"action":"ACCEPT","proto":"tcp","dport":"22"}],"out":[{"action":"ACCEPT","proto":"icmp"}]}}}`)
@@ -281,6 +290,28 @@ func TestKernelStatus(t *testing.T) {
 			if err := Status(Exec{Mode: Mode("nope")}, NetlinkSets{}); err == nil {
 				t.Error("status passed with a missing iptables")
 			}
+		})
+	}
+}
+
+// The longest interface names fit nf_tables' limit of 16 chains deep.
+func TestKernelLongNames(t *testing.T) {
+	conf := []byte(`{"cniVersion":"1.0.0","name":"long","type":"tapfw","bridge":"br0","mac":"02:00:00:00:00:01","ips":["192.0.2.10"]}`)
+	for _, mode := range modes {
+		t.Run(string(mode), func(t *testing.T) {
+			k := newKernel(t, mode)
+			k.ipt("-A", "FORWARD", "-j", "ACCEPT") // a foreign rule, as hosts have
+			for _, tap := range []string{"abcdefghijklmno", "abcdefghijklmnp", "veth0123abcd"} {
+				p := planFrom(t, conf, tap)
+				k.do(func(fw *Firewall) error {
+					if _, err := fw.Apply(p); err != nil {
+						return err
+					}
+					return fw.Check(p)
+				})
+			}
+			k.do(func(fw *Firewall) error { return fw.Remove("abcdefghijklmno") })
+			k.do(func(fw *Firewall) error { return fw.Check(planFrom(t, conf, "abcdefghijklmnp")) })
 		})
 	}
 }

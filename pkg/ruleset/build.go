@@ -46,6 +46,11 @@ type Plan struct {
 	BaseSets []Set
 }
 
+var (
+	anyAddr   = netip.MustParsePrefix("0.0.0.0/32")
+	broadcast = netip.MustParsePrefix("255.255.255.255/32")
+)
+
 // DefaultLogLimit is the LOG rate when the config does not set one.
 const DefaultLogLimit = "5/min"
 
@@ -265,10 +270,16 @@ func tapOut(t Tap) (Chain, error) {
 	}
 	rs = append(rs, Rule{Chain: c, Proto: "udp", SPort: "67", DPort: "68", Comment: own + "no dhcp server", Verdict: Verdict{Target: "DROP"}})
 	if t.DHCP {
-		rs = append(rs, Rule{Chain: c, Proto: "udp", SPort: "68", DPort: "67", Comment: own + "dhcp request", Verdict: Verdict{Target: "RETURN"}})
+		// A client without an address asks from 0.0.0.0 to the broadcast
+		// address: that, and only that, passes before the IP check.
+		rs = append(rs, Rule{Chain: c, Src: anyAddr, Dst: broadcast, Proto: "udp", SPort: "68", DPort: "67", Comment: own + "dhcp discover", Verdict: Verdict{Target: "RETURN"}})
 	}
 	if t.IPFilter {
 		rs = append(rs, Rule{Chain: c, SetSrc: TapSet(t.Name), SetSrcNeg: true, Comment: own + "ip anti-spoof", Verdict: Verdict{Target: "DROP"}})
+	}
+	if t.DHCP {
+		// Renewals come from the guest's own address.
+		rs = append(rs, Rule{Chain: c, Proto: "udp", SPort: "68", DPort: "67", Comment: own + "dhcp renew", Verdict: Verdict{Target: "RETURN"}})
 	}
 	rs = append(rs, Rule{Chain: c, CtState: "RELATED,ESTABLISHED", Comment: own + "established", Verdict: Verdict{Target: "ACCEPT"}})
 	cx := chainCtx{chain: c, owner: t.Name, logName: t.Name, dir: "out", allow: "RETURN", limit: t.LogLimit}

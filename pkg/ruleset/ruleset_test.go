@@ -104,8 +104,8 @@ func TestBuildOrderAndPolicy(t *testing.T) {
 	for _, r := range p.Owned[1].Rules {
 		out = append(out, r.Comment)
 	}
-	want := []string{"tap1: invalid", "tap1: mac anti-spoof", "tap1: no dhcp server", "tap1: dhcp request",
-		"tap1: ip anti-spoof", "tap1: established", "tap1: out rule 1", "tap1: out rule 1", "tap1: log policy", "tap1: policy reject"}
+	want := []string{"tap1: invalid", "tap1: mac anti-spoof", "tap1: no dhcp server", "tap1: dhcp discover",
+		"tap1: ip anti-spoof", "tap1: dhcp renew", "tap1: established", "tap1: out rule 1", "tap1: out rule 1", "tap1: log policy", "tap1: policy reject"}
 	if strings.Join(out, "|") != strings.Join(want, "|") {
 		t.Errorf("OUT chain order:\n got %v\nwant %v", out, want)
 	}
@@ -151,6 +151,11 @@ func TestTriePaths(t *testing.T) {
 	}
 	if got := p.Leaf.Spec(); !strings.HasPrefix(got, "-m physdev --physdev-in tap12 ") || p.Leaf.Chain != p.Nodes[4] {
 		t.Errorf("leaf: %s in %s", got, p.Leaf.Chain)
+	}
+	// Long names stop at MaxTrieDepth levels: the leaf is exact there.
+	p = TrieIn.PathFor("veth0123456789a", "T", "x: dispatch")
+	if len(p.Nodes) != MaxTrieDepth+1 || p.Leaf.Chain != TrieIn.Node("veth0123") || p.Leaf.Physdev.In != "veth0123456789a" {
+		t.Errorf("long name: %d nodes, leaf %s in %s", len(p.Nodes), p.Leaf.Physdev.In, p.Leaf.Chain)
 	}
 	// Addresses: the leaf sits one nibble up and matches exactly.
 	for _, c := range []struct{ ip, key, leafNode, edge string }{

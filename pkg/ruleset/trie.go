@@ -81,6 +81,12 @@ type Path struct {
 	Leaf  Rule   // in Nodes[len(Nodes)-1]
 }
 
+// MaxTrieDepth bounds the node levels: keys longer than MaxTrieDepth+1
+// symbols have their leaf in the node of their first MaxTrieDepth. nf_tables
+// refuses jumps more than 16 chains deep, and a tap chain sits four below
+// the base chain plus one per level.
+const MaxTrieDepth = 8
+
 // EdgeOwner is the owner of wildcard edges, which all taps below share.
 const EdgeOwner = "@dispatch"
 
@@ -92,7 +98,7 @@ func (t Trie) PathFor(key, target, leafComment string) Path {
 		bits, _ := strconv.Atoi(key[i+1:])
 		sym = key[:bits/4]
 	}
-	last := max(len(sym)-1, 0)
+	last := min(max(len(sym)-1, 0), MaxTrieDepth)
 	for i := 0; i <= last; i++ {
 		p.Nodes = append(p.Nodes, t.Node(sym[:i]))
 	}

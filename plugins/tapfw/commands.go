@@ -62,6 +62,13 @@ func qemuConfig(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tapfw: config of %s: %v\n", tap, err)
 		return 1
 	}
+	// The tap QEMU names is the one firewalled: a "tap" field naming
+	// another would leave this one on its bridge with no firewall.
+	if conf.Tap != "" && conf.Tap != tap {
+		base, nic := config.NICPaths(tap)
+		fmt.Fprintf(stderr, "tapfw: config of %s: tap: %q in %s or %s is not %s; leave the field out\n", tap, conf.Tap, base, nic, tap)
+		return 1
+	}
 	if conf.Bridge == "" {
 		_, nic := config.NICPaths(tap)
 		fmt.Fprintf(stderr, "tapfw: config of %s: bridge: required in %s\n", tap, nic)

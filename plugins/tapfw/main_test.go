@@ -155,6 +155,19 @@ func TestStandaloneLifecycle(t *testing.T) {
 			call.Command = "CHECK"
 			h.mustCall(call)
 
+			// Tagged frames must reach iptables too: CHECK says when not,
+			// ADD puts it right.
+			if err := h.ns.Sysctl("net.bridge.bridge-nf-filter-vlan-tagged", "0"); err != nil {
+				t.Fatal(err)
+			}
+			if _, e := h.call(call); e == nil || e.Code != errDrift || !strings.Contains(e.Msg, "bridge-nf-filter-vlan-tagged") {
+				t.Errorf("CHECK with vlan-tagged frames unfiltered: %+v", e)
+			}
+			call.Command = "ADD"
+			h.mustCall(call)
+			call.Command = "CHECK"
+			h.mustCall(call)
+
 			h.run("iptables", "-D", "TFW-T-tap110i0-IN", "3")
 			_, e := h.call(call)
 			if e == nil || e.Code != errDrift || !strings.Contains(e.Msg, "table filter, chain TFW-T-tap110i0-IN, rule 3") {

@@ -34,9 +34,11 @@ type plugin struct {
 	bridgeOf func(port string) (string, error)
 	// isBridge tells whether an interface is a bridge.
 	isBridge func(name string) bool
-	// sysctl makes sure bridged IPv4 traffic reaches iptables.
-	sysctl  func() error
-	modeErr error
+	// sysctl makes sure bridged IPv4 traffic reaches iptables;
+	// sysctlCheck reports when it does not.
+	sysctl      func() error
+	sysctlCheck func() error
+	modeErr     error
 }
 
 func newPlugin() *plugin {
@@ -61,12 +63,13 @@ func newPlugin() *plugin {
 			Lock:   netfilter.FileLock{Path: lockPath, Timeout: timeout},
 			Log:    os.Stderr,
 		},
-		exec:     ex,
-		stderr:   os.Stderr,
-		bridgeOf: bridgeOf,
-		isBridge: isBridge,
-		sysctl:   enableBridgeNF,
-		modeErr:  err,
+		exec:        ex,
+		stderr:      os.Stderr,
+		bridgeOf:    bridgeOf,
+		isBridge:    isBridge,
+		sysctl:      enableBridgeNF,
+		sysctlCheck: checkBridgeNF,
+		modeErr:     err,
 	}
 	if os.Getenv("TAPFW_TRACE") != "" {
 		p.fw.Trace = os.Stderr
@@ -217,6 +220,9 @@ func (p *plugin) cmdCheck(args *skel.CmdArgs) error {
 	if err != nil {
 		return cniError(&config.Error{Err: err}, "check")
 	}
+	if err := p.sysctlCheck(); err != nil {
+		return cniError(err, "check")
+	}
 	return cniError(p.fw.Check(plan), "check")
 }
 
@@ -283,6 +289,9 @@ func (p *plugin) cmdDel(args *skel.CmdArgs) error {
 }
 
 func (p *plugin) cmdGC(args *skel.CmdArgs) error {
+	if p.modeErr != nil {
+		return cniError(&config.Error{Field: "TAPFW_IPTABLES", Err: p.modeErr}, "gc")
+	}
 	conf, err := config.Parse(args.StdinData)
 	if err != nil {
 		return cniError(err, "gc")
@@ -333,20 +342,43 @@ func isBridge(name string) bool {
 	return err == nil && l.Type() == "bridge"
 }
 
-const bridgeNFSysctl = "/proc/sys/net/bridge/bridge-nf-call-iptables"
+// bridgeNFSysctls must be 1 for bridged traffic to reach iptables: plain
+// IPv4, and IPv4 inside a VLAN tag or PPPoE (otherwise a guest that tags
+// its frames skips every rule).
+var bridgeNFSysctls = []string{
+	"/proc/sys/net/bridge/bridge-nf-call-iptables",
+	"/proc/sys/net/bridge/bridge-nf-filter-vlan-tagged",
+	"/proc/sys/net/bridge/bridge-nf-filter-pppoe-tagged",
+}
 
-// enableBridgeNF turns bridge-nf-call-iptables on in this namespace; without
-// it bridged packets never reach iptables and no tap rule would apply.
+// enableBridgeNF turns the bridge-nf sysctls on in this namespace; a
+// second call finds them on and writes nothing.
 func enableBridgeNF() error {
-	cur, err := os.ReadFile(bridgeNFSysctl)
-	if err != nil {
-		return fmt.Errorf("reading %s (is br_netfilter loaded?): %w", bridgeNFSysctl, err)
+	for _, path := range bridgeNFSysctls {
+		cur, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("reading %s (is br_netfilter loaded?): %w", path, err)
+		}
+		if strings.TrimSpace(string(cur)) == "1" {
+			continue
+		}
+		if err := os.WriteFile(path, []byte("1"), 0o644); err != nil {
+			return fmt.Errorf("enabling %s: %w", path, err)
+		}
 	}
-	if strings.TrimSpace(string(cur)) == "1" {
-		return nil
-	}
-	if err := os.WriteFile(bridgeNFSysctl, []byte("1"), 0o644); err != nil {
-		return fmt.Errorf("enabling %s: %w", bridgeNFSysctl, err)
+	return nil
+}
+
+// checkBridgeNF reports a bridge-nf sysctl that is off.
+func checkBridgeNF() error {
+	for _, path := range bridgeNFSysctls {
+		cur, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("reading %s (is br_netfilter loaded?): %w", path, err)
+		}
+		if strings.TrimSpace(string(cur)) != "1" {
+			return &netfilter.DriftError{Diffs: []string{fmt.Sprintf("sysctl %s is %s, want 1: bridged traffic bypasses iptables", path, strings.TrimSpace(string(cur)))}}
+		}
 	}
 	return nil
 }

@@ -563,6 +563,8 @@ func TestQEMUBadConfigRefusesNIC(t *testing.T) {
 		// before it touches the tap.
 		{"bad mac", `{"bridge":"vmbr0","mac":"zz"}`, nil,
 			[]string{tap, "no usable config", `mac: "zz" is not an Ethernet MAC address`}},
+		{"tap names another", `{"bridge":"vmbr0","mac":"` + mac + `","tap":"tap111i0"}`, nil,
+			[]string{tap, "no usable config", "leave the field out"}},
 		{"no such bridge", `{"bridge":"vmbr9","mac":"` + mac + `"}`, nil,
 			[]string{tap, "vmbr9", "cannot put " + tap + " on bridge"}},
 		{"no bridge", `{"mac":"` + mac + `"}`, nil,
