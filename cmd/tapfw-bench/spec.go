@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+
+	"github.com/tapfw/tapfw/pkg/config"
 )
 
 // The seed-like configuration every tap gets: the sample network's base
@@ -21,21 +23,12 @@ const (
 	benchPort = 9000 // UDP port the data plane sends to; every chain on the path allows it
 )
 
-type rule struct {
-	Action   string `json:"action"`
-	Proto    string `json:"proto,omitempty"`
-	Source   string `json:"source,omitempty"`
-	Dest     string `json:"dest,omitempty"`
-	DPort    string `json:"dport,omitempty"`
-	ICMPType string `json:"icmpType,omitempty"`
-	Log      bool   `json:"log,omitempty"`
-	Comment  string `json:"comment,omitempty"`
-}
-
-type rules struct {
-	In  []rule `json:"in"`
-	Out []rule `json:"out"`
-}
+// rule and rules are the plugin's own config types, so the benchmark
+// writes what the plugin reads.
+type (
+	rule  = config.Rule
+	rules = config.RuleLists
+)
 
 var userIn = []rule{
 	{Action: "ACCEPT", Proto: "tcp", DPort: "22", Source: "+admins", Comment: "ssh"},

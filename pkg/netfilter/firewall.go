@@ -51,11 +51,7 @@ func (f *Firewall) logf(format string, a ...any) {
 // State reads the installed filter table and the named ipsets (all of
 // tapfw's when none are named).
 func (f *Firewall) State(sets ...string) (*Table, map[string][]netip.Prefix, error) {
-	out, err := f.Tables.Save()
-	if err != nil {
-		return nil, nil, err
-	}
-	t, err := ParseSave(out)
+	r, err := saveReader(f.Tables)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -63,7 +59,7 @@ func (f *Firewall) State(sets ...string) (*Table, map[string][]netip.Prefix, err
 	if err != nil {
 		return nil, nil, err
 	}
-	return t, got, nil
+	return r.T, got, nil
 }
 
 func (f *Firewall) locked(fn func() error) error {
@@ -180,15 +176,11 @@ func (e *DriftError) Error() string {
 func (f *Firewall) Attachments() ([]ruleset.Attachment, error) {
 	var atts []ruleset.Attachment
 	err := f.locked(func() error {
-		out, err := f.Tables.Save()
+		r, err := saveReader(f.Tables)
 		if err != nil {
 			return err
 		}
-		t, err := ParseSave(out)
-		if err != nil {
-			return err
-		}
-		atts = Attachments(t)
+		atts = Attachments(r.T)
 		return nil
 	})
 	return atts, err

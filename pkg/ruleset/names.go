@@ -83,8 +83,6 @@ func IsTapChain(chain string) (tap string, ok bool) {
 	return "", false
 }
 
-func hasSuffix(s, suf string) bool { return len(s) > len(suf) && s[len(s)-len(suf):] == suf }
-
 var (
 	ifNameRE  = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`)
 	setNameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`)
