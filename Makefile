@@ -41,7 +41,7 @@ verify:
 
 ## update: rewrite the golden files in testdata/ from the current code
 update:
-	$(GO) test ./pkg/... -run Golden -update
+	$(GO) test ./pkg/netfilter -run Golden -update
 
 clean:
 	rm -rf bin

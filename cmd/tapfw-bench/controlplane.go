@@ -79,6 +79,39 @@ type CPResult struct {
 	PopulateS      float64    `json:"populateSeconds"`
 	PopulateCalls  int        `json:"populateCalls"`
 	PopulateLastMs float64    `json:"populateLastCallMs"`
+	// FloorAdd and FloorDel are one iptables call appending or deleting a
+	// single rule in a chain nothing jumps to, in the plugin's table at N:
+	// what any rule change costs there, whoever makes it.
+	FloorAdd *CallStats `json:"floorAdd,omitempty"`
+	FloorDel *CallStats `json:"floorDel,omitempty"`
+}
+
+// floorChain is the benchmark's own chain for the floor measurement; its
+// name is not tapfw's, so the plugin never reads or touches it.
+const floorChain = "BENCH-FLOOR"
+
+// measureFloor times calls single-rule appends and deletes with the
+// iptables command in ns, in a chain no rule jumps to.
+func (b *bench) measureFloor(ctx context.Context, ns *testnet.NS) (*CallStats, *CallStats, error) {
+	ipt := iptablesCmd(b.o.iptables)
+	if _, err := nsRun(ctx, ns, nil, ipt, "-w", "-N", floorChain); err != nil {
+		return nil, nil, err
+	}
+	defer nsRun(context.WithoutCancel(ctx), ns, nil, ipt, "-w", "-X", floorChain)
+	rule := []string{"-p", "udp", "--dport", "9", "-j", "DROP"}
+	var adds, dels []Sample
+	for k := 0; k < b.o.calls; k++ {
+		_, a, err := runIn(ctx, ns, nil, nil, append([]string{ipt, "-w", "-A", floorChain}, rule...)...)
+		if err != nil {
+			return nil, nil, err
+		}
+		_, d, err := runIn(ctx, ns, nil, nil, append([]string{ipt, "-w", "-D", floorChain}, rule...)...)
+		if err != nil {
+			return nil, nil, err
+		}
+		adds, dels = append(adds, a), append(dels, d)
+	}
+	return summarize(adds), summarize(dels), nil
 }
 
 func bridgeNames(k int) []string {
@@ -147,6 +180,10 @@ func (b *bench) controlPlane(ctx context.Context, rep *Report) error {
 		}
 		b.progress("control plane N=%d: plugin ADD p50 %.1f ms p95 %.1f ms, DEL p50 %.1f ms p95 %.1f ms (%d rules installed)",
 			n, row.PluginAdd.P50, row.PluginAdd.P95, row.PluginDel.P50, row.PluginDel.P95, row.PluginRules)
+		if row.FloorAdd, row.FloorDel, err = b.measureFloor(ctx, cp); err != nil {
+			return fmt.Errorf("control plane N=%d: floor: %w", n, err)
+		}
+		b.progress("control plane N=%d: one-rule %s -A p50 %.1f ms, -D p50 %.1f ms", n, iptablesCmd(o.iptables), row.FloorAdd.P50, row.FloorDel.P50)
 
 		if bl != nil {
 			b.progress("control plane N=%d: baseline: building the state of %d taps with one iptables-restore", n, n)

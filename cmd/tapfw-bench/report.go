@@ -185,6 +185,24 @@ func writeMarkdown(w io.Writer, rep *Report) {
 			}
 			p("\n")
 		}
+		hasFloor := false
+		for _, r := range rep.Control {
+			hasFloor = hasFloor || r.FloorAdd != nil
+		}
+		if hasFloor {
+			p("\n#### The kernel's share: one iptables call changing one rule in the same table\n\n")
+			p("`iptables -A` and `-D` of a single rule in a chain nothing jumps to, in the plugin's namespace at N taps. ")
+			p("Every nf_tables transaction that adds a rule re-validates every rule reachable from each base chain, so an append costs in proportion to the whole table, whoever makes it; deleting rules needs no validation. ")
+			p("The plugin's ADD cannot be faster than this floor; \"ADD minus -A floor\" is what tapfw adds (its own process, netlink reads, set changes and iptables-restore).\n\n")
+			p("| taps N | rules in table | one-rule -A p50 | one-rule -D p50 | ADD p50 | ADD minus -A floor | DEL p50 |\n|---:|---:|---:|---:|---:|---:|---:|\n")
+			for _, r := range rep.Control {
+				if r.FloorAdd == nil {
+					continue
+				}
+				p("| %d | %d | %s | %s | %s | %s | %s |\n", r.N, r.PluginRules, ms(r.FloorAdd.P50), ms(r.FloorDel.P50),
+					ms(r.PluginAdd.P50), ms(r.PluginAdd.P50-r.FloorAdd.P50), ms(r.PluginDel.P50))
+			}
+		}
 	}
 	if len(rep.Data) > 0 {
 		p("\n#### Data plane: one-way UDP, every packet a new flow (%d-byte frames, %.0f s per figure)\n\n", pr.FrameBytes, pr.DurationS)

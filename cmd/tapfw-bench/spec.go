@@ -85,15 +85,32 @@ type tapSpec struct {
 // tap1001i0, ... so that names sort in the order they are added.
 func vmid(i int) int { return 1000 + i }
 
-// fillerTap is the i-th tap that only has a config: it never sends, so its
-// addresses may repeat across taps (198.51.100.x, 203.0.113.y).
+// fillerAddrs are the addresses filler taps take in turn: 198.51.100.1-254,
+// 203.0.113.1-254 and 192.0.2.64-254 (the data plane uses 192.0.2.1-63).
+// The documentation ranges hold 699 of them, so from the 700th tap on
+// addresses repeat, each shared by as few taps as possible; a real host's
+// VMs have distinct addresses, which only shortens the host-to-VM chains.
+var fillerAddrs = func() []string {
+	var out []string
+	for _, r := range []struct {
+		prefix   string
+		from, to int
+	}{{"198.51.100.", 1, 254}, {"203.0.113.", 1, 254}, {"192.0.2.", 64, 254}} {
+		for h := r.from; h <= r.to; h++ {
+			out = append(out, fmt.Sprintf("%s%d", r.prefix, h))
+		}
+	}
+	return out
+}()
+
+// fillerTap is the i-th tap that only has a config: it never sends.
 func fillerTap(i int, bridge string) tapSpec {
 	id := vmid(i)
 	return tapSpec{
 		Name:        fmt.Sprintf("tap%di0", id),
 		Bridge:      bridge,
 		MAC:         fmt.Sprintf("02:00:%02x:%02x:%02x:%02x", byte(i>>24), byte(i>>16), byte(i>>8), byte(i)),
-		IPs:         []string{fmt.Sprintf("198.51.100.%d", 1+i%254), fmt.Sprintf("203.0.113.%d", 16+(i/254)%200)},
+		IPs:         []string{fillerAddrs[i%len(fillerAddrs)]},
 		ContainerID: fmt.Sprintf("vm%d", id),
 	}
 }
@@ -264,7 +281,6 @@ func sharedFor(bridges []string) baselineShared {
 		c, bo := "TFW-B-"+br, br
 		s.Rules = append(s.Rules,
 			ipRule{"TFW-FORWARD", cat([]string{"-o", br, "-m", "physdev", "--physdev-is-bridged"}, comment(bo, "bridged"), []string{"-j", c})},
-			ipRule{"TFW-FORWARD", cat([]string{"-i", br, "-m", "physdev", "--physdev-is-bridged"}, comment(bo, "bridged"), []string{"-j", c})},
 			ipRule{"TFW-FORWARD", cat([]string{"-i", br}, comment(bo, "no inter-bridge routing"), []string{"-j", "DROP"})},
 			ipRule{"TFW-FORWARD", cat([]string{"-o", br}, comment(bo, "no inter-bridge routing"), []string{"-j", "DROP"})},
 			ipRule{c, cat([]string{"-m", "physdev", "--physdev-is-in", "--physdev-is-bridged"}, comment(bo, "from port"), []string{"-j", c + "-OUT"})},

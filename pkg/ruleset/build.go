@@ -184,9 +184,11 @@ func bridgeChain(br string) Chain {
 
 func forwardRules(b Bridge) []Rule {
 	c, own := ChainForward, b.Name+": "
+	// A bridged packet's output device is always the bridge, while its
+	// input device is the VLAN device on top of it for tagged frames: one
+	// jump on -o catches every bridged packet of the bridge.
 	rs := []Rule{
 		{Chain: c, OutIface: b.Name, Physdev: Physdev{Present: true, IsBridged: true}, Comment: own + "bridged", Verdict: Verdict{Target: BridgeChain(b.Name)}},
-		{Chain: c, InIface: b.Name, Physdev: Physdev{Present: true, IsBridged: true}, Comment: own + "bridged", Verdict: Verdict{Target: BridgeChain(b.Name)}},
 	}
 	if !b.AllowRouting {
 		rs = append(rs,
