@@ -3,14 +3,11 @@
 package config
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -36,6 +33,8 @@ type NetConf struct {
 	PolicyOut          string              `json:"policyOut,omitempty"`
 	LogDropped         *bool               `json:"logDropped,omitempty"`
 	AllowBridgeRouting bool                `json:"allowBridgeRouting,omitempty"`
+	FailClosed         *bool               `json:"failClosed,omitempty"`
+	ManagedPrefix      string              `json:"managedPrefix,omitempty"`
 	Rules              RuleLists           `json:"rules,omitempty"`
 	IPSets             map[string][]string `json:"ipsets,omitempty"`
 	Host               *Host               `json:"host,omitempty"`
@@ -85,21 +84,38 @@ type ArgsConf struct {
 	} `json:"cni"`
 }
 
-// UnmarshalJSON reads args leniently: unknown keys belong to other plugins.
+// UnmarshalJSON reads args leniently: other keys belong to other plugins.
+// The keys "cni" and "tapfwRules" are matched exactly (a "CNI" is another
+// plugin's), may not be given twice, and args.cni.tapfwRules is read as
+// strictly as the config's rules. A null tapfwRules is no rules override.
 func (a *ArgsConf) UnmarshalJSON(data []byte) error {
-	var raw struct {
-		CNI map[string]json.RawMessage `json:"cni"`
+	if err := checkSyntax(data); err != nil {
+		return &Error{Field: "args", Code: types.ErrDecodingFailure, Err: err}
 	}
-	if err := json.Unmarshal(data, &raw); err != nil {
+	if err := checkKeys(data, argsConfType, "args", true); err != nil {
 		return err
 	}
-	if r, ok := raw.CNI["tapfwRules"]; ok {
-		dec := json.NewDecoder(strings.NewReader(string(r)))
-		dec.DisallowUnknownFields()
-		a.CNI.Rules = &RuleLists{}
-		if err := dec.Decode(a.CNI.Rules); err != nil {
-			return &Error{Field: "args.cni.tapfwRules", Err: err}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return decodeErr(err, "args")
+	}
+	var cni map[string]json.RawMessage
+	if c, ok := raw["cni"]; ok {
+		if err := json.Unmarshal(c, &cni); err != nil {
+			return decodeErr(err, "args.cni")
 		}
+	}
+	a.CNI.Rules = nil
+	if r, ok := cni["tapfwRules"]; ok && string(r) != "null" {
+		rules := &RuleLists{}
+		if err := decodeStrict(r, rules, "args.cni.tapfwRules", false); err != nil {
+			var e *Error
+			if !errors.As(err, &e) {
+				err = &Error{Field: "args.cni.tapfwRules", Code: types.ErrDecodingFailure, Err: err}
+			}
+			return err
+		}
+		a.CNI.Rules = rules
 	}
 	return nil
 }
@@ -123,8 +139,18 @@ const (
 )
 
 // Error is a validation error naming the field it is about.
+//
+// Code is the CNI error code that fits it, one of the well-known codes of
+// the CNI package's types: ErrUnsupportedField (2) for a key that is no
+// field of the config (exactly, case included) or a key given twice in one
+// object; ErrInvalidEnvironmentVariables (4) for a bad value of CNI_ARGS,
+// CNI_IFNAME or CNI_CONTAINERID (a missing CNI_IFNAME included);
+// ErrDecodingFailure (6) for a value of the wrong JSON type. Zero means an
+// invalid network config (ErrInvalidNetworkConfig, 7). Malformed JSON on
+// stdin is no *Error but an error wrapping ErrDecode.
 type Error struct {
 	Field string
+	Code  uint
 	Err   error
 }
 
@@ -144,33 +170,32 @@ func fieldErr(field string, format string, a ...any) error {
 	return &Error{Field: field, Err: fmt.Errorf(format, a...)}
 }
 
-var unknownFieldRE = regexp.MustCompile(`json: unknown field "([^"]*)"`)
+// envErr marks err, a *Error, as one about an environment variable.
+func envErr(err error) error {
+	var e *Error
+	if errors.As(err, &e) {
+		e.Code = types.ErrInvalidEnvironmentVariables
+	}
+	return err
+}
 
-// Parse decodes stdin strictly: unknown fields, trailing data and wrong
-// types are errors. It does not validate values; Resolve does.
+// Parse decodes stdin strictly: keys must be the fields' JSON names
+// exactly (case included) and given once per object; unknown keys,
+// trailing data and wrong types are errors. It does not validate values;
+// Resolve does. Malformed JSON or trailing data is an error wrapping
+// ErrDecode; anything else is a *Error naming the key's path, with Code
+// ErrUnsupportedField or ErrDecodingFailure.
 func Parse(data []byte) (*NetConf, error) {
 	if len(data) > MaxConfigSize {
 		return nil, fieldErr("", "config is larger than %d bytes", MaxConfigSize)
 	}
 	conf := &NetConf{}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(conf); err != nil {
-		var ce *Error
-		if errors.As(err, &ce) {
-			return nil, ce
-		}
-		if m := unknownFieldRE.FindStringSubmatch(err.Error()); m != nil {
-			return nil, fieldErr(m[1], "unknown field")
-		}
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			return nil, fieldErr(te.Field, "wrong type: got JSON %s, want %s", te.Value, te.Type)
+	if err := decodeStrict(data, conf, "", true); err != nil {
+		var e *Error
+		if errors.As(err, &e) {
+			return nil, e
 		}
 		return nil, fmt.Errorf("%w: %v", ErrDecode, err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, fmt.Errorf("%w: trailing data after the config object", ErrDecode)
 	}
 	return conf, nil
 }
@@ -218,13 +243,13 @@ func Resolve(conf *NetConf, env Env, prev *PrevIface, bridge func(tap string) (s
 	}
 	if env.ContainerID != "" {
 		if err := ruleset.ValidateID(env.ContainerID, ruleset.MaxContainerID); err != nil {
-			return nil, &Error{Field: "CNI_CONTAINERID", Err: err}
+			return nil, &Error{Field: "CNI_CONTAINERID", Code: types.ErrInvalidEnvironmentVariables, Err: err}
 		}
 		t.ContainerID = env.ContainerID
 	}
 	if env.IfName != "" {
 		if err := ruleset.ValidateIfName(env.IfName); err != nil {
-			return nil, &Error{Field: "CNI_IFNAME", Err: err}
+			return nil, &Error{Field: "CNI_IFNAME", Code: types.ErrInvalidEnvironmentVariables, Err: err}
 		}
 	}
 	var err error
@@ -235,68 +260,86 @@ func Resolve(conf *NetConf, env Env, prev *PrevIface, bridge func(tap string) (s
 		return nil, err
 	}
 
-	// Identity, later wins.
-	t.Name = env.IfName
-	if conf.Tap != "" {
-		t.Name = conf.Tap
+	// Identity, later wins. Each value's source names the field an
+	// error is about, and its code: one from CNI_* is an environment
+	// error.
+	type source struct {
+		field string
+		code  uint
 	}
-	mac, macField := conf.MAC, "mac"
-	ips, ipsField, ipsArePrefixes := conf.IPs, "ips", false
+	cniEnv := types.ErrInvalidEnvironmentVariables
+	t.Name = env.IfName
+	tapSrc := source{"CNI_IFNAME", cniEnv}
+	if conf.Tap != "" {
+		t.Name, tapSrc = conf.Tap, source{"tap", 0}
+	}
+	mac, macSrc := conf.MAC, source{"mac", 0}
+	ips, ipsSrc, ipsArePrefixes := conf.IPs, source{"ips", 0}, false
 	args, err := parseCNIArgs(env.Args)
 	if err != nil {
-		return nil, err
+		return nil, envErr(err)
 	}
 	if v, ok := args["MAC"]; ok {
-		mac, macField = v, "CNI_ARGS MAC"
+		if v == "" {
+			return nil, envErr(fieldErr("CNI_ARGS MAC", "is empty"))
+		}
+		mac, macSrc = v, source{"CNI_ARGS MAC", cniEnv}
 	}
 	if v, ok := args["IP"]; ok {
-		ips, ipsField = strings.Split(v, ","), "CNI_ARGS IP"
+		if v == "" {
+			return nil, envErr(fieldErr("CNI_ARGS IP", "is empty"))
+		}
+		ips, ipsSrc = strings.Split(v, ","), source{"CNI_ARGS IP", cniEnv}
 	}
 	if rc := conf.RuntimeConfig; rc != nil {
 		if rc.MAC != "" {
-			mac, macField = rc.MAC, "runtimeConfig.mac"
+			mac, macSrc = rc.MAC, source{"runtimeConfig.mac", 0}
 		}
 		if len(rc.IPs) > 0 {
-			ips, ipsField, ipsArePrefixes = rc.IPs, "runtimeConfig.ips", true
+			ips, ipsSrc, ipsArePrefixes = rc.IPs, source{"runtimeConfig.ips", 0}, true
 		}
 	}
 	br := conf.Bridge
 	if prev != nil {
 		if prev.HostPort != "" {
-			t.Name = prev.HostPort
+			t.Name, tapSrc = prev.HostPort, source{"tap", 0}
 		}
 		if prev.Bridge != "" {
 			br = prev.Bridge
 		}
 		if prev.MAC != "" {
-			mac, macField = prev.MAC, "prevResult mac"
+			mac, macSrc = prev.MAC, source{"prevResult mac", 0}
 		}
 		if len(prev.IPs) > 0 {
-			ips, ipsField, ipsArePrefixes = prev.IPs, "prevResult ips", true
+			ips, ipsSrc, ipsArePrefixes = prev.IPs, source{"prevResult ips", 0}, true
 		}
 	}
+	if t.Name == "" {
+		// CNI_IFNAME, when given, was checked above.
+		return nil, &Error{Field: tapSrc.field, Code: tapSrc.code, Err: errors.New("is empty, and neither the config (tap) nor a previous result names the tap")}
+	}
 	if err := ruleset.ValidateIfName(t.Name); err != nil {
-		return nil, &Error{Field: "tap", Err: err}
+		return nil, &Error{Field: tapSrc.field, Code: tapSrc.code, Err: err}
 	}
 	if mac != "" {
 		hw, err := net.ParseMAC(mac)
 		if err != nil || len(hw) != 6 {
-			return nil, fieldErr(macField, "%q is not an Ethernet MAC address", mac)
+			return nil, &Error{Field: macSrc.field, Code: macSrc.code, Err: fmt.Errorf("%q is not an Ethernet MAC address", mac)}
 		}
 		if hw[0]&1 == 1 {
-			return nil, fieldErr(macField, "%q is a multicast address", mac)
+			return nil, &Error{Field: macSrc.field, Code: macSrc.code, Err: fmt.Errorf("%q is a multicast address", mac)}
 		}
 		t.MAC = hw
 	} else if t.MACFilter {
 		return nil, fieldErr("mac", "required when macFilter is on (give it, or set macFilter to false)")
 	}
 	if len(ips) > MaxIPs {
-		return nil, fieldErr(ipsField, "more than %d addresses", MaxIPs)
+		return nil, &Error{Field: ipsSrc.field, Code: ipsSrc.code, Err: fmt.Errorf("more than %d addresses", MaxIPs)}
 	}
 	for i, s := range ips {
 		p, err := parseTapIP(s, ipsArePrefixes)
 		if err != nil {
-			return nil, &Error{Field: fmt.Sprintf("%s[%d]", ipsField, i), Err: err}
+			return nil, &Error{Field: fmt.Sprintf("%s[%d]", ipsSrc.field, i), Code: ipsSrc.code, Err: err}
 		}
 		t.IPs = append(t.IPs, p)
 	}
@@ -335,30 +378,46 @@ func Resolve(conf *NetConf, env Env, prev *PrevIface, bridge func(tap string) (s
 		}
 		sets[name] = ps
 	}
-	rules, rulesField := conf.Rules, "rules"
+	rules, rulesSrc := conf.Rules, source{"rules", 0}
 	if v, ok := args["TAPFW_RULES"]; ok {
-		rules, rulesField = RuleLists{}, "CNI_ARGS TAPFW_RULES"
-		dec := json.NewDecoder(strings.NewReader(v))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&rules); err != nil {
-			return nil, fieldErr(rulesField, "not a rules object {\"in\": [...], \"out\": [...]}: %v", err)
+		rules, rulesSrc = RuleLists{}, source{"CNI_ARGS TAPFW_RULES", cniEnv}
+		if err := decodeStrict([]byte(v), &rules, rulesSrc.field, false); err != nil {
+			var e *Error
+			if !errors.As(err, &e) {
+				err = fieldErr(rulesSrc.field, "not a rules object {\"in\": [...], \"out\": [...]}: %v", err)
+			}
+			return nil, envErr(err)
 		}
 	}
 	if conf.Args != nil && conf.Args.CNI.Rules != nil {
-		rules, rulesField = *conf.Args.CNI.Rules, "args.cni.tapfwRules"
+		rules, rulesSrc = *conf.Args.CNI.Rules, source{"args.cni.tapfwRules", 0}
 	}
 	if rc := conf.RuntimeConfig; rc != nil && rc.Rules != nil {
-		rules, rulesField = *rc.Rules, "runtimeConfig.tapfwRules"
+		rules, rulesSrc = *rc.Rules, source{"runtimeConfig.tapfwRules", 0}
 	}
-	if t.In, err = parseRules(rulesField+".in", rules.In, sets); err != nil {
-		return nil, err
+	if t.In, err = parseRules(rulesSrc.field+".in", rules.In, sets); err != nil {
+		return nil, codeErr(err, rulesSrc.code)
 	}
-	if t.Out, err = parseRules(rulesField+".out", rules.Out, sets); err != nil {
-		return nil, err
+	if t.Out, err = parseRules(rulesSrc.field+".out", rules.Out, sets); err != nil {
+		return nil, codeErr(err, rulesSrc.code)
 	}
-	rc := ruleset.Config{Tap: t, Bridge: ruleset.Bridge{Name: br, AllowRouting: conf.AllowBridgeRouting}, Sets: sets}
+	prefix := conf.ManagedPrefix
+	if prefix == "" {
+		prefix = ruleset.DefaultManagedPrefix
+	}
+	if err := ruleset.ValidateIfPrefix(prefix); err != nil {
+		return nil, fieldErr("managedPrefix", "%v", err)
+	}
+	brc := ruleset.Bridge{Name: br, AllowRouting: conf.AllowBridgeRouting, FailClosed: boolOr(conf.FailClosed, true), ManagedPrefix: prefix}
+	rc := ruleset.Config{Tap: t, Bridge: brc, Sets: sets}
 	if h := conf.Host; h != nil {
 		host := &ruleset.Host{}
+		if len(h.IPs) > MaxSetEntries {
+			return nil, fieldErr("host.ips", "more than %d entries", MaxSetEntries)
+		}
+		if len(h.ClusterHosts) > MaxSetEntries {
+			return nil, fieldErr("host.clusterHosts", "more than %d entries", MaxSetEntries)
+		}
 		if host.IPs, err = parseSetEntries("host.ips", h.IPs); err != nil {
 			return nil, err
 		}
@@ -374,6 +433,15 @@ func Resolve(conf *NetConf, env Env, prev *PrevIface, bridge func(tap string) (s
 		rc.Host = host
 	}
 	return &Resolved{Conf: conf, Ruleset: rc}, nil
+}
+
+// codeErr sets the code of err, a *Error, when code is not zero.
+func codeErr(err error, code uint) error {
+	var e *Error
+	if code != 0 && errors.As(err, &e) {
+		e.Code = code
+	}
+	return err
 }
 
 func boolOr(b *bool, def bool) bool {
@@ -600,7 +668,10 @@ func parseAddr(s string, sets map[string][]netip.Prefix) (ruleset.Addr, error) {
 }
 
 // parsePorts reads "22", "1000:2000" or "22,80,443" (at most 15 ports, a
-// range counting two, as multiport allows) and returns it canonical.
+// range counting two, as multiport allows) and returns it canonical: as
+// iptables-save prints it back. A range whose ends are equal is the port
+// ("22:22" is "22": iptables prints it so, and multiport refuses it in a
+// list), and the range of every port alone is no match at all.
 func parsePorts(s string) (string, error) {
 	if s == "" {
 		return "", nil
@@ -625,6 +696,11 @@ func parsePorts(s string) (string, error) {
 		}
 		if a > b {
 			return "", fmt.Errorf("%q: range %d:%d is backwards", s, a, b)
+		}
+		if a == b {
+			out = append(out, strconv.Itoa(a))
+			slots++
+			continue
 		}
 		out = append(out, fmt.Sprintf("%d:%d", a, b))
 		slots += 2

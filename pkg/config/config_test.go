@@ -24,53 +24,54 @@ func TestBadConfigs(t *testing.T) {
 	cases := []struct {
 		name, js, field, msg string
 		env                  Env
+		code                 uint // the CNI code: 6 for ErrDecode, else Error.Code, 7 for 0
 	}{
-		{"malformed json", `{"cniVersion":`, "", "cannot decode", Env{}},
-		{"trailing data", good + `} {}`, "", "trailing", Env{}},
-		{"unknown field", good + `,"bridgee":"x"}`, "bridgee", "unknown field", Env{}},
-		{"unknown rule field", good + `,"rules":{"in":[{"action":"ACCEPT","port":"22"}]}}`, "port", "unknown field", Env{}},
-		{"wrong type", good + `,"ips":"192.0.2.1"}`, "ips", "wrong type", Env{}},
-		{"wrong bool type", good + `,"macFilter":"yes"}`, "macFilter", "wrong type", Env{}},
-		{"bad mac", strings.Replace(good, "02:00:00:00:00:01", "02:00:00:00:00", 1) + `}`, "mac", "not an Ethernet MAC", Env{}},
-		{"multicast mac", strings.Replace(good, "02:00", "01:00", 1) + `}`, "mac", "multicast", Env{}},
-		{"no mac with macFilter", `{"cniVersion":"1.0.0","bridge":"vmbr0"}`, "mac", "required when macFilter", Env{}},
-		{"bad ip", strings.Replace(good, "192.0.2.10", "192.0.2.300", 1) + `}`, "ips[0]", "not an IPv4", Env{}},
-		{"host bits", strings.Replace(good, "192.0.2.10", "192.0.2.10/24", 1) + `}`, "ips[0]", "host bits", Env{}},
-		{"ipv6 not yet", strings.Replace(good, "192.0.2.10", "2001:db8::1", 1) + `}`, "ips[0]", "IPv6", Env{}},
-		{"bridge spaces", strings.Replace(good, "vmbr0", "vm br0", 1) + `}`, "bridge", "may hold only", Env{}},
-		{"bridge too long", strings.Replace(good, "vmbr0", "abcdefghijklmnop", 1) + `}`, "bridge", "longer than 15", Env{}},
-		{"bridge plus", strings.Replace(good, "vmbr0", "vmbr+", 1) + `}`, "bridge", "may hold only", Env{}},
-		{"tap with newline", good + `,"tap":"tap1\n-j ACCEPT"}`, "tap", "may hold only", Env{}},
-		{"tap restore syntax", good + `,"tap":"COMMIT *filter"}`, "tap", "may hold only", Env{}},
-		{"tap is bridge", good + `,"tap":"vmbr0"}`, "bridge", "tap itself", Env{}},
-		{"policy", good + `,"policyIn":"ALLOW"}`, "policyIn", "not ACCEPT", Env{}},
-		{"policy lower", good + `,"policyOut":"accept"}`, "policyOut", "capitals", Env{}},
-		{"no action", good + `,"rules":{"in":[{"proto":"tcp"}]}}`, "rules.in[0].action", "required", Env{}},
-		{"bad action", good + `,"rules":{"out":[{"action":"RETURN"}]}}`, "rules.out[0].action", "not ACCEPT", Env{}},
-		{"bad proto", good + `,"rules":{"in":[{"action":"ACCEPT","proto":"tcpx"}]}}`, "rules.in[0].proto", "not tcp", Env{}},
-		{"proto 0", good + `,"rules":{"in":[{"action":"ACCEPT","proto":"0"}]}}`, "rules.in[0].proto", "not tcp", Env{}},
-		{"port without proto", good + `,"rules":{"in":[{"action":"ACCEPT","dport":"22"}]}}`, "rules.in[0].dport", "need proto", Env{}},
-		{"port too big", good + `,"rules":{"in":[{"action":"ACCEPT","proto":"tcp","dport":"65536"}]}}`, "rules.in[0].dport", "0-65535", Env{}},
-		{"port range backwards", good + `,"rules":{"in":[{"action":"ACCEPT","proto":"tcp","sport":"2000:1000"}]}}`, "rules.in[0].sport", "backwards", Env{}},
-		{"port injection", good + `,"rules":{"in":[{"action":"ACCEPT","proto":"tcp","dport":"22 -j ACCEPT"}]}}`, "rules.in[0].dport", "not a port", Env{}},
-		{"too many ports", good + `,"rules":{"in":[{"action":"ACCEPT","proto":"udp","dport":"1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16"}]}}`, "rules.in[0].dport", "at most 15", Env{}},
-		{"icmp type without icmp", good + `,"rules":{"in":[{"action":"ACCEPT","icmpType":"echo-request"}]}}`, "rules.in[0].icmpType", "needs proto icmp", Env{}},
-		{"icmp type unknown", good + `,"rules":{"in":[{"action":"ACCEPT","proto":"icmp","icmpType":"ping"}]}}`, "rules.in[0].icmpType", "not a known", Env{}},
-		{"source garbage", good + `,"rules":{"in":[{"action":"ACCEPT","source":"192.0.2.0/33"}]}}`, "rules.in[0].source", "not an IPv4", Env{}},
-		{"undefined ipset", good + `,"rules":{"in":[{"action":"ACCEPT","source":"+web"}]}}`, "rules.in[0].source", "not defined", Env{}},
-		{"ipset bad name", good + `,"ipsets":{"a b":["192.0.2.1"]}}`, "ipsets", "may hold only", Env{}},
-		{"ipset bad entry", good + `,"ipsets":{"web":["0.0.0.0/0"]}}`, "ipsets.web[0]", "matches everything", Env{}},
-		{"comment quote", good + `,"rules":{"in":[{"action":"ACCEPT","comment":"a\" -j ACCEPT"}]}}`, "rules.in[0].comment", "may hold only", Env{}},
-		{"host bad ip", good + `,"host":{"ips":["x"]}}`, "host.ips[0]", "not an IPv4", Env{}},
-		{"host bad rule", good + `,"host":{"rules":{"in":[{"action":"ACCEPT","proto":"udp","dport":"x"}]}}}`, "host.rules.in[0].dport", "not a port", Env{}},
-		{"cni args unknown", good + `}`, "CNI_ARGS", "unknown keys", Env{Args: "FOO=1"}},
-		{"cni args bad ip", good + `}`, "CNI_ARGS IP[0]", "not an IPv4", Env{Args: "IP=nope"}},
-		{"bad container id", good + `}`, "CNI_CONTAINERID", "may hold only", Env{ContainerID: "a b"}},
-		{"bad network name", strings.Replace(good, `"name":"n"`, `"name":"n n"`, 1) + `}`, "name", "may hold only", Env{}},
-		{"network name too long", strings.Replace(good, `"name":"n"`, `"name":"`+strings.Repeat("n", 65)+`"`, 1) + `}`, "name", "longer than 64", Env{}},
-		{"container id too long", good + `}`, "CNI_CONTAINERID", "longer than 112", Env{ContainerID: strings.Repeat("c", 113)}},
-		{"args rules unknown field", good + `,"args":{"cni":{"tapfwRules":{"in":[{"action":"ACCEPT","prot":"tcp"}]}}}}`, "args.cni.tapfwRules", "unknown field", Env{}},
-		{"runtime mac bad", good + `,"runtimeConfig":{"mac":"zz"}}`, "runtimeConfig.mac", "not an Ethernet", Env{}},
+		{"malformed json", `{"cniVersion":`, "", "cannot decode", Env{}, 6},
+		{"trailing data", good + `} {}`, "", "trailing", Env{}, 6},
+		{"unknown field", good + `,"bridgee":"x"}`, "bridgee", "unknown field", Env{}, 2},
+		{"unknown rule field", good + `,"rules":{"in":[{"action":"ACCEPT","port":"22"}]}}`, "rules.in[0].port", "unknown field", Env{}, 2},
+		{"wrong type", strings.Replace(good, `["192.0.2.10"]`, `"192.0.2.1"`, 1) + `}`, "ips", "wrong type", Env{}, 6},
+		{"wrong bool type", good + `,"macFilter":"yes"}`, "macFilter", "wrong type", Env{}, 6},
+		{"bad mac", strings.Replace(good, "02:00:00:00:00:01", "02:00:00:00:00", 1) + `}`, "mac", "not an Ethernet MAC", Env{}, 7},
+		{"multicast mac", strings.Replace(good, "02:00", "01:00", 1) + `}`, "mac", "multicast", Env{}, 7},
+		{"no mac with macFilter", `{"cniVersion":"1.0.0","bridge":"vmbr0"}`, "mac", "required when macFilter", Env{}, 7},
+		{"bad ip", strings.Replace(good, "192.0.2.10", "192.0.2.300", 1) + `}`, "ips[0]", "not an IPv4", Env{}, 7},
+		{"host bits", strings.Replace(good, "192.0.2.10", "192.0.2.10/24", 1) + `}`, "ips[0]", "host bits", Env{}, 7},
+		{"ipv6 not yet", strings.Replace(good, "192.0.2.10", "2001:db8::1", 1) + `}`, "ips[0]", "IPv6", Env{}, 7},
+		{"bridge spaces", strings.Replace(good, "vmbr0", "vm br0", 1) + `}`, "bridge", "may hold only", Env{}, 7},
+		{"bridge too long", strings.Replace(good, "vmbr0", "abcdefghijklmnop", 1) + `}`, "bridge", "longer than 15", Env{}, 7},
+		{"bridge plus", strings.Replace(good, "vmbr0", "vmbr+", 1) + `}`, "bridge", "may hold only", Env{}, 7},
+		{"tap with newline", good + `,"tap":"tap1\n-j ACCEPT"}`, "tap", "may hold only", Env{}, 7},
+		{"tap restore syntax", good + `,"tap":"COMMIT *filter"}`, "tap", "may hold only", Env{}, 7},
+		{"tap is bridge", good + `,"tap":"vmbr0"}`, "bridge", "tap itself", Env{}, 7},
+		{"policy", good + `,"policyIn":"ALLOW"}`, "policyIn", "not ACCEPT", Env{}, 7},
+		{"policy lower", good + `,"policyOut":"accept"}`, "policyOut", "capitals", Env{}, 7},
+		{"no action", good + `,"rules":{"in":[{"proto":"tcp"}]}}`, "rules.in[0].action", "required", Env{}, 7},
+		{"bad action", good + `,"rules":{"out":[{"action":"RETURN"}]}}`, "rules.out[0].action", "not ACCEPT", Env{}, 7},
+		{"bad proto", good + `,"rules":{"in":[{"action":"ACCEPT","proto":"tcpx"}]}}`, "rules.in[0].proto", "not tcp", Env{}, 7},
+		{"proto 0", good + `,"rules":{"in":[{"action":"ACCEPT","proto":"0"}]}}`, "rules.in[0].proto", "not tcp", Env{}, 7},
+		{"port without proto", good + `,"rules":{"in":[{"action":"ACCEPT","dport":"22"}]}}`, "rules.in[0].dport", "need proto", Env{}, 7},
+		{"port too big", good + `,"rules":{"in":[{"action":"ACCEPT","proto":"tcp","dport":"65536"}]}}`, "rules.in[0].dport", "0-65535", Env{}, 7},
+		{"port range backwards", good + `,"rules":{"in":[{"action":"ACCEPT","proto":"tcp","sport":"2000:1000"}]}}`, "rules.in[0].sport", "backwards", Env{}, 7},
+		{"port injection", good + `,"rules":{"in":[{"action":"ACCEPT","proto":"tcp","dport":"22 -j ACCEPT"}]}}`, "rules.in[0].dport", "not a port", Env{}, 7},
+		{"too many ports", good + `,"rules":{"in":[{"action":"ACCEPT","proto":"udp","dport":"1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16"}]}}`, "rules.in[0].dport", "at most 15", Env{}, 7},
+		{"icmp type without icmp", good + `,"rules":{"in":[{"action":"ACCEPT","icmpType":"echo-request"}]}}`, "rules.in[0].icmpType", "needs proto icmp", Env{}, 7},
+		{"icmp type unknown", good + `,"rules":{"in":[{"action":"ACCEPT","proto":"icmp","icmpType":"ping"}]}}`, "rules.in[0].icmpType", "not a known", Env{}, 7},
+		{"source garbage", good + `,"rules":{"in":[{"action":"ACCEPT","source":"192.0.2.0/33"}]}}`, "rules.in[0].source", "not an IPv4", Env{}, 7},
+		{"undefined ipset", good + `,"rules":{"in":[{"action":"ACCEPT","source":"+web"}]}}`, "rules.in[0].source", "not defined", Env{}, 7},
+		{"ipset bad name", good + `,"ipsets":{"a b":["192.0.2.1"]}}`, "ipsets", "may hold only", Env{}, 7},
+		{"ipset bad entry", good + `,"ipsets":{"web":["0.0.0.0/0"]}}`, "ipsets.web[0]", "matches everything", Env{}, 7},
+		{"comment quote", good + `,"rules":{"in":[{"action":"ACCEPT","comment":"a\" -j ACCEPT"}]}}`, "rules.in[0].comment", "may hold only", Env{}, 7},
+		{"host bad ip", good + `,"host":{"ips":["x"]}}`, "host.ips[0]", "not an IPv4", Env{}, 7},
+		{"host bad rule", good + `,"host":{"rules":{"in":[{"action":"ACCEPT","proto":"udp","dport":"x"}]}}}`, "host.rules.in[0].dport", "not a port", Env{}, 7},
+		{"cni args unknown", good + `}`, "CNI_ARGS", "unknown keys", Env{Args: "FOO=1"}, 4},
+		{"cni args bad ip", good + `}`, "CNI_ARGS IP[0]", "not an IPv4", Env{Args: "IP=nope"}, 4},
+		{"bad container id", good + `}`, "CNI_CONTAINERID", "may hold only", Env{ContainerID: "a b"}, 4},
+		{"bad network name", strings.Replace(good, `"name":"n"`, `"name":"n n"`, 1) + `}`, "name", "may hold only", Env{}, 7},
+		{"network name too long", strings.Replace(good, `"name":"n"`, `"name":"`+strings.Repeat("n", 65)+`"`, 1) + `}`, "name", "longer than 64", Env{}, 7},
+		{"container id too long", good + `}`, "CNI_CONTAINERID", "longer than 112", Env{ContainerID: strings.Repeat("c", 113)}, 4},
+		{"args rules unknown field", good + `,"args":{"cni":{"tapfwRules":{"in":[{"action":"ACCEPT","prot":"tcp"}]}}}}`, "args.cni.tapfwRules.in[0].prot", "unknown field", Env{}, 2},
+		{"runtime mac bad", good + `,"runtimeConfig":{"mac":"zz"}}`, "runtimeConfig.mac", "not an Ethernet", Env{}, 7},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -94,8 +95,25 @@ func TestBadConfigs(t *testing.T) {
 			if !strings.Contains(err.Error(), c.msg) {
 				t.Errorf("error %q does not say %q", err, c.msg)
 			}
+			if got := cniCode(err); got != c.code {
+				t.Errorf("code %d, want %d (%v)", got, c.code, err)
+			}
 		})
 	}
+}
+
+// cniCode is the CNI error code the plugin returns for err.
+func cniCode(err error) uint {
+	var e *Error
+	switch {
+	case errors.As(err, &e) && e.Code != 0:
+		return e.Code
+	case errors.As(err, &e):
+		return 7
+	case errors.Is(err, ErrDecode):
+		return 6
+	}
+	return 999
 }
 
 func TestDefaults(t *testing.T) {

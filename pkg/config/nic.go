@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 )
 
 // Where the QEMU scripts find their configs, unless the environment says
@@ -31,8 +32,9 @@ func NICPaths(tap string) (base, nic string) {
 
 // MergeNIC merges a base config (host section, ipsets, defaults) and a
 // NIC's own file (bridge, mac, ips, rules): top-level fields of the NIC file
-// win. A missing base config is no error; a missing NIC file is. The result
-// is the plugin config a QEMU ifup script sends, checked by Parse.
+// win. A missing base config is no error; a missing NIC file is. Each file
+// must be one JSON object with no key twice. The result is the plugin
+// config a QEMU ifup script sends, checked by Parse.
 func MergeNIC(basePath, nicPath string) ([]byte, *NetConf, error) {
 	merged := map[string]json.RawMessage{
 		"cniVersion": json.RawMessage(`"1.0.0"`),
@@ -46,6 +48,15 @@ func MergeNIC(basePath, nicPath string) ([]byte, *NetConf, error) {
 		}
 		if err != nil {
 			return fmt.Errorf("reading %s: %w", path, err)
+		}
+		if err := checkSyntax(data); err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrDecode, path, err)
+		}
+		// Top-level keys are merged as they are, so one given twice in a
+		// file would be lost before Parse sees it: refuse it here.
+		// Parse checks the merged keys and what is inside their values.
+		if err := checkKeys(data, reflect.TypeOf(map[string]json.RawMessage{}), "", false); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
 		}
 		var m map[string]json.RawMessage
 		if err := json.Unmarshal(data, &m); err != nil {

@@ -243,6 +243,53 @@ func (x *txn) append(r ruleset.Rule) {
 	x.chains[r.Chain] = append(x.chains[r.Chain], Installed{Comment: r.InstalledComment(), Spec: r.Spec()})
 }
 
+// insertBefore inserts r at 1-based position pos of its chain.
+func (x *txn) insertBefore(r ruleset.Rule, pos int) {
+	x.ops = append(x.ops, fmt.Sprintf("-I %s %d %s", r.Chain, pos, r.Spec()))
+	rs := x.chains[r.Chain]
+	x.chains[r.Chain] = append(rs[:pos-1:pos-1], append([]Installed{{Comment: r.InstalledComment(), Spec: r.Spec()}}, rs[pos-1:]...)...)
+}
+
+// ensureMiss makes the trie's miss rule the last rule of node, which the
+// model must have read or created.
+func (x *txn) ensureMiss(t ruleset.Trie, node string) {
+	miss, ok := t.MissRule(node)
+	if !ok {
+		return
+	}
+	rs := x.chains[node]
+	if n := len(rs); n > 0 && matches(rs[n-1], miss) && !slices.ContainsFunc(rs[:n-1], func(in Installed) bool { return isMiss(in, miss) }) {
+		return
+	}
+	x.deleteWhere(node, func(in Installed) bool { return isMiss(in, miss) })
+	x.append(miss)
+}
+
+// appendEdge adds a wildcard edge at the end of a node, above its miss rule.
+func (x *txn) appendEdge(t ruleset.Trie, e ruleset.Rule) {
+	rs := x.chains[e.Chain]
+	if miss, ok := t.MissRule(e.Chain); ok && len(rs) > 0 && matches(rs[len(rs)-1], miss) {
+		x.insertBefore(e, len(rs))
+		return
+	}
+	x.append(e)
+}
+
+func isMiss(in Installed, miss ruleset.Rule) bool {
+	return in.Comment != "" && stripHash(in.Comment) == miss.Comment
+}
+
+// nodeEmpty reports whether a trie node holds no edge and no leaf.
+func nodeEmpty(t ruleset.Trie, rs []Installed) bool {
+	miss, ok := t.MissRule("")
+	for _, in := range rs {
+		if !ok || !isMiss(in, miss) {
+			return false
+		}
+	}
+	return true
+}
+
 func (x *txn) insertTop(r ruleset.Rule) {
 	x.ops = append(x.ops, "-I "+r.Chain+" 1 "+r.Spec())
 	x.chains[r.Chain] = append([]Installed{{Comment: r.InstalledComment(), Spec: r.Spec()}}, x.chains[r.Chain]...)
@@ -402,6 +449,7 @@ func (x *txn) addPath(path ruleset.Path, wantLeaf map[string]bool) error {
 		return err
 	}
 	last := len(path.Nodes) - 1
+	t := path.Trie
 	for i := 1; i <= last; i++ {
 		// The parent's rules are read: its edge to this node may have been
 		// deleted by someone (then the whole subtree would be unreachable
@@ -410,18 +458,20 @@ func (x *txn) addPath(path ruleset.Path, wantLeaf map[string]bool) error {
 		if err := x.load(path.Nodes[i-1]); err != nil {
 			return err
 		}
+		x.ensureMiss(t, path.Nodes[i-1])
 		if !x.exists[path.Nodes[i]] {
 			x.create(path.Nodes[i])
 		}
 		if !slices.ContainsFunc(x.chains[path.Nodes[i-1]], func(in Installed) bool { return matches(in, path.Edges[i-1]) }) {
 			x.deleteWhere(path.Nodes[i-1], func(in Installed) bool { return in.Comment != "" && stripHash(in.Comment) == path.Edges[i-1].Comment })
-			x.append(path.Edges[i-1])
+			x.appendEdge(t, path.Edges[i-1])
 		}
 	}
 	leafNode := path.Nodes[last]
 	if err := x.load(leafNode); err != nil {
 		return err
 	}
+	x.ensureMiss(t, leafNode)
 	owner := path.Leaf.Owner()
 	x.deleteWhere(leafNode, func(in Installed) bool {
 		return ruleset.CommentOwner(in.Comment) == owner && !wantLeaf[in.Comment]
@@ -450,7 +500,7 @@ func (x *txn) removeLeaves(path ruleset.Path, owner string, keep map[string]bool
 	})
 	for i := last; i > 0; i-- {
 		node := path.Nodes[i]
-		if len(x.chains[node]) > 0 {
+		if !nodeEmpty(path.Trie, x.chains[node]) {
 			break
 		}
 		parent := path.Nodes[i-1]
@@ -459,6 +509,7 @@ func (x *txn) removeLeaves(path ruleset.Path, owner string, keep map[string]bool
 		}
 		edge := path.Edges[i-1]
 		x.deleteWhere(parent, func(in Installed) bool { return in.Comment == edge.InstalledComment() })
+		x.deleteWhere(node, func(Installed) bool { return true })
 		x.remove(node)
 	}
 	return nil
@@ -491,8 +542,10 @@ func RemoveChanges(r Reader, sets map[string][]netip.Prefix, tap string) (*Chang
 		}
 	}
 	c := &Changes{Restore: x.changes()}
-	if _, ok := sets[ruleset.TapSet(tap)]; ok {
-		c.Destroy = append(c.Destroy, ruleset.TapSet(tap))
+	for _, name := range []string{ruleset.TapSet(tap), ruleset.TempSet(ruleset.TapSet(tap))} {
+		if _, ok := sets[name]; ok {
+			c.Destroy = append(c.Destroy, name)
+		}
 	}
 	return c, nil
 }
@@ -660,6 +713,12 @@ func Verify(t *Table, sets map[string][]netip.Prefix, p *ruleset.Plan) []string 
 			if i < len(path.Edges) && !has(node, path.Edges[i]) {
 				add("table filter, chain %s: rule %q missing", node, path.Edges[i].String())
 			}
+			if miss, ok := path.Trie.MissRule(node); ok {
+				rs := t.Chains[node]
+				if len(rs) == 0 || Normalize(rs[len(rs)-1]) != Normalize(miss.Spec()) {
+					add("table filter, chain %s: last rule is not %q", node, miss.String())
+				}
+			}
 		}
 		if last := path.Nodes[len(path.Nodes)-1]; t.Has(last) && !has(last, path.Leaf) {
 			add("table filter, chain %s: rule %q missing", last, path.Leaf.String())
@@ -717,4 +776,51 @@ func compareChain(chain string, want, got []string) []string {
 		diffs = append(diffs, fmt.Sprintf("table filter, chain %s: rules are out of order", chain))
 	}
 	return diffs
+}
+
+// FlushChanges returns what removes everything tapfw made and nothing
+// else: its hooks in other chains (deleted by their whole text), every
+// chain named TFW-*, and every set named tfw-*.
+func FlushChanges(t *Table, sets map[string][]netip.Prefix) *Changes {
+	var decl, ops, drops []string
+	for _, chain := range t.Order {
+		if strings.HasPrefix(chain, ruleset.ChainPrefix) {
+			decl = append(decl, ":"+chain+" - [0:0]")
+			drops = append(drops, "-X "+chain)
+			continue
+		}
+		for _, s := range t.Chains[chain] {
+			if Owner(s) == ruleset.OwnerHooks {
+				ops = append(ops, "-D "+chain+" "+s)
+			}
+		}
+	}
+	c := &Changes{Restore: append(append(decl, ops...), drops...)}
+	for name := range sets {
+		if strings.HasPrefix(name, ruleset.SetPrefix) {
+			c.Destroy = append(c.Destroy, name)
+		}
+	}
+	sort.Strings(c.Destroy)
+	return c
+}
+
+// NoTaps reports, from the roots of the tries, whether no tap is attached
+// any more: no root holds an edge or a leaf (a root may be missing: an ADD
+// killed before its restore leaves only sets).
+func NoTaps(r Reader) (bool, error) {
+	var roots []string
+	for _, t := range ruleset.Tries {
+		roots = append(roots, t.Root)
+	}
+	got, err := r.Chains(roots...)
+	if err != nil {
+		return false, err
+	}
+	for _, t := range ruleset.Tries {
+		if rs, ok := got[t.Root]; ok && !nodeEmpty(t, rs) {
+			return false, nil
+		}
+	}
+	return true, nil
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"sort"
 	"strings"
 	"time"
 
@@ -28,7 +29,20 @@ type Firewall struct {
 	Log    io.Writer // diagnostics; never stdout
 	// Trace, when set, gets the time each step of a call took.
 	Trace io.Writer
+	// Fault, when set, is called after each step that changes the kernel
+	// or holds the lock (see FaultSteps); tests make it kill the process
+	// there to prove that every call converges after a crash.
+	Fault func(step string)
 	start time.Time
+}
+
+// FaultSteps are the points at which Fault is called.
+var FaultSteps = []string{"locked", "planned", "set-created", "set-filled", "restored", "swapped", "destroyed", "tap-removed"}
+
+func (f *Firewall) fault(step string) {
+	if f.Fault != nil {
+		f.Fault(step)
+	}
 }
 
 func (f *Firewall) trace(step string) {
@@ -68,6 +82,7 @@ func (f *Firewall) locked(fn func() error) error {
 		return err
 	}
 	defer unlock()
+	f.fault("locked")
 	return fn()
 }
 
@@ -77,8 +92,27 @@ func (f *Firewall) locked(fn func() error) error {
 func (f *Firewall) Apply(p *ruleset.Plan) (changed bool, err error) {
 	err = f.locked(func() error {
 		names := append(planSets(p), ruleset.TapSet(p.Tap))
+		for _, n := range names[:len(names):len(names)] {
+			names = append(names, ruleset.TempSet(n))
+		}
 		changed, err = f.change(names, func(r Reader, sets map[string][]netip.Prefix) (*Changes, error) {
-			return PlanChanges(r, sets, p)
+			c, err := PlanChanges(r, sets, p)
+			if err != nil {
+				return nil, err
+			}
+			// A call killed between a swap and the end leaves the old
+			// content under the temporary name.
+			swapping := map[string]bool{}
+			for _, s := range c.Sets {
+				swapping[ruleset.TempSet(s.Name)] = s.Exists
+			}
+			for n := range sets {
+				if strings.HasPrefix(n, "tfw-x-") && !swapping[n] {
+					c.Destroy = append(c.Destroy, n)
+				}
+			}
+			sort.Strings(c.Destroy)
+			return c, nil
 		})
 		return err
 	})
@@ -104,6 +138,7 @@ func (f *Firewall) change(setNames []string, plan func(Reader, map[string][]neti
 		return false, err
 	}
 	f.trace("read chains")
+	f.fault("planned")
 	if c.Empty() {
 		return false, nil
 	}
@@ -126,13 +161,70 @@ func (f *Firewall) Remove(taps ...string) error {
 }
 
 // remove removes one tap in one transaction; the caller holds the lock.
+// When it was the last tap and no host firewall is set up, the shared
+// chains, hooks and sets go too (cleanUp), so the last DEL leaves nothing.
 func (f *Firewall) remove(tap string) error {
-	names := []string{ruleset.TapSet(tap)}
+	if err := f.removeTap(tap); err != nil {
+		return err
+	}
+	f.fault("tap-removed")
+	return f.cleanUp()
+}
+
+// CleanUp removes the shared chains, hooks and sets when no tap is left
+// and no host firewall is set up; otherwise it changes nothing.
+func (f *Firewall) CleanUp() error { return f.locked(f.cleanUp) }
+
+// cleanUp removes everything tapfw made when no tap is attached and the
+// host firewall has no addresses (its chains are then unreachable), so
+// taking it away changes no verdict. The caller holds the lock.
+func (f *Firewall) cleanUp() error {
+	sets, err := f.Sets.List(ruleset.SetHost)
+	if err != nil {
+		return err
+	}
+	if len(sets[ruleset.SetHost]) > 0 {
+		return nil
+	}
+	r, err := f.Tables.Reader()
+	if err != nil {
+		return err
+	}
+	none, err := NoTaps(r)
+	r.Close()
+	if err != nil || !none {
+		return err
+	}
+	return f.flush()
+}
+
+// Flush removes everything tapfw made, and nothing else: hooks, chains,
+// sets. What it removes depends on names only, so it also clears what an
+// older version or a crash left.
+func (f *Firewall) Flush() error {
+	return f.locked(f.flush)
+}
+
+func (f *Firewall) flush() error {
+	t, sets, err := f.State()
+	if err != nil {
+		return err
+	}
+	c := FlushChanges(t, sets)
+	if c.Empty() {
+		return nil
+	}
+	return f.apply(c)
+}
+
+// removeTap removes one tap's chains, leaves and set.
+func (f *Firewall) removeTap(tap string) error {
+	names := []string{ruleset.TapSet(tap), ruleset.TempSet(ruleset.TapSet(tap))}
 	_, err := f.change(names, func(r Reader, sets map[string][]netip.Prefix) (*Changes, error) {
 		return RemoveChanges(r, sets, tap)
 	})
-	if err == nil {
-		return nil
+	if err == nil || errors.Is(err, ErrBusy) {
+		return err
 	}
 	// Something of the tap is where its paths do not lead (a leaf at an
 	// address its set no longer holds): look through the whole table.
@@ -291,11 +383,13 @@ func (f *Firewall) apply(c *Changes) (err error) {
 			if err := f.Sets.Create(s.Name); err != nil {
 				return err
 			}
+			f.fault("set-created")
 			name := s.Name
 			undo = append(undo, func() error { return f.Sets.Destroy(name) })
 			if err := f.fill(s.Name, s.Entries); err != nil {
 				return err
 			}
+			f.fault("set-filled")
 			continue
 		}
 		tmp := ruleset.TempSet(s.Name)
@@ -305,10 +399,12 @@ func (f *Firewall) apply(c *Changes) (err error) {
 		if err := f.Sets.Create(tmp); err != nil {
 			return err
 		}
+		f.fault("set-created")
 		swaps = append(swaps, [2]string{tmp, s.Name})
 		if err := f.fill(tmp, s.Entries); err != nil {
 			return err
 		}
+		f.fault("set-filled")
 	}
 	f.trace("set changes")
 	if data := c.RestoreFile(); data != nil {
@@ -320,11 +416,13 @@ func (f *Firewall) apply(c *Changes) (err error) {
 		}
 	}
 	f.trace("restore")
+	f.fault("restored")
 	undo = nil
 	for _, sw := range swaps {
 		if err := f.Sets.Swap(sw[0], sw[1]); err != nil {
 			return fmt.Errorf("rules are in place, but %w", err)
 		}
+		f.fault("swapped")
 	}
 	for _, name := range c.Destroy {
 		if err := f.Sets.Destroy(name); err != nil {
@@ -332,6 +430,7 @@ func (f *Firewall) apply(c *Changes) (err error) {
 			// removes it. Report it all the same.
 			f.logf("%v", err)
 		}
+		f.fault("destroyed")
 	}
 	return nil
 }

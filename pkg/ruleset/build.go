@@ -65,6 +65,12 @@ func Build(c Config) (*Plan, error) {
 	if err := ValidateIfName(c.Bridge.Name); err != nil {
 		return nil, fmt.Errorf("bridge: %w", err)
 	}
+	if c.Bridge.ManagedPrefix == "" {
+		c.Bridge.ManagedPrefix = DefaultManagedPrefix
+	}
+	if err := ValidateIfPrefix(c.Bridge.ManagedPrefix); err != nil {
+		return nil, fmt.Errorf("managedPrefix: %w", err)
+	}
 	if t.MACFilter && len(t.MAC) != 6 {
 		return nil, fmt.Errorf("mac: required when macFilter is on")
 	}
@@ -83,12 +89,17 @@ func Build(c Config) (*Plan, error) {
 	for _, h := range [][2]string{{"FORWARD", ChainForward}, {"INPUT", ChainInput}, {"OUTPUT", ChainOutput}} {
 		p.Hooks = append(p.Hooks, Rule{Chain: h[0], Comment: OwnerHooks + ": hook", Verdict: Verdict{Target: h[1]}})
 	}
-	p.Base = append(p.Base, Chain{Name: ChainForward})
+	p.Base = append(p.Base, Chain{Name: ChainForward}, Chain{Name: ChainUnmanagedIn}, Chain{Name: ChainUnmanagedOut})
 	for _, t := range Tries {
-		p.Base = append(p.Base, Chain{Name: t.Root})
+		root := Chain{Name: t.Root}
+		if miss, ok := t.MissRule(t.Root); ok {
+			root.Rules = []Rule{miss}
+		}
+		p.Base = append(p.Base, root)
 	}
 	p.Shared = append(p.Shared, inputChain(), outputChain(), bridgeChain(br))
 	p.Members = append(p.Members, forwardRules(c.Bridge)...)
+	p.Members = append(p.Members, unmanagedRules(c.Bridge)...)
 
 	// The tap's chains and its dispatch rules.
 	out, err := tapOut(t)
@@ -196,6 +207,24 @@ func forwardRules(b Bridge) []Rule {
 			Rule{Chain: c, OutIface: b.Name, Comment: own + "no inter-bridge routing", Verdict: Verdict{Target: "DROP"}})
 	}
 	return rs
+}
+
+// unmanagedRules are the bridge's rules for packets of ports that no trie
+// leaf matched, in FORWARD (out = the bridge) and INPUT (in = the bridge):
+// DROP for ports named like its taps when the bridge fails closed, an
+// explicit RETURN otherwise, so the choice shows in the ruleset.
+func unmanagedRules(b Bridge) []Rule {
+	v, what := Verdict{Target: "RETURN"}, "fail open"
+	if b.FailClosed {
+		v, what = Verdict{Target: "DROP"}, "fail closed"
+	}
+	prefix := b.ManagedPrefix + "+"
+	cin, cout, own := ChainUnmanagedIn, ChainUnmanagedOut, b.Name+": "
+	return []Rule{
+		{Chain: cin, OutIface: b.Name, Physdev: Physdev{Present: true, In: prefix, IsBridged: true}, Comment: own + "port without chains, " + what, Verdict: v},
+		{Chain: cin, InIface: b.Name, Physdev: Physdev{Present: true, In: prefix}, Comment: own + "port without chains, " + what, Verdict: v},
+		{Chain: cout, OutIface: b.Name, Physdev: Physdev{Present: true, Out: prefix, IsBridged: true}, Comment: own + "port without chains, " + what, Verdict: v},
+	}
 }
 
 // DispatchComment is the comment of a tap's rule in its bridge's OUT

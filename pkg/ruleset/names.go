@@ -30,8 +30,13 @@ const (
 	ChainOutput  = "TFW-OUTPUT"
 	ChainHostIn  = "TFW-HOST-IN"
 	ChainHostOut = "TFW-HOST-OUT"
-	SetHost      = "tfw-host"
-	SetCluster   = "tfw-cluster"
+	// ChainUnmanagedIn and ChainUnmanagedOut get the packets of bridge
+	// ports that no trie leaf matched: a fail-closed bridge drops those of
+	// ports named like its taps.
+	ChainUnmanagedIn  = "TFW-UNMANAGED-IN"
+	ChainUnmanagedOut = "TFW-UNMANAGED-OUT"
+	SetHost           = "tfw-host"
+	SetCluster        = "tfw-cluster"
 
 	tapChainPrefix    = "TFW-T-"
 	bridgeChainPrefix = "TFW-B-"
@@ -106,6 +111,18 @@ func ValidateIfName(name string) error {
 	}
 	if !ifNameRE.MatchString(name) {
 		return fmt.Errorf("%q may hold only letters, digits, '_', '.' and '-' and must start with a letter, digit or '_'", name)
+	}
+	return nil
+}
+
+// ValidateIfPrefix checks an interface name prefix, which is matched as
+// "prefix+": an interface name of at most MaxIfName-1 characters.
+func ValidateIfPrefix(prefix string) error {
+	if err := ValidateIfName(prefix); err != nil {
+		return err
+	}
+	if len(prefix) > MaxIfName-1 {
+		return fmt.Errorf("%q is longer than %d characters", prefix, MaxIfName-1)
 	}
 	return nil
 }

@@ -21,6 +21,10 @@ import (
 type Trie struct {
 	Name string // short name: DI, DO or DH
 	Root string // root chain
+	// Miss, when set, is where a packet goes that no rule of a node
+	// matched: every node ends with a goto to it, so a packet of a port
+	// without a leaf reaches it from whichever node it stopped in.
+	Miss string
 	// match fills r's match for a key prefix: exact for a whole key,
 	// otherwise every key that starts with prefix.
 	match func(r *Rule, prefix string, exact bool)
@@ -29,10 +33,10 @@ type Trie struct {
 // The tries: tap names by bridge port in (from the VM), by bridge port
 // out (to the VM), and tap addresses by destination (host to VM).
 var (
-	TrieIn = Trie{Name: "DI", Root: "TFW-DI", match: func(r *Rule, p string, exact bool) {
+	TrieIn = Trie{Name: "DI", Root: "TFW-DI", Miss: ChainUnmanagedIn, match: func(r *Rule, p string, exact bool) {
 		r.Physdev = Physdev{Present: true, In: wildcard(p, exact)}
 	}}
-	TrieOut = Trie{Name: "DO", Root: "TFW-DO", match: func(r *Rule, p string, exact bool) {
+	TrieOut = Trie{Name: "DO", Root: "TFW-DO", Miss: ChainUnmanagedOut, match: func(r *Rule, p string, exact bool) {
 		r.Physdev = Physdev{Present: true, Out: wildcard(p, exact)}
 	}}
 	TrieHost = Trie{Name: "DH", Root: "TFW-DH", match: func(r *Rule, p string, exact bool) {
@@ -89,6 +93,14 @@ const MaxTrieDepth = 8
 
 // EdgeOwner is the owner of wildcard edges, which all taps below share.
 const EdgeOwner = "@dispatch"
+
+// MissRule is the last rule of node when the trie has a Miss chain.
+func (t Trie) MissRule(node string) (Rule, bool) {
+	if t.Miss == "" {
+		return Rule{}, false
+	}
+	return Rule{Chain: node, Comment: fmt.Sprintf("%s: %s no tap", EdgeOwner, t.Name), Verdict: Verdict{Goto: true, Target: t.Miss}}, true
+}
 
 // PathFor builds the path of key in trie t, whose leaf jumps to target.
 func (t Trie) PathFor(key, target, leafComment string) Path {

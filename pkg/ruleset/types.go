@@ -61,10 +61,19 @@ type Tap struct {
 	In, Out    []UserRule
 }
 
+// DefaultManagedPrefix is the port name prefix a fail-closed bridge
+// expects to carry tapfw chains: QEMU's and Proxmox's tap names.
+const DefaultManagedPrefix = "tap"
+
 // Bridge is the per-bridge configuration.
 type Bridge struct {
 	Name         string
 	AllowRouting bool
+	// FailClosed drops traffic of ports whose names start with
+	// ManagedPrefix but that have no tap chains (their ADD failed, was
+	// killed, or has not run yet).
+	FailClosed    bool
+	ManagedPrefix string
 }
 
 // Host is the host firewall: its addresses, the cluster's hosts and rules.

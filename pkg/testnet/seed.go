@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -217,6 +218,10 @@ type Probe struct {
 	// in a tap's own chains.
 	Shared bool
 }
+
+// ThroughTap reports whether the probe's packets cross a VM's tap (every
+// probe but those between the router and the host).
+func (p Probe) ThroughTap() bool { return strings.Contains(p.Name, "vm1") }
 
 // seedProbe is a Probe and how to send it. payload is unique to the run.
 type seedProbe struct {

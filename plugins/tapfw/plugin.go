@@ -1,14 +1,18 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
+	cnins "github.com/containernetworking/cni/pkg/ns"
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -38,24 +42,42 @@ type plugin struct {
 	// sysctlCheck reports when it does not.
 	sysctl      func() error
 	sysctlCheck func() error
-	modeErr     error
+	envErr      *config.Error // a bad TAPFW_* variable
 }
 
 func newPlugin() *plugin {
+	// envErr is the first bad TAPFW_* variable, reported by name.
+	var envErr *config.Error
+	bad := func(name string, err error) {
+		if envErr == nil {
+			envErr = &config.Error{Field: name, Err: err, Code: types.ErrInvalidEnvironmentVariables}
+		}
+	}
 	mode, err := netfilter.ModeFromEnv()
+	if err != nil {
+		bad("TAPFW_IPTABLES", err)
+	}
 	timeout := 30 * time.Second
 	if s := os.Getenv("TAPFW_LOCK_TIMEOUT"); s != "" {
-		if d, perr := time.ParseDuration(s); perr == nil {
+		if d, perr := time.ParseDuration(s); perr == nil && d > 0 {
 			timeout = d
-		} else if err == nil {
-			err = fmt.Errorf("TAPFW_LOCK_TIMEOUT: %w", perr)
+		} else {
+			bad("TAPFW_LOCK_TIMEOUT", fmt.Errorf("%q is not a positive duration such as 30s", s))
 		}
 	}
 	lockPath := os.Getenv("TAPFW_LOCK")
 	if lockPath == "" {
 		lockPath = netfilter.DefaultLockPath
 	}
-	ex := netfilter.Exec{Mode: mode, WaitSeconds: 10}
+	wait := 10
+	if s := os.Getenv("TAPFW_XTABLES_WAIT"); s != "" {
+		if v, perr := strconv.Atoi(s); perr == nil && v >= 1 && v <= 300 {
+			wait = v
+		} else {
+			bad("TAPFW_XTABLES_WAIT", fmt.Errorf("%q is not a number of seconds from 1 to 300", s))
+		}
+	}
+	ex := netfilter.Exec{Mode: mode, WaitSeconds: wait}
 	p := &plugin{
 		fw: &netfilter.Firewall{
 			Tables: ex,
@@ -69,12 +91,37 @@ func newPlugin() *plugin {
 		isBridge:    isBridge,
 		sysctl:      enableBridgeNF,
 		sysctlCheck: checkBridgeNF,
-		modeErr:     err,
+		envErr:      envErr,
 	}
 	if os.Getenv("TAPFW_TRACE") != "" {
 		p.fw.Trace = os.Stderr
 	}
+	if f := os.Getenv("TAPFW_FAULT"); f != "" {
+		p.fw.Fault = faultAt(f)
+	}
 	return p
+}
+
+// faultAt returns a Fault hook that kills the process with SIGKILL at the
+// n-th time it reaches step, for spec "step" (n = 1) or "step:n". Tests
+// use it (TAPFW_FAULT) to crash a call between any two of its changes.
+func faultAt(spec string) func(string) {
+	step, n := spec, 1
+	if i := strings.LastIndexByte(spec, ':'); i >= 0 {
+		if v, err := strconv.Atoi(spec[i+1:]); err == nil && v > 0 {
+			step, n = spec[:i], v
+		}
+	}
+	seen := 0
+	return func(s string) {
+		if s != step {
+			return
+		}
+		if seen++; seen == n {
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			time.Sleep(time.Hour) // the signal is on its way
+		}
+	}
 }
 
 // cniError maps an error to a CNI error with the right code.
@@ -90,7 +137,17 @@ func cniError(err error, what string) error {
 	var de *netfilter.DriftError
 	switch {
 	case errors.As(err, &ve):
-		return types.NewError(types.ErrInvalidNetworkConfig, "invalid config: "+ve.Error(), "")
+		switch ve.Code {
+		case 0, types.ErrInvalidNetworkConfig:
+			return types.NewError(types.ErrInvalidNetworkConfig, "invalid config: "+ve.Error(), "")
+		case types.ErrInvalidEnvironmentVariables:
+			return types.NewError(ve.Code, "invalid environment: "+ve.Error(), "")
+		case types.ErrUnsupportedField:
+			return types.NewError(ve.Code, "unsupported field: "+ve.Error(), "")
+		case types.ErrDecodingFailure:
+			return types.NewError(ve.Code, "cannot decode config: "+ve.Error(), "")
+		}
+		return types.NewError(ve.Code, ve.Error(), "")
 	case errors.Is(err, config.ErrDecode):
 		return types.NewError(types.ErrDecodingFailure, err.Error(), "")
 	case errors.Is(err, netfilter.ErrBusy):
@@ -103,8 +160,8 @@ func cniError(err error, what string) error {
 
 // load parses stdin and the previous result and resolves the tap.
 func (p *plugin) load(args *skel.CmdArgs) (*config.Resolved, types.Result, error) {
-	if p.modeErr != nil {
-		return nil, nil, &config.Error{Field: "TAPFW_IPTABLES", Err: p.modeErr}
+	if p.envErr != nil {
+		return nil, nil, p.envErr
 	}
 	conf, err := config.Parse(args.StdinData)
 	if err != nil {
@@ -114,7 +171,12 @@ func (p *plugin) load(args *skel.CmdArgs) (*config.Resolved, types.Result, error
 	var prev *config.PrevIface
 	if conf.RawPrevResult != nil {
 		if err := version.ParsePrevResult(&conf.PluginConf); err != nil {
-			return nil, nil, &config.Error{Field: "prevResult", Err: err}
+			e := &config.Error{Field: "prevResult", Err: err}
+			var te *json.UnmarshalTypeError
+			if errors.As(err, &te) {
+				e.Code = types.ErrDecodingFailure
+			}
+			return nil, nil, e
 		}
 		prevRes = conf.PrevResult
 		if prev, err = p.fromPrev(conf.PrevResult, args.IfName); err != nil {
@@ -139,6 +201,9 @@ func (p *plugin) fromPrev(res types.Result, ifName string) (*config.PrevIface, e
 	pi := &config.PrevIface{}
 	sandboxIdx := -1
 	for i, itf := range r.Interfaces {
+		if itf == nil {
+			return nil, fmt.Errorf("interfaces[%d] is null", i)
+		}
 		if itf.Sandbox != "" {
 			if sandboxIdx < 0 || itf.Name == ifName {
 				sandboxIdx = i
@@ -154,7 +219,10 @@ func (p *plugin) fromPrev(res types.Result, ifName string) (*config.PrevIface, e
 	if sandboxIdx >= 0 {
 		pi.MAC = r.Interfaces[sandboxIdx].Mac
 	}
-	for _, ip := range r.IPs {
+	for i, ip := range r.IPs {
+		if ip == nil {
+			return nil, fmt.Errorf("ips[%d] is null", i)
+		}
 		if ip.Interface != nil && sandboxIdx >= 0 && *ip.Interface != sandboxIdx {
 			continue
 		}
@@ -171,7 +239,27 @@ func (p *plugin) fromPrev(res types.Result, ifName string) (*config.PrevIface, e
 	return pi, nil
 }
 
+// checkNetNS refuses, before anything changes, what skel refuses only
+// after the command ran: CNI_NETNS naming the plugin's own namespace
+// without CNI_NETNS_OVERRIDE.
+func checkNetNS(args *skel.CmdArgs) error {
+	if o := strings.ToUpper(args.NetnsOverride); o == "TRUE" || o == "1" || args.Netns == "" {
+		return nil
+	}
+	own, err := cnins.CheckNetNS(args.Netns)
+	if err != nil {
+		return err
+	}
+	if own {
+		return types.NewError(types.ErrInvalidNetNS, "plugin's netns and netns from CNI_NETNS should not be the same", "")
+	}
+	return nil
+}
+
 func (p *plugin) cmdAdd(args *skel.CmdArgs) error {
+	if err := checkNetNS(args); err != nil {
+		return err
+	}
 	r, prev, err := p.load(args)
 	if err != nil {
 		return cniError(err, "add")
@@ -231,8 +319,11 @@ func (p *plugin) cmdCheck(args *skel.CmdArgs) error {
 // recorded at ADD (network, container ID, ifname). Nothing there is no
 // error.
 func (p *plugin) cmdDel(args *skel.CmdArgs) error {
-	if p.modeErr != nil {
-		return cniError(&config.Error{Field: "TAPFW_IPTABLES", Err: p.modeErr}, "del")
+	if err := checkNetNS(args); err != nil {
+		return err
+	}
+	if p.envErr != nil {
+		return cniError(p.envErr, "del")
 	}
 	conf, err := config.Parse(args.StdinData)
 	if err != nil {
@@ -254,6 +345,10 @@ func (p *plugin) cmdDel(args *skel.CmdArgs) error {
 	}
 	// Standalone: CNI_IFNAME is the tap itself; its record is on its own
 	// path, read without scanning every tap.
+	// With no record at all, whatever is left under that name (a set or
+	// chains a DEL killed halfway left behind) is attached to nothing, so
+	// removing it is safe.
+	leftover := ""
 	if ruleset.ValidateIfName(args.IfName) == nil {
 		a, ok, err := p.fw.Attachment(args.IfName)
 		if err != nil {
@@ -261,6 +356,9 @@ func (p *plugin) cmdDel(args *skel.CmdArgs) error {
 		}
 		if ok && (a.IfName == args.IfName || a.ContainerID == args.ContainerID) {
 			taps[a.Tap] = true
+		}
+		if !ok {
+			leftover = args.IfName
 		}
 	}
 	// Chained without a previous result: find the attachment among all.
@@ -275,8 +373,13 @@ func (p *plugin) cmdDel(args *skel.CmdArgs) error {
 			}
 		}
 	}
+	if leftover != "" {
+		taps[leftover] = true
+	}
 	if len(taps) == 0 {
-		return nil
+		// Nothing of this attachment is left, but a DEL killed after
+		// removing the last tap may have left the shared state behind.
+		return cniError(p.fw.CleanUp(), "del")
 	}
 	list := make([]string, 0, len(taps))
 	for t := range taps {
@@ -289,8 +392,8 @@ func (p *plugin) cmdDel(args *skel.CmdArgs) error {
 }
 
 func (p *plugin) cmdGC(args *skel.CmdArgs) error {
-	if p.modeErr != nil {
-		return cniError(&config.Error{Field: "TAPFW_IPTABLES", Err: p.modeErr}, "gc")
+	if p.envErr != nil {
+		return cniError(p.envErr, "gc")
 	}
 	conf, err := config.Parse(args.StdinData)
 	if err != nil {
@@ -310,8 +413,8 @@ func (p *plugin) cmdGC(args *skel.CmdArgs) error {
 }
 
 func (p *plugin) cmdStatus(args *skel.CmdArgs) error {
-	if p.modeErr != nil {
-		return types.NewError(errNotAvailable, p.modeErr.Error(), "")
+	if p.envErr != nil {
+		return types.NewError(errNotAvailable, p.envErr.Error(), "")
 	}
 	if err := netfilter.Status(p.exec, p.fw.Sets); err != nil {
 		return types.NewError(errNotAvailable, err.Error(), "")
