@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/tapfw
 PKGS    := ./...
 
-.PHONY: all build demo test test-unit verify update deps clean install bench
+.PHONY: all build demo test test-unit verify update deps clean install bench fuzz
 
 all: build
 
@@ -29,6 +29,10 @@ bench: deps build
 ## (full log in tmp/test.log; under CI=true a skipped test fails the run)
 test: deps build verify
 	scripts/test.sh
+
+## fuzz: every fuzz target for FUZZTIME each (default 20s), as root
+fuzz:
+	scripts/fuzz.sh
 
 ## test-unit: the tests that need no root
 test-unit:

@@ -22,6 +22,21 @@ if [ -n "$skipped" ]; then
 fi
 echo "tests: $passed passed, $failed failed, $nskipped skipped"
 [ $status -eq 0 ] || exit $status
+# The fuzz targets, for a bounded time each (FUZZTIME, default 15s here).
+if [ "$(id -u)" -eq 0 ]; then
+  FUZZTIME=${FUZZTIME:-15s} scripts/fuzz.sh >tmp/fuzz.log 2>&1
+  fstatus=$?
+  grep -E '^== ' tmp/fuzz.log
+  if [ $fstatus -ne 0 ]; then
+    tail -60 tmp/fuzz.log
+    echo "fuzzing failed (full log in tmp/fuzz.log)"
+    exit $fstatus
+  fi
+  echo "fuzzing: every target ran ${FUZZTIME:-15s} without a failure (log in tmp/fuzz.log)"
+elif [ "${CI:-}" = true ]; then
+  echo "CI: fuzzing needs root"
+  exit 1
+fi
 if [ -n "$skipped" ] && [ "${CI:-}" = true ]; then
   echo "CI: no test may be skipped here"
   exit 1

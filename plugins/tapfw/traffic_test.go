@@ -101,17 +101,17 @@ func testSeedTraffic(t *testing.T, mode, save string) {
 			t.Errorf("after DEL: ipset %s remains", name)
 		}
 	}
-	// The taps' own rules are gone, so what they decided passes again. The
-	// chains all taps share (host firewall, inter-bridge routing drop) are
-	// not any one tap's and DEL leaves them: what they decided stays.
+	// The taps' own rules are gone but the taps are still ports of their
+	// bridges, named like taps: the bridges fail closed, so nothing that
+	// goes through a tap passes; between router and host the host firewall,
+	// which outlives the taps, still decides.
 	after := runSeedTwice(t, s, probes, "after DEL")
 	for i, p := range probes {
 		switch {
-		case !p.Shared && !after[i]:
-			t.Errorf("after DEL: %s: still dropped, though a tap's rule decided it (%s)", p.Name, p.Why)
-		case p.Shared && after[i] != p.Want:
-			t.Errorf("after DEL: %s: got %s, want %s: the shared rule should outlive the taps (%s)",
-				p.Name, passDrop(after[i]), passDrop(p.Want), p.Why)
+		case p.ThroughTap() && after[i]:
+			t.Errorf("after DEL: %s: passed through a tap without chains; the bridge should fail closed", p.Name)
+		case !p.ThroughTap() && after[i] != p.Want:
+			t.Errorf("after DEL: %s: got %s, want %s: the host firewall outlives the taps", p.Name, passDrop(after[i]), passDrop(p.Want))
 		}
 	}
 	if t.Failed() {
