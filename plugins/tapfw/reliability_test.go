@@ -283,6 +283,7 @@ func concurrentRun(t *testing.T, mode string, foreign bool) {
 					}
 				}
 				writes++
+				time.Sleep(5 * time.Millisecond)
 			}
 		}()
 	}
