@@ -262,7 +262,7 @@ func checkRestoreFile(data []byte, p *ruleset.Plan, tap ruleset.Tap) error {
 		if !declared[chain] && !builtins[chain] {
 			return fmt.Errorf("line %d adds to chain %s, which is neither declared before nor built in", n, chain)
 		}
-		wantArgv := append(head, ruleArgs(r)...)
+		wantArgv := append(head, r.Args()...)
 		if !slices.Equal(argv, wantArgv) {
 			return fmt.Errorf("line %d splits into\n  %q\nbut was rendered from\n  %q", n, argv, wantArgv)
 		}
@@ -354,113 +354,6 @@ func restoreArgv(line string) ([]string, error) {
 		out = append(out, string(param))
 	}
 	return out, nil
-}
-
-// ruleArgs is the argument list r stands for, in the order iptables-save
-// prints a rule (as Rule.Spec renders it), with values unquoted.
-func ruleArgs(r ruleset.Rule) []string {
-	var a []string
-	w := func(s ...string) { a = append(a, s...) }
-	if r.Src.IsValid() {
-		w("-s", r.Src.String())
-	}
-	if r.Dst.IsValid() {
-		w("-d", r.Dst.String())
-	}
-	if r.InIface != "" {
-		w("-i", r.InIface)
-	}
-	if r.OutIface != "" {
-		w("-o", r.OutIface)
-	}
-	if r.Proto != "" {
-		w("-p", r.Proto)
-	}
-	if pd := r.Physdev; pd.Present {
-		w("-m", "physdev")
-		if pd.In != "" {
-			w("--physdev-in", pd.In)
-		}
-		if pd.Out != "" {
-			w("--physdev-out", pd.Out)
-		}
-		if pd.IsIn {
-			w("--physdev-is-in")
-		}
-		if pd.IsOut {
-			w("--physdev-is-out")
-		}
-		if pd.IsBridged {
-			w("--physdev-is-bridged")
-		}
-	}
-	if r.CtState != "" {
-		w("-m", "conntrack", "--ctstate", r.CtState)
-	}
-	if r.MACSource != "" {
-		w("-m", "mac")
-		if r.MACNegate {
-			w("!")
-		}
-		w("--mac-source", strings.ToLower(r.MACSource))
-	}
-	for _, s := range []struct {
-		name string
-		neg  bool
-		dir  string
-	}{{r.SetSrc, r.SetSrcNeg, "src"}, {r.SetDst, r.SetDstNeg, "dst"}} {
-		if s.name == "" {
-			continue
-		}
-		w("-m", "set")
-		if s.neg {
-			w("!")
-		}
-		w("--match-set", s.name, s.dir)
-	}
-	if r.SPort != "" || r.DPort != "" {
-		w("-m", r.Proto)
-		if r.SPort != "" {
-			w("--sport", r.SPort)
-		}
-		if r.DPort != "" {
-			w("--dport", r.DPort)
-		}
-	}
-	if r.SPorts != "" {
-		w("-m", "multiport", "--sports", r.SPorts)
-	}
-	if r.DPorts != "" {
-		w("-m", "multiport", "--dports", r.DPorts)
-	}
-	if r.ICMPType != "" {
-		w("-m", "icmp", "--icmp-type", r.ICMPType)
-	}
-	if r.Limit != "" {
-		w("-m", "limit", "--limit", r.Limit)
-		if r.LimitBurst != 0 && r.LimitBurst != 5 {
-			w("--limit-burst", fmt.Sprint(r.LimitBurst))
-		}
-	}
-	if c := r.InstalledComment(); c != "" {
-		w("-m", "comment", "--comment", c)
-	}
-	if r.Verdict.Goto {
-		w("-g", r.Verdict.Target)
-	} else {
-		w("-j", r.Verdict.Target)
-	}
-	switch r.Verdict.Target {
-	case "REJECT":
-		with := r.Verdict.RejectWith
-		if with == "" {
-			with = "icmp-port-unreachable"
-		}
-		w("--reject-with", with)
-	case "LOG":
-		w("--log-prefix", r.Verdict.LogPrefix)
-	}
-	return a
 }
 
 // TestRestoreArgv pins the splitting FuzzRender relies on to what

@@ -52,17 +52,28 @@ type Rule struct {
 	noHash     bool
 }
 
-// Spec renders the rule without "-A CHAIN", as iptables-save prints it.
+// Spec renders the rule without "-A CHAIN", as iptables-save prints it:
+// Args joined by spaces, the comment and the log prefix quoted.
 func (r Rule) Spec() string {
 	var b strings.Builder
-	w := func(s ...string) {
-		for _, x := range s {
-			if b.Len() > 0 {
-				b.WriteByte(' ')
+	args := r.Args()
+	for i, x := range args {
+		if i > 0 {
+			b.WriteByte(' ')
+			if args[i-1] == "--comment" || args[i-1] == "--log-prefix" {
+				x = quote(x)
 			}
-			b.WriteString(x)
 		}
+		b.WriteString(x)
 	}
+	return b.String()
+}
+
+// Args is the rule's argument list after "-A CHAIN", in the order
+// iptables-save prints it, values unquoted.
+func (r Rule) Args() []string {
+	var a []string
+	w := func(s ...string) { a = append(a, s...) }
 	if r.Src.IsValid() {
 		w("-s", r.Src.String())
 	}
@@ -143,7 +154,7 @@ func (r Rule) Spec() string {
 		}
 	}
 	if c := r.comment(); c != "" {
-		w("-m", "comment", "--comment", quote(c))
+		w("-m", "comment", "--comment", c)
 	}
 	v := r.Verdict
 	if v.Goto {
@@ -159,9 +170,9 @@ func (r Rule) Spec() string {
 		}
 		w("--reject-with", with)
 	case "LOG":
-		w("--log-prefix", quote(v.LogPrefix))
+		w("--log-prefix", v.LogPrefix)
 	}
-	return b.String()
+	return a
 }
 
 // comment is the comment as installed: the rule's own comment and a hash
