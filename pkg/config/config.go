@@ -29,6 +29,8 @@ type NetConf struct {
 	MACFilter          *bool               `json:"macFilter,omitempty"`
 	IPFilter           *bool               `json:"ipFilter,omitempty"`
 	DHCP               *bool               `json:"dhcp,omitempty"`
+	NDP                *bool               `json:"ndp,omitempty"`
+	RAdv               bool                `json:"radv,omitempty"`
 	PolicyIn           string              `json:"policyIn,omitempty"`
 	PolicyOut          string              `json:"policyOut,omitempty"`
 	LogDropped         *bool               `json:"logDropped,omitempty"`
@@ -232,6 +234,8 @@ func Resolve(conf *NetConf, env Env, prev *PrevIface, bridge func(tap string) (s
 		MACFilter:  boolOr(conf.MACFilter, true),
 		IPFilter:   boolOr(conf.IPFilter, true),
 		DHCP:       boolOr(conf.DHCP, true),
+		NDP:        boolOr(conf.NDP, true),
+		RAdv:       conf.RAdv,
 		LogDropped: boolOr(conf.LogDropped, true),
 		Network:    conf.Name,
 		IfName:     env.IfName,
@@ -341,7 +345,11 @@ func Resolve(conf *NetConf, env Env, prev *PrevIface, bridge func(tap string) (s
 		if err != nil {
 			return nil, &Error{Field: fmt.Sprintf("%s[%d]", ipsSrc.field, i), Code: ipsSrc.code, Err: err}
 		}
-		t.IPs = append(t.IPs, p)
+		if p.Addr().Is4() {
+			t.IPs = append(t.IPs, p)
+		} else {
+			t.IPs6 = append(t.IPs6, p)
+		}
 	}
 	if br == "" && bridge != nil {
 		br, err = bridge(t.Name)
@@ -507,7 +515,33 @@ func parseTapIP(s string, addrWithPrefix bool) (netip.Prefix, error) {
 		}
 		s = p.Addr().String()
 	}
+	if a, err := netip.ParseAddr(strings.SplitN(s, "/", 2)[0]); err == nil && a.Is6() && !a.Is4In6() {
+		return parseNet6(s)
+	}
 	return parseNet(s, false)
+}
+
+// parseNet6 reads an IPv6 address or network of a tap (layer-2 checks):
+// no zone, host bits zero, not everything.
+func parseNet6(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil || p.Addr().Zone() != "" {
+			return netip.Prefix{}, fmt.Errorf("%q is not an IPv6 address or CIDR", s)
+		}
+		if p.Masked() != p {
+			return netip.Prefix{}, fmt.Errorf("%q has host bits set (did you mean %s?)", s, p.Masked())
+		}
+		if p.Bits() == 0 {
+			return netip.Prefix{}, fmt.Errorf("%q matches everything; not allowed here", s)
+		}
+		return p, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("%q is not an IPv6 address or CIDR", s)
+	}
+	return netip.PrefixFrom(a, 128), nil
 }
 
 // parseNet reads an IPv4 address or network. Networks must have their host

@@ -37,7 +37,9 @@ func TestBadConfigs(t *testing.T) {
 		{"no mac with macFilter", `{"cniVersion":"1.0.0","bridge":"vmbr0"}`, "mac", "required when macFilter", Env{}, 7},
 		{"bad ip", strings.Replace(good, "192.0.2.10", "192.0.2.300", 1) + `}`, "ips[0]", "not an IPv4", Env{}, 7},
 		{"host bits", strings.Replace(good, "192.0.2.10", "192.0.2.10/24", 1) + `}`, "ips[0]", "host bits", Env{}, 7},
-		{"ipv6 not yet", strings.Replace(good, "192.0.2.10", "2001:db8::1", 1) + `}`, "ips[0]", "IPv6", Env{}, 7},
+		{"ipv6 rule not yet", good + `,"rules":{"in":[{"action":"ACCEPT","source":"2001:db8::1"}]}}`, "rules.in[0].source", "IPv6", Env{}, 7},
+		{"ipv6 with zone", strings.Replace(good, "192.0.2.10", "fe80::1%eth0", 1) + `}`, "ips[0]", "not an IPv6", Env{}, 7},
+		{"ipv6 host bits", strings.Replace(good, "192.0.2.10", "2001:db8::1/64", 1) + `}`, "ips[0]", "host bits", Env{}, 7},
 		{"bridge spaces", strings.Replace(good, "vmbr0", "vm br0", 1) + `}`, "bridge", "may hold only", Env{}, 7},
 		{"bridge too long", strings.Replace(good, "vmbr0", "abcdefghijklmnop", 1) + `}`, "bridge", "longer than 15", Env{}, 7},
 		{"bridge plus", strings.Replace(good, "vmbr0", "vmbr+", 1) + `}`, "bridge", "may hold only", Env{}, 7},
@@ -219,5 +221,26 @@ func TestRuleCanonical(t *testing.T) {
 	}
 	if in[2].ICMPType != "3/3" || in[3].Proto != "udp" {
 		t.Errorf("rules 2,3: %+v %+v", in[2], in[3])
+	}
+}
+
+func TestIPv6Addresses(t *testing.T) {
+	conf, err := Parse([]byte(strings.Replace(good, `"192.0.2.10"`, `"192.0.2.10","2001:db8::10","2001:db8:1::/64"`, 1) + `,"ndp":false,"radv":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Resolve(conf, Env{IfName: "tap1", ContainerID: "c"}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp := r.Ruleset.Tap
+	if len(tp.IPs) != 1 || tp.IPs[0].String() != "192.0.2.10/32" {
+		t.Errorf("IPv4: %v", tp.IPs)
+	}
+	if len(tp.IPs6) != 2 || tp.IPs6[0].String() != "2001:db8::10/128" || tp.IPs6[1].String() != "2001:db8:1::/64" {
+		t.Errorf("IPv6: %v", tp.IPs6)
+	}
+	if tp.NDP || !tp.RAdv {
+		t.Errorf("ndp %v radv %v, want false true", tp.NDP, tp.RAdv)
 	}
 }

@@ -25,6 +25,9 @@ type Locker interface {
 type Firewall struct {
 	Tables Tables
 	Sets   Sets
+	// Bridge, when set, gets each tap's layer-2 checks (table bridge
+	// tapfw) after its iptables changes.
+	Bridge Bridge
 	Lock   Locker
 	Log    io.Writer // diagnostics; never stdout
 	// Trace, when set, gets the time each step of a call took.
@@ -114,7 +117,16 @@ func (f *Firewall) Apply(p *ruleset.Plan) (changed bool, err error) {
 			sort.Strings(c.Destroy)
 			return c, nil
 		})
-		return err
+		if err != nil {
+			return err
+		}
+		if f.Bridge != nil && p.L2 != nil {
+			if err := f.Bridge.Apply(p.L2); err != nil {
+				return err
+			}
+			f.trace("bridge table")
+		}
+		return nil
 	})
 	return changed, err
 }
@@ -167,6 +179,11 @@ func (f *Firewall) remove(tap string) error {
 	if err := f.removeTap(tap); err != nil {
 		return err
 	}
+	if f.Bridge != nil {
+		if err := f.Bridge.Remove(tap); err != nil {
+			return err
+		}
+	}
 	f.fault("tap-removed")
 	return f.cleanUp()
 }
@@ -210,6 +227,11 @@ func (f *Firewall) flush() error {
 	if err != nil {
 		return err
 	}
+	if f.Bridge != nil {
+		if err := f.Bridge.Flush(); err != nil {
+			return err
+		}
+	}
 	c := FlushChanges(t, sets)
 	if c.Empty() {
 		return nil
@@ -250,7 +272,15 @@ func (f *Firewall) Check(p *ruleset.Plan) error {
 		if err != nil {
 			return err
 		}
-		if d := Verify(t, sets, p); len(d) > 0 {
+		d := Verify(t, sets, p)
+		if f.Bridge != nil && p.L2 != nil {
+			d2, err := f.Bridge.Verify(p.L2)
+			if err != nil {
+				return err
+			}
+			d = append(d, d2...)
+		}
+		if len(d) > 0 {
 			return &DriftError{Diffs: d}
 		}
 		return nil
@@ -321,8 +351,18 @@ func (f *Firewall) GC(network string, keep func(ruleset.Attachment) bool) ([]str
 				removed = append(removed, a.Tap)
 			}
 		}
-		for _, tap := range InstalledTaps(t, sets) {
-			if !attached[tap] {
+		installed := InstalledTaps(t, sets)
+		if f.Bridge != nil {
+			l2, err := f.Bridge.Taps()
+			if err != nil {
+				return err
+			}
+			installed = append(installed, l2...)
+		}
+		seen := map[string]bool{}
+		for _, tap := range installed {
+			if !attached[tap] && !seen[tap] {
+				seen[tap] = true
 				removed = append(removed, tap)
 			}
 		}
@@ -451,6 +491,9 @@ func Status(e Exec, s Sets) error {
 	}
 	if _, err := s.List(); err != nil {
 		return fmt.Errorf("ipsets cannot be used: %w", err)
+	}
+	if _, err := nftRun("", "list", "tables", "bridge"); err != nil {
+		return fmt.Errorf("nftables (the bridge table) cannot be used: %w", err)
 	}
 	return nil
 }

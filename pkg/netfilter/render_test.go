@@ -126,3 +126,14 @@ func readSeed(t testing.TB, tap string) []byte {
 	}
 	return data
 }
+
+// TestGoldenLayer2 renders each seed tap's layer-2 transaction (nft -f).
+func TestGoldenLayer2(t *testing.T) {
+	for _, tap := range seedTaps {
+		t.Run(tap, func(t *testing.T) {
+			p := seedPlan(t, tap)
+			golden(t, "seed-l2-"+tap+".txt", []byte(p.L2.String()))
+		})
+	}
+	golden(t, "l2-skeleton.nft", []byte(ruleset.L2Skeleton()))
+}

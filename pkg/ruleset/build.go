@@ -39,6 +39,8 @@ type Plan struct {
 	Members []Rule
 	// Paths are the tap's ways through the dispatch tries.
 	Paths []Path
+	// L2 is the tap's layer-2 checks (table bridge tapfw).
+	L2 *L2Tap
 	// Hooks are the jumps from the built-in chains, kept at their top.
 	Hooks []Rule
 	// Sets are wanted exactly; BaseSets only have to exist.
@@ -111,6 +113,9 @@ func Build(c Config) (*Plan, error) {
 		return nil, err
 	}
 	p.Owned = []Chain{in, out}
+	if p.L2, err = BuildL2(c); err != nil {
+		return nil, err
+	}
 	p.Paths = dispatchPaths(t)
 	p.Sets = append(p.Sets, Set{Name: TapSet(t.Name), Entries: sortedPrefixes(t.IPs)})
 

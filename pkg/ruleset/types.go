@@ -43,7 +43,8 @@ type Tap struct {
 	Name   string
 	Bridge string
 	MAC    net.HardwareAddr // nil when unknown (then MACFilter must be off)
-	IPs    []netip.Prefix
+	IPs    []netip.Prefix   // IPv4
+	IPs6   []netip.Prefix   // IPv6 (layer-2 checks only, for now)
 
 	// Who asked for it, recorded in the dispatch rule so DEL and GC can
 	// find the tap without a state file.
@@ -54,6 +55,8 @@ type Tap struct {
 	MACFilter  bool
 	IPFilter   bool
 	DHCP       bool
+	NDP        bool // neighbour discovery passes (its target checked)
+	RAdv       bool // router advertisements from the VM pass
 	LogDropped bool
 	LogLimit   string // rate of LOG lines, e.g. 5/min
 	PolicyIn   Action

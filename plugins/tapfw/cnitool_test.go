@@ -277,7 +277,7 @@ var cniSaveCounters = regexp.MustCompile(`\[\d+:\d+\]`)
 func cniForeignState(h *host) string {
 	var keep []string
 	for _, l := range strings.Split(cniSaveCounters.ReplaceAllString(h.state(), "[0:0]"), "\n") {
-		if !strings.Contains(l, "TFW-") && !strings.Contains(l, "tfw-") {
+		if !strings.Contains(l, "TFW-") && !strings.Contains(l, "tfw-") && !strings.HasPrefix(l, "l2 ") && l != "table bridge tapfw" {
 			keep = append(keep, l)
 		}
 	}

@@ -85,7 +85,7 @@ var (
 func (h *host) state() string {
 	h.t.Helper()
 	var b strings.Builder
-	for _, argv := range [][]string{{"iptables-nft-save"}, {"iptables-legacy-save"}, {"ipset", "save"}} {
+	for _, argv := range [][]string{{"iptables-nft-save"}, {"iptables-legacy-save"}, {"ipset", "save"}, {"nft", "list", "tables", "bridge"}} {
 		cmd := exec.Command("ip", append([]string{"netns", "exec", h.ns.Name}, argv...)...)
 		out, err := cmd.Output()
 		if err != nil {
@@ -93,7 +93,19 @@ func (h *host) state() string {
 		}
 		b.Write(out)
 	}
-	return counters.ReplaceAllString(noise.ReplaceAllString(b.String(), ""), "$1 [0:0]")
+	s := counters.ReplaceAllString(noise.ReplaceAllString(b.String(), ""), "$1 [0:0]")
+	if strings.Contains(s, "table bridge tapfw") {
+		// tapfw's layer-2 table, each line marked "l2 ".
+		cmd := exec.Command("ip", "netns", "exec", h.ns.Name, "nft", "list", "table", "bridge", "tapfw")
+		out, err := cmd.Output()
+		if err != nil {
+			h.t.Fatalf("nft list table bridge tapfw: %v", err)
+		}
+		for _, l := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
+			s += "l2 " + l + "\n"
+		}
+	}
+	return s
 }
 
 // cniErr is the error a plugin prints on stdout.

@@ -82,6 +82,7 @@ func newPlugin() *plugin {
 		fw: &netfilter.Firewall{
 			Tables: ex,
 			Sets:   netfilter.NetlinkSets{},
+			Bridge: netfilter.NFT{},
 			Lock:   netfilter.FileLock{Path: lockPath, Timeout: timeout},
 			Log:    os.Stderr,
 		},
@@ -226,8 +227,8 @@ func (p *plugin) fromPrev(res types.Result, ifName string) (*config.PrevIface, e
 		if ip.Interface != nil && sandboxIdx >= 0 && *ip.Interface != sandboxIdx {
 			continue
 		}
-		if ip.Address.IP.To4() == nil {
-			continue // IPv6 is not filtered yet (see README, Limitations)
+		if ip.Address.IP == nil {
+			continue
 		}
 		pi.IPs = append(pi.IPs, ip.Address.String())
 	}

@@ -1,0 +1,561 @@
+package netfilter
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/netip"
+	"os/exec"
+	"slices"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/userdata"
+
+	"github.com/tapfw/tapfw/pkg/ruleset"
+)
+
+// Bridge applies the layer-2 checks (table bridge tapfw) to the kernel.
+type Bridge interface {
+	// Apply puts a tap's elements in the shared sets, in one transaction.
+	Apply(p *ruleset.L2Tap) error
+	// Remove takes out everything of tap; nothing installed is no error.
+	Remove(tap string) error
+	// Flush removes the whole table.
+	Flush() error
+	// Verify lists how the installed checks differ from the plan.
+	Verify(p *ruleset.L2Tap) ([]string, error)
+	// Taps lists the taps that have checks.
+	Taps() ([]string, error)
+}
+
+// NFT keeps the table with nft(8) (its skeleton: sets and static rules)
+// and netlink (the elements, so a call costs the same at 10 taps or 4000:
+// no nft cache, no dump of the shared sets).
+type NFT struct{}
+
+var _ Bridge = NFT{}
+
+var l2Table = &nftables.Table{Name: ruleset.L2Table, Family: nftables.TableFamilyBridge}
+
+func nftRun(stdin string, args ...string) ([]byte, error) {
+	cmd := exec.Command("nft", args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdin = strings.NewReader(stdin)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("nft %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.Bytes(), nil
+}
+
+// ruleComment reads the comment nft stores in a rule's user data.
+func nftRuleComment(r *nftables.Rule) string {
+	c, _ := userdata.GetString(r.UserData, userdata.TypeComment)
+	return c
+}
+
+// skeletonOK reports whether the chain holds exactly the static rules.
+func skeletonOK(c *nftables.Conn) (bool, error) {
+	rules, err := c.GetRules(l2Table, &nftables.Chain{Name: ruleset.L2Pre, Table: l2Table})
+	if err != nil {
+		if isNotFound(err) {
+			return false, nil
+		}
+		return false, err
+	}
+	want := ruleset.L2Rules()
+	if len(rules) != len(want) {
+		return false, nil
+	}
+	for i, r := range rules {
+		if nftRuleComment(r) != want[i].InstalledComment() {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+func l2Conn() (*nftables.Conn, error) {
+	c, err := nftables.New(nftables.AsLasting())
+	if err != nil {
+		return nil, fmt.Errorf("opening nftables netlink: %w", err)
+	}
+	return c, nil
+}
+
+// Apply implements Bridge.
+func (n NFT) Apply(p *ruleset.L2Tap) error {
+	c, err := l2Conn()
+	if err != nil {
+		return err
+	}
+	defer c.CloseLasting()
+	ok, err := skeletonOK(c)
+	if err != nil {
+		return fmt.Errorf("reading table bridge tapfw: %w", err)
+	}
+	if !ok {
+		if _, err := nftRun(ruleset.L2Skeleton(), "-f", "-"); err != nil {
+			return fmt.Errorf("making table bridge tapfw: %w", err)
+		}
+	}
+	old, err := readRecord(c, p.Tap)
+	if err != nil {
+		return err
+	}
+	if err := queueElements(c, old, false); err != nil {
+		return err
+	}
+	if err := queueElements(c, p, true); err != nil {
+		return err
+	}
+	if err := queueRecord(c, p); err != nil {
+		return err
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("changing table bridge tapfw for %s: %w", p.Tap, err)
+	}
+	return nil
+}
+
+// Remove implements Bridge.
+func (n NFT) Remove(tap string) error {
+	c, err := l2Conn()
+	if err != nil {
+		return err
+	}
+	defer c.CloseLasting()
+	if _, err := c.ListTableOfFamily(ruleset.L2Table, nftables.TableFamilyBridge); err != nil {
+		if isNotFound(err) {
+			return nil
+		}
+		return err
+	}
+	old, err := readRecord(c, tap)
+	if err != nil || old == nil {
+		return err
+	}
+	if err := queueElements(c, old, false); err != nil {
+		return err
+	}
+	for _, k := range []string{"m", "f", "4", "6"} {
+		c.DelSet(&nftables.Set{Table: l2Table, Name: ruleset.L2Record(tap, k)})
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("removing %s from table bridge tapfw: %w", tap, err)
+	}
+	return nil
+}
+
+// Flush implements Bridge.
+func (n NFT) Flush() error {
+	c, err := l2Conn()
+	if err != nil {
+		return err
+	}
+	defer c.CloseLasting()
+	if _, err := c.ListTableOfFamily(ruleset.L2Table, nftables.TableFamilyBridge); err != nil {
+		if isNotFound(err) {
+			return nil
+		}
+		return err
+	}
+	c.DelTable(l2Table)
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("removing table bridge tapfw: %w", err)
+	}
+	return nil
+}
+
+// Keys: nftables pads each part of a concatenation to 4 bytes; an
+// interface name is 16 bytes, NUL-padded.
+func ifKey(name string) []byte {
+	k := make([]byte, 16)
+	copy(k, name)
+	return k
+}
+
+func pad4(b []byte) []byte {
+	for len(b)%4 != 0 {
+		b = append(b, 0)
+	}
+	return b
+}
+
+func cat(parts ...[]byte) []byte {
+	var out []byte
+	for _, p := range parts {
+		out = append(out, pad4(append([]byte(nil), p...))...)
+	}
+	return out
+}
+
+// rangeElem is the element of tap's address or network: a key for an
+// address (hash set), a key and an end for a network (interval set).
+func rangeElem(tap string, p netip.Prefix) nftables.SetElement {
+	lo, hi := p.Masked().Addr().AsSlice(), ruleset.LastAddr(p).AsSlice()
+	if p.IsSingleIP() {
+		return nftables.SetElement{Key: cat(ifKey(tap), lo)}
+	}
+	return nftables.SetElement{Key: cat(ifKey(tap), lo), KeyEnd: cat(ifKey(tap), hi)}
+}
+
+// shared is a shared set of the table, by name (its handle and types come
+// from the kernel).
+func shared(c *nftables.Conn, name string) (*nftables.Set, error) {
+	s, err := c.GetSetByName(l2Table, name)
+	if err != nil {
+		return nil, fmt.Errorf("set %s of table bridge tapfw: %w", name, err)
+	}
+	return s, nil
+}
+
+// queueElements queues adding (or deleting) what p puts in the shared sets.
+// A delete adds the element first, in the same transaction: deleting what
+// someone already deleted must not fail the call that repairs it.
+func queueElements(c *nftables.Conn, p *ruleset.L2Tap, add bool) error {
+	if p == nil {
+		return nil
+	}
+	op := func(s *nftables.Set, els []nftables.SetElement) error {
+		if err := c.SetAddElements(s, els); err != nil || add {
+			return err
+		}
+		return c.SetDeleteElements(s, els)
+	}
+	do := func(name string, els []nftables.SetElement) error {
+		if len(els) == 0 {
+			return nil
+		}
+		s, err := shared(c, name)
+		if err != nil {
+			return err
+		}
+		return op(s, els)
+	}
+	tap := p.Tap
+	if err := do(ruleset.L2Taps, []nftables.SetElement{{Key: ifKey(tap)}}); err != nil {
+		return err
+	}
+	for _, f := range p.Flags {
+		if err := do(ruleset.L2FlagSet(f), []nftables.SetElement{{Key: ifKey(tap)}}); err != nil {
+			return err
+		}
+	}
+	if p.MAC != nil {
+		if err := do(ruleset.L2MAC, []nftables.SetElement{{Key: cat(ifKey(tap), p.MAC)}}); err != nil {
+			return err
+		}
+	}
+	els := map[string][]nftables.SetElement{}
+	for _, x := range p.IP4 {
+		s := ruleset.L2AddrSet(ruleset.L2IP4, x)
+		els[s] = append(els[s], rangeElem(tap, x))
+	}
+	for _, x := range p.IP6 {
+		for _, set := range []string{ruleset.L2IP6, ruleset.L2ND} { // ND: the same 16 bytes, read as a number
+			s := ruleset.L2AddrSet(set, x)
+			els[s] = append(els[s], rangeElem(tap, x))
+		}
+	}
+	for _, s := range []string{ruleset.L2IP4, ruleset.L2IP4Net, ruleset.L2IP6, ruleset.L2IP6Net, ruleset.L2ND, ruleset.L2NDNet} {
+		if err := do(s, els[s]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// record sets: the tap's MAC, flags (as interface-name strings) and address
+// ranges (first . last).
+func recordSets(tap string) map[string]*nftables.Set {
+	return map[string]*nftables.Set{
+		"m": {Table: l2Table, Name: ruleset.L2Record(tap, "m"), KeyType: nftables.TypeEtherAddr},
+		"f": {Table: l2Table, Name: ruleset.L2Record(tap, "f"), KeyType: nftables.TypeIFName},
+		"4": {Table: l2Table, Name: ruleset.L2Record(tap, "4"), Concatenation: true,
+			KeyType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeIPAddr)},
+		"6": {Table: l2Table, Name: ruleset.L2Record(tap, "6"), Concatenation: true,
+			KeyType: nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeIP6Addr)},
+	}
+}
+
+// queueRecord queues making the tap's record sets hold p.
+func queueRecord(c *nftables.Conn, p *ruleset.L2Tap) error {
+	rs := recordSets(p.Tap)
+	els := map[string][]nftables.SetElement{}
+	if p.MAC != nil {
+		els["m"] = []nftables.SetElement{{Key: append([]byte(nil), p.MAC...)}}
+	}
+	for _, f := range p.Flags {
+		els["f"] = append(els["f"], nftables.SetElement{Key: ifKey(f)})
+	}
+	for _, x := range p.IP4 {
+		els["4"] = append(els["4"], nftables.SetElement{Key: cat(x.Masked().Addr().AsSlice(), ruleset.LastAddr(x).AsSlice())})
+	}
+	for _, x := range p.IP6 {
+		els["6"] = append(els["6"], nftables.SetElement{Key: cat(x.Masked().Addr().AsSlice(), ruleset.LastAddr(x).AsSlice())})
+	}
+	for _, k := range []string{"m", "f", "4", "6"} {
+		s := rs[k]
+		if err := c.AddSet(s, nil); err != nil {
+			return fmt.Errorf("record set %s: %w", s.Name, err)
+		}
+		c.FlushSet(s)
+		if len(els[k]) > 0 {
+			if err := c.SetAddElements(s, els[k]); err != nil {
+				return fmt.Errorf("record set %s: %w", s.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// readRecord reads what the tap put in the shared sets, or nil when it has
+// no record.
+func readRecord(c *nftables.Conn, tap string) (*ruleset.L2Tap, error) {
+	p := &ruleset.L2Tap{Tap: tap}
+	found := false
+	for _, k := range []string{"m", "f", "4", "6"} {
+		s, err := c.GetSetByName(l2Table, ruleset.L2Record(tap, k))
+		if err != nil {
+			if isNotFound(err) {
+				continue
+			}
+			return nil, fmt.Errorf("reading record of %s: %w", tap, err)
+		}
+		found = true
+		els, err := c.GetSetElements(s)
+		if err != nil {
+			return nil, fmt.Errorf("reading record of %s: %w", tap, err)
+		}
+		for _, e := range els {
+			switch k {
+			case "m":
+				if len(e.Key) >= 6 {
+					p.MAC = net.HardwareAddr(append([]byte(nil), e.Key[:6]...))
+				}
+			case "f":
+				p.Flags = append(p.Flags, string(bytes.TrimRight(e.Key, "\x00")))
+			case "4", "6":
+				size := 4
+				if k == "6" {
+					size = 16
+				}
+				if len(e.Key) < 2*size {
+					return nil, fmt.Errorf("record of %s: short element", tap)
+				}
+				lo, _ := netip.AddrFromSlice(e.Key[:size])
+				hi, _ := netip.AddrFromSlice(e.Key[size : 2*size])
+				pr, err := rangePrefix(lo, hi)
+				if err != nil {
+					return nil, fmt.Errorf("record of %s: %w", tap, err)
+				}
+				if k == "4" {
+					p.IP4 = append(p.IP4, pr)
+				} else {
+					p.IP6 = append(p.IP6, pr)
+				}
+			}
+		}
+	}
+	if !found {
+		return nil, nil
+	}
+	slices.Sort(p.Flags)
+	byAddr := func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
+		}
+		return a.Bits() - b.Bits()
+	}
+	slices.SortFunc(p.IP4, byAddr)
+	slices.SortFunc(p.IP6, byAddr)
+	return p, nil
+}
+
+func rangePrefix(lo, hi netip.Addr) (netip.Prefix, error) {
+	for bits := lo.BitLen(); bits >= 0; bits-- {
+		p := netip.PrefixFrom(lo, bits)
+		if p.Masked().Addr() == lo && ruleset.LastAddr(p) == hi {
+			return p, nil
+		}
+	}
+	return netip.Prefix{}, fmt.Errorf("range %s-%s is not a prefix", lo, hi)
+}
+
+// Taps implements Bridge: the elements of tfw-taps.
+func (n NFT) Taps() ([]string, error) {
+	c, err := l2Conn()
+	if err != nil {
+		return nil, err
+	}
+	defer c.CloseLasting()
+	s, err := c.GetSetByName(l2Table, ruleset.L2Taps)
+	if err != nil {
+		if isNotFound(err) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	els, err := c.GetSetElements(s)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range els {
+		out = append(out, string(bytes.TrimRight(e.Key, "\x00")))
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// Verify implements Bridge: the static rules are in place, the tap's record
+// says what the plan wants, and every element of the plan is in its shared
+// set.
+func (n NFT) Verify(p *ruleset.L2Tap) ([]string, error) {
+	c, err := l2Conn()
+	if err != nil {
+		return nil, err
+	}
+	defer c.CloseLasting()
+	var diffs []string
+	ok, err := skeletonOK(c)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return []string{"table bridge tapfw, chain " + ruleset.L2Pre + ": missing or not tapfw's rules"}, nil
+	}
+	rec, err := readRecord(c, p.Tap)
+	if err != nil {
+		return nil, err
+	}
+	want := *p
+	want.Flags = slices.Sorted(slices.Values(p.Flags))
+	if rec == nil || rec.String() != want.String() {
+		got := "nothing"
+		if rec != nil {
+			got = strings.ReplaceAll(strings.TrimSpace(rec.String()), "\n", "; ")
+		}
+		diffs = append(diffs, fmt.Sprintf("table bridge tapfw: record of %s is %s, want %s", p.Tap, got, strings.ReplaceAll(strings.TrimSpace(want.String()), "\n", "; ")))
+	}
+	// Every wanted element present in its shared set.
+	have := map[string]map[string]bool{}
+	load := func(name string) (map[string]bool, error) {
+		if m, ok := have[name]; ok {
+			return m, nil
+		}
+		s, err := shared(c, name)
+		if err != nil {
+			return nil, err
+		}
+		els, err := c.GetSetElements(s)
+		if err != nil {
+			return nil, err
+		}
+		m := map[string]bool{}
+		for _, e := range els {
+			m[string(e.Key)+"|"+string(e.KeyEnd)] = true
+		}
+		have[name] = m
+		return m, nil
+	}
+	check := func(name string, e nftables.SetElement, what string) error {
+		m, err := load(name)
+		if err != nil {
+			return err
+		}
+		if !m[string(e.Key)+"|"+string(e.KeyEnd)] {
+			diffs = append(diffs, fmt.Sprintf("table bridge tapfw, set %s: %s missing", name, what))
+		}
+		return nil
+	}
+	tap := p.Tap
+	checks := []struct {
+		set  string
+		e    nftables.SetElement
+		what string
+	}{{ruleset.L2Taps, nftables.SetElement{Key: ifKey(tap)}, tap}}
+	for _, f := range p.Flags {
+		checks = append(checks, struct {
+			set  string
+			e    nftables.SetElement
+			what string
+		}{ruleset.L2FlagSet(f), nftables.SetElement{Key: ifKey(tap)}, tap})
+	}
+	if p.MAC != nil {
+		checks = append(checks, struct {
+			set  string
+			e    nftables.SetElement
+			what string
+		}{ruleset.L2MAC, nftables.SetElement{Key: cat(ifKey(tap), p.MAC)}, tap + " . " + p.MAC.String()})
+	}
+	for _, x := range p.IP4 {
+		checks = append(checks, struct {
+			set  string
+			e    nftables.SetElement
+			what string
+		}{ruleset.L2AddrSet(ruleset.L2IP4, x), rangeElem(tap, x), tap + " . " + x.String()})
+	}
+	for _, x := range p.IP6 {
+		for _, set := range []string{ruleset.L2IP6, ruleset.L2ND} {
+			checks = append(checks, struct {
+				set  string
+				e    nftables.SetElement
+				what string
+			}{ruleset.L2AddrSet(set, x), rangeElem(tap, x), tap + " . " + x.String()})
+		}
+	}
+	for _, ch := range checks {
+		if err := check(ch.set, ch.e, ch.what); err != nil {
+			return nil, err
+		}
+	}
+	return diffs, nil
+}
+
+// FakeBridge is an in-memory Bridge for tests: it keeps each tap's plan.
+type FakeBridge struct {
+	Plans map[string]*ruleset.L2Tap
+	Fail  error // returned by Apply when set
+}
+
+var _ Bridge = (*FakeBridge)(nil)
+
+// Apply implements Bridge.
+func (f *FakeBridge) Apply(p *ruleset.L2Tap) error {
+	if f.Fail != nil {
+		return f.Fail
+	}
+	if f.Plans == nil {
+		f.Plans = map[string]*ruleset.L2Tap{}
+	}
+	f.Plans[p.Tap] = p
+	return nil
+}
+
+// Remove implements Bridge.
+func (f *FakeBridge) Remove(tap string) error { delete(f.Plans, tap); return nil }
+
+// Flush implements Bridge.
+func (f *FakeBridge) Flush() error { f.Plans = nil; return nil }
+
+// Verify implements Bridge.
+func (f *FakeBridge) Verify(p *ruleset.L2Tap) ([]string, error) {
+	got, ok := f.Plans[p.Tap]
+	if !ok || got.String() != p.String() {
+		return []string{"table bridge tapfw: " + p.Tap + " differs"}, nil
+	}
+	return nil, nil
+}
+
+// Taps implements Bridge.
+func (f *FakeBridge) Taps() ([]string, error) {
+	var out []string
+	for t := range f.Plans {
+		out = append(out, t)
+	}
+	slices.Sort(out)
+	return out, nil
+}
