@@ -49,7 +49,7 @@ func nftRun(stdin string, args ...string) ([]byte, error) {
 	return stdout.Bytes(), nil
 }
 
-// ruleComment reads the comment nft stores in a rule's user data.
+// nftRuleComment reads the comment nft stores in a rule's user data.
 func nftRuleComment(r *nftables.Rule) string {
 	c, _ := userdata.GetString(r.UserData, userdata.TypeComment)
 	return c
@@ -104,10 +104,11 @@ func (n NFT) Apply(p *ruleset.L2Tap) error {
 	if err != nil {
 		return err
 	}
-	if err := queueElements(c, old, false); err != nil {
+	sc := newSetCache(c)
+	if err := queueElements(sc, old, false); err != nil {
 		return err
 	}
-	if err := queueElements(c, p, true); err != nil {
+	if err := queueElements(sc, p, true); err != nil {
 		return err
 	}
 	if err := queueRecord(c, p); err != nil {
@@ -126,20 +127,17 @@ func (n NFT) Remove(tap string) error {
 		return err
 	}
 	defer c.CloseLasting()
-	if _, err := c.ListTableOfFamily(ruleset.L2Table, nftables.TableFamilyBridge); err != nil {
-		if isNotFound(err) {
-			return nil
-		}
+	if ok, err := tableExists(c); err != nil || !ok {
 		return err
 	}
 	old, err := readRecord(c, tap)
 	if err != nil || old == nil {
 		return err
 	}
-	if err := queueElements(c, old, false); err != nil {
+	if err := queueElements(newSetCache(c), old, false); err != nil {
 		return err
 	}
-	for _, k := range []string{"m", "f", "4", "6"} {
+	for _, k := range recordKinds {
 		c.DelSet(&nftables.Set{Table: l2Table, Name: ruleset.L2Record(tap, k)})
 	}
 	if err := c.Flush(); err != nil {
@@ -155,10 +153,7 @@ func (n NFT) Flush() error {
 		return err
 	}
 	defer c.CloseLasting()
-	if _, err := c.ListTableOfFamily(ruleset.L2Table, nftables.TableFamilyBridge); err != nil {
-		if isNotFound(err) {
-			return nil
-		}
+	if ok, err := tableExists(c); err != nil || !ok {
 		return err
 	}
 	c.DelTable(l2Table)
@@ -166,6 +161,18 @@ func (n NFT) Flush() error {
 		return fmt.Errorf("removing table bridge tapfw: %w", err)
 	}
 	return nil
+}
+
+// tableExists reports whether table bridge tapfw is there.
+func tableExists(c *nftables.Conn) (bool, error) {
+	_, err := c.ListTableOfFamily(ruleset.L2Table, nftables.TableFamilyBridge)
+	switch {
+	case err == nil:
+		return true, nil
+	case isNotFound(err):
+		return false, nil
+	}
+	return false, err
 }
 
 // Keys: nftables pads each part of a concatenation to 4 bytes; an
@@ -201,74 +208,95 @@ func rangeElem(tap string, p netip.Prefix) nftables.SetElement {
 	return nftables.SetElement{Key: cat(ifKey(tap), lo), KeyEnd: cat(ifKey(tap), hi)}
 }
 
-// shared is a shared set of the table, by name (its handle and types come
-// from the kernel).
-func shared(c *nftables.Conn, name string) (*nftables.Set, error) {
-	s, err := c.GetSetByName(l2Table, name)
-	if err != nil {
-		return nil, fmt.Errorf("set %s of table bridge tapfw: %w", name, err)
-	}
-	return s, nil
+// placed is one element of a tap in one shared set.
+type placed struct {
+	set  string
+	elem nftables.SetElement
+	what string // for messages
 }
 
-// queueElements queues adding (or deleting) what p puts in the shared sets.
-// A delete adds the element first, in the same transaction: deleting what
-// someone already deleted must not fail the call that repairs it.
-func queueElements(c *nftables.Conn, p *ruleset.L2Tap, add bool) error {
-	if p == nil {
-		return nil
-	}
-	op := func(s *nftables.Set, els []nftables.SetElement) error {
-		if err := c.SetAddElements(s, els); err != nil || add {
-			return err
-		}
-		return c.SetDeleteElements(s, els)
-	}
-	do := func(name string, els []nftables.SetElement) error {
-		if len(els) == 0 {
-			return nil
-		}
-		s, err := shared(c, name)
-		if err != nil {
-			return err
-		}
-		return op(s, els)
-	}
+// placements lists where p's elements go, in a fixed order.
+func placements(p *ruleset.L2Tap) []placed {
 	tap := p.Tap
-	if err := do(ruleset.L2Taps, []nftables.SetElement{{Key: ifKey(tap)}}); err != nil {
-		return err
-	}
+	out := []placed{{ruleset.L2Taps, nftables.SetElement{Key: ifKey(tap)}, tap}}
 	for _, f := range p.Flags {
-		if err := do(ruleset.L2FlagSet(f), []nftables.SetElement{{Key: ifKey(tap)}}); err != nil {
-			return err
-		}
+		out = append(out, placed{ruleset.L2FlagSet(f), nftables.SetElement{Key: ifKey(tap)}, tap})
 	}
 	if p.MAC != nil {
-		if err := do(ruleset.L2MAC, []nftables.SetElement{{Key: cat(ifKey(tap), p.MAC)}}); err != nil {
-			return err
-		}
+		out = append(out, placed{ruleset.L2MAC, nftables.SetElement{Key: cat(ifKey(tap), p.MAC)}, tap + " . " + p.MAC.String()})
 	}
-	els := map[string][]nftables.SetElement{}
 	for _, x := range p.IP4 {
-		s := ruleset.L2AddrSet(ruleset.L2IP4, x)
-		els[s] = append(els[s], rangeElem(tap, x))
+		out = append(out, placed{ruleset.L2AddrSet(ruleset.L2IP4, x), rangeElem(tap, x), tap + " . " + x.String()})
 	}
 	for _, x := range p.IP6 {
 		for _, set := range []string{ruleset.L2IP6, ruleset.L2ND} { // ND: the same 16 bytes, read as a number
-			s := ruleset.L2AddrSet(set, x)
-			els[s] = append(els[s], rangeElem(tap, x))
+			out = append(out, placed{ruleset.L2AddrSet(set, x), rangeElem(tap, x), tap + " . " + x.String()})
 		}
 	}
-	for _, s := range []string{ruleset.L2IP4, ruleset.L2IP4Net, ruleset.L2IP6, ruleset.L2IP6Net, ruleset.L2ND, ruleset.L2NDNet} {
-		if err := do(s, els[s]); err != nil {
+	return out
+}
+
+// setCache looks up the table's sets by name once per call (their handles
+// and types come from the kernel).
+type setCache struct {
+	c    *nftables.Conn
+	sets map[string]*nftables.Set
+}
+
+func newSetCache(c *nftables.Conn) *setCache {
+	return &setCache{c: c, sets: map[string]*nftables.Set{}}
+}
+
+func (sc *setCache) get(name string) (*nftables.Set, error) {
+	if s, ok := sc.sets[name]; ok {
+		return s, nil
+	}
+	s, err := sc.c.GetSetByName(l2Table, name)
+	if err != nil {
+		return nil, fmt.Errorf("set %s of table bridge tapfw: %w", name, err)
+	}
+	sc.sets[name] = s
+	return s, nil
+}
+
+// queueElements queues adding (or deleting) what p puts in the shared sets,
+// one message per set. A delete adds the element first, in the same
+// transaction: deleting what someone already deleted must not fail the call
+// that repairs it.
+func queueElements(sc *setCache, p *ruleset.L2Tap, add bool) error {
+	if p == nil {
+		return nil
+	}
+	var order []string
+	els := map[string][]nftables.SetElement{}
+	for _, pl := range placements(p) {
+		if _, ok := els[pl.set]; !ok {
+			order = append(order, pl.set)
+		}
+		els[pl.set] = append(els[pl.set], pl.elem)
+	}
+	for _, name := range order {
+		s, err := sc.get(name)
+		if err != nil {
 			return err
+		}
+		if err := sc.c.SetAddElements(s, els[name]); err != nil {
+			return err
+		}
+		if !add {
+			if err := sc.c.SetDeleteElements(s, els[name]); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
 
-// record sets: the tap's MAC, flags (as interface-name strings) and address
-// ranges (first . last).
+// recordKinds are the tap's record sets: its MAC, flags (as interface-name
+// strings) and address ranges (first . last).
+var recordKinds = []string{"m", "f", "4", "6"}
+
+// recordSets are the tap's record sets, by kind.
 func recordSets(tap string) map[string]*nftables.Set {
 	return map[string]*nftables.Set{
 		"m": {Table: l2Table, Name: ruleset.L2Record(tap, "m"), KeyType: nftables.TypeEtherAddr},
@@ -296,7 +324,7 @@ func queueRecord(c *nftables.Conn, p *ruleset.L2Tap) error {
 	for _, x := range p.IP6 {
 		els["6"] = append(els["6"], nftables.SetElement{Key: cat(x.Masked().Addr().AsSlice(), ruleset.LastAddr(x).AsSlice())})
 	}
-	for _, k := range []string{"m", "f", "4", "6"} {
+	for _, k := range recordKinds {
 		s := rs[k]
 		if err := c.AddSet(s, nil); err != nil {
 			return fmt.Errorf("record set %s: %w", s.Name, err)
@@ -316,7 +344,7 @@ func queueRecord(c *nftables.Conn, p *ruleset.L2Tap) error {
 func readRecord(c *nftables.Conn, tap string) (*ruleset.L2Tap, error) {
 	p := &ruleset.L2Tap{Tap: tap}
 	found := false
-	for _, k := range []string{"m", "f", "4", "6"} {
+	for _, k := range recordKinds {
 		s, err := c.GetSetByName(l2Table, ruleset.L2Record(tap, k))
 		if err != nil {
 			if isNotFound(err) {
@@ -441,75 +469,27 @@ func (n NFT) Verify(p *ruleset.L2Tap) ([]string, error) {
 		diffs = append(diffs, fmt.Sprintf("table bridge tapfw: record of %s is %s, want %s", p.Tap, got, strings.ReplaceAll(strings.TrimSpace(want.String()), "\n", "; ")))
 	}
 	// Every wanted element present in its shared set.
+	sc := newSetCache(c)
 	have := map[string]map[string]bool{}
-	load := func(name string) (map[string]bool, error) {
-		if m, ok := have[name]; ok {
-			return m, nil
+	for _, pl := range placements(p) {
+		m, ok := have[pl.set]
+		if !ok {
+			set, err := sc.get(pl.set)
+			if err != nil {
+				return nil, err
+			}
+			els, err := c.GetSetElements(set)
+			if err != nil {
+				return nil, err
+			}
+			m = map[string]bool{}
+			for _, e := range els {
+				m[string(e.Key)+"|"+string(e.KeyEnd)] = true
+			}
+			have[pl.set] = m
 		}
-		s, err := shared(c, name)
-		if err != nil {
-			return nil, err
-		}
-		els, err := c.GetSetElements(s)
-		if err != nil {
-			return nil, err
-		}
-		m := map[string]bool{}
-		for _, e := range els {
-			m[string(e.Key)+"|"+string(e.KeyEnd)] = true
-		}
-		have[name] = m
-		return m, nil
-	}
-	check := func(name string, e nftables.SetElement, what string) error {
-		m, err := load(name)
-		if err != nil {
-			return err
-		}
-		if !m[string(e.Key)+"|"+string(e.KeyEnd)] {
-			diffs = append(diffs, fmt.Sprintf("table bridge tapfw, set %s: %s missing", name, what))
-		}
-		return nil
-	}
-	tap := p.Tap
-	checks := []struct {
-		set  string
-		e    nftables.SetElement
-		what string
-	}{{ruleset.L2Taps, nftables.SetElement{Key: ifKey(tap)}, tap}}
-	for _, f := range p.Flags {
-		checks = append(checks, struct {
-			set  string
-			e    nftables.SetElement
-			what string
-		}{ruleset.L2FlagSet(f), nftables.SetElement{Key: ifKey(tap)}, tap})
-	}
-	if p.MAC != nil {
-		checks = append(checks, struct {
-			set  string
-			e    nftables.SetElement
-			what string
-		}{ruleset.L2MAC, nftables.SetElement{Key: cat(ifKey(tap), p.MAC)}, tap + " . " + p.MAC.String()})
-	}
-	for _, x := range p.IP4 {
-		checks = append(checks, struct {
-			set  string
-			e    nftables.SetElement
-			what string
-		}{ruleset.L2AddrSet(ruleset.L2IP4, x), rangeElem(tap, x), tap + " . " + x.String()})
-	}
-	for _, x := range p.IP6 {
-		for _, set := range []string{ruleset.L2IP6, ruleset.L2ND} {
-			checks = append(checks, struct {
-				set  string
-				e    nftables.SetElement
-				what string
-			}{ruleset.L2AddrSet(set, x), rangeElem(tap, x), tap + " . " + x.String()})
-		}
-	}
-	for _, ch := range checks {
-		if err := check(ch.set, ch.e, ch.what); err != nil {
-			return nil, err
+		if !m[string(pl.elem.Key)+"|"+string(pl.elem.KeyEnd)] {
+			diffs = append(diffs, fmt.Sprintf("table bridge tapfw, set %s: %s missing", pl.set, pl.what))
 		}
 	}
 	return diffs, nil

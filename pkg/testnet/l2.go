@@ -97,13 +97,16 @@ func UDP6(srcPort, dstPort uint16, payload []byte) []byte {
 	return u
 }
 
-// SendRaw writes a whole Ethernet frame out of ifname inside ns.
+// SendRaw writes a whole Ethernet frame out of ifname inside ns through an
+// AF_PACKET raw socket, bypassing the sender's IP stack, routing, ARP and
+// netfilter.
 func SendRaw(ns *NS, ifname string, frame []byte) error {
 	err := ns.Do(func() error {
 		ifi, err := net.InterfaceByName(ifname)
 		if err != nil {
 			return err
 		}
+		// Protocol 0: the socket only sends and never queues received packets.
 		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
 			return fmt.Errorf("packet socket: %w", err)

@@ -293,31 +293,7 @@ func SendFrame(ns *NS, ifname string, f Frame) error {
 	if err != nil {
 		return fmt.Errorf("send frame: %w", err)
 	}
-	err = ns.Do(func() error {
-		ifi, err := net.InterfaceByName(ifname)
-		if err != nil {
-			return err
-		}
-		// Protocol 0: the socket only sends and never queues received packets.
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return fmt.Errorf("packet socket: %w", err)
-		}
-		defer unix.Close(fd)
-		sa := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_IP), Ifindex: ifi.Index, Halen: 6}
-		copy(sa.Addr[:], f.DstMAC)
-		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Ifindex: ifi.Index}); err != nil {
-			return fmt.Errorf("bind packet socket: %w", err)
-		}
-		if err := unix.Sendto(fd, b, 0, sa); err != nil {
-			return fmt.Errorf("sendto: %w", err)
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("send frame on %s in %s: %w", ifname, ns.Name, err)
-	}
-	return nil
+	return SendRaw(ns, ifname, b)
 }
 
 // LinkMAC returns the MAC address of ifname inside ns.

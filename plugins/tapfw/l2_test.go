@@ -206,7 +206,7 @@ func TestL2AntiSpoofing(t *testing.T) {
 // TestL2IPv6Traffic: IPv6 from a VM passes from its own addresses and its
 // link-local one, not from another; a DHCPv6 server reply from it is
 // dropped, a reply from another port passes; the rest of neighbour
-// discovery works (ping6 both ways).
+// discovery works both ways between VM and host and between VMs.
 func TestL2IPv6Traffic(t *testing.T) {
 	h, a, b := l2net(t)
 	h.mustCall(a.conf(""))
