@@ -227,14 +227,14 @@ func (d *demo) run(ctx context.Context) int {
 	for _, l := range tapfwRules(rules, testnet.SeedTaps()[0], d.verbose) {
 		d.printf("  %s\n", l)
 	}
-	d.printf("\n  ipsets (ipset list, tfw- sets):\n")
+	d.printf("\n  ipsets (ipset list, tfw- and tfw6- sets):\n")
 	sets, err := s.Host.Run("ipset", "list")
 	if err != nil {
 		d.failf("%v", err)
 	}
 	tw = tabwriter.NewWriter(d.out, 0, 0, 2, ' ', 0)
 	for _, st := range parseSets(sets) {
-		if strings.HasPrefix(st.name, "tfw-") {
+		if strings.HasPrefix(st.name, "tfw-") || strings.HasPrefix(st.name, "tfw6-") {
 			slices.Sort(st.members) // hash order varies from run to run
 			fmt.Fprintf(tw, "  %s\t%s\t%s\n", st.name, st.typ, strings.Join(st.members, " "))
 		}
@@ -334,9 +334,9 @@ func (d *demo) leftovers(s *testnet.Seed, save string) {
 	}
 	for _, st := range parseSets(sets) {
 		switch {
-		case strings.HasPrefix(st.name, "tfw-t-"):
+		case strings.HasPrefix(st.name, "tfw-t-"), strings.HasPrefix(st.name, "tfw6-t-"):
 			tapSets = append(tapSets, st.name)
-		case strings.HasPrefix(st.name, "tfw-"):
+		case strings.HasPrefix(st.name, "tfw-"), strings.HasPrefix(st.name, "tfw6-"):
 			shared = append(shared, st.name)
 		}
 	}

@@ -515,45 +515,20 @@ func parseTapIP(s string, addrWithPrefix bool) (netip.Prefix, error) {
 		}
 		s = p.Addr().String()
 	}
-	if a, err := netip.ParseAddr(strings.SplitN(s, "/", 2)[0]); err == nil && a.Is6() && !a.Is4In6() {
-		return parseNet6(s)
-	}
 	return parseNet(s, false)
 }
 
-// parseNet6 reads an IPv6 address or network of a tap (layer-2 checks):
-// no zone, host bits zero, not everything.
-func parseNet6(s string) (netip.Prefix, error) {
-	if strings.Contains(s, "/") {
-		p, err := netip.ParsePrefix(s)
-		if err != nil || p.Addr().Zone() != "" {
-			return netip.Prefix{}, fmt.Errorf("%q is not an IPv6 address or CIDR", s)
-		}
-		if p.Masked() != p {
-			return netip.Prefix{}, fmt.Errorf("%q has host bits set (did you mean %s?)", s, p.Masked())
-		}
-		if p.Bits() == 0 {
-			return netip.Prefix{}, fmt.Errorf("%q matches everything; not allowed here", s)
-		}
-		return p, nil
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil || a.Zone() != "" {
-		return netip.Prefix{}, fmt.Errorf("%q is not an IPv6 address or CIDR", s)
-	}
-	return netip.PrefixFrom(a, 128), nil
-}
-
-// parseNet reads an IPv4 address or network. Networks must have their host
-// bits zero, so a typo cannot silently widen a rule.
+// parseNet reads an IPv4 or IPv6 address or network. Networks must have
+// their host bits zero, so a typo cannot silently widen a rule. IPv6
+// addresses may not carry a zone, nor be IPv4 in IPv6 disguise.
 func parseNet(s string, allowAny bool) (netip.Prefix, error) {
 	if strings.Contains(s, "/") {
 		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			return netip.Prefix{}, fmt.Errorf("%q is not an IPv4 address or CIDR", s)
+		if err != nil || p.Addr().Zone() != "" {
+			return netip.Prefix{}, fmt.Errorf("%q is not an IPv4 or IPv6 address or CIDR", s)
 		}
-		if !p.Addr().Is4() {
-			return netip.Prefix{}, fmt.Errorf("%q: IPv6 is not supported yet", s)
+		if p.Addr().Is4In6() {
+			return netip.Prefix{}, fmt.Errorf("%q is an IPv4-mapped IPv6 network: write the IPv4 one", s)
 		}
 		if p.Masked() != p {
 			return netip.Prefix{}, fmt.Errorf("%q has host bits set (did you mean %s?)", s, p.Masked())
@@ -565,12 +540,12 @@ func parseNet(s string, allowAny bool) (netip.Prefix, error) {
 	}
 	a, err := netip.ParseAddr(s)
 	if err != nil || a.Zone() != "" {
-		return netip.Prefix{}, fmt.Errorf("%q is not an IPv4 address or CIDR", s)
+		return netip.Prefix{}, fmt.Errorf("%q is not an IPv4 or IPv6 address or CIDR", s)
 	}
-	if a.Is4In6() || !a.Is4() {
-		return netip.Prefix{}, fmt.Errorf("%q: IPv6 is not supported yet", s)
+	if a.Is4In6() {
+		return netip.Prefix{}, fmt.Errorf("%q is an IPv4-mapped IPv6 address: write the IPv4 one", s)
 	}
-	return netip.PrefixFrom(a, 32), nil
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 func parseSetEntries(field string, entries []string) ([]netip.Prefix, error) {
@@ -607,6 +582,7 @@ func parseRules(field string, rs []Rule, sets map[string][]netip.Prefix) ([]rule
 
 var protoNumbers = map[string]int{
 	"tcp": 6, "udp": 17, "icmp": 1, "igmp": 2, "gre": 47, "esp": 50, "ah": 51,
+	"icmpv6": 58, ruleset.ProtoICMPv6: 58,
 	"ospf": 89, "pim": 103, "vrrp": 112, "l2tp": 115, "sctp": 132, "udplite": 136,
 }
 
@@ -622,14 +598,17 @@ func parseRule(r Rule, sets map[string][]netip.Prefix) (ruleset.UserRule, error)
 	}
 	if r.Proto != "" {
 		p := strings.ToLower(r.Proto)
-		if _, ok := protoNumbers[p]; ok {
-			if p != "tcp" && p != "udp" && p != "icmp" {
-				p = strconv.Itoa(protoNumbers[p])
+		if n, ok := protoNumbers[p]; ok {
+			switch {
+			case n == 58:
+				p = ruleset.ProtoICMPv6
+			case p != "tcp" && p != "udp" && p != "icmp":
+				p = strconv.Itoa(n)
 			}
 		} else {
 			n, err := strconv.Atoi(r.Proto)
 			if err != nil || n < 1 || n > 255 || strconv.Itoa(n) != r.Proto {
-				return u, fieldErr("proto", "%q is not tcp, udp, icmp, a known protocol name or a number 1-255", r.Proto)
+				return u, fieldErr("proto", "%q is not tcp, udp, icmp, icmpv6, a known protocol name or a number 1-255", r.Proto)
 			}
 			switch n {
 			case 6:
@@ -638,6 +617,8 @@ func parseRule(r Rule, sets map[string][]netip.Prefix) (ruleset.UserRule, error)
 				p = "udp"
 			case 1:
 				p = "icmp"
+			case 58:
+				p = ruleset.ProtoICMPv6
 			}
 		}
 		u.Proto = p
@@ -648,6 +629,9 @@ func parseRule(r Rule, sets map[string][]netip.Prefix) (ruleset.UserRule, error)
 	}
 	if u.Dest, err = parseAddr(r.Dest, sets); err != nil {
 		return u, &Error{Field: "dest", Err: err}
+	}
+	if err := sameFamily(u); err != nil {
+		return u, err
 	}
 	if r.SPort != "" || r.DPort != "" {
 		if u.Proto != "tcp" && u.Proto != "udp" {
@@ -665,10 +649,15 @@ func parseRule(r Rule, sets map[string][]netip.Prefix) (ruleset.UserRule, error)
 		return u, &Error{Field: "dport", Err: err}
 	}
 	if r.ICMPType != "" {
-		if u.Proto != "icmp" {
-			return u, fieldErr("icmpType", "needs proto icmp")
+		switch u.Proto {
+		case "icmp":
+			u.ICMPType, err = parseICMPType(r.ICMPType, icmpTypes)
+		case ruleset.ProtoICMPv6:
+			u.ICMPType, err = parseICMPType(r.ICMPType, icmp6Types)
+		default:
+			return u, fieldErr("icmpType", "needs proto icmp or icmpv6")
 		}
-		if u.ICMPType, err = parseICMPType(r.ICMPType); err != nil {
+		if err != nil {
 			return u, &Error{Field: "icmpType", Err: err}
 		}
 	}
@@ -695,8 +684,11 @@ func parseAddr(s string, sets map[string][]netip.Prefix) (ruleset.Addr, error) {
 	if err != nil {
 		return ruleset.Addr{}, err
 	}
-	if p.Bits() == 0 {
-		return ruleset.Addr{}, nil // 0.0.0.0/0: any
+	if p.Bits() == 0 { // 0.0.0.0/0 or ::/0: any address of the family
+		if p.Addr().Is6() {
+			return ruleset.Addr{Family: ruleset.IPv6.Name}, nil
+		}
+		return ruleset.Addr{Family: ruleset.IPv4.Name}, nil
 	}
 	return ruleset.Addr{Prefix: p}, nil
 }
@@ -765,8 +757,43 @@ var icmpTypes = map[string]string{
 	"timestamp-request": "13", "timestamp-reply": "14",
 }
 
-func parseICMPType(s string) (string, error) {
-	if v, ok := icmpTypes[s]; ok {
+// icmp6Types are ICMPv6's type names as ip6tables knows them.
+var icmp6Types = map[string]string{
+	"destination-unreachable": "1", "no-route": "1/0", "communication-prohibited": "1/1",
+	"address-unreachable": "1/3", "port-unreachable": "1/4", "packet-too-big": "2",
+	"time-exceeded": "3", "ttl-zero-during-transit": "3/0", "parameter-problem": "4",
+	"echo-request": "128", "echo-reply": "129", "router-solicitation": "133",
+	"router-advertisement": "134", "neighbour-solicitation": "135", "neighbor-solicitation": "135",
+	"neighbour-advertisement": "136", "neighbor-advertisement": "136", "redirect": "137",
+}
+
+// sameFamily checks that a rule's addresses and protocol name one family
+// at most: a rule is rendered in the chains of its family.
+func sameFamily(u ruleset.UserRule) error {
+	type claim struct{ field, fam string }
+	var claims []claim
+	if f := u.Source.FamilyName(); f != "" {
+		claims = append(claims, claim{"source", f})
+	}
+	if f := u.Dest.FamilyName(); f != "" {
+		claims = append(claims, claim{"dest", f})
+	}
+	switch u.Proto {
+	case "icmp":
+		claims = append(claims, claim{"proto", ruleset.IPv4.Name})
+	case ruleset.ProtoICMPv6:
+		claims = append(claims, claim{"proto", ruleset.IPv6.Name})
+	}
+	for _, c := range claims[min(1, len(claims)):] {
+		if c.fam != claims[0].fam {
+			return fieldErr(c.field, "is %s but %s is %s: a rule matches one address family", c.fam, claims[0].field, claims[0].fam)
+		}
+	}
+	return nil
+}
+
+func parseICMPType(s string, names map[string]string) (string, error) {
+	if v, ok := names[s]; ok {
 		return v, nil
 	}
 	t, c, hasCode := strings.Cut(s, "/")

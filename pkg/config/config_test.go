@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/tapfw/tapfw/pkg/ruleset"
 )
 
 const good = `{"cniVersion":"1.0.0","name":"n","type":"tapfw","bridge":"vmbr0","mac":"02:00:00:00:00:01","ips":["192.0.2.10"]`
@@ -37,8 +39,10 @@ func TestBadConfigs(t *testing.T) {
 		{"no mac with macFilter", `{"cniVersion":"1.0.0","bridge":"vmbr0"}`, "mac", "required when macFilter", Env{}, 7},
 		{"bad ip", strings.Replace(good, "192.0.2.10", "192.0.2.300", 1) + `}`, "ips[0]", "not an IPv4", Env{}, 7},
 		{"host bits", strings.Replace(good, "192.0.2.10", "192.0.2.10/24", 1) + `}`, "ips[0]", "host bits", Env{}, 7},
-		{"ipv6 rule not yet", good + `,"rules":{"in":[{"action":"ACCEPT","source":"2001:db8::1"}]}}`, "rules.in[0].source", "IPv6", Env{}, 7},
-		{"ipv6 with zone", strings.Replace(good, "192.0.2.10", "fe80::1%eth0", 1) + `}`, "ips[0]", "not an IPv6", Env{}, 7},
+		{"mixed families", good + `,"rules":{"in":[{"action":"ACCEPT","source":"2001:db8::1","dest":"192.0.2.1"}]}}`, "rules.in[0].dest", "is ipv4 but source is ipv6", Env{}, 7},
+		{"icmp with ipv6", good + `,"rules":{"in":[{"action":"ACCEPT","proto":"icmp","source":"2001:db8::/32"}]}}`, "rules.in[0].proto", "is ipv4 but source is ipv6", Env{}, 7},
+		{"icmpv6 type name", good + `,"rules":{"in":[{"action":"ACCEPT","proto":"icmpv6","icmpType":"timestamp-request"}]}}`, "rules.in[0].icmpType", "not a known ICMP type", Env{}, 7},
+		{"ipv6 with zone", strings.Replace(good, "192.0.2.10", "fe80::1%eth0", 1) + `}`, "ips[0]", "not an IPv4 or IPv6", Env{}, 7},
 		{"ipv6 host bits", strings.Replace(good, "192.0.2.10", "2001:db8::1/64", 1) + `}`, "ips[0]", "host bits", Env{}, 7},
 		{"bridge spaces", strings.Replace(good, "vmbr0", "vm br0", 1) + `}`, "bridge", "may hold only", Env{}, 7},
 		{"bridge too long", strings.Replace(good, "vmbr0", "abcdefghijklmnop", 1) + `}`, "bridge", "longer than 15", Env{}, 7},
@@ -216,7 +220,7 @@ func TestRuleCanonical(t *testing.T) {
 	if in[0].Proto != "tcp" || in[0].DPort != "22,80,1000:2000" || in[0].Source.Set != "web" {
 		t.Errorf("rule 0: %+v", in[0])
 	}
-	if in[1].Proto != "47" || !in[1].Dest.IsZero() {
+	if in[1].Proto != "47" || in[1].Dest.Prefix.IsValid() || in[1].Dest.Family != ruleset.IPv4.Name {
 		t.Errorf("rule 1: %+v", in[1])
 	}
 	if in[2].ICMPType != "3/3" || in[3].Proto != "udp" {

@@ -339,6 +339,15 @@ func checkResolved(t *testing.T, c ruleset.Config) {
 	}
 	for _, p := range tp.IPs {
 		checkPrefix(t, "tap address", p)
+		if !p.Addr().Is4() {
+			t.Fatalf("IPv6 tap address %v among the IPv4 ones", p)
+		}
+	}
+	for _, p := range tp.IPs6 {
+		checkPrefix(t, "tap address", p)
+		if !p.Addr().Is6() {
+			t.Fatalf("IPv4 tap address %v among the IPv6 ones", p)
+		}
 	}
 	if len(c.Sets) > MaxSets {
 		t.Fatalf("accepted %d sets", len(c.Sets))
@@ -363,10 +372,11 @@ func checkResolved(t *testing.T, c ruleset.Config) {
 	}
 }
 
-// checkPrefix: an IPv4 network with host bits zero that is not 0.0.0.0/0.
+// checkPrefix: an IPv4 or IPv6 network with host bits zero that is not
+// everything, without a zone and not IPv4-mapped.
 func checkPrefix(t *testing.T, what string, p netip.Prefix) {
 	t.Helper()
-	if !p.IsValid() || !p.Addr().Is4() || p.Masked() != p || p.Bits() == 0 {
+	if !p.IsValid() || p.Addr().Zone() != "" || p.Addr().Is4In6() || p.Masked() != p || p.Bits() == 0 {
 		t.Fatalf("accepted %s %v", what, p)
 	}
 }
@@ -387,10 +397,10 @@ func checkRules(t *testing.T, c ruleset.Config, dir string, rs []ruleset.UserRul
 			fail("action %q", u.Action)
 		}
 		switch u.Proto {
-		case "", "tcp", "udp", "icmp":
+		case "", "tcp", "udp", "icmp", ruleset.ProtoICMPv6:
 		default:
 			n, err := strconv.Atoi(u.Proto)
-			if !canonProtoNo.MatchString(u.Proto) || err != nil || n > 255 || n == 1 || n == 6 || n == 17 {
+			if !canonProtoNo.MatchString(u.Proto) || err != nil || n > 255 || n == 1 || n == 6 || n == 17 || n == 58 {
 				fail("protocol %q", u.Proto)
 			}
 		}
@@ -427,7 +437,7 @@ func checkRules(t *testing.T, c ruleset.Config, dir string, rs []ruleset.UserRul
 			}
 		}
 		if u.ICMPType != "" {
-			if u.Proto != "icmp" || !canonICMP.MatchString(u.ICMPType) {
+			if (u.Proto != "icmp" && u.Proto != ruleset.ProtoICMPv6) || !canonICMP.MatchString(u.ICMPType) {
 				fail("icmp type %q", u.ICMPType)
 			}
 			typ, code, _ := strings.Cut(u.ICMPType, "/")
@@ -454,7 +464,16 @@ func checkRules(t *testing.T, c ruleset.Config, dir string, rs []ruleset.UserRul
 				}
 			case a.Prefix.IsValid():
 				checkPrefix(t, "rule address", a.Prefix)
+				if a.Family != "" {
+					fail("both a family and a prefix")
+				}
+			case a.Family != "" && a.Family != ruleset.IPv4.Name && a.Family != ruleset.IPv6.Name:
+				fail("family %q", a.Family)
 			}
+		}
+		// A rule is of one family at most.
+		if !u.Applies(ruleset.IPv4) && !u.Applies(ruleset.IPv6) {
+			fail("a rule of no family")
 		}
 	}
 }

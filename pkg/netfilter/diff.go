@@ -56,7 +56,11 @@ func (c *Changes) String() string {
 		if s.Exists {
 			verb = "replace"
 		}
-		fmt.Fprintf(&b, "# ipset %s %s hash:net family inet:", verb, s.Name)
+		family := "inet"
+		if f, ok := ruleset.FamilyOfSet(s.Name); ok && f.V6 {
+			family = "inet6"
+		}
+		fmt.Fprintf(&b, "# ipset %s %s hash:net family %s:", verb, s.Name, family)
 		for _, e := range s.Entries {
 			b.WriteString(" " + entryString(e))
 		}
@@ -426,13 +430,14 @@ func PlanChanges(r Reader, sets map[string][]netip.Prefix, p *ruleset.Plan) (*Ch
 			return nil, err
 		}
 	}
-	for _, old := range sets[ruleset.TapSet(p.Tap)] {
+	fam := p.Fam()
+	for _, old := range sets[fam.TapSet(p.Tap)] {
 		if slices.ContainsFunc(p.Paths, func(path ruleset.Path) bool {
-			return path.Trie.Name == ruleset.TrieHost.Name && path.Key == ruleset.IPKey(old)
+			return path.Trie.Name == fam.TrieHost.Name && path.Key == fam.HostKey(old)
 		}) {
 			continue
 		}
-		path := ruleset.TrieHost.PathFor(ruleset.IPKey(old), ruleset.TapIn(p.Tap), p.Tap+": from host "+old.String())
+		path := ruleset.HostPath(fam, p.Tap, old)
 		if err := x.removeLeaves(path, p.Tap, wantLeaf); err != nil {
 			return nil, err
 		}
@@ -515,17 +520,18 @@ func (x *txn) removeLeaves(path ruleset.Path, owner string, keep map[string]bool
 	return nil
 }
 
-// RemoveChanges returns what removes every trace of tap: its leaves in the
-// tries (its addresses are those of its set, tapIPs), nodes left empty, its
-// chains and its address set. Nothing installed gives no changes.
-func RemoveChanges(r Reader, sets map[string][]netip.Prefix, tap string) (*Changes, error) {
+// RemoveChanges returns what removes every trace of tap in the family's
+// table: its leaves in the tries (its addresses are those of its set),
+// nodes left empty, its chains and its address set. Nothing installed
+// gives no changes.
+func RemoveChanges(fam *ruleset.Family, r Reader, sets map[string][]netip.Prefix, tap string) (*Changes, error) {
 	x := newTxn(r)
 	paths := []ruleset.Path{
 		ruleset.TrieIn.PathFor(tap, ruleset.TapOut(tap), ""),
 		ruleset.TrieOut.PathFor(tap, ruleset.TapIn(tap), ""),
 	}
-	for _, ip := range sets[ruleset.TapSet(tap)] {
-		paths = append(paths, ruleset.TrieHost.PathFor(ruleset.IPKey(ip), ruleset.TapIn(tap), ""))
+	for _, ip := range sets[fam.TapSet(tap)] {
+		paths = append(paths, ruleset.HostPath(fam, tap, ip))
 	}
 	for _, path := range paths {
 		if err := x.removeLeaves(path, tap, nil); err != nil {
@@ -542,7 +548,7 @@ func RemoveChanges(r Reader, sets map[string][]netip.Prefix, tap string) (*Chang
 		}
 	}
 	c := &Changes{Restore: x.changes()}
-	for _, name := range []string{ruleset.TapSet(tap), ruleset.TempSet(ruleset.TapSet(tap))} {
+	for _, name := range []string{fam.TapSet(tap), ruleset.TempSet(fam.TapSet(tap))} {
 		if _, ok := sets[name]; ok {
 			c.Destroy = append(c.Destroy, name)
 		}
@@ -554,7 +560,7 @@ func RemoveChanges(r Reader, sets map[string][]netip.Prefix, tap string) (*Chang
 // rule of tap in any of tapfw's chains, wherever it is (a leaf left at an
 // address the tap's set no longer holds, say), and the trie nodes left
 // empty. DEL falls back to it when the quick way fails.
-func RemoveEverywhere(t *Table, sets map[string][]netip.Prefix, tap string) (*Changes, error) {
+func RemoveEverywhere(fam *ruleset.Family, t *Table, sets map[string][]netip.Prefix, tap string) (*Changes, error) {
 	r := TableReader{T: t}
 	x := newTxn(r)
 	var tfw []string
@@ -573,7 +579,7 @@ func RemoveEverywhere(t *Table, sets map[string][]netip.Prefix, tap string) (*Ch
 		}
 	}
 	roots := map[string]bool{}
-	for _, tr := range ruleset.Tries {
+	for _, tr := range fam.Tries {
 		roots[tr.Root] = true
 	}
 	for pruned := true; pruned; {
@@ -598,8 +604,8 @@ func RemoveEverywhere(t *Table, sets map[string][]netip.Prefix, tap string) (*Ch
 		}
 	}
 	c := &Changes{Restore: x.changes()}
-	if _, ok := sets[ruleset.TapSet(tap)]; ok {
-		c.Destroy = append(c.Destroy, ruleset.TapSet(tap))
+	if _, ok := sets[fam.TapSet(tap)]; ok {
+		c.Destroy = append(c.Destroy, fam.TapSet(tap))
 	}
 	return c, nil
 }
@@ -647,8 +653,10 @@ func InstalledTaps(t *Table, sets map[string][]netip.Prefix) []string {
 		}
 	}
 	for name := range sets {
-		if tap, ok := strings.CutPrefix(name, "tfw-t-"); ok {
-			seen[tap] = true
+		if fam, ok := ruleset.FamilyOfSet(name); ok {
+			if tap, ok := fam.TapOfSet(name); ok {
+				seen[tap] = true
+			}
 		}
 	}
 	out := make([]string, 0, len(seen))
@@ -663,19 +671,20 @@ func InstalledTaps(t *Table, sets map[string][]netip.Prefix) []string {
 // line per difference, naming table, chain and rule, or ipset and entries.
 func Verify(t *Table, sets map[string][]netip.Prefix, p *ruleset.Plan) []string {
 	var diffs []string
-	add := func(format string, a ...any) { diffs = append(diffs, fmt.Sprintf(format, a...)) }
+	tn := TableName(p.Fam())
+	add := func(format string, a ...any) { diffs = append(diffs, fmt.Sprintf(tn+format, a...)) }
 	for _, ch := range p.Base {
 		if !t.Has(ch.Name) {
-			add("table filter, chain %s: missing", ch.Name)
+			add(", chain %s: missing", ch.Name)
 		}
 	}
 	for _, chs := range [][]ruleset.Chain{p.Shared, p.Owned} {
 		for _, ch := range chs {
 			if !t.Has(ch.Name) {
-				add("table filter, chain %s: missing", ch.Name)
+				add(", chain %s: missing", ch.Name)
 				continue
 			}
-			diffs = append(diffs, compareChain(ch.Name, specs(ch.Rules), t.Chains[ch.Name])...)
+			diffs = append(diffs, compareChain(tn, ch.Name, specs(ch.Rules), t.Chains[ch.Name])...)
 		}
 	}
 	has := func(chain string, r ruleset.Rule) bool {
@@ -690,55 +699,64 @@ func Verify(t *Table, sets map[string][]netip.Prefix, p *ruleset.Plan) []string 
 		}
 		for _, r := range g.rules {
 			if !has(g.chain, r) {
-				add("table filter, chain %s: rule %q missing", g.chain, r.String())
+				add(", chain %s: rule %q missing", g.chain, r.String())
 			}
 		}
 		for _, s := range cur {
 			if !slices.ContainsFunc(g.rules, func(r ruleset.Rule) bool { return Normalize(s) == Normalize(r.Spec()) }) {
-				add("table filter, chain %s: unexpected rule %q", g.chain, "-A "+g.chain+" "+s)
+				add(", chain %s: unexpected rule %q", g.chain, "-A "+g.chain+" "+s)
 			}
 		}
 	}
 	for _, r := range p.Hooks {
 		if !has(r.Chain, r) {
-			add("table filter, chain %s: rule %q missing", r.Chain, r.String())
+			add(", chain %s: rule %q missing", r.Chain, r.String())
 		}
 	}
 	for _, path := range p.Paths {
 		for i, node := range path.Nodes {
 			if !t.Has(node) {
-				add("table filter, chain %s (dispatch %s %s): missing", node, path.Trie.Name, path.Key)
+				add(", chain %s (dispatch %s %s): missing", node, path.Trie.Name, path.Key)
 				break
 			}
 			if i < len(path.Edges) && !has(node, path.Edges[i]) {
-				add("table filter, chain %s: rule %q missing", node, path.Edges[i].String())
+				add(", chain %s: rule %q missing", node, path.Edges[i].String())
 			}
 			if miss, ok := path.Trie.MissRule(node); ok {
 				rs := t.Chains[node]
 				if len(rs) == 0 || Normalize(rs[len(rs)-1]) != Normalize(miss.Spec()) {
-					add("table filter, chain %s: last rule is not %q", node, miss.String())
+					add(", chain %s: last rule is not %q", node, miss.String())
 				}
 			}
 		}
 		if last := path.Nodes[len(path.Nodes)-1]; t.Has(last) && !has(last, path.Leaf) {
-			add("table filter, chain %s: rule %q missing", last, path.Leaf.String())
+			add(", chain %s: rule %q missing", last, path.Leaf.String())
 		}
 	}
 	for _, s := range p.BaseSets {
 		if _, ok := sets[s.Name]; !ok {
-			add("ipset %s: missing", s.Name)
+			diffs = append(diffs, fmt.Sprintf("ipset %s: missing", s.Name))
 		}
 	}
 	for _, s := range p.Sets {
 		cur, ok := sets[s.Name]
 		switch {
 		case !ok:
-			add("ipset %s: missing", s.Name)
+			diffs = append(diffs, fmt.Sprintf("ipset %s: missing", s.Name))
 		case !samePrefixes(cur, s.Entries):
-			add("ipset %s: entries are [%s], want [%s]", s.Name, prefixList(cur), prefixList(s.Entries))
+			diffs = append(diffs, fmt.Sprintf("ipset %s: entries are [%s], want [%s]", s.Name, prefixList(cur), prefixList(s.Entries)))
 		}
 	}
 	return diffs
+}
+
+// TableName names the family's filter table in messages: "table filter"
+// for iptables, "table ip6 filter" for ip6tables.
+func TableName(fam *ruleset.Family) string {
+	if fam.V6 {
+		return "table ip6 filter"
+	}
+	return "table filter"
 }
 
 func prefixList(ps []netip.Prefix) string {
@@ -749,7 +767,7 @@ func prefixList(ps []netip.Prefix) string {
 	return strings.Join(s, " ")
 }
 
-func compareChain(chain string, want, got []string) []string {
+func compareChain(tn, chain string, want, got []string) []string {
 	if sameSpecs(want, got) {
 		return nil
 	}
@@ -764,24 +782,24 @@ func compareChain(chain string, want, got []string) []string {
 	w, g := norm(want), norm(got)
 	for i, s := range want {
 		if !g[Normalize(s)] {
-			diffs = append(diffs, fmt.Sprintf("table filter, chain %s, rule %d: missing %q", chain, i+1, "-A "+chain+" "+s))
+			diffs = append(diffs, fmt.Sprintf(tn+", chain %s, rule %d: missing %q", chain, i+1, "-A "+chain+" "+s))
 		}
 	}
 	for i, s := range got {
 		if !w[Normalize(s)] {
-			diffs = append(diffs, fmt.Sprintf("table filter, chain %s, rule %d: unexpected %q", chain, i+1, "-A "+chain+" "+s))
+			diffs = append(diffs, fmt.Sprintf(tn+", chain %s, rule %d: unexpected %q", chain, i+1, "-A "+chain+" "+s))
 		}
 	}
 	if len(diffs) == 0 {
-		diffs = append(diffs, fmt.Sprintf("table filter, chain %s: rules are out of order", chain))
+		diffs = append(diffs, fmt.Sprintf(tn+", chain %s: rules are out of order", chain))
 	}
 	return diffs
 }
 
-// FlushChanges returns what removes everything tapfw made and nothing
-// else: its hooks in other chains (deleted by their whole text), every
-// chain named TFW-*, and every set named tfw-*.
-func FlushChanges(t *Table, sets map[string][]netip.Prefix) *Changes {
+// FlushChanges returns what removes everything tapfw made in the family's
+// table and nothing else: its hooks in other chains (deleted by their
+// whole text), every chain named TFW-*, and every set of the family.
+func FlushChanges(fam *ruleset.Family, t *Table, sets map[string][]netip.Prefix) *Changes {
 	var decl, ops, drops []string
 	for _, chain := range t.Order {
 		if strings.HasPrefix(chain, ruleset.ChainPrefix) {
@@ -797,7 +815,7 @@ func FlushChanges(t *Table, sets map[string][]netip.Prefix) *Changes {
 	}
 	c := &Changes{Restore: append(append(decl, ops...), drops...)}
 	for name := range sets {
-		if strings.HasPrefix(name, ruleset.SetPrefix) {
+		if f, ok := ruleset.FamilyOfSet(name); ok && f == fam {
 			c.Destroy = append(c.Destroy, name)
 		}
 	}

@@ -24,7 +24,11 @@ type Locker interface {
 // concurrent processes never interleave. It keeps no state between calls.
 type Firewall struct {
 	Tables Tables
-	Sets   Sets
+	// Tables6, when set, is ip6tables: each plan's IPv6 part (Plan.V6)
+	// goes there, after the IPv4 part.
+	Tables6 Tables
+	// Sets holds the ipsets of both families.
+	Sets Sets
 	// Bridge, when set, gets each tap's layer-2 checks (table bridge
 	// tapfw) after its iptables changes.
 	Bridge Bridge
@@ -37,6 +41,40 @@ type Firewall struct {
 	// there to prove that every call converges after a crash.
 	Fault func(step string)
 	start time.Time
+	// fam is the family of Tables in the per-family view tables()
+	// returns; nil is IPv4.
+	fam *ruleset.Family
+}
+
+func (f *Firewall) family() *ruleset.Family {
+	if f.fam == nil {
+		return ruleset.IPv4
+	}
+	return f.fam
+}
+
+// tables returns a view of the firewall per table: IPv4, then IPv6 when
+// Tables6 is set. A view has no Bridge.
+func (f *Firewall) tables() []*Firewall {
+	out := []*Firewall{f}
+	if f.Tables6 != nil {
+		out = append(out, &Firewall{Tables: f.Tables6, Sets: f.Sets, Lock: f.Lock, Log: f.Log, Trace: f.Trace, Fault: f.Fault, fam: ruleset.IPv6})
+	}
+	return out
+}
+
+// plans pairs each table's view with the plan of its family.
+func (f *Firewall) plans(p *ruleset.Plan) (views []*Firewall, plans []*ruleset.Plan) {
+	for _, v := range f.tables() {
+		q := p
+		if v.family().V6 {
+			q = p.V6
+		}
+		if q != nil {
+			views, plans = append(views, v), append(plans, q)
+		}
+	}
+	return views, plans
 }
 
 // FaultSteps are the points at which Fault is called.
@@ -89,36 +127,20 @@ func (f *Firewall) locked(fn func() error) error {
 	return fn()
 }
 
-// Apply makes the kernel match the plan. A second call with the same plan
-// finds nothing to change and changes nothing. On error the kernel is left
-// as it was: sets made or swapped for this call are put back.
+// Apply makes the kernel match the plan: its IPv4 part, its IPv6 part, its
+// layer-2 part. A second call with the same plan finds nothing to change
+// and changes nothing. On error the table being changed is left as it
+// was: sets made or swapped for this call are put back; a later call
+// completes the parts before it.
 func (f *Firewall) Apply(p *ruleset.Plan) (changed bool, err error) {
 	err = f.locked(func() error {
-		names := append(planSets(p), ruleset.TapSet(p.Tap))
-		for _, n := range names[:len(names):len(names)] {
-			names = append(names, ruleset.TempSet(n))
-		}
-		changed, err = f.change(names, func(r Reader, sets map[string][]netip.Prefix) (*Changes, error) {
-			c, err := PlanChanges(r, sets, p)
+		views, plans := f.plans(p)
+		for i, v := range views {
+			c, err := v.applyTable(plans[i])
+			changed = changed || c
 			if err != nil {
-				return nil, err
+				return err
 			}
-			// A call killed between a swap and the end leaves the old
-			// content under the temporary name.
-			swapping := map[string]bool{}
-			for _, s := range c.Sets {
-				swapping[ruleset.TempSet(s.Name)] = s.Exists
-			}
-			for n := range sets {
-				if strings.HasPrefix(n, "tfw-x-") && !swapping[n] {
-					c.Destroy = append(c.Destroy, n)
-				}
-			}
-			sort.Strings(c.Destroy)
-			return c, nil
-		})
-		if err != nil {
-			return err
 		}
 		if f.Bridge != nil && p.L2 != nil {
 			if err := f.Bridge.Apply(p.L2); err != nil {
@@ -131,25 +153,105 @@ func (f *Firewall) Apply(p *ruleset.Plan) (changed bool, err error) {
 	return changed, err
 }
 
-// change reads the named sets and, through a reader, the chains plan asks
-// for, and applies the changes plan returns. The caller holds the lock.
-func (f *Firewall) change(setNames []string, plan func(Reader, map[string][]netip.Prefix) (*Changes, error)) (changed bool, err error) {
+// applyTable applies the plan of the view's family; the caller holds the
+// lock.
+func (f *Firewall) applyTable(p *ruleset.Plan) (changed bool, err error) {
+	names, plan := f.tablePlan(p)
+	return f.change(names, plan)
+}
+
+// tablePlan returns the sets to read for plan p and the function that
+// works out the changes from them and a reader.
+func (f *Firewall) tablePlan(p *ruleset.Plan) ([]string, func(Reader, map[string][]netip.Prefix) (*Changes, error)) {
+	names := append(planSets(p), p.Fam().TapSet(p.Tap))
+	for _, n := range names[:len(names):len(names)] {
+		names = append(names, ruleset.TempSet(n))
+	}
+	return names, func(r Reader, sets map[string][]netip.Prefix) (*Changes, error) {
+		c, err := PlanChanges(r, sets, p)
+		if err != nil {
+			return nil, err
+		}
+		// A call killed between a swap and the end leaves the old
+		// content under the temporary name.
+		swapping := map[string]bool{}
+		for _, s := range c.Sets {
+			swapping[ruleset.TempSet(s.Name)] = s.Exists
+		}
+		for n := range sets {
+			if ruleset.IsTempSet(n) && !swapping[n] {
+				c.Destroy = append(c.Destroy, n)
+			}
+		}
+		sort.Strings(c.Destroy)
+		return c, nil
+	}
+}
+
+// Preview returns what Apply would change in each table (IPv4, then IPv6
+// when Tables6 is set), changing nothing: a dry run.
+func (f *Firewall) Preview(p *ruleset.Plan) ([]*Changes, error) {
+	var out []*Changes
+	err := f.locked(func() error {
+		views, plans := f.plans(p)
+		for i, v := range views {
+			names, plan := v.tablePlan(plans[i])
+			c, err := v.planned(names, plan)
+			if err != nil {
+				return err
+			}
+			out = append(out, c)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// FlushPreview returns what Flush would remove from each table.
+func (f *Firewall) FlushPreview() ([]*Changes, error) {
+	var out []*Changes
+	err := f.locked(func() error {
+		for _, v := range f.tables() {
+			t, sets, err := v.State()
+			if err != nil {
+				return err
+			}
+			out = append(out, FlushChanges(v.family(), t, sets))
+		}
+		return nil
+	})
+	return out, err
+}
+
+// planned reads the named sets and, through a reader, the chains plan
+// asks for, and returns the changes plan works out. The caller holds the
+// lock.
+func (f *Firewall) planned(setNames []string, plan func(Reader, map[string][]netip.Prefix) (*Changes, error)) (*Changes, error) {
 	f.trace("")
 	sets, err := f.Sets.List(setNames...)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	f.trace("read sets")
 	r, err := f.Tables.Reader()
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	defer r.Close()
 	c, err := plan(r, sets)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	f.trace("read chains")
+	return c, nil
+}
+
+// change applies the changes planned returns. The caller holds the lock.
+func (f *Firewall) change(setNames []string, plan func(Reader, map[string][]netip.Prefix) (*Changes, error)) (changed bool, err error) {
+	c, err := f.planned(setNames, plan)
+	if err != nil {
+		return false, err
+	}
 	f.fault("planned")
 	if c.Empty() {
 		return false, nil
@@ -176,8 +278,10 @@ func (f *Firewall) Remove(taps ...string) error {
 // When it was the last tap and no host firewall is set up, the shared
 // chains, hooks and sets go too (cleanUp), so the last DEL leaves nothing.
 func (f *Firewall) remove(tap string) error {
-	if err := f.removeTap(tap); err != nil {
-		return err
+	for _, v := range f.tables() {
+		if err := v.removeTap(tap); err != nil {
+			return err
+		}
 	}
 	if f.Bridge != nil {
 		if err := f.Bridge.Remove(tap); err != nil {
@@ -196,21 +300,24 @@ func (f *Firewall) CleanUp() error { return f.locked(f.cleanUp) }
 // host firewall has no addresses (its chains are then unreachable), so
 // taking it away changes no verdict. The caller holds the lock.
 func (f *Firewall) cleanUp() error {
-	sets, err := f.Sets.List(ruleset.SetHost)
-	if err != nil {
-		return err
-	}
-	if len(sets[ruleset.SetHost]) > 0 {
-		return nil
-	}
-	r, err := f.Tables.Reader()
-	if err != nil {
-		return err
-	}
-	none, err := NoTaps(r)
-	r.Close()
-	if err != nil || !none {
-		return err
+	for _, v := range f.tables() {
+		host := v.family().SetHost()
+		sets, err := f.Sets.List(host)
+		if err != nil {
+			return err
+		}
+		if len(sets[host]) > 0 {
+			return nil
+		}
+		r, err := v.Tables.Reader()
+		if err != nil {
+			return err
+		}
+		none, err := NoTaps(r)
+		r.Close()
+		if err != nil || !none {
+			return err
+		}
 	}
 	return f.flush()
 }
@@ -223,27 +330,34 @@ func (f *Firewall) Flush() error {
 }
 
 func (f *Firewall) flush() error {
-	t, sets, err := f.State()
-	if err != nil {
-		return err
-	}
 	if f.Bridge != nil {
 		if err := f.Bridge.Flush(); err != nil {
 			return err
 		}
 	}
-	c := FlushChanges(t, sets)
-	if c.Empty() {
-		return nil
+	for _, v := range f.tables() {
+		t, sets, err := v.State()
+		if err != nil {
+			return err
+		}
+		c := FlushChanges(v.family(), t, sets)
+		if c.Empty() {
+			continue
+		}
+		if err := v.apply(c); err != nil {
+			return err
+		}
 	}
-	return f.apply(c)
+	return nil
 }
 
-// removeTap removes one tap's chains, leaves and set.
+// removeTap removes one tap's chains, leaves and set from the view's
+// table.
 func (f *Firewall) removeTap(tap string) error {
-	names := []string{ruleset.TapSet(tap), ruleset.TempSet(ruleset.TapSet(tap))}
+	fam := f.family()
+	names := []string{fam.TapSet(tap), ruleset.TempSet(fam.TapSet(tap))}
 	_, err := f.change(names, func(r Reader, sets map[string][]netip.Prefix) (*Changes, error) {
-		return RemoveChanges(r, sets, tap)
+		return RemoveChanges(fam, r, sets, tap)
 	})
 	if err == nil || errors.Is(err, ErrBusy) {
 		return err
@@ -256,7 +370,7 @@ func (f *Firewall) removeTap(tap string) error {
 		if err != nil {
 			return nil, err
 		}
-		return RemoveEverywhere(t.T, sets, tap)
+		return RemoveEverywhere(fam, t.T, sets, tap)
 	})
 	if err2 != nil {
 		return errors.Join(err, err2)
@@ -268,11 +382,15 @@ func (f *Firewall) removeTap(tap string) error {
 // every difference, or nil.
 func (f *Firewall) Check(p *ruleset.Plan) error {
 	return f.locked(func() error {
-		t, sets, err := f.State(planSets(p)...)
-		if err != nil {
-			return err
+		var d []string
+		views, plans := f.plans(p)
+		for i, v := range views {
+			t, sets, err := v.State(planSets(plans[i])...)
+			if err != nil {
+				return err
+			}
+			d = append(d, Verify(t, sets, plans[i])...)
 		}
-		d := Verify(t, sets, p)
 		if f.Bridge != nil && p.L2 != nil {
 			d2, err := f.Bridge.Verify(p.L2)
 			if err != nil {
@@ -352,6 +470,13 @@ func (f *Firewall) GC(network string, keep func(ruleset.Attachment) bool) ([]str
 			}
 		}
 		installed := InstalledTaps(t, sets)
+		for _, v := range f.tables()[1:] {
+			t6, _, err := v.State()
+			if err != nil {
+				return err
+			}
+			installed = append(installed, InstalledTaps(t6, nil)...)
+		}
 		if f.Bridge != nil {
 			l2, err := f.Bridge.Taps()
 			if err != nil {
@@ -372,7 +497,7 @@ func (f *Firewall) GC(network string, keep func(ruleset.Attachment) bool) ([]str
 			}
 		}
 		for name := range sets {
-			if strings.HasPrefix(name, "tfw-x-") {
+			if ruleset.IsTempSet(name) {
 				if err := f.Sets.Destroy(name); err != nil {
 					f.logf("%v", err)
 				}
@@ -484,10 +609,13 @@ func (f *Firewall) fill(name string, entries []netip.Prefix) error {
 	return nil
 }
 
-// Status checks that iptables and ipsets can be used here.
+// Status checks that iptables, ip6tables, ipsets and nftables can be used
+// here.
 func Status(e Exec, s Sets) error {
-	if err := e.Probe(); err != nil {
-		return fmt.Errorf("iptables (%s) cannot be used: %w", e.Mode, err)
+	for _, x := range []Exec{e, e.IPv6()} {
+		if err := x.Probe(); err != nil {
+			return fmt.Errorf("%s (%s) cannot be used: %w", x.cmd(), x.Mode, err)
+		}
 	}
 	if _, err := s.List(); err != nil {
 		return fmt.Errorf("ipsets cannot be used: %w", err)

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"sort"
-	"strings"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -15,10 +14,11 @@ import (
 )
 
 // Sets is the narrow interface to the kernel's ipsets that the firewall
-// needs. Every set tapfw makes is hash:net, family inet.
+// needs. Every set tapfw makes is hash:net; its name says its family (see
+// ruleset.FamilyOfSet).
 type Sets interface {
 	// List returns the entries of the named sets that exist; with no
-	// names, of every set whose name starts with the tapfw prefix.
+	// names, of every set whose name starts with a tapfw prefix.
 	List(names ...string) (map[string][]netip.Prefix, error)
 	// Create makes an empty set; it fails if the set exists.
 	Create(name string) error
@@ -48,7 +48,7 @@ func (NetlinkSets) List(names ...string) (map[string][]netip.Prefix, error) {
 			return nil, fmt.Errorf("listing ipsets: %w", err)
 		}
 		for _, s := range all {
-			if strings.HasPrefix(s.SetName, ruleset.SetPrefix) {
+			if _, ok := ruleset.FamilyOfSet(s.SetName); ok {
 				names = append(names, s.SetName)
 			}
 		}
@@ -83,7 +83,11 @@ func (NetlinkSets) List(names ...string) (map[string][]netip.Prefix, error) {
 
 // Create implements Sets.
 func (NetlinkSets) Create(name string) error {
-	err := netlink.IpsetCreate(name, "hash:net", netlink.IpsetCreateOptions{Family: unix.AF_INET, Revision: hashNetRevision})
+	family := uint8(unix.AF_INET)
+	if f, ok := ruleset.FamilyOfSet(name); ok && f.V6 {
+		family = unix.AF_INET6
+	}
+	err := netlink.IpsetCreate(name, "hash:net", netlink.IpsetCreateOptions{Family: family, Revision: hashNetRevision})
 	if err != nil {
 		return fmt.Errorf("creating ipset %s: %w", name, err)
 	}

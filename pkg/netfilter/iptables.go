@@ -48,6 +48,18 @@ type Exec struct {
 	// WaitSeconds is how long iptables-restore waits for the xtables lock
 	// (legacy); iptables-nft does not need it.
 	WaitSeconds int
+	// V6 drives ip6tables instead of iptables.
+	V6 bool
+}
+
+// IPv6 is the same backend for ip6tables.
+func (e Exec) IPv6() Exec { e.V6 = true; return e }
+
+func (e Exec) cmd() string {
+	if e.V6 {
+		return "ip6tables"
+	}
+	return "iptables"
 }
 
 var _ Tables = Exec{}
@@ -55,26 +67,32 @@ var _ Tables = Exec{}
 func (e Exec) bin(tool string) string {
 	switch e.Mode {
 	case ModeNFT:
-		return "iptables-nft-" + tool
+		return e.cmd() + "-nft-" + tool
 	case ModeLegacy:
-		return "iptables-legacy-" + tool
+		return e.cmd() + "-legacy-" + tool
 	}
-	return "iptables-" + tool
+	return e.cmd() + "-" + tool
 }
 
 // Reader implements Tables: with iptables-nft, chains are read one by one
 // over netlink; with iptables-legacy the whole table is read once.
 func (e Exec) Reader() (Reader, error) {
 	if e.Mode == ModeNFT || (e.Mode == ModeAuto && NFTActive()) {
-		return NewNFTReader()
+		return NewNFTReader(e.V6)
 	}
 	return saveReader(e)
 }
 
 // Save implements Tables.
-func (e Exec) Save() ([]byte, error) {
+func (e Exec) Save() ([]byte, error) { return e.save("-t", "filter") }
+
+// SaveCounters is Save with each rule's packet and byte counters
+// ("[packets:bytes] -A ..."), for operators' views.
+func (e Exec) SaveCounters() ([]byte, error) { return e.save("-c", "-t", "filter") }
+
+func (e Exec) save(args ...string) ([]byte, error) {
 	var stdout, stderr bytes.Buffer
-	cmd := exec.Command(e.bin("save"), "-t", "filter")
+	cmd := exec.Command(e.bin("save"), args...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		return nil, fmt.Errorf("running %s: %w: %s", e.bin("save"), err, strings.TrimSpace(stderr.String()))
@@ -113,11 +131,14 @@ func (e Exec) Probe() error {
 			return fmt.Errorf("finding %s: %w", e.bin(tool), err)
 		}
 	}
-	path := "iptables"
+	path, proto := e.cmd(), iptables.ProtocolIPv4
 	if e.Mode != ModeAuto {
-		path = "iptables-" + string(e.Mode)
+		path += "-" + string(e.Mode)
 	}
-	ipt, err := iptables.New(iptables.Path(path), iptables.Timeout(5))
+	if e.V6 {
+		proto = iptables.ProtocolIPv6
+	}
+	ipt, err := iptables.New(iptables.Path(path), iptables.IPFamily(proto), iptables.Timeout(5))
 	if err != nil {
 		return fmt.Errorf("starting iptables: %w", err)
 	}

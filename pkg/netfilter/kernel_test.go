@@ -50,7 +50,8 @@ func newKernel(t *testing.T, mode Mode) *kernel {
 	}
 	t.Cleanup(func() { _ = ns.Close() })
 	lock := FileLock{Path: t.TempDir() + "/lock", Timeout: 10 * time.Second}
-	return &kernel{t: t, ns: ns, mode: mode, fw: &Firewall{Tables: Exec{Mode: mode, WaitSeconds: 5}, Sets: NetlinkSets{}, Lock: lock}}
+	ex := Exec{Mode: mode, WaitSeconds: 5}
+	return &kernel{t: t, ns: ns, mode: mode, fw: &Firewall{Tables: ex, Tables6: ex.IPv6(), Sets: NetlinkSets{}, Lock: lock}}
 }
 
 // do runs f with the firewall inside the namespace.
@@ -79,9 +80,10 @@ var (
 	initval   = regexp.MustCompile(` initval 0x[0-9a-f]+`)
 )
 
-// save returns iptables-save of all tables, without its dated comments.
+// save returns iptables-save and ip6tables-save of all tables, without
+// their dated comments.
 func (k *kernel) save() string {
-	return saveNoise.ReplaceAllString(k.run("iptables-"+string(k.mode)+"-save"), "")
+	return saveNoise.ReplaceAllString(k.run("iptables-"+string(k.mode)+"-save")+k.run("ip6tables-"+string(k.mode)+"-save"), "")
 }
 
 // foreign returns everything in the ruleset that is not tapfw's.
@@ -96,7 +98,7 @@ func (k *kernel) foreign() string {
 	sets := initval.ReplaceAllString(k.run("ipset", "save"), "")
 	var fs []string
 	for _, l := range strings.Split(sets, "\n") {
-		if !strings.Contains(l, " tfw-") {
+		if !strings.Contains(l, " tfw-") && !strings.Contains(l, " tfw6-") {
 			fs = append(fs, l)
 		}
 	}
@@ -109,6 +111,7 @@ func (k *kernel) addForeign() {
 	k.ipt("-A", "FOREIGN", "-p", "tcp", "--dport", "443", "-m", "comment", "--comment", "tap110i0: not ours", "-j", "ACCEPT")
 	k.ipt("-A", "FORWARD", "-j", "FOREIGN")
 	k.ipt("-A", "OUTPUT", "-d", "198.51.100.77/32", "-j", "DROP")
+	k.run("ip6tables-"+string(k.mode), "-A", "FORWARD", "-s", "2001:db8:ffff::9/128", "-j", "DROP")
 	k.ipt("-t", "nat", "-A", "POSTROUTING", "-s", "192.0.2.0/24", "-j", "MASQUERADE")
 	k.run("ipset", "create", "foreign", "hash:ip")
 	k.run("ipset", "add", "foreign", "192.0.2.77")
@@ -196,7 +199,7 @@ func TestKernelLifecycle(t *testing.T) {
 			for _, tap := range []string{"tap123i0", "tap115i0"} {
 				k.do(func(fw *Firewall) error { return fw.Remove(tap) })
 			}
-			if s := k.run("ipset", "list", "-n"); strings.Contains(s, "tfw-t-") {
+			if s := k.run("ipset", "list", "-n"); strings.Contains(s, "tfw-t-tap110i0") || strings.Contains(s, "tfw6-t-tap110i0") {
 				t.Errorf("tap sets left: %s", s)
 			}
 			if got := k.foreign(); got != foreign {
@@ -312,6 +315,78 @@ func TestKernelLongNames(t *testing.T) {
 			}
 			k.do(func(fw *Firewall) error { return fw.Remove("abcdefghijklmno") })
 			k.do(func(fw *Firewall) error { return fw.Check(planFrom(t, conf, "abcdefghijklmnp")) })
+		})
+	}
+}
+
+// TestKernelDualStack: the dual-stack sample in both tables. A second ADD
+// changes nothing (what ip6tables-save prints back, masks in IPv4 form
+// included, is what tapfw renders), CHECK sees a tampered IPv6 rule and
+// set, ADD repairs them, and DEL of both taps leaves only the foreign rules.
+func TestKernelDualStack(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(string(mode), func(t *testing.T) {
+			k := newKernel(t, mode)
+			k.addForeign()
+			foreign := k.foreign()
+			plans := map[string]*ruleset.Plan{}
+			for _, tap := range dualTaps {
+				plans[tap] = dualPlan(t, tap)
+				k.do(func(fw *Firewall) error { _, err := fw.Apply(plans[tap]); return err })
+			}
+			before := k.save()
+			for _, want := range []string{
+				"-A TFW-DH-1020 -d ::201/::0.15.255.255 ",
+				"-A TFW-T-tap201i0-IN -p ipv6-icmp -m icmp6 --icmpv6-type 128 ",
+				"-A TFW-T-tap201i0-IN -s 2001:db8:1::202/128 -p tcp -m tcp --dport 8080 ",
+				"-j REJECT --reject-with icmp6-port-unreachable",
+			} {
+				if !strings.Contains(before, want) {
+					t.Errorf("ip6tables-save lacks %q", want)
+				}
+			}
+			for _, tap := range dualTaps {
+				k.do(func(fw *Firewall) error {
+					changed, err := fw.Apply(plans[tap])
+					if err == nil && changed {
+						t.Errorf("second ADD of %s changed the kernel", tap)
+					}
+					if err != nil {
+						return err
+					}
+					return fw.Check(plans[tap])
+				})
+			}
+			if after := k.save(); after != before {
+				t.Errorf("second ADD changed the tables:\n%s\n---\n%s", before, after)
+			}
+			k.run("ip6tables-"+string(mode), "-D", "TFW-T-tap201i0-IN", "8")
+			k.run("ipset", "del", "tfw6-t-tap201i0", "fe80::ff:fe00:201")
+			k.do(func(fw *Firewall) error {
+				err := fw.Check(plans["tap201i0"])
+				if err == nil {
+					t.Fatal("CHECK passed after tampering")
+				}
+				for _, want := range []string{"table ip6 filter, chain TFW-T-tap201i0-IN, rule 8: missing", "ipset tfw6-t-tap201i0"} {
+					if !strings.Contains(err.Error(), want) {
+						t.Errorf("CHECK error does not say %q: %v", want, err)
+					}
+				}
+				if _, err := fw.Apply(plans["tap201i0"]); err != nil {
+					return err
+				}
+				return fw.Check(plans["tap201i0"])
+			})
+			for _, tap := range dualTaps {
+				k.do(func(fw *Firewall) error { return fw.Remove(tap) })
+			}
+			k.do(func(fw *Firewall) error { return fw.Flush() })
+			if got := k.foreign(); got != foreign {
+				t.Errorf("foreign rules changed:\n%s\n---\n%s", foreign, got)
+			}
+			if s := k.save() + k.run("ipset", "list", "-n"); strings.Contains(s, "TFW-") || strings.Contains(s, "tfw") {
+				t.Errorf("tapfw left:\n%s", s)
+			}
 		})
 	}
 }

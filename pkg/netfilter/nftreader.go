@@ -24,13 +24,18 @@ type NFTReader struct {
 
 var _ Reader = (*NFTReader)(nil)
 
-// NewNFTReader opens a netlink connection in the caller's namespace.
-func NewNFTReader() (*NFTReader, error) {
+// NewNFTReader opens a netlink connection in the caller's namespace to
+// read table ip filter, or ip6 filter when v6 is set.
+func NewNFTReader(v6 bool) (*NFTReader, error) {
 	c, err := nftables.New(nftables.AsLasting())
 	if err != nil {
 		return nil, fmt.Errorf("opening nftables netlink: %w", err)
 	}
-	return &NFTReader{conn: c, table: &nftables.Table{Name: "filter", Family: nftables.TableFamilyIPv4}}, nil
+	fam := nftables.TableFamilyIPv4
+	if v6 {
+		fam = nftables.TableFamilyIPv6
+	}
+	return &NFTReader{conn: c, table: &nftables.Table{Name: "filter", Family: fam}}, nil
 }
 
 // Close releases the connection.

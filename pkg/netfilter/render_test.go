@@ -63,38 +63,86 @@ func golden(t *testing.T, name string, got []byte) {
 	}
 }
 
-// TestGoldenFirstAdd renders what the first ADD of each seed tap applies
-// to an empty kernel: set operations and the restore file.
+// firstAdd renders what the first ADD of a plan applies to an empty
+// kernel: set operations and the restore file of iptables, then of
+// ip6tables.
+func firstAdd(t *testing.T, p *ruleset.Plan) []byte {
+	t.Helper()
+	var b strings.Builder
+	for _, q := range []*ruleset.Plan{p, p.V6} {
+		save, _ := NewFakeTables().Save()
+		table, err := ParseSave(save)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := PlanChanges(TableReader{T: table}, nil, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if q.Fam().V6 {
+			b.WriteString("# ip6tables\n")
+		}
+		b.WriteString(c.String())
+	}
+	return []byte(b.String())
+}
+
+// TestGoldenFirstAdd renders what the first ADD of each seed tap and of
+// each dual-stack tap applies to an empty kernel.
 func TestGoldenFirstAdd(t *testing.T) {
 	for _, tap := range seedTaps {
 		t.Run(tap, func(t *testing.T) {
-			tb := NewFakeTables()
-			save, _ := tb.Save()
-			table, err := ParseSave(save)
-			if err != nil {
-				t.Fatal(err)
-			}
-			c, err := PlanChanges(TableReader{T: table}, nil, seedPlan(t, tap))
-			if err != nil {
-				t.Fatal(err)
-			}
-			golden(t, "seed-add-"+tap+".txt", []byte(c.String()))
+			golden(t, "seed-add-"+tap+".txt", firstAdd(t, seedPlan(t, tap)))
+		})
+	}
+	for _, tap := range dualTaps {
+		t.Run(tap, func(t *testing.T) {
+			golden(t, "dualstack-add-"+tap+".txt", firstAdd(t, dualPlan(t, tap)))
 		})
 	}
 }
 
-// TestGoldenSeedTable applies the three seed taps in turn and renders the
-// resulting table and sets: shared chains once, each tap's chains and jumps.
-func TestGoldenSeedTable(t *testing.T) {
-	fw, tb, sets := newFake()
-	for _, tap := range seedTaps {
-		if _, err := fw.Apply(seedPlan(t, tap)); err != nil {
-			t.Fatal(err)
-		}
+// The dual-stack sample: testdata/dualstack.
+var dualTaps = []string{"tap201i0", "tap202i0"}
+
+func dualPlan(t testing.TB, tap string) *ruleset.Plan {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "..", "testdata", "dualstack", tap+".json"))
+	if err != nil {
+		t.Fatal(err)
 	}
+	return planFrom(t, data, tap)
+}
+
+// TestGoldenSeedTable applies the three seed taps in turn and renders the
+// resulting tables and sets: shared chains once, each tap's chains and
+// jumps. The same for the dual-stack sample.
+func TestGoldenSeedTable(t *testing.T) {
+	for _, sample := range []struct {
+		name string
+		taps []string
+		plan func(testing.TB, string) *ruleset.Plan
+	}{{"seed", seedTaps, seedPlan}, {"dualstack", dualTaps, dualPlan}} {
+		t.Run(sample.name, func(t *testing.T) {
+			fw, tb, sets := newFake()
+			for _, tap := range sample.taps {
+				if _, err := fw.Apply(sample.plan(t, tap)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			golden(t, sample.name+"-table.txt", tablesAndSets(fw, tb, sets))
+		})
+	}
+}
+
+// tablesAndSets renders both tables and every set of a fake firewall.
+func tablesAndSets(fw *Firewall, tb *FakeTables, sets *FakeSets) []byte {
 	save, _ := tb.Save()
 	var b strings.Builder
 	b.Write(save)
+	save6, _ := fw.Tables6.Save()
+	b.WriteString("# ip6tables\n")
+	b.Write(save6)
 	list, _ := sets.List()
 	names := make([]string, 0, len(list))
 	for n := range list {
@@ -108,12 +156,12 @@ func TestGoldenSeedTable(t *testing.T) {
 		}
 		b.WriteString("\n")
 	}
-	golden(t, "seed-table.txt", []byte(b.String()))
+	return []byte(b.String())
 }
 
 func newFake() (*Firewall, *FakeTables, *FakeSets) {
 	tb, sets := NewFakeTables(), NewFakeSets()
-	return &Firewall{Tables: tb, Sets: sets, Lock: NoLock{}}, tb, sets
+	return &Firewall{Tables: tb, Tables6: NewFakeTables(), Sets: sets, Lock: NoLock{}}, tb, sets
 }
 
 var errBoom = errors.New("boom")

@@ -13,7 +13,7 @@ type Chain struct {
 	Rules []Rule
 }
 
-// Set is an ipset (hash:net, family inet) and its entries.
+// Set is an ipset (hash:net of the plan's family) and its entries.
 type Set struct {
 	Name    string
 	Entries []netip.Prefix
@@ -41,6 +41,10 @@ type Plan struct {
 	Paths []Path
 	// L2 is the tap's layer-2 checks (table bridge tapfw).
 	L2 *L2Tap
+	// Family is the plan's address family (nil: IPv4); V6 is the IPv6
+	// plan of the same tap, for ip6tables.
+	Family *Family
+	V6     *Plan
 	// Hooks are the jumps from the built-in chains, kept at their top.
 	Hooks []Rule
 	// Sets are wanted exactly; BaseSets only have to exist.
@@ -84,7 +88,45 @@ func Build(c Config) (*Plan, error) {
 	if t.LogLimit == "" {
 		t.LogLimit = DefaultLogLimit
 	}
-	p := &Plan{Tap: t.Name}
+	c.Tap = t
+	p, err := buildFamily(c, IPv4)
+	if err != nil {
+		return nil, err
+	}
+	if p.L2, err = BuildL2(c); err != nil {
+		return nil, err
+	}
+	if p.V6, err = buildFamily(c, IPv6); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Fam is the plan's family.
+func (p *Plan) Fam() *Family {
+	if p.Family == nil {
+		return IPv4
+	}
+	return p.Family
+}
+
+// TapAddrs are the tap's addresses of the family, as its set holds them:
+// for IPv6 also its link-local address, derived from its MAC.
+func TapAddrs(t Tap, fam *Family) []netip.Prefix {
+	if !fam.V6 {
+		return sortedPrefixes(t.IPs)
+	}
+	ips := append([]netip.Prefix(nil), t.IPs6...)
+	if len(t.MAC) == 6 {
+		ips = append(ips, netip.PrefixFrom(LinkLocal(t.MAC), 128))
+	}
+	return sortedPrefixes(ips)
+}
+
+// buildFamily renders the tap's plan for one family.
+func buildFamily(c Config, fam *Family) (*Plan, error) {
+	t := c.Tap
+	p := &Plan{Tap: t.Name, Family: fam}
 	br := c.Bridge.Name
 
 	// Built-in hooks, shared top-level chains and the bridge's chains.
@@ -92,50 +134,48 @@ func Build(c Config) (*Plan, error) {
 		p.Hooks = append(p.Hooks, Rule{Chain: h[0], Comment: OwnerHooks + ": hook", Verdict: Verdict{Target: h[1]}})
 	}
 	p.Base = append(p.Base, Chain{Name: ChainForward}, Chain{Name: ChainUnmanagedIn}, Chain{Name: ChainUnmanagedOut})
-	for _, t := range Tries {
+	for _, t := range fam.Tries {
 		root := Chain{Name: t.Root}
 		if miss, ok := t.MissRule(t.Root); ok {
 			root.Rules = []Rule{miss}
 		}
 		p.Base = append(p.Base, root)
 	}
-	p.Shared = append(p.Shared, inputChain(), outputChain(), bridgeChain(br))
+	p.Shared = append(p.Shared, inputChain(fam), outputChain(fam), bridgeChain(br))
 	p.Members = append(p.Members, forwardRules(c.Bridge)...)
 	p.Members = append(p.Members, unmanagedRules(c.Bridge)...)
 
 	// The tap's chains and its dispatch rules.
-	out, err := tapOut(t)
+	addrs := TapAddrs(t, fam)
+	out, err := tapOut(t, fam)
 	if err != nil {
 		return nil, err
 	}
-	in, err := tapIn(t)
+	in, err := tapIn(t, fam)
 	if err != nil {
 		return nil, err
 	}
 	p.Owned = []Chain{in, out}
-	if p.L2, err = BuildL2(c); err != nil {
-		return nil, err
-	}
-	p.Paths = dispatchPaths(t)
-	p.Sets = append(p.Sets, Set{Name: TapSet(t.Name), Entries: sortedPrefixes(t.IPs)})
+	p.Paths = dispatchPaths(t, fam, addrs)
+	p.Sets = append(p.Sets, Set{Name: fam.TapSet(t.Name), Entries: addrs})
 
 	// Host firewall.
 	if c.Host != nil {
-		hin, hout, err := hostChains(c.Host, t.LogDropped, t.LogLimit)
+		hin, hout, err := hostChains(c.Host, fam, t.LogDropped, t.LogLimit)
 		if err != nil {
 			return nil, err
 		}
 		p.Shared = append(p.Shared, hin, hout)
 		p.Sets = append(p.Sets,
-			Set{Name: SetHost, Entries: sortedPrefixes(c.Host.IPs)},
-			Set{Name: SetCluster, Entries: sortedPrefixes(c.Host.ClusterHosts)})
+			Set{Name: fam.SetHost(), Entries: sortedPrefixes(fam.Of(c.Host.IPs))},
+			Set{Name: fam.SetCluster(), Entries: sortedPrefixes(fam.Of(c.Host.ClusterHosts))})
 	} else {
-		hin, hout, err := hostChains(&Host{}, t.LogDropped, t.LogLimit)
+		hin, hout, err := hostChains(&Host{}, fam, t.LogDropped, t.LogLimit)
 		if err != nil {
 			return nil, err
 		}
 		p.Base = append(p.Base, hin, hout)
-		p.BaseSets = append(p.BaseSets, Set{Name: SetHost}, Set{Name: SetCluster})
+		p.BaseSets = append(p.BaseSets, Set{Name: fam.SetHost()}, Set{Name: fam.SetCluster()})
 	}
 	names := make([]string, 0, len(c.Sets))
 	for n := range c.Sets {
@@ -143,7 +183,7 @@ func Build(c Config) (*Plan, error) {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		p.Sets = append(p.Sets, Set{Name: UserSet(n), Entries: sortedPrefixes(c.Sets[n])})
+		p.Sets = append(p.Sets, Set{Name: fam.UserSet(n), Entries: sortedPrefixes(fam.Of(c.Sets[n]))})
 	}
 	return p, nil
 }
@@ -152,22 +192,22 @@ func hook(chain, desc string, v Verdict) Rule {
 	return Rule{Chain: chain, Comment: OwnerHooks + ": " + desc, Verdict: v}
 }
 
-func inputChain() Chain {
+func inputChain(fam *Family) Chain {
 	c := ChainInput
 	return Chain{Name: c, Rules: []Rule{
 		hook(c, "from taps", Verdict{Target: TrieIn.Root}),
 		withState(hook(c, "established", Verdict{Target: "ACCEPT"}), "RELATED,ESTABLISHED"),
-		withSet(hook(c, "to host", Verdict{Target: ChainHostIn}), SetHost, "dst"),
+		withSet(hook(c, "to host", Verdict{Target: ChainHostIn}), fam.SetHost(), "dst"),
 		hook(c, "default", Verdict{Target: "ACCEPT"}),
 	}}
 }
 
-func outputChain() Chain {
+func outputChain(fam *Family) Chain {
 	c := ChainOutput
 	return Chain{Name: c, Rules: []Rule{
 		withState(hook(c, "established", Verdict{Target: "ACCEPT"}), "RELATED,ESTABLISHED"),
-		withSet(hook(c, "from host", Verdict{Target: ChainHostOut}), SetHost, "src"),
-		hook(c, "to taps", Verdict{Target: TrieHost.Root}),
+		withSet(hook(c, "from host", Verdict{Target: ChainHostOut}), fam.SetHost(), "src"),
+		hook(c, "to taps", Verdict{Target: fam.TrieHost.Root}),
 		hook(c, "default", Verdict{Target: "ACCEPT"}),
 	}}
 }
@@ -283,42 +323,87 @@ func ParseDispatchComment(c string) (Attachment, bool) {
 // dispatchPaths are the tap's leaves in the tries: by bridge port in (it
 // also records who attached the tap), by bridge port out, and by each of
 // its addresses for traffic from the host.
-func dispatchPaths(t Tap) []Path {
+func dispatchPaths(t Tap, fam *Family, addrs []netip.Prefix) []Path {
 	own := t.Name + ": "
 	ps := []Path{
 		TrieIn.PathFor(t.Name, TapOut(t.Name), DispatchComment(t)),
 		TrieOut.PathFor(t.Name, TapIn(t.Name), own+"dispatch out"),
 	}
-	for _, ip := range sortedPrefixes(t.IPs) {
-		ps = append(ps, TrieHost.PathFor(IPKey(ip), TapIn(t.Name), own+"from host "+ip.String()))
+	for _, ip := range addrs {
+		ps = append(ps, HostPath(fam, t.Name, ip))
 	}
 	return ps
 }
 
+// HostPath is the way from the host to tap for its address ip.
+func HostPath(fam *Family, tap string, ip netip.Prefix) Path {
+	return fam.TrieHost.PathFor(fam.HostKey(ip), TapIn(tap), tap+": from host "+ip.String())
+}
+
+// ICMPv6 types of neighbour discovery (RFC 4861).
+const (
+	icmp6RouterSolicit = "133"
+	icmp6RouterAdvert  = "134"
+	icmp6NeighSolicit  = "135"
+	icmp6NeighAdvert   = "136"
+	icmp6Redirect      = "137"
+)
+
+func icmp6(chain, typ, comment string, v Verdict) Rule {
+	return Rule{Chain: chain, Proto: ProtoICMPv6, ICMPType: typ, Comment: comment, Verdict: v}
+}
+
 // tapOut is the chain for packets from the VM. Allowed packets RETURN so
 // that the IN chain of the receiving tap still runs.
-func tapOut(t Tap) (Chain, error) {
+func tapOut(t Tap, fam *Family) (Chain, error) {
 	c := TapOut(t.Name)
 	own := t.Name + ": "
-	rs := []Rule{{Chain: c, CtState: "INVALID", Comment: own + "invalid", Verdict: Verdict{Target: "DROP"}}}
+	ret, drop := Verdict{Target: "RETURN"}, Verdict{Target: "DROP"}
+	rs := []Rule{{Chain: c, CtState: "INVALID", Comment: own + "invalid", Verdict: drop}}
 	if t.MACFilter {
-		rs = append(rs, Rule{Chain: c, MACSource: t.MAC.String(), MACNegate: true, Comment: own + "mac anti-spoof", Verdict: Verdict{Target: "DROP"}})
+		rs = append(rs, Rule{Chain: c, MACSource: t.MAC.String(), MACNegate: true, Comment: own + "mac anti-spoof", Verdict: drop})
 	}
-	rs = append(rs, Rule{Chain: c, Proto: "udp", SPort: "67", DPort: "68", Comment: own + "no dhcp server", Verdict: Verdict{Target: "DROP"}})
-	if t.DHCP {
-		// A client without an address asks from 0.0.0.0 to the broadcast
-		// address: that, and only that, passes before the IP check.
-		rs = append(rs, Rule{Chain: c, Src: anyAddr, Dst: broadcast, Proto: "udp", SPort: "68", DPort: "67", Comment: own + "dhcp discover", Verdict: Verdict{Target: "RETURN"}})
+	if fam.V6 {
+		if !t.RAdv {
+			rs = append(rs,
+				icmp6(c, icmp6RouterAdvert, own+"no router advertisements", drop),
+				icmp6(c, icmp6Redirect, own+"no redirects", drop))
+		}
+		rs = append(rs, Rule{Chain: c, Proto: "udp", SPort: "547", DPort: "546", Comment: own + "no dhcpv6 server", Verdict: drop})
+		if t.NDP && t.IPFilter {
+			// Duplicate address detection asks from the unspecified
+			// address, before the VM has one.
+			rs = append(rs, Rule{Chain: c, Src: netip.MustParsePrefix("::/128"), Proto: ProtoICMPv6, ICMPType: icmp6NeighSolicit, Comment: own + "ndp dad", Verdict: ret})
+		}
+	} else {
+		rs = append(rs, Rule{Chain: c, Proto: "udp", SPort: "67", DPort: "68", Comment: own + "no dhcp server", Verdict: drop})
+		if t.DHCP {
+			// A client without an address asks from 0.0.0.0 to the
+			// broadcast address: that, and only that, passes before the
+			// IP check.
+			rs = append(rs, Rule{Chain: c, Src: anyAddr, Dst: broadcast, Proto: "udp", SPort: "68", DPort: "67", Comment: own + "dhcp discover", Verdict: ret})
+		}
 	}
 	if t.IPFilter {
-		rs = append(rs, Rule{Chain: c, SetSrc: TapSet(t.Name), SetSrcNeg: true, Comment: own + "ip anti-spoof", Verdict: Verdict{Target: "DROP"}})
+		rs = append(rs, Rule{Chain: c, SetSrc: fam.TapSet(t.Name), SetSrcNeg: true, Comment: own + "ip anti-spoof", Verdict: drop})
 	}
-	if t.DHCP {
+	if fam.V6 {
+		if t.NDP {
+			// Their targets are checked in the bridge table.
+			for _, typ := range []string{icmp6RouterSolicit, icmp6NeighSolicit, icmp6NeighAdvert} {
+				rs = append(rs, icmp6(c, typ, own+"ndp", ret))
+			}
+		}
+		if t.DHCP {
+			// Clients ask from their link-local address.
+			rs = append(rs, Rule{Chain: c, Proto: "udp", SPort: "546", DPort: "547", Comment: own + "dhcpv6 request", Verdict: ret})
+		}
+	} else if t.DHCP {
 		// Renewals come from the guest's own address.
-		rs = append(rs, Rule{Chain: c, Proto: "udp", SPort: "68", DPort: "67", Comment: own + "dhcp renew", Verdict: Verdict{Target: "RETURN"}})
+		rs = append(rs, Rule{Chain: c, Proto: "udp", SPort: "68", DPort: "67", Comment: own + "dhcp renew", Verdict: ret})
 	}
 	rs = append(rs, Rule{Chain: c, CtState: "RELATED,ESTABLISHED", Comment: own + "established", Verdict: Verdict{Target: "ACCEPT"}})
-	cx := chainCtx{chain: c, owner: t.Name, logName: t.Name, dir: "out", allow: "RETURN", limit: t.LogLimit}
+	cx := chainCtx{chain: c, fam: fam, owner: t.Name, logName: t.Name, dir: "out", allow: "RETURN", limit: t.LogLimit}
 	user, err := cx.userRules(t.Out)
 	if err != nil {
 		return Chain{}, err
@@ -329,14 +414,29 @@ func tapOut(t Tap) (Chain, error) {
 }
 
 // tapIn is the chain for packets to the VM. Allowed packets are ACCEPTed.
-func tapIn(t Tap) (Chain, error) {
+func tapIn(t Tap, fam *Family) (Chain, error) {
 	c := TapIn(t.Name)
 	own := t.Name + ": "
+	acc := Verdict{Target: "ACCEPT"}
 	rs := []Rule{
 		{Chain: c, CtState: "INVALID", Comment: own + "invalid", Verdict: Verdict{Target: "DROP"}},
-		{Chain: c, CtState: "RELATED,ESTABLISHED", Comment: own + "established", Verdict: Verdict{Target: "ACCEPT"}},
+		{Chain: c, CtState: "RELATED,ESTABLISHED", Comment: own + "established", Verdict: acc},
 	}
-	cx := chainCtx{chain: c, owner: t.Name, logName: t.Name, dir: "in", allow: "ACCEPT", limit: t.LogLimit}
+	if fam.V6 {
+		// Conntrack does not track neighbour discovery, so nothing of it
+		// is ever established.
+		if t.NDP {
+			for _, typ := range []string{icmp6RouterSolicit, icmp6RouterAdvert, icmp6NeighSolicit, icmp6NeighAdvert} {
+				rs = append(rs, icmp6(c, typ, own+"ndp", acc))
+			}
+		}
+		if t.DHCP {
+			// The server answers to the link-local address the request
+			// came from, not the multicast address it went to.
+			rs = append(rs, Rule{Chain: c, Proto: "udp", SPort: "547", DPort: "546", Comment: own + "dhcpv6 reply", Verdict: acc})
+		}
+	}
+	cx := chainCtx{chain: c, fam: fam, owner: t.Name, logName: t.Name, dir: "in", allow: "ACCEPT", limit: t.LogLimit}
 	user, err := cx.userRules(t.In)
 	if err != nil {
 		return Chain{}, err
@@ -346,24 +446,32 @@ func tapIn(t Tap) (Chain, error) {
 	return Chain{Name: c, Rules: rs}, nil
 }
 
-func hostChains(h *Host, logDropped bool, limit string) (Chain, Chain, error) {
+func hostChains(h *Host, fam *Family, logDropped bool, limit string) (Chain, Chain, error) {
 	var chains [2]Chain
 	for i, d := range []struct {
 		chain, dir string
 		rules      []UserRule
 		cluster    Rule
 	}{
-		{ChainHostIn, "in", h.In, Rule{SetSrc: SetCluster}},
-		{ChainHostOut, "out", h.Out, Rule{SetDst: SetCluster}},
+		{ChainHostIn, "in", h.In, Rule{SetSrc: fam.SetCluster()}},
+		{ChainHostOut, "out", h.Out, Rule{SetDst: fam.SetCluster()}},
 	} {
-		cx := chainCtx{chain: d.chain, owner: OwnerHost, logName: "host", dir: d.dir, allow: "RETURN", limit: limit}
+		cx := chainCtx{chain: d.chain, fam: fam, owner: OwnerHost, logName: "host", dir: d.dir, allow: "RETURN", limit: limit}
 		cluster := d.cluster
 		cluster.Chain, cluster.Comment, cluster.Verdict = d.chain, OwnerHost+": cluster hosts", Verdict{Target: "RETURN"}
+		rs := []Rule{cluster}
+		if fam.V6 {
+			// The host's own neighbour discovery: without it, it has no
+			// IPv6 at all.
+			for _, typ := range []string{icmp6RouterSolicit, icmp6RouterAdvert, icmp6NeighSolicit, icmp6NeighAdvert} {
+				rs = append(rs, icmp6(d.chain, typ, OwnerHost+": ndp", Verdict{Target: "RETURN"}))
+			}
+		}
 		user, err := cx.userRules(d.rules)
 		if err != nil {
 			return Chain{}, Chain{}, fmt.Errorf("host.%w", err)
 		}
-		rs := append([]Rule{cluster}, user...)
+		rs = append(rs, user...)
 		chains[i] = Chain{Name: d.chain, Rules: append(rs, cx.policy(Drop, logDropped)...)}
 	}
 	return chains[0], chains[1], nil
@@ -379,6 +487,7 @@ func LogPrefix(owner, dir, what string) string {
 // chainCtx is what the rules of one direction of one owner share.
 type chainCtx struct {
 	chain   string
+	fam     *Family
 	owner   string // the comment's owner: a tap name or OwnerHost
 	logName string // the name in LOG prefixes
 	dir     string // in or out
@@ -400,7 +509,7 @@ func (cx chainCtx) policy(a Action, logDropped bool) []Rule {
 		if logDropped {
 			rs = append(rs, cx.logRule("rej", own+"log policy"))
 		}
-		return append(rs, Rule{Chain: cx.chain, Comment: own + "policy reject", Verdict: Verdict{Target: "REJECT"}})
+		return append(rs, Rule{Chain: cx.chain, Comment: own + "policy reject", Verdict: Verdict{Target: "REJECT", RejectWith: cx.fam.RejectWith()}})
 	default:
 		if logDropped {
 			rs = append(rs, cx.logRule("drop", own+"log policy"))
@@ -412,6 +521,9 @@ func (cx chainCtx) policy(a Action, logDropped bool) []Rule {
 func (cx chainCtx) userRules(us []UserRule) ([]Rule, error) {
 	var rs []Rule
 	for i, u := range us {
+		if !u.Applies(cx.fam) {
+			continue
+		}
 		n := i + 1
 		comment := fmt.Sprintf("%s: %s rule %d", cx.owner, cx.dir, n)
 		if u.Comment != "" {
@@ -422,12 +534,12 @@ func (cx chainCtx) userRules(us []UserRule) ([]Rule, error) {
 		}
 		r := Rule{Chain: cx.chain, Proto: u.Proto, Comment: comment, ICMPType: u.ICMPType}
 		if u.Source.Set != "" {
-			r.SetSrc = UserSet(u.Source.Set)
+			r.SetSrc = cx.fam.UserSet(u.Source.Set)
 		} else {
 			r.Src = u.Source.Prefix
 		}
 		if u.Dest.Set != "" {
-			r.SetDst = UserSet(u.Dest.Set)
+			r.SetDst = cx.fam.UserSet(u.Dest.Set)
 		} else {
 			r.Dst = u.Dest.Prefix
 		}
@@ -445,7 +557,7 @@ func (cx chainCtx) userRules(us []UserRule) ([]Rule, error) {
 		case Accept:
 			r.Verdict = Verdict{Target: cx.allow}
 		case Reject:
-			r.Verdict = Verdict{Target: "REJECT"}
+			r.Verdict = Verdict{Target: "REJECT", RejectWith: cx.fam.RejectWith()}
 			if u.Proto == "tcp" {
 				r.Verdict.RejectWith = "tcp-reset"
 			}

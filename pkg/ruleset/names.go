@@ -3,8 +3,6 @@
 package ruleset
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"regexp"
 )
@@ -16,8 +14,8 @@ const (
 	MaxIfName    = 15
 	// MaxComment is the longest comment tapfw writes; the kernel allows 255.
 	MaxComment = 255
-	// MaxUserSetName leaves room for the "tfw-s-" prefix.
-	MaxUserSetName = MaxSetName - len(userSetPrefix)
+	// MaxUserSetName leaves room for the longer prefix, "tfw6-s-".
+	MaxUserSetName = MaxSetName - len(SetPrefix6) - len("s-")
 )
 
 // Names of the chains that all taps share. Every name tapfw creates starts
@@ -42,7 +40,6 @@ const (
 	bridgeChainPrefix = "TFW-B-"
 	tapSetPrefix      = "tfw-t-"
 	userSetPrefix     = "tfw-s-"
-	tmpSetPrefix      = "tfw-x-"
 )
 
 // Owners that are not interfaces. Interface names cannot hold '@', so these
@@ -66,12 +63,6 @@ func TapSet(tap string) string { return tapSetPrefix + tap }
 
 // UserSet is the kernel name of the named ipset the config calls name.
 func UserSet(name string) string { return userSetPrefix + name }
-
-// TempSet is the name a set is built under before it is swapped in.
-func TempSet(set string) string {
-	sum := sha256.Sum256([]byte(set))
-	return tmpSetPrefix + hex.EncodeToString(sum[:8])
-}
 
 // IsTapChain reports whether chain is one of a tap's own chains and returns
 // the tap's name.

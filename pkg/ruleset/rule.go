@@ -29,6 +29,7 @@ type Physdev struct {
 type Rule struct {
 	Chain      string
 	Src, Dst   netip.Prefix // zero: any
+	DstMask    netip.Addr   // when valid, Dst's address is matched under this mask instead
 	InIface    string
 	OutIface   string
 	Proto      string // tcp, udp, icmp or a protocol number
@@ -75,10 +76,12 @@ func (r Rule) Args() []string {
 	var a []string
 	w := func(s ...string) { a = append(a, s...) }
 	if r.Src.IsValid() {
-		w("-s", r.Src.String())
+		w("-s", PrefixString(r.Src))
 	}
-	if r.Dst.IsValid() {
-		w("-d", r.Dst.String())
+	if r.DstMask.IsValid() {
+		w("-d", AddrString(r.Dst.Addr())+"/"+AddrString(r.DstMask))
+	} else if r.Dst.IsValid() {
+		w("-d", PrefixString(r.Dst))
 	}
 	if r.InIface != "" {
 		w("-i", r.InIface)
@@ -145,7 +148,11 @@ func (r Rule) Args() []string {
 		w("-m", "multiport", "--dports", r.DPorts)
 	}
 	if r.ICMPType != "" {
-		w("-m", "icmp", "--icmp-type", r.ICMPType)
+		if r.Proto == ProtoICMPv6 {
+			w("-m", "icmp6", "--icmpv6-type", r.ICMPType)
+		} else {
+			w("-m", "icmp", "--icmp-type", r.ICMPType)
+		}
 	}
 	if r.Limit != "" {
 		w("-m", "limit", "--limit", r.Limit)
@@ -166,7 +173,7 @@ func (r Rule) Args() []string {
 	case "REJECT":
 		with := v.RejectWith
 		if with == "" {
-			with = "icmp-port-unreachable"
+			with = IPv4.RejectWith()
 		}
 		w("--reject-with", with)
 	case "LOG":

@@ -28,6 +28,9 @@ type Trie struct {
 	// match fills r's match for a key prefix: exact for a whole key,
 	// otherwise every key that starts with prefix.
 	match func(r *Rule, prefix string, exact bool)
+	// symbols, when set, returns the symbols of a key that place its leaf
+	// (the default: the key, or for an IPv4 network its whole nibbles).
+	symbols func(key string) string
 }
 
 // The tries: tap names by bridge port in (from the VM), by bridge port
@@ -106,7 +109,9 @@ func (t Trie) MissRule(node string) (Rule, bool) {
 func (t Trie) PathFor(key, target, leafComment string) Path {
 	p := Path{Trie: t, Key: key}
 	sym := key
-	if i := strings.IndexByte(key, '/'); i >= 0 { // an IP key that is not nibble-aligned
+	if t.symbols != nil {
+		sym = t.symbols(key)
+	} else if i := strings.IndexByte(key, '/'); i >= 0 { // an IP key that is not nibble-aligned
 		bits, _ := strconv.Atoi(key[i+1:])
 		sym = key[:bits/4]
 	}

@@ -19,10 +19,26 @@ const (
 type Addr struct {
 	Prefix netip.Prefix // valid when the rule matches an address or network
 	Set    string       // the config's name of a named ipset (without prefix)
+	// Family, when set, is the family (IPv4.Name or IPv6.Name) whose every
+	// address matches: 0.0.0.0/0 or ::/0.
+	Family string
 }
 
 // IsZero reports whether the address matches anything.
-func (a Addr) IsZero() bool { return !a.Prefix.IsValid() && a.Set == "" }
+func (a Addr) IsZero() bool { return !a.Prefix.IsValid() && a.Set == "" && a.Family == "" }
+
+// FamilyName is the family the address limits a rule to, or "".
+func (a Addr) FamilyName() string {
+	switch {
+	case a.Family != "":
+		return a.Family
+	case !a.Prefix.IsValid():
+		return ""
+	case a.Prefix.Addr().Is6():
+		return IPv6.Name
+	}
+	return IPv4.Name
+}
 
 // UserRule is one validated rule from the config. Ports are canonical
 // ("22", "1000:2000" or "22,80,443"), ICMPType is numeric ("8", "3/3").

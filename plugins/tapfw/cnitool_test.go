@@ -273,11 +273,11 @@ func cniExpectTCP(t *testing.T, from, to *cniAttachment, port int, pass bool) {
 var cniSaveCounters = regexp.MustCompile(`\[\d+:\d+\]`)
 
 // cniForeignState is the host's netfilter and ipset state without anything of
-// tapfw's (every tapfw chain, rule and set name holds "TFW-" or "tfw-").
+// tapfw's (every tapfw chain, rule and set name holds "TFW-", "tfw-" or "tfw6-").
 func cniForeignState(h *host) string {
 	var keep []string
 	for _, l := range strings.Split(cniSaveCounters.ReplaceAllString(h.state(), "[0:0]"), "\n") {
-		if !strings.Contains(l, "TFW-") && !strings.Contains(l, "tfw-") && !strings.HasPrefix(l, "l2 ") && l != "table bridge tapfw" {
+		if !strings.Contains(l, "TFW-") && !strings.Contains(l, "tfw-") && !strings.Contains(l, "tfw6-") && !strings.HasPrefix(l, "l2 ") && l != "table bridge tapfw" {
 			keep = append(keep, l)
 		}
 	}
@@ -305,6 +305,7 @@ func TestCnitoolChained(t *testing.T) {
 
 	// Foreign rules, a foreign chain and set: tapfw must leave them alone.
 	h.run("iptables", "-A", "INPUT", "-s", "203.0.113.9", "-j", "ACCEPT")
+	h.run("ip6tables", "-A", "INPUT", "-s", "2001:db8:ffff::9", "-j", "ACCEPT")
 	h.run("iptables", "-N", "FOREIGN")
 	h.run("iptables", "-A", "FOREIGN", "-s", "203.0.113.10", "-j", "DROP")
 	h.run("ipset", "create", "foreign", "hash:ip")
@@ -438,7 +439,7 @@ func TestCnitoolChained(t *testing.T) {
 	_, out = r.mustRun(nil, "gc", network, c1.ns.Path)
 	t.Logf("cnitool gc stderr: %s", strings.TrimSpace(out))
 	cniNoTrace(t, h, "after gc", c2, c3)
-	if s := h.state(); strings.Contains(s, "net="+network) || strings.Contains(s, "tfw-t-") {
+	if s := h.state(); strings.Contains(s, "net="+network) || strings.Contains(s, "tfw-t-") || strings.Contains(s, "tfw6-t-") {
 		t.Errorf("after gc, an attachment of %s remains:\n%s", network, s)
 	}
 	if !strings.Contains(out, c3.veth) {
@@ -514,7 +515,7 @@ func TestCnitoolRuntimeRules(t *testing.T) {
 	r.mustRun(envA, "del", network, a.ns.Path)
 	r.mustRun(envB, "del", network, b.ns.Path)
 	cniNoTrace(t, h, "after del", a, b)
-	if s := h.state(); strings.Contains(s, "tfw-t-") || strings.Contains(s, "net="+network) {
+	if s := h.state(); strings.Contains(s, "tfw-t-") || strings.Contains(s, "tfw6-t-") || strings.Contains(s, "net="+network) {
 		t.Errorf("after del, an attachment remains:\n%s", s)
 	}
 }

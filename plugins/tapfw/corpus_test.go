@@ -942,7 +942,7 @@ func corpusTable() []genCase {
 			}
 			m["ipsets"] = sets
 		}),
-		row("oversize-ipset-name", codeInvalid, gSays("ipsets", "25"), "a set name of 26 characters (31 with the prefix tfw-s-)", gSet([]any{"192.0.2.1"}, "ipsets", strings.Repeat("s", 26))),
+		row("oversize-ipset-name", codeInvalid, gSays("ipsets", "24"), "a set name of 25 characters (32 with the IPv6 prefix tfw6-s-)", gSet([]any{"192.0.2.1"}, "ipsets", strings.Repeat("s", 25))),
 		row("oversize-port-list", codeInvalid, gSays("rules.in[0].dport", "15"), "16 ports in a list", gRule("dport", "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16")),
 		row("oversize-port-ranges", codeInvalid, gSays("rules.in[0].dport", "15"), "8 ranges (16 ports' worth) in a list", gRule("dport", "1:2,3:4,5:6,7:8,9:10,11:12,13:14,15:16")),
 		row("oversize-port-list-1000", codeInvalid, gSays("rules.in[0].sport"), "1000 ports in a list", gRule("sport", strings.Join(func() []string {
@@ -1017,7 +1017,7 @@ func corpusTable() []genCase {
 		row("host-ips-host-bits", codeInvalid, gSays("host.ips[0]", "host bits"), "a host address network with host bits set", gSet([]any{"192.0.2.31/24"}, "host", "ips")),
 		row("host-clusterhosts-any", codeInvalid, gSays("host.clusterHosts[0]"), "0.0.0.0/0 as a cluster host", gSet([]any{"0.0.0.0/0"}, "host", "clusterHosts")),
 		row("ipset-entry-host-bits", codeInvalid, gSays("ipsets.admins[0]", "host bits"), "a set entry with host bits set", gSet([]any{"198.51.100.1/24"}, "ipsets", "admins")),
-		row("ipset-entry-ipv6", codeInvalid, gSays("ipsets.admins[0]", "IPv6"), "an IPv6 set entry", gSet([]any{"2001:db8::/32"}, "ipsets", "admins")),
+		row("ipset-entry-ipv6", codeInvalid, gSays("ipsets.admins[0]", "IPv4-mapped"), "an IPv4-mapped IPv6 set entry", gSet([]any{"::ffff:192.0.2.0/120"}, "ipsets", "admins")),
 		row("ipset-entry-injection", codeInvalid, gSays("ipsets.admins[0]"), "a set entry followed by restore-file lines", gSet([]any{"203.0.113.0/28" + corpusRestoreInj}, "ipsets", "admins")),
 		row("source-host-bits", codeInvalid, gSays("rules.in[0].source", "host bits"), "a rule source with host bits set", gRule("source", "198.51.100.1/24")),
 		row("dest-prefix-33", codeInvalid, gSays("rules.in[0].dest"), "a rule destination with prefix 33", gRule("dest", "198.51.100.0/33")),
@@ -1028,7 +1028,7 @@ func corpusTable() []genCase {
 		row("source-list", codeInvalid, gSays("rules.in[0].source"), "a comma-separated list of sources", gRule("source", "192.0.2.1,192.0.2.2")),
 		row("source-hostname", codeInvalid, gSays("rules.in[0].source"), "a host name as source (iptables would resolve it)", gRule("source", "example.com")),
 		row("source-injection", codeInvalid, gSays("rules.in[0].source"), "a source followed by iptables options", gRule("source", "192.0.2.1 -j ACCEPT")),
-		row("dest-ipv6", codeInvalid, gSays("rules.in[0].dest", "IPv6"), "an IPv6 destination", gRule("dest", "2001:db8::/32")),
+		row("dest-ipv6", codeInvalid, gSays("rules.in[0].dest", "one address family"), "an IPv6 destination in a rule whose source is IPv4", gRule("dest", "2001:db8::/32"), gRule("source", "192.0.2.0/24")),
 		row("dest-range", codeInvalid, gSays("rules.in[0].dest"), "an address range as destination", gRule("dest", "192.0.2.1-192.0.2.9")),
 	)
 
@@ -1124,7 +1124,7 @@ func corpusTable() []genCase {
 		row("proto-leading-zero", codeInvalid, gSays("rules.in[0].proto"), "protocol 06", gProto("06")),
 		row("proto-all", codeInvalid, gSays("rules.in[0].proto"), "protocol all (leave proto out for any)", gProto("all")),
 		row("proto-injection", codeInvalid, gSays("rules.in[0].proto"), "a protocol followed by iptables options", gProto("tcp -j ACCEPT")),
-		row("proto-ipv6-icmp", codeInvalid, gSays("rules.in[0].proto"), "ipv6-icmp in an IPv4 firewall", gProto("ipv6-icmp")),
+		row("proto-ipv6-icmp", codeInvalid, gSays("rules.in[0].proto", "one address family"), "ipv6-icmp in a rule whose source is IPv4", gProto("ipv6-icmp"), gRule("source", "192.0.2.0/24")),
 	)
 
 	// Interface names: the tap.

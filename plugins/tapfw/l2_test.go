@@ -195,6 +195,7 @@ func TestL2AntiSpoofing(t *testing.T) {
 	t.Run("radv true lets router advertisements through", func(t *testing.T) {
 		h, a, b := l2net(t)
 		h.mustCall(a.conf(`,"radv":true`))
+		h.mustCall(b.conf(""))
 		ra := l2attacks[3]
 		ra.run(t, h, a, b)
 		if !ra.hit(t, h, a, b) {

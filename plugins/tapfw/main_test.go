@@ -85,7 +85,7 @@ var (
 func (h *host) state() string {
 	h.t.Helper()
 	var b strings.Builder
-	for _, argv := range [][]string{{"iptables-nft-save"}, {"iptables-legacy-save"}, {"ipset", "save"}, {"nft", "list", "tables", "bridge"}} {
+	for _, argv := range [][]string{{"iptables-nft-save"}, {"iptables-legacy-save"}, {"ip6tables-nft-save"}, {"ip6tables-legacy-save"}, {"ipset", "save"}, {"nft", "list", "tables", "bridge"}} {
 		cmd := exec.Command("ip", append([]string{"netns", "exec", h.ns.Name}, argv...)...)
 		out, err := cmd.Output()
 		if err != nil {

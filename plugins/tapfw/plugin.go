@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -80,11 +81,12 @@ func newPlugin() *plugin {
 	ex := netfilter.Exec{Mode: mode, WaitSeconds: wait}
 	p := &plugin{
 		fw: &netfilter.Firewall{
-			Tables: ex,
-			Sets:   netfilter.NetlinkSets{},
-			Bridge: netfilter.NFT{},
-			Lock:   netfilter.FileLock{Path: lockPath, Timeout: timeout},
-			Log:    os.Stderr,
+			Tables:  ex,
+			Tables6: ex.IPv6(),
+			Sets:    netfilter.NetlinkSets{},
+			Bridge:  netfilter.NFT{},
+			Lock:    netfilter.FileLock{Path: lockPath, Timeout: timeout},
+			Log:     os.Stderr,
 		},
 		exec:        ex,
 		stderr:      os.Stderr,
@@ -291,10 +293,10 @@ func standaloneResult(r *config.Resolved) *current.Result {
 	}
 	res.Interfaces = []*current.Interface{itf}
 	idx := 0
-	for _, ip := range t.IPs {
+	for _, ip := range append(append([]netip.Prefix(nil), t.IPs...), t.IPs6...) {
 		res.IPs = append(res.IPs, &current.IPConfig{
 			Interface: &idx,
-			Address:   net.IPNet{IP: ip.Addr().AsSlice(), Mask: net.CIDRMask(ip.Bits(), 32)},
+			Address:   net.IPNet{IP: ip.Addr().AsSlice(), Mask: net.CIDRMask(ip.Bits(), ip.Addr().BitLen())},
 		})
 	}
 	return res
@@ -446,11 +448,12 @@ func isBridge(name string) bool {
 	return err == nil && l.Type() == "bridge"
 }
 
-// bridgeNFSysctls must be 1 for bridged traffic to reach iptables: plain
-// IPv4, and IPv4 inside a VLAN tag or PPPoE (otherwise a guest that tags
-// its frames skips every rule).
+// bridgeNFSysctls must be 1 for bridged traffic to reach iptables and
+// ip6tables: plain, and inside a VLAN tag or PPPoE (otherwise a guest that
+// tags its frames skips every rule).
 var bridgeNFSysctls = []string{
 	"/proc/sys/net/bridge/bridge-nf-call-iptables",
+	"/proc/sys/net/bridge/bridge-nf-call-ip6tables",
 	"/proc/sys/net/bridge/bridge-nf-filter-vlan-tagged",
 	"/proc/sys/net/bridge/bridge-nf-filter-pppoe-tagged",
 }
@@ -481,7 +484,7 @@ func checkBridgeNF() error {
 			return fmt.Errorf("reading %s (is br_netfilter loaded?): %w", path, err)
 		}
 		if strings.TrimSpace(string(cur)) != "1" {
-			return &netfilter.DriftError{Diffs: []string{fmt.Sprintf("sysctl %s is %s, want 1: bridged traffic bypasses iptables", path, strings.TrimSpace(string(cur)))}}
+			return &netfilter.DriftError{Diffs: []string{fmt.Sprintf("sysctl %s is %s, want 1: bridged traffic bypasses iptables and ip6tables", path, strings.TrimSpace(string(cur)))}}
 		}
 	}
 	return nil

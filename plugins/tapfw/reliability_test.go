@@ -37,7 +37,7 @@ func relCall(command string, i int, tap, bridge string, env ...string) testnet.C
 func tapfwTraces(state string) []string {
 	var out []string
 	for _, l := range strings.Split(state, "\n") {
-		if strings.Contains(l, "TFW-") || strings.Contains(l, "tfw-") || strings.HasPrefix(l, "l2 ") || l == "table bridge tapfw" {
+		if strings.Contains(l, "TFW-") || strings.Contains(l, "tfw-") || strings.Contains(l, "tfw6-") || strings.HasPrefix(l, "l2 ") || l == "table bridge tapfw" {
 			out = append(out, l)
 		}
 	}
@@ -96,6 +96,8 @@ func crashOnce(t *testing.T, mode string, env []string, scenario, spec string) b
 	// empty state is the one tapfw must return to.
 	h.run("iptables-nft", "-A", "INPUT", "-s", "203.0.113.99/32", "-j", "ACCEPT")
 	h.run("iptables-legacy", "-A", "INPUT", "-s", "203.0.113.99/32", "-j", "ACCEPT")
+	h.run("ip6tables-nft", "-A", "INPUT", "-s", "2001:db8:ffff::99/128", "-j", "ACCEPT")
+	h.run("ip6tables-legacy", "-A", "INPUT", "-s", "2001:db8:ffff::99/128", "-j", "ACCEPT")
 	fault := append(append([]string{}, env...), "TAPFW_FAULT="+spec)
 	a := relCall("ADD", 0, "tap110i0", "vmbr0", env...)
 	b := relCall("ADD", 1, "tap111i0", "vmbr0", env...)
@@ -202,6 +204,9 @@ func trieShape(t *testing.T, state string) {
 	}
 	last := map[string]int{}
 	for _, l := range strings.Split(state, "\n") {
+		if l == "*filter" { // the next table
+			last = map[string]int{}
+		}
 		f := strings.Fields(l)
 		if len(f) < 2 || f[0] != "-A" || !strings.HasPrefix(f[1], "TFW-D") {
 			continue
@@ -264,6 +269,7 @@ func concurrentRun(t *testing.T, mode string, foreign bool) {
 	h.run(ipt, "-N", "FOREIGN")
 	h.run(ipt, "-A", "FOREIGN", "-s", "203.0.113.7/32", "-j", "DROP")
 	h.run(ipt, "-A", "FORWARD", "-d", "203.0.113.8/32", "-j", "FOREIGN")
+	h.run("ip6tables-"+mode, "-A", "FORWARD", "-d", "2001:db8:ffff::8/128", "-j", "ACCEPT")
 	h.run("ipset", "create", "foreign", "hash:ip")
 	h.run("ipset", "add", "foreign", "203.0.113.9")
 	before := h.state()

@@ -97,7 +97,7 @@ func testSeedTraffic(t *testing.T, mode, save string) {
 		t.Fatal(err)
 	}
 	for _, name := range strings.Fields(string(sets)) {
-		if strings.HasPrefix(name, "tfw-t-") {
+		if strings.HasPrefix(name, "tfw-t-") || strings.HasPrefix(name, "tfw6-t-") {
 			t.Errorf("after DEL: ipset %s remains", name)
 		}
 	}
