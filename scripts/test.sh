@@ -6,7 +6,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p tmp
 log=tmp/test.log
-go test -race -count=1 -timeout 30m -v ./... >"$log" 2>&1
+# -tags kernelcheck adds pkg/explain's check of every explained packet
+# against the real kernel.
+go test -race -tags kernelcheck -count=1 -timeout 30m -v ./... >"$log" 2>&1
 status=$?
 if [ $status -ne 0 ]; then
   grep -E -B2 -A30 -- '--- FAIL|^panic:' "$log" | head -400

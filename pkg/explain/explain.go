@@ -1,0 +1,527 @@
+// Package explain answers "which rule decides this packet?": it walks one
+// packet through an installed iptables or ip6tables filter table, as the
+// kernel would, and reports the rules the packet crossed and the one that
+// gave its verdict.
+//
+// It is pure: the table comes from iptables-save output, the ipsets'
+// contents from the caller, and nothing touches the kernel. The matches and
+// targets tapfw writes are simulated exactly as the kernel evaluates them
+// (physdev, conntrack, set, mac, tcp, udp, multiport, icmp, icmp6, -s/-d with
+// any mask, -i/-o with '+' wildcards, negations, jumps, gotos and RETURN).
+// What it cannot know (a match it does not simulate, a packet property the
+// caller left unset) it does not guess silently: the rule is assumed not to
+// match and the reason is listed in Result.Uncertain.
+package explain
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/tapfw/tapfw/pkg/netfilter"
+)
+
+// Verdicts a packet can get.
+const (
+	Accept = "ACCEPT"
+	Drop   = "DROP"
+	Reject = "REJECT"
+)
+
+// What a step did, as in Step.What.
+const (
+	// WhatJump: the rule matched and its -j sent the packet to a chain; a
+	// RETURN comes back to the rule after it.
+	WhatJump = "matched, jump"
+	// WhatGoto: the rule matched and its -g sent the packet to a chain; a
+	// RETURN from there goes back to whoever called this rule's chain.
+	WhatGoto = "matched, goto"
+	// WhatReturn: the rule matched and its target is RETURN.
+	WhatReturn = "matched, return"
+	// WhatLog: the rule matched and its target is LOG; the packet goes on.
+	WhatLog = "matched, log"
+	// WhatNFLog: the rule matched and its target is NFLOG; the packet goes on.
+	WhatNFLog = "matched, nflog"
+	// WhatVerdict: the rule matched and its target (ACCEPT, DROP or REJECT)
+	// ended the walk.
+	WhatVerdict = "matched, verdict"
+	// WhatNoTarget: the rule matched but has no target (a counter); the
+	// packet goes on.
+	WhatNoTarget = "matched, no target"
+	// WhatUnknownTarget: the rule matched but its target is not simulated;
+	// the packet is assumed to go on (see Result.Uncertain).
+	WhatUnknownTarget = "matched, unknown target, assumed to continue"
+	// WhatUnknown: the rule could match, but one of its matches cannot be
+	// evaluated; it is assumed not to match (see Result.Uncertain).
+	WhatUnknown = "unknown match, assumed no match"
+	// WhatEnd: the packet ran off the end of a user chain: an implicit
+	// RETURN.
+	WhatEnd = "end of chain, return"
+	// WhatPolicy: the built-in chain's policy gave the verdict.
+	WhatPolicy = "policy"
+)
+
+// Packet is the packet to explain, as the filter table's hook sees it.
+type Packet struct {
+	Family int    // 4 or 6
+	Hook   string // FORWARD, INPUT or OUTPUT
+	// InIface and OutIface are the devices the hook sees: for a bridged
+	// packet both are the bridge (e.g. vmbr0). INPUT has no OutIface,
+	// OUTPUT no InIface.
+	InIface, OutIface string
+	// PhysIn and PhysOut are the bridge ports (e.g. tap110i0) of a packet
+	// that came in or goes out through a bridge; empty otherwise. PhysIn
+	// can be set in INPUT and FORWARD, PhysOut only for a bridged packet.
+	PhysIn, PhysOut string
+	// Bridged is a packet the bridge forwards from port to port (FORWARD,
+	// both PhysIn and PhysOut set): what --physdev-is-bridged tests.
+	Bridged bool
+	// SrcMAC is the Ethernet source of a received packet; nil when not
+	// known (a -m mac rule is then uncertain).
+	SrcMAC   net.HardwareAddr
+	Src, Dst netip.Addr
+	// Proto is tcp, udp, icmp, ipv6-icmp (or icmpv6), another name from
+	// /etc/protocols, or a number.
+	Proto        string
+	SPort, DPort uint16
+	// ICMPType and ICMPCode of an icmp or ipv6-icmp packet; -1 is unset
+	// (an icmp type match is then uncertain).
+	ICMPType, ICMPCode int
+	// CtState is the packet's conntrack state: NEW (the default when
+	// empty), ESTABLISHED, RELATED, INVALID or UNTRACKED.
+	CtState string
+}
+
+// Step is one rule the packet crossed, or an implicit return or a policy.
+type Step struct {
+	Chain string
+	// Index is the rule's 1-based number in Chain; 0 for a step that is
+	// not a rule (WhatEnd, WhatPolicy).
+	Index   int
+	Spec    string // the rule as iptables-save prints it, without "-A CHAIN"
+	Comment string // the rule's comment, unquoted
+	What    string // one of the What* constants
+	// Target is the rule's target or chain (after -j or -g); for a
+	// WhatPolicy step the policy, for WhatEnd the chain returned to.
+	Target string
+	// Detail is the LOG or NFLOG prefix, or REJECT's --reject-with.
+	Detail string
+	// Notes are assumptions made on this rule (e.g. a limit assumed to
+	// match).
+	Notes []string
+}
+
+// Result is the walk of one packet through the table.
+type Result struct {
+	Verdict string // ACCEPT, DROP or REJECT
+	// RejectWith is REJECT's --reject-with, when the verdict is REJECT.
+	RejectWith string
+	// Decisive is the rule that gave the verdict; nil when it was the
+	// policy of a built-in chain (the last step then says so).
+	Decisive *Step
+	// Steps are the rules the packet matched, in order, with the implicit
+	// returns and the policy that were taken.
+	Steps []Step
+	// Uncertain lists what could not be evaluated on rules that could
+	// have mattered; empty when the answer is exact.
+	Uncertain []string
+}
+
+// Ruleset is an installed filter table and the policies of its built-in
+// chains.
+type Ruleset struct {
+	Table *netfilter.Table
+	// Policies maps INPUT, FORWARD and OUTPUT to ACCEPT or DROP; a chain
+	// not in it has policy ACCEPT.
+	Policies map[string]string
+}
+
+// Parse reads the output of `iptables-save -t filter` (or ip6tables-save).
+func Parse(save []byte) (*Ruleset, error) {
+	t, err := netfilter.ParseSave(save)
+	if err != nil {
+		return nil, err
+	}
+	pol, err := ParsePolicies(save)
+	if err != nil {
+		return nil, err
+	}
+	return &Ruleset{Table: t, Policies: pol}, nil
+}
+
+// ParsePolicies reads the policies of the built-in chains from the chain
+// lines (":FORWARD DROP [0:0]") of the filter table in iptables-save output.
+func ParsePolicies(save []byte) (map[string]string, error) {
+	pol := map[string]string{}
+	sc := bufio.NewScanner(bytes.NewReader(save))
+	sc.Buffer(make([]byte, 1<<20), 1<<26)
+	in := false
+	for n := 1; sc.Scan(); n++ {
+		line := sc.Text()
+		switch {
+		case strings.HasPrefix(line, "*"):
+			in = line == "*filter"
+		case line == "COMMIT":
+			in = false
+		case in && strings.HasPrefix(line, ":"):
+			f := strings.Fields(line[1:])
+			if len(f) < 2 {
+				return nil, fmt.Errorf("iptables-save line %d: chain without policy: %q", n, line)
+			}
+			if !builtin(f[0]) {
+				continue
+			}
+			if f[1] != Accept && f[1] != Drop {
+				return nil, fmt.Errorf("iptables-save line %d: policy %q of chain %s", n, f[1], f[0])
+			}
+			pol[f[0]] = f[1]
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("reading iptables-save output: %w", err)
+	}
+	return pol, nil
+}
+
+// builtin reports whether chain is a built-in chain of the filter table.
+func builtin(chain string) bool {
+	return chain == "INPUT" || chain == "FORWARD" || chain == "OUTPUT"
+}
+
+// maxEvaluations bounds a walk; a table the kernel accepts has no loops.
+const maxEvaluations = 1 << 20
+
+// Explain walks p through rs, starting at the built-in chain p.Hook, with
+// sets giving the contents of the ipsets the rules name (a set missing
+// from it makes its rules uncertain). It fails on a malformed packet or on
+// a rule it cannot parse.
+func Explain(rs *Ruleset, sets map[string][]netip.Prefix, p Packet) (Result, error) {
+	if rs == nil || rs.Table == nil {
+		return Result{}, fmt.Errorf("explain: no table")
+	}
+	pk, err := p.normalize()
+	if err != nil {
+		return Result{}, fmt.Errorf("explain: %w", err)
+	}
+	w := walker{rs: rs, env: &env{p: pk.Packet, proto: pk.proto, sets: sets}, compiled: map[string][]*rule{}}
+	return w.run()
+}
+
+// packet is a validated Packet with its protocol number.
+type packet struct {
+	Packet
+	proto int
+}
+
+var ctStates = map[string]bool{"NEW": true, "ESTABLISHED": true, "RELATED": true, "INVALID": true, "UNTRACKED": true}
+
+// normalize checks that p is a packet the hook can see, and fills in the
+// defaults.
+func (p Packet) normalize() (packet, error) {
+	if p.Family != 4 && p.Family != 6 {
+		return packet{}, fmt.Errorf("family %d: want 4 or 6", p.Family)
+	}
+	if !builtin(p.Hook) {
+		return packet{}, fmt.Errorf("hook %q: want FORWARD, INPUT or OUTPUT", p.Hook)
+	}
+	var err error
+	if p.Src, err = familyAddr(p.Src, p.Family, "source"); err != nil {
+		return packet{}, err
+	}
+	if p.Dst, err = familyAddr(p.Dst, p.Family, "destination"); err != nil {
+		return packet{}, err
+	}
+	if p.Proto == "" {
+		return packet{}, fmt.Errorf("protocol: missing")
+	}
+	if p.Family == 6 && strings.EqualFold(p.Proto, "icmp") {
+		// ip6tables' "-p icmp" is protocol 1, which no one sends over
+		// IPv6: the caller surely means ICMPv6.
+		return packet{}, fmt.Errorf(`protocol "icmp" is protocol 1, not ICMPv6: use ipv6-icmp`)
+	}
+	proto, err := protoNumber(p.Proto)
+	if err != nil {
+		return packet{}, fmt.Errorf("protocol: %w", err)
+	}
+	if p.CtState == "" {
+		p.CtState = "NEW"
+	}
+	p.CtState = strings.ToUpper(p.CtState)
+	if !ctStates[p.CtState] {
+		return packet{}, fmt.Errorf("conntrack state %q: want NEW, ESTABLISHED, RELATED, INVALID or UNTRACKED", p.CtState)
+	}
+	if p.ICMPType < -1 || p.ICMPType > 255 || p.ICMPCode < -1 || p.ICMPCode > 255 {
+		return packet{}, fmt.Errorf("icmp type %d code %d: want -1 (unset) or 0-255", p.ICMPType, p.ICMPCode)
+	}
+	switch p.Hook {
+	case "FORWARD":
+		if p.InIface == "" || p.OutIface == "" {
+			return packet{}, fmt.Errorf("a FORWARD packet needs both an in and an out interface")
+		}
+	case "INPUT":
+		if p.InIface == "" || p.OutIface != "" {
+			return packet{}, fmt.Errorf("an INPUT packet has an in interface and no out interface")
+		}
+	case "OUTPUT":
+		if p.InIface != "" || p.OutIface == "" {
+			return packet{}, fmt.Errorf("an OUTPUT packet has an out interface and no in interface")
+		}
+		if p.PhysIn != "" || p.PhysOut != "" || p.Bridged {
+			return packet{}, fmt.Errorf("an OUTPUT packet has no bridge ports yet (the bridge comes after OUTPUT)")
+		}
+	}
+	if p.Bridged != (p.PhysOut != "") {
+		return packet{}, fmt.Errorf("a bridged packet, and only a bridged one, has a PhysOut")
+	}
+	if p.Bridged && (p.Hook != "FORWARD" || p.PhysIn == "") {
+		return packet{}, fmt.Errorf("a bridged packet is seen in FORWARD, with both PhysIn and PhysOut")
+	}
+	return packet{Packet: p, proto: proto}, nil
+}
+
+// familyAddr checks that a is an address of the family.
+func familyAddr(a netip.Addr, family int, what string) (netip.Addr, error) {
+	if !a.IsValid() {
+		return a, fmt.Errorf("%s address: missing", what)
+	}
+	if family == 4 {
+		a = a.Unmap()
+		if !a.Is4() {
+			return a, fmt.Errorf("%s address %s: not IPv4", what, a)
+		}
+		return a, nil
+	}
+	if !a.Is6() {
+		return a, fmt.Errorf("%s address %s: not IPv6", what, a)
+	}
+	return a, nil
+}
+
+// protoNumber turns a protocol name or number into its number; "all" is 0.
+func protoNumber(s string) (int, error) {
+	switch strings.ToLower(s) {
+	case "all":
+		return 0, nil
+	case "tcp":
+		return 6, nil
+	case "udp":
+		return 17, nil
+	case "icmp":
+		return 1, nil
+	case "icmpv6", "ipv6-icmp":
+		return 58, nil
+	}
+	if n, err := strconv.Atoi(s); err == nil {
+		if n < 0 || n > 255 {
+			return 0, fmt.Errorf("%q: out of range", s)
+		}
+		return n, nil
+	}
+	// netfilter.Normalize knows the names of /etc/protocols.
+	if n, ok := strings.CutPrefix(netfilter.Normalize("-p "+strings.ToLower(s)), "-p "); ok {
+		if v, err := strconv.Atoi(n); err == nil {
+			return v, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown protocol %q", s)
+}
+
+// frame is a return address: the rule after a -j.
+type frame struct {
+	chain string
+	next  int // 0-based index of the rule to continue with
+}
+
+// walker is one walk of a packet through a ruleset.
+type walker struct {
+	rs       *Ruleset
+	env      *env
+	compiled map[string][]*rule // the rules compiled so far, by chain
+	res      Result
+	seen     map[string]bool // the entries of res.Uncertain
+}
+
+// rule returns the compiled rule i (0-based) of chain.
+func (w *walker) rule(chain string, i int) (*rule, error) {
+	specs := w.rs.Table.Chains[chain]
+	c, ok := w.compiled[chain]
+	if !ok {
+		c = make([]*rule, len(specs))
+		w.compiled[chain] = c
+	}
+	if c[i] == nil {
+		r, err := compile(specs[i], w.env.p.Family)
+		if err != nil {
+			return nil, fmt.Errorf("explain: %s rule %d: %w", chain, i+1, err)
+		}
+		c[i] = r
+	}
+	return c[i], nil
+}
+
+// uncertain adds msg to Result.Uncertain, once.
+func (w *walker) uncertain(msg string) {
+	if w.seen == nil {
+		w.seen = map[string]bool{}
+	}
+	if !w.seen[msg] {
+		w.seen[msg] = true
+		w.res.Uncertain = append(w.res.Uncertain, msg)
+	}
+}
+
+// policy ends the walk with the hook's policy.
+func (w *walker) policy(hook string) (Result, error) {
+	pol := w.rs.Policies[hook]
+	if pol == "" {
+		pol = Accept
+	}
+	w.res.Steps = append(w.res.Steps, Step{Chain: hook, What: WhatPolicy, Target: pol})
+	w.res.Verdict = pol
+	return w.res, nil
+}
+
+// run is ipt_do_table: a -j pushes a return address, a -g does not, a
+// RETURN (or the end of a user chain) pops one, and with none left the
+// hook's policy decides.
+func (w *walker) run() (Result, error) {
+	hook := w.env.p.Hook
+	chain, i := hook, 0
+	var stack []frame
+	// entered holds each chain entered, with the return addresses then on
+	// the stack: the walk is deterministic, so entering the same chain
+	// with the same stack again is a loop (of gotos: jumps in a loop are
+	// caught by onStack).
+	entered := map[string]bool{}
+	// ret pops a return address; false when there is none.
+	ret := func() bool {
+		if len(stack) == 0 {
+			return false
+		}
+		f := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		chain, i = f.chain, f.next
+		return true
+	}
+	for n := 0; ; n++ {
+		if n > maxEvaluations {
+			return Result{}, fmt.Errorf("explain: more than %d rules evaluated: a loop?", maxEvaluations)
+		}
+		specs := w.rs.Table.Chains[chain]
+		if i >= len(specs) {
+			if builtin(chain) {
+				return w.policy(hook)
+			}
+			s := Step{Chain: chain, What: WhatEnd, Target: hook}
+			if len(stack) > 0 {
+				s.Target = stack[len(stack)-1].chain
+			}
+			w.res.Steps = append(w.res.Steps, s)
+			if !ret() {
+				return w.policy(hook)
+			}
+			continue
+		}
+		r, err := w.rule(chain, i)
+		if err != nil {
+			return Result{}, err
+		}
+		out := r.eval(w.env)
+		step := Step{Chain: chain, Index: i + 1, Spec: r.spec, Comment: r.comment, Target: r.target, Notes: out.notes}
+		i++
+		switch out.v {
+		case no:
+			continue
+		case unknown:
+			step.What = WhatUnknown
+			w.res.Steps = append(w.res.Steps, step)
+			for _, why := range out.why {
+				msg := fmt.Sprintf("%s rule %d: %s; assumed not to match", chain, step.Index, why)
+				switch {
+				case r.harmless():
+					msg += " (it only logs or counts: the verdict does not depend on it)"
+				case r.isGoto:
+					msg += " (if it does: -g " + r.target + ")"
+				default:
+					msg += " (if it does: -j " + r.target + ")"
+				}
+				w.uncertain(msg)
+			}
+			continue
+		}
+		switch t := r.target; {
+		case t == "":
+			step.What = WhatNoTarget
+		case t == Accept || t == Drop || t == Reject:
+			step.What = WhatVerdict
+			if t == Reject {
+				step.Detail = r.rejectWith
+				w.res.RejectWith = r.rejectWith
+			}
+			w.res.Steps = append(w.res.Steps, step)
+			d := step
+			w.res.Decisive = &d
+			w.res.Verdict = t
+			return w.res, nil
+		case t == "RETURN":
+			step.What = WhatReturn
+			w.res.Steps = append(w.res.Steps, step)
+			if builtin(chain) {
+				return w.policy(hook)
+			}
+			if !ret() {
+				return w.policy(hook)
+			}
+			continue
+		case t == "LOG":
+			step.What, step.Detail = WhatLog, r.logPrefix
+		case t == "NFLOG":
+			step.What, step.Detail = WhatNFLog, r.logPrefix
+		case w.rs.Table.Has(t):
+			if builtin(t) {
+				return Result{}, fmt.Errorf("explain: %s rule %d: jump to built-in chain %s", chain, step.Index, t)
+			}
+			if r.isGoto {
+				step.What = WhatGoto
+			} else {
+				step.What = WhatJump
+				if onStack(stack, chain, t) {
+					return Result{}, fmt.Errorf("explain: %s rule %d: loop through chain %s", chain, step.Index, t)
+				}
+				stack = append(stack, frame{chain: chain, next: i})
+			}
+			w.res.Steps = append(w.res.Steps, step)
+			key := fmt.Sprint(t, stack)
+			if entered[key] {
+				return Result{}, fmt.Errorf("explain: %s rule %d: loop through chain %s", chain, step.Index, t)
+			}
+			entered[key] = true
+			chain, i = t, 0
+			continue
+		case r.isGoto:
+			return Result{}, fmt.Errorf("explain: %s rule %d: goto to missing chain %s", chain, step.Index, t)
+		default:
+			step.What = WhatUnknownTarget
+			w.uncertain(fmt.Sprintf("%s rule %d: target %s is not simulated; assumed to let the packet go on", chain, step.Index, t))
+		}
+		w.res.Steps = append(w.res.Steps, step)
+	}
+}
+
+// onStack reports whether a jump to target from chain loops: the kernel
+// refuses such tables, but the ruleset may not come from the kernel.
+func onStack(stack []frame, chain, target string) bool {
+	if chain == target {
+		return true
+	}
+	for _, f := range stack {
+		if f.chain == target {
+			return true
+		}
+	}
+	return false
+}
