@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/tapfw/tapfw/pkg/config"
 	"github.com/tapfw/tapfw/pkg/ruleset"
@@ -23,6 +24,25 @@ Without CNI_COMMAND in the environment, tapfw is the operator tool:
                              the NIC file's fields winning
   qemu-config --bridge TAP   print only the bridge TAP belongs on
 
+Seeing what is installed (in this network namespace):
+  list [--json]              every tap: bridge, MAC, IPs, rule counts, and
+                             packets/bytes accepted and dropped each way
+  show [--json] TAP          TAP's rules in the config's words, with counters
+  explain --tap TAP --dir in|out [--proto P] [--src A] [--dst A]
+          [--dport N] [--sport N] [--icmp-type T[/C]] [--state S]
+          [--peer PORT] [--json]
+                             which rule in which chain decides that packet
+  metrics [--textfile PATH]  per-tap and per-rule counters, Prometheus text
+  render [--ifname TAP] [--container-id ID] [--args K=V;..] [FILE]
+                             what an ADD of the config (stdin or FILE) would
+                             change: ipset changes and restore input; changes
+                             nothing (the flags default to CNI_IFNAME,
+                             CNI_CONTAINERID and CNI_ARGS)
+
+Cleaning up:
+  gc [--dry-run]             remove the firewall of taps whose interface is gone
+  flush [--dry-run]          remove everything tapfw made, and nothing else
+
 As a CNI plugin (CNI_COMMAND set) it reads its config on stdin; see README.md.
 `
 
@@ -38,6 +58,15 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "qemu-config":
 		return qemuConfig(args[1:], stdout, stderr)
+	}
+	o := &operator{stdin: os.Stdin, stdout: stdout, stderr: stderr}
+	cmds := map[string]func([]string) int{
+		"list": o.list, "show": o.show, "explain": o.explain, "metrics": o.metrics,
+		"render": o.render, "gc": o.gc, "flush": o.flush,
+	}
+	if cmd, ok := cmds[args[0]]; ok {
+		o.p = newPlugin()
+		return cmd(args[1:])
 	}
 	fmt.Fprintf(stderr, "tapfw: unknown command %q\n\n%s", args[0], usage)
 	return 2

@@ -1,0 +1,426 @@
+// Package inspect reads what tapfw installed back into operators' terms:
+// the taps, their addresses and rules in the config's own words, and how
+// many packets each rule and each direction accepted and dropped. It reads
+// iptables-save -c output and ipset contents and changes nothing.
+package inspect
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/tapfw/tapfw/pkg/explain"
+	"github.com/tapfw/tapfw/pkg/netfilter"
+	"github.com/tapfw/tapfw/pkg/ruleset"
+)
+
+// Counter is what a rule counted.
+type Counter struct {
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+}
+
+func (c *Counter) add(o Counter) { c.Packets += o.Packets; c.Bytes += o.Bytes }
+
+// Table is one filter table as installed, with each rule's counters.
+type Table struct {
+	Rules *explain.Ruleset
+	// Counters holds, per chain, the counters of its rules in order.
+	Counters map[string][]Counter
+}
+
+// ParseTable reads `iptables-save -c -t filter` (or ip6tables-save).
+func ParseTable(save []byte) (*Table, error) {
+	var plain bytes.Buffer
+	counters := map[string][]Counter{}
+	sc := bufio.NewScanner(bytes.NewReader(save))
+	sc.Buffer(make([]byte, 1<<20), 1<<26)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "[") {
+			head, rest, ok := strings.Cut(line, "] ")
+			if !ok {
+				return nil, fmt.Errorf("reading counters of %q", line)
+			}
+			p, b, ok := strings.Cut(head[1:], ":")
+			np, err1 := strconv.ParseUint(p, 10, 64)
+			nb, err2 := strconv.ParseUint(b, 10, 64)
+			if !ok || err1 != nil || err2 != nil {
+				return nil, fmt.Errorf("reading counters of %q", line)
+			}
+			if chain, _, ok := strings.Cut(strings.TrimPrefix(rest, "-A "), " "); ok && strings.HasPrefix(rest, "-A ") {
+				counters[chain] = append(counters[chain], Counter{np, nb})
+			}
+			line = rest
+		} else if strings.HasPrefix(line, "-A ") {
+			if chain, _, ok := strings.Cut(line[3:], " "); ok {
+				counters[chain] = append(counters[chain], Counter{})
+			}
+		}
+		plain.WriteString(line)
+		plain.WriteByte('\n')
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("reading iptables-save output: %w", err)
+	}
+	rs, err := explain.Parse(plain.Bytes())
+	if err != nil {
+		return nil, err
+	}
+	return &Table{Rules: rs, Counters: counters}, nil
+}
+
+// Snapshot is what is installed: both tables and tapfw's ipsets.
+type Snapshot struct {
+	V4, V6 *Table
+	Sets   map[string][]netip.Prefix
+	// Bridges maps a tap to the bridge it is a port of, when known.
+	Bridges map[string]string
+}
+
+// Read takes a snapshot with the given iptables backend and ipsets.
+func Read(ex netfilter.Exec, sets netfilter.Sets) (*Snapshot, error) {
+	s := &Snapshot{Bridges: map[string]string{}}
+	for _, e := range []netfilter.Exec{ex, ex.IPv6()} {
+		data, err := e.SaveCounters()
+		if err != nil {
+			return nil, err
+		}
+		t, err := ParseTable(data)
+		if err != nil {
+			return nil, err
+		}
+		if e.V6 {
+			s.V6 = t
+		} else {
+			s.V4 = t
+		}
+	}
+	var err error
+	if s.Sets, err = sets.List(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Snapshot) tables() []*Table {
+	var out []*Table
+	for _, t := range []*Table{s.V4, s.V6} {
+		if t != nil {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// Rule is one rule of a tap as the config states it, or one of tapfw's own
+// (anti-spoofing, neighbour discovery, the policy), with what it counted
+// in both families together.
+type Rule struct {
+	Direction string `json:"direction"` // in (to the VM) or out (from it)
+	// Number is the config's number of the rule (rules.in[Number-1]); 0
+	// for tapfw's own rules.
+	Number   int      `json:"number,omitempty"`
+	Kind     string   `json:"kind"` // rule, builtin or policy
+	Name     string   `json:"name,omitempty"`
+	Action   string   `json:"action"` // ACCEPT, DROP, REJECT
+	Match    string   `json:"match,omitempty"`
+	Comment  string   `json:"comment,omitempty"`
+	Log      bool     `json:"log,omitempty"`
+	Families []string `json:"families"`
+	Counter
+}
+
+// Verdicts is what one direction of a tap accepted and dropped (DROP and
+// REJECT).
+type Verdicts struct {
+	Accepted Counter `json:"accepted"`
+	Dropped  Counter `json:"dropped"`
+}
+
+// Tap is one installed tap.
+type Tap struct {
+	Name        string               `json:"tap"`
+	Bridge      string               `json:"bridge,omitempty"`
+	MAC         string               `json:"mac,omitempty"`
+	IPs         []string             `json:"ips"`
+	Network     string               `json:"network,omitempty"`
+	ContainerID string               `json:"containerID,omitempty"`
+	IfName      string               `json:"ifName,omitempty"`
+	Rules       map[string]int       `json:"rules"` // config rules per direction
+	Traffic     map[string]*Verdicts `json:"traffic"`
+	// Attached is false for leftovers: chains or sets without the
+	// dispatch rule that records who attached the tap.
+	Attached bool `json:"attached"`
+}
+
+var hashRE = regexp.MustCompile(` #[0-9a-f]{8}$`)
+
+// stripHash takes tapfw's rule hash off an installed comment.
+func stripHash(c string) string { return hashRE.ReplaceAllString(c, "") }
+
+// TapNames lists every tap with chains or an address set, sorted.
+func (s *Snapshot) TapNames() []string {
+	seen := map[string]bool{}
+	for _, t := range s.tables() {
+		for _, ch := range t.Rules.Table.Order {
+			if tap, ok := ruleset.IsTapChain(ch); ok {
+				seen[tap] = true
+			}
+		}
+	}
+	for name := range s.Sets {
+		if f, ok := ruleset.FamilyOfSet(name); ok {
+			if tap, ok := f.TapOfSet(name); ok {
+				seen[tap] = true
+			}
+		}
+	}
+	out := make([]string, 0, len(seen))
+	for t := range seen {
+		out = append(out, t)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Taps lists every installed tap with its summary.
+func (s *Snapshot) Taps() []Tap {
+	var out []Tap
+	for _, name := range s.TapNames() {
+		t, _ := s.Show(name)
+		out = append(out, t)
+	}
+	return out
+}
+
+// Show returns the tap's summary and its rules, both directions, in the
+// order they are checked. A tap with nothing installed has no rules.
+func (s *Snapshot) Show(tap string) (Tap, []Rule) {
+	t := Tap{Name: tap, Bridge: s.Bridges[tap], IPs: []string{}, Rules: map[string]int{"in": 0, "out": 0},
+		Traffic: map[string]*Verdicts{"in": {}, "out": {}}}
+	for _, f := range ruleset.Families {
+		for _, p := range s.Sets[f.TapSet(tap)] {
+			if p.IsSingleIP() {
+				t.IPs = append(t.IPs, p.Addr().String())
+			} else {
+				t.IPs = append(t.IPs, p.String())
+			}
+		}
+	}
+	if s.V4 != nil {
+		for _, ch := range s.V4.Rules.Table.Order {
+			if !strings.HasPrefix(ch, ruleset.TrieIn.Root) {
+				continue
+			}
+			for _, spec := range s.V4.Rules.Table.Chains[ch] {
+				if a, ok := ruleset.ParseDispatchComment(stripHash(netfilter.Comment(spec))); ok && a.Tap == tap {
+					t.Network, t.ContainerID, t.IfName, t.Attached = a.Network, a.ContainerID, a.IfName, true
+				}
+			}
+		}
+	}
+	var rules []Rule
+	for _, dir := range []string{"in", "out"} {
+		chain := ruleset.TapIn(tap)
+		if dir == "out" {
+			chain = ruleset.TapOut(tap)
+		}
+		var list []Rule
+		index := map[string]int{}
+		for _, tb := range s.tables() {
+			fam := ruleset.IPv4
+			if tb == s.V6 {
+				fam = ruleset.IPv6
+			}
+			pos := -1
+			counters := tb.Counters[chain]
+			for j, spec := range tb.Rules.Table.Chains[chain] {
+				var c Counter
+				if j < len(counters) {
+					c = counters[j]
+				}
+				r, key, isLog, ok := describe(tap, dir, spec)
+				if !ok {
+					continue
+				}
+				if t.MAC == "" && r.Name == "mac anti-spoof" {
+					t.MAC = macOf(spec)
+				}
+				k, seen := index[key]
+				if !seen {
+					r.Families = []string{}
+					list = append(list[:pos+1], append([]Rule{r}, list[pos+1:]...)...)
+					for kk, v := range index {
+						if v > pos {
+							index[kk] = v + 1
+						}
+					}
+					k = pos + 1
+					index[key] = k
+				}
+				pos = k
+				if isLog {
+					list[k].Log = true
+					continue
+				}
+				if list[k].Action == "" { // its LOG rule came first
+					list[k].Action, list[k].Match = r.Action, r.Match
+				}
+				if !contains(list[k].Families, fam.Name) {
+					list[k].Families = append(list[k].Families, fam.Name)
+				}
+				list[k].Counter.add(c)
+				v := t.Traffic[dir]
+				switch list[k].Action {
+				case "ACCEPT":
+					v.Accepted.add(c)
+				case "DROP", "REJECT":
+					v.Dropped.add(c)
+				}
+			}
+		}
+		// Rules of one family only were merged in after their
+		// neighbours; within a run of config rules, the config's order.
+		for i := 0; i < len(list); {
+			j := i
+			for j < len(list) && list[j].Kind == "rule" {
+				j++
+			}
+			run := list[i:j]
+			sort.SliceStable(run, func(a, b int) bool { return run[a].Number < run[b].Number })
+			t.Rules[dir] += len(run)
+			i = j + 1
+		}
+		rules = append(rules, list...)
+	}
+	return t, rules
+}
+
+func contains(xs []string, x string) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+
+func macOf(spec string) string {
+	f, _ := explain.Fields(spec)
+	for i := range f {
+		if f[i] == "--mac-source" && i+1 < len(f) {
+			return f[i+1]
+		}
+	}
+	return ""
+}
+
+// describe reads one rule of a tap chain: the Rule, the key that joins it
+// with the same rule of the other family, and whether it only logs.
+func describe(tap, dir, spec string) (r Rule, key string, isLog, ok bool) {
+	comment := stripHash(netfilter.Comment(spec))
+	rest, found := strings.CutPrefix(comment, tap+": ")
+	if !found {
+		return r, "", false, false
+	}
+	f, err := explain.Fields(spec)
+	if err != nil {
+		return r, "", false, false
+	}
+	r = Rule{Direction: dir}
+	target := ""
+	var words []string
+	neg := false
+	for i := 0; i < len(f); i++ {
+		arg := func() string {
+			if i+1 < len(f) {
+				i++
+				return f[i]
+			}
+			return ""
+		}
+		not := ""
+		if neg {
+			not = "not "
+		}
+		switch f[i] {
+		case "!":
+			neg = true
+			continue
+		case "-p":
+			words = append(words, not+arg())
+		case "-s":
+			words = append(words, not+"from "+arg())
+		case "-d":
+			words = append(words, not+"to "+arg())
+		case "--match-set":
+			name, where := setName(tap, arg()), arg()
+			if where == "src" {
+				words = append(words, not+"from "+name)
+			} else {
+				words = append(words, not+"to "+name)
+			}
+		case "--sport", "--sports":
+			words = append(words, not+"sport "+arg())
+		case "--dport", "--dports":
+			words = append(words, not+"dport "+arg())
+		case "--icmp-type", "--icmpv6-type":
+			words = append(words, not+"type "+arg())
+		case "--ctstate":
+			words = append(words, not+"ctstate "+arg())
+		case "--mac-source":
+			words = append(words, not+"mac "+arg())
+		case "-j", "-g":
+			target = arg()
+		case "--comment", "--log-prefix", "--limit", "--limit-burst", "--nflog-prefix", "--nflog-group", "--reject-with", "-m":
+			arg()
+		}
+		neg = false
+	}
+	r.Match = strings.Join(words, " ")
+	switch target {
+	case "ACCEPT", "RETURN":
+		r.Action = "ACCEPT"
+	case "LOG", "NFLOG":
+		isLog = true
+	default:
+		r.Action = target
+	}
+	switch {
+	case strings.HasPrefix(rest, dir+" rule "):
+		num, text, _ := strings.Cut(strings.TrimPrefix(rest, dir+" rule "), " ")
+		n, err := strconv.Atoi(num)
+		if err != nil {
+			return r, "", false, false
+		}
+		r.Kind, r.Number, r.Comment = "rule", n, text
+		key = fmt.Sprintf("rule %d", n)
+	case strings.HasPrefix(rest, "policy "), rest == "log policy":
+		r.Kind, r.Name, r.Match = "policy", "policy", ""
+		key = "policy"
+	default:
+		r.Kind, r.Name = "builtin", rest
+		key = rest + "|" + r.Match
+	}
+	return r, key, isLog, true
+}
+
+// setName is a set as the config names it: "+name" for a named set,
+// "own addresses" for the tap's address set.
+func setName(tap, kernel string) string {
+	for _, f := range ruleset.Families {
+		if kernel == f.TapSet(tap) {
+			return "own addresses"
+		}
+		if name, ok := strings.CutPrefix(kernel, f.SetPrefix+"s-"); ok {
+			return "+" + name
+		}
+	}
+	return kernel
+}

@@ -1,0 +1,508 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/vishvananda/netlink"
+
+	"github.com/tapfw/tapfw/pkg/explain"
+	"github.com/tapfw/tapfw/pkg/inspect"
+	"github.com/tapfw/tapfw/pkg/ruleset"
+)
+
+// The operator's commands: see what is installed and why, and clean up.
+// They read the kernel of the namespace they run in; gc and flush take
+// tapfw's lock like the plugin does.
+
+// operator runs one operator command; it returns the exit status.
+type operator struct {
+	p              *plugin
+	stdin          io.Reader
+	stdout, stderr io.Writer
+}
+
+func (o *operator) fail(format string, a ...any) int {
+	fmt.Fprintf(o.stderr, "tapfw: "+format+"\n", a...)
+	return 1
+}
+
+func (o *operator) flags(name, args string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(o.stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(o.stderr, "usage: tapfw %s %s\n", name, args)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// snapshot reads both tables with counters and the ipsets, and the bridge
+// of each tap that exists.
+func (o *operator) snapshot() (*inspect.Snapshot, error) {
+	if o.p.envErr != nil {
+		return nil, o.p.envErr
+	}
+	s, err := inspect.Read(o.p.exec, o.p.fw.Sets)
+	if err != nil {
+		return nil, err
+	}
+	for _, tap := range s.TapNames() {
+		if br, err := o.p.bridgeOf(tap); err == nil {
+			s.Bridges[tap] = br
+		}
+	}
+	return s, nil
+}
+
+func (o *operator) json(v any) int {
+	enc := json.NewEncoder(o.stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return o.fail("%v", err)
+	}
+	return 0
+}
+
+func (o *operator) list(args []string) int {
+	fs := o.flags("list", "[--json]")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if fs.Parse(args) != nil || fs.NArg() != 0 {
+		return 2
+	}
+	s, err := o.snapshot()
+	if err != nil {
+		return o.fail("reading the installed firewall: %v", err)
+	}
+	taps := s.Taps()
+	if *asJSON {
+		if taps == nil {
+			taps = []inspect.Tap{}
+		}
+		return o.json(taps)
+	}
+	if err := inspect.WriteTaps(o.stdout, taps); err != nil {
+		return o.fail("%v", err)
+	}
+	return 0
+}
+
+func (o *operator) show(args []string) int {
+	fs := o.flags("show", "[--json] TAP")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if fs.Parse(args) != nil || fs.NArg() != 1 {
+		fs.Usage()
+		return 2
+	}
+	tap := fs.Arg(0)
+	if err := ruleset.ValidateIfName(tap); err != nil {
+		return o.fail("tap: %v", err)
+	}
+	s, err := o.snapshot()
+	if err != nil {
+		return o.fail("reading the installed firewall: %v", err)
+	}
+	t, rules := s.Show(tap)
+	if len(rules) == 0 && len(t.IPs) == 0 {
+		return o.fail("%s has no firewall installed", tap)
+	}
+	if *asJSON {
+		return o.json(struct {
+			inspect.Tap
+			RuleList []inspect.Rule `json:"ruleList"`
+		}{t, rules})
+	}
+	if err := inspect.WriteRules(o.stdout, t, rules); err != nil {
+		return o.fail("%v", err)
+	}
+	return 0
+}
+
+func (o *operator) metrics(args []string) int {
+	fs := o.flags("metrics", "[--textfile PATH]")
+	path := fs.String("textfile", "", "write to PATH atomically (for node_exporter's textfile collector) instead of stdout")
+	if fs.Parse(args) != nil || fs.NArg() != 0 {
+		return 2
+	}
+	s, err := o.snapshot()
+	if err != nil {
+		return o.fail("reading the installed firewall: %v", err)
+	}
+	if *path == "" {
+		if err := inspect.WriteMetrics(o.stdout, s); err != nil {
+			return o.fail("%v", err)
+		}
+		return 0
+	}
+	// The collector must never read half a file: write aside, rename.
+	tmp, err := os.CreateTemp(filepath.Dir(*path), ".tapfw-metrics-*")
+	if err != nil {
+		return o.fail("writing metrics: %v", err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := inspect.WriteMetrics(tmp, s); err != nil {
+		tmp.Close()
+		return o.fail("writing metrics: %v", err)
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return o.fail("writing metrics: %v", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return o.fail("writing metrics: %v", err)
+	}
+	if err := os.Rename(tmp.Name(), *path); err != nil {
+		return o.fail("writing metrics: %v", err)
+	}
+	return 0
+}
+
+// render prints what an ADD of a config would change, changing nothing.
+func (o *operator) render(args []string) int {
+	fs := o.flags("render", "[--ifname TAP] [--container-id ID] [--args K=V;...] [FILE]   (the config on stdin or in FILE)")
+	ifName := fs.String("ifname", os.Getenv("CNI_IFNAME"), "CNI_IFNAME of the ADD")
+	containerID := fs.String("container-id", os.Getenv("CNI_CONTAINERID"), "CNI_CONTAINERID of the ADD")
+	cniArgs := fs.String("args", os.Getenv("CNI_ARGS"), "CNI_ARGS of the ADD")
+	if fs.Parse(args) != nil || fs.NArg() > 1 {
+		return 2
+	}
+	in := o.stdin
+	if fs.NArg() == 1 {
+		f, err := os.Open(fs.Arg(0))
+		if err != nil {
+			return o.fail("%v", err)
+		}
+		defer f.Close()
+		in = f
+	}
+	data, err := io.ReadAll(in)
+	if err != nil {
+		return o.fail("reading the config: %v", err)
+	}
+	r, _, err := o.p.load(&skel.CmdArgs{StdinData: data, ContainerID: *containerID, IfName: *ifName, Args: *cniArgs})
+	if err != nil {
+		return o.fail("%v", err)
+	}
+	plan, err := ruleset.Build(r.Ruleset)
+	if err != nil {
+		return o.fail("%v", err)
+	}
+	changes, err := o.p.fw.Preview(plan)
+	if err != nil {
+		return o.fail("reading the installed firewall: %v", err)
+	}
+	for i, c := range changes {
+		name := "iptables"
+		if i == 1 {
+			name = "ip6tables"
+		}
+		if c.Empty() {
+			fmt.Fprintf(o.stdout, "# %s: nothing to change\n", name)
+			continue
+		}
+		fmt.Fprintf(o.stdout, "# %s: ipset changes, then one iptables-restore --noflush\n%s", name, c)
+	}
+	if plan.L2 != nil {
+		fmt.Fprintf(o.stdout, "# layer 2 (nft, table bridge tapfw): the tap's elements, added where missing\n%s", plan.L2)
+	}
+	return 0
+}
+
+// gc removes the firewall of taps whose interface is gone.
+func (o *operator) gc(args []string) int {
+	fs := o.flags("gc", "[--dry-run]")
+	dry := fs.Bool("dry-run", false, "print what would be removed, remove nothing")
+	if fs.Parse(args) != nil || fs.NArg() != 0 {
+		return 2
+	}
+	s, err := o.snapshot()
+	if err != nil {
+		return o.fail("reading the installed firewall: %v", err)
+	}
+	installed := s.TapNames()
+	if o.p.fw.Bridge != nil {
+		l2, err := o.p.fw.Bridge.Taps()
+		if err != nil {
+			return o.fail("reading the bridge table: %v", err)
+		}
+		installed = append(installed, l2...)
+	}
+	sort.Strings(installed)
+	var gone []string
+	for i, tap := range installed {
+		if i > 0 && installed[i-1] == tap {
+			continue
+		}
+		if _, err := netlink.LinkByName(tap); err != nil {
+			var nf netlink.LinkNotFoundError
+			if !errors.As(err, &nf) {
+				return o.fail("looking up %s: %v", tap, err)
+			}
+			gone = append(gone, tap)
+		}
+	}
+	verb := "removed"
+	if *dry {
+		verb = "would remove"
+	} else if len(gone) > 0 {
+		if err := o.p.fw.Remove(gone...); err != nil {
+			return o.fail("removing %s: %v", strings.Join(gone, " "), err)
+		}
+	}
+	for _, tap := range gone {
+		fmt.Fprintf(o.stdout, "%s %s (interface gone)\n", verb, tap)
+	}
+	if len(gone) == 0 {
+		fmt.Fprintln(o.stdout, "nothing to remove: every tap with a firewall exists")
+	}
+	return 0
+}
+
+// flush removes everything tapfw made, and nothing else.
+func (o *operator) flush(args []string) int {
+	fs := o.flags("flush", "[--dry-run]")
+	dry := fs.Bool("dry-run", false, "print what would be removed, remove nothing")
+	if fs.Parse(args) != nil || fs.NArg() != 0 {
+		return 2
+	}
+	if o.p.envErr != nil {
+		return o.fail("%v", o.p.envErr)
+	}
+	if *dry {
+		changes, err := o.p.fw.FlushPreview()
+		if err != nil {
+			return o.fail("reading the installed firewall: %v", err)
+		}
+		for i, c := range changes {
+			name := "iptables"
+			if i == 1 {
+				name = "ip6tables"
+			}
+			if c.Empty() {
+				fmt.Fprintf(o.stdout, "# %s: nothing of tapfw's\n", name)
+				continue
+			}
+			fmt.Fprintf(o.stdout, "# %s: would apply\n%s", name, c)
+		}
+		fmt.Fprintf(o.stdout, "# nft: would delete table %s %s (if present)\n", ruleset.L2Family, ruleset.L2Table)
+		return 0
+	}
+	if err := o.p.fw.Flush(); err != nil {
+		return o.fail("flushing: %v", err)
+	}
+	fmt.Fprintln(o.stdout, "removed every chain, rule, ipset and bridge table of tapfw's")
+	return 0
+}
+
+// explain says which rule decides a packet to or from a tap.
+func (o *operator) explain(args []string) int {
+	fs := o.flags("explain", "--tap TAP --dir in|out [--proto P] [--src A] [--dst A] [--sport N] [--dport N] [--icmp-type T[/C]] [--state S] [--peer PORT] [--json]")
+	tap := fs.String("tap", "", "the tap (required)")
+	dir := fs.String("dir", "", "in: to the VM; out: from the VM (required)")
+	proto := fs.String("proto", "tcp", "tcp, udp, icmp, icmpv6 or a number")
+	src := fs.String("src", "", "source address (default: the tap's own for out)")
+	dst := fs.String("dst", "", "destination address (default: the tap's own for in)")
+	sport := fs.Int("sport", 40000, "source port")
+	dport := fs.Int("dport", 0, "destination port")
+	icmp := fs.String("icmp-type", "", "ICMP type[/code], numeric")
+	state := fs.String("state", "NEW", "conntrack state: NEW, ESTABLISHED, RELATED, INVALID or UNTRACKED")
+	peer := fs.String("peer", "", "the other bridge port; default: the tap holding the other address, the host for a host address, else an uplink port \"uplink\"")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if fs.Parse(args) != nil || fs.NArg() != 0 {
+		return 2
+	}
+	if err := ruleset.ValidateIfName(*tap); err != nil {
+		return o.fail("--tap: %v", err)
+	}
+	if *dir != "in" && *dir != "out" {
+		return o.fail("--dir: %q is not in or out", *dir)
+	}
+	s, err := o.snapshot()
+	if err != nil {
+		return o.fail("reading the installed firewall: %v", err)
+	}
+	q := query{tap: *tap, dir: *dir, proto: *proto, src: *src, dst: *dst, sport: *sport, dport: *dport, icmp: *icmp, state: *state, peer: *peer}
+	res, pkt, err := q.explain(s)
+	if err != nil {
+		return o.fail("%v", err)
+	}
+	if *asJSON {
+		return o.json(struct {
+			Packet explain.Packet `json:"packet"`
+			explain.Result
+		}{pkt, res})
+	}
+	fmt.Fprintf(o.stdout, "%s\n%s", describePacket(pkt), res.Text())
+	return 0
+}
+
+// query is what the operator asks explain about.
+type query struct {
+	tap, dir, proto, src, dst string
+	sport, dport              int
+	icmp, state, peer         string
+}
+
+func describePacket(p explain.Packet) string {
+	ports := ""
+	if p.DPort != 0 {
+		ports = fmt.Sprintf(" %d -> %d", p.SPort, p.DPort)
+	}
+	where := fmt.Sprintf("in %s out %s", dash(p.InIface), dash(p.OutIface))
+	if p.PhysIn != "" || p.PhysOut != "" {
+		where += fmt.Sprintf(", ports %s -> %s", dash(p.PhysIn), dash(p.PhysOut))
+	}
+	return fmt.Sprintf("packet: IPv%d %s %s -> %s%s, state %s, hook %s, %s", p.Family, p.Proto, p.Src, p.Dst, ports, p.CtState, p.Hook, where)
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// owner finds the tap whose address set holds a, and whether a is the host's.
+func owner(s *inspect.Snapshot, a netip.Addr) (tap string, host bool) {
+	for name, entries := range s.Sets {
+		f, ok := ruleset.FamilyOfSet(name)
+		if !ok {
+			continue
+		}
+		for _, p := range entries {
+			if !p.Contains(a) {
+				continue
+			}
+			if name == f.SetHost() {
+				host = true
+			} else if t, ok := f.TapOfSet(name); ok {
+				tap = t
+			}
+		}
+	}
+	return tap, host
+}
+
+// explain builds the packet as the kernel's hooks see it and walks it.
+func (q query) explain(s *inspect.Snapshot) (explain.Result, explain.Packet, error) {
+	var pkt explain.Packet
+	t, rules := s.Show(q.tap)
+	if len(rules) == 0 {
+		return explain.Result{}, pkt, fmt.Errorf("%s has no firewall installed", q.tap)
+	}
+	br := t.Bridge
+	if br == "" {
+		return explain.Result{}, pkt, fmt.Errorf("%s is on no bridge", q.tap)
+	}
+	parse := func(what, v string) (netip.Addr, error) {
+		a, err := netip.ParseAddr(v)
+		if err != nil {
+			return a, fmt.Errorf("--%s: %q is not an address", what, v)
+		}
+		return a.Unmap(), nil
+	}
+	// The tap's own address of the family the other address has.
+	own := func(other string) (string, error) {
+		v6 := strings.Contains(other, ":")
+		for _, ip := range t.IPs {
+			if strings.Contains(ip, "/") { // a network routed to the VM
+				continue
+			}
+			if a, err := netip.ParseAddr(ip); err == nil && a.Is6() == v6 && !a.IsLinkLocalUnicast() {
+				return ip, nil
+			}
+		}
+		return "", fmt.Errorf("%s has no address of that family: give --src and --dst", q.tap)
+	}
+	var err error
+	if q.dir == "out" && q.src == "" {
+		if q.src, err = own(q.dst); err != nil {
+			return explain.Result{}, pkt, err
+		}
+	}
+	if q.dir == "in" && q.dst == "" {
+		if q.dst, err = own(q.src); err != nil {
+			return explain.Result{}, pkt, err
+		}
+	}
+	if pkt.Src, err = parse("src", q.src); err != nil {
+		return explain.Result{}, pkt, err
+	}
+	if pkt.Dst, err = parse("dst", q.dst); err != nil {
+		return explain.Result{}, pkt, err
+	}
+	if pkt.Src.Is4() != pkt.Dst.Is4() {
+		return explain.Result{}, pkt, errors.New("--src and --dst are of different families")
+	}
+	pkt.Family = 4
+	if pkt.Src.Is6() {
+		pkt.Family = 6
+	}
+	pkt.Proto = strings.ToLower(q.proto)
+	if pkt.Proto == "icmpv6" {
+		pkt.Proto = ruleset.ProtoICMPv6
+	}
+	pkt.SPort, pkt.DPort = uint16(q.sport), uint16(q.dport)
+	pkt.ICMPType, pkt.ICMPCode = -1, -1
+	if q.icmp != "" {
+		typ, code, hasCode := strings.Cut(q.icmp, "/")
+		if pkt.ICMPType, err = strconv.Atoi(typ); err != nil {
+			return explain.Result{}, pkt, fmt.Errorf("--icmp-type: %q is not a number", q.icmp)
+		}
+		pkt.ICMPCode = 0
+		if hasCode {
+			if pkt.ICMPCode, err = strconv.Atoi(code); err != nil {
+				return explain.Result{}, pkt, fmt.Errorf("--icmp-type: %q has no numeric code", q.icmp)
+			}
+		}
+	}
+	pkt.CtState = strings.ToUpper(q.state)
+	if t.MAC != "" && q.dir == "out" {
+		pkt.SrcMAC, _ = net.ParseMAC(t.MAC)
+	}
+	other := pkt.Dst
+	if q.dir == "in" {
+		other = pkt.Src
+	}
+	peerTap, isHost := owner(s, other)
+	peer := q.peer
+	if peer == "" {
+		peer = peerTap
+	}
+	if peer == "" && !isHost {
+		peer = "uplink"
+	}
+	if peer != "" {
+		isHost = false
+	}
+	switch {
+	case q.dir == "out" && isHost: // from the VM to the host
+		pkt.Hook, pkt.InIface, pkt.PhysIn = "INPUT", br, q.tap
+	case q.dir == "out":
+		pkt.Hook, pkt.InIface, pkt.OutIface, pkt.PhysIn, pkt.PhysOut, pkt.Bridged = "FORWARD", br, br, q.tap, peer, true
+	case isHost: // from the host to the VM
+		pkt.Hook, pkt.OutIface = "OUTPUT", br
+	default:
+		pkt.Hook, pkt.InIface, pkt.OutIface, pkt.PhysIn, pkt.PhysOut, pkt.Bridged = "FORWARD", br, br, peer, q.tap, true
+	}
+	tb := s.V4
+	if pkt.Family == 6 {
+		tb = s.V6
+	}
+	if tb == nil {
+		return explain.Result{}, pkt, fmt.Errorf("no IPv%d table was read", pkt.Family)
+	}
+	res, err := explain.Explain(tb.Rules, s.Sets, pkt)
+	return res, pkt, err
+}
