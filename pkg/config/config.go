@@ -34,6 +34,9 @@ type NetConf struct {
 	PolicyIn           string              `json:"policyIn,omitempty"`
 	PolicyOut          string              `json:"policyOut,omitempty"`
 	LogDropped         *bool               `json:"logDropped,omitempty"`
+	LogTarget          string              `json:"logTarget,omitempty"`
+	LogLimit           string              `json:"logLimit,omitempty"`
+	NFLogGroup         *int                `json:"nflogGroup,omitempty"`
 	AllowBridgeRouting bool                `json:"allowBridgeRouting,omitempty"`
 	FailClosed         *bool               `json:"failClosed,omitempty"`
 	ManagedPrefix      string              `json:"managedPrefix,omitempty"`
@@ -257,6 +260,9 @@ func Resolve(conf *NetConf, env Env, prev *PrevIface, bridge func(tap string) (s
 		}
 	}
 	var err error
+	if t.LogTarget, t.NFLogGroup, t.LogLimit, err = parseLog(conf); err != nil {
+		return nil, err
+	}
 	if t.PolicyIn, err = parsePolicy("policyIn", conf.PolicyIn); err != nil {
 		return nil, err
 	}
@@ -457,6 +463,82 @@ func boolOr(b *bool, def bool) bool {
 		return def
 	}
 	return *b
+}
+
+// parseLog reads where log lines go (LOG: the kernel log; NFLOG: a netlink
+// group, for ulogd and the like) and how many per rule it lets through.
+func parseLog(conf *NetConf) (target string, group int, limit string, err error) {
+	switch conf.LogTarget {
+	case "", "LOG":
+		target = "LOG"
+		if conf.NFLogGroup != nil {
+			return "", 0, "", fieldErr("nflogGroup", "needs logTarget NFLOG")
+		}
+	case "NFLOG":
+		target = "NFLOG"
+		if conf.NFLogGroup != nil {
+			group = *conf.NFLogGroup
+			if group < 0 || group > 65535 {
+				return "", 0, "", fieldErr("nflogGroup", "%d is not a group 0-65535", group)
+			}
+		}
+	default:
+		return "", 0, "", fieldErr("logTarget", "%q is not LOG or NFLOG", conf.LogTarget)
+	}
+	limit = ruleset.DefaultLogLimit
+	if conf.LogLimit != "" {
+		if limit, err = canonicalRate(conf.LogLimit); err != nil {
+			return "", 0, "", &Error{Field: "logLimit", Err: err}
+		}
+	}
+	return target, group, limit, nil
+}
+
+// Units of a rate, as xt_limit counts them (XT_LIMIT_SCALE per second),
+// longest first, with the name iptables-save prints.
+var rateUnits = []struct {
+	names []string
+	mult  uint32
+}{
+	{[]string{"day", "d"}, 86400 * 10000},
+	{[]string{"hour", "h"}, 3600 * 10000},
+	{[]string{"min", "minute", "m"}, 60 * 10000},
+	{[]string{"sec", "second", "s"}, 10000},
+}
+
+// canonicalRate reads a rate ("5/min", "10/second") and returns it as
+// iptables-save prints it back: xt_limit keeps only the period between
+// two lines, so 60/min is 1/sec.
+func canonicalRate(s string) (string, error) {
+	num, unit, ok := strings.Cut(s, "/")
+	n, err := strconv.Atoi(num)
+	if !ok || err != nil || strconv.Itoa(n) != num || n < 1 {
+		return "", fmt.Errorf("%q is not a rate such as 5/min (a count from 1, '/', sec, min, hour or day)", s)
+	}
+	var mult uint32
+	for _, u := range rateUnits {
+		for _, name := range u.names {
+			if unit == name {
+				mult = u.mult
+			}
+		}
+	}
+	if mult == 0 {
+		return "", fmt.Errorf("%q: the unit is not sec, min, hour or day", s)
+	}
+	if n > int(mult) {
+		return "", fmt.Errorf("%q is faster than the kernel can limit (at most 10000/sec)", s)
+	}
+	period := mult / uint32(n)
+	// print_rate of iptables' libxt_limit.
+	i := 1
+	for ; i < len(rateUnits); i++ {
+		m := rateUnits[i].mult
+		if period > m || m/period < m%period {
+			break
+		}
+	}
+	return fmt.Sprintf("%d/%s", rateUnits[i-1].mult/period, rateUnits[i-1].names[0]), nil
 }
 
 func parsePolicy(field, s string) (ruleset.Action, error) {

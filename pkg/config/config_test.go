@@ -248,3 +248,48 @@ func TestIPv6Addresses(t *testing.T) {
 		t.Errorf("ndp %v radv %v, want false true", tp.NDP, tp.RAdv)
 	}
 }
+
+// TestCanonicalRate: a log rate comes back as iptables-save prints it (the
+// right column is what iptables-nft-save printed for the left one).
+func TestCanonicalRate(t *testing.T) {
+	want := "5/min 1/sec 5/min 10/sec 1/day 7/hour 2/min 3/min 10000/sec 10000/sec 7/sec 13/min 1000/day 1/sec 59/min 61/min"
+	var got []string
+	for _, in := range strings.Fields("5/min 60/min 5/minute 10/s 1/day 7/hour 120/hour 3/m 10000/sec 600000/min 7/sec 13/min 1000/day 86400/day 59/min 61/min") {
+		r, err := canonicalRate(in)
+		if err != nil {
+			t.Fatalf("%s: %v", in, err)
+		}
+		got = append(got, r)
+	}
+	if strings.Join(got, " ") != want {
+		t.Errorf("got  %s\nwant %s", strings.Join(got, " "), want)
+	}
+	for _, bad := range []string{"0/min", "10001/sec", "5", "5/week", "-1/s", "05/min", "/min", "5/"} {
+		if _, err := canonicalRate(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+// TestLogOptions: NFLOG with a group, LOG by default, and the errors.
+func TestLogOptions(t *testing.T) {
+	r, err := resolve(t, good+`,"logTarget":"NFLOG","nflogGroup":5,"logLimit":"120/hour"}`, Env{IfName: "tap1"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tp := r.Ruleset.Tap; tp.LogTarget != "NFLOG" || tp.NFLogGroup != 5 || tp.LogLimit != "2/min" {
+		t.Errorf("tap %+v", tp)
+	}
+	for _, c := range []struct{ js, field string }{
+		{`,"logTarget":"SYSLOG"}`, "logTarget"},
+		{`,"nflogGroup":1}`, "nflogGroup"},
+		{`,"logTarget":"NFLOG","nflogGroup":70000}`, "nflogGroup"},
+		{`,"logLimit":"fast"}`, "logLimit"},
+	} {
+		_, err := resolve(t, good+c.js, Env{IfName: "tap1"}, nil)
+		var e *Error
+		if !errors.As(err, &e) || e.Field != c.field {
+			t.Errorf("%s: %v", c.js, err)
+		}
+	}
+}

@@ -161,7 +161,7 @@ func buildFamily(c Config, fam *Family) (*Plan, error) {
 
 	// Host firewall.
 	if c.Host != nil {
-		hin, hout, err := hostChains(c.Host, fam, t.LogDropped, t.LogLimit)
+		hin, hout, err := hostChains(c.Host, fam, t.LogDropped, t.LogLimit, logTo{t.LogTarget, t.NFLogGroup})
 		if err != nil {
 			return nil, err
 		}
@@ -170,7 +170,7 @@ func buildFamily(c Config, fam *Family) (*Plan, error) {
 			Set{Name: fam.SetHost(), Entries: sortedPrefixes(fam.Of(c.Host.IPs))},
 			Set{Name: fam.SetCluster(), Entries: sortedPrefixes(fam.Of(c.Host.ClusterHosts))})
 	} else {
-		hin, hout, err := hostChains(&Host{}, fam, t.LogDropped, t.LogLimit)
+		hin, hout, err := hostChains(&Host{}, fam, t.LogDropped, t.LogLimit, logTo{t.LogTarget, t.NFLogGroup})
 		if err != nil {
 			return nil, err
 		}
@@ -403,7 +403,7 @@ func tapOut(t Tap, fam *Family) (Chain, error) {
 		rs = append(rs, Rule{Chain: c, Proto: "udp", SPort: "68", DPort: "67", Comment: own + "dhcp renew", Verdict: ret})
 	}
 	rs = append(rs, Rule{Chain: c, CtState: "RELATED,ESTABLISHED", Comment: own + "established", Verdict: Verdict{Target: "ACCEPT"}})
-	cx := chainCtx{chain: c, fam: fam, owner: t.Name, logName: t.Name, dir: "out", allow: "RETURN", limit: t.LogLimit}
+	cx := chainCtx{chain: c, fam: fam, owner: t.Name, logName: t.Name, dir: "out", allow: "RETURN", limit: t.LogLimit, log: logTo{t.LogTarget, t.NFLogGroup}}
 	user, err := cx.userRules(t.Out)
 	if err != nil {
 		return Chain{}, err
@@ -436,7 +436,7 @@ func tapIn(t Tap, fam *Family) (Chain, error) {
 			rs = append(rs, Rule{Chain: c, Proto: "udp", SPort: "547", DPort: "546", Comment: own + "dhcpv6 reply", Verdict: acc})
 		}
 	}
-	cx := chainCtx{chain: c, fam: fam, owner: t.Name, logName: t.Name, dir: "in", allow: "ACCEPT", limit: t.LogLimit}
+	cx := chainCtx{chain: c, fam: fam, owner: t.Name, logName: t.Name, dir: "in", allow: "ACCEPT", limit: t.LogLimit, log: logTo{t.LogTarget, t.NFLogGroup}}
 	user, err := cx.userRules(t.In)
 	if err != nil {
 		return Chain{}, err
@@ -446,7 +446,7 @@ func tapIn(t Tap, fam *Family) (Chain, error) {
 	return Chain{Name: c, Rules: rs}, nil
 }
 
-func hostChains(h *Host, fam *Family, logDropped bool, limit string) (Chain, Chain, error) {
+func hostChains(h *Host, fam *Family, logDropped bool, limit string, log logTo) (Chain, Chain, error) {
 	var chains [2]Chain
 	for i, d := range []struct {
 		chain, dir string
@@ -456,7 +456,7 @@ func hostChains(h *Host, fam *Family, logDropped bool, limit string) (Chain, Cha
 		{ChainHostIn, "in", h.In, Rule{SetSrc: fam.SetCluster()}},
 		{ChainHostOut, "out", h.Out, Rule{SetDst: fam.SetCluster()}},
 	} {
-		cx := chainCtx{chain: d.chain, fam: fam, owner: OwnerHost, logName: "host", dir: d.dir, allow: "RETURN", limit: limit}
+		cx := chainCtx{chain: d.chain, fam: fam, owner: OwnerHost, logName: "host", dir: d.dir, allow: "RETURN", limit: limit, log: log}
 		cluster := d.cluster
 		cluster.Chain, cluster.Comment, cluster.Verdict = d.chain, OwnerHost+": cluster hosts", Verdict{Target: "RETURN"}
 		rs := []Rule{cluster}
@@ -484,6 +484,29 @@ func LogPrefix(owner, dir, what string) string {
 	return "tfw:" + owner + ":" + dir + ":" + what + " "
 }
 
+// LogLine is what a log prefix says: whose rule logged (a tap, or "host"
+// for the host firewall), the direction (in: to the VM or host; out: from
+// it) and what ("drop" or "rej" for the policy, "r<N>" for rule N of the
+// direction, 1-based as in the config).
+type LogLine struct {
+	Owner, Dir, What string
+}
+
+// ParseLogPrefix reads back what LogPrefix wrote, from a kernel log line
+// ("... tfw:tap110i0:in:drop IN=vmbr0 ...") or an NFLOG prefix.
+func ParseLogPrefix(s string) (LogLine, bool) {
+	i := strings.Index(s, "tfw:")
+	if i < 0 {
+		return LogLine{}, false
+	}
+	word, _, _ := strings.Cut(s[i:], " ")
+	f := strings.Split(word, ":")
+	if len(f) != 4 || f[1] == "" || (f[2] != "in" && f[2] != "out") || f[3] == "" {
+		return LogLine{}, false
+	}
+	return LogLine{Owner: f[1], Dir: f[2], What: f[3]}, true
+}
+
 // chainCtx is what the rules of one direction of one owner share.
 type chainCtx struct {
 	chain   string
@@ -493,10 +516,26 @@ type chainCtx struct {
 	dir     string // in or out
 	allow   string // the target of an allowed packet: ACCEPT or RETURN
 	limit   string // LOG rate
+	log     logTo
 }
 
 func (cx chainCtx) logRule(what, comment string) Rule {
-	return Rule{Chain: cx.chain, Limit: cx.limit, Comment: comment, Verdict: Verdict{Target: "LOG", LogPrefix: LogPrefix(cx.logName, cx.dir, what)}}
+	return Rule{Chain: cx.chain, Limit: cx.limit, Comment: comment, Verdict: cx.logVerdict(what)}
+}
+
+// logVerdict logs with the prefix for what, to the kernel log or NFLOG.
+func (cx chainCtx) logVerdict(what string) Verdict {
+	v := Verdict{Target: "LOG", LogPrefix: LogPrefix(cx.logName, cx.dir, what)}
+	if cx.log.target == "NFLOG" {
+		v.Target, v.NFLogGroup = "NFLOG", cx.log.group
+	}
+	return v
+}
+
+// logTo is where a chain's log lines go.
+type logTo struct {
+	target string // LOG or NFLOG
+	group  int    // NFLOG's group
 }
 
 func (cx chainCtx) policy(a Action, logDropped bool) []Rule {
@@ -569,7 +608,7 @@ func (cx chainCtx) userRules(us []UserRule) ([]Rule, error) {
 		if u.Log {
 			l := r
 			l.Limit = cx.limit
-			l.Verdict = Verdict{Target: "LOG", LogPrefix: LogPrefix(cx.logName, cx.dir, fmt.Sprintf("r%d", n))}
+			l.Verdict = cx.logVerdict(fmt.Sprintf("r%d", n))
 			rs = append(rs, l)
 		}
 		rs = append(rs, r)

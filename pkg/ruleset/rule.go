@@ -13,7 +13,8 @@ type Verdict struct {
 	Goto       bool   // -g instead of -j: a RETURN from Target skips the rest of this chain
 	Target     string // ACCEPT, DROP, RETURN, REJECT, LOG or a chain
 	RejectWith string // for REJECT: icmp-port-unreachable or tcp-reset
-	LogPrefix  string // for LOG
+	LogPrefix  string // for LOG and NFLOG
+	NFLogGroup int    // for NFLOG
 }
 
 // Physdev matches the bridge port a bridged packet came in or goes out by.
@@ -61,7 +62,7 @@ func (r Rule) Spec() string {
 	for i, x := range args {
 		if i > 0 {
 			b.WriteByte(' ')
-			if args[i-1] == "--comment" || args[i-1] == "--log-prefix" {
+			if args[i-1] == "--comment" || args[i-1] == "--log-prefix" || args[i-1] == "--nflog-prefix" {
 				x = quote(x)
 			}
 		}
@@ -178,6 +179,11 @@ func (r Rule) Args() []string {
 		w("--reject-with", with)
 	case "LOG":
 		w("--log-prefix", v.LogPrefix)
+	case "NFLOG":
+		w("--nflog-prefix", v.LogPrefix)
+		if v.NFLogGroup != 0 {
+			w("--nflog-group", strconv.Itoa(v.NFLogGroup))
+		}
 	}
 	return a
 }

@@ -74,7 +74,9 @@ type Tap struct {
 	NDP        bool // neighbour discovery passes (its target checked)
 	RAdv       bool // router advertisements from the VM pass
 	LogDropped bool
-	LogLimit   string // rate of LOG lines, e.g. 5/min
+	LogLimit   string // rate of log lines per rule, as iptables-save prints it: 5/min
+	LogTarget  string // LOG (the kernel log) or NFLOG (a netlink group)
+	NFLogGroup int    // the NFLOG group
 	PolicyIn   Action
 	PolicyOut  Action
 	In, Out    []UserRule

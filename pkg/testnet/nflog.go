@@ -1,0 +1,176 @@
+package testnet
+
+import (
+	"encoding/binary"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// NFLog receives the log lines netfilter sends to one NFLOG group of a
+// namespace (what ulogd would read) and keeps their prefixes.
+type NFLog struct {
+	fd       int
+	mu       sync.Mutex
+	prefixes []string
+	done     chan struct{}
+	reader   sync.WaitGroup
+}
+
+// nfnetlink_log, from linux/netfilter/nfnetlink_log.h.
+const (
+	nfnlSubsysULog   = 4
+	nfulnlMsgPacket  = 0
+	nfulnlMsgConfig  = 1
+	nfulaCfgCmd      = 1
+	nfulaCfgMode     = 2
+	nfulnlCfgCmdBind = 1
+	nfulnlCopyMeta   = 1
+	nfulaPrefix      = 10
+)
+
+// NFLogListen binds group in ns and collects the prefixes of what is
+// logged to it until Close.
+func NFLogListen(ns *NS, group uint16) (*NFLog, error) {
+	l := &NFLog{fd: -1, done: make(chan struct{})}
+	err := ns.Do(func() error {
+		fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
+		if err != nil {
+			return fmt.Errorf("nflog socket: %w", err)
+		}
+		l.fd = fd
+		return unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
+	})
+	if err != nil {
+		l.Close()
+		return nil, err
+	}
+	bind := attr(nfulaCfgCmd, []byte{nfulnlCfgCmdBind})
+	mode := attr(nfulaCfgMode, []byte{0, 0, 0, 0, nfulnlCopyMeta, 0})
+	for _, a := range [][]byte{bind, mode} {
+		if err := l.config(group, a); err != nil {
+			l.Close()
+			return nil, err
+		}
+	}
+	tv := unix.Timeval{Usec: 100000}
+	if err := unix.SetsockoptTimeval(l.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		l.Close()
+		return nil, err
+	}
+	l.reader.Add(1)
+	go l.read()
+	return l, nil
+}
+
+func attr(typ uint16, data []byte) []byte {
+	n := 4 + len(data)
+	b := make([]byte, (n+3)&^3)
+	binary.LittleEndian.PutUint16(b[0:], uint16(n))
+	binary.LittleEndian.PutUint16(b[2:], typ)
+	copy(b[4:], data)
+	return b
+}
+
+// config sends one NFULNL_MSG_CONFIG for group with attribute a and waits
+// for its acknowledgement.
+func (l *NFLog) config(group uint16, a []byte) error {
+	msg := make([]byte, 16+4+len(a))
+	binary.LittleEndian.PutUint32(msg[0:], uint32(len(msg)))
+	binary.LittleEndian.PutUint16(msg[4:], nfnlSubsysULog<<8|nfulnlMsgConfig)
+	binary.LittleEndian.PutUint16(msg[6:], unix.NLM_F_REQUEST|unix.NLM_F_ACK)
+	msg[16] = unix.AF_UNSPEC
+	binary.BigEndian.PutUint16(msg[18:], group)
+	copy(msg[20:], a)
+	if err := unix.Sendto(l.fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return fmt.Errorf("nflog config: %w", err)
+	}
+	buf := make([]byte, 4096)
+	n, _, err := unix.Recvfrom(l.fd, buf, 0)
+	if err != nil {
+		return fmt.Errorf("nflog config: %w", err)
+	}
+	if n >= 20 && binary.LittleEndian.Uint16(buf[4:]) == unix.NLMSG_ERROR {
+		if code := int32(binary.LittleEndian.Uint32(buf[16:])); code != 0 {
+			return fmt.Errorf("nflog config of group %d: %w", group, unix.Errno(-code))
+		}
+	}
+	return nil
+}
+
+func (l *NFLog) read() {
+	defer l.reader.Done()
+	buf := make([]byte, 1<<16)
+	for {
+		select {
+		case <-l.done:
+			return
+		default:
+		}
+		n, _, err := unix.Recvfrom(l.fd, buf, 0)
+		if err != nil {
+			continue
+		}
+		for b := buf[:n]; len(b) >= 16; {
+			size := int(binary.LittleEndian.Uint32(b[0:]))
+			if size < 16 || size > len(b) {
+				break
+			}
+			if binary.LittleEndian.Uint16(b[4:]) == nfnlSubsysULog<<8|nfulnlMsgPacket && size > 20 {
+				l.packet(b[20:size])
+			}
+			b = b[(size+3)&^3:]
+		}
+	}
+}
+
+// packet records the prefix attribute of one logged packet.
+func (l *NFLog) packet(attrs []byte) {
+	for len(attrs) >= 4 {
+		n := int(binary.LittleEndian.Uint16(attrs[0:]))
+		typ := binary.LittleEndian.Uint16(attrs[2:]) & 0x3fff
+		if n < 4 || n > len(attrs) {
+			return
+		}
+		if typ == nfulaPrefix {
+			l.mu.Lock()
+			l.prefixes = append(l.prefixes, strings.TrimRight(string(attrs[4:n]), "\x00"))
+			l.mu.Unlock()
+		}
+		attrs = attrs[(n+3)&^3:]
+	}
+}
+
+// Prefixes returns the prefixes logged so far.
+func (l *NFLog) Prefixes() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.prefixes...)
+}
+
+// Wait reports whether a line with prefix arrives within timeout.
+func (l *NFLog) Wait(prefix string, timeout time.Duration) bool {
+	for end := time.Now().Add(timeout); ; time.Sleep(20 * time.Millisecond) {
+		for _, p := range l.Prefixes() {
+			if p == prefix {
+				return true
+			}
+		}
+		if time.Now().After(end) {
+			return false
+		}
+	}
+}
+
+// Close stops listening; call it once.
+func (l *NFLog) Close() error {
+	close(l.done)
+	l.reader.Wait()
+	if l.fd >= 0 {
+		return unix.Close(l.fd)
+	}
+	return nil
+}
