@@ -72,7 +72,7 @@ func TestLogNFLOG(t *testing.T) {
 func TestParseLogPrefix(t *testing.T) {
 	for in, want := range map[string]ruleset.LogLine{
 		"[ 12.3] tfw:tap110i0:in:drop IN=vmbr0 OUT=vmbr0 PHYSIN=tap111i0": {Owner: "tap110i0", Dir: "in", What: "drop"},
-		"tfw:host:out:r3 ": {Owner: "host", Dir: "out", What: "r3"},
+		"tfw:host:out:r3 ":                      {Owner: "host", Dir: "out", What: "r3"},
 		ruleset.LogPrefix("tap1", "out", "rej"): {Owner: "tap1", Dir: "out", What: "rej"},
 	} {
 		if got, ok := ruleset.ParseLogPrefix(in); !ok || got != want {
