@@ -22,27 +22,29 @@ import (
 type NetConf struct {
 	types.PluginConf
 
-	Bridge             string              `json:"bridge,omitempty"`
-	Tap                string              `json:"tap,omitempty"`
-	MAC                string              `json:"mac,omitempty"`
-	IPs                []string            `json:"ips,omitempty"`
-	MACFilter          *bool               `json:"macFilter,omitempty"`
-	IPFilter           *bool               `json:"ipFilter,omitempty"`
-	DHCP               *bool               `json:"dhcp,omitempty"`
-	NDP                *bool               `json:"ndp,omitempty"`
-	RAdv               bool                `json:"radv,omitempty"`
-	PolicyIn           string              `json:"policyIn,omitempty"`
-	PolicyOut          string              `json:"policyOut,omitempty"`
-	LogDropped         *bool               `json:"logDropped,omitempty"`
-	LogTarget          string              `json:"logTarget,omitempty"`
-	LogLimit           string              `json:"logLimit,omitempty"`
-	NFLogGroup         *int                `json:"nflogGroup,omitempty"`
-	AllowBridgeRouting bool                `json:"allowBridgeRouting,omitempty"`
-	FailClosed         *bool               `json:"failClosed,omitempty"`
-	ManagedPrefix      string              `json:"managedPrefix,omitempty"`
-	Rules              RuleLists           `json:"rules,omitempty"`
-	IPSets             map[string][]string `json:"ipsets,omitempty"`
-	Host               *Host               `json:"host,omitempty"`
+	Bridge             string               `json:"bridge,omitempty"`
+	Tap                string               `json:"tap,omitempty"`
+	MAC                string               `json:"mac,omitempty"`
+	IPs                []string             `json:"ips,omitempty"`
+	MACFilter          *bool                `json:"macFilter,omitempty"`
+	IPFilter           *bool                `json:"ipFilter,omitempty"`
+	DHCP               *bool                `json:"dhcp,omitempty"`
+	NDP                *bool                `json:"ndp,omitempty"`
+	RAdv               bool                 `json:"radv,omitempty"`
+	PolicyIn           string               `json:"policyIn,omitempty"`
+	PolicyOut          string               `json:"policyOut,omitempty"`
+	LogDropped         *bool                `json:"logDropped,omitempty"`
+	LogTarget          string               `json:"logTarget,omitempty"`
+	LogLimit           string               `json:"logLimit,omitempty"`
+	NFLogGroup         *int                 `json:"nflogGroup,omitempty"`
+	AllowBridgeRouting bool                 `json:"allowBridgeRouting,omitempty"`
+	FailClosed         *bool                `json:"failClosed,omitempty"`
+	ManagedPrefix      string               `json:"managedPrefix,omitempty"`
+	Rules              RuleLists            `json:"rules,omitempty"`
+	IPSets             map[string][]string  `json:"ipsets,omitempty"`
+	SecurityGroups     map[string]RuleLists `json:"securityGroups,omitempty"`
+	Groups             []string             `json:"groups,omitempty"`
+	Host               *Host                `json:"host,omitempty"`
 
 	// Attachments is the name an earlier CNI spec used for
 	// cni.dev/valid-attachments; libcni still sends both on GC.
@@ -415,6 +417,25 @@ func Resolve(conf *NetConf, env Env, prev *PrevIface, bridge func(tap string) (s
 	if t.Out, err = parseRules(rulesSrc.field+".out", rules.Out, sets); err != nil {
 		return nil, codeErr(err, rulesSrc.code)
 	}
+	groups, err := parseGroups(conf, sets)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	for i, g := range conf.Groups {
+		f := fmt.Sprintf("groups[%d]", i)
+		if _, ok := groups[g]; !ok {
+			return nil, fieldErr(f, "%q is not defined in securityGroups", g)
+		}
+		if seen[g] {
+			return nil, fieldErr(f, "%q is named twice", g)
+		}
+		seen[g] = true
+	}
+	if len(conf.Groups) > MaxGroups {
+		return nil, fieldErr("groups", "more than %d groups", MaxGroups)
+	}
+	t.Groups = conf.Groups
 	prefix := conf.ManagedPrefix
 	if prefix == "" {
 		prefix = ruleset.DefaultManagedPrefix
@@ -423,7 +444,7 @@ func Resolve(conf *NetConf, env Env, prev *PrevIface, bridge func(tap string) (s
 		return nil, fieldErr("managedPrefix", "%v", err)
 	}
 	brc := ruleset.Bridge{Name: br, AllowRouting: conf.AllowBridgeRouting, FailClosed: boolOr(conf.FailClosed, true), ManagedPrefix: prefix}
-	rc := ruleset.Config{Tap: t, Bridge: brc, Sets: sets}
+	rc := ruleset.Config{Tap: t, Bridge: brc, Sets: sets, Groups: groups}
 	if h := conf.Host; h != nil {
 		host := &ruleset.Host{}
 		if len(h.IPs) > MaxSetEntries {
@@ -447,6 +468,34 @@ func Resolve(conf *NetConf, env Env, prev *PrevIface, bridge func(tap string) (s
 		rc.Host = host
 	}
 	return &Resolved{Conf: conf, Ruleset: rc}, nil
+}
+
+// MaxGroups is how many security groups a tap may use, and how many a
+// config may define.
+const MaxGroups = 32
+
+// parseGroups reads the security groups the config defines.
+func parseGroups(conf *NetConf, sets map[string][]netip.Prefix) (map[string]ruleset.Group, error) {
+	if len(conf.SecurityGroups) > MaxGroups {
+		return nil, fieldErr("securityGroups", "more than %d groups", MaxGroups)
+	}
+	groups := map[string]ruleset.Group{}
+	for name, rl := range conf.SecurityGroups {
+		if err := ruleset.ValidateGroupName(name); err != nil {
+			return nil, &Error{Field: "securityGroups", Err: err}
+		}
+		var g ruleset.Group
+		var err error
+		f := "securityGroups." + name
+		if g.In, err = parseRules(f+".in", rl.In, sets); err != nil {
+			return nil, err
+		}
+		if g.Out, err = parseRules(f+".out", rl.Out, sets); err != nil {
+			return nil, err
+		}
+		groups[name] = g
+	}
+	return groups, nil
 }
 
 // codeErr sets the code of err, a *Error, when code is not zero.

@@ -293,3 +293,30 @@ func TestLogOptions(t *testing.T) {
 		}
 	}
 }
+
+// TestGroups: security groups are defined once and named by taps; every
+// name is checked.
+func TestGroups(t *testing.T) {
+	defs := `,"securityGroups":{"web":{"in":[{"action":"ACCEPT","proto":"tcp","dport":"80"}]},"db":{"out":[{"action":"ACCEPT","dest":"+admins"}]}},"ipsets":{"admins":["192.0.2.0/28"]}`
+	r, err := resolve(t, good+defs+`,"groups":["db","web"]}`, Env{IfName: "tap1"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := r.Ruleset
+	if strings.Join(rs.Tap.Groups, ",") != "db,web" || len(rs.Groups) != 2 || rs.Groups["web"].In[0].DPort != "80" || rs.Groups["db"].Out[0].Dest.Set != "admins" {
+		t.Errorf("groups %+v %+v", rs.Tap.Groups, rs.Groups)
+	}
+	for _, c := range []struct{ js, field, says string }{
+		{defs + `,"groups":["app"]}`, "groups[0]", "not defined"},
+		{defs + `,"groups":["web","web"]}`, "groups[1]", "twice"},
+		{`,"securityGroups":{"a-very-long-name":{}},"groups":[]}`, "securityGroups", "longer than 14"},
+		{`,"securityGroups":{"we b":{}}}`, "securityGroups", "may hold only"},
+		{`,"securityGroups":{"web":{"in":[{"action":"ACCEPT","source":"+nope"}]}}}`, "securityGroups.web.in[0].source", "not defined"},
+	} {
+		_, err := resolve(t, good+c.js, Env{IfName: "tap1"}, nil)
+		var e *Error
+		if !errors.As(err, &e) || e.Field != c.field || !strings.Contains(err.Error(), c.says) {
+			t.Errorf("%s: %v", c.js, err)
+		}
+	}
+}

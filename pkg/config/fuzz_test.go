@@ -363,6 +363,18 @@ func checkResolved(t *testing.T, c ruleset.Config) {
 	}
 	checkRules(t, c, "in", tp.In)
 	checkRules(t, c, "out", tp.Out)
+	seen := map[string]bool{}
+	for _, g := range tp.Groups {
+		if _, ok := c.Groups[g]; !ok || seen[g] {
+			t.Fatalf("tap uses group %q: defined %v, named before %v", g, ok, seen[g])
+		}
+		seen[g] = true
+	}
+	for name, g := range c.Groups {
+		must("group name", ruleset.ValidateGroupName(name))
+		checkRules(t, c, "group in", g.In)
+		checkRules(t, c, "group out", g.Out)
+	}
 	if h := c.Host; h != nil {
 		for _, p := range append(append([]netip.Prefix(nil), h.IPs...), h.ClusterHosts...) {
 			checkPrefix(t, "host address", p)

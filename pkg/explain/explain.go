@@ -44,6 +44,9 @@ const (
 	WhatReturn = "matched, return"
 	// WhatLog: the rule matched and its target is LOG; the packet goes on.
 	WhatLog = "matched, log"
+	// WhatMark: the rule matched and its target is MARK: the packet's mark
+	// changes and it goes on.
+	WhatMark = "matched, mark"
 	// WhatNFLog: the rule matched and its target is NFLOG; the packet goes on.
 	WhatNFLog = "matched, nflog"
 	// WhatVerdict: the rule matched and its target (ACCEPT, DROP or REJECT)
@@ -94,6 +97,8 @@ type Packet struct {
 	// CtState is the packet's conntrack state: NEW (the default when
 	// empty), ESTABLISHED, RELATED, INVALID or UNTRACKED.
 	CtState string
+	// Mark is the packet's mark when it reaches the hook (0: none).
+	Mark uint32
 }
 
 // Step is one rule the packet crossed, or an implicit return or a policy.
@@ -207,7 +212,7 @@ func Explain(rs *Ruleset, sets map[string][]netip.Prefix, p Packet) (Result, err
 	if err != nil {
 		return Result{}, fmt.Errorf("explain: %w", err)
 	}
-	w := walker{rs: rs, env: &env{p: pk.Packet, proto: pk.proto, sets: sets}, compiled: map[string][]*rule{}}
+	w := walker{rs: rs, env: &env{p: pk.Packet, proto: pk.proto, sets: sets, mark: pk.Mark}, compiled: map[string][]*rule{}}
 	return w.run()
 }
 
@@ -477,6 +482,10 @@ func (w *walker) run() (Result, error) {
 				return w.policy(hook)
 			}
 			continue
+		case t == "MARK":
+			// xt_MARK: mark = (mark & ~mask) ^ value.
+			w.env.mark = w.env.mark&^r.xmark[1] ^ r.xmark[0]
+			step.What, step.Detail = WhatMark, fmt.Sprintf("mark now %#x", w.env.mark)
 		case t == "LOG":
 			step.What, step.Detail = WhatLog, r.logPrefix
 		case t == "NFLOG":

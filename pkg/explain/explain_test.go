@@ -300,7 +300,7 @@ func semanticsCases() []explainCase {
 
 		{name: "unknown matches and target", p: misc, verdict: Accept, decisive: "MISC 7",
 			path:      []string{"INPUT 10", "MISC 2 ?", "MISC 3 ?", "MISC 4", "MISC 5", "MISC 6 ?", "MISC 7"},
-			uncertain: 4, uncertainHas: []string{"addrtype", "ipset nosuchset", "target MARK", "hashlimit", "only logs or counts"}},
+			uncertain: 4, uncertainHas: []string{"addrtype", "ipset nosuchset", "target CONNMARK", "hashlimit", "only logs or counts"}},
 		{name: "unknown mac", p: with(misc, func(p *Packet) { p.SrcMAC = nil }), verdict: Accept, decisive: "MISC 7",
 			path:      []string{"INPUT 10", "MISC 2 ?", "MISC 3 ?", "MISC 4", "MISC 5 ?", "MISC 6 ?", "MISC 7"},
 			uncertain: 4, uncertainHas: []string{"source MAC"}},

@@ -184,8 +184,49 @@ func newModule(name string, family int) module {
 		return &limitModule{}
 	case "comment":
 		return &commentModule{}
+	case "mark":
+		return &markModule{}
 	}
 	return unknownModule{}
+}
+
+// markModule is -m mark --mark value[/mask]: the packet's mark, which the
+// walk starts at Packet.Mark and MARK rules change.
+type markModule struct {
+	vm  [2]uint32
+	neg bool
+}
+
+func (m *markModule) option(name string, neg bool, p *parser) (bool, error) {
+	if name != "--mark" {
+		return false, nil
+	}
+	v, err := p.arg(name)
+	if err != nil {
+		return true, err
+	}
+	m.vm, m.neg = [2]uint32{}, neg
+	m.vm, err = parseMark(v)
+	return true, err
+}
+
+func (m *markModule) eval(e *env) outcome { return is(e.mark&m.vm[1] == m.vm[0] != m.neg) }
+
+// parseMark reads value[/mask] (hexadecimal or decimal, as iptables-save
+// prints it); a missing mask is all ones.
+func parseMark(s string) ([2]uint32, error) {
+	v, m, hasMask := strings.Cut(s, "/")
+	val, err := strconv.ParseUint(v, 0, 32)
+	if err != nil {
+		return [2]uint32{}, fmt.Errorf("%q is not a mark", s)
+	}
+	mask := uint64(0xffffffff)
+	if hasMask {
+		if mask, err = strconv.ParseUint(m, 0, 32); err != nil {
+			return [2]uint32{}, fmt.Errorf("%q is not a mark", s)
+		}
+	}
+	return [2]uint32{uint32(val), uint32(mask)}, nil
 }
 
 // unknownModule is a match module that is not simulated (addrtype,

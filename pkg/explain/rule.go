@@ -57,6 +57,7 @@ type rule struct {
 	isGoto     bool
 	rejectWith string // REJECT's --reject-with
 	logPrefix  string // LOG's --log-prefix or NFLOG's --nflog-prefix
+	xmark      [2]uint32 // MARK's --set-xmark value/mask
 }
 
 // match is one condition of a rule with its text, for messages.
@@ -93,6 +94,7 @@ type env struct {
 	p     Packet
 	proto int
 	sets  map[string][]netip.Prefix
+	mark  uint32 // the packet's mark, as MARK rules on the way set it
 }
 
 // eval tests every match of the rule: it matches when all hold; it does
@@ -314,6 +316,7 @@ func (r *rule) targetOptions(p *parser, family int) error {
 		opt := p.next()
 		switch {
 		case r.target == Reject && opt == "--reject-with",
+			r.target == "MARK" && opt == "--set-xmark",
 			r.target == "LOG" && (opt == "--log-prefix" || opt == "--log-level"),
 			r.target == "NFLOG" && (opt == "--nflog-prefix" || opt == "--nflog-group" ||
 				opt == "--nflog-range" || opt == "--nflog-size" || opt == "--nflog-threshold"):
@@ -322,6 +325,10 @@ func (r *rule) targetOptions(p *parser, family int) error {
 				return err
 			}
 			switch opt {
+			case "--set-xmark":
+				if r.xmark, err = parseMark(v); err != nil {
+					return fmt.Errorf("--set-xmark: %w", err)
+				}
 			case "--reject-with":
 				r.rejectWith = v
 			case "--log-prefix", "--nflog-prefix":

@@ -40,7 +40,13 @@ func WriteRules(w io.Writer, t Tap, rules []Rule) error {
 			num = fmt.Sprint(r.Number)
 		}
 		what := r.Comment
-		if r.Kind != "rule" {
+		switch r.Kind {
+		case "group":
+			what = "group " + r.Name
+		case "group rule":
+			what = strings.TrimSpace("group " + r.Name + " (shared counters) " + r.Comment)
+		case "rule":
+		default:
 			what = "tapfw: " + r.Name
 		}
 		log := ""

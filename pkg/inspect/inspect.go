@@ -133,7 +133,48 @@ type Rule struct {
 	Comment  string   `json:"comment,omitempty"`
 	Log      bool     `json:"log,omitempty"`
 	Families []string `json:"families"`
+	// Shared is a rule of a security group: its counters are those of
+	// every tap that uses the group.
+	Shared bool `json:"shared,omitempty"`
 	Counter
+}
+
+// item is one rule of a tap's chain, or of a group chain it jumps to.
+type item struct {
+	owner, spec, group string
+	counter            Counter
+}
+
+// items lists the rules of a tap's chain in order, each group's rules
+// right after the jump to the group.
+func (tb *Table) items(tap, chain string) []item {
+	var out []item
+	counters := tb.Counters[chain]
+	for j, spec := range tb.Rules.Table.Chains[chain] {
+		it := item{owner: tap, spec: spec}
+		if j < len(counters) {
+			it.counter = counters[j]
+		}
+		out = append(out, it)
+		f, _ := explain.Fields(spec)
+		for i := range f {
+			if f[i] != "-j" || i+1 >= len(f) || !strings.HasPrefix(f[i+1], "TFW-G-") {
+				continue
+			}
+			target := f[i+1]
+			name := strings.TrimPrefix(target, "TFW-G-")
+			name = strings.TrimSuffix(strings.TrimSuffix(name, "-IN"), "-OUT")
+			gc := tb.Counters[target]
+			for k, gs := range tb.Rules.Table.Chains[target] {
+				g := item{owner: ruleset.GroupOwner(name), spec: gs, group: name}
+				if k < len(gc) {
+					g.counter = gc[k]
+				}
+				out = append(out, g)
+			}
+		}
+	}
+	return out
 }
 
 // Verdicts is what one direction of a tap accepted and dropped (DROP and
@@ -239,15 +280,15 @@ func (s *Snapshot) Show(tap string) (Tap, []Rule) {
 				fam = ruleset.IPv6
 			}
 			pos := -1
-			counters := tb.Counters[chain]
-			for j, spec := range tb.Rules.Table.Chains[chain] {
-				var c Counter
-				if j < len(counters) {
-					c = counters[j]
-				}
-				r, key, isLog, ok := describe(tap, dir, spec)
+			for _, it := range tb.items(tap, chain) {
+				spec, c := it.spec, it.counter
+				r, key, isLog, ok := describe(it.owner, dir, spec)
 				if !ok {
 					continue
+				}
+				if it.group != "" {
+					r.Kind, r.Name, r.Shared = "group rule", it.group, true
+					key = "group " + it.group + "|" + key
 				}
 				if t.MAC == "" && r.Name == "mac anti-spoof" {
 					t.MAC = macOf(spec)
@@ -276,6 +317,9 @@ func (s *Snapshot) Show(tap string) (Tap, []Rule) {
 					list[k].Families = append(list[k].Families, fam.Name)
 				}
 				list[k].Counter.add(c)
+				if list[k].Shared {
+					continue // counted for every tap of the group
+				}
 				v := t.Traffic[dir]
 				switch list[k].Action {
 				case "ACCEPT":
@@ -385,7 +429,7 @@ func describe(tap, dir, spec string) (r Rule, key string, isLog, ok bool) {
 	}
 	r.Match = strings.Join(words, " ")
 	switch target {
-	case "ACCEPT", "RETURN":
+	case "ACCEPT", "RETURN", ruleset.ChainGroupAllow, ruleset.ChainGroupAllowed:
 		r.Action = "ACCEPT"
 	case "LOG", "NFLOG":
 		isLog = true
@@ -393,6 +437,12 @@ func describe(tap, dir, spec string) (r Rule, key string, isLog, ok bool) {
 		r.Action = target
 	}
 	switch {
+	case strings.HasPrefix(rest, dir+" group "):
+		r.Kind, r.Name = "group", strings.TrimPrefix(rest, dir+" group ")
+		if r.Action != "ACCEPT" {
+			r.Action = "GROUP" // a jump to the group's chain
+		}
+		key = rest
 	case strings.HasPrefix(rest, dir+" rule "):
 		num, text, _ := strings.Cut(strings.TrimPrefix(rest, dir+" rule "), " ")
 		n, err := strconv.Atoi(num)

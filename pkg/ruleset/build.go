@@ -85,6 +85,16 @@ func Build(c Config) (*Plan, error) {
 			return nil, fmt.Errorf("ipsets: %w", err)
 		}
 	}
+	for name := range c.Groups {
+		if err := ValidateGroupName(name); err != nil {
+			return nil, fmt.Errorf("securityGroups: %w", err)
+		}
+	}
+	for _, g := range t.Groups {
+		if _, ok := c.Groups[g]; !ok {
+			return nil, fmt.Errorf("groups: %q is not defined in securityGroups", g)
+		}
+	}
 	if t.LogLimit == "" {
 		t.LogLimit = DefaultLogLimit
 	}
@@ -177,6 +187,11 @@ func buildFamily(c Config, fam *Family) (*Plan, error) {
 		p.Base = append(p.Base, hin, hout)
 		p.BaseSets = append(p.BaseSets, Set{Name: fam.SetHost()}, Set{Name: fam.SetCluster()})
 	}
+	groups, err := groupChains(c, fam)
+	if err != nil {
+		return nil, err
+	}
+	p.Shared = append(p.Shared, groups...)
 	names := make([]string, 0, len(c.Sets))
 	for n := range c.Sets {
 		names = append(names, n)
@@ -186,6 +201,47 @@ func buildFamily(c Config, fam *Family) (*Plan, error) {
 		p.Sets = append(p.Sets, Set{Name: fam.UserSet(n), Entries: sortedPrefixes(fam.Of(c.Sets[n]))})
 	}
 	return p, nil
+}
+
+// groupChains are the security groups' shared chains, two per group, and
+// the two chains that carry a group's "allowed" out of a tap's OUT chain.
+func groupChains(c Config, fam *Family) ([]Chain, error) {
+	if len(c.Groups) == 0 {
+		return nil, nil
+	}
+	t := c.Tap
+	names := make([]string, 0, len(c.Groups))
+	for n := range c.Groups {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	mark := func(chain, desc, xmark string) Chain {
+		return Chain{Name: chain, Rules: []Rule{{Chain: chain, Comment: OwnerHooks + ": " + desc, Verdict: Verdict{Target: "MARK", XMark: xmark}}}}
+	}
+	out := []Chain{
+		mark(ChainGroupAllow, "a group allows", GroupMark),
+		mark(ChainGroupAllowed, "a group allowed", groupMarkOff),
+	}
+	for _, n := range names {
+		g := c.Groups[n]
+		for _, d := range []struct {
+			dir   string
+			rules []UserRule
+			allow Verdict
+		}{
+			{"in", g.In, Verdict{Target: "ACCEPT"}},
+			{"out", g.Out, Verdict{Goto: true, Target: ChainGroupAllow}},
+		} {
+			cx := chainCtx{chain: GroupChain(n, d.dir), fam: fam, owner: GroupOwner(n), logName: GroupOwner(n), dir: d.dir,
+				allow: d.allow, limit: t.LogLimit, log: logTo{t.LogTarget, t.NFLogGroup}}
+			rs, err := cx.userRules(d.rules)
+			if err != nil {
+				return nil, fmt.Errorf("securityGroups.%s.%w", n, err)
+			}
+			out = append(out, Chain{Name: cx.chain, Rules: rs})
+		}
+	}
+	return out, nil
 }
 
 func hook(chain, desc string, v Verdict) Rule {
@@ -403,7 +459,14 @@ func tapOut(t Tap, fam *Family) (Chain, error) {
 		rs = append(rs, Rule{Chain: c, Proto: "udp", SPort: "68", DPort: "67", Comment: own + "dhcp renew", Verdict: ret})
 	}
 	rs = append(rs, Rule{Chain: c, CtState: "RELATED,ESTABLISHED", Comment: own + "established", Verdict: Verdict{Target: "ACCEPT"}})
-	cx := chainCtx{chain: c, fam: fam, owner: t.Name, logName: t.Name, dir: "out", allow: "RETURN", limit: t.LogLimit, log: logTo{t.LogTarget, t.NFLogGroup}}
+	for _, g := range t.Groups {
+		// What the group allows comes back marked; anything else falls
+		// through to the next group and the tap's own rules.
+		rs = append(rs,
+			Rule{Chain: c, Comment: own + "out group " + g, Verdict: Verdict{Target: GroupChain(g, "out")}},
+			Rule{Chain: c, Mark: GroupMark, Comment: own + "out group " + g + " allowed", Verdict: Verdict{Goto: true, Target: ChainGroupAllowed}})
+	}
+	cx := chainCtx{chain: c, fam: fam, owner: t.Name, logName: t.Name, dir: "out", allow: Verdict{Target: "RETURN"}, limit: t.LogLimit, log: logTo{t.LogTarget, t.NFLogGroup}}
 	user, err := cx.userRules(t.Out)
 	if err != nil {
 		return Chain{}, err
@@ -436,7 +499,10 @@ func tapIn(t Tap, fam *Family) (Chain, error) {
 			rs = append(rs, Rule{Chain: c, Proto: "udp", SPort: "547", DPort: "546", Comment: own + "dhcpv6 reply", Verdict: acc})
 		}
 	}
-	cx := chainCtx{chain: c, fam: fam, owner: t.Name, logName: t.Name, dir: "in", allow: "ACCEPT", limit: t.LogLimit, log: logTo{t.LogTarget, t.NFLogGroup}}
+	for _, g := range t.Groups {
+		rs = append(rs, Rule{Chain: c, Comment: own + "in group " + g, Verdict: Verdict{Target: GroupChain(g, "in")}})
+	}
+	cx := chainCtx{chain: c, fam: fam, owner: t.Name, logName: t.Name, dir: "in", allow: Verdict{Target: "ACCEPT"}, limit: t.LogLimit, log: logTo{t.LogTarget, t.NFLogGroup}}
 	user, err := cx.userRules(t.In)
 	if err != nil {
 		return Chain{}, err
@@ -456,7 +522,7 @@ func hostChains(h *Host, fam *Family, logDropped bool, limit string, log logTo) 
 		{ChainHostIn, "in", h.In, Rule{SetSrc: fam.SetCluster()}},
 		{ChainHostOut, "out", h.Out, Rule{SetDst: fam.SetCluster()}},
 	} {
-		cx := chainCtx{chain: d.chain, fam: fam, owner: OwnerHost, logName: "host", dir: d.dir, allow: "RETURN", limit: limit, log: log}
+		cx := chainCtx{chain: d.chain, fam: fam, owner: OwnerHost, logName: "host", dir: d.dir, allow: Verdict{Target: "RETURN"}, limit: limit, log: log}
 		cluster := d.cluster
 		cluster.Chain, cluster.Comment, cluster.Verdict = d.chain, OwnerHost+": cluster hosts", Verdict{Target: "RETURN"}
 		rs := []Rule{cluster}
@@ -514,7 +580,7 @@ type chainCtx struct {
 	owner   string // the comment's owner: a tap name or OwnerHost
 	logName string // the name in LOG prefixes
 	dir     string // in or out
-	allow   string // the target of an allowed packet: ACCEPT or RETURN
+	allow   Verdict // what an allowed packet gets: ACCEPT, RETURN, or a goto to ChainGroupAllow
 	limit   string // LOG rate
 	log     logTo
 }
@@ -543,7 +609,7 @@ func (cx chainCtx) policy(a Action, logDropped bool) []Rule {
 	var rs []Rule
 	switch a {
 	case Accept:
-		return []Rule{{Chain: cx.chain, Comment: own + "policy accept", Verdict: Verdict{Target: cx.allow}}}
+		return []Rule{{Chain: cx.chain, Comment: own + "policy accept", Verdict: cx.allow}}
 	case Reject:
 		if logDropped {
 			rs = append(rs, cx.logRule("rej", own+"log policy"))
@@ -594,7 +660,7 @@ func (cx chainCtx) userRules(us []UserRule) ([]Rule, error) {
 		}
 		switch u.Action {
 		case Accept:
-			r.Verdict = Verdict{Target: cx.allow}
+			r.Verdict = cx.allow
 		case Reject:
 			r.Verdict = Verdict{Target: "REJECT", RejectWith: cx.fam.RejectWith()}
 			if u.Proto == "tcp" {

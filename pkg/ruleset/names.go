@@ -5,6 +5,7 @@ package ruleset
 import (
 	"fmt"
 	"regexp"
+	"strings"
 )
 
 // Limits of the kernel and of iptables on names.
@@ -36,6 +37,19 @@ const (
 	SetHost           = "tfw-host"
 	SetCluster        = "tfw-cluster"
 
+	// ChainGroupAllow is where a group's OUT chain sends what it allows:
+	// it sets GroupMark and returns to the tap's OUT chain, which sees
+	// the mark and sends the packet to ChainGroupAllowed; that clears
+	// the mark and returns from the tap's OUT chain: allowed, and the
+	// receiving tap's IN chain still runs.
+	ChainGroupAllow   = "TFW-GROUP-ALLOW"
+	ChainGroupAllowed = "TFW-GROUP-ALLOWED"
+	// GroupMark is the packet mark bit of a group's "allowed" answer;
+	// it is set and cleared within one tap's OUT chain.
+	GroupMark = "0x10000000/0x10000000"
+	groupMarkOff = "0x0/0x10000000"
+
+	groupChainPrefix  = "TFW-G-"
 	tapChainPrefix    = "TFW-T-"
 	bridgeChainPrefix = "TFW-B-"
 	tapSetPrefix      = "tfw-t-"
@@ -54,6 +68,35 @@ func TapIn(tap string) string { return tapChainPrefix + tap + "-IN" }
 
 // TapOut is the chain for traffic from the VM behind tap (allow = RETURN).
 func TapOut(tap string) string { return tapChainPrefix + tap + "-OUT" }
+
+// GroupChain is the shared chain of security group name for direction dir
+// (in or out).
+func GroupChain(name, dir string) string {
+	return groupChainPrefix + name + "-" + strings.ToUpper(dir)
+}
+
+// GroupOwner is the owner of a group's rules in comments and the name in
+// its log prefixes: "+web".
+func GroupOwner(name string) string { return "+" + name }
+
+// MaxGroupName keeps a group's log prefix ("tfw:+NAME:out:r100 ") within
+// the kernel's 29 characters, and its chain name short.
+const MaxGroupName = 14
+
+// ValidateGroupName checks a security group's name: like a set name, at
+// most MaxGroupName characters.
+func ValidateGroupName(name string) error {
+	if name == "" {
+		return fmt.Errorf("is empty")
+	}
+	if len(name) > MaxGroupName {
+		return fmt.Errorf("%q is longer than %d characters", name, MaxGroupName)
+	}
+	if !setNameRE.MatchString(name) {
+		return fmt.Errorf("%q may hold only letters, digits, '_', '.' and '-'", name)
+	}
+	return nil
+}
 
 // BridgeChain is the per-bridge chain that FORWARD sends bridged traffic to.
 func BridgeChain(bridge string) string { return bridgeChainPrefix + bridge }

@@ -15,6 +15,7 @@ type Verdict struct {
 	RejectWith string // for REJECT: icmp-port-unreachable or tcp-reset
 	LogPrefix  string // for LOG and NFLOG
 	NFLogGroup int    // for NFLOG
+	XMark      string // for MARK: --set-xmark value/mask
 }
 
 // Physdev matches the bridge port a bridged packet came in or goes out by.
@@ -47,6 +48,7 @@ type Rule struct {
 	SPorts     string // multiport list
 	DPorts     string
 	ICMPType   string // numeric: "8" or "3/3"
+	Mark       string // -m mark --mark value/mask
 	Limit      string // e.g. 5/min
 	LimitBurst int
 	Comment    string
@@ -155,6 +157,9 @@ func (r Rule) Args() []string {
 			w("-m", "icmp", "--icmp-type", r.ICMPType)
 		}
 	}
+	if r.Mark != "" {
+		w("-m", "mark", "--mark", r.Mark)
+	}
 	if r.Limit != "" {
 		w("-m", "limit", "--limit", r.Limit)
 		if r.LimitBurst != 0 && r.LimitBurst != 5 {
@@ -179,6 +184,8 @@ func (r Rule) Args() []string {
 		w("--reject-with", with)
 	case "LOG":
 		w("--log-prefix", v.LogPrefix)
+	case "MARK":
+		w("--set-xmark", v.XMark)
 	case "NFLOG":
 		w("--nflog-prefix", v.LogPrefix)
 		if v.NFLogGroup != 0 {

@@ -79,7 +79,16 @@ type Tap struct {
 	NFLogGroup int    // the NFLOG group
 	PolicyIn   Action
 	PolicyOut  Action
-	In, Out    []UserRule
+	// Groups are the security groups the tap uses, checked in this order
+	// before its own rules.
+	Groups  []string
+	In, Out []UserRule
+}
+
+// Group is a security group: rules defined once and shared by the taps
+// that name it, rendered once as shared chains.
+type Group struct {
+	In, Out []UserRule
 }
 
 // DefaultManagedPrefix is the port name prefix a fail-closed bridge
@@ -113,4 +122,7 @@ type Config struct {
 	// Sets are named ipsets by their config name. Sets not listed are left
 	// as they are.
 	Sets map[string][]netip.Prefix
+	// Groups are the security groups by name. Group chains not listed
+	// are left as they are.
+	Groups map[string]Group
 }

@@ -1125,6 +1125,21 @@ func corpusTable() []genCase {
 		row("proto-all", codeInvalid, gSays("rules.in[0].proto"), "protocol all (leave proto out for any)", gProto("all")),
 		row("proto-injection", codeInvalid, gSays("rules.in[0].proto"), "a protocol followed by iptables options", gProto("tcp -j ACCEPT")),
 		row("proto-ipv6-icmp", codeInvalid, gSays("rules.in[0].proto", "one address family"), "ipv6-icmp in a rule whose source is IPv4", gProto("ipv6-icmp"), gRule("source", "192.0.2.0/24")),
+		row("group-undefined", codeInvalid, gSays("groups[0]", "not defined"), "a tap naming a security group the config does not define", gSet([]any{"web"}, "groups")),
+		row("group-twice", codeInvalid, gSays("groups[1]", "twice"), "a tap naming a security group twice",
+			gSet(map[string]any{"in": []any{map[string]any{"action": "ACCEPT", "proto": "tcp", "dport": "80"}}}, "securityGroups", "web"), gSet([]any{"web", "web"}, "groups")),
+		row("group-name-long", codeInvalid, gSays("securityGroups", "longer than 14"), "a security group name of 15 characters (its log prefix would pass 29)",
+			gSet(map[string]any{}, "securityGroups", strings.Repeat("g", 15))),
+		row("group-name-chars", codeInvalid, gSays("securityGroups", "may hold only"), "a security group name with a space",
+			gSet(map[string]any{}, "securityGroups", "we b")),
+		row("group-rule-bad-port", codeInvalid, gSays("securityGroups.web.in[0].dport"), "a security group rule with port 70000",
+			gSet(map[string]any{"in": []any{map[string]any{"action": "ACCEPT", "proto": "tcp", "dport": "70000"}}}, "securityGroups", "web")),
+		row("group-rule-unknown-key", codeField, gSays("securityGroups.web.in[0].port"), "a security group rule with a key that does not exist",
+			gSet(map[string]any{"in": []any{map[string]any{"action": "ACCEPT", "port": "80"}}}, "securityGroups", "web")),
+		row("group-not-object", codeWrongType, gSays("securityGroups"), "securityGroups as a list", gSet([]any{"web"}, "securityGroups")),
+		row("log-target-syslog", codeInvalid, gSays("logTarget"), "logTarget SYSLOG", gSet("SYSLOG", "logTarget")),
+		row("log-limit-too-fast", codeInvalid, gSays("logLimit", "faster"), "logLimit 20000/sec", gSet("20000/sec", "logLimit")),
+		row("nflog-group-without-nflog", codeInvalid, gSays("nflogGroup", "NFLOG"), "nflogGroup with the LOG target", gSet(3.0, "nflogGroup")),
 	)
 
 	// Interface names: the tap.
