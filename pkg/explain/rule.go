@@ -55,8 +55,8 @@ type rule struct {
 	matches    []match
 	target     string // "" for a rule without target
 	isGoto     bool
-	rejectWith string // REJECT's --reject-with
-	logPrefix  string // LOG's --log-prefix or NFLOG's --nflog-prefix
+	rejectWith string    // REJECT's --reject-with
+	logPrefix  string    // LOG's --log-prefix or NFLOG's --nflog-prefix
 	xmark      [2]uint32 // MARK's --set-xmark value/mask
 }
 

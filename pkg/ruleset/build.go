@@ -577,11 +577,11 @@ func ParseLogPrefix(s string) (LogLine, bool) {
 type chainCtx struct {
 	chain   string
 	fam     *Family
-	owner   string // the comment's owner: a tap name or OwnerHost
-	logName string // the name in LOG prefixes
-	dir     string // in or out
+	owner   string  // the comment's owner: a tap name or OwnerHost
+	logName string  // the name in LOG prefixes
+	dir     string  // in or out
 	allow   Verdict // what an allowed packet gets: ACCEPT, RETURN, or a goto to ChainGroupAllow
-	limit   string // LOG rate
+	limit   string  // LOG rate
 	log     logTo
 }
 

@@ -46,7 +46,7 @@ const (
 	ChainGroupAllowed = "TFW-GROUP-ALLOWED"
 	// GroupMark is the packet mark bit of a group's "allowed" answer;
 	// it is set and cleared within one tap's OUT chain.
-	GroupMark = "0x10000000/0x10000000"
+	GroupMark    = "0x10000000/0x10000000"
 	groupMarkOff = "0x0/0x10000000"
 
 	groupChainPrefix  = "TFW-G-"
