@@ -99,6 +99,9 @@ type Packet struct {
 	CtState string
 	// Mark is the packet's mark when it reaches the hook (0: none).
 	Mark uint32
+	// HopLimit is an IPv6 packet's hop limit (TTL for IPv4 is not
+	// matched); 0 is unknown.
+	HopLimit int
 }
 
 // Step is one rule the packet crossed, or an implicit return or a policy.

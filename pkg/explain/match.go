@@ -186,6 +186,10 @@ func newModule(name string, family int) module {
 		return &commentModule{}
 	case "mark":
 		return &markModule{}
+	case "hl":
+		if family == 6 {
+			return &hlModule{}
+		}
 	}
 	return unknownModule{}
 }
@@ -211,6 +215,48 @@ func (m *markModule) option(name string, neg bool, p *parser) (bool, error) {
 }
 
 func (m *markModule) eval(e *env) outcome { return is(e.mark&m.vm[1] == m.vm[0] != m.neg) }
+
+// hlModule is ip6tables' -m hl: the packet's hop limit (Packet.HopLimit;
+// 0 is unknown).
+type hlModule struct {
+	op  string // eq, lt or gt
+	n   int
+	neg bool
+}
+
+func (m *hlModule) option(name string, neg bool, p *parser) (bool, error) {
+	op, ok := map[string]string{"--hl-eq": "eq", "--hl-lt": "lt", "--hl-gt": "gt"}[name]
+	if !ok {
+		return false, nil
+	}
+	v, err := p.arg(name)
+	if err != nil {
+		return true, err
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 || n > 255 {
+		return true, fmt.Errorf("%q is not a hop limit", v)
+	}
+	m.op, m.n, m.neg = op, n, neg
+	return true, nil
+}
+
+func (m *hlModule) eval(e *env) outcome {
+	hl := e.p.HopLimit
+	if hl == 0 {
+		return outcome{v: unknown, why: []string{"the packet's hop limit is not given"}}
+	}
+	var ok bool
+	switch m.op {
+	case "eq":
+		ok = hl == m.n
+	case "lt":
+		ok = hl < m.n
+	default:
+		ok = hl > m.n
+	}
+	return is(ok != m.neg)
+}
 
 // parseMark reads value[/mask] (hexadecimal or decimal, as iptables-save
 // prints it); a missing mask is all ones.

@@ -105,7 +105,13 @@ func WriteMetrics(w io.Writer, s *Snapshot) error {
 		}
 		for _, r := range rules {
 			id := fmt.Sprint(r.Number)
-			if r.Kind != "rule" {
+			switch r.Kind {
+			case "rule":
+			case "group rule":
+				id = fmt.Sprintf("+%s/%d", r.Name, r.Number)
+			case "group":
+				id = "group " + r.Name
+			default:
 				id = r.Name
 				if r.Match != "" && r.Kind == "builtin" {
 					id += " " + r.Match

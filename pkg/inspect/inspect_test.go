@@ -183,6 +183,18 @@ func TestMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	golden(t, "metrics.txt", b.Bytes())
+	// Every series once: Prometheus refuses an exposition that repeats one.
+	seen := map[string]bool{}
+	for _, l := range strings.Split(strings.TrimSpace(b.String()), "\n") {
+		if strings.HasPrefix(l, "#") {
+			continue
+		}
+		series := l[:strings.LastIndexByte(l, ' ')]
+		if seen[series] {
+			t.Errorf("series %s twice", series)
+		}
+		seen[series] = true
+	}
 	for _, want := range []string{
 		"tapfw_taps 2\n",
 		`tapfw_tap_packets_total{tap="tap201i0",bridge="vmbr6",direction="in",verdict="dropped"} 8` + "\n",

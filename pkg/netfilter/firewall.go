@@ -508,6 +508,55 @@ func (f *Firewall) GC(network string, keep func(ruleset.Attachment) bool) ([]str
 	return removed, err
 }
 
+// RemoveGone removes, under the lock, everything of the installed taps
+// for which gone reports true (their interface no longer exists), and
+// returns them; with dryRun it only returns them. Deciding and removing
+// under one lock means an ADD of a tap that comes back meanwhile is never
+// undone.
+func (f *Firewall) RemoveGone(gone func(tap string) (bool, error), dryRun bool) ([]string, error) {
+	var out []string
+	err := f.locked(func() error {
+		seen := map[string]bool{}
+		var installed []string
+		for _, v := range f.tables() {
+			t, sets, err := v.State()
+			if err != nil {
+				return err
+			}
+			installed = append(installed, InstalledTaps(t, sets)...)
+		}
+		if f.Bridge != nil {
+			l2, err := f.Bridge.Taps()
+			if err != nil {
+				return err
+			}
+			installed = append(installed, l2...)
+		}
+		sort.Strings(installed)
+		for _, tap := range installed {
+			if seen[tap] {
+				continue
+			}
+			seen[tap] = true
+			g, err := gone(tap)
+			if err != nil {
+				return err
+			}
+			if !g {
+				continue
+			}
+			out = append(out, tap)
+			if !dryRun {
+				if err := f.remove(tap); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
 func planSets(p *ruleset.Plan) []string {
 	var names []string
 	for _, s := range append(append([]ruleset.Set(nil), p.Sets...), p.BaseSets...) {
@@ -611,8 +660,12 @@ func (f *Firewall) fill(name string, entries []netip.Prefix) error {
 
 // Status checks that iptables, ip6tables, ipsets and nftables can be used
 // here.
-func Status(e Exec, s Sets) error {
-	for _, x := range []Exec{e, e.IPv6()} {
+func Status(e Exec, s Sets, v6 bool) error {
+	execs := []Exec{e}
+	if v6 {
+		execs = append(execs, e.IPv6())
+	}
+	for _, x := range execs {
 		if err := x.Probe(); err != nil {
 			return fmt.Errorf("%s (%s) cannot be used: %w", x.cmd(), x.Mode, err)
 		}

@@ -289,8 +289,8 @@ func TestKernelStatus(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(string(mode), func(t *testing.T) {
 			k := newKernel(t, mode)
-			k.do(func(fw *Firewall) error { return Status(Exec{Mode: mode}, NetlinkSets{}) })
-			if err := Status(Exec{Mode: Mode("nope")}, NetlinkSets{}); err == nil {
+			k.do(func(fw *Firewall) error { return Status(Exec{Mode: mode}, NetlinkSets{}, true) })
+			if err := Status(Exec{Mode: Mode("nope")}, NetlinkSets{}, true); err == nil {
 				t.Error("status passed with a missing iptables")
 			}
 		})

@@ -176,8 +176,15 @@ func buildFamily(c Config, fam *Family) (*Plan, error) {
 			return nil, err
 		}
 		p.Shared = append(p.Shared, hin, hout)
+		hostIPs := fam.Of(c.Host.IPs)
+		if fam.V6 && len(hostIPs) > 0 {
+			// With IPv6 addresses to guard, the host's link-local ones
+			// (one per bridge, rarely listed) are guarded too: in INPUT
+			// and OUTPUT a link-local address is always the host's.
+			hostIPs = append(hostIPs, linkLocal)
+		}
 		p.Sets = append(p.Sets,
-			Set{Name: fam.SetHost(), Entries: sortedPrefixes(fam.Of(c.Host.IPs))},
+			Set{Name: fam.SetHost(), Entries: sortedPrefixes(hostIPs)},
 			Set{Name: fam.SetCluster(), Entries: sortedPrefixes(fam.Of(c.Host.ClusterHosts))})
 	} else {
 		hin, hout, err := hostChains(&Host{}, fam, t.LogDropped, t.LogLimit, logTo{t.LogTarget, t.NFLogGroup})
@@ -405,9 +412,21 @@ const (
 	icmp6Redirect      = "137"
 )
 
+// ndp is a neighbour discovery rule: a hop limit of 255 proves the packet
+// was not routed (RFC 4861 receivers drop any other), so the exemption
+// cannot carry anything past the link.
+func ndp(chain, typ, comment string, v Verdict) Rule {
+	return Rule{Chain: chain, Proto: ProtoICMPv6, ICMPType: typ, HopLimit: 255, Comment: comment, Verdict: v}
+}
+
 func icmp6(chain, typ, comment string, v Verdict) Rule {
 	return Rule{Chain: chain, Proto: ProtoICMPv6, ICMPType: typ, Comment: comment, Verdict: v}
 }
+
+var (
+	linkLocal  = netip.MustParsePrefix("fe80::/10")
+	dhcpv6Srvs = netip.MustParsePrefix("ff02::1:2/128") // All_DHCP_Relay_Agents_and_Servers
+)
 
 // tapOut is the chain for packets from the VM. Allowed packets RETURN so
 // that the IN chain of the receiving tap still runs.
@@ -429,7 +448,7 @@ func tapOut(t Tap, fam *Family) (Chain, error) {
 		if t.NDP && t.IPFilter {
 			// Duplicate address detection asks from the unspecified
 			// address, before the VM has one.
-			rs = append(rs, Rule{Chain: c, Src: netip.MustParsePrefix("::/128"), Proto: ProtoICMPv6, ICMPType: icmp6NeighSolicit, Comment: own + "ndp dad", Verdict: ret})
+			rs = append(rs, Rule{Chain: c, Src: netip.MustParsePrefix("::/128"), Proto: ProtoICMPv6, ICMPType: icmp6NeighSolicit, HopLimit: 255, Comment: own + "ndp dad", Verdict: ret})
 		}
 	} else {
 		rs = append(rs, Rule{Chain: c, Proto: "udp", SPort: "67", DPort: "68", Comment: own + "no dhcp server", Verdict: drop})
@@ -447,18 +466,23 @@ func tapOut(t Tap, fam *Family) (Chain, error) {
 		if t.NDP {
 			// Their targets are checked in the bridge table.
 			for _, typ := range []string{icmp6RouterSolicit, icmp6NeighSolicit, icmp6NeighAdvert} {
-				rs = append(rs, icmp6(c, typ, own+"ndp", ret))
+				rs = append(rs, ndp(c, typ, own+"ndp", ret))
 			}
 		}
 		if t.DHCP {
-			// Clients ask from their link-local address.
-			rs = append(rs, Rule{Chain: c, Proto: "udp", SPort: "546", DPort: "547", Comment: own + "dhcpv6 request", Verdict: ret})
+			// Clients ask the link's servers and relays, by multicast.
+			rs = append(rs, Rule{Chain: c, Dst: dhcpv6Srvs, Proto: "udp", SPort: "546", DPort: "547", Comment: own + "dhcpv6 request", Verdict: ret})
 		}
 	} else if t.DHCP {
 		// Renewals come from the guest's own address.
 		rs = append(rs, Rule{Chain: c, Proto: "udp", SPort: "68", DPort: "67", Comment: own + "dhcp renew", Verdict: ret})
 	}
 	rs = append(rs, Rule{Chain: c, CtState: "RELATED,ESTABLISHED", Comment: own + "established", Verdict: Verdict{Target: "ACCEPT"}})
+	if len(t.Groups) > 0 {
+		// The mark bit says "a group allowed it" only if it starts clear:
+		// a packet that arrives with it set would skip the tap's rules.
+		rs = append(rs, Rule{Chain: c, Comment: own + "groups: clear mark", Verdict: Verdict{Target: "MARK", XMark: groupMarkOff}})
+	}
 	for _, g := range t.Groups {
 		// What the group allows comes back marked; anything else falls
 		// through to the next group and the tap's own rules.
@@ -490,13 +514,13 @@ func tapIn(t Tap, fam *Family) (Chain, error) {
 		// is ever established.
 		if t.NDP {
 			for _, typ := range []string{icmp6RouterSolicit, icmp6RouterAdvert, icmp6NeighSolicit, icmp6NeighAdvert} {
-				rs = append(rs, icmp6(c, typ, own+"ndp", acc))
+				rs = append(rs, ndp(c, typ, own+"ndp", acc))
 			}
 		}
 		if t.DHCP {
-			// The server answers to the link-local address the request
-			// came from, not the multicast address it went to.
-			rs = append(rs, Rule{Chain: c, Proto: "udp", SPort: "547", DPort: "546", Comment: own + "dhcpv6 reply", Verdict: acc})
+			// The server or relay on the link answers from its link-local
+			// address to the one the request came from.
+			rs = append(rs, Rule{Chain: c, Src: linkLocal, Proto: "udp", SPort: "547", DPort: "546", Comment: own + "dhcpv6 reply", Verdict: acc})
 		}
 	}
 	for _, g := range t.Groups {
@@ -530,7 +554,7 @@ func hostChains(h *Host, fam *Family, logDropped bool, limit string, log logTo) 
 			// The host's own neighbour discovery: without it, it has no
 			// IPv6 at all.
 			for _, typ := range []string{icmp6RouterSolicit, icmp6RouterAdvert, icmp6NeighSolicit, icmp6NeighAdvert} {
-				rs = append(rs, icmp6(d.chain, typ, OwnerHost+": ndp", Verdict{Target: "RETURN"}))
+				rs = append(rs, ndp(d.chain, typ, OwnerHost+": ndp", Verdict{Target: "RETURN"}))
 			}
 		}
 		user, err := cx.userRules(d.rules)

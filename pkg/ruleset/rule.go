@@ -49,6 +49,7 @@ type Rule struct {
 	DPorts     string
 	ICMPType   string // numeric: "8" or "3/3"
 	Mark       string // -m mark --mark value/mask
+	HopLimit   int    // -m hl --hl-eq N (IPv6)
 	Limit      string // e.g. 5/min
 	LimitBurst int
 	Comment    string
@@ -159,6 +160,9 @@ func (r Rule) Args() []string {
 	}
 	if r.Mark != "" {
 		w("-m", "mark", "--mark", r.Mark)
+	}
+	if r.HopLimit != 0 {
+		w("-m", "hl", "--hl-eq", strconv.Itoa(r.HopLimit))
 	}
 	if r.Limit != "" {
 		w("-m", "limit", "--limit", r.Limit)

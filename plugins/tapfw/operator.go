@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -226,39 +225,26 @@ func (o *operator) gc(args []string) int {
 	if fs.Parse(args) != nil || fs.NArg() != 0 {
 		return 2
 	}
-	s, err := o.snapshot()
+	if o.p.envErr != nil {
+		return o.fail("%v", o.p.envErr)
+	}
+	gone, err := o.p.fw.RemoveGone(func(tap string) (bool, error) {
+		_, err := netlink.LinkByName(tap)
+		var nf netlink.LinkNotFoundError
+		switch {
+		case err == nil:
+			return false, nil
+		case errors.As(err, &nf):
+			return true, nil
+		}
+		return false, fmt.Errorf("looking up %s: %w", tap, err)
+	}, *dry)
 	if err != nil {
-		return o.fail("reading the installed firewall: %v", err)
-	}
-	installed := s.TapNames()
-	if o.p.fw.Bridge != nil {
-		l2, err := o.p.fw.Bridge.Taps()
-		if err != nil {
-			return o.fail("reading the bridge table: %v", err)
-		}
-		installed = append(installed, l2...)
-	}
-	sort.Strings(installed)
-	var gone []string
-	for i, tap := range installed {
-		if i > 0 && installed[i-1] == tap {
-			continue
-		}
-		if _, err := netlink.LinkByName(tap); err != nil {
-			var nf netlink.LinkNotFoundError
-			if !errors.As(err, &nf) {
-				return o.fail("looking up %s: %v", tap, err)
-			}
-			gone = append(gone, tap)
-		}
+		return o.fail("gc: %v", err)
 	}
 	verb := "removed"
 	if *dry {
 		verb = "would remove"
-	} else if len(gone) > 0 {
-		if err := o.p.fw.Remove(gone...); err != nil {
-			return o.fail("removing %s: %v", strings.Join(gone, " "), err)
-		}
 	}
 	for _, tap := range gone {
 		fmt.Fprintf(o.stdout, "%s %s (interface gone)\n", verb, tap)
@@ -317,6 +303,7 @@ func (o *operator) explain(args []string) int {
 	dport := fs.Int("dport", 0, "destination port")
 	icmp := fs.String("icmp-type", "", "ICMP type[/code], numeric")
 	state := fs.String("state", "NEW", "conntrack state: NEW, ESTABLISHED, RELATED, INVALID or UNTRACKED")
+	hopLimit := fs.Int("hop-limit", 64, "IPv6 hop limit (255: neighbour discovery)")
 	peer := fs.String("peer", "", "the other bridge port; default: the tap holding the other address, the host for a host address, else an uplink port \"uplink\"")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if fs.Parse(args) != nil || fs.NArg() != 0 {
@@ -332,7 +319,7 @@ func (o *operator) explain(args []string) int {
 	if err != nil {
 		return o.fail("reading the installed firewall: %v", err)
 	}
-	q := query{tap: *tap, dir: *dir, proto: *proto, src: *src, dst: *dst, sport: *sport, dport: *dport, icmp: *icmp, state: *state, peer: *peer}
+	q := query{tap: *tap, dir: *dir, proto: *proto, src: *src, dst: *dst, sport: *sport, dport: *dport, icmp: *icmp, state: *state, peer: *peer, hopLimit: *hopLimit}
 	res, pkt, err := q.explain(s)
 	if err != nil {
 		return o.fail("%v", err)
@@ -352,6 +339,7 @@ type query struct {
 	tap, dir, proto, src, dst string
 	sport, dport              int
 	icmp, state, peer         string
+	hopLimit                  int
 }
 
 func describePacket(p explain.Packet) string {
@@ -468,6 +456,7 @@ func (q query) explain(s *inspect.Snapshot) (explain.Result, explain.Packet, err
 		}
 	}
 	pkt.CtState = strings.ToUpper(q.state)
+	pkt.HopLimit = q.hopLimit
 	if t.MAC != "" && q.dir == "out" {
 		pkt.SrcMAC, _ = net.ParseMAC(t.MAC)
 	}
@@ -485,6 +474,12 @@ func (q query) explain(s *inspect.Snapshot) (explain.Result, explain.Packet, err
 	}
 	if peer != "" {
 		isHost = false
+	}
+	if q.dir == "in" && peerTap != "" && peer == peerTap {
+		// The sending tap's OUT chain checks its MAC.
+		if pt, _ := s.Show(peerTap); pt.MAC != "" {
+			pkt.SrcMAC, _ = net.ParseMAC(pt.MAC)
+		}
 	}
 	switch {
 	case q.dir == "out" && isHost: // from the VM to the host

@@ -79,10 +79,14 @@ func newPlugin() *plugin {
 		}
 	}
 	ex := netfilter.Exec{Mode: mode, WaitSeconds: wait}
+	var tables6 netfilter.Tables
+	if ipv6Kernel() {
+		tables6 = ex.IPv6()
+	}
 	p := &plugin{
 		fw: &netfilter.Firewall{
 			Tables:  ex,
-			Tables6: ex.IPv6(),
+			Tables6: tables6,
 			Sets:    netfilter.NetlinkSets{},
 			Bridge:  netfilter.NFT{},
 			Lock:    netfilter.FileLock{Path: lockPath, Timeout: timeout},
@@ -103,6 +107,14 @@ func newPlugin() *plugin {
 		p.fw.Fault = faultAt(f)
 	}
 	return p
+}
+
+// ipv6Kernel reports whether this kernel has IPv6 (not booted with
+// ipv6.disable=1): without it there is no IPv6 to filter, and no
+// ip6tables to do it with, so the IPv6 part of every plan is skipped.
+func ipv6Kernel() bool {
+	_, err := os.Stat("/proc/sys/net/ipv6")
+	return err == nil
 }
 
 // faultAt returns a Fault hook that kills the process with SIGKILL at the
@@ -419,7 +431,7 @@ func (p *plugin) cmdStatus(args *skel.CmdArgs) error {
 	if p.envErr != nil {
 		return types.NewError(errNotAvailable, p.envErr.Error(), "")
 	}
-	if err := netfilter.Status(p.exec, p.fw.Sets); err != nil {
+	if err := netfilter.Status(p.exec, p.fw.Sets, p.fw.Tables6 != nil); err != nil {
 		return types.NewError(errNotAvailable, err.Error(), "")
 	}
 	return nil
