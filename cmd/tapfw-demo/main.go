@@ -241,6 +241,13 @@ func (d *demo) run(ctx context.Context) int {
 	}
 	_ = tw.Flush()
 
+	// The operator's view of the same: what is installed and why a probe
+	// was dropped, from the kernel alone.
+	d.printf("\n  tapfw list (counters: the probes above):\n")
+	d.operator(s, "list")
+	d.printf("\n  tapfw explain --tap tap110i0 --dir in --src %s --dport 80 --peer uplink0 (probe \"router -> vm110 tcp/80\"):\n", testnet.SeedRouterIP)
+	d.operator(s, "explain", "--tap", "tap110i0", "--dir", "in", "--src", testnet.SeedRouterIP, "--dport", "80", "--peer", "uplink0")
+
 	// 5. DEL per tap.
 	if ctx.Err() != nil {
 		return 1
@@ -294,6 +301,19 @@ func (d *demo) run(ctx context.Context) int {
 
 // runProbes runs every probe and returns the verdicts; it stops early
 // (leaving the rest false) when ctx is cancelled.
+// operator runs `tapfw args...` in the host namespace and prints its
+// output indented.
+func (d *demo) operator(s *testnet.Seed, args ...string) {
+	out, err := s.Host.Run(append([]string{d.plugin}, args...)...)
+	if err != nil {
+		d.failf("tapfw %s: %v", strings.Join(args, " "), err)
+		return
+	}
+	for _, l := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
+		d.printf("  %s\n", l)
+	}
+}
+
 func (d *demo) runProbes(ctx context.Context, s *testnet.Seed, probes []testnet.Probe) []bool {
 	res := make([]bool, len(probes))
 	for i, p := range probes {
