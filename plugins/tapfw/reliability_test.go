@@ -277,6 +277,10 @@ func concurrentRun(t *testing.T, mode string, foreign bool) {
 	stop := make(chan struct{})
 	var writer sync.WaitGroup
 	var writes int
+	// paused holds the foreign writer while the test reads the whole
+	// state: `nft list` restarts its dump whenever the ruleset changes,
+	// and a writer that never stops can keep it from ever finishing.
+	var paused sync.Mutex
 	if foreign {
 		writer.Add(1)
 		go func() {
@@ -287,12 +291,15 @@ func concurrentRun(t *testing.T, mode string, foreign bool) {
 					return
 				default:
 				}
+				paused.Lock()
 				for _, op := range []string{"-A", "-D"} {
 					if _, err := h.ns.Run(ipt, "-w", op, "FORWARD", "-s", "203.0.113.10/32", "-j", "ACCEPT"); err != nil {
+						paused.Unlock()
 						t.Errorf("foreign %s: %v", op, err)
 						return
 					}
 				}
+				paused.Unlock()
 				writes++
 				time.Sleep(5 * time.Millisecond)
 			}
@@ -322,7 +329,9 @@ func concurrentRun(t *testing.T, mode string, foreign bool) {
 	if t.Failed() {
 		t.FailNow()
 	}
+	paused.Lock()
 	added := h.state()
+	paused.Unlock()
 	trieShape(t, added)
 	// The foreign program's rules are part of both; drop them from the
 	// comparison by reading our chains and sets only.
