@@ -3,6 +3,11 @@
 # file) for a bounded time each, as root, and exits non-zero if any fails.
 #
 #   FUZZTIME=20s          time per target (any `go test -fuzztime` value)
+#   FUZZTIME_<Target>=Nx  that target's budget instead, e.g. FUZZTIME_FuzzRender=3000x:
+#                         a count of executions has no wall-clock deadline, and
+#                         Go 1.26's fuzz coordinator can fail a target with a bare
+#                         "context deadline exceeded" when a duration ends while a
+#                         worker is busy (go.dev/issue/75804, fixed in Go 1.27)
 #   FUZZ_PARALLEL=N       fuzz workers per target (default: GOMAXPROCS)
 #
 # Root is needed because FuzzRender hands its restore files to
@@ -34,8 +39,10 @@ for file in $targets; do
   for name in $(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*\*testing\.F).*/\1/p' "$file"); do
     pkg=$(dirname "$file")
     count=$((count + 1))
-    echo "== $name ($pkg, $FUZZTIME)"
-    if ! go test "$pkg" -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" ${FUZZ_PARALLEL:+-parallel "$FUZZ_PARALLEL"}; then
+    budget_var="FUZZTIME_${name}"
+    budget=${!budget_var:-$FUZZTIME}
+    echo "== $name ($pkg, $budget)"
+    if ! go test "$pkg" -run '^$' -fuzz "^${name}\$" -fuzztime "$budget" ${FUZZ_PARALLEL:+-parallel "$FUZZ_PARALLEL"}; then
       echo "== $name FAILED"
       status=1
     fi

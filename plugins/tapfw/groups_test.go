@@ -26,15 +26,7 @@ func (v *l2vm) groupConf(command, groups, rules string) testnet.Call {
 
 func TestSecurityGroups(t *testing.T) {
 	h, a, b := l2net(t)
-	for _, port := range []string{"22", "23", "25", "80", "8080"} {
-		for _, ns := range []*testnet.NS{a.ns, b.ns} {
-			c, err := testnet.TCPServe(ns, "[::]:"+port)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = c.Close() })
-		}
-	}
+	serveTCP(t, []string{"22", "23", "25", "80", "8080"}, a.ns, b.ns)
 	// a: web and mail; its own rules accept 8080 (the group drops it
 	// first) and reject mail and 23 out (the mail group allows mail
 	// first). b: web, and its own rules accept 25 and 23.

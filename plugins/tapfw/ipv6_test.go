@@ -35,15 +35,7 @@ const aRules = `{"in":[
 
 func TestIPv6Rules(t *testing.T) {
 	h, a, b := l2net(t)
-	for _, port := range []string{"22", "25", "80", "8080", "23"} {
-		for _, ns := range []*testnet.NS{a.ns, b.ns, h.ns} {
-			c, err := testnet.TCPServe(ns, "[::]:"+port)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = c.Close() })
-		}
-	}
+	serveTCP(t, []string{"22", "25", "80", "8080", "23"}, a.ns, b.ns, h.ns)
 	type probe struct {
 		name string
 		run  func() bool

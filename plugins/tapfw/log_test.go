@@ -14,13 +14,7 @@ import (
 // tap, the direction and the rule, in both families; the rate limit holds.
 func TestLogNFLOG(t *testing.T) {
 	h, a, b := l2net(t)
-	for _, port := range []string{"22", "8080"} {
-		c, err := testnet.TCPServe(a.ns, "[::]:"+port)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = c.Close() })
-	}
+	serveTCP(t, []string{"22", "8080"}, a.ns)
 	nflog, err := testnet.NFLogListen(h.ns, 7)
 	if err != nil {
 		t.Fatal(err)

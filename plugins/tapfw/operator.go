@@ -18,6 +18,7 @@ import (
 
 	"github.com/tapfw/tapfw/pkg/explain"
 	"github.com/tapfw/tapfw/pkg/inspect"
+	"github.com/tapfw/tapfw/pkg/netfilter"
 	"github.com/tapfw/tapfw/pkg/ruleset"
 )
 
@@ -201,21 +202,27 @@ func (o *operator) render(args []string) int {
 	if err != nil {
 		return o.fail("reading the installed firewall: %v", err)
 	}
+	o.printChanges(changes, "nothing to change", "ipset changes, then one iptables-restore --noflush")
+	if plan.L2 != nil {
+		fmt.Fprintf(o.stdout, "# layer 2 (nft, table bridge tapfw): the tap's elements, added where missing\n%s", plan.L2)
+	}
+	return 0
+}
+
+// printChanges prints each table's changes (iptables, then ip6tables)
+// under a heading, or that there are none.
+func (o *operator) printChanges(changes []*netfilter.Changes, none, heading string) {
 	for i, c := range changes {
 		name := "iptables"
 		if i == 1 {
 			name = "ip6tables"
 		}
 		if c.Empty() {
-			fmt.Fprintf(o.stdout, "# %s: nothing to change\n", name)
+			fmt.Fprintf(o.stdout, "# %s: %s\n", name, none)
 			continue
 		}
-		fmt.Fprintf(o.stdout, "# %s: ipset changes, then one iptables-restore --noflush\n%s", name, c)
+		fmt.Fprintf(o.stdout, "# %s: %s\n%s", name, heading, c)
 	}
-	if plan.L2 != nil {
-		fmt.Fprintf(o.stdout, "# layer 2 (nft, table bridge tapfw): the tap's elements, added where missing\n%s", plan.L2)
-	}
-	return 0
 }
 
 // gc removes the firewall of taps whose interface is gone.
@@ -270,17 +277,7 @@ func (o *operator) flush(args []string) int {
 		if err != nil {
 			return o.fail("reading the installed firewall: %v", err)
 		}
-		for i, c := range changes {
-			name := "iptables"
-			if i == 1 {
-				name = "ip6tables"
-			}
-			if c.Empty() {
-				fmt.Fprintf(o.stdout, "# %s: nothing of tapfw's\n", name)
-				continue
-			}
-			fmt.Fprintf(o.stdout, "# %s: would apply\n%s", name, c)
-		}
+		o.printChanges(changes, "nothing of tapfw's", "would apply")
 		fmt.Fprintf(o.stdout, "# nft: would delete table %s %s (if present)\n", ruleset.L2Family, ruleset.L2Table)
 		return 0
 	}

@@ -32,12 +32,12 @@ func (h *host) mustOp(args ...string) string {
 	return out
 }
 
-// opNet is the IPv6 test network with a's rules and b open, and TCP
-// servers on a few ports in every namespace.
-func opNet(t *testing.T) (*host, *l2vm, *l2vm) {
-	h, a, b := l2net(t)
-	for _, port := range []string{"22", "25", "80", "8080", "23"} {
-		for _, ns := range []*testnet.NS{a.ns, b.ns, h.ns} {
+// serveTCP listens on each port, both families, in each namespace, until
+// the test ends.
+func serveTCP(t *testing.T, ports []string, nss ...*testnet.NS) {
+	t.Helper()
+	for _, port := range ports {
+		for _, ns := range nss {
 			c, err := testnet.TCPServe(ns, "[::]:"+port)
 			if err != nil {
 				t.Fatal(err)
@@ -45,6 +45,13 @@ func opNet(t *testing.T) (*host, *l2vm, *l2vm) {
 			t.Cleanup(func() { _ = c.Close() })
 		}
 	}
+}
+
+// opNet is the IPv6 test network with a's rules and b open, and TCP
+// servers on a few ports in every namespace.
+func opNet(t *testing.T) (*host, *l2vm, *l2vm) {
+	h, a, b := l2net(t)
+	serveTCP(t, []string{"22", "25", "80", "8080", "23"}, a.ns, b.ns, h.ns)
 	h.mustCall(a.dualConf("ADD", aRules, "DROP"))
 	h.mustCall(b.dualConf("ADD", `{}`, "ACCEPT"))
 	return h, a, b
