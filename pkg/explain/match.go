@@ -209,7 +209,7 @@ func (m *markModule) option(name string, neg bool, p *parser) (bool, error) {
 	if err != nil {
 		return true, err
 	}
-	m.vm, m.neg = [2]uint32{}, neg
+	m.neg = neg
 	m.vm, err = parseMark(v)
 	return true, err
 }
