@@ -30,6 +30,7 @@ type NetConf struct {
 	IPFilter           *bool                `json:"ipFilter,omitempty"`
 	DHCP               *bool                `json:"dhcp,omitempty"`
 	NDP                *bool                `json:"ndp,omitempty"`
+	IGMP               *bool                `json:"igmp,omitempty"`
 	RAdv               bool                 `json:"radv,omitempty"`
 	PolicyIn           string               `json:"policyIn,omitempty"`
 	PolicyOut          string               `json:"policyOut,omitempty"`
@@ -240,6 +241,7 @@ func Resolve(conf *NetConf, env Env, prev *PrevIface, bridge func(tap string) (s
 		IPFilter:   boolOr(conf.IPFilter, true),
 		DHCP:       boolOr(conf.DHCP, true),
 		NDP:        boolOr(conf.NDP, true),
+		IGMP:       boolOr(conf.IGMP, true),
 		RAdv:       conf.RAdv,
 		LogDropped: boolOr(conf.LogDropped, true),
 		Network:    conf.Name,

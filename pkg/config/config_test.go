@@ -229,7 +229,7 @@ func TestRuleCanonical(t *testing.T) {
 }
 
 func TestIPv6Addresses(t *testing.T) {
-	conf, err := Parse([]byte(strings.Replace(good, `"192.0.2.10"`, `"192.0.2.10","2001:db8::10","2001:db8:1::/64"`, 1) + `,"ndp":false,"radv":true}`))
+	conf, err := Parse([]byte(strings.Replace(good, `"192.0.2.10"`, `"192.0.2.10","2001:db8::10","2001:db8:1::/64"`, 1) + `,"ndp":false,"radv":true,"igmp":false}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,8 +244,8 @@ func TestIPv6Addresses(t *testing.T) {
 	if len(tp.IPs6) != 2 || tp.IPs6[0].String() != "2001:db8::10/128" || tp.IPs6[1].String() != "2001:db8:1::/64" {
 		t.Errorf("IPv6: %v", tp.IPs6)
 	}
-	if tp.NDP || !tp.RAdv {
-		t.Errorf("ndp %v radv %v, want false true", tp.NDP, tp.RAdv)
+	if tp.NDP || !tp.RAdv || tp.IGMP {
+		t.Errorf("ndp %v radv %v igmp %v, want false true false", tp.NDP, tp.RAdv, tp.IGMP)
 	}
 }
 

@@ -113,6 +113,18 @@ func Normalize(spec string) string {
 	return strings.Join(f, " ")
 }
 
+// ProtoName is the /etc/protocols name of a protocol number ("2": "igmp"),
+// or p itself: what an operator reads, whether or not this machine's
+// iptables-save printed names.
+func ProtoName(p string) string {
+	for name, n := range protoNames {
+		if n == p {
+			return name
+		}
+	}
+	return p
+}
+
 // protoNames maps the names of netbase's /etc/protocols to numbers.
 var protoNames = map[string]string{
 	"igmp": "2", "ggp": "3", "ipencap": "4", "st": "5", "egp": "8", "igp": "9", "pup": "12",

@@ -419,6 +419,27 @@ func ndp(chain, typ, comment string, v Verdict) Rule {
 	return Rule{Chain: chain, Proto: ProtoICMPv6, ICMPType: typ, HopLimit: 255, Comment: comment, Verdict: v}
 }
 
+// ICMPv6 types of multicast listener discovery (RFC 2710, RFC 3810).
+const (
+	icmp6MLDQuery    = "130"
+	icmp6MLDReport   = "131"
+	icmp6MLDDone     = "132"
+	icmp6MLDv2Report = "143"
+)
+
+// protoIGMP is rendered as a number, as user rules render it.
+const protoIGMP = "2"
+
+// mld is a multicast listener discovery rule: MLD is sent with a hop limit
+// of 1 (receivers drop any other), so it never leaves the link.
+func mld(chain, typ, comment string, v Verdict) Rule {
+	return Rule{Chain: chain, Proto: ProtoICMPv6, ICMPType: typ, HopLimit: 1, Comment: comment, Verdict: v}
+}
+
+// mldListener is what a listener sends: reports and done messages. Queries
+// (130) are a querier's, and from a guest they meet its own rules.
+var mldListener = []string{icmp6MLDReport, icmp6MLDDone, icmp6MLDv2Report}
+
 func icmp6(chain, typ, comment string, v Verdict) Rule {
 	return Rule{Chain: chain, Proto: ProtoICMPv6, ICMPType: typ, Comment: comment, Verdict: v}
 }
@@ -426,6 +447,9 @@ func icmp6(chain, typ, comment string, v Verdict) Rule {
 var (
 	linkLocal  = netip.MustParsePrefix("fe80::/10")
 	dhcpv6Srvs = netip.MustParsePrefix("ff02::1:2/128") // All_DHCP_Relay_Agents_and_Servers
+	mldv2Rtrs  = netip.MustParsePrefix("ff02::16/128")  // All_MLDv2-capable_Routers
+	unspec6    = netip.MustParsePrefix("::/128")
+	multicast4 = netip.MustParsePrefix("224.0.0.0/4")
 )
 
 // tapOut is the chain for packets from the VM. Allowed packets RETURN so
@@ -448,7 +472,14 @@ func tapOut(t Tap, fam *Family) (Chain, error) {
 		if t.NDP && t.IPFilter {
 			// Duplicate address detection asks from the unspecified
 			// address, before the VM has one.
-			rs = append(rs, Rule{Chain: c, Src: netip.MustParsePrefix("::/128"), Proto: ProtoICMPv6, ICMPType: icmp6NeighSolicit, HopLimit: 255, Comment: own + "ndp dad", Verdict: ret})
+			rs = append(rs, Rule{Chain: c, Src: unspec6, Proto: ProtoICMPv6, ICMPType: icmp6NeighSolicit, HopLimit: 255, Comment: own + "ndp dad", Verdict: ret})
+		}
+		if t.IGMP && t.IPFilter {
+			// So do its first MLD reports, for the solicited-node groups
+			// of the addresses it is about to check (RFC 3590).
+			r := mld(c, icmp6MLDv2Report, own+"mld before dad", ret)
+			r.Src, r.Dst = unspec6, mldv2Rtrs
+			rs = append(rs, r)
 		}
 	} else {
 		rs = append(rs, Rule{Chain: c, Proto: "udp", SPort: "67", DPort: "68", Comment: own + "no dhcp server", Verdict: drop})
@@ -469,13 +500,27 @@ func tapOut(t Tap, fam *Family) (Chain, error) {
 				rs = append(rs, ndp(c, typ, own+"ndp", ret))
 			}
 		}
+		if t.IGMP {
+			// Group membership, without which a snooping bridge or switch
+			// stops sending the guest its solicited-node multicast.
+			for _, typ := range mldListener {
+				rs = append(rs, mld(c, typ, own+"mld", ret))
+			}
+		}
 		if t.DHCP {
 			// Clients ask the link's servers and relays, by multicast.
 			rs = append(rs, Rule{Chain: c, Dst: dhcpv6Srvs, Proto: "udp", SPort: "546", DPort: "547", Comment: own + "dhcpv6 request", Verdict: ret})
 		}
-	} else if t.DHCP {
-		// Renewals come from the guest's own address.
-		rs = append(rs, Rule{Chain: c, Proto: "udp", SPort: "68", DPort: "67", Comment: own + "dhcp renew", Verdict: ret})
+	} else {
+		if t.IGMP {
+			// Group membership from the guest's own address; IGMP is
+			// never routed.
+			rs = append(rs, Rule{Chain: c, Dst: multicast4, Proto: protoIGMP, Comment: own + "igmp", Verdict: ret})
+		}
+		if t.DHCP {
+			// Renewals come from the guest's own address.
+			rs = append(rs, Rule{Chain: c, Proto: "udp", SPort: "68", DPort: "67", Comment: own + "dhcp renew", Verdict: ret})
+		}
 	}
 	rs = append(rs, Rule{Chain: c, CtState: "RELATED,ESTABLISHED", Comment: own + "established", Verdict: Verdict{Target: "ACCEPT"}})
 	if len(t.Groups) > 0 {
@@ -517,11 +562,25 @@ func tapIn(t Tap, fam *Family) (Chain, error) {
 				rs = append(rs, ndp(c, typ, own+"ndp", acc))
 			}
 		}
+		if t.IGMP {
+			// Queries, and other members' reports (MLDv1 listeners hold
+			// back their own on hearing one), from link-local addresses
+			// as MLD requires: conntrack does not track MLD either.
+			for _, typ := range append([]string{icmp6MLDQuery}, mldListener...) {
+				r := mld(c, typ, own+"mld", acc)
+				r.Src = linkLocal
+				rs = append(rs, r)
+			}
+		}
 		if t.DHCP {
 			// The server or relay on the link answers from its link-local
 			// address to the one the request came from.
 			rs = append(rs, Rule{Chain: c, Src: linkLocal, Proto: "udp", SPort: "547", DPort: "546", Comment: own + "dhcpv6 reply", Verdict: acc})
 		}
+	} else if t.IGMP {
+		// Queries, and the reports of other members (IGMPv1 and v2
+		// listeners hold back their own on hearing one).
+		rs = append(rs, Rule{Chain: c, Dst: multicast4, Proto: protoIGMP, Comment: own + "igmp", Verdict: acc})
 	}
 	for _, g := range t.Groups {
 		rs = append(rs, Rule{Chain: c, Comment: own + "in group " + g, Verdict: Verdict{Target: GroupChain(g, "in")}})
@@ -555,6 +614,19 @@ func hostChains(h *Host, fam *Family, logDropped bool, limit string, log logTo) 
 			// IPv6 at all.
 			for _, typ := range []string{icmp6RouterSolicit, icmp6RouterAdvert, icmp6NeighSolicit, icmp6NeighAdvert} {
 				rs = append(rs, ndp(d.chain, typ, OwnerHost+": ndp", Verdict{Target: "RETURN"}))
+			}
+		}
+		if d.dir == "out" {
+			// The host's own group membership reports (and queries, if it
+			// is a querier): dropped, they leave the host deaf to
+			// multicast behind a snooping bridge or switch. They go to
+			// multicast addresses, so what comes in never meets HOST-IN.
+			if fam.V6 {
+				for _, typ := range append([]string{icmp6MLDQuery}, mldListener...) {
+					rs = append(rs, mld(d.chain, typ, OwnerHost+": mld", Verdict{Target: "RETURN"}))
+				}
+			} else {
+				rs = append(rs, Rule{Chain: d.chain, Dst: multicast4, Proto: protoIGMP, Comment: OwnerHost + ": igmp", Verdict: Verdict{Target: "RETURN"}})
 			}
 		}
 		user, err := cx.userRules(d.rules)

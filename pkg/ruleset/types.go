@@ -72,6 +72,7 @@ type Tap struct {
 	IPFilter   bool
 	DHCP       bool
 	NDP        bool // neighbour discovery passes (its target checked)
+	IGMP       bool // multicast group membership (IGMP, MLD) passes
 	RAdv       bool // router advertisements from the VM pass
 	LogDropped bool
 	LogLimit   string // rate of log lines per rule, as iptables-save prints it: 5/min

@@ -125,3 +125,61 @@ func SendRaw(ns *NS, ifname string, frame []byte) error {
 	}
 	return nil
 }
+
+// IGMPQuery is an IGMPv2 general query (maximum response time 1 s) from
+// srcIP to all hosts (224.0.0.1), with TTL 1 and the router alert option,
+// as a multicast router or snooping switch sends it.
+func IGMPQuery(src net.HardwareAddr, srcIP net.IP) []byte {
+	b := make([]byte, 14+24+8)
+	copy(b[0:6], net.HardwareAddr{0x01, 0x00, 0x5e, 0, 0, 1})
+	copy(b[6:12], src)
+	binary.BigEndian.PutUint16(b[12:14], unix.ETH_P_IP)
+	ip := b[14:38]
+	ip[0] = 0x46 // version 4, 6 words: one of options
+	binary.BigEndian.PutUint16(ip[2:4], 24+8)
+	ip[8], ip[9] = 1, 2 // TTL 1, IGMP
+	copy(ip[12:16], srcIP.To4())
+	copy(ip[16:20], net.IPv4(224, 0, 0, 1).To4())
+	ip[20], ip[21] = 0x94, 4 // router alert
+	binary.BigEndian.PutUint16(ip[10:12], checksum(0, ip))
+	m := b[38:46]
+	m[0], m[1] = 0x11, 10 // membership query, 10 tenths of a second
+	binary.BigEndian.PutUint16(m[2:4], checksum(0, m))
+	return b
+}
+
+// MLD is a multicast listener discovery message of type typ (130 query,
+// 131 report, 143 MLDv2 report) from srcIP to dstIP, with hop limit 1 and a
+// hop-by-hop router alert, as RFC 2710 and 3810 have it. A query is
+// general, with a maximum response delay of 1 s; a report names dstIP;
+// an MLDv2 report has no records.
+func MLD(src net.HardwareAddr, srcIP, dstIP net.IP, typ byte) []byte {
+	b := make([]byte, 14+40+8+24)
+	copy(b[0:6], net.HardwareAddr{0x33, 0x33, dstIP[12], dstIP[13], dstIP[14], dstIP[15]})
+	copy(b[6:12], src)
+	binary.BigEndian.PutUint16(b[12:14], unix.ETH_P_IPV6)
+	ip := b[14:54]
+	ip[0] = 0x60
+	binary.BigEndian.PutUint16(ip[4:6], 8+24)
+	ip[6], ip[7] = 0, 1 // hop-by-hop options follow; hop limit 1
+	copy(ip[8:24], srcIP.To16())
+	copy(ip[24:40], dstIP.To16())
+	hbh := b[54:62]
+	hbh[0], hbh[1] = 58, 0 // ICMPv6 next, 8 bytes
+	hbh[2], hbh[3] = 5, 2  // router alert: MLD (value 0)
+	hbh[6] = 1             // PadN of 0 bytes
+	m := b[62:86]
+	m[0] = typ
+	switch typ {
+	case 130:
+		binary.BigEndian.PutUint16(m[4:6], 1000) // maximum response delay, ms
+	case 131:
+		copy(m[8:24], dstIP.To16())
+	}
+	pseudo := make([]byte, 0, 40)
+	pseudo = append(append(pseudo, srcIP.To16()...), dstIP.To16()...)
+	pseudo = binary.BigEndian.AppendUint32(pseudo, uint32(len(m)))
+	pseudo = append(pseudo, 0, 0, 0, 58)
+	binary.BigEndian.PutUint16(m[2:4], checksum(sum16(0, pseudo), m))
+	return b
+}

@@ -3,6 +3,7 @@ package testnet
 import (
 	"encoding/binary"
 	"fmt"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -11,14 +12,24 @@ import (
 )
 
 // NFLog receives the log lines netfilter sends to one NFLOG group of a
-// namespace (what ulogd would read) and keeps their prefixes.
+// namespace (what ulogd would read) and keeps their prefixes and a summary
+// of each packet's header.
 type NFLog struct {
-	fd       int
-	mu       sync.Mutex
-	prefixes []string
-	done     chan struct{}
-	reader   sync.WaitGroup
+	fd      int
+	mu      sync.Mutex
+	packets []Logged
+	done    chan struct{}
+	reader  sync.WaitGroup
 }
+
+// Logged is one packet logged to the group.
+type Logged struct {
+	Prefix string
+	// Packet summarises the network header (see summary).
+	Packet string
+}
+
+func (l Logged) String() string { return fmt.Sprintf("%q %s", l.Prefix, l.Packet) }
 
 // nfnetlink_log, from linux/netfilter/nfnetlink_log.h.
 const (
@@ -28,8 +39,11 @@ const (
 	nfulaCfgCmd      = 1
 	nfulaCfgMode     = 2
 	nfulnlCfgCmdBind = 1
-	nfulnlCopyMeta   = 1
+	nfulnlCopyPacket = 2
 	nfulaPrefix      = 10
+	nfulaPayload     = 9
+	// copyRange is enough for an IPv6 header and the first bytes after it.
+	copyRange = 64
 )
 
 // NFLogListen binds group in ns and collects the prefixes of what is
@@ -49,7 +63,7 @@ func NFLogListen(ns *NS, group uint16) (*NFLog, error) {
 		return nil, err
 	}
 	bind := attr(nfulaCfgCmd, []byte{nfulnlCfgCmdBind})
-	mode := attr(nfulaCfgMode, []byte{0, 0, 0, 0, nfulnlCopyMeta, 0})
+	mode := attr(nfulaCfgMode, []byte{0, 0, 0, copyRange, nfulnlCopyPacket, 0})
 	for _, a := range [][]byte{bind, mode} {
 		if err := l.config(group, a); err != nil {
 			l.Close()
@@ -127,28 +141,72 @@ func (l *NFLog) read() {
 	}
 }
 
-// packet records the prefix attribute of one logged packet.
+// packet records the prefix and the header of one logged packet.
 func (l *NFLog) packet(attrs []byte) {
+	var p Logged
 	for len(attrs) >= 4 {
 		n := int(binary.LittleEndian.Uint16(attrs[0:]))
 		typ := binary.LittleEndian.Uint16(attrs[2:]) & 0x3fff
 		if n < 4 || n > len(attrs) {
-			return
+			break
 		}
-		if typ == nfulaPrefix {
-			l.mu.Lock()
-			l.prefixes = append(l.prefixes, strings.TrimRight(string(attrs[4:n]), "\x00"))
-			l.mu.Unlock()
+		switch typ {
+		case nfulaPrefix:
+			p.Prefix = strings.TrimRight(string(attrs[4:n]), "\x00")
+		case nfulaPayload:
+			p.Packet = summary(attrs[4:n])
 		}
 		attrs = attrs[(n+3)&^3:]
 	}
+	l.mu.Lock()
+	l.packets = append(l.packets, p)
+	l.mu.Unlock()
+}
+
+// summary describes an IPv4 or IPv6 header and, for ICMP, IGMP and
+// ICMPv6, the message type: "ipv6 fe80::1 > ff02::16 next 58 hl 1 type 143".
+func summary(b []byte) string {
+	switch {
+	case len(b) >= 20 && b[0]>>4 == 4:
+		src, _ := netip.AddrFromSlice(b[12:16])
+		dst, _ := netip.AddrFromSlice(b[16:20])
+		s := fmt.Sprintf("ipv4 %s > %s proto %d ttl %d", src, dst, b[9], b[8])
+		// ICMP and IGMP: the message type.
+		if hl := int(b[0]&0xf) * 4; (b[9] == 1 || b[9] == 2) && len(b) > hl {
+			s += fmt.Sprintf(" type %d", b[hl])
+		}
+		return s
+	case len(b) >= 40 && b[0]>>4 == 6:
+		src, _ := netip.AddrFromSlice(b[8:24])
+		dst, _ := netip.AddrFromSlice(b[24:40])
+		next, rest := b[6], b[40:]
+		// A hop-by-hop header (MLD carries one) comes before ICMPv6.
+		if next == 0 && len(rest) >= 8 && len(rest) >= 8*(int(rest[1])+1) {
+			next, rest = rest[0], rest[8*(int(rest[1])+1):]
+		}
+		s := fmt.Sprintf("ipv6 %s > %s next %d hl %d", src, dst, next, b[7])
+		if next == 58 && len(rest) > 0 {
+			s += fmt.Sprintf(" type %d", rest[0])
+		}
+		return s
+	}
+	return fmt.Sprintf("%d bytes", len(b))
+}
+
+// Packets returns what was logged so far.
+func (l *NFLog) Packets() []Logged {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]Logged(nil), l.packets...)
 }
 
 // Prefixes returns the prefixes logged so far.
 func (l *NFLog) Prefixes() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]string(nil), l.prefixes...)
+	var out []string
+	for _, p := range l.Packets() {
+		out = append(out, p.Prefix)
+	}
+	return out
 }
 
 // Wait reports whether a line with prefix arrives within timeout.

@@ -27,15 +27,7 @@ type l2vm struct {
 
 func l2net(t *testing.T) (*host, *l2vm, *l2vm) {
 	h := newHost(t)
-	// testnet turns IPv6 off in its namespaces; these need it.
-	ipv6On := func(ns *testnet.NS, dev string) {
-		for _, k := range []string{"all", "default", dev} {
-			if err := ns.Sysctl("net.ipv6.conf."+k+".disable_ipv6", "0"); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	ipv6On(h.ns, "vmbr0")
+	ipv6On(t, h.ns, "vmbr0")
 	h.run("ip", "-6", "addr", "add", "2001:db8::1/64", "dev", "vmbr0", "nodad")
 	mk := func(port, mac, ip4, ip6 string) *l2vm {
 		n, err := testnet.NewNS("l2")
@@ -46,7 +38,7 @@ func l2net(t *testing.T) (*host, *l2vm, *l2vm) {
 		if err := testnet.AddPort(h.ns, "vmbr0", port, n, mac, ip4+"/24", ""); err != nil {
 			t.Fatal(err)
 		}
-		ipv6On(n, "eth0")
+		ipv6On(t, n, "eth0")
 		if _, err := n.Run("ip", "-6", "addr", "add", ip6+"/64", "dev", "eth0", "nodad"); err != nil {
 			t.Fatal(err)
 		}
@@ -60,6 +52,17 @@ func l2net(t *testing.T) (*host, *l2vm, *l2vm) {
 	a := mk("tap110i0", "02:00:00:00:01:10", "192.0.2.10", "2001:db8::10")
 	b := mk("tap111i0", "02:00:00:00:01:11", "192.0.2.11", "2001:db8::11")
 	return h, a, b
+}
+
+// ipv6On turns IPv6 on for dev in ns: testnet turns it off in its
+// namespaces.
+func ipv6On(t *testing.T, ns *testnet.NS, dev string) {
+	t.Helper()
+	for _, k := range []string{"all", "default", dev} {
+		if err := ns.Sysctl("net.ipv6.conf."+k+".disable_ipv6", "0"); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func (v *l2vm) conf(extra string) testnet.Call {

@@ -39,10 +39,10 @@ func TestLogNFLOG(t *testing.T) {
 	if !nflog.Wait("tfw:tap110i0:in:drop ", 2*time.Second) {
 		t.Errorf("the policy drop logged no line; got %q", nflog.Prefixes())
 	}
-	for _, p := range nflog.Prefixes() {
-		l, ok := ruleset.ParseLogPrefix(p)
+	for _, p := range nflog.Packets() {
+		l, ok := ruleset.ParseLogPrefix(p.Prefix)
 		if !ok || l.Owner != "tap110i0" || l.Dir != "in" {
-			t.Errorf("prefix %q reads as %+v, %v", p, l, ok)
+			t.Errorf("%v: the prefix reads as %+v, %v", p, l, ok)
 		}
 	}
 	// 1/hour with the default burst of 5: a flood of drops logs 5 lines.
