@@ -20,7 +20,7 @@ var (
 // TestMain fails the run if a namespace created by a test survives it, and
 // deletes such leftovers so a broken Close never pollutes the machine.
 func TestMain(m *testing.M) {
-	code := m.Run()
+	code := GuardHost(m)
 	if os.Geteuid() == 0 {
 		list, _ := exec.Command("ip", "netns", "list").Output()
 		createdMu.Lock()
@@ -352,5 +352,43 @@ func TestFrameBytes(t *testing.T) {
 	}
 	if _, err := (Frame{SrcIP: f.SrcIP, DstIP: f.DstIP}).Bytes(); err == nil {
 		t.Error("missing MACs accepted")
+	}
+}
+
+// TestHostStateSeesChanges: what GuardHost compares notices a tapfw ipset,
+// a tapfw chain, a new link and a new route. Read here inside a sandbox,
+// as it would be in the host's namespace.
+func TestHostStateSeesChanges(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (make test runs it as root)")
+	}
+	ns, err := NewNS("guard")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	state := func() (s string) {
+		t.Helper()
+		if err := ns.Do(func() error { s = HostState(); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	prev := state()
+	for _, change := range [][]string{
+		{"ipset", "create", "tfw-guard", "hash:net"},
+		{"iptables", "-N", "TFW-GUARD"},
+		{"ip", "link", "add", "guard0", "type", "veth", "peer", "name", "guard1"},
+		{"ip", "link", "set", "guard0", "up"},
+		{"ip", "route", "add", "198.51.100.0/24", "dev", "guard0"},
+	} {
+		if out, err := ns.Run(change...); err != nil {
+			t.Fatalf("%v: %v\n%s", change, err, out)
+		}
+		now := state()
+		if now == prev && change[2] != "set" {
+			t.Errorf("HostState did not change after %v:\n%s", change, now)
+		}
+		prev = now
 	}
 }

@@ -27,7 +27,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "building the plugin: %v\n%s", err, out)
 		os.Exit(1)
 	}
-	code := m.Run()
+	code := testnet.GuardHost(m)
 	_ = os.RemoveAll(dir)
 	os.Exit(code)
 }

@@ -1,0 +1,12 @@
+package explain
+
+import (
+	"os"
+	"testing"
+
+	"github.com/tapfw/tapfw/pkg/testnet"
+)
+
+// TestMain fails the run if a test changed the host's own network: the
+// kernel check sends packets through tables in sandbox namespaces.
+func TestMain(m *testing.M) { os.Exit(testnet.GuardHost(m)) }
