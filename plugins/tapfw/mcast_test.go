@@ -57,21 +57,7 @@ func TestMulticastMembership(t *testing.T) {
 	h.mustCall(strict(a, ""))
 	h.mustCall(strict(b, `,"igmp":false`))
 
-	capUp, err := testnet.CaptureOn(up, "eth0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer capUp.Close()
-	capA, err := testnet.CaptureOn(a.ns, "eth0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer capA.Close()
-	capB, err := testnet.CaptureOn(b.ns, "eth0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer capB.Close()
+	capUp, capA, capB := capture(t, up), capture(t, a.ns), capture(t, b.ns)
 
 	hostMAC, err := testnet.LinkMAC(h.ns, "vmbr0")
 	if err != nil {
@@ -153,6 +139,17 @@ func TestMulticastMembership(t *testing.T) {
 			}
 		}
 	}
+}
+
+// capture records what eth0 of ns sees until the test ends.
+func capture(t *testing.T, ns *testnet.NS) *testnet.Capture {
+	t.Helper()
+	c, err := testnet.CaptureOn(ns, "eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
 }
 
 // TestMLDBeforeDAD: a guest whose link-local address is still tentative
