@@ -99,8 +99,8 @@ type Packet struct {
 	CtState string
 	// Mark is the packet's mark when it reaches the hook (0: none).
 	Mark uint32
-	// HopLimit is an IPv6 packet's hop limit (TTL for IPv4 is not
-	// matched); 0 is unknown.
+	// HopLimit is an IPv6 packet's hop limit, or an IPv4 packet's TTL;
+	// 0 is unknown.
 	HopLimit int
 }
 

@@ -418,3 +418,33 @@ func TestLabInputOutput(t *testing.T) { runCases(t, "lab4.save", labIOCases()) }
 func TestSemantics(t *testing.T)      { runCases(t, "semantics.save", semanticsCases()) }
 func TestLab6(t *testing.T)           { runCases(t, "lab6.save", lab6Cases()) }
 func TestSeed(t *testing.T)           { runCases(t, "seed-table.save", seedCases()) }
+
+// TestTTL: iptables' -m ttl matches the IPv4 TTL (Packet.HopLimit), and an
+// unknown TTL is uncertain, not guessed.
+func TestTTL(t *testing.T) {
+	rs, err := Parse([]byte(`*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A FORWARD -d 224.0.0.0/4 -p 2 -m ttl --ttl-eq 1 -j ACCEPT
+COMMIT
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		ttl       int
+		verdict   string
+		uncertain bool
+	}{{1, Accept, false}, {64, Drop, false}, {0, Drop, true}} {
+		p := Packet{Family: 4, Hook: "FORWARD", InIface: "br0", OutIface: "br0", Proto: "2", HopLimit: c.ttl,
+			Src: netip.MustParseAddr("192.0.2.10"), Dst: netip.MustParseAddr("233.252.0.1")}
+		r, err := Explain(rs, nil, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Verdict != c.verdict || (len(r.Uncertain) > 0) != c.uncertain {
+			t.Errorf("TTL %d: %s, uncertain %q; want %s, uncertain %v", c.ttl, r.Verdict, r.Uncertain, c.verdict, c.uncertain)
+		}
+	}
+}

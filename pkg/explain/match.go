@@ -190,6 +190,10 @@ func newModule(name string, family int) module {
 		if family == 6 {
 			return &hlModule{}
 		}
+	case "ttl":
+		if family == 4 {
+			return &hlModule{ttl: true}
+		}
 	}
 	return unknownModule{}
 }
@@ -216,16 +220,21 @@ func (m *markModule) option(name string, neg bool, p *parser) (bool, error) {
 
 func (m *markModule) eval(e *env) outcome { return is(e.mark&m.vm[1] == m.vm[0] != m.neg) }
 
-// hlModule is ip6tables' -m hl: the packet's hop limit (Packet.HopLimit;
-// 0 is unknown).
+// hlModule is ip6tables' -m hl, or iptables' -m ttl: the packet's hop
+// limit or TTL (Packet.HopLimit; 0 is unknown).
 type hlModule struct {
+	ttl bool
 	op  string // eq, lt or gt
 	n   int
 	neg bool
 }
 
 func (m *hlModule) option(name string, neg bool, p *parser) (bool, error) {
-	op, ok := map[string]string{"--hl-eq": "eq", "--hl-lt": "lt", "--hl-gt": "gt"}[name]
+	ops := map[string]string{"--hl-eq": "eq", "--hl-lt": "lt", "--hl-gt": "gt"}
+	if m.ttl {
+		ops = map[string]string{"--ttl-eq": "eq", "--ttl-lt": "lt", "--ttl-gt": "gt"}
+	}
+	op, ok := ops[name]
 	if !ok {
 		return false, nil
 	}
@@ -244,7 +253,11 @@ func (m *hlModule) option(name string, neg bool, p *parser) (bool, error) {
 func (m *hlModule) eval(e *env) outcome {
 	hl := e.p.HopLimit
 	if hl == 0 {
-		return outcome{v: unknown, why: []string{"the packet's hop limit is not given"}}
+		what := "hop limit"
+		if m.ttl {
+			what = "TTL"
+		}
+		return outcome{v: unknown, why: []string{"the packet's " + what + " is not given"}}
 	}
 	var ok bool
 	switch m.op {

@@ -436,9 +436,24 @@ func mld(chain, typ, comment string, v Verdict) Rule {
 	return Rule{Chain: chain, Proto: ProtoICMPv6, ICMPType: typ, HopLimit: 1, Comment: comment, Verdict: v}
 }
 
-// mldListener is what a listener sends: reports and done messages. Queries
-// (130) are a querier's, and from a guest they meet its own rules.
+// mldListener is what a listener sends: reports and done messages, always
+// to a multicast address. Queries (130) are a querier's, and from a guest
+// they meet its own rules.
 var mldListener = []string{icmp6MLDReport, icmp6MLDDone, icmp6MLDv2Report}
+
+// mldFrom is a listener message from a link-local address (RFC 3810 5.2.13)
+// to a multicast one: so scoped, it carries nothing to a unicast address.
+func mldFrom(chain, typ, comment string, v Verdict) Rule {
+	r := mld(chain, typ, comment, v)
+	r.Src, r.Dst = linkLocal, multicast6
+	return r
+}
+
+// igmp is group membership over IPv4: sent with TTL 1 (RFC 2236, 3376) to
+// a multicast address.
+func igmp(chain, comment string, v Verdict) Rule {
+	return Rule{Chain: chain, Dst: multicast4, Proto: protoIGMP, TTL: 1, Comment: comment, Verdict: v}
+}
 
 func icmp6(chain, typ, comment string, v Verdict) Rule {
 	return Rule{Chain: chain, Proto: ProtoICMPv6, ICMPType: typ, Comment: comment, Verdict: v}
@@ -450,6 +465,7 @@ var (
 	mldv2Rtrs  = netip.MustParsePrefix("ff02::16/128")  // All_MLDv2-capable_Routers
 	unspec6    = netip.MustParsePrefix("::/128")
 	multicast4 = netip.MustParsePrefix("224.0.0.0/4")
+	multicast6 = netip.MustParsePrefix("ff00::/8")
 )
 
 // tapOut is the chain for packets from the VM. Allowed packets RETURN so
@@ -504,7 +520,7 @@ func tapOut(t Tap, fam *Family) (Chain, error) {
 			// Group membership, without which a snooping bridge or switch
 			// stops sending the guest its solicited-node multicast.
 			for _, typ := range mldListener {
-				rs = append(rs, mld(c, typ, own+"mld", ret))
+				rs = append(rs, mldFrom(c, typ, own+"mld", ret))
 			}
 		}
 		if t.DHCP {
@@ -515,7 +531,7 @@ func tapOut(t Tap, fam *Family) (Chain, error) {
 		if t.IGMP {
 			// Group membership from the guest's own address; IGMP is
 			// never routed.
-			rs = append(rs, Rule{Chain: c, Dst: multicast4, Proto: protoIGMP, Comment: own + "igmp", Verdict: ret})
+			rs = append(rs, igmp(c, own+"igmp", ret))
 		}
 		if t.DHCP {
 			// Renewals come from the guest's own address.
@@ -566,10 +582,11 @@ func tapIn(t Tap, fam *Family) (Chain, error) {
 			// Queries, and other members' reports (MLDv1 listeners hold
 			// back their own on hearing one), from link-local addresses
 			// as MLD requires: conntrack does not track MLD either.
-			for _, typ := range append([]string{icmp6MLDQuery}, mldListener...) {
-				r := mld(c, typ, own+"mld", acc)
-				r.Src = linkLocal
-				rs = append(rs, r)
+			q := mld(c, icmp6MLDQuery, own+"mld", acc)
+			q.Src = linkLocal // a query may be unicast
+			rs = append(rs, q)
+			for _, typ := range mldListener {
+				rs = append(rs, mldFrom(c, typ, own+"mld", acc))
 			}
 		}
 		if t.DHCP {
@@ -580,7 +597,7 @@ func tapIn(t Tap, fam *Family) (Chain, error) {
 	} else if t.IGMP {
 		// Queries, and the reports of other members (IGMPv1 and v2
 		// listeners hold back their own on hearing one).
-		rs = append(rs, Rule{Chain: c, Dst: multicast4, Proto: protoIGMP, Comment: own + "igmp", Verdict: acc})
+		rs = append(rs, igmp(c, own+"igmp", acc))
 	}
 	for _, g := range t.Groups {
 		rs = append(rs, Rule{Chain: c, Comment: own + "in group " + g, Verdict: Verdict{Target: GroupChain(g, "in")}})
@@ -622,11 +639,14 @@ func hostChains(h *Host, fam *Family, logDropped bool, limit string, log logTo) 
 			// multicast behind a snooping bridge or switch. They go to
 			// multicast addresses, so what comes in never meets HOST-IN.
 			if fam.V6 {
-				for _, typ := range append([]string{icmp6MLDQuery}, mldListener...) {
-					rs = append(rs, mld(d.chain, typ, OwnerHost+": mld", Verdict{Target: "RETURN"}))
+				rs = append(rs, mld(d.chain, icmp6MLDQuery, OwnerHost+": mld", Verdict{Target: "RETURN"}))
+				for _, typ := range mldListener {
+					r := mld(d.chain, typ, OwnerHost+": mld", Verdict{Target: "RETURN"})
+					r.Dst = multicast6
+					rs = append(rs, r)
 				}
 			} else {
-				rs = append(rs, Rule{Chain: d.chain, Dst: multicast4, Proto: protoIGMP, Comment: OwnerHost + ": igmp", Verdict: Verdict{Target: "RETURN"}})
+				rs = append(rs, igmp(d.chain, OwnerHost+": igmp", Verdict{Target: "RETURN"}))
 			}
 		}
 		user, err := cx.userRules(d.rules)

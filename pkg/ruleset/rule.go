@@ -50,6 +50,7 @@ type Rule struct {
 	ICMPType   string // numeric: "8" or "3/3"
 	Mark       string // -m mark --mark value/mask
 	HopLimit   int    // -m hl --hl-eq N (IPv6)
+	TTL        int    // -m ttl --ttl-eq N (IPv4)
 	Limit      string // e.g. 5/min
 	LimitBurst int
 	Comment    string
@@ -163,6 +164,9 @@ func (r Rule) Args() []string {
 	}
 	if r.HopLimit != 0 {
 		w("-m", "hl", "--hl-eq", strconv.Itoa(r.HopLimit))
+	}
+	if r.TTL != 0 {
+		w("-m", "ttl", "--ttl-eq", strconv.Itoa(r.TTL))
 	}
 	if r.Limit != "" {
 		w("-m", "limit", "--limit", r.Limit)

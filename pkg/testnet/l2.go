@@ -126,24 +126,32 @@ func SendRaw(ns *NS, ifname string, frame []byte) error {
 	return nil
 }
 
-// IGMPQuery is an IGMPv2 general query (maximum response time 1 s) from
-// srcIP to all hosts (224.0.0.1), with TTL 1 and the router alert option,
-// as a multicast router or snooping switch sends it.
-func IGMPQuery(src net.HardwareAddr, srcIP net.IP) []byte {
+// IGMP is an IGMPv2 message of type typ (0x11 query, 0x16 report) about
+// group (nil: a general query, maximum response time 1 s) from srcIP to
+// dstIP with the given TTL (1, as the protocol requires, unless a test
+// wants otherwise) and the router alert option.
+func IGMP(src net.HardwareAddr, srcIP, dstIP net.IP, typ byte, group net.IP, ttl byte) []byte {
 	b := make([]byte, 14+24+8)
-	copy(b[0:6], net.HardwareAddr{0x01, 0x00, 0x5e, 0, 0, 1})
+	d := dstIP.To4()
+	copy(b[0:6], net.HardwareAddr{0x01, 0x00, 0x5e, d[1] & 0x7f, d[2], d[3]})
 	copy(b[6:12], src)
 	binary.BigEndian.PutUint16(b[12:14], unix.ETH_P_IP)
 	ip := b[14:38]
 	ip[0] = 0x46 // version 4, 6 words: one of options
 	binary.BigEndian.PutUint16(ip[2:4], 24+8)
-	ip[8], ip[9] = 1, 2 // TTL 1, IGMP
+	ip[8], ip[9] = ttl, 2 // IGMP
 	copy(ip[12:16], srcIP.To4())
-	copy(ip[16:20], net.IPv4(224, 0, 0, 1).To4())
+	copy(ip[16:20], d)
 	ip[20], ip[21] = 0x94, 4 // router alert
 	binary.BigEndian.PutUint16(ip[10:12], checksum(0, ip))
 	m := b[38:46]
-	m[0], m[1] = 0x11, 10 // membership query, 10 tenths of a second
+	m[0] = typ
+	if typ == 0x11 {
+		m[1] = 10 // tenths of a second
+	}
+	if group != nil {
+		copy(m[4:8], group.To4())
+	}
 	binary.BigEndian.PutUint16(m[2:4], checksum(0, m))
 	return b
 }

@@ -30,8 +30,10 @@ var (
 )
 
 // TestMulticastMembership: with every policy DROP, a guest's own reports
-// reach the uplink and queries from there reach it (and it answers); with
-// "igmp": false neither passes; the host's reports pass its firewall.
+// reach the uplink, and queries and other members' reports from there
+// reach it (and it answers), but not IGMP with a TTL above 1 nor MLD to a
+// unicast address; with "igmp": false none of it passes; the host's
+// reports pass its firewall.
 func TestMulticastMembership(t *testing.T) {
 	h, a, b := l2net(t)
 	// Flood everything, so the uplink sees what passes the firewall
@@ -95,20 +97,9 @@ func TestMulticastMembership(t *testing.T) {
 		}
 	}
 
-	// Other members' reports reach the guest too (v1 and v2 listeners
-	// hold back their own answers on hearing one).
-	for who, p := range map[string]string{
-		"host IGMPv3 report": "ipv4 192.0.2.31 > 224.0.0.22 proto 2 ttl 1 type 34",
-		"host MLDv2 report":  "ipv6 " + hostLL.String() + " > ff02::16 next 58 hl 1 type 143",
-	} {
-		if !capA.Wait(p, time.Second) {
-			t.Errorf("%s did not reach the guest (want %q); it saw:\n%s", who, p, strings.Join(capA.Packets(), "\n"))
-		}
-	}
-
 	// Queries from the uplink (a switch or router): the guest answers
 	// each with a report for its group, to the group's address.
-	if err := testnet.SendRaw(up, "eth0", testnet.IGMPQuery(hw, net.ParseIP("192.0.2.99"))); err != nil {
+	if err := testnet.SendRaw(up, "eth0", testnet.IGMP(hw, net.ParseIP("192.0.2.99"), net.ParseIP("224.0.0.1"), 0x11, nil, 1)); err != nil {
 		t.Fatal(err)
 	}
 	if err := testnet.SendRaw(up, "eth0", testnet.MLD(hw, upLL, net.ParseIP("ff02::1"), 130)); err != nil {
@@ -120,6 +111,39 @@ func TestMulticastMembership(t *testing.T) {
 	} {
 		if !capUp.Wait(p, 3*time.Second) {
 			t.Errorf("the guest's %s did not reach the uplink (want %q); it saw:\n%s\nthe guest saw:\n%s", who, p, strings.Join(capUp.Packets(), "\n"), strings.Join(capA.Packets(), "\n"))
+		}
+	}
+
+	// Other members' reports reach the guest too (v1 and v2 listeners
+	// hold back their own answers on hearing one), for a group of their
+	// own here. Not so a report with TTL 2, nor MLD to a unicast
+	// address: sent first, they would be there before the others.
+	upIP, other4, other6 := net.ParseIP("192.0.2.99"), net.ParseIP("233.252.0.9"), net.ParseIP("ff02::db8:0:9")
+	unicast := testnet.MLD(hw, upLL, a.ll, 131)
+	copy(unicast[0:6], a.mac)
+	for _, f := range [][]byte{
+		testnet.IGMP(hw, upIP, other4, 0x16, other4, 2),
+		unicast,
+		testnet.IGMP(hw, upIP, other4, 0x16, other4, 1),
+		testnet.MLD(hw, upLL, net.ParseIP("ff02::16"), 143),
+		testnet.MLD(hw, upLL, other6, 131),
+	} {
+		if err := testnet.SendRaw(up, "eth0", f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for who, p := range map[string]string{
+		"IGMPv2 report": "ipv4 192.0.2.99 > " + other4.String() + " proto 2 ttl 1 type 22",
+		"MLDv2 report":  "ipv6 " + upLL.String() + " > ff02::16 next 58 hl 1 type 143",
+		"MLDv1 report":  "ipv6 " + upLL.String() + " > " + other6.String() + " next 58 hl 1 type 131",
+	} {
+		if !capA.Wait(p, 2*time.Second) {
+			t.Errorf("the uplink's %s did not reach the guest (want %q); it saw:\n%s", who, p, strings.Join(capA.Packets(), "\n"))
+		}
+	}
+	for _, p := range capA.Packets() {
+		if strings.HasPrefix(p, "ipv4 192.0.2.99 > "+other4.String()+" proto 2 ttl 2") || strings.HasPrefix(p, "ipv6 "+upLL.String()+" > "+a.ll.String()+" ") {
+			t.Errorf("reached the guest past its DROP policy: %s", p)
 		}
 	}
 
@@ -158,21 +182,45 @@ func capture(t *testing.T, ns *testnet.NS) *testnet.Capture {
 func TestMLDBeforeDAD(t *testing.T) {
 	h, a, _ := l2net(t)
 	h.mustCall(a.dualConf("ADD", `{}`, "DROP"))
+	// The guest's own reports from :: stop once its link-local address is
+	// no longer tentative; after that only ours reach the rule.
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		out, err := a.ns.Run("ip", "-6", "addr", "show", "dev", "eth0", "tentative")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.TrimSpace(string(out)) == "" {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("eth0 still tentative:\n%s", out)
+		}
+	}
+	const dad, spoof = "tap110i0: mld before dad", "tap110i0: ip anti-spoof"
 	for _, c := range []struct {
 		dst  string
 		typ  byte
 		rule string
 	}{
-		{"ff02::16", 143, "tap110i0: mld before dad"},
-		{"ff02::db8:0:1", 131, "tap110i0: ip anti-spoof"},
-		{"ff02::db8:0:1", 143, "tap110i0: ip anti-spoof"},
+		{"ff02::16", 143, dad},
+		{"ff02::db8:0:1", 131, spoof},
+		{"ff02::db8:0:1", 143, spoof},
 	} {
-		before := packets(t, h, "ip6tables-save", c.rule)
+		dad0, spoof0 := packets(t, h, "ip6tables-save", dad), packets(t, h, "ip6tables-save", spoof)
 		if err := testnet.SendRaw(a.ns, "eth0", testnet.MLD(a.mac, net.IPv6unspecified, net.ParseIP(c.dst), c.typ)); err != nil {
 			t.Fatal(err)
 		}
-		if after := packets(t, h, "ip6tables-save", c.rule); after != before+1 {
-			t.Errorf("type %d from :: to %s: %q counted %d packets, want 1", c.typ, c.dst, c.rule, after-before)
+		want := map[string]int{dad: dad0, spoof: spoof0}
+		want[c.rule]++
+		for end := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			got := map[string]int{dad: packets(t, h, "ip6tables-save", dad), spoof: packets(t, h, "ip6tables-save", spoof)}
+			if got[dad] == want[dad] && got[spoof] == want[spoof] {
+				break
+			}
+			if time.Now().After(end) {
+				t.Errorf("type %d from :: to %s: counters %v, want %v", c.typ, c.dst, got, want)
+				break
+			}
 		}
 	}
 }
