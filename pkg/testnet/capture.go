@@ -26,17 +26,9 @@ type Capture struct {
 func CaptureOn(ns *NS, ifname string) (*Capture, error) {
 	c := &Capture{fd: -1, done: make(chan struct{})}
 	err := ns.Do(func() error {
-		ifi, err := net.InterfaceByName(ifname)
-		if err != nil {
-			return err
-		}
-		// Protocol 0 queues nothing until the bind names the interface.
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return fmt.Errorf("packet socket: %w", err)
-		}
+		fd, _, err := packetSocket(ifname, unix.ETH_P_ALL)
 		c.fd = fd
-		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index})
+		return err
 	})
 	if err == nil {
 		tv := unix.Timeval{Usec: 100000}

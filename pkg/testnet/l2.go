@@ -97,27 +97,40 @@ func UDP6(srcPort, dstPort uint16, payload []byte) []byte {
 	return u
 }
 
+// packetSocket opens an AF_PACKET socket bound to ifname of the calling
+// thread's namespace for protocol proto (0: none, it only sends), and
+// returns it with the interface's index.
+func packetSocket(ifname string, proto uint16) (fd, index int, err error) {
+	ifi, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return -1, 0, err
+	}
+	// Opened with protocol 0, it queues nothing before the bind.
+	fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, 0, fmt.Errorf("packet socket: %w", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(proto), Ifindex: ifi.Index}); err != nil {
+		unix.Close(fd)
+		return -1, 0, fmt.Errorf("bind packet socket: %w", err)
+	}
+	return fd, ifi.Index, nil
+}
+
 // SendRaw writes a whole Ethernet frame out of ifname inside ns through an
 // AF_PACKET raw socket, bypassing the sender's IP stack, routing, ARP and
 // netfilter.
 func SendRaw(ns *NS, ifname string, frame []byte) error {
 	err := ns.Do(func() error {
-		ifi, err := net.InterfaceByName(ifname)
+		// Protocol 0: the socket only sends and never queues received packets.
+		fd, index, err := packetSocket(ifname, 0)
 		if err != nil {
 			return err
 		}
-		// Protocol 0: the socket only sends and never queues received packets.
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return fmt.Errorf("packet socket: %w", err)
-		}
 		defer unix.Close(fd)
 		proto := binary.BigEndian.Uint16(frame[12:14])
-		sa := &unix.SockaddrLinklayer{Protocol: htons(proto), Ifindex: ifi.Index, Halen: 6}
+		sa := &unix.SockaddrLinklayer{Protocol: htons(proto), Ifindex: index, Halen: 6}
 		copy(sa.Addr[:], frame[0:6])
-		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Ifindex: ifi.Index}); err != nil {
-			return fmt.Errorf("bind packet socket: %w", err)
-		}
 		return unix.Sendto(fd, frame, 0, sa)
 	})
 	if err != nil {
