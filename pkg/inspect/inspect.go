@@ -398,7 +398,7 @@ func describe(tap, dir, spec string) (r Rule, key string, isLog, ok bool) {
 			neg = true
 			continue
 		case "-p":
-			words = append(words, not+netfilter.ProtoName(netfilter.Normalize("-p " + arg())[3:]))
+			words = append(words, not+netfilter.ProtoName(arg()))
 		case "-s":
 			words = append(words, not+"from "+arg())
 		case "-d":

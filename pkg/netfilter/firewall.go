@@ -469,20 +469,9 @@ func (f *Firewall) GC(network string, keep func(ruleset.Attachment) bool) ([]str
 				removed = append(removed, a.Tap)
 			}
 		}
-		installed := InstalledTaps(t, sets)
-		for _, v := range f.tables()[1:] {
-			t6, _, err := v.State()
-			if err != nil {
-				return err
-			}
-			installed = append(installed, InstalledTaps(t6, nil)...)
-		}
-		if f.Bridge != nil {
-			l2, err := f.Bridge.Taps()
-			if err != nil {
-				return err
-			}
-			installed = append(installed, l2...)
+		installed, err := f.installed(t, sets)
+		if err != nil {
+			return err
 		}
 		seen := map[string]bool{}
 		for _, tap := range installed {
@@ -508,6 +497,28 @@ func (f *Firewall) GC(network string, keep func(ruleset.Attachment) bool) ([]str
 	return removed, err
 }
 
+// installed lists the taps that have anything in a table, a set or the
+// bridge table, given the IPv4 table and every set as already read; a tap
+// may be listed more than once. The caller holds the lock.
+func (f *Firewall) installed(t *Table, sets map[string][]netip.Prefix) ([]string, error) {
+	out := InstalledTaps(t, sets)
+	for _, v := range f.tables()[1:] {
+		t6, err := saveReader(v.Tables)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, InstalledTaps(t6.T, nil)...)
+	}
+	if f.Bridge != nil {
+		l2, err := f.Bridge.Taps()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, l2...)
+	}
+	return out, nil
+}
+
 // RemoveGone removes, under the lock, everything of the installed taps
 // for which gone reports true (their interface no longer exists), and
 // returns them; with dryRun it only returns them. Deciding and removing
@@ -516,22 +527,15 @@ func (f *Firewall) GC(network string, keep func(ruleset.Attachment) bool) ([]str
 func (f *Firewall) RemoveGone(gone func(tap string) (bool, error), dryRun bool) ([]string, error) {
 	var out []string
 	err := f.locked(func() error {
+		t, sets, err := f.State()
+		if err != nil {
+			return err
+		}
+		installed, err := f.installed(t, sets)
+		if err != nil {
+			return err
+		}
 		seen := map[string]bool{}
-		var installed []string
-		for _, v := range f.tables() {
-			t, sets, err := v.State()
-			if err != nil {
-				return err
-			}
-			installed = append(installed, InstalledTaps(t, sets)...)
-		}
-		if f.Bridge != nil {
-			l2, err := f.Bridge.Taps()
-			if err != nil {
-				return err
-			}
-			installed = append(installed, l2...)
-		}
 		sort.Strings(installed)
 		for _, tap := range installed {
 			if seen[tap] {

@@ -113,10 +113,13 @@ func Normalize(spec string) string {
 	return strings.Join(f, " ")
 }
 
-// ProtoName is the /etc/protocols name of a protocol number ("2": "igmp"),
-// or p itself: what an operator reads, whether or not this machine's
-// iptables-save printed names.
+// ProtoName is the /etc/protocols name of a protocol given by name or
+// number ("2": "igmp"), or p itself: what an operator reads, whether or not
+// this machine's iptables-save printed names.
 func ProtoName(p string) string {
+	if _, ok := protoNames[p]; ok {
+		return p
+	}
 	for name, n := range protoNames {
 		if n == p {
 			return name

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -14,13 +13,7 @@ import (
 // NFLog receives the log lines netfilter sends to one NFLOG group of a
 // namespace (what ulogd would read) and keeps their prefixes and a summary
 // of each packet's header.
-type NFLog struct {
-	fd      int
-	mu      sync.Mutex
-	packets []Logged
-	done    chan struct{}
-	reader  sync.WaitGroup
-}
+type NFLog struct{ rec *recorder[Logged] }
 
 // Logged is one packet logged to the group.
 type Logged struct {
@@ -49,13 +42,13 @@ const (
 // NFLogListen binds group in ns and collects the prefixes of what is
 // logged to it until Close.
 func NFLogListen(ns *NS, group uint16) (*NFLog, error) {
-	l := &NFLog{fd: -1, done: make(chan struct{})}
+	l := &NFLog{rec: newRecorder[Logged]()}
 	err := ns.Do(func() error {
 		fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
 		if err != nil {
 			return fmt.Errorf("nflog socket: %w", err)
 		}
-		l.fd = fd
+		l.rec.fd = fd
 		return unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
 	})
 	if err != nil {
@@ -70,13 +63,10 @@ func NFLogListen(ns *NS, group uint16) (*NFLog, error) {
 			return nil, err
 		}
 	}
-	tv := unix.Timeval{Usec: 100000}
-	if err := unix.SetsockoptTimeval(l.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+	if err := l.rec.start(messages); err != nil {
 		l.Close()
 		return nil, err
 	}
-	l.reader.Add(1)
-	go l.read()
 	return l, nil
 }
 
@@ -99,11 +89,11 @@ func (l *NFLog) config(group uint16, a []byte) error {
 	msg[16] = unix.AF_UNSPEC
 	binary.BigEndian.PutUint16(msg[18:], group)
 	copy(msg[20:], a)
-	if err := unix.Sendto(l.fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+	if err := unix.Sendto(l.rec.fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return fmt.Errorf("nflog config: %w", err)
 	}
 	buf := make([]byte, 4096)
-	n, _, err := unix.Recvfrom(l.fd, buf, 0)
+	n, _, err := unix.Recvfrom(l.rec.fd, buf, 0)
 	if err != nil {
 		return fmt.Errorf("nflog config: %w", err)
 	}
@@ -115,34 +105,24 @@ func (l *NFLog) config(group uint16, a []byte) error {
 	return nil
 }
 
-func (l *NFLog) read() {
-	defer l.reader.Done()
-	buf := make([]byte, 1<<16)
-	for {
-		select {
-		case <-l.done:
-			return
-		default:
+// messages reads the packet messages of one read from the group.
+func messages(b []byte) []Logged {
+	var out []Logged
+	for len(b) >= 16 {
+		size := int(binary.LittleEndian.Uint32(b[0:]))
+		if size < 16 || size > len(b) {
+			break
 		}
-		n, _, err := unix.Recvfrom(l.fd, buf, 0)
-		if err != nil {
-			continue
+		if binary.LittleEndian.Uint16(b[4:]) == nfnlSubsysULog<<8|nfulnlMsgPacket && size > 20 {
+			out = append(out, packet(b[20:size]))
 		}
-		for b := buf[:n]; len(b) >= 16; {
-			size := int(binary.LittleEndian.Uint32(b[0:]))
-			if size < 16 || size > len(b) {
-				break
-			}
-			if binary.LittleEndian.Uint16(b[4:]) == nfnlSubsysULog<<8|nfulnlMsgPacket && size > 20 {
-				l.packet(b[20:size])
-			}
-			b = b[(size+3)&^3:]
-		}
+		b = b[min((size+3)&^3, len(b)):]
 	}
+	return out
 }
 
-// packet records the prefix and the header of one logged packet.
-func (l *NFLog) packet(attrs []byte) {
+// packet reads the prefix and the header of one logged packet.
+func packet(attrs []byte) Logged {
 	var p Logged
 	for len(attrs) >= 4 {
 		n := int(binary.LittleEndian.Uint16(attrs[0:]))
@@ -156,11 +136,9 @@ func (l *NFLog) packet(attrs []byte) {
 		case nfulaPayload:
 			p.Packet = summary(attrs[4:n])
 		}
-		attrs = attrs[(n+3)&^3:]
+		attrs = attrs[min((n+3)&^3, len(attrs)):]
 	}
-	l.mu.Lock()
-	l.packets = append(l.packets, p)
-	l.mu.Unlock()
+	return p
 }
 
 // summary describes an IPv4 or IPv6 header and, for ICMP, IGMP and
@@ -194,11 +172,7 @@ func summary(b []byte) string {
 }
 
 // Packets returns what was logged so far.
-func (l *NFLog) Packets() []Logged {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]Logged(nil), l.packets...)
-}
+func (l *NFLog) Packets() []Logged { return l.rec.all() }
 
 // Prefixes returns the prefixes logged so far.
 func (l *NFLog) Prefixes() []string {
@@ -211,24 +185,8 @@ func (l *NFLog) Prefixes() []string {
 
 // Wait reports whether a line with prefix arrives within timeout.
 func (l *NFLog) Wait(prefix string, timeout time.Duration) bool {
-	for end := time.Now().Add(timeout); ; time.Sleep(20 * time.Millisecond) {
-		for _, p := range l.Prefixes() {
-			if p == prefix {
-				return true
-			}
-		}
-		if time.Now().After(end) {
-			return false
-		}
-	}
+	return l.rec.wait(func(p Logged) bool { return p.Prefix == prefix }, timeout)
 }
 
 // Close stops listening; call it once.
-func (l *NFLog) Close() error {
-	close(l.done)
-	l.reader.Wait()
-	if l.fd >= 0 {
-		return unix.Close(l.fd)
-	}
-	return nil
-}
+func (l *NFLog) Close() error { return l.rec.close() }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"net"
 	"strings"
 	"testing"
@@ -80,7 +79,7 @@ func TestMulticastMembership(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer c.(io.Closer).Close()
+			defer c.Close()
 		}
 	}
 
