@@ -29,6 +29,7 @@ type NetConf struct {
 	MACFilter          *bool                `json:"macFilter,omitempty"`
 	IPFilter           *bool                `json:"ipFilter,omitempty"`
 	DHCP               *bool                `json:"dhcp,omitempty"`
+	DHCPServers        []string             `json:"dhcpServers,omitempty"`
 	NDP                *bool                `json:"ndp,omitempty"`
 	IGMP               *bool                `json:"igmp,omitempty"`
 	RAdv               bool                 `json:"radv,omitempty"`
@@ -396,6 +397,9 @@ func Resolve(conf *NetConf, env Env, prev *PrevIface, bridge func(tap string) (s
 		}
 		sets[name] = ps
 	}
+	if t.DHCPServers, err = parseDHCPServers(conf.DHCPServers, t.DHCP, sets); err != nil {
+		return nil, err
+	}
 	rules, rulesSrc := conf.Rules, source{"rules", 0}
 	if v, ok := args["TAPFW_RULES"]; ok {
 		rules, rulesSrc = RuleLists{}, source{"CNI_ARGS TAPFW_RULES", cniEnv}
@@ -470,6 +474,35 @@ func Resolve(conf *NetConf, env Env, prev *PrevIface, bridge func(tap string) (s
 		rc.Host = host
 	}
 	return &Resolved{Conf: conf, Ruleset: rc}, nil
+}
+
+// MaxDHCPServers is how many sources dhcpServers may name.
+const MaxDHCPServers = 16
+
+// parseDHCPServers reads the only sources DHCP replies may come from:
+// addresses, networks or +sets, as a rule's source.
+func parseDHCPServers(servers []string, dhcp bool, sets map[string][]netip.Prefix) ([]ruleset.Addr, error) {
+	if len(servers) == 0 {
+		return nil, nil
+	}
+	if !dhcp {
+		return nil, fieldErr("dhcpServers", "given while dhcp is false")
+	}
+	if len(servers) > MaxDHCPServers {
+		return nil, fieldErr("dhcpServers", "more than %d entries", MaxDHCPServers)
+	}
+	out := make([]ruleset.Addr, 0, len(servers))
+	for i, s := range servers {
+		a, err := parseAddr(s, sets)
+		if err != nil {
+			return nil, fieldErr(fmt.Sprintf("dhcpServers[%d]", i), "%v", err)
+		}
+		if a.IsZero() {
+			return nil, fieldErr(fmt.Sprintf("dhcpServers[%d]", i), "is empty")
+		}
+		out = append(out, a)
+	}
+	return out, nil
 }
 
 // MaxGroups is how many security groups a tap may use, and how many a

@@ -78,6 +78,12 @@ func TestBadConfigs(t *testing.T) {
 		{"container id too long", good + `}`, "CNI_CONTAINERID", "longer than 112", Env{ContainerID: strings.Repeat("c", 113)}, 4},
 		{"args rules unknown field", good + `,"args":{"cni":{"tapfwRules":{"in":[{"action":"ACCEPT","prot":"tcp"}]}}}}`, "args.cni.tapfwRules.in[0].prot", "unknown field", Env{}, 2},
 		{"runtime mac bad", good + `,"runtimeConfig":{"mac":"zz"}}`, "runtimeConfig.mac", "not an Ethernet", Env{}, 7},
+		{"dhcp servers without dhcp", good + `,"dhcp":false,"dhcpServers":["192.0.2.1"]}`, "dhcpServers", "dhcp is false", Env{}, 7},
+		{"dhcp server bad address", good + `,"dhcpServers":["192.0.2.1;reboot"]}`, "dhcpServers[0]", "192.0.2.1;reboot", Env{}, 7},
+		{"dhcp server undefined set", good + `,"dhcpServers":["192.0.2.1","+nope"]}`, "dhcpServers[1]", "not defined", Env{}, 7},
+		{"dhcp server empty", good + `,"dhcpServers":[""]}`, "dhcpServers[0]", "empty", Env{}, 7},
+		{"dhcp servers too many", good + `,"dhcpServers":[` + strings.Repeat(`"192.0.2.1",`, 16) + `"192.0.2.2"]}`, "dhcpServers", "more than 16", Env{}, 7},
+		{"dhcp servers wrong type", good + `,"dhcpServers":"192.0.2.1"}`, "dhcpServers", "", Env{}, 6},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -254,18 +254,7 @@ func (s *Snapshot) Show(tap string) (Tap, []Rule) {
 			}
 		}
 	}
-	if s.V4 != nil {
-		for _, ch := range s.V4.Rules.Table.Order {
-			if !strings.HasPrefix(ch, ruleset.TrieIn.Root) {
-				continue
-			}
-			for _, spec := range s.V4.Rules.Table.Chains[ch] {
-				if a, ok := ruleset.ParseDispatchComment(stripHash(netfilter.Comment(spec))); ok && a.Tap == tap {
-					t.Network, t.ContainerID, t.IfName, t.Attached = a.Network, a.ContainerID, a.IfName, true
-				}
-			}
-		}
-	}
+	s.readLeaves(&t)
 	var rules []Rule
 	for _, dir := range []string{"in", "out"} {
 		chain := ruleset.TapIn(tap)
@@ -344,6 +333,29 @@ func (s *Snapshot) Show(tap string) (Tap, []Rule) {
 		rules = append(rules, list...)
 	}
 	return t, rules
+}
+
+// readLeaves fills in what the tap's dispatch leaves record: who attached
+// it (its leaf in the IN trie) and its MAC (its leaf in the OUT trie).
+func (s *Snapshot) readLeaves(t *Tap) {
+	if s.V4 == nil {
+		return
+	}
+	for _, ch := range s.V4.Rules.Table.Order {
+		in, out := strings.HasPrefix(ch, ruleset.TrieIn.Root), strings.HasPrefix(ch, ruleset.TrieOut.Root)
+		if !in && !out {
+			continue
+		}
+		for _, spec := range s.V4.Rules.Table.Chains[ch] {
+			c := stripHash(netfilter.Comment(spec))
+			if a, ok := ruleset.ParseDispatchComment(c); in && ok && a.Tap == t.Name {
+				t.Network, t.ContainerID, t.IfName, t.Attached = a.Network, a.ContainerID, a.IfName, true
+			}
+			if tap, mac, ok := ruleset.ParseOutLeafComment(c); out && ok && tap == t.Name && mac != "" {
+				t.MAC = mac
+			}
+		}
+	}
 }
 
 func contains(xs []string, x string) bool {

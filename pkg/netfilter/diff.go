@@ -257,16 +257,20 @@ func (x *txn) insertBefore(r ruleset.Rule, pos int) {
 // ensureMiss makes the trie's miss rule the last rule of node, which the
 // model must have read or created.
 func (x *txn) ensureMiss(t ruleset.Trie, node string) {
-	miss, ok := t.MissRule(node)
-	if !ok {
+	if miss, ok := t.MissRule(node); ok {
+		x.ensureLast(miss)
+	}
+}
+
+// ensureLast makes r the last rule of its chain, which the model must have
+// read or created, and its only copy (a copy is a rule with r's comment).
+func (x *txn) ensureLast(r ruleset.Rule) {
+	rs := x.chains[r.Chain]
+	if n := len(rs); n > 0 && matches(rs[n-1], r) && !slices.ContainsFunc(rs[:n-1], func(in Installed) bool { return isMiss(in, r) }) {
 		return
 	}
-	rs := x.chains[node]
-	if n := len(rs); n > 0 && matches(rs[n-1], miss) && !slices.ContainsFunc(rs[:n-1], func(in Installed) bool { return isMiss(in, miss) }) {
-		return
-	}
-	x.deleteWhere(node, func(in Installed) bool { return isMiss(in, miss) })
-	x.append(miss)
+	x.deleteWhere(r.Chain, func(in Installed) bool { return isMiss(in, r) })
+	x.append(r)
 }
 
 // appendEdge adds a wildcard edge at the end of a node, above its miss rule.
@@ -279,6 +283,8 @@ func (x *txn) appendEdge(t ruleset.Trie, e ruleset.Rule) {
 	x.append(e)
 }
 
+// isMiss reports whether in is a copy of miss, a rule kept last: it has
+// miss's comment, whatever its hash.
 func isMiss(in Installed, miss ruleset.Rule) bool {
 	return in.Comment != "" && stripHash(in.Comment) == miss.Comment
 }
@@ -365,7 +371,7 @@ func PlanChanges(r Reader, sets map[string][]netip.Prefix, p *ruleset.Plan) (*Ch
 			names = append(names, ch.Name)
 		}
 	}
-	for _, rs := range [][]ruleset.Rule{p.Members, p.Hooks} {
+	for _, rs := range [][]ruleset.Rule{p.Members, p.Hooks, p.Tails} {
 		for _, r := range rs {
 			names = append(names, r.Chain)
 		}
@@ -400,6 +406,9 @@ func PlanChanges(r Reader, sets map[string][]netip.Prefix, p *ruleset.Plan) (*Ch
 		for _, r := range g.rules {
 			x.append(r)
 		}
+	}
+	for _, r := range p.Tails {
+		x.ensureLast(r)
 	}
 	for _, g := range groups(p.Hooks) {
 		// One hook per built-in chain. Others write to these chains too,
@@ -711,6 +720,11 @@ func Verify(t *Table, sets map[string][]netip.Prefix, p *ruleset.Plan) []string 
 	for _, r := range p.Hooks {
 		if !has(r.Chain, r) {
 			add(", chain %s: rule %q missing", r.Chain, r.String())
+		}
+	}
+	for _, r := range p.Tails {
+		if rs := t.Chains[r.Chain]; len(rs) == 0 || Normalize(rs[len(rs)-1]) != Normalize(r.Spec()) {
+			add(", chain %s: last rule is not %q", r.Chain, r.String())
 		}
 	}
 	for _, path := range p.Paths {

@@ -96,9 +96,9 @@ func TestCheckNamesWhatDiffers(t *testing.T) {
 	if _, err := fw.Apply(p); err != nil {
 		t.Fatal(err)
 	}
-	// Tamper: drop the user rule (ssh: after invalid, established and igmp)
-	// from the IN chain, change the tap's set.
-	if err := tb.Restore([]byte("-D TFW-T-tap110i0-IN 4\n")); err != nil {
+	// Tamper: drop the user rule (ssh: after invalid, established, igmp
+	// and the two dhcp replies) from the IN chain, change the tap's set.
+	if err := tb.Restore([]byte("-D TFW-T-tap110i0-IN 6\n")); err != nil {
 		t.Fatal(err)
 	}
 	if err := sets.Add("tfw-t-tap110i0", netip.MustParsePrefix("192.0.2.99/32")); err != nil {

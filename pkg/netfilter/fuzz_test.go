@@ -195,7 +195,7 @@ func checkRestoreFile(data []byte, p *ruleset.Plan, tap ruleset.Tap) error {
 			}
 		}
 	}
-	for _, rs := range [][]ruleset.Rule{p.Members, p.Hooks} {
+	for _, rs := range [][]ruleset.Rule{p.Members, p.Hooks, p.Tails} {
 		for _, r := range rs {
 			addRule(r)
 		}

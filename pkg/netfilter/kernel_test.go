@@ -153,14 +153,14 @@ func TestKernelLifecycle(t *testing.T) {
 			}
 
 			// Tamper: CHECK names the chain and rule; ADD repairs.
-			k.ipt("-D", "TFW-T-tap110i0-IN", "4")
+			k.ipt("-D", "TFW-T-tap110i0-IN", "6") // the ssh rule
 			k.run("ipset", "del", "tfw-host", "192.0.2.31")
 			k.do(func(fw *Firewall) error {
 				err := fw.Check(plans["tap110i0"])
 				if err == nil {
 					t.Fatal("CHECK passed after tampering")
 				}
-				for _, want := range []string{"table filter, chain TFW-T-tap110i0-IN, rule 4: missing", "--dport 22", "ipset tfw-host"} {
+				for _, want := range []string{"table filter, chain TFW-T-tap110i0-IN, rule 6: missing", "--dport 22", "ipset tfw-host"} {
 					if !strings.Contains(err.Error(), want) {
 						t.Errorf("CHECK error does not say %q: %v", want, err)
 					}

@@ -2,6 +2,7 @@ package ruleset
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"sort"
 	"strings"
@@ -47,6 +48,9 @@ type Plan struct {
 	V6     *Plan
 	// Hooks are the jumps from the built-in chains, kept at their top.
 	Hooks []Rule
+	// Tails are rules kept last in their (shared) chain, below every
+	// owner's Members.
+	Tails []Rule
 	// Sets are wanted exactly; BaseSets only have to exist.
 	Sets     []Set
 	BaseSets []Set
@@ -143,7 +147,11 @@ func buildFamily(c Config, fam *Family) (*Plan, error) {
 	for _, h := range [][2]string{{"FORWARD", ChainForward}, {"INPUT", ChainInput}, {"OUTPUT", ChainOutput}} {
 		p.Hooks = append(p.Hooks, Rule{Chain: h[0], Comment: OwnerHooks + ": hook", Verdict: Verdict{Target: h[1]}})
 	}
-	p.Base = append(p.Base, Chain{Name: ChainForward}, Chain{Name: ChainUnmanagedIn}, Chain{Name: ChainUnmanagedOut})
+	p.Base = append(p.Base, Chain{Name: ChainForward}, Chain{Name: ChainRouted}, Chain{Name: ChainUnmanagedIn}, Chain{Name: ChainUnmanagedOut})
+	// Routed packets meet the destination tap's IN chain only after every
+	// bridge's rules have run: the sending tap's OUT chain and the drops
+	// of bridges that do not allow routing.
+	p.Tails = append(p.Tails, hook(ChainForward, "routed", Verdict{Target: ChainRouted}))
 	for _, t := range fam.Tries {
 		root := Chain{Name: t.Root}
 		if miss, ok := t.MissRule(t.Root); ok {
@@ -152,7 +160,7 @@ func buildFamily(c Config, fam *Family) (*Plan, error) {
 		p.Base = append(p.Base, root)
 	}
 	p.Shared = append(p.Shared, inputChain(fam), outputChain(fam), bridgeChain(br))
-	p.Members = append(p.Members, forwardRules(c.Bridge)...)
+	p.Members = append(p.Members, forwardRules(c.Bridge, fam)...)
 	p.Members = append(p.Members, unmanagedRules(c.Bridge)...)
 
 	// The tap's chains and its dispatch rules.
@@ -301,7 +309,13 @@ func bridgeChain(br string) Chain {
 	}}
 }
 
-func forwardRules(b Bridge) []Rule {
+// forwardRules are the bridge's rules in FORWARD: its bridged packets go
+// to its bridge chain; routed ones are dropped or, when the bridge allows
+// routing, meet the taps' chains as bridged ones do. A packet routed from
+// a port meets that port's tap's OUT chain (anti-spoofing, then its rules)
+// here; one routed to the bridge meets the IN chain of the tap that owns
+// its destination in ChainRouted, once every bridge's rules have run.
+func forwardRules(b Bridge, fam *Family) []Rule {
 	c, own := ChainForward, b.Name+": "
 	// A bridged packet's output device is always the bridge, while its
 	// input device is the VLAN device on top of it for tagged frames: one
@@ -310,11 +324,18 @@ func forwardRules(b Bridge) []Rule {
 		{Chain: c, OutIface: b.Name, Physdev: Physdev{Present: true, IsBridged: true}, Comment: own + "bridged", Verdict: Verdict{Target: BridgeChain(b.Name)}},
 	}
 	if !b.AllowRouting {
-		rs = append(rs,
+		return append(rs,
 			Rule{Chain: c, InIface: b.Name, Comment: own + "no inter-bridge routing", Verdict: Verdict{Target: "DROP"}},
 			Rule{Chain: c, OutIface: b.Name, Comment: own + "no inter-bridge routing", Verdict: Verdict{Target: "DROP"}})
 	}
-	return rs
+	// A routed packet from a port of the bridge keeps its port (physdev
+	// in), so the IN trie finds its tap; a port without chains meets the
+	// bridge's fail-closed rule. The port it leaves by is not known yet
+	// when it is routed, so the destination address decides, as for the
+	// host's own packets.
+	return append(rs,
+		Rule{Chain: c, InIface: b.Name, Comment: own + "routed from port", Verdict: Verdict{Target: TrieIn.Root}},
+		Rule{Chain: ChainRouted, OutIface: b.Name, Comment: own + "routed to taps", Verdict: Verdict{Target: fam.TrieHost.Root}})
 }
 
 // unmanagedRules are the bridge's rules for packets of ports that no trie
@@ -383,14 +404,41 @@ func ParseDispatchComment(c string) (Attachment, bool) {
 	return a, true
 }
 
+// OutLeafComment is the comment of a tap's leaf in the OUT dispatch trie.
+// It records the guest's MAC, when known, so the MAC can be read back from
+// the kernel even when no rule matches it (macFilter off).
+func OutLeafComment(t Tap) string {
+	c := t.Name + ": dispatch out"
+	if len(t.MAC) == 6 {
+		c += " mac=" + t.MAC.String()
+	}
+	return c
+}
+
+// ParseOutLeafComment reads back the tap and MAC ("" when none) that
+// OutLeafComment wrote.
+func ParseOutLeafComment(c string) (tap, mac string, ok bool) {
+	f := strings.Fields(c)
+	if len(f) < 3 || len(f) > 4 || f[1] != "dispatch" || f[2] != "out" || !strings.HasSuffix(f[0], ":") {
+		return "", "", false
+	}
+	if len(f) == 4 {
+		v, found := strings.CutPrefix(f[3], "mac=")
+		if hw, err := net.ParseMAC(v); !found || err != nil || len(hw) != 6 {
+			return "", "", false
+		}
+		mac = v
+	}
+	return strings.TrimSuffix(f[0], ":"), mac, true
+}
+
 // dispatchPaths are the tap's leaves in the tries: by bridge port in (it
 // also records who attached the tap), by bridge port out, and by each of
 // its addresses for traffic from the host.
 func dispatchPaths(t Tap, fam *Family, addrs []netip.Prefix) []Path {
-	own := t.Name + ": "
 	ps := []Path{
 		TrieIn.PathFor(t.Name, TapOut(t.Name), DispatchComment(t)),
-		TrieOut.PathFor(t.Name, TapIn(t.Name), own+"dispatch out"),
+		TrieOut.PathFor(t.Name, TapIn(t.Name), OutLeafComment(t)),
 	}
 	for _, ip := range addrs {
 		ps = append(ps, HostPath(fam, t.Name, ip))
@@ -589,15 +637,13 @@ func tapIn(t Tap, fam *Family) (Chain, error) {
 				rs = append(rs, mldFrom(c, typ, own+"mld", acc))
 			}
 		}
-		if t.DHCP {
-			// The server or relay on the link answers from its link-local
-			// address to the one the request came from.
-			rs = append(rs, Rule{Chain: c, Src: linkLocal, Proto: "udp", SPort: "547", DPort: "546", Comment: own + "dhcpv6 reply", Verdict: acc})
-		}
 	} else if t.IGMP {
 		// Queries, and the reports of other members (IGMPv1 and v2
 		// listeners hold back their own on hearing one).
 		rs = append(rs, igmp(c, own+"igmp", acc))
+	}
+	if t.DHCP {
+		rs = append(rs, dhcpReplies(c, t, fam, acc)...)
 	}
 	for _, g := range t.Groups {
 		rs = append(rs, Rule{Chain: c, Comment: own + "in group " + g, Verdict: Verdict{Target: GroupChain(g, "in")}})
@@ -610,6 +656,66 @@ func tapIn(t Tap, fam *Family) (Chain, error) {
 	rs = append(rs, user...)
 	rs = append(rs, cx.policy(t.PolicyIn, t.LogDropped)...)
 	return Chain{Name: c, Rules: rs}, nil
+}
+
+// dhcpReplies let the answers of DHCP servers in, which conntrack cannot
+// relate to the request: a client asks from 0.0.0.0 (or, for DHCPv6, from
+// its link-local address to a multicast one), and the server answers from
+// its own address. A DHCPv4 server answers to the broadcast address or by
+// unicast to the address it offers, which with ipFilter on must be one of
+// the tap's own; a DHCPv6 server or relay on the link answers from its
+// link-local address. With dhcpServers, only those sources.
+func dhcpReplies(c string, t Tap, fam *Family, v Verdict) []Rule {
+	proto := Rule{Chain: c, Proto: "udp", SPort: "67", DPort: "68", Comment: t.Name + ": dhcp reply", Verdict: v}
+	if fam.V6 {
+		proto.SPort, proto.DPort, proto.Comment = "547", "546", t.Name+": dhcpv6 reply"
+	}
+	var dsts []Rule
+	switch {
+	case fam.V6 || !t.IPFilter:
+		dsts = []Rule{proto}
+	default:
+		bcast, own := proto, proto
+		bcast.Dst, own.SetDst = broadcast, fam.TapSet(t.Name)
+		dsts = []Rule{bcast, own}
+	}
+	var rs []Rule
+	for _, src := range dhcpSources(t, fam) {
+		for _, r := range dsts {
+			r.Src, r.SetSrc = src.prefix, src.set
+			rs = append(rs, r)
+		}
+	}
+	return rs
+}
+
+// ruleSrc is a rule's source: a prefix, a set's kernel name, or neither
+// (any).
+type ruleSrc struct {
+	prefix netip.Prefix
+	set    string
+}
+
+// dhcpSources are the sources DHCP replies of the family may come from.
+func dhcpSources(t Tap, fam *Family) []ruleSrc {
+	if len(t.DHCPServers) == 0 {
+		if fam.V6 {
+			return []ruleSrc{{prefix: linkLocal}}
+		}
+		return []ruleSrc{{}}
+	}
+	var out []ruleSrc
+	for _, a := range t.DHCPServers {
+		switch {
+		case a.Set != "":
+			out = append(out, ruleSrc{set: fam.UserSet(a.Set)})
+		case a.Family == fam.Name:
+			out = append(out, ruleSrc{})
+		case a.Prefix.IsValid() && fam.Has(a.Prefix):
+			out = append(out, ruleSrc{prefix: a.Prefix})
+		}
+	}
+	return out
 }
 
 func hostChains(h *Host, fam *Family, logDropped bool, limit string, log logTo) (Chain, Chain, error) {

@@ -25,6 +25,10 @@ const (
 	ChainPrefix  = "TFW-"
 	SetPrefix    = "tfw-"
 	ChainForward = "TFW-FORWARD"
+	// ChainRouted is reached from the end of ChainForward, after every
+	// bridge's own rules: there a packet routed to a bridge that allows
+	// routing meets the IN chain of the tap its destination belongs to.
+	ChainRouted  = "TFW-ROUTED"
 	ChainInput   = "TFW-INPUT"
 	ChainOutput  = "TFW-OUTPUT"
 	ChainHostIn  = "TFW-HOST-IN"

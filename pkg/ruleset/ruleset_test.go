@@ -176,3 +176,45 @@ func TestTriePaths(t *testing.T) {
 		}
 	}
 }
+
+// DHCP replies: by default any source for IPv4 (to broadcast or the tap's
+// own set) and link-local ones for IPv6; with dhcpServers only those,
+// each in its own family, sets in both.
+func TestDHCPReplies(t *testing.T) {
+	tap := Tap{Name: "tap1", DHCP: true, IPFilter: true}
+	specs := func(fam *Family, servers ...Addr) []string {
+		tap.DHCPServers = servers
+		var out []string
+		for _, r := range dhcpReplies("C", tap, fam, Verdict{Target: "ACCEPT"}) {
+			out = append(out, strings.Join(r.Args()[:len(r.Args())-6], " "))
+		}
+		return out
+	}
+	for _, c := range []struct {
+		name    string
+		fam     *Family
+		servers []Addr
+		want    []string
+	}{
+		{"v4 any", IPv4, nil, []string{
+			"-d 255.255.255.255/32 -p udp -m udp --sport 67 --dport 68",
+			"-p udp -m set --match-set tfw-t-tap1 dst -m udp --sport 67 --dport 68"}},
+		{"v6 any", IPv6, nil, []string{"-s fe80::/10 -p udp -m udp --sport 547 --dport 546"}},
+		{"v4 servers", IPv4, []Addr{{Prefix: netip.MustParsePrefix("192.0.2.5/32")}, {Set: "dhcp"}, {Prefix: netip.MustParsePrefix("fe80::5/128")}}, []string{
+			"-s 192.0.2.5/32 -d 255.255.255.255/32 -p udp -m udp --sport 67 --dport 68",
+			"-s 192.0.2.5/32 -p udp -m set --match-set tfw-t-tap1 dst -m udp --sport 67 --dport 68",
+			"-d 255.255.255.255/32 -p udp -m set --match-set tfw-s-dhcp src -m udp --sport 67 --dport 68",
+			"-p udp -m set --match-set tfw-s-dhcp src -m set --match-set tfw-t-tap1 dst -m udp --sport 67 --dport 68"}},
+		{"v6 servers", IPv6, []Addr{{Prefix: netip.MustParsePrefix("192.0.2.5/32")}, {Set: "dhcp"}, {Prefix: netip.MustParsePrefix("fe80::5/128")}}, []string{
+			"-p udp -m set --match-set tfw6-s-dhcp src -m udp --sport 547 --dport 546",
+			"-s fe80::5/128 -p udp -m udp --sport 547 --dport 546"}},
+		{"v6 with IPv4 servers only: none", IPv6, []Addr{{Prefix: netip.MustParsePrefix("192.0.2.5/32")}}, nil},
+		{"v6 any of the family", IPv6, []Addr{{Prefix: netip.MustParsePrefix("192.0.2.5/32")}, {Family: IPv6.Name}}, []string{
+			"-p udp -m udp --sport 547 --dport 546"}},
+	} {
+		got := specs(c.fam, c.servers...)
+		if strings.Join(got, "\n") != strings.Join(c.want, "\n") {
+			t.Errorf("%s:\n%s\nwant\n%s", c.name, strings.Join(got, "\n"), strings.Join(c.want, "\n"))
+		}
+	}
+}

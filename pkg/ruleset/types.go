@@ -68,18 +68,21 @@ type Tap struct {
 	ContainerID string
 	IfName      string
 
-	MACFilter  bool
-	IPFilter   bool
-	DHCP       bool
-	NDP        bool // neighbour discovery passes (its target checked)
-	IGMP       bool // multicast group membership (IGMP, MLD) passes
-	RAdv       bool // router advertisements from the VM pass
-	LogDropped bool
-	LogLimit   string // rate of log lines per rule, as iptables-save prints it: 5/min
-	LogTarget  string // LOG (the kernel log) or NFLOG (a netlink group)
-	NFLogGroup int    // the NFLOG group
-	PolicyIn   Action
-	PolicyOut  Action
+	MACFilter bool
+	IPFilter  bool
+	DHCP      bool
+	// DHCPServers, when not empty, are the only sources DHCP and DHCPv6
+	// replies may come from; empty is any server on the link.
+	DHCPServers []Addr
+	NDP         bool // neighbour discovery passes (its target checked)
+	IGMP        bool // multicast group membership (IGMP, MLD) passes
+	RAdv        bool // router advertisements from the VM pass
+	LogDropped  bool
+	LogLimit    string // rate of log lines per rule, as iptables-save prints it: 5/min
+	LogTarget   string // LOG (the kernel log) or NFLOG (a netlink group)
+	NFLogGroup  int    // the NFLOG group
+	PolicyIn    Action
+	PolicyOut   Action
 	// Groups are the security groups the tap uses, checked in this order
 	// before its own rules.
 	Groups  []string
