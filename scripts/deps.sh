@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for cmd in iptables:iptables iptables-legacy:iptables ipset:ipset ip:iproute2 nft:nftables qemu-system-x86_64:qemu-system-x86; do
+for cmd in iptables:iptables iptables-legacy:iptables ipset:ipset ip:iproute2 nft:nftables qemu-system-x86_64:qemu-system-x86 dnsmasq:dnsmasq-base xz:xz-utils; do
   command -v "${cmd%%:*}" >/dev/null 2>&1 || need+=("${cmd##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
