@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -493,12 +494,16 @@ func parseDHCPServers(servers []string, dhcp bool, sets map[string][]netip.Prefi
 	}
 	out := make([]ruleset.Addr, 0, len(servers))
 	for i, s := range servers {
+		f := fmt.Sprintf("dhcpServers[%d]", i)
 		a, err := parseAddr(s, sets)
 		if err != nil {
-			return nil, fieldErr(fmt.Sprintf("dhcpServers[%d]", i), "%v", err)
+			return nil, fieldErr(f, "%v", err)
 		}
 		if a.IsZero() {
-			return nil, fieldErr(fmt.Sprintf("dhcpServers[%d]", i), "is empty")
+			return nil, fieldErr(f, "is empty")
+		}
+		if slices.Contains(out, a) {
+			return nil, fieldErr(f, "%q is named twice", s)
 		}
 		out = append(out, a)
 	}

@@ -83,6 +83,7 @@ func TestBadConfigs(t *testing.T) {
 		{"dhcp server undefined set", good + `,"dhcpServers":["192.0.2.1","+nope"]}`, "dhcpServers[1]", "not defined", Env{}, 7},
 		{"dhcp server empty", good + `,"dhcpServers":[""]}`, "dhcpServers[0]", "empty", Env{}, 7},
 		{"dhcp servers too many", good + `,"dhcpServers":[` + strings.Repeat(`"192.0.2.1",`, 16) + `"192.0.2.2"]}`, "dhcpServers", "more than 16", Env{}, 7},
+		{"dhcp server twice", good + `,"dhcpServers":["192.0.2.1","192.0.2.1/32"]}`, "dhcpServers[1]", "named twice", Env{}, 7},
 		{"dhcp servers wrong type", good + `,"dhcpServers":"192.0.2.1"}`, "dhcpServers", "", Env{}, 6},
 	}
 	for _, c := range cases {

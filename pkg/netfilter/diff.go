@@ -264,13 +264,32 @@ func (x *txn) ensureMiss(t ruleset.Trie, node string) {
 
 // ensureLast makes r the last rule of its chain, which the model must have
 // read or created, and its only copy (a copy is a rule with r's comment).
-func (x *txn) ensureLast(r ruleset.Rule) {
-	rs := x.chains[r.Chain]
-	if n := len(rs); n > 0 && matches(rs[n-1], r) && !slices.ContainsFunc(rs[:n-1], func(in Installed) bool { return isMiss(in, r) }) {
+func (x *txn) ensureLast(r ruleset.Rule) { x.ensureTail(r.Chain, []ruleset.Rule{r}) }
+
+// ensureTail makes tail, in order, the last rules of chain and their only
+// copies.
+func (x *txn) ensureTail(chain string, tail []ruleset.Rule) {
+	if endsWith(x.chains[chain], tail) {
 		return
 	}
-	x.deleteWhere(r.Chain, func(in Installed) bool { return isMiss(in, r) })
-	x.append(r)
+	x.deleteWhere(chain, func(in Installed) bool { return isCopy(in, tail) })
+	for _, r := range tail {
+		x.append(r)
+	}
+}
+
+// endsWith reports whether rs ends with tail and holds no other copy of
+// its rules.
+func endsWith(rs []Installed, tail []ruleset.Rule) bool {
+	n := len(rs) - len(tail)
+	if n < 0 || slices.ContainsFunc(rs[:n], func(in Installed) bool { return isCopy(in, tail) }) {
+		return false
+	}
+	return sameRules(rs[n:], tail)
+}
+
+func isCopy(in Installed, rs []ruleset.Rule) bool {
+	return slices.ContainsFunc(rs, func(r ruleset.Rule) bool { return isMiss(in, r) })
 }
 
 // appendEdge adds a wildcard edge at the end of a node, above its miss rule.
@@ -407,8 +426,8 @@ func PlanChanges(r Reader, sets map[string][]netip.Prefix, p *ruleset.Plan) (*Ch
 			x.append(r)
 		}
 	}
-	for _, r := range p.Tails {
-		x.ensureLast(r)
+	for _, g := range groups(p.Tails) {
+		x.ensureTail(g.chain, g.rules)
 	}
 	for _, g := range groups(p.Hooks) {
 		// One hook per built-in chain. Others write to these chains too,
@@ -722,9 +741,13 @@ func Verify(t *Table, sets map[string][]netip.Prefix, p *ruleset.Plan) []string 
 			add(", chain %s: rule %q missing", r.Chain, r.String())
 		}
 	}
-	for _, r := range p.Tails {
-		if rs := t.Chains[r.Chain]; len(rs) == 0 || Normalize(rs[len(rs)-1]) != Normalize(r.Spec()) {
-			add(", chain %s: last rule is not %q", r.Chain, r.String())
+	for _, g := range groups(p.Tails) {
+		var in []Installed
+		for _, s := range t.Chains[g.chain] {
+			in = append(in, Installed{Comment: Comment(s), Spec: s})
+		}
+		if !endsWith(in, g.rules) {
+			add(", chain %s: does not end with %q, once", g.chain, strings.Join(specs(g.rules), "; "))
 		}
 	}
 	for _, path := range p.Paths {

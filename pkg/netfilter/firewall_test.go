@@ -297,3 +297,41 @@ func TestParseSaveRoundTrip(t *testing.T) {
 		t.Error("no TFW-FORWARD")
 	}
 }
+
+// The routed tails stay last in TFW-FORWARD, below every bridge's rules,
+// whatever order the bridges come in; a copy of them higher up (where it
+// would run before a bridge's drops) is drift that ADD repairs.
+func TestRoutedTailsStayLast(t *testing.T) {
+	fw, tb, _ := newFake()
+	for _, tap := range []string{"tap115i0", "tap110i0", "tap123i0"} { // vmbr1, then vmbr0
+		if _, err := fw.Apply(seedPlan(t, tap)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := seedPlan(t, "tap110i0")
+	last := func() []string {
+		tab, _, err := fw.State()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs := tab.Chains[ruleset.ChainForward]
+		return rs[len(rs)-len(p.Tails):]
+	}
+	for i, r := range last() {
+		if Normalize(r) != Normalize(p.Tails[i].Spec()) {
+			t.Errorf("TFW-FORWARD ends with %q, want %q", r, p.Tails[i].Spec())
+		}
+	}
+	if err := tb.Restore([]byte("-I TFW-FORWARD 1 " + p.Tails[1].Spec() + "\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := fw.Check(p); err == nil || !strings.Contains(err.Error(), "chain TFW-FORWARD: does not end with") {
+		t.Errorf("check with a copy of the tail on top: %v", err)
+	}
+	if _, err := fw.Apply(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := fw.Check(p); err != nil {
+		t.Errorf("check after repair: %v", err)
+	}
+}

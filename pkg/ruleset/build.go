@@ -48,8 +48,8 @@ type Plan struct {
 	V6     *Plan
 	// Hooks are the jumps from the built-in chains, kept at their top.
 	Hooks []Rule
-	// Tails are rules kept last in their (shared) chain, below every
-	// owner's Members.
+	// Tails are rules kept last in their (shared) chain, in this order,
+	// below every owner's Members.
 	Tails []Rule
 	// Sets are wanted exactly; BaseSets only have to exist.
 	Sets     []Set
@@ -148,10 +148,7 @@ func buildFamily(c Config, fam *Family) (*Plan, error) {
 		p.Hooks = append(p.Hooks, Rule{Chain: h[0], Comment: OwnerHooks + ": hook", Verdict: Verdict{Target: h[1]}})
 	}
 	p.Base = append(p.Base, Chain{Name: ChainForward}, Chain{Name: ChainRouted}, Chain{Name: ChainUnmanagedIn}, Chain{Name: ChainUnmanagedOut})
-	// Routed packets meet the destination tap's IN chain only after every
-	// bridge's rules have run: the sending tap's OUT chain and the drops
-	// of bridges that do not allow routing.
-	p.Tails = append(p.Tails, hook(ChainForward, "routed", Verdict{Target: ChainRouted}))
+	p.Tails = append(p.Tails, routedTails()...)
 	for _, t := range fam.Tries {
 		root := Chain{Name: t.Root}
 		if miss, ok := t.MissRule(t.Root); ok {
@@ -311,10 +308,8 @@ func bridgeChain(br string) Chain {
 
 // forwardRules are the bridge's rules in FORWARD: its bridged packets go
 // to its bridge chain; routed ones are dropped or, when the bridge allows
-// routing, meet the taps' chains as bridged ones do. A packet routed from
-// a port meets that port's tap's OUT chain (anti-spoofing, then its rules)
-// here; one routed to the bridge meets the IN chain of the tap that owns
-// its destination in ChainRouted, once every bridge's rules have run.
+// routing, meet the taps' chains as bridged ones do (routedTails, and the
+// bridge's rules in ChainRouted).
 func forwardRules(b Bridge, fam *Family) []Rule {
 	c, own := ChainForward, b.Name+": "
 	// A bridged packet's output device is always the bridge, while its
@@ -323,19 +318,56 @@ func forwardRules(b Bridge, fam *Family) []Rule {
 	rs := []Rule{
 		{Chain: c, OutIface: b.Name, Physdev: Physdev{Present: true, IsBridged: true}, Comment: own + "bridged", Verdict: Verdict{Target: BridgeChain(b.Name)}},
 	}
+	ifaces := BridgeIfaces(b.Name)
 	if !b.AllowRouting {
-		return append(rs,
-			Rule{Chain: c, InIface: b.Name, Comment: own + "no inter-bridge routing", Verdict: Verdict{Target: "DROP"}},
-			Rule{Chain: c, OutIface: b.Name, Comment: own + "no inter-bridge routing", Verdict: Verdict{Target: "DROP"}})
+		for _, i := range ifaces {
+			rs = append(rs,
+				Rule{Chain: c, InIface: i, Comment: own + "no inter-bridge routing", Verdict: Verdict{Target: "DROP"}},
+				Rule{Chain: c, OutIface: i, Comment: own + "no inter-bridge routing", Verdict: Verdict{Target: "DROP"}})
+		}
+		// Explicit, so the choice shows in the ruleset and a bridge that
+		// stops routing loses its rules there.
+		return append(rs, Rule{Chain: ChainRouted, OutIface: b.Name, Comment: own + "routing off", Verdict: Verdict{Target: "RETURN"}})
 	}
-	// A routed packet from a port of the bridge keeps its port (physdev
-	// in), so the IN trie finds its tap; a port without chains meets the
-	// bridge's fail-closed rule. The port it leaves by is not known yet
-	// when it is routed, so the destination address decides, as for the
-	// host's own packets.
-	return append(rs,
-		Rule{Chain: c, InIface: b.Name, Comment: own + "routed from port", Verdict: Verdict{Target: TrieIn.Root}},
-		Rule{Chain: ChainRouted, OutIface: b.Name, Comment: own + "routed to taps", Verdict: Verdict{Target: fam.TrieHost.Root}})
+	// The port a routed packet leaves by is not known yet when it is
+	// routed, so its destination address decides, as for the host's own
+	// packets. A DHCP server answers on its client's link, never routed:
+	// the taps' DHCP exemptions are for the link only.
+	for _, i := range ifaces {
+		dhcp := Rule{Chain: ChainRouted, OutIface: i, Proto: "udp", SPort: "67", DPort: "68", Comment: own + "no routed dhcp replies", Verdict: Verdict{Target: "DROP"}}
+		if fam.V6 {
+			dhcp.SPort, dhcp.DPort = "547", "546"
+		}
+		rs = append(rs, dhcp,
+			Rule{Chain: ChainRouted, OutIface: i, Comment: own + "routed to taps", Verdict: Verdict{Target: fam.TrieHost.Root}})
+	}
+	return rs
+}
+
+// BridgeIfaces are the interfaces a routed packet of bridge br comes in or
+// goes out by: the bridge, and the VLAN devices on top of it when they are
+// named as Proxmox VE and ifupdown name them ("vmbr0.100", matched as
+// "vmbr0.+"), which fit only while the bridge's name leaves room.
+func BridgeIfaces(br string) []string {
+	if len(br)+1 >= MaxIfName {
+		return []string{br}
+	}
+	return []string{br, br + ".+"}
+}
+
+// routedTails are the last rules of FORWARD's chain, after every bridge's
+// rules (so after the drops of bridges that do not allow routing, whatever
+// order the bridges were added in): a routed packet that came in through
+// a bridge port (on the bridge or a VLAN device on top of it) meets that
+// port's tap's OUT chain (anti-spoofing, then its rules; a port without
+// chains meets its bridge's fail-closed rule), then the rules of the
+// bridge it goes out by, which send it to the IN chain of the tap that
+// owns its destination.
+func routedTails() []Rule {
+	return []Rule{
+		{Chain: ChainForward, Physdev: Physdev{Present: true, IsIn: true}, Comment: OwnerHooks + ": routed from a port", Verdict: Verdict{Target: TrieIn.Root}},
+		hook(ChainForward, "routed", Verdict{Target: ChainRouted}),
+	}
 }
 
 // unmanagedRules are the bridge's rules for packets of ports that no trie

@@ -28,6 +28,8 @@ const (
 	// ChainRouted is reached from the end of ChainForward, after every
 	// bridge's own rules: there a packet routed to a bridge that allows
 	// routing meets the IN chain of the tap its destination belongs to.
+	// Each bridge has its rules there, an explicit RETURN when it does
+	// not allow routing.
 	ChainRouted  = "TFW-ROUTED"
 	ChainInput   = "TFW-INPUT"
 	ChainOutput  = "TFW-OUTPUT"

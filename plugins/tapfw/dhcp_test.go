@@ -75,8 +75,10 @@ type dhcpNet struct {
 	h          *host
 	a          *l2vm
 	srv, other *l2vm
-	hostLL     net.IP
 }
+
+// dhcpStray is an address guest a has that its config does not list.
+const dhcpStray = "192.0.2.77"
 
 func newDHCPNet(t *testing.T) *dhcpNet {
 	h, a, _ := l2net(t)
@@ -96,14 +98,19 @@ func newDHCPNet(t *testing.T) *dhcpNet {
 	}
 	n.srv = mk("eth8", "02:00:00:00:00:05", "192.0.2.5")
 	n.other = mk("eth9", "02:00:00:00:00:06", "192.0.2.6")
-	brMAC, err := testnet.LinkMAC(h.ns, "vmbr0")
-	if err != nil {
+	// Link-local addresses must have passed duplicate address detection
+	// before they can send or receive.
+	for _, v := range []*l2vm{n.a, n.srv, n.other} {
+		waitDAD(t, v.ns, "eth0")
+	}
+	// a also holds an address that is not in its ips, which srv reaches
+	// without ARP (a's ARP for it is dropped at layer 2).
+	if _, err := a.ns.Run("ip", "addr", "add", dhcpStray+"/32", "dev", "eth0"); err != nil {
 		t.Fatal(err)
 	}
-	n.hostLL = net.IP(ruleset.LinkLocal(brMAC).AsSlice())
-	// Link-local addresses must have passed duplicate address detection
-	// before they can send.
-	time.Sleep(2500 * time.Millisecond)
+	if _, err := n.srv.ns.Run("ip", "neigh", "replace", dhcpStray, "lladdr", a.mac.String(), "dev", "eth0", "nud", "permanent"); err != nil {
+		t.Fatal(err)
+	}
 	return n
 }
 
@@ -123,6 +130,7 @@ func dhcpCases() []dhcpCase {
 	return []dhcpCase{
 		{"server on a port, unicast 67 -> 68", srv4("67"), func(n *dhcpNet) string { return addrOf(n.a.ip4, "68") }, true, true},
 		{"server on a port, broadcast 67 -> 68", srv4("67"), func(*dhcpNet) string { return "255.255.255.255:68" }, true, true},
+		{"server on a port, unicast 67 -> 68 to an address not in ips", srv4("67"), func(*dhcpNet) string { return dhcpStray + ":68" }, false, false},
 		{"server on a port, 67 -> 69", srv4("67"), func(n *dhcpNet) string { return addrOf(n.a.ip4, "69") }, false, false},
 		{"server on a port, 68 -> 68", srv4("68"), func(n *dhcpNet) string { return addrOf(n.a.ip4, "68") }, false, false},
 		{"another server, unicast 67 -> 68", func(n *dhcpNet) (*testnet.NS, string) { return n.other.ns, "192.0.2.6:67" },

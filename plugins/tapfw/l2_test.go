@@ -65,6 +65,24 @@ func ipv6On(t *testing.T, ns *testnet.NS, dev string) {
 	}
 }
 
+// waitDAD waits until no IPv6 address of dev in ns is tentative: until
+// then the kernel neither sends from them nor accepts packets to them.
+func waitDAD(t *testing.T, ns *testnet.NS, dev string) {
+	t.Helper()
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		out, err := ns.Run("ip", "-6", "addr", "show", "dev", dev, "tentative")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.TrimSpace(string(out)) == "" {
+			return
+		}
+		if time.Now().After(end) {
+			t.Fatalf("%s in %s still tentative:\n%s", dev, ns.Name, out)
+		}
+	}
+}
+
 func (v *l2vm) conf(extra string) testnet.Call {
 	return testnet.Call{Command: "ADD", ContainerID: "vm-" + v.port, IfName: v.port,
 		Config: []byte(fmt.Sprintf(`{"cniVersion":"1.0.0","name":"l2","type":"tapfw","bridge":"vmbr0","mac":%q,

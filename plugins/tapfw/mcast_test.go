@@ -183,18 +183,7 @@ func TestMLDBeforeDAD(t *testing.T) {
 	h.mustCall(a.dualConf("ADD", `{}`, "DROP"))
 	// The guest's own reports from :: stop once its link-local address is
 	// no longer tentative; after that only ours reach the rule.
-	for end := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		out, err := a.ns.Run("ip", "-6", "addr", "show", "dev", "eth0", "tentative")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if strings.TrimSpace(string(out)) == "" {
-			break
-		}
-		if time.Now().After(end) {
-			t.Fatalf("eth0 still tentative:\n%s", out)
-		}
-	}
+	waitDAD(t, a.ns, "eth0")
 	const dad, spoof = "tap110i0: mld before dad", "tap110i0: ip anti-spoof"
 	for _, c := range []struct {
 		dst  string

@@ -171,7 +171,7 @@ func crashOnce(t *testing.T, mode string, env []string, scenario, spec string) b
 // every other chain keeps its order.
 func normalize(t *testing.T, state string) string {
 	t.Helper()
-	free := regexp.MustCompile(`^-A (TFW-D[IOH]\S*|TFW-FORWARD|TFW-UNMANAGED-IN|TFW-UNMANAGED-OUT) `)
+	free := regexp.MustCompile(`^-A (TFW-D[IOH]\S*|TFW-FORWARD|TFW-ROUTED|TFW-UNMANAGED-IN|TFW-UNMANAGED-OUT) `)
 	var fixed, sortable []string
 	for _, l := range strings.Split(state, "\n") {
 		if strings.HasPrefix(l, "l2 ") {
@@ -187,6 +187,29 @@ func normalize(t *testing.T, state string) string {
 	}
 	sort.Strings(sortable)
 	return strings.Join(fixed, "\n") + "\n" + strings.Join(sortable, "\n")
+}
+
+// routedLast checks that TFW-FORWARD ends with its routed tails, in each
+// table of state, whatever order the bridges came in.
+func routedLast(t *testing.T, state string) {
+	t.Helper()
+	var fwd []string
+	flush := func() {
+		n := len(fwd)
+		if n > 0 && (n < 2 || !strings.Contains(fwd[n-2], `"@tapfw: routed from a port #`) || !strings.Contains(fwd[n-1], `"@tapfw: routed #`)) {
+			t.Errorf("TFW-FORWARD does not end with the routed tails:\n%s", strings.Join(fwd, "\n"))
+		}
+		fwd = nil
+	}
+	for _, l := range strings.Split(state, "\n") {
+		switch {
+		case strings.HasPrefix(l, "-A TFW-FORWARD "):
+			fwd = append(fwd, l)
+		case l == "COMMIT":
+			flush()
+		}
+	}
+	flush()
 }
 
 // trieShape checks that every trie node keeps its order: exact leaves,
@@ -333,6 +356,7 @@ func concurrentRun(t *testing.T, mode string, foreign bool) {
 	added := h.state()
 	paused.Unlock()
 	trieShape(t, added)
+	routedLast(t, added)
 	// The foreign program's rules are part of both; drop them from the
 	// comparison by reading our chains and sets only.
 	if got, want := normalize(t, strings.Join(tapfwTraces(added), "\n")), normalize(t, strings.Join(tapfwTraces(ref.state()), "\n")); got != want {

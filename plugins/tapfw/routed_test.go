@@ -236,6 +236,15 @@ func TestRoutedTraffic(t *testing.T) {
 	// solicitations may wait for its addresses to settle), so every
 	// verdict below is the firewall's and none a lost neighbour's.
 	n.expect(t, "without tapfw", 3*time.Second, func(routedProbe) bool { return true })
+	dhcp68, err := testnet.UDPListen(n.a.ns, "0.0.0.0:68")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = dhcp68.Close() })
+	udpFrom(t, n.wan, n.wan4+":67", addrOf(n.a.ip4, "68"), "eth0", "bare routed dhcp reply")
+	if !dhcp68.Got([]byte("bare routed dhcp reply"), time.Second) {
+		t.Fatal("without tapfw a routed udp 67 -> 68 does not arrive: the check below could not fail")
+	}
 	forged4, forged6 := net.ParseIP("192.0.2.99"), net.ParseIP("2001:db8::99")
 	// The host routes a forged source (same subnet, so the reverse path
 	// holds) as long as nothing filters it: the check can fail.
@@ -255,8 +264,14 @@ func TestRoutedTraffic(t *testing.T) {
 			t.Errorf("a -> wan udp 9000 from %s: arrived=%v, want %v", c.src, got, c.want)
 		}
 	}
+	// A DHCP server answers on its client's link: the guest's exemption
+	// for DHCP replies does not let routed ones in.
+	udpFrom(t, n.wan, n.wan4+":67", addrOf(n.a.ip4, "68"), "eth0", "routed dhcp reply")
+	if dhcp68.Got([]byte("routed dhcp reply"), 500*time.Millisecond) {
+		t.Error("a routed udp 67 -> 68 from the uplink reached a")
+	}
 	out := n.h.run("iptables-save", "-t", "filter")
-	if !strings.Contains(out, `-A TFW-FORWARD -m comment --comment "@tapfw: routed`) {
+	if !strings.Contains(out, `-A TFW-FORWARD -m comment --comment "@tapfw: routed #`) {
 		t.Errorf("TFW-FORWARD lacks its routed tail:\n%s", out)
 	}
 	n.h.mustCall(testnet.Call{Command: "CHECK", ContainerID: "vm-" + n.a.port, IfName: n.a.port, Config: n.a.conf(true, routedRulesA).Config})
