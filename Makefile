@@ -17,7 +17,7 @@ deps:
 demo: deps build
 	$(GO) run ./cmd/tapfw-demo -plugin $(BIN)
 
-## bench: performance in sandbox namespaces (issue 4): markdown tables on stdout
+## bench: performance in sandbox namespaces: markdown tables on stdout
 ## and in tmp/bench.md, raw results in tmp/bench.json, chart in tmp/bench.png.
 ## The full run takes long; BENCH_FLAGS=-quick is a short one (see -h for flags)
 BENCH_FLAGS ?=

@@ -1,6 +1,6 @@
-// Command tapfw-bench measures tapfw against the targets of issue 4, in
-// sandbox network namespaces, and prints markdown tables for the README's
-// Performance section:
+// Command tapfw-bench measures tapfw against its performance targets, in
+// sandbox network namespaces, and prints markdown tables for
+// docs/performance.md:
 //
 //   - Control plane: with N taps already installed (spread over 4 bridges,
 //     seed-like rule sets), the latency of ADD and DEL of further taps,

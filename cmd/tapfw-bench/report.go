@@ -125,7 +125,7 @@ func kpps(v float64) string {
 
 func mib(kb int64) string { return fmt.Sprintf("%.1f", float64(kb)/1024) }
 
-// writeMarkdown prints the tables, ready for the README.
+// writeMarkdown prints the tables, ready for docs/performance.md.
 func writeMarkdown(w io.Writer, rep *Report) {
 	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
 	m := rep.Machine
@@ -239,7 +239,7 @@ func writeMarkdown(w io.Writer, rep *Report) {
 	p("\n")
 }
 
-// writeTargets compares the run with the targets of issue 4, between the
+// writeTargets compares the run with the project's performance targets, between the
 // smallest and the largest N measured.
 func writeTargets(w io.Writer, rep *Report) {
 	type row struct{ what, target, got, ok string }
@@ -289,7 +289,7 @@ func writeTargets(w io.Writer, rep *Report) {
 	if len(rows) == 0 {
 		return
 	}
-	fmt.Fprintf(w, "\n#### Targets (issue 4)\n\n| figure | target | measured | |\n|---|---:|---:|---|\n")
+	fmt.Fprintf(w, "\n#### Targets\n\n| figure | target | measured | |\n|---|---:|---:|---|\n")
 	for _, r := range rows {
 		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", r.what, r.target, r.got, r.ok)
 	}

@@ -41,7 +41,7 @@ func wantErr(t *testing.T, err error, field string, code uint, msg string) {
 }
 
 // Keys match exactly, case included, and once per object, at every level
-// tapfw reads (bug 1). Go's decoder alone folds case (and 'ſ' to 's') and
+// tapfw reads. Go's decoder alone folds case (and 'ſ' to 's') and
 // lets the later of two keys win.
 func TestExactKeys(t *testing.T) {
 	const unknown, dup = "unknown field", "duplicate key"
@@ -172,7 +172,7 @@ func TestExactKeysDecode(t *testing.T) {
 	}
 }
 
-// No JSON the package decodes may have data after its value (bug 2).
+// No JSON the package decodes may have data after its value.
 func TestTrailingData(t *testing.T) {
 	for _, js := range []string{good + `}garbage`, good + `} {}`, good + `}{"cniVersion":"1.0.0"}`, good + `}]`, good + `} null`} {
 		_, err := Parse([]byte(js))
@@ -200,7 +200,7 @@ func TestTrailingData(t *testing.T) {
 }
 
 // Port ranges whose ends are equal are the port, alone and in lists, as
-// iptables-save prints them (bug 3).
+// iptables-save prints them.
 func TestPortRangeCanonical(t *testing.T) {
 	for in, want := range map[string]string{
 		"22:22":                "22",
@@ -260,7 +260,7 @@ func TestPortRangeCanonical(t *testing.T) {
 }
 
 // An empty MAC= or IP= in CNI_ARGS is an error, not an empty override of
-// the config's (bug 4).
+// the config's.
 func TestCNIArgsEmpty(t *testing.T) {
 	cases := []struct{ js, args, field, msg string }{
 		{good + `}`, "MAC=", "CNI_ARGS MAC", "empty"},
@@ -278,8 +278,7 @@ func TestCNIArgsEmpty(t *testing.T) {
 	}
 }
 
-// host.ips and host.clusterHosts have the limit of an ipset's entries
-// (bug 5).
+// host.ips and host.clusterHosts have the limit of an ipset's entries.
 func TestHostLimits(t *testing.T) {
 	list := func(n int) string {
 		var b strings.Builder
@@ -305,8 +304,8 @@ func TestHostLimits(t *testing.T) {
 	}
 }
 
-// Each kind of error has its code (bug 6), and wrong types name the path
-// with indices and without embedded Go structs (bug 7).
+// Each kind of error has its code, and wrong types name the path
+// with indices and without embedded Go structs.
 func TestErrorCodes(t *testing.T) {
 	rule := `{"action":"ACCEPT","proto":"tcp","dport":"22"}`
 	cases := []struct {
@@ -398,7 +397,7 @@ func TestErrorCodes(t *testing.T) {
 }
 
 // encoding/json's own errors, the fallback, lose the embedded struct's
-// name too (bug 7).
+// name too.
 func TestDecodeErrFallback(t *testing.T) {
 	var conf NetConf
 	err := json.Unmarshal([]byte(`{"type":5}`), &conf)

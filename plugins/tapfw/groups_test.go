@@ -10,7 +10,7 @@ import (
 	"github.com/tapfw/tapfw/pkg/testnet"
 )
 
-// Security groups (issue 7): defined once, rendered once per family as
+// Security groups: defined once, rendered once per family as
 // shared chains, used by taps in order before their own rules, and
 // decided by real packets in both families and both directions.
 

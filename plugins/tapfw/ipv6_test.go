@@ -9,7 +9,7 @@ import (
 	"github.com/tapfw/tapfw/pkg/testnet"
 )
 
-// IPv6 rules (issue 6), decided by real packets: rules of one family stay
+// IPv6 rules, decided by real packets: rules of one family stay
 // in it, rules without addresses apply to both, the host's packets reach a
 // tap's IN chain through the IPv6 dispatch trie (global and link-local
 // addresses), the host firewall holds for IPv6, and DEL takes it all away.

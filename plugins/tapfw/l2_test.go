@@ -11,7 +11,7 @@ import (
 	"github.com/tapfw/tapfw/pkg/testnet"
 )
 
-// Layer-2 anti-spoofing (issue 6), proved with real frames: each attack is
+// Layer-2 anti-spoofing, proved with real frames: each attack is
 // first shown to work without tapfw (so the test can see it), then shown
 // to fail with it.
 

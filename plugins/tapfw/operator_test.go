@@ -13,7 +13,7 @@ import (
 	"github.com/tapfw/tapfw/pkg/testnet"
 )
 
-// The operator's commands (issue 7), run as operators run them, inside a
+// The operator's commands, run as operators run them, inside a
 // sandbox host with a real ruleset of both families.
 
 // op runs `tapfw args...` in the host namespace, without CNI_COMMAND.

@@ -16,7 +16,7 @@ import (
 	"github.com/tapfw/tapfw/pkg/testnet"
 )
 
-// Reliability (issue 5): crashes at every step converge, concurrent calls
+// Reliability: crashes at every step converge, concurrent calls
 // equal serial ones and lose nothing of anyone, a busy lock changes nothing,
 // and a tap without chains passes no traffic.
 
