@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/tapfw/tapfw/pkg/ruleset"
 )
 
 // Rules checked per packet, from the installed ruleset's counters.
@@ -137,8 +139,12 @@ type RuleChecks struct {
 	Path     []string           `json:"path"`     // chains entered, in order
 }
 
-func isTapChain(c string) bool  { return strings.HasPrefix(c, "TFW-T-") }
-func isHostChain(c string) bool { return strings.HasPrefix(c, "TFW-HOST-") }
+func isTapChain(c string) bool {
+	_, ok := ruleset.IsTapChain(c)
+	return ok
+}
+
+func isHostChain(c string) bool { return c == ruleset.ChainHostIn || c == ruleset.ChainHostOut }
 
 // replay walks k packets from the built-in chain hook through t.
 func replay(t *iptTable, hook string, k uint64) (*RuleChecks, error) {

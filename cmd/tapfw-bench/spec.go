@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/tapfw/tapfw/pkg/config"
+	"github.com/tapfw/tapfw/pkg/ruleset"
 )
 
 // The seed-like configuration every tap gets: the sample network's base
@@ -308,7 +309,7 @@ type baselineTap struct {
 }
 
 func tapFor(t tapSpec) baselineTap {
-	in, out := "TFW-T-"+t.Name+"-IN", "TFW-T-"+t.Name+"-OUT"
+	in, out := ruleset.TapIn(t.Name), ruleset.TapOut(t.Name)
 	o := t.Name
 	set := tapSetName(t.Name)
 	r := t.userRules()

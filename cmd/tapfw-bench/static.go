@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/tapfw/tapfw/pkg/ruleset"
 )
 
 // The worst-placed tap, found by replaying the installed rules.
@@ -352,8 +354,8 @@ func outPacket(y tapSpec) *modelPacket {
 	return &modelPacket{out: y.Bridge, src: netip.MustParseAddr(dpHostIP), dst: tapIP(y), proto: "udp", sport: flowPortLo, dport: benchPort}
 }
 
-func outChain(s tapSpec) string { return "TFW-T-" + s.Name + "-OUT" }
-func inChain(s tapSpec) string  { return "TFW-T-" + s.Name + "-IN" }
+func outChain(s tapSpec) string { return ruleset.TapOut(s.Name) }
+func inChain(s tapSpec) string  { return ruleset.TapIn(s.Name) }
 
 // cost replays p from hook and checks that it reached the wanted tap
 // chains ("" for none in particular).

@@ -238,6 +238,51 @@ type Resolved struct {
 // CNI_IFNAME unless the config names it or a previous result names the
 // host-side port. bridge is used when neither config nor prev names one.
 func Resolve(conf *NetConf, env Env, prev *PrevIface, bridge func(tap string) (string, error)) (*Resolved, error) {
+	t, err := resolveOptions(conf, env)
+	if err != nil {
+		return nil, err
+	}
+	args, err := parseCNIArgs(env.Args)
+	if err != nil {
+		return nil, envErr(err)
+	}
+	if err := resolveIdentity(&t, conf, env, args, prev); err != nil {
+		return nil, err
+	}
+	if t.Bridge, err = resolveBridge(t.Name, conf.Bridge, prev, bridge); err != nil {
+		return nil, err
+	}
+	sets, err := parseSets(conf.IPSets)
+	if err != nil {
+		return nil, err
+	}
+	if t.DHCPServers, err = parseDHCPServers(conf.DHCPServers, t.DHCP, sets); err != nil {
+		return nil, err
+	}
+	if t.In, t.Out, err = resolveRules(conf, args, sets); err != nil {
+		return nil, err
+	}
+	groups, err := parseGroups(conf, sets)
+	if err != nil {
+		return nil, err
+	}
+	if t.Groups, err = tapGroups(conf.Groups, groups); err != nil {
+		return nil, err
+	}
+	brc, err := bridgeOptions(conf, t.Bridge)
+	if err != nil {
+		return nil, err
+	}
+	rc := ruleset.Config{Tap: t, Bridge: brc, Sets: sets, Groups: groups}
+	if rc.Host, err = parseHost(conf.Host, sets); err != nil {
+		return nil, err
+	}
+	return &Resolved{Conf: conf, Ruleset: rc}, nil
+}
+
+// resolveOptions reads the tap's options, who attaches it, its log
+// options and its policies.
+func resolveOptions(conf *NetConf, env Env) (ruleset.Tap, error) {
 	t := ruleset.Tap{
 		MACFilter:  boolOr(conf.MACFilter, true),
 		IPFilter:   boolOr(conf.IPFilter, true),
@@ -251,111 +296,86 @@ func Resolve(conf *NetConf, env Env, prev *PrevIface, bridge func(tap string) (s
 	}
 	if conf.Name != "" {
 		if err := ruleset.ValidateID(conf.Name, ruleset.MaxNetworkName); err != nil {
-			return nil, &Error{Field: "name", Err: err}
+			return t, &Error{Field: "name", Err: err}
 		}
 	}
 	if env.ContainerID != "" {
 		if err := ruleset.ValidateID(env.ContainerID, ruleset.MaxContainerID); err != nil {
-			return nil, &Error{Field: "CNI_CONTAINERID", Code: types.ErrInvalidEnvironmentVariables, Err: err}
+			return t, &Error{Field: "CNI_CONTAINERID", Code: types.ErrInvalidEnvironmentVariables, Err: err}
 		}
 		t.ContainerID = env.ContainerID
 	}
 	if env.IfName != "" {
 		if err := ruleset.ValidateIfName(env.IfName); err != nil {
-			return nil, &Error{Field: "CNI_IFNAME", Code: types.ErrInvalidEnvironmentVariables, Err: err}
+			return t, &Error{Field: "CNI_IFNAME", Code: types.ErrInvalidEnvironmentVariables, Err: err}
 		}
 	}
 	var err error
 	if t.LogTarget, t.NFLogGroup, t.LogLimit, err = parseLog(conf); err != nil {
-		return nil, err
+		return t, err
 	}
 	if t.PolicyIn, err = parsePolicy("policyIn", conf.PolicyIn); err != nil {
-		return nil, err
+		return t, err
 	}
 	if t.PolicyOut, err = parsePolicy("policyOut", conf.PolicyOut); err != nil {
-		return nil, err
+		return t, err
 	}
+	return t, nil
+}
 
-	// Identity, later wins. Each value's source names the field an
-	// error is about, and its code: one from CNI_* is an environment
-	// error.
-	type source struct {
-		field string
-		code  uint
-	}
-	cniEnv := types.ErrInvalidEnvironmentVariables
-	t.Name = env.IfName
-	tapSrc := source{"CNI_IFNAME", cniEnv}
-	if conf.Tap != "" {
-		t.Name, tapSrc = conf.Tap, source{"tap", 0}
-	}
-	mac, macSrc := conf.MAC, source{"mac", 0}
-	ips, ipsSrc, ipsArePrefixes := conf.IPs, source{"ips", 0}, false
-	args, err := parseCNIArgs(env.Args)
+// source is where a value came from: the field an error about it names,
+// and its code (one from CNI_* is an environment error).
+type source struct {
+	field string
+	code  uint
+}
+
+func (s source) err(e error) error { return &Error{Field: s.field, Code: s.code, Err: e} }
+
+// identity is the tap's name, MAC and addresses as given, with where each
+// came from.
+type identity struct {
+	name, mac              string
+	ips                    []string
+	ipsArePrefixes         bool // address/prefix, as results give them
+	nameSrc, macSrc, ipSrc source
+}
+
+// resolveIdentity works out the tap's name, MAC and addresses (later
+// wins: config, CNI_ARGS, runtimeConfig, previous result) and validates
+// them.
+func resolveIdentity(t *ruleset.Tap, conf *NetConf, env Env, args map[string]string, prev *PrevIface) error {
+	id, err := gatherIdentity(conf, env, args, prev)
 	if err != nil {
-		return nil, envErr(err)
+		return err
 	}
-	if v, ok := args["MAC"]; ok {
-		if v == "" {
-			return nil, envErr(fieldErr("CNI_ARGS MAC", "is empty"))
-		}
-		mac, macSrc = v, source{"CNI_ARGS MAC", cniEnv}
+	if id.name == "" {
+		// CNI_IFNAME, when given, was checked before.
+		return id.nameSrc.err(errors.New("is empty, and neither the config (tap) nor a previous result names the tap"))
 	}
-	if v, ok := args["IP"]; ok {
-		if v == "" {
-			return nil, envErr(fieldErr("CNI_ARGS IP", "is empty"))
-		}
-		ips, ipsSrc = strings.Split(v, ","), source{"CNI_ARGS IP", cniEnv}
+	if err := ruleset.ValidateIfName(id.name); err != nil {
+		return id.nameSrc.err(err)
 	}
-	if rc := conf.RuntimeConfig; rc != nil {
-		if rc.MAC != "" {
-			mac, macSrc = rc.MAC, source{"runtimeConfig.mac", 0}
-		}
-		if len(rc.IPs) > 0 {
-			ips, ipsSrc, ipsArePrefixes = rc.IPs, source{"runtimeConfig.ips", 0}, true
-		}
-	}
-	br := conf.Bridge
-	if prev != nil {
-		if prev.HostPort != "" {
-			t.Name, tapSrc = prev.HostPort, source{"tap", 0}
-		}
-		if prev.Bridge != "" {
-			br = prev.Bridge
-		}
-		if prev.MAC != "" {
-			mac, macSrc = prev.MAC, source{"prevResult mac", 0}
-		}
-		if len(prev.IPs) > 0 {
-			ips, ipsSrc, ipsArePrefixes = prev.IPs, source{"prevResult ips", 0}, true
-		}
-	}
-	if t.Name == "" {
-		// CNI_IFNAME, when given, was checked above.
-		return nil, &Error{Field: tapSrc.field, Code: tapSrc.code, Err: errors.New("is empty, and neither the config (tap) nor a previous result names the tap")}
-	}
-	if err := ruleset.ValidateIfName(t.Name); err != nil {
-		return nil, &Error{Field: tapSrc.field, Code: tapSrc.code, Err: err}
-	}
-	if mac != "" {
-		hw, err := net.ParseMAC(mac)
+	t.Name = id.name
+	if id.mac != "" {
+		hw, err := net.ParseMAC(id.mac)
 		if err != nil || len(hw) != 6 {
-			return nil, &Error{Field: macSrc.field, Code: macSrc.code, Err: fmt.Errorf("%q is not an Ethernet MAC address", mac)}
+			return id.macSrc.err(fmt.Errorf("%q is not an Ethernet MAC address", id.mac))
 		}
 		if hw[0]&1 == 1 {
-			return nil, &Error{Field: macSrc.field, Code: macSrc.code, Err: fmt.Errorf("%q is a multicast address", mac)}
+			return id.macSrc.err(fmt.Errorf("%q is a multicast address", id.mac))
 		}
 		t.MAC = hw
 	} else if t.MACFilter {
-		return nil, fieldErr("mac", "required when macFilter is on (give it, or set macFilter to false)")
+		return fieldErr("mac", "required when macFilter is on (give it, or set macFilter to false)")
 	}
-	if len(ips) > MaxIPs {
-		return nil, &Error{Field: ipsSrc.field, Code: ipsSrc.code, Err: fmt.Errorf("more than %d addresses", MaxIPs)}
+	if len(id.ips) > MaxIPs {
+		return id.ipSrc.err(fmt.Errorf("more than %d addresses", MaxIPs))
 	}
-	for i, s := range ips {
-		p, err := parseTapIP(s, ipsArePrefixes)
+	for i, s := range id.ips {
+		p, err := parseTapIP(s, id.ipsArePrefixes)
 		if err != nil {
-			return nil, &Error{Field: fmt.Sprintf("%s[%d]", ipsSrc.field, i), Code: ipsSrc.code, Err: err}
+			return source{fmt.Sprintf("%s[%d]", id.ipSrc.field, i), id.ipSrc.code}.err(err)
 		}
 		if p.Addr().Is4() {
 			t.IPs = append(t.IPs, p)
@@ -363,28 +383,83 @@ func Resolve(conf *NetConf, env Env, prev *PrevIface, bridge func(tap string) (s
 			t.IPs6 = append(t.IPs6, p)
 		}
 	}
+	return nil
+}
+
+// gatherIdentity collects the tap's name, MAC and addresses from every
+// place that may give them, later wins.
+func gatherIdentity(conf *NetConf, env Env, args map[string]string, prev *PrevIface) (identity, error) {
+	cniEnv := types.ErrInvalidEnvironmentVariables
+	id := identity{name: env.IfName, nameSrc: source{"CNI_IFNAME", cniEnv},
+		mac: conf.MAC, macSrc: source{"mac", 0}, ips: conf.IPs, ipSrc: source{"ips", 0}}
+	if conf.Tap != "" {
+		id.name, id.nameSrc = conf.Tap, source{"tap", 0}
+	}
+	if v, ok := args["MAC"]; ok {
+		if v == "" {
+			return id, envErr(fieldErr("CNI_ARGS MAC", "is empty"))
+		}
+		id.mac, id.macSrc = v, source{"CNI_ARGS MAC", cniEnv}
+	}
+	if v, ok := args["IP"]; ok {
+		if v == "" {
+			return id, envErr(fieldErr("CNI_ARGS IP", "is empty"))
+		}
+		id.ips, id.ipSrc = strings.Split(v, ","), source{"CNI_ARGS IP", cniEnv}
+	}
+	if rc := conf.RuntimeConfig; rc != nil {
+		if rc.MAC != "" {
+			id.mac, id.macSrc = rc.MAC, source{"runtimeConfig.mac", 0}
+		}
+		if len(rc.IPs) > 0 {
+			id.ips, id.ipSrc, id.ipsArePrefixes = rc.IPs, source{"runtimeConfig.ips", 0}, true
+		}
+	}
+	if prev != nil {
+		if prev.HostPort != "" {
+			id.name, id.nameSrc = prev.HostPort, source{"tap", 0}
+		}
+		if prev.MAC != "" {
+			id.mac, id.macSrc = prev.MAC, source{"prevResult mac", 0}
+		}
+		if len(prev.IPs) > 0 {
+			id.ips, id.ipSrc, id.ipsArePrefixes = prev.IPs, source{"prevResult ips", 0}, true
+		}
+	}
+	return id, nil
+}
+
+// resolveBridge is the bridge tap is on: the previous result's, else the
+// config's, else what bridge finds.
+func resolveBridge(tap, br string, prev *PrevIface, bridge func(tap string) (string, error)) (string, error) {
+	if prev != nil && prev.Bridge != "" {
+		br = prev.Bridge
+	}
 	if br == "" && bridge != nil {
-		br, err = bridge(t.Name)
-		if err != nil {
-			return nil, &Error{Field: "bridge", Err: err}
+		var err error
+		if br, err = bridge(tap); err != nil {
+			return "", &Error{Field: "bridge", Err: err}
 		}
 	}
 	if br == "" {
-		return nil, fieldErr("bridge", "required: the config names no bridge and tap %q is on none", t.Name)
+		return "", fieldErr("bridge", "required: the config names no bridge and tap %q is on none", tap)
 	}
 	if err := ruleset.ValidateIfName(br); err != nil {
-		return nil, &Error{Field: "bridge", Err: err}
+		return "", &Error{Field: "bridge", Err: err}
 	}
-	if br == t.Name {
-		return nil, fieldErr("bridge", "%q is the tap itself", br)
+	if br == tap {
+		return "", fieldErr("bridge", "%q is the tap itself", br)
 	}
-	t.Bridge = br
+	return br, nil
+}
 
+// parseSets reads the named address sets.
+func parseSets(in map[string][]string) (map[string][]netip.Prefix, error) {
 	sets := map[string][]netip.Prefix{}
-	if len(conf.IPSets) > MaxSets {
+	if len(in) > MaxSets {
 		return nil, fieldErr("ipsets", "more than %d sets", MaxSets)
 	}
-	for name, entries := range conf.IPSets {
+	for name, entries := range in {
 		f := "ipsets." + name
 		if err := ruleset.ValidateSetName(name); err != nil {
 			return nil, &Error{Field: "ipsets", Err: err}
@@ -398,38 +473,43 @@ func Resolve(conf *NetConf, env Env, prev *PrevIface, bridge func(tap string) (s
 		}
 		sets[name] = ps
 	}
-	if t.DHCPServers, err = parseDHCPServers(conf.DHCPServers, t.DHCP, sets); err != nil {
-		return nil, err
-	}
-	rules, rulesSrc := conf.Rules, source{"rules", 0}
+	return sets, nil
+}
+
+// resolveRules reads the tap's rules from where they come from, later
+// wins: the config, CNI_ARGS TAPFW_RULES, args.cni.tapfwRules,
+// runtimeConfig.tapfwRules.
+func resolveRules(conf *NetConf, args map[string]string, sets map[string][]netip.Prefix) (in, out []ruleset.UserRule, err error) {
+	rules, src := conf.Rules, source{"rules", 0}
 	if v, ok := args["TAPFW_RULES"]; ok {
-		rules, rulesSrc = RuleLists{}, source{"CNI_ARGS TAPFW_RULES", cniEnv}
-		if err := decodeStrict([]byte(v), &rules, rulesSrc.field, false); err != nil {
+		rules, src = RuleLists{}, source{"CNI_ARGS TAPFW_RULES", types.ErrInvalidEnvironmentVariables}
+		if err := decodeStrict([]byte(v), &rules, src.field, false); err != nil {
 			var e *Error
 			if !errors.As(err, &e) {
-				err = fieldErr(rulesSrc.field, "not a rules object {\"in\": [...], \"out\": [...]}: %v", err)
+				err = fieldErr(src.field, "not a rules object {\"in\": [...], \"out\": [...]}: %v", err)
 			}
-			return nil, envErr(err)
+			return nil, nil, envErr(err)
 		}
 	}
 	if conf.Args != nil && conf.Args.CNI.Rules != nil {
-		rules, rulesSrc = *conf.Args.CNI.Rules, source{"args.cni.tapfwRules", 0}
+		rules, src = *conf.Args.CNI.Rules, source{"args.cni.tapfwRules", 0}
 	}
 	if rc := conf.RuntimeConfig; rc != nil && rc.Rules != nil {
-		rules, rulesSrc = *rc.Rules, source{"runtimeConfig.tapfwRules", 0}
+		rules, src = *rc.Rules, source{"runtimeConfig.tapfwRules", 0}
 	}
-	if t.In, err = parseRules(rulesSrc.field+".in", rules.In, sets); err != nil {
-		return nil, codeErr(err, rulesSrc.code)
+	if in, err = parseRules(src.field+".in", rules.In, sets); err != nil {
+		return nil, nil, codeErr(err, src.code)
 	}
-	if t.Out, err = parseRules(rulesSrc.field+".out", rules.Out, sets); err != nil {
-		return nil, codeErr(err, rulesSrc.code)
+	if out, err = parseRules(src.field+".out", rules.Out, sets); err != nil {
+		return nil, nil, codeErr(err, src.code)
 	}
-	groups, err := parseGroups(conf, sets)
-	if err != nil {
-		return nil, err
-	}
+	return in, out, nil
+}
+
+// tapGroups checks the security groups the tap uses: defined, each once.
+func tapGroups(names []string, groups map[string]ruleset.Group) ([]string, error) {
 	seen := map[string]bool{}
-	for i, g := range conf.Groups {
+	for i, g := range names {
 		f := fmt.Sprintf("groups[%d]", i)
 		if _, ok := groups[g]; !ok {
 			return nil, fieldErr(f, "%q is not defined in securityGroups", g)
@@ -439,42 +519,50 @@ func Resolve(conf *NetConf, env Env, prev *PrevIface, bridge func(tap string) (s
 		}
 		seen[g] = true
 	}
-	if len(conf.Groups) > MaxGroups {
+	if len(names) > MaxGroups {
 		return nil, fieldErr("groups", "more than %d groups", MaxGroups)
 	}
-	t.Groups = conf.Groups
+	return names, nil
+}
+
+// bridgeOptions are the per-bridge options: routing and failing closed.
+func bridgeOptions(conf *NetConf, br string) (ruleset.Bridge, error) {
 	prefix := conf.ManagedPrefix
 	if prefix == "" {
 		prefix = ruleset.DefaultManagedPrefix
 	}
 	if err := ruleset.ValidateIfPrefix(prefix); err != nil {
-		return nil, fieldErr("managedPrefix", "%v", err)
+		return ruleset.Bridge{}, fieldErr("managedPrefix", "%v", err)
 	}
-	brc := ruleset.Bridge{Name: br, AllowRouting: conf.AllowBridgeRouting, FailClosed: boolOr(conf.FailClosed, true), ManagedPrefix: prefix}
-	rc := ruleset.Config{Tap: t, Bridge: brc, Sets: sets, Groups: groups}
-	if h := conf.Host; h != nil {
-		host := &ruleset.Host{}
-		if len(h.IPs) > MaxSetEntries {
-			return nil, fieldErr("host.ips", "more than %d entries", MaxSetEntries)
-		}
-		if len(h.ClusterHosts) > MaxSetEntries {
-			return nil, fieldErr("host.clusterHosts", "more than %d entries", MaxSetEntries)
-		}
-		if host.IPs, err = parseSetEntries("host.ips", h.IPs); err != nil {
-			return nil, err
-		}
-		if host.ClusterHosts, err = parseSetEntries("host.clusterHosts", h.ClusterHosts); err != nil {
-			return nil, err
-		}
-		if host.In, err = parseRules("host.rules.in", h.Rules.In, sets); err != nil {
-			return nil, err
-		}
-		if host.Out, err = parseRules("host.rules.out", h.Rules.Out, sets); err != nil {
-			return nil, err
-		}
-		rc.Host = host
+	return ruleset.Bridge{Name: br, AllowRouting: conf.AllowBridgeRouting, FailClosed: boolOr(conf.FailClosed, true), ManagedPrefix: prefix}, nil
+}
+
+// parseHost reads the host firewall section; nil when there is none.
+func parseHost(h *Host, sets map[string][]netip.Prefix) (*ruleset.Host, error) {
+	if h == nil {
+		return nil, nil
 	}
-	return &Resolved{Conf: conf, Ruleset: rc}, nil
+	host := &ruleset.Host{}
+	if len(h.IPs) > MaxSetEntries {
+		return nil, fieldErr("host.ips", "more than %d entries", MaxSetEntries)
+	}
+	if len(h.ClusterHosts) > MaxSetEntries {
+		return nil, fieldErr("host.clusterHosts", "more than %d entries", MaxSetEntries)
+	}
+	var err error
+	if host.IPs, err = parseSetEntries("host.ips", h.IPs); err != nil {
+		return nil, err
+	}
+	if host.ClusterHosts, err = parseSetEntries("host.clusterHosts", h.ClusterHosts); err != nil {
+		return nil, err
+	}
+	if host.In, err = parseRules("host.rules.in", h.Rules.In, sets); err != nil {
+		return nil, err
+	}
+	if host.Out, err = parseRules("host.rules.out", h.Rules.Out, sets); err != nil {
+		return nil, err
+	}
+	return host, nil
 }
 
 // MaxDHCPServers is how many sources dhcpServers may name.

@@ -9,7 +9,6 @@ import (
 	"bytes"
 	"fmt"
 	"net/netip"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -200,26 +199,18 @@ type Tap struct {
 	Attached bool `json:"attached"`
 }
 
-var hashRE = regexp.MustCompile(` #[0-9a-f]{8}$`)
-
-// stripHash takes tapfw's rule hash off an installed comment.
-func stripHash(c string) string { return hashRE.ReplaceAllString(c, "") }
-
-// TapNames lists every tap with chains or an address set, sorted.
+// TapNames lists every tap that has anything installed (chains, leaves in
+// the tries, or an address set), sorted: netfilter.InstalledTaps of each
+// table, as GC sees them.
 func (s *Snapshot) TapNames() []string {
-	seen := map[string]bool{}
+	tables := []*netfilter.Table{{}}
 	for _, t := range s.tables() {
-		for _, ch := range t.Rules.Table.Order {
-			if tap, ok := ruleset.IsTapChain(ch); ok {
-				seen[tap] = true
-			}
-		}
+		tables = append(tables, t.Rules.Table)
 	}
-	for name := range s.Sets {
-		if f, ok := ruleset.FamilyOfSet(name); ok {
-			if tap, ok := f.TapOfSet(name); ok {
-				seen[tap] = true
-			}
+	seen := map[string]bool{}
+	for _, t := range tables {
+		for _, tap := range netfilter.InstalledTaps(t, s.Sets) {
+			seen[tap] = true
 		}
 	}
 	out := make([]string, 0, len(seen))
@@ -257,82 +248,102 @@ func (s *Snapshot) Show(tap string) (Tap, []Rule) {
 	s.readLeaves(&t)
 	var rules []Rule
 	for _, dir := range []string{"in", "out"} {
-		chain := ruleset.TapIn(tap)
-		if dir == "out" {
-			chain = ruleset.TapOut(tap)
-		}
-		var list []Rule
-		index := map[string]int{}
-		for _, tb := range s.tables() {
-			fam := ruleset.IPv4
-			if tb == s.V6 {
-				fam = ruleset.IPv6
-			}
-			pos := -1
-			for _, it := range tb.items(tap, chain) {
-				spec, c := it.spec, it.counter
-				r, key, isLog, ok := describe(it.owner, dir, spec)
-				if !ok {
-					continue
-				}
-				if it.group != "" {
-					r.Kind, r.Name, r.Shared = "group rule", it.group, true
-					key = "group " + it.group + "|" + key
-				}
-				if t.MAC == "" && r.Name == "mac anti-spoof" {
-					t.MAC = macOf(spec)
-				}
-				k, seen := index[key]
-				if !seen {
-					r.Families = []string{}
-					list = append(list[:pos+1], append([]Rule{r}, list[pos+1:]...)...)
-					for kk, v := range index {
-						if v > pos {
-							index[kk] = v + 1
-						}
-					}
-					k = pos + 1
-					index[key] = k
-				}
-				pos = k
-				if isLog {
-					list[k].Log = true
-					continue
-				}
-				if list[k].Action == "" { // its LOG rule came first
-					list[k].Action, list[k].Match = r.Action, r.Match
-				}
-				if !contains(list[k].Families, fam.Name) {
-					list[k].Families = append(list[k].Families, fam.Name)
-				}
-				list[k].Counter.add(c)
-				if list[k].Shared {
-					continue // counted for every tap of the group
-				}
-				v := t.Traffic[dir]
-				switch list[k].Action {
-				case "ACCEPT":
-					v.Accepted.add(c)
-				case "DROP", "REJECT":
-					v.Dropped.add(c)
-				}
-			}
-		}
-		// Rules of one family only were merged in after their
-		// neighbours; within a run of config rules, the config's order.
-		for i := 0; i < len(list); {
-			j := i
-			for j < len(list) && list[j].Kind == "rule" {
-				j++
-			}
-			run := list[i:j]
-			sort.SliceStable(run, func(a, b int) bool { return run[a].Number < run[b].Number })
-			t.Rules[dir] += len(run)
-			i = j + 1
-		}
+		list := s.joinFamilies(&t, dir)
+		t.Rules[dir] = sortRuns(list)
 		rules = append(rules, list...)
 	}
 	return t, rules
+}
+
+// joinFamilies lists the rules of the tap's chain for dir in both
+// families, a rule both have once, with the counters of both; it adds
+// what they accepted and dropped to t's traffic.
+func (s *Snapshot) joinFamilies(t *Tap, dir string) []Rule {
+	chain := ruleset.TapIn(t.Name)
+	if dir == "out" {
+		chain = ruleset.TapOut(t.Name)
+	}
+	var list []Rule
+	index := map[string]int{}
+	for _, tb := range s.tables() {
+		fam := ruleset.IPv4
+		if tb == s.V6 {
+			fam = ruleset.IPv6
+		}
+		pos := -1
+		for _, it := range tb.items(t.Name, chain) {
+			r, key, isLog, ok := describe(it.owner, dir, it.spec)
+			if !ok {
+				continue
+			}
+			if it.group != "" {
+				r.Kind, r.Name, r.Shared = "group rule", it.group, true
+				key = "group " + it.group + "|" + key
+			}
+			if t.MAC == "" && r.Name == "mac anti-spoof" {
+				t.MAC = macOf(it.spec)
+			}
+			k, seen := index[key]
+			if !seen {
+				// After the rule this family's previous one merged with.
+				r.Families = []string{}
+				list = append(list[:pos+1], append([]Rule{r}, list[pos+1:]...)...)
+				for kk, v := range index {
+					if v > pos {
+						index[kk] = v + 1
+					}
+				}
+				k = pos + 1
+				index[key] = k
+			}
+			pos = k
+			merge(&list[k], r, isLog, fam, it.counter, t.Traffic[dir])
+		}
+	}
+	return list
+}
+
+// merge adds one family's rule r (or its LOG rule) and counter c to the
+// joined rule j, and c to the direction's traffic unless j is a group's.
+func merge(j *Rule, r Rule, isLog bool, fam *ruleset.Family, c Counter, v *Verdicts) {
+	if isLog {
+		j.Log = true
+		return
+	}
+	if j.Action == "" { // its LOG rule came first
+		j.Action, j.Match = r.Action, r.Match
+	}
+	if !contains(j.Families, fam.Name) {
+		j.Families = append(j.Families, fam.Name)
+	}
+	j.Counter.add(c)
+	if j.Shared {
+		return // counted for every tap of the group
+	}
+	switch j.Action {
+	case "ACCEPT":
+		v.Accepted.add(c)
+	case "DROP", "REJECT":
+		v.Dropped.add(c)
+	}
+}
+
+// sortRuns puts each run of config rules in the config's order (rules of
+// one family only were merged in after their neighbours) and returns how
+// many config rules there are.
+func sortRuns(list []Rule) int {
+	n := 0
+	for i := 0; i < len(list); {
+		j := i
+		for j < len(list) && list[j].Kind == "rule" {
+			j++
+		}
+		run := list[i:j]
+		sort.SliceStable(run, func(a, b int) bool { return run[a].Number < run[b].Number })
+		n += len(run)
+		i = j + 1
+	}
+	return n
 }
 
 // readLeaves fills in what the tap's dispatch leaves record: who attached
@@ -347,7 +358,7 @@ func (s *Snapshot) readLeaves(t *Tap) {
 			continue
 		}
 		for _, spec := range s.V4.Rules.Table.Chains[ch] {
-			c := stripHash(netfilter.Comment(spec))
+			c := ruleset.StripHash(netfilter.Comment(spec))
 			if a, ok := ruleset.ParseDispatchComment(c); in && ok && a.Tap == t.Name {
 				t.Network, t.ContainerID, t.IfName, t.Attached = a.Network, a.ContainerID, a.IfName, true
 			}
@@ -380,7 +391,7 @@ func macOf(spec string) string {
 // describe reads one rule of a tap chain: the Rule, the key that joins it
 // with the same rule of the other family, and whether it only logs.
 func describe(tap, dir, spec string) (r Rule, key string, isLog, ok bool) {
-	comment := stripHash(netfilter.Comment(spec))
+	comment := ruleset.StripHash(netfilter.Comment(spec))
 	rest, found := strings.CutPrefix(comment, tap+": ")
 	if !found {
 		return r, "", false, false

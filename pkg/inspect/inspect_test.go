@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -221,5 +222,24 @@ func TestParseTableCounters(t *testing.T) {
 	}
 	if _, err := ParseTable([]byte("*filter\n[x:1] -A X -j ACCEPT\n")); err == nil {
 		t.Error("bad counters accepted")
+	}
+}
+
+// A tap that only a trie leaf still names (its chains and set are gone,
+// as a crash can leave it) is listed, as GC sees it.
+func TestTapNamesLeafOnly(t *testing.T) {
+	tb, err := ParseTable([]byte("*filter\n:TFW-DI - [0:0]\n:TFW-DI-t - [0:0]\n" +
+		"-A TFW-DI -m physdev --physdev-in t+ -m comment --comment \"@dispatch: DI t #00000000\" -g TFW-DI-t\n" +
+		"-A TFW-DI-t -m physdev --physdev-in tap9 -m comment --comment \"tap9: dispatch net=- cid=- if=- #00000000\" -g TFW-T-tap9-OUT\n" +
+		"COMMIT\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Snapshot{V4: tb, Sets: map[string][]netip.Prefix{"tfw-t-tap7": nil}}
+	if got := s.TapNames(); strings.Join(got, " ") != "tap7 tap9" {
+		t.Errorf("TapNames = %v, want [tap7 tap9]", got)
+	}
+	if got := len(s.Taps()); got != 2 {
+		t.Errorf("Taps lists %d taps, want 2", got)
 	}
 }

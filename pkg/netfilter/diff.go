@@ -305,7 +305,7 @@ func (x *txn) appendEdge(t ruleset.Trie, e ruleset.Rule) {
 // isMiss reports whether in is a copy of miss, a rule kept last: it has
 // miss's comment, whatever its hash.
 func isMiss(in Installed, miss ruleset.Rule) bool {
-	return in.Comment != "" && stripHash(in.Comment) == miss.Comment
+	return in.Comment != "" && ruleset.StripHash(in.Comment) == miss.Comment
 }
 
 // nodeEmpty reports whether a trie node holds no edge and no leaf.
@@ -364,26 +364,51 @@ func ownerIs(owner string) func(Installed) bool {
 // chains the plan touches. A second call after the changes landed returns
 // no changes.
 func PlanChanges(r Reader, sets map[string][]netip.Prefix, p *ruleset.Plan) (*Changes, error) {
-	c := &Changes{}
+	c := &Changes{Sets: setChanges(sets, p)}
+	x := newTxn(r)
+	if err := x.read(p); err != nil {
+		return nil, err
+	}
+	x.chainsWanted(p)
+	x.membersWanted(p.Members)
+	for _, g := range groups(p.Tails) {
+		x.ensureTail(g.chain, g.rules)
+	}
+	x.hooksWanted(p.Hooks)
+	if err := x.dispatchWanted(p, sets); err != nil {
+		return nil, err
+	}
+	c.Restore = x.changes()
+	return c, nil
+}
+
+// setChanges are the sets to create (base sets that are missing) and to
+// create or refill (the plan's sets whose entries differ).
+func setChanges(sets map[string][]netip.Prefix, p *ruleset.Plan) []SetChange {
+	var out []SetChange
 	for _, s := range p.BaseSets {
 		if _, ok := sets[s.Name]; !ok {
-			c.Sets = append(c.Sets, SetChange{Name: s.Name, Entries: s.Entries})
+			out = append(out, SetChange{Name: s.Name, Entries: s.Entries})
 		}
 	}
 	for _, s := range p.Sets {
 		cur, ok := sets[s.Name]
 		if !ok || !samePrefixes(cur, s.Entries) {
-			c.Sets = append(c.Sets, SetChange{Name: s.Name, Entries: s.Entries, Exists: ok})
+			out = append(out, SetChange{Name: s.Name, Entries: s.Entries, Exists: ok})
 		}
 	}
+	return out
+}
 
-	x := newTxn(r)
+// read reads which base chains exist, and the rules of every other chain
+// the plan names.
+func (x *txn) read(p *ruleset.Plan) error {
 	var base, names []string
 	for _, ch := range p.Base {
 		base = append(base, ch.Name)
 	}
 	if err := x.exist(base...); err != nil {
-		return nil, err
+		return err
 	}
 	for _, chs := range [][]ruleset.Chain{p.Shared, p.Owned} {
 		for _, ch := range chs {
@@ -395,9 +420,12 @@ func PlanChanges(r Reader, sets map[string][]netip.Prefix, p *ruleset.Plan) (*Ch
 			names = append(names, r.Chain)
 		}
 	}
-	if err := x.load(names...); err != nil {
-		return nil, err
-	}
+	return x.load(names...)
+}
+
+// chainsWanted creates missing base chains and rewrites shared and owned
+// chains that differ from the plan.
+func (x *txn) chainsWanted(p *ruleset.Plan) {
 	for _, ch := range p.Base {
 		if !x.exists[ch.Name] {
 			x.rewrite(ch.Name, ch.Rules)
@@ -411,7 +439,12 @@ func PlanChanges(r Reader, sets map[string][]netip.Prefix, p *ruleset.Plan) (*Ch
 			x.rewrite(ch.Name, ch.Rules)
 		}
 	}
-	for _, g := range groups(p.Members) {
+}
+
+// membersWanted replaces, as a group, an owner's rules in a shared chain
+// that differ from the plan's.
+func (x *txn) membersWanted(members []ruleset.Rule) {
+	for _, g := range groups(members) {
 		var cur []Installed
 		for _, in := range x.chains[g.chain] {
 			if ruleset.CommentOwner(in.Comment) == g.owner {
@@ -426,14 +459,14 @@ func PlanChanges(r Reader, sets map[string][]netip.Prefix, p *ruleset.Plan) (*Ch
 			x.append(r)
 		}
 	}
-	for _, g := range groups(p.Tails) {
-		x.ensureTail(g.chain, g.rules)
-	}
-	for _, g := range groups(p.Hooks) {
-		// One hook per built-in chain. Others write to these chains too,
-		// without tapfw's lock, so rule numbers there are not to be
-		// trusted: a stale hook is deleted by its whole text, where the
-		// reader has it.
+}
+
+// hooksWanted keeps one hook at the top of each built-in chain. Others
+// write to these chains too, without tapfw's lock, so rule numbers there
+// are not to be trusted: a stale hook is deleted by its whole text, where
+// the reader has it.
+func (x *txn) hooksWanted(hooks []ruleset.Rule) {
+	for _, g := range groups(hooks) {
 		if len(g.rules) == 1 && slices.ContainsFunc(x.chains[g.chain], func(in Installed) bool { return matches(in, g.rules[0]) }) {
 			continue
 		}
@@ -446,16 +479,19 @@ func PlanChanges(r Reader, sets map[string][]netip.Prefix, p *ruleset.Plan) (*Ch
 			x.insertTop(g.rules[i])
 		}
 	}
+}
 
-	// Dispatch: add what is missing on the tap's paths; take the tap's
-	// leaves off addresses it no longer has.
+// dispatchWanted adds what is missing on the tap's paths through the
+// tries, and takes the tap's leaves off addresses it no longer has (those
+// its set still holds).
+func (x *txn) dispatchWanted(p *ruleset.Plan, sets map[string][]netip.Prefix) error {
 	wantLeaf := map[string]bool{}
 	for _, path := range p.Paths {
 		wantLeaf[path.Leaf.InstalledComment()] = true
 	}
 	for _, path := range p.Paths {
 		if err := x.addPath(path, wantLeaf); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	fam := p.Fam()
@@ -467,11 +503,10 @@ func PlanChanges(r Reader, sets map[string][]netip.Prefix, p *ruleset.Plan) (*Ch
 		}
 		path := ruleset.HostPath(fam, p.Tap, old)
 		if err := x.removeLeaves(path, p.Tap, wantLeaf); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	c.Restore = x.changes()
-	return c, nil
+	return nil
 }
 
 // addPath makes sure the nodes and edges of path exist and its leaf is
@@ -496,7 +531,9 @@ func (x *txn) addPath(path ruleset.Path, wantLeaf map[string]bool) error {
 			x.create(path.Nodes[i])
 		}
 		if !slices.ContainsFunc(x.chains[path.Nodes[i-1]], func(in Installed) bool { return matches(in, path.Edges[i-1]) }) {
-			x.deleteWhere(path.Nodes[i-1], func(in Installed) bool { return in.Comment != "" && stripHash(in.Comment) == path.Edges[i-1].Comment })
+			x.deleteWhere(path.Nodes[i-1], func(in Installed) bool {
+				return in.Comment != "" && ruleset.StripHash(in.Comment) == path.Edges[i-1].Comment
+			})
 			x.appendEdge(t, path.Edges[i-1])
 		}
 	}
@@ -647,21 +684,13 @@ func Attachments(t *Table) []ruleset.Attachment {
 			continue
 		}
 		for _, s := range t.Chains[chain] {
-			if a, ok := ruleset.ParseDispatchComment(stripHash(Comment(s))); ok {
+			if a, ok := ruleset.ParseDispatchComment(ruleset.StripHash(Comment(s))); ok {
 				out = append(out, a)
 			}
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Tap < out[j].Tap })
 	return out
-}
-
-// stripHash takes the rule hash off an installed comment.
-func stripHash(c string) string {
-	if i := strings.LastIndex(c, " #"); i >= 0 {
-		return c[:i]
-	}
-	return c
 }
 
 // InstalledTaps lists every tap that has anything in the kernel: chains,
@@ -698,78 +727,110 @@ func InstalledTaps(t *Table, sets map[string][]netip.Prefix) []string {
 // Verify compares a plan with the whole table and the sets and returns one
 // line per difference, naming table, chain and rule, or ipset and entries.
 func Verify(t *Table, sets map[string][]netip.Prefix, p *ruleset.Plan) []string {
-	var diffs []string
-	tn := TableName(p.Fam())
-	add := func(format string, a ...any) { diffs = append(diffs, fmt.Sprintf(tn+format, a...)) }
+	v := &verifier{t: t, tn: TableName(p.Fam())}
+	v.chains(p)
+	v.members(p.Members)
+	for _, r := range p.Hooks {
+		if !v.has(r.Chain, r) {
+			v.add(", chain %s: rule %q missing", r.Chain, r.String())
+		}
+	}
+	v.tails(p.Tails)
+	for _, path := range p.Paths {
+		v.path(path)
+	}
+	return append(v.diffs, verifySets(sets, p)...)
+}
+
+// verifier collects the differences between a plan and a table.
+type verifier struct {
+	t     *Table
+	tn    string // the table's name in messages
+	diffs []string
+}
+
+func (v *verifier) add(format string, a ...any) {
+	v.diffs = append(v.diffs, fmt.Sprintf(v.tn+format, a...))
+}
+
+func (v *verifier) has(chain string, r ruleset.Rule) bool {
+	return slices.ContainsFunc(v.t.Chains[chain], func(s string) bool { return Normalize(s) == Normalize(r.Spec()) })
+}
+
+// chains: base chains exist, shared and owned chains hold exactly their
+// rules.
+func (v *verifier) chains(p *ruleset.Plan) {
 	for _, ch := range p.Base {
-		if !t.Has(ch.Name) {
-			add(", chain %s: missing", ch.Name)
+		if !v.t.Has(ch.Name) {
+			v.add(", chain %s: missing", ch.Name)
 		}
 	}
 	for _, chs := range [][]ruleset.Chain{p.Shared, p.Owned} {
 		for _, ch := range chs {
-			if !t.Has(ch.Name) {
-				add(", chain %s: missing", ch.Name)
+			if !v.t.Has(ch.Name) {
+				v.add(", chain %s: missing", ch.Name)
 				continue
 			}
-			diffs = append(diffs, compareChain(tn, ch.Name, specs(ch.Rules), t.Chains[ch.Name])...)
+			v.diffs = append(v.diffs, compareChain(v.tn, ch.Name, specs(ch.Rules), v.t.Chains[ch.Name])...)
 		}
 	}
-	has := func(chain string, r ruleset.Rule) bool {
-		return slices.ContainsFunc(t.Chains[chain], func(s string) bool { return Normalize(s) == Normalize(r.Spec()) })
-	}
-	for _, g := range groups(p.Members) {
-		var cur []string
-		for _, s := range t.Chains[g.chain] {
-			if Owner(s) == g.owner {
-				cur = append(cur, s)
-			}
-		}
+}
+
+// members: each owner's rules in a shared chain are there, and no others
+// of that owner.
+func (v *verifier) members(members []ruleset.Rule) {
+	for _, g := range groups(members) {
 		for _, r := range g.rules {
-			if !has(g.chain, r) {
-				add(", chain %s: rule %q missing", g.chain, r.String())
+			if !v.has(g.chain, r) {
+				v.add(", chain %s: rule %q missing", g.chain, r.String())
 			}
 		}
-		for _, s := range cur {
-			if !slices.ContainsFunc(g.rules, func(r ruleset.Rule) bool { return Normalize(s) == Normalize(r.Spec()) }) {
-				add(", chain %s: unexpected rule %q", g.chain, "-A "+g.chain+" "+s)
+		for _, s := range v.t.Chains[g.chain] {
+			if Owner(s) == g.owner && !slices.ContainsFunc(g.rules, func(r ruleset.Rule) bool { return Normalize(s) == Normalize(r.Spec()) }) {
+				v.add(", chain %s: unexpected rule %q", g.chain, "-A "+g.chain+" "+s)
 			}
 		}
 	}
-	for _, r := range p.Hooks {
-		if !has(r.Chain, r) {
-			add(", chain %s: rule %q missing", r.Chain, r.String())
-		}
-	}
-	for _, g := range groups(p.Tails) {
+}
+
+// tails: each chain ends with its tail rules, and holds them once.
+func (v *verifier) tails(tails []ruleset.Rule) {
+	for _, g := range groups(tails) {
 		var in []Installed
-		for _, s := range t.Chains[g.chain] {
+		for _, s := range v.t.Chains[g.chain] {
 			in = append(in, Installed{Comment: Comment(s), Spec: s})
 		}
 		if !endsWith(in, g.rules) {
-			add(", chain %s: does not end with %q, once", g.chain, strings.Join(specs(g.rules), "; "))
+			v.add(", chain %s: does not end with %q, once", g.chain, strings.Join(specs(g.rules), "; "))
 		}
 	}
-	for _, path := range p.Paths {
-		for i, node := range path.Nodes {
-			if !t.Has(node) {
-				add(", chain %s (dispatch %s %s): missing", node, path.Trie.Name, path.Key)
-				break
-			}
-			if i < len(path.Edges) && !has(node, path.Edges[i]) {
-				add(", chain %s: rule %q missing", node, path.Edges[i].String())
-			}
-			if miss, ok := path.Trie.MissRule(node); ok {
-				rs := t.Chains[node]
-				if len(rs) == 0 || Normalize(rs[len(rs)-1]) != Normalize(miss.Spec()) {
-					add(", chain %s: last rule is not %q", node, miss.String())
-				}
-			}
+}
+
+// path: the nodes, edges, miss rules and leaf of a dispatch path.
+func (v *verifier) path(path ruleset.Path) {
+	for i, node := range path.Nodes {
+		if !v.t.Has(node) {
+			v.add(", chain %s (dispatch %s %s): missing", node, path.Trie.Name, path.Key)
+			break
 		}
-		if last := path.Nodes[len(path.Nodes)-1]; t.Has(last) && !has(last, path.Leaf) {
-			add(", chain %s: rule %q missing", last, path.Leaf.String())
+		if i < len(path.Edges) && !v.has(node, path.Edges[i]) {
+			v.add(", chain %s: rule %q missing", node, path.Edges[i].String())
+		}
+		if miss, ok := path.Trie.MissRule(node); ok {
+			rs := v.t.Chains[node]
+			if len(rs) == 0 || Normalize(rs[len(rs)-1]) != Normalize(miss.Spec()) {
+				v.add(", chain %s: last rule is not %q", node, miss.String())
+			}
 		}
 	}
+	if last := path.Nodes[len(path.Nodes)-1]; v.t.Has(last) && !v.has(last, path.Leaf) {
+		v.add(", chain %s: rule %q missing", last, path.Leaf.String())
+	}
+}
+
+// verifySets compares the plan's sets with the installed ones.
+func verifySets(sets map[string][]netip.Prefix, p *ruleset.Plan) []string {
+	var diffs []string
 	for _, s := range p.BaseSets {
 		if _, ok := sets[s.Name]; !ok {
 			diffs = append(diffs, fmt.Sprintf("ipset %s: missing", s.Name))

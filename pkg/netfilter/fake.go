@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/tapfw/tapfw/pkg/ruleset"
 )
 
 // FakeTables keeps a filter table in memory and applies restore files to
@@ -292,3 +294,48 @@ type NoLock struct{}
 
 // Lock implements Locker.
 func (NoLock) Lock() (func(), error) { return func() {}, nil }
+
+// FakeBridge is an in-memory Bridge for tests: it keeps each tap's plan.
+type FakeBridge struct {
+	Plans map[string]*ruleset.L2Tap
+	Fail  error // returned by Apply when set
+}
+
+var _ Bridge = (*FakeBridge)(nil)
+
+// Apply implements Bridge.
+func (f *FakeBridge) Apply(p *ruleset.L2Tap) error {
+	if f.Fail != nil {
+		return f.Fail
+	}
+	if f.Plans == nil {
+		f.Plans = map[string]*ruleset.L2Tap{}
+	}
+	f.Plans[p.Tap] = p
+	return nil
+}
+
+// Remove implements Bridge.
+func (f *FakeBridge) Remove(tap string) error { delete(f.Plans, tap); return nil }
+
+// Flush implements Bridge.
+func (f *FakeBridge) Flush() error { f.Plans = nil; return nil }
+
+// Verify implements Bridge.
+func (f *FakeBridge) Verify(p *ruleset.L2Tap) ([]string, error) {
+	got, ok := f.Plans[p.Tap]
+	if !ok || got.String() != p.String() {
+		return []string{"table bridge tapfw: " + p.Tap + " differs"}, nil
+	}
+	return nil, nil
+}
+
+// Taps implements Bridge.
+func (f *FakeBridge) Taps() ([]string, error) {
+	var out []string
+	for t := range f.Plans {
+		out = append(out, t)
+	}
+	slices.Sort(out)
+	return out, nil
+}

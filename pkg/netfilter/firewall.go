@@ -442,7 +442,7 @@ func (f *Firewall) Attachment(tap string) (a ruleset.Attachment, ok bool, err er
 			return err
 		}
 		for _, in := range got[node] {
-			if at, isRecord := ruleset.ParseDispatchComment(stripHash(in.Comment)); isRecord && at.Tap == tap {
+			if at, isRecord := ruleset.ParseDispatchComment(ruleset.StripHash(in.Comment)); isRecord && at.Tap == tap {
 				a, ok = at, true
 			}
 		}
@@ -584,10 +584,6 @@ func (f *Firewall) apply(c *Changes) (err error) {
 			}
 		}
 	}()
-	// New sets are made and filled before the restore, which references
-	// them. Sets that exist get their new content built aside now and
-	// swapped in after the restore: a call killed in between leaves the old
-	// content, which the next call still sees and changes.
 	var swaps [][2]string
 	defer func() {
 		for _, sw := range swaps {
@@ -596,33 +592,8 @@ func (f *Firewall) apply(c *Changes) (err error) {
 			}
 		}
 	}()
-	for _, s := range c.Sets {
-		if !s.Exists {
-			if err := f.Sets.Create(s.Name); err != nil {
-				return err
-			}
-			f.fault("set-created")
-			name := s.Name
-			undo = append(undo, func() error { return f.Sets.Destroy(name) })
-			if err := f.fill(s.Name, s.Entries); err != nil {
-				return err
-			}
-			f.fault("set-filled")
-			continue
-		}
-		tmp := ruleset.TempSet(s.Name)
-		if err := f.Sets.Destroy(tmp); err != nil {
-			return err
-		}
-		if err := f.Sets.Create(tmp); err != nil {
-			return err
-		}
-		f.fault("set-created")
-		swaps = append(swaps, [2]string{tmp, s.Name})
-		if err := f.fill(tmp, s.Entries); err != nil {
-			return err
-		}
-		f.fault("set-filled")
+	if undo, swaps, err = f.prepareSets(c.Sets); err != nil {
+		return err
 	}
 	f.trace("set changes")
 	if data := c.RestoreFile(); data != nil {
@@ -651,6 +622,43 @@ func (f *Firewall) apply(c *Changes) (err error) {
 		f.fault("destroyed")
 	}
 	return nil
+}
+
+// prepareSets makes and fills new sets before the restore, which
+// references them. Sets that exist get their new content built aside, to
+// be swapped in after the restore: a call killed in between leaves the old
+// content, which the next call still sees and changes. It returns how to
+// undo the sets it made and the swaps to do, also when it fails part way.
+func (f *Firewall) prepareSets(sets []SetChange) (undo []func() error, swaps [][2]string, err error) {
+	for _, s := range sets {
+		if !s.Exists {
+			if err := f.Sets.Create(s.Name); err != nil {
+				return undo, swaps, err
+			}
+			f.fault("set-created")
+			name := s.Name
+			undo = append(undo, func() error { return f.Sets.Destroy(name) })
+			if err := f.fill(s.Name, s.Entries); err != nil {
+				return undo, swaps, err
+			}
+			f.fault("set-filled")
+			continue
+		}
+		tmp := ruleset.TempSet(s.Name)
+		if err := f.Sets.Destroy(tmp); err != nil {
+			return undo, swaps, err
+		}
+		if err := f.Sets.Create(tmp); err != nil {
+			return undo, swaps, err
+		}
+		f.fault("set-created")
+		swaps = append(swaps, [2]string{tmp, s.Name})
+		if err := f.fill(tmp, s.Entries); err != nil {
+			return undo, swaps, err
+		}
+		f.fault("set-filled")
+	}
+	return undo, swaps, nil
 }
 
 func (f *Firewall) fill(name string, entries []netip.Prefix) error {

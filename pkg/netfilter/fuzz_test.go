@@ -291,7 +291,7 @@ func checkRestoreFile(data []byte, p *ruleset.Plan, tap ruleset.Tap) error {
 		}
 		if leafIn != nil && chain == leafIn.Chain && spec == leafIn.Spec() {
 			seenLeaf = true
-			a, ok := ruleset.ParseDispatchComment(stripHash(Comment(spec)))
+			a, ok := ruleset.ParseDispatchComment(ruleset.StripHash(Comment(spec)))
 			wantA := ruleset.Attachment{Tap: tap.Name, Network: tap.Network, ContainerID: tap.ContainerID, IfName: tap.IfName}
 			if !ok || a != wantA {
 				return fmt.Errorf("line %d: attachment reads back as %+v (%v), want %+v", n, a, ok, wantA)

@@ -549,35 +549,39 @@ var (
 )
 
 // tapOut is the chain for packets from the VM. Allowed packets RETURN so
-// that the IN chain of the receiving tap still runs.
+// that the IN chain of the receiving tap still runs. Anti-spoofing comes
+// before the conntrack shortcut, so a VM cannot forge its way into
+// another's connection.
 func tapOut(t Tap, fam *Family) (Chain, error) {
 	c := TapOut(t.Name)
+	rs := outBeforeIPCheck(t, fam, c)
+	if t.IPFilter {
+		rs = append(rs, Rule{Chain: c, SetSrc: fam.TapSet(t.Name), SetSrcNeg: true, Comment: t.Name + ": ip anti-spoof", Verdict: Verdict{Target: "DROP"}})
+	}
+	rs = append(rs, outAfterIPCheck(t, fam, c)...)
+	rs = append(rs, Rule{Chain: c, CtState: "RELATED,ESTABLISHED", Comment: t.Name + ": established", Verdict: Verdict{Target: "ACCEPT"}})
+	rs = append(rs, outGroups(t, c)...)
+	cx := chainCtx{chain: c, fam: fam, owner: t.Name, logName: t.Name, dir: "out", allow: Verdict{Target: "RETURN"}, limit: t.LogLimit, log: logTo{t.LogTarget, t.NFLogGroup}}
+	user, err := cx.userRules(t.Out)
+	if err != nil {
+		return Chain{}, err
+	}
+	rs = append(rs, user...)
+	rs = append(rs, cx.policy(t.PolicyOut, t.LogDropped)...)
+	return Chain{Name: c, Rules: rs}, nil
+}
+
+// outBeforeIPCheck are the OUT chain's rules before the address check:
+// INVALID, the MAC check, what a guest may never send (server replies,
+// router advertisements) and what it sends before it has an address.
+func outBeforeIPCheck(t Tap, fam *Family, c string) []Rule {
 	own := t.Name + ": "
 	ret, drop := Verdict{Target: "RETURN"}, Verdict{Target: "DROP"}
 	rs := []Rule{{Chain: c, CtState: "INVALID", Comment: own + "invalid", Verdict: drop}}
 	if t.MACFilter {
 		rs = append(rs, Rule{Chain: c, MACSource: t.MAC.String(), MACNegate: true, Comment: own + "mac anti-spoof", Verdict: drop})
 	}
-	if fam.V6 {
-		if !t.RAdv {
-			rs = append(rs,
-				icmp6(c, icmp6RouterAdvert, own+"no router advertisements", drop),
-				icmp6(c, icmp6Redirect, own+"no redirects", drop))
-		}
-		rs = append(rs, Rule{Chain: c, Proto: "udp", SPort: "547", DPort: "546", Comment: own + "no dhcpv6 server", Verdict: drop})
-		if t.NDP && t.IPFilter {
-			// Duplicate address detection asks from the unspecified
-			// address, before the VM has one.
-			rs = append(rs, Rule{Chain: c, Src: unspec6, Proto: ProtoICMPv6, ICMPType: icmp6NeighSolicit, HopLimit: 255, Comment: own + "ndp dad", Verdict: ret})
-		}
-		if t.IGMP && t.IPFilter {
-			// So do its first MLD reports, for the solicited-node groups
-			// of the addresses it is about to check (RFC 3590).
-			r := mld(c, icmp6MLDv2Report, own+"mld before dad", ret)
-			r.Src, r.Dst = unspec6, mldv2Rtrs
-			rs = append(rs, r)
-		}
-	} else {
+	if !fam.V6 {
 		rs = append(rs, Rule{Chain: c, Proto: "udp", SPort: "67", DPort: "68", Comment: own + "no dhcp server", Verdict: drop})
 		if t.DHCP {
 			// A client without an address asks from 0.0.0.0 to the
@@ -585,29 +589,36 @@ func tapOut(t Tap, fam *Family) (Chain, error) {
 			// IP check.
 			rs = append(rs, Rule{Chain: c, Src: anyAddr, Dst: broadcast, Proto: "udp", SPort: "68", DPort: "67", Comment: own + "dhcp discover", Verdict: ret})
 		}
+		return rs
 	}
-	if t.IPFilter {
-		rs = append(rs, Rule{Chain: c, SetSrc: fam.TapSet(t.Name), SetSrcNeg: true, Comment: own + "ip anti-spoof", Verdict: drop})
+	if !t.RAdv {
+		rs = append(rs,
+			icmp6(c, icmp6RouterAdvert, own+"no router advertisements", drop),
+			icmp6(c, icmp6Redirect, own+"no redirects", drop))
 	}
-	if fam.V6 {
-		if t.NDP {
-			// Their targets are checked in the bridge table.
-			for _, typ := range []string{icmp6RouterSolicit, icmp6NeighSolicit, icmp6NeighAdvert} {
-				rs = append(rs, ndp(c, typ, own+"ndp", ret))
-			}
-		}
-		if t.IGMP {
-			// Group membership, without which a snooping bridge or switch
-			// stops sending the guest its solicited-node multicast.
-			for _, typ := range mldListener {
-				rs = append(rs, mldFrom(c, typ, own+"mld", ret))
-			}
-		}
-		if t.DHCP {
-			// Clients ask the link's servers and relays, by multicast.
-			rs = append(rs, Rule{Chain: c, Dst: dhcpv6Srvs, Proto: "udp", SPort: "546", DPort: "547", Comment: own + "dhcpv6 request", Verdict: ret})
-		}
-	} else {
+	rs = append(rs, Rule{Chain: c, Proto: "udp", SPort: "547", DPort: "546", Comment: own + "no dhcpv6 server", Verdict: drop})
+	if t.NDP && t.IPFilter {
+		// Duplicate address detection asks from the unspecified
+		// address, before the VM has one.
+		rs = append(rs, Rule{Chain: c, Src: unspec6, Proto: ProtoICMPv6, ICMPType: icmp6NeighSolicit, HopLimit: 255, Comment: own + "ndp dad", Verdict: ret})
+	}
+	if t.IGMP && t.IPFilter {
+		// So do its first MLD reports, for the solicited-node groups
+		// of the addresses it is about to check (RFC 3590).
+		r := mld(c, icmp6MLDv2Report, own+"mld before dad", ret)
+		r.Src, r.Dst = unspec6, mldv2Rtrs
+		rs = append(rs, r)
+	}
+	return rs
+}
+
+// outAfterIPCheck are the protocols a guest needs from its own addresses
+// that conntrack does not track: neighbour discovery, group membership,
+// DHCP renewals and DHCPv6 requests.
+func outAfterIPCheck(t Tap, fam *Family, c string) []Rule {
+	own, ret := t.Name+": ", Verdict{Target: "RETURN"}
+	var rs []Rule
+	if !fam.V6 {
 		if t.IGMP {
 			// Group membership from the guest's own address; IGMP is
 			// never routed.
@@ -617,28 +628,45 @@ func tapOut(t Tap, fam *Family) (Chain, error) {
 			// Renewals come from the guest's own address.
 			rs = append(rs, Rule{Chain: c, Proto: "udp", SPort: "68", DPort: "67", Comment: own + "dhcp renew", Verdict: ret})
 		}
+		return rs
 	}
-	rs = append(rs, Rule{Chain: c, CtState: "RELATED,ESTABLISHED", Comment: own + "established", Verdict: Verdict{Target: "ACCEPT"}})
-	if len(t.Groups) > 0 {
-		// The mark bit says "a group allowed it" only if it starts clear:
-		// a packet that arrives with it set would skip the tap's rules.
-		rs = append(rs, Rule{Chain: c, Comment: own + "groups: clear mark", Verdict: Verdict{Target: "MARK", XMark: groupMarkOff}})
+	if t.NDP {
+		// Their targets are checked in the bridge table.
+		for _, typ := range []string{icmp6RouterSolicit, icmp6NeighSolicit, icmp6NeighAdvert} {
+			rs = append(rs, ndp(c, typ, own+"ndp", ret))
+		}
 	}
+	if t.IGMP {
+		// Group membership, without which a snooping bridge or switch
+		// stops sending the guest its solicited-node multicast.
+		for _, typ := range mldListener {
+			rs = append(rs, mldFrom(c, typ, own+"mld", ret))
+		}
+	}
+	if t.DHCP {
+		// Clients ask the link's servers and relays, by multicast.
+		rs = append(rs, Rule{Chain: c, Dst: dhcpv6Srvs, Proto: "udp", SPort: "546", DPort: "547", Comment: own + "dhcpv6 request", Verdict: ret})
+	}
+	return rs
+}
+
+// outGroups send the packet through the tap's security groups. What a
+// group allows comes back marked and returns from the tap's chain;
+// anything else falls through to the next group and the tap's own rules.
+func outGroups(t Tap, c string) []Rule {
+	if len(t.Groups) == 0 {
+		return nil
+	}
+	own := t.Name + ": "
+	// The mark bit says "a group allowed it" only if it starts clear: a
+	// packet that arrives with it set would skip the tap's rules.
+	rs := []Rule{{Chain: c, Comment: own + "groups: clear mark", Verdict: Verdict{Target: "MARK", XMark: groupMarkOff}}}
 	for _, g := range t.Groups {
-		// What the group allows comes back marked; anything else falls
-		// through to the next group and the tap's own rules.
 		rs = append(rs,
 			Rule{Chain: c, Comment: own + "out group " + g, Verdict: Verdict{Target: GroupChain(g, "out")}},
 			Rule{Chain: c, Mark: GroupMark, Comment: own + "out group " + g + " allowed", Verdict: Verdict{Goto: true, Target: ChainGroupAllowed}})
 	}
-	cx := chainCtx{chain: c, fam: fam, owner: t.Name, logName: t.Name, dir: "out", allow: Verdict{Target: "RETURN"}, limit: t.LogLimit, log: logTo{t.LogTarget, t.NFLogGroup}}
-	user, err := cx.userRules(t.Out)
-	if err != nil {
-		return Chain{}, err
-	}
-	rs = append(rs, user...)
-	rs = append(rs, cx.policy(t.PolicyOut, t.LogDropped)...)
-	return Chain{Name: c, Rules: rs}, nil
+	return rs
 }
 
 // tapIn is the chain for packets to the VM. Allowed packets are ACCEPTed.

@@ -216,6 +216,22 @@ func (r Rule) comment() string {
 	return r.Comment + " #" + hex.EncodeToString(sum[:4])
 }
 
+// StripHash takes the rule hash that comment() appends (" #" and eight
+// hexadecimal digits) off an installed comment; a comment without one is
+// returned as it is.
+func StripHash(c string) string {
+	n := len(c) - len(" #12345678")
+	if n < 0 || c[n:n+2] != " #" {
+		return c
+	}
+	for _, r := range c[n+2:] {
+		if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f') {
+			return c
+		}
+	}
+	return c[:n]
+}
+
 // InstalledComment is the comment as it is installed in the kernel.
 func (r Rule) InstalledComment() string { return r.comment() }
 

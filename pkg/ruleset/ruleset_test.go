@@ -218,3 +218,18 @@ func TestDHCPReplies(t *testing.T) {
 		}
 	}
 }
+
+func TestStripHash(t *testing.T) {
+	r := Rule{Chain: "C", Comment: "tap1: in rule 1 dns #1", Verdict: Verdict{Target: "ACCEPT"}}
+	for in, want := range map[string]string{
+		r.InstalledComment():     "tap1: in rule 1 dns #1",
+		"tap1: in rule 1 dns #1": "tap1: in rule 1 dns #1",
+		"foreign #1234567g":      "foreign #1234567g",
+		"#12345678":              "#12345678",
+		"x #12345678":            "x",
+	} {
+		if got := StripHash(in); got != want {
+			t.Errorf("StripHash(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
