@@ -381,54 +381,37 @@ func owner(s *inspect.Snapshot, a netip.Addr) (tap string, host bool) {
 
 // explain builds the packet as the kernel's hooks see it and walks it.
 func (q query) explain(s *inspect.Snapshot) (explain.Result, explain.Packet, error) {
-	var pkt explain.Packet
 	t, rules := s.Show(q.tap)
 	if len(rules) == 0 {
-		return explain.Result{}, pkt, fmt.Errorf("%s has no firewall installed", q.tap)
+		return explain.Result{}, explain.Packet{}, fmt.Errorf("%s has no firewall installed", q.tap)
 	}
-	br := t.Bridge
-	if br == "" {
-		return explain.Result{}, pkt, fmt.Errorf("%s is on no bridge", q.tap)
+	if t.Bridge == "" {
+		return explain.Result{}, explain.Packet{}, fmt.Errorf("%s is on no bridge", q.tap)
 	}
-	parse := func(what, v string) (netip.Addr, error) {
-		a, err := netip.ParseAddr(v)
-		if err != nil {
-			return a, fmt.Errorf("--%s: %q is not an address", what, v)
-		}
-		return a.Unmap(), nil
+	pkt, err := q.packet(t)
+	if err != nil {
+		return explain.Result{}, pkt, err
 	}
-	// The tap's own address of the family the other address has.
-	own := func(other string) (string, error) {
-		v6 := strings.Contains(other, ":")
-		for _, ip := range t.IPs {
-			if strings.Contains(ip, "/") { // a network routed to the VM
-				continue
-			}
-			if a, err := netip.ParseAddr(ip); err == nil && a.Is6() == v6 && !a.IsLinkLocalUnicast() {
-				return ip, nil
-			}
-		}
-		return "", fmt.Errorf("%s has no address of that family: give --src and --dst", q.tap)
+	q.place(s, t, &pkt)
+	tb := s.V4
+	if pkt.Family == 6 {
+		tb = s.V6
 	}
+	if tb == nil {
+		return explain.Result{}, pkt, fmt.Errorf("no IPv%d table was read", pkt.Family)
+	}
+	res, err := explain.Explain(tb.Rules, s.Sets, pkt)
+	return res, pkt, err
+}
+
+// packet is the packet the query describes: its addresses (the tap's own
+// by default), protocol, ports, ICMP type, state and hop limit, and, from
+// the tap, its source MAC.
+func (q query) packet(t inspect.Tap) (explain.Packet, error) {
+	var pkt explain.Packet
 	var err error
-	if q.dir == "out" && q.src == "" {
-		if q.src, err = own(q.dst); err != nil {
-			return explain.Result{}, pkt, err
-		}
-	}
-	if q.dir == "in" && q.dst == "" {
-		if q.dst, err = own(q.src); err != nil {
-			return explain.Result{}, pkt, err
-		}
-	}
-	if pkt.Src, err = parse("src", q.src); err != nil {
-		return explain.Result{}, pkt, err
-	}
-	if pkt.Dst, err = parse("dst", q.dst); err != nil {
-		return explain.Result{}, pkt, err
-	}
-	if pkt.Src.Is4() != pkt.Dst.Is4() {
-		return explain.Result{}, pkt, errors.New("--src and --dst are of different families")
+	if pkt.Src, pkt.Dst, err = q.addresses(t); err != nil {
+		return pkt, err
 	}
 	pkt.Family = 4
 	if pkt.Src.Is6() {
@@ -443,12 +426,12 @@ func (q query) explain(s *inspect.Snapshot) (explain.Result, explain.Packet, err
 	if q.icmp != "" {
 		typ, code, hasCode := strings.Cut(q.icmp, "/")
 		if pkt.ICMPType, err = strconv.Atoi(typ); err != nil {
-			return explain.Result{}, pkt, fmt.Errorf("--icmp-type: %q is not a number", q.icmp)
+			return pkt, fmt.Errorf("--icmp-type: %q is not a number", q.icmp)
 		}
 		pkt.ICMPCode = 0
 		if hasCode {
 			if pkt.ICMPCode, err = strconv.Atoi(code); err != nil {
-				return explain.Result{}, pkt, fmt.Errorf("--icmp-type: %q has no numeric code", q.icmp)
+				return pkt, fmt.Errorf("--icmp-type: %q has no numeric code", q.icmp)
 			}
 		}
 	}
@@ -457,6 +440,57 @@ func (q query) explain(s *inspect.Snapshot) (explain.Result, explain.Packet, err
 	if t.MAC != "" && q.dir == "out" {
 		pkt.SrcMAC, _ = net.ParseMAC(t.MAC)
 	}
+	return pkt, nil
+}
+
+// addresses are the packet's source and destination: the tap's own
+// address of the other one's family where the query leaves it out.
+func (q query) addresses(t inspect.Tap) (src, dst netip.Addr, err error) {
+	parse := func(what, v string) (netip.Addr, error) {
+		a, err := netip.ParseAddr(v)
+		if err != nil {
+			return a, fmt.Errorf("--%s: %q is not an address", what, v)
+		}
+		return a.Unmap(), nil
+	}
+	own := func(other string) (string, error) {
+		v6 := strings.Contains(other, ":")
+		for _, ip := range t.IPs {
+			if strings.Contains(ip, "/") { // a network routed to the VM
+				continue
+			}
+			if a, err := netip.ParseAddr(ip); err == nil && a.Is6() == v6 && !a.IsLinkLocalUnicast() {
+				return ip, nil
+			}
+		}
+		return "", fmt.Errorf("%s has no address of that family: give --src and --dst", q.tap)
+	}
+	if q.dir == "out" && q.src == "" {
+		if q.src, err = own(q.dst); err != nil {
+			return src, dst, err
+		}
+	}
+	if q.dir == "in" && q.dst == "" {
+		if q.dst, err = own(q.src); err != nil {
+			return src, dst, err
+		}
+	}
+	if src, err = parse("src", q.src); err != nil {
+		return src, dst, err
+	}
+	if dst, err = parse("dst", q.dst); err != nil {
+		return src, dst, err
+	}
+	if src.Is4() != dst.Is4() {
+		return src, dst, errors.New("--src and --dst are of different families")
+	}
+	return src, dst, nil
+}
+
+// place puts the packet where the kernel sees it: bridged between the
+// tap and its peer (another tap, found by address, or --peer, else an
+// uplink), to the host (INPUT) or from it (OUTPUT).
+func (q query) place(s *inspect.Snapshot, t inspect.Tap, pkt *explain.Packet) {
 	other := pkt.Dst
 	if q.dir == "in" {
 		other = pkt.Src
@@ -478,6 +512,7 @@ func (q query) explain(s *inspect.Snapshot) (explain.Result, explain.Packet, err
 			pkt.SrcMAC, _ = net.ParseMAC(pt.MAC)
 		}
 	}
+	br := t.Bridge
 	switch {
 	case q.dir == "out" && isHost: // from the VM to the host
 		pkt.Hook, pkt.InIface, pkt.PhysIn = "INPUT", br, q.tap
@@ -488,13 +523,4 @@ func (q query) explain(s *inspect.Snapshot) (explain.Result, explain.Packet, err
 	default:
 		pkt.Hook, pkt.InIface, pkt.OutIface, pkt.PhysIn, pkt.PhysOut, pkt.Bridged = "FORWARD", br, br, peer, q.tap, true
 	}
-	tb := s.V4
-	if pkt.Family == 6 {
-		tb = s.V6
-	}
-	if tb == nil {
-		return explain.Result{}, pkt, fmt.Errorf("no IPv%d table was read", pkt.Family)
-	}
-	res, err := explain.Explain(tb.Rules, s.Sets, pkt)
-	return res, pkt, err
 }
