@@ -561,13 +561,24 @@ func tapOut(t Tap, fam *Family) (Chain, error) {
 	rs = append(rs, outAfterIPCheck(t, fam, c)...)
 	rs = append(rs, Rule{Chain: c, CtState: "RELATED,ESTABLISHED", Comment: t.Name + ": established", Verdict: Verdict{Target: "ACCEPT"}})
 	rs = append(rs, outGroups(t, c)...)
-	cx := chainCtx{chain: c, fam: fam, owner: t.Name, logName: t.Name, dir: "out", allow: Verdict{Target: "RETURN"}, limit: t.LogLimit, log: logTo{t.LogTarget, t.NFLogGroup}}
-	user, err := cx.userRules(t.Out)
+	return tapChain(t, fam, c, "out", Verdict{Target: "RETURN"}, rs)
+}
+
+// tapChain ends the tap's chain c for dir, after its own rules rs: the
+// tap's rules of that direction (allow is what an allowed packet gets),
+// then its policy.
+func tapChain(t Tap, fam *Family, c, dir string, allow Verdict, rs []Rule) (Chain, error) {
+	rules, policy := t.In, t.PolicyIn
+	if dir == "out" {
+		rules, policy = t.Out, t.PolicyOut
+	}
+	cx := chainCtx{chain: c, fam: fam, owner: t.Name, logName: t.Name, dir: dir, allow: allow, limit: t.LogLimit, log: logTo{t.LogTarget, t.NFLogGroup}}
+	user, err := cx.userRules(rules)
 	if err != nil {
 		return Chain{}, err
 	}
 	rs = append(rs, user...)
-	rs = append(rs, cx.policy(t.PolicyOut, t.LogDropped)...)
+	rs = append(rs, cx.policy(policy, t.LogDropped)...)
 	return Chain{Name: c, Rules: rs}, nil
 }
 
@@ -708,14 +719,7 @@ func tapIn(t Tap, fam *Family) (Chain, error) {
 	for _, g := range t.Groups {
 		rs = append(rs, Rule{Chain: c, Comment: own + "in group " + g, Verdict: Verdict{Target: GroupChain(g, "in")}})
 	}
-	cx := chainCtx{chain: c, fam: fam, owner: t.Name, logName: t.Name, dir: "in", allow: Verdict{Target: "ACCEPT"}, limit: t.LogLimit, log: logTo{t.LogTarget, t.NFLogGroup}}
-	user, err := cx.userRules(t.In)
-	if err != nil {
-		return Chain{}, err
-	}
-	rs = append(rs, user...)
-	rs = append(rs, cx.policy(t.PolicyIn, t.LogDropped)...)
-	return Chain{Name: c, Rules: rs}, nil
+	return tapChain(t, fam, c, "in", acc, rs)
 }
 
 // dhcpReplies let the answers of DHCP servers in, which conntrack cannot

@@ -117,22 +117,10 @@ type UDPListener struct {
 // UDPListen listens on addr inside ns (e.g. "0.0.0.0:67", with SO_REUSEADDR
 // and SO_BROADCAST set) and records the payloads it receives until Close.
 func UDPListen(ns *NS, addr string) (*UDPListener, error) {
-	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		err := rc.Control(func(fd uintptr) {
-			if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); serr == nil {
-				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_BROADCAST, 1)
-			}
-		})
-		if err != nil {
-			return err
-		}
-		return serr
-	}}
 	var pc net.PacketConn
 	err := ns.Do(func() error {
 		var err error
-		pc, err = lc.ListenPacket(context.Background(), network("udp", addr), addr)
+		pc, err = reuseBroadcast.ListenPacket(context.Background(), network("udp", addr), addr)
 		return err
 	})
 	if err != nil {
@@ -146,6 +134,50 @@ func UDPListen(ns *NS, addr string) (*UDPListener, error) {
 	}
 	go l.read()
 	return l, nil
+}
+
+// reuseBroadcast opens UDP sockets with SO_REUSEADDR and SO_BROADCAST set,
+// as DHCP servers and clients do.
+var reuseBroadcast = net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+	var serr error
+	err := rc.Control(func(fd uintptr) {
+		if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); serr == nil {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_BROADCAST, 1)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}}
+
+// UDPSendFrom sends one datagram from src (host:port, its own port, as a
+// DHCP server sends) to dst inside ns, broadcast allowed; a link-local
+// destination goes out of dev. A datagram the sender's own firewall drops
+// in OUTPUT (EPERM) counts as sent.
+func UDPSendFrom(ns *NS, src, dst, dev string, payload []byte) error {
+	err := ns.Do(func() error {
+		pc, err := reuseBroadcast.ListenPacket(context.Background(), network("udp", src), src)
+		if err != nil {
+			return err
+		}
+		defer pc.Close()
+		to, err := net.ResolveUDPAddr(network("udp", src), dst)
+		if err != nil {
+			return err
+		}
+		if to.IP.IsLinkLocalUnicast() {
+			to.Zone = dev
+		}
+		if _, err = pc.WriteTo(payload, to); errors.Is(err, unix.EPERM) {
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("udp %s -> %s in %s: %w", src, dst, ns.Name, err)
+	}
+	return nil
 }
 
 func (l *UDPListener) read() {

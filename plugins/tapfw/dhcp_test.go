@@ -1,16 +1,11 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
-	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/tapfw/tapfw/pkg/inspect"
 	"github.com/tapfw/tapfw/pkg/ruleset"
@@ -24,47 +19,11 @@ import (
 // that exemption; dhcpServers narrows it to the servers named.
 
 // udpFrom sends one datagram from src (host:port) to dst inside ns, as a
-// DHCP server does: from its own port, broadcast allowed. A link-local
-// destination is sent out of dev.
+// DHCP server does (testnet.UDPSendFrom).
 func udpFrom(t *testing.T, ns *testnet.NS, src, dst, dev, payload string) {
 	t.Helper()
-	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		err := rc.Control(func(fd uintptr) {
-			if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); serr == nil {
-				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_BROADCAST, 1)
-			}
-		})
-		if err != nil {
-			return err
-		}
-		return serr
-	}}
-	err := ns.Do(func() error {
-		netw := "udp4"
-		if ip, _, _ := net.SplitHostPort(src); net.ParseIP(ip).To4() == nil {
-			netw = "udp6"
-		}
-		pc, err := lc.ListenPacket(context.Background(), netw, src)
-		if err != nil {
-			return err
-		}
-		defer pc.Close()
-		to, err := net.ResolveUDPAddr(netw, dst)
-		if err != nil {
-			return err
-		}
-		if to.IP.IsLinkLocalUnicast() {
-			to.Zone = dev
-		}
-		_, err = pc.WriteTo([]byte(payload), to)
-		if errors.Is(err, unix.EPERM) {
-			return nil // the host's own firewall dropped it in OUTPUT
-		}
-		return err
-	})
-	if err != nil {
-		t.Fatalf("udp %s -> %s in %s: %v", src, dst, ns.Name, err)
+	if err := testnet.UDPSendFrom(ns, src, dst, dev, []byte(payload)); err != nil {
+		t.Fatal(err)
 	}
 }
 
