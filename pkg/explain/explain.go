@@ -14,8 +14,6 @@
 package explain
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
 	"net"
 	"net/netip"
@@ -137,85 +135,28 @@ type Result struct {
 	// Uncertain lists what could not be evaluated on rules that could
 	// have mattered; empty when the answer is exact.
 	Uncertain []string
-}
-
-// Ruleset is an installed filter table and the policies of its built-in
-// chains.
-type Ruleset struct {
-	Table *netfilter.Table
-	// Policies maps INPUT, FORWARD and OUTPUT to ACCEPT or DROP; a chain
-	// not in it has policy ACCEPT.
-	Policies map[string]string
-}
-
-// Parse reads the output of `iptables-save -t filter` (or ip6tables-save).
-func Parse(save []byte) (*Ruleset, error) {
-	t, err := netfilter.ParseSave(save)
-	if err != nil {
-		return nil, err
-	}
-	pol, err := ParsePolicies(save)
-	if err != nil {
-		return nil, err
-	}
-	return &Ruleset{Table: t, Policies: pol}, nil
-}
-
-// ParsePolicies reads the policies of the built-in chains from the chain
-// lines (":FORWARD DROP [0:0]") of the filter table in iptables-save output.
-func ParsePolicies(save []byte) (map[string]string, error) {
-	pol := map[string]string{}
-	sc := bufio.NewScanner(bytes.NewReader(save))
-	sc.Buffer(make([]byte, 1<<20), 1<<26)
-	in := false
-	for n := 1; sc.Scan(); n++ {
-		line := sc.Text()
-		switch {
-		case strings.HasPrefix(line, "*"):
-			in = line == "*filter"
-		case line == "COMMIT":
-			in = false
-		case in && strings.HasPrefix(line, ":"):
-			f := strings.Fields(line[1:])
-			if len(f) < 2 {
-				return nil, fmt.Errorf("iptables-save line %d: chain without policy: %q", n, line)
-			}
-			if !builtin(f[0]) {
-				continue
-			}
-			if f[1] != Accept && f[1] != Drop {
-				return nil, fmt.Errorf("iptables-save line %d: policy %q of chain %s", n, f[1], f[0])
-			}
-			pol[f[0]] = f[1]
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("reading iptables-save output: %w", err)
-	}
-	return pol, nil
-}
-
-// builtin reports whether chain is a built-in chain of the filter table.
-func builtin(chain string) bool {
-	return chain == "INPUT" || chain == "FORWARD" || chain == "OUTPUT"
+	// Checks counts, per chain, the rules the packet was checked against
+	// (matched or not): what the walk cost the kernel.
+	Checks map[string]int
 }
 
 // maxEvaluations bounds a walk; a table the kernel accepts has no loops.
 const maxEvaluations = 1 << 20
 
-// Explain walks p through rs, starting at the built-in chain p.Hook, with
+// Explain walks p through the table t (its policies included), starting at the built-in chain p.Hook, with
 // sets giving the contents of the ipsets the rules name (a set missing
 // from it makes its rules uncertain). It fails on a malformed packet or on
 // a rule it cannot parse.
-func Explain(rs *Ruleset, sets map[string][]netip.Prefix, p Packet) (Result, error) {
-	if rs == nil || rs.Table == nil {
+func Explain(t *netfilter.Table, sets map[string][]netip.Prefix, p Packet) (Result, error) {
+	if t == nil {
 		return Result{}, fmt.Errorf("explain: no table")
 	}
 	pk, err := p.normalize()
 	if err != nil {
 		return Result{}, fmt.Errorf("explain: %w", err)
 	}
-	w := walker{rs: rs, env: &env{p: pk.Packet, proto: pk.proto, sets: sets, mark: pk.Mark}, compiled: map[string][]*rule{}}
+	w := walker{t: t, env: &env{p: pk.Packet, proto: pk.proto, sets: sets, mark: pk.Mark}, compiled: map[string][]*rule{},
+		res: Result{Checks: map[string]int{}}}
 	return w.run()
 }
 
@@ -233,7 +174,7 @@ func (p Packet) normalize() (packet, error) {
 	if p.Family != 4 && p.Family != 6 {
 		return packet{}, fmt.Errorf("family %d: want 4 or 6", p.Family)
 	}
-	if !builtin(p.Hook) {
+	if !netfilter.Builtin(p.Hook) {
 		return packet{}, fmt.Errorf("hook %q: want FORWARD, INPUT or OUTPUT", p.Hook)
 	}
 	var err error
@@ -346,7 +287,7 @@ type frame struct {
 
 // walker is one walk of a packet through a ruleset.
 type walker struct {
-	rs       *Ruleset
+	t        *netfilter.Table
 	env      *env
 	compiled map[string][]*rule // the rules compiled so far, by chain
 	res      Result
@@ -355,7 +296,7 @@ type walker struct {
 
 // rule returns the compiled rule i (0-based) of chain.
 func (w *walker) rule(chain string, i int) (*rule, error) {
-	specs := w.rs.Table.Chains[chain]
+	specs := w.t.Chains[chain]
 	c, ok := w.compiled[chain]
 	if !ok {
 		c = make([]*rule, len(specs))
@@ -384,7 +325,7 @@ func (w *walker) uncertain(msg string) {
 
 // policy ends the walk with the hook's policy.
 func (w *walker) policy(hook string) (Result, error) {
-	pol := w.rs.Policies[hook]
+	pol := w.t.Policies[hook]
 	if pol == "" {
 		pol = Accept
 	}
@@ -419,9 +360,9 @@ func (w *walker) run() (Result, error) {
 		if n > maxEvaluations {
 			return Result{}, fmt.Errorf("explain: more than %d rules evaluated: a loop?", maxEvaluations)
 		}
-		specs := w.rs.Table.Chains[chain]
+		specs := w.t.Chains[chain]
 		if i >= len(specs) {
-			if builtin(chain) {
+			if netfilter.Builtin(chain) {
 				return w.policy(hook)
 			}
 			s := Step{Chain: chain, What: WhatEnd, Target: hook}
@@ -438,6 +379,7 @@ func (w *walker) run() (Result, error) {
 		if err != nil {
 			return Result{}, err
 		}
+		w.res.Checks[chain]++
 		out := r.eval(w.env)
 		step := Step{Chain: chain, Index: i + 1, Spec: r.spec, Comment: r.comment, Target: r.target, Notes: out.notes}
 		i++
@@ -478,7 +420,7 @@ func (w *walker) run() (Result, error) {
 		case t == "RETURN":
 			step.What = WhatReturn
 			w.res.Steps = append(w.res.Steps, step)
-			if builtin(chain) {
+			if netfilter.Builtin(chain) {
 				return w.policy(hook)
 			}
 			if !ret() {
@@ -493,8 +435,8 @@ func (w *walker) run() (Result, error) {
 			step.What, step.Detail = WhatLog, r.logPrefix
 		case t == "NFLOG":
 			step.What, step.Detail = WhatNFLog, r.logPrefix
-		case w.rs.Table.Has(t):
-			if builtin(t) {
+		case w.t.Has(t):
+			if netfilter.Builtin(t) {
 				return Result{}, fmt.Errorf("explain: %s rule %d: jump to built-in chain %s", chain, step.Index, t)
 			}
 			if r.isGoto {

@@ -1,6 +1,7 @@
 package explain
 
 import (
+	"github.com/tapfw/tapfw/pkg/netfilter"
 	"net/netip"
 	"testing"
 )
@@ -422,7 +423,7 @@ func TestSeed(t *testing.T)           { runCases(t, "seed-table.save", seedCases
 // TestTTL: iptables' -m ttl matches the IPv4 TTL (Packet.HopLimit), and an
 // unknown TTL is uncertain, not guessed.
 func TestTTL(t *testing.T) {
-	rs, err := Parse([]byte(`*filter
+	rs, err := netfilter.ParseSave([]byte(`*filter
 :INPUT ACCEPT [0:0]
 :FORWARD DROP [0:0]
 :OUTPUT ACCEPT [0:0]

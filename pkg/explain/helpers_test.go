@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"github.com/tapfw/tapfw/pkg/netfilter"
 	"net"
 	"net/netip"
 	"os"
@@ -14,13 +15,13 @@ import (
 
 // load parses testdata/name: an iptables-save output followed by the
 // ipsets' contents as comment lines ("# ipset NAME: addr addr/len ...").
-func load(t *testing.T, name string) (*Ruleset, map[string][]netip.Prefix) {
+func load(t *testing.T, name string) (*netfilter.Table, map[string][]netip.Prefix) {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join("testdata", name))
 	if err != nil {
 		t.Fatal(err)
 	}
-	rs, err := Parse(data)
+	rs, err := netfilter.ParseSave(data)
 	if err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}

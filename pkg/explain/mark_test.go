@@ -1,6 +1,7 @@
 package explain
 
 import (
+	"github.com/tapfw/tapfw/pkg/netfilter"
 	"net/netip"
 	"testing"
 )
@@ -28,7 +29,7 @@ func TestMark(t *testing.T) {
 -A ALLOWED -j MARK --set-xmark 0x0/0x10000000
 COMMIT
 `
-	rs, err := Parse([]byte(save))
+	rs, err := netfilter.ParseSave([]byte(save))
 	if err != nil {
 		t.Fatal(err)
 	}

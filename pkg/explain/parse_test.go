@@ -59,7 +59,7 @@ COMMIT
 :FORWARD DROP [0:0]
 COMMIT
 `
-	rs, err := Parse([]byte(save))
+	rs, err := netfilter.ParseSave([]byte(save))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,16 +73,16 @@ COMMIT
 	if err != nil || r.Verdict != Accept || r.Decisive != nil || len(r.Steps) != 1 || r.Steps[0].What != WhatPolicy {
 		t.Errorf("undeclared OUTPUT: %+v, %v", r, err)
 	}
-	if _, err := ParsePolicies([]byte("*filter\n:INPUT QUEUE [0:0]\nCOMMIT\n")); err == nil {
+	if _, err := netfilter.ParseSave([]byte("*filter\n:INPUT QUEUE [0:0]\nCOMMIT\n")); err == nil {
 		t.Error("policy QUEUE: no error")
 	}
-	if _, err := Parse([]byte("*filter\n:INPUT ACCEPT [0:0]\n-A NOPE -j DROP\nCOMMIT\n")); err == nil {
+	if _, err := netfilter.ParseSave([]byte("*filter\n:INPUT ACCEPT [0:0]\n-A NOPE -j DROP\nCOMMIT\n")); err == nil {
 		t.Error("rule in undeclared chain: no error")
 	}
 }
 
-// table makes a Ruleset of chains given as "CHAIN spec" lines.
-func table(policies map[string]string, lines ...string) *Ruleset {
+// table makes a table of chains given as "CHAIN spec" lines.
+func table(policies map[string]string, lines ...string) *netfilter.Table {
 	t := &netfilter.Table{Chains: map[string][]string{}}
 	add := func(c string) {
 		if _, ok := t.Chains[c]; !ok {
@@ -100,7 +100,8 @@ func table(policies map[string]string, lines ...string) *Ruleset {
 			t.Chains[c] = append(t.Chains[c], spec)
 		}
 	}
-	return &Ruleset{Table: t, Policies: policies}
+	t.Policies = policies
+	return t
 }
 
 func input(proto string, dport uint16) Packet {
@@ -390,4 +391,27 @@ func TestConcurrent(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// Checks counts every rule the packet was checked against, matched or
+// not, in each chain: the chain a RETURN left and the rules after the jump
+// included, the rules after the verdict not.
+func TestChecks(t *testing.T) {
+	rs := table(map[string]string{"INPUT": "DROP"},
+		"INPUT -p udp -j ACCEPT",
+		"INPUT -j SUB",
+		"INPUT -p tcp --dport 22 -j ACCEPT",
+		"INPUT -p tcp --dport 80 -j ACCEPT",
+		"INPUT -j DROP",
+		"SUB -p tcp --dport 23 -j DROP",
+		"SUB -j RETURN",
+		"SUB -j DROP",
+	)
+	r, err := Explain(rs, nil, input("tcp", 22))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]int{"INPUT": 3, "SUB": 2}; r.Verdict != Accept || !reflect.DeepEqual(r.Checks, want) {
+		t.Errorf("verdict %s, checks %v, want ACCEPT, %v", r.Verdict, r.Checks, want)
+	}
 }

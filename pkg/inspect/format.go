@@ -6,6 +6,8 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/tapfw/tapfw/pkg/netfilter"
 )
 
 // WriteTaps prints the taps as a table for people.
@@ -59,7 +61,7 @@ func WriteRules(w io.Writer, t Tap, rules []Rule) error {
 	return tw.Flush()
 }
 
-func pb(c Counter) string { return fmt.Sprintf("%d/%dB", c.Packets, c.Bytes) }
+func pb(c netfilter.Counter) string { return fmt.Sprintf("%d/%dB", c.Packets, c.Bytes) }
 
 func dash(s string) string {
 	if s == "" {
@@ -95,7 +97,7 @@ func WriteMetrics(w io.Writer, s *Snapshot) error {
 			v := t.Traffic[dir]
 			for _, x := range []struct {
 				verdict string
-				c       Counter
+				c       netfilter.Counter
 			}{{"accepted", v.Accepted}, {"dropped", v.Dropped}} {
 				l := fmt.Sprintf("%s,direction=%q,verdict=%q", tl, dir, x.verdict)
 				families[1].samples = append(families[1].samples, sample{l, x.c.Packets})

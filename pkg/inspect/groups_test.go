@@ -19,7 +19,7 @@ func TestGroupMarkArrivingSet(t *testing.T) {
 		ICMPType: -1, ICMPCode: -1}
 	for _, mark := range []uint32{0, 0x10000000, 0xffffffff} {
 		p.Mark = mark
-		r, err := explain.Explain(s.V4.Rules, s.Sets, p)
+		r, err := explain.Explain(s.V4, s.Sets, p)
 		if err != nil {
 			t.Fatal(err)
 		}

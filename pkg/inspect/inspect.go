@@ -5,8 +5,6 @@
 package inspect
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
 	"net/netip"
 	"sort"
@@ -18,65 +16,9 @@ import (
 	"github.com/tapfw/tapfw/pkg/ruleset"
 )
 
-// Counter is what a rule counted.
-type Counter struct {
-	Packets uint64 `json:"packets"`
-	Bytes   uint64 `json:"bytes"`
-}
-
-func (c *Counter) add(o Counter) { c.Packets += o.Packets; c.Bytes += o.Bytes }
-
-// Table is one filter table as installed, with each rule's counters.
-type Table struct {
-	Rules *explain.Ruleset
-	// Counters holds, per chain, the counters of its rules in order.
-	Counters map[string][]Counter
-}
-
-// ParseTable reads `iptables-save -c -t filter` (or ip6tables-save).
-func ParseTable(save []byte) (*Table, error) {
-	var plain bytes.Buffer
-	counters := map[string][]Counter{}
-	sc := bufio.NewScanner(bytes.NewReader(save))
-	sc.Buffer(make([]byte, 1<<20), 1<<26)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, "[") {
-			head, rest, ok := strings.Cut(line, "] ")
-			if !ok {
-				return nil, fmt.Errorf("reading counters of %q", line)
-			}
-			p, b, ok := strings.Cut(head[1:], ":")
-			np, err1 := strconv.ParseUint(p, 10, 64)
-			nb, err2 := strconv.ParseUint(b, 10, 64)
-			if !ok || err1 != nil || err2 != nil {
-				return nil, fmt.Errorf("reading counters of %q", line)
-			}
-			if chain, _, ok := strings.Cut(strings.TrimPrefix(rest, "-A "), " "); ok && strings.HasPrefix(rest, "-A ") {
-				counters[chain] = append(counters[chain], Counter{np, nb})
-			}
-			line = rest
-		} else if strings.HasPrefix(line, "-A ") {
-			if chain, _, ok := strings.Cut(line[3:], " "); ok {
-				counters[chain] = append(counters[chain], Counter{})
-			}
-		}
-		plain.WriteString(line)
-		plain.WriteByte('\n')
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("reading iptables-save output: %w", err)
-	}
-	rs, err := explain.Parse(plain.Bytes())
-	if err != nil {
-		return nil, err
-	}
-	return &Table{Rules: rs, Counters: counters}, nil
-}
-
 // Snapshot is what is installed: both tables and tapfw's ipsets.
 type Snapshot struct {
-	V4, V6 *Table
+	V4, V6 *netfilter.Table
 	Sets   map[string][]netip.Prefix
 	// Bridges maps a tap to the bridge it is a port of, when known.
 	Bridges map[string]string
@@ -90,7 +32,7 @@ func Read(ex netfilter.Exec, sets netfilter.Sets) (*Snapshot, error) {
 		if err != nil {
 			return nil, err
 		}
-		t, err := ParseTable(data)
+		t, err := netfilter.ParseSave(data)
 		if err != nil {
 			return nil, err
 		}
@@ -107,9 +49,9 @@ func Read(ex netfilter.Exec, sets netfilter.Sets) (*Snapshot, error) {
 	return s, nil
 }
 
-func (s *Snapshot) tables() []*Table {
-	var out []*Table
-	for _, t := range []*Table{s.V4, s.V6} {
+func (s *Snapshot) tables() []*netfilter.Table {
+	var out []*netfilter.Table
+	for _, t := range []*netfilter.Table{s.V4, s.V6} {
 		if t != nil {
 			out = append(out, t)
 		}
@@ -135,26 +77,21 @@ type Rule struct {
 	// Shared is a rule of a security group: its counters are those of
 	// every tap that uses the group.
 	Shared bool `json:"shared,omitempty"`
-	Counter
+	netfilter.Counter
 }
 
 // item is one rule of a tap's chain, or of a group chain it jumps to.
 type item struct {
 	owner, spec, group string
-	counter            Counter
+	counter            netfilter.Counter
 }
 
 // items lists the rules of a tap's chain in order, each group's rules
 // right after the jump to the group.
-func (tb *Table) items(tap, chain string) []item {
+func items(tb *netfilter.Table, tap, chain string) []item {
 	var out []item
-	counters := tb.Counters[chain]
-	for j, spec := range tb.Rules.Table.Chains[chain] {
-		it := item{owner: tap, spec: spec}
-		if j < len(counters) {
-			it.counter = counters[j]
-		}
-		out = append(out, it)
+	for j, spec := range tb.Chains[chain] {
+		out = append(out, item{owner: tap, spec: spec, counter: tb.Counter(chain, j)})
 		f, _ := explain.Fields(spec)
 		for i := range f {
 			if f[i] != "-j" || i+1 >= len(f) || !strings.HasPrefix(f[i+1], "TFW-G-") {
@@ -163,13 +100,8 @@ func (tb *Table) items(tap, chain string) []item {
 			target := f[i+1]
 			name := strings.TrimPrefix(target, "TFW-G-")
 			name = strings.TrimSuffix(strings.TrimSuffix(name, "-IN"), "-OUT")
-			gc := tb.Counters[target]
-			for k, gs := range tb.Rules.Table.Chains[target] {
-				g := item{owner: ruleset.GroupOwner(name), spec: gs, group: name}
-				if k < len(gc) {
-					g.counter = gc[k]
-				}
-				out = append(out, g)
+			for k, gs := range tb.Chains[target] {
+				out = append(out, item{owner: ruleset.GroupOwner(name), spec: gs, group: name, counter: tb.Counter(target, k)})
 			}
 		}
 	}
@@ -179,8 +111,8 @@ func (tb *Table) items(tap, chain string) []item {
 // Verdicts is what one direction of a tap accepted and dropped (DROP and
 // REJECT).
 type Verdicts struct {
-	Accepted Counter `json:"accepted"`
-	Dropped  Counter `json:"dropped"`
+	Accepted netfilter.Counter `json:"accepted"`
+	Dropped  netfilter.Counter `json:"dropped"`
 }
 
 // Tap is one installed tap.
@@ -205,7 +137,7 @@ type Tap struct {
 func (s *Snapshot) TapNames() []string {
 	tables := []*netfilter.Table{{}}
 	for _, t := range s.tables() {
-		tables = append(tables, t.Rules.Table)
+		tables = append(tables, t)
 	}
 	seen := map[string]bool{}
 	for _, t := range tables {
@@ -271,7 +203,7 @@ func (s *Snapshot) joinFamilies(t *Tap, dir string) []Rule {
 			fam = ruleset.IPv6
 		}
 		pos := -1
-		for _, it := range tb.items(t.Name, chain) {
+		for _, it := range items(tb, t.Name, chain) {
 			r, key, isLog, ok := describe(it.owner, dir, it.spec)
 			if !ok {
 				continue
@@ -305,7 +237,7 @@ func (s *Snapshot) joinFamilies(t *Tap, dir string) []Rule {
 
 // merge adds one family's rule r (or its LOG rule) and counter c to the
 // joined rule j, and c to the direction's traffic unless j is a group's.
-func merge(j *Rule, r Rule, isLog bool, fam *ruleset.Family, c Counter, v *Verdicts) {
+func merge(j *Rule, r Rule, isLog bool, fam *ruleset.Family, c netfilter.Counter, v *Verdicts) {
 	if isLog {
 		j.Log = true
 		return
@@ -316,15 +248,15 @@ func merge(j *Rule, r Rule, isLog bool, fam *ruleset.Family, c Counter, v *Verdi
 	if !contains(j.Families, fam.Name) {
 		j.Families = append(j.Families, fam.Name)
 	}
-	j.Counter.add(c)
+	j.Counter.Add(c)
 	if j.Shared {
 		return // counted for every tap of the group
 	}
 	switch j.Action {
 	case "ACCEPT":
-		v.Accepted.add(c)
+		v.Accepted.Add(c)
 	case "DROP", "REJECT":
-		v.Dropped.add(c)
+		v.Dropped.Add(c)
 	}
 }
 
@@ -352,12 +284,12 @@ func (s *Snapshot) readLeaves(t *Tap) {
 	if s.V4 == nil {
 		return
 	}
-	for _, ch := range s.V4.Rules.Table.Order {
+	for _, ch := range s.V4.Order {
 		in, out := strings.HasPrefix(ch, ruleset.TrieIn.Root), strings.HasPrefix(ch, ruleset.TrieOut.Root)
 		if !in && !out {
 			continue
 		}
-		for _, spec := range s.V4.Rules.Table.Chains[ch] {
+		for _, spec := range s.V4.Chains[ch] {
 			c := ruleset.StripHash(netfilter.Comment(spec))
 			if a, ok := ruleset.ParseDispatchComment(c); in && ok && a.Tap == t.Name {
 				t.Network, t.ContainerID, t.IfName, t.Attached = a.Network, a.ContainerID, a.IfName, true

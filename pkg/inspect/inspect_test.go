@@ -87,7 +87,7 @@ func dualstack(t *testing.T) *Snapshot {
 	save, _ := tb.Save()
 	save6, _ := tb6.Save()
 	var err error
-	if s.V4, err = ParseTable(count(save, map[string]string{
+	if s.V4, err = netfilter.ParseSave(count(save, map[string]string{
 		"tap201i0: in rule 1 web":     "[10:600]",
 		"tap201i0: in rule 7":         "[3:180]",
 		"tap201i0: policy drop":       "[2:120]",
@@ -98,7 +98,7 @@ func dualstack(t *testing.T) *Snapshot {
 	})); err != nil {
 		t.Fatal(err)
 	}
-	if s.V6, err = ParseTable(count(save6, map[string]string{
+	if s.V6, err = netfilter.ParseSave(count(save6, map[string]string{
 		"tap201i0: in rule 1 web": "[5:400]",
 		"tap201i0: in rule 5":     "[2:160]",
 		"tap201i0: policy drop":   "[1:80]",
@@ -207,28 +207,10 @@ func TestMetrics(t *testing.T) {
 	}
 }
 
-// TestParseTableCounters: counters land on the right rules; a line
-// without counters counts zero.
-func TestParseTableCounters(t *testing.T) {
-	tb, err := ParseTable([]byte("*filter\n:INPUT DROP [1:2]\n:X - [0:0]\n[3:4] -A X -j ACCEPT\n-A X -j DROP\n[5:6] -A INPUT -j X\nCOMMIT\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := tb.Counters["X"]; len(got) != 2 || got[0] != (Counter{3, 4}) || got[1] != (Counter{}) {
-		t.Errorf("X counters %v", got)
-	}
-	if tb.Rules.Policies["INPUT"] != "DROP" || len(tb.Rules.Table.Chains["X"]) != 2 {
-		t.Errorf("table %+v", tb.Rules)
-	}
-	if _, err := ParseTable([]byte("*filter\n[x:1] -A X -j ACCEPT\n")); err == nil {
-		t.Error("bad counters accepted")
-	}
-}
-
 // A tap that only a trie leaf still names (its chains and set are gone,
 // as a crash can leave it) is listed, as GC sees it.
 func TestTapNamesLeafOnly(t *testing.T) {
-	tb, err := ParseTable([]byte("*filter\n:TFW-DI - [0:0]\n:TFW-DI-t - [0:0]\n" +
+	tb, err := netfilter.ParseSave([]byte("*filter\n:TFW-DI - [0:0]\n:TFW-DI-t - [0:0]\n" +
 		"-A TFW-DI -m physdev --physdev-in t+ -m comment --comment \"@dispatch: DI t #00000000\" -g TFW-DI-t\n" +
 		"-A TFW-DI-t -m physdev --physdev-in tap9 -m comment --comment \"tap9: dispatch net=- cid=- if=- #00000000\" -g TFW-T-tap9-OUT\n" +
 		"COMMIT\n"))

@@ -7,16 +7,37 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/tapfw/tapfw/pkg/ruleset"
 )
 
+// Counter is what a rule (or a built-in chain's policy) counted, as
+// `iptables-save -c` prints it: "[packets:bytes]".
+type Counter struct {
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+}
+
+// Add adds o to c.
+func (c *Counter) Add(o Counter) { c.Packets += o.Packets; c.Bytes += o.Bytes }
+
 // Table is the filter table as iptables-save prints it: chains in order of
-// declaration, each with its rules as specs (the text after "-A CHAIN ").
+// declaration, each with its rules as specs (the text after "-A CHAIN "),
+// the policies of the built-in chains and, when the output had them, the
+// counters.
 type Table struct {
 	Order  []string
 	Chains map[string][]string
+	// Policies maps each declared built-in chain (INPUT, FORWARD, OUTPUT)
+	// to its policy, ACCEPT or DROP; an undeclared one has policy ACCEPT.
+	Policies map[string]string
+	// Counters holds, per chain, the counters of its rules in order, and
+	// PolicyCounters those of the built-in chains' policies. Both are
+	// read from `iptables-save -c`; without -c every counter is zero.
+	Counters       map[string][]Counter
+	PolicyCounters map[string]Counter
 }
 
 // Has reports whether the chain exists.
@@ -25,10 +46,25 @@ func (t *Table) Has(chain string) bool {
 	return ok
 }
 
-// ParseSave reads the output of `iptables-save -t filter`. It is the one
-// place that parses that format.
+// Counter returns the counter of rule i (0-based) of chain.
+func (t *Table) Counter(chain string, i int) Counter {
+	if c := t.Counters[chain]; i < len(c) {
+		return c[i]
+	}
+	return Counter{}
+}
+
+// Builtin reports whether chain is a built-in chain of the filter table.
+func Builtin(chain string) bool {
+	return chain == "INPUT" || chain == "FORWARD" || chain == "OUTPUT"
+}
+
+// ParseSave reads the filter table from the output of `iptables-save`
+// (with or without -c; other tables are skipped). It is the one place
+// that parses that format.
 func ParseSave(data []byte) (*Table, error) {
-	t := &Table{Chains: map[string][]string{}}
+	t := &Table{Chains: map[string][]string{}, Policies: map[string]string{},
+		Counters: map[string][]Counter{}, PolicyCounters: map[string]Counter{}}
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 1<<20), 1<<26)
 	in := false
@@ -42,20 +78,13 @@ func ParseSave(data []byte) (*Table, error) {
 		case line == "COMMIT":
 			in = false
 		case strings.HasPrefix(line, ":"):
-			name, _, _ := strings.Cut(line[1:], " ")
-			if _, ok := t.Chains[name]; !ok {
-				t.Order = append(t.Order, name)
-				t.Chains[name] = nil
+			if err := t.declare(line[1:]); err != nil {
+				return nil, fmt.Errorf("iptables-save line %d: %w", n, err)
 			}
-		case strings.HasPrefix(line, "-A "):
-			chain, spec, ok := strings.Cut(line[3:], " ")
-			if !ok {
-				return nil, fmt.Errorf("iptables-save line %d: rule without spec: %q", n, line)
+		case strings.HasPrefix(line, "-A "), strings.HasPrefix(line, "["):
+			if err := t.rule(line); err != nil {
+				return nil, fmt.Errorf("iptables-save line %d: %w", n, err)
 			}
-			if _, ok := t.Chains[chain]; !ok {
-				return nil, fmt.Errorf("iptables-save line %d: rule in undeclared chain %q", n, chain)
-			}
-			t.Chains[chain] = append(t.Chains[chain], spec)
 		default:
 			return nil, fmt.Errorf("iptables-save line %d: unexpected %q", n, line)
 		}
@@ -64,6 +93,81 @@ func ParseSave(data []byte) (*Table, error) {
 		return nil, fmt.Errorf("reading iptables-save output: %w", err)
 	}
 	return t, nil
+}
+
+// declare reads a chain line: ":NAME POLICY [packets:bytes]", where a
+// user chain's policy is "-".
+func (t *Table) declare(line string) error {
+	f := strings.Fields(line)
+	if len(f) == 0 {
+		return fmt.Errorf("chain line without a name")
+	}
+	name := f[0]
+	if _, ok := t.Chains[name]; !ok {
+		t.Order = append(t.Order, name)
+		t.Chains[name] = nil
+	}
+	if !Builtin(name) {
+		return nil
+	}
+	if len(f) < 2 || (f[1] != "ACCEPT" && f[1] != "DROP") {
+		return fmt.Errorf("chain %s: policy %q, want ACCEPT or DROP", name, strings.Join(f[1:], " "))
+	}
+	t.Policies[name] = f[1]
+	if len(f) > 2 {
+		c, err := parseCounter(f[2])
+		if err != nil {
+			return fmt.Errorf("chain %s: %w", name, err)
+		}
+		t.PolicyCounters[name] = c
+	}
+	return nil
+}
+
+// rule reads a rule line, "[packets:bytes] -A CHAIN SPEC" or without the
+// counter.
+func (t *Table) rule(line string) error {
+	var c Counter
+	if strings.HasPrefix(line, "[") {
+		head, rest, ok := strings.Cut(line, " ")
+		if !ok {
+			return fmt.Errorf("counter without a rule: %q", line)
+		}
+		var err error
+		if c, err = parseCounter(head); err != nil {
+			return err
+		}
+		line = rest
+	}
+	rest, ok := strings.CutPrefix(line, "-A ")
+	if !ok {
+		return fmt.Errorf("unexpected %q", line)
+	}
+	chain, spec, ok := strings.Cut(rest, " ")
+	if !ok {
+		return fmt.Errorf("rule without spec: %q", line)
+	}
+	if _, ok := t.Chains[chain]; !ok {
+		return fmt.Errorf("rule in undeclared chain %q", chain)
+	}
+	t.Chains[chain] = append(t.Chains[chain], spec)
+	t.Counters[chain] = append(t.Counters[chain], c)
+	return nil
+}
+
+// parseCounter reads "[packets:bytes]".
+func parseCounter(s string) (Counter, error) {
+	in, ok := strings.CutPrefix(s, "[")
+	if in, ok = strings.CutSuffix(in, "]"); !ok {
+		return Counter{}, fmt.Errorf("counter %q: want [packets:bytes]", s)
+	}
+	p, b, ok := strings.Cut(in, ":")
+	np, err1 := strconv.ParseUint(p, 10, 64)
+	nb, err2 := strconv.ParseUint(b, 10, 64)
+	if !ok || err1 != nil || err2 != nil {
+		return Counter{}, fmt.Errorf("counter %q: want [packets:bytes]", s)
+	}
+	return Counter{Packets: np, Bytes: nb}, nil
 }
 
 // Comment returns the value of the first --comment in a rule spec, unquoted.

@@ -400,7 +400,7 @@ func (q query) explain(s *inspect.Snapshot) (explain.Result, explain.Packet, err
 	if tb == nil {
 		return explain.Result{}, pkt, fmt.Errorf("no IPv%d table was read", pkt.Family)
 	}
-	res, err := explain.Explain(tb.Rules, s.Sets, pkt)
+	res, err := explain.Explain(tb, s.Sets, pkt)
 	return res, pkt, err
 }
 
