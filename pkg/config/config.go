@@ -15,7 +15,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 
-	"github.com/tapfw/tapfw/pkg/ruleset"
+	"github.com/tapfw/tapfw/pkg/model"
 )
 
 // NetConf is the plugin's configuration as it arrives on stdin. Field names
@@ -228,8 +228,8 @@ type PrevIface struct {
 
 // Resolved is a validated config for one tap.
 type Resolved struct {
-	Conf    *NetConf
-	Ruleset ruleset.Config
+	Conf  *NetConf
+	Model model.Config
 }
 
 // Resolve validates conf and works out the tap's identity. Where it comes
@@ -237,8 +237,8 @@ type Resolved struct {
 // runtimeConfig ("mac", "ips"), then the previous result. The tap name is
 // CNI_IFNAME unless the config names it or a previous result names the
 // host-side port. bridge is used when neither config nor prev names one.
-func Resolve(conf *NetConf, env Env, prev *PrevIface, bridge func(tap string) (string, error)) (*Resolved, error) {
-	t, err := resolveOptions(conf, env)
+func Resolve(conf *NetConf, lim model.Limits, env Env, prev *PrevIface, bridge func(tap string) (string, error)) (*Resolved, error) {
+	t, err := resolveOptions(conf, env, lim)
 	if err != nil {
 		return nil, err
 	}
@@ -252,7 +252,7 @@ func Resolve(conf *NetConf, env Env, prev *PrevIface, bridge func(tap string) (s
 	if t.Bridge, err = resolveBridge(t.Name, conf.Bridge, prev, bridge); err != nil {
 		return nil, err
 	}
-	sets, err := parseSets(conf.IPSets)
+	sets, err := parseSets(conf.IPSets, lim)
 	if err != nil {
 		return nil, err
 	}
@@ -262,7 +262,7 @@ func Resolve(conf *NetConf, env Env, prev *PrevIface, bridge func(tap string) (s
 	if t.In, t.Out, err = resolveRules(conf, args, sets); err != nil {
 		return nil, err
 	}
-	groups, err := parseGroups(conf, sets)
+	groups, err := parseGroups(conf, sets, lim)
 	if err != nil {
 		return nil, err
 	}
@@ -273,17 +273,17 @@ func Resolve(conf *NetConf, env Env, prev *PrevIface, bridge func(tap string) (s
 	if err != nil {
 		return nil, err
 	}
-	rc := ruleset.Config{Tap: t, Bridge: brc, Sets: sets, Groups: groups}
+	rc := model.Config{Tap: t, Bridge: brc, Sets: sets, Groups: groups}
 	if rc.Host, err = parseHost(conf.Host, sets); err != nil {
 		return nil, err
 	}
-	return &Resolved{Conf: conf, Ruleset: rc}, nil
+	return &Resolved{Conf: conf, Model: rc}, nil
 }
 
 // resolveOptions reads the tap's options, who attaches it, its log
 // options and its policies.
-func resolveOptions(conf *NetConf, env Env) (ruleset.Tap, error) {
-	t := ruleset.Tap{
+func resolveOptions(conf *NetConf, env Env, lim model.Limits) (model.Tap, error) {
+	t := model.Tap{
 		MACFilter:  boolOr(conf.MACFilter, true),
 		IPFilter:   boolOr(conf.IPFilter, true),
 		DHCP:       boolOr(conf.DHCP, true),
@@ -295,18 +295,18 @@ func resolveOptions(conf *NetConf, env Env) (ruleset.Tap, error) {
 		IfName:     env.IfName,
 	}
 	if conf.Name != "" {
-		if err := ruleset.ValidateID(conf.Name, ruleset.MaxNetworkName); err != nil {
+		if err := model.ValidateID(conf.Name, lim.NetworkName); err != nil {
 			return t, &Error{Field: "name", Err: err}
 		}
 	}
 	if env.ContainerID != "" {
-		if err := ruleset.ValidateID(env.ContainerID, ruleset.MaxContainerID); err != nil {
+		if err := model.ValidateID(env.ContainerID, lim.ContainerID); err != nil {
 			return t, &Error{Field: "CNI_CONTAINERID", Code: types.ErrInvalidEnvironmentVariables, Err: err}
 		}
 		t.ContainerID = env.ContainerID
 	}
 	if env.IfName != "" {
-		if err := ruleset.ValidateIfName(env.IfName); err != nil {
+		if err := model.ValidateIfName(env.IfName); err != nil {
 			return t, &Error{Field: "CNI_IFNAME", Code: types.ErrInvalidEnvironmentVariables, Err: err}
 		}
 	}
@@ -344,7 +344,7 @@ type identity struct {
 // resolveIdentity works out the tap's name, MAC and addresses (later
 // wins: config, CNI_ARGS, runtimeConfig, previous result) and validates
 // them.
-func resolveIdentity(t *ruleset.Tap, conf *NetConf, env Env, args map[string]string, prev *PrevIface) error {
+func resolveIdentity(t *model.Tap, conf *NetConf, env Env, args map[string]string, prev *PrevIface) error {
 	id, err := gatherIdentity(conf, env, args, prev)
 	if err != nil {
 		return err
@@ -353,7 +353,7 @@ func resolveIdentity(t *ruleset.Tap, conf *NetConf, env Env, args map[string]str
 		// CNI_IFNAME, when given, was checked before.
 		return id.nameSrc.err(errors.New("is empty, and neither the config (tap) nor a previous result names the tap"))
 	}
-	if err := ruleset.ValidateIfName(id.name); err != nil {
+	if err := model.ValidateIfName(id.name); err != nil {
 		return id.nameSrc.err(err)
 	}
 	t.Name = id.name
@@ -444,7 +444,7 @@ func resolveBridge(tap, br string, prev *PrevIface, bridge func(tap string) (str
 	if br == "" {
 		return "", fieldErr("bridge", "required: the config names no bridge and tap %q is on none", tap)
 	}
-	if err := ruleset.ValidateIfName(br); err != nil {
+	if err := model.ValidateIfName(br); err != nil {
 		return "", &Error{Field: "bridge", Err: err}
 	}
 	if br == tap {
@@ -454,14 +454,14 @@ func resolveBridge(tap, br string, prev *PrevIface, bridge func(tap string) (str
 }
 
 // parseSets reads the named address sets.
-func parseSets(in map[string][]string) (map[string][]netip.Prefix, error) {
+func parseSets(in map[string][]string, lim model.Limits) (map[string][]netip.Prefix, error) {
 	sets := map[string][]netip.Prefix{}
 	if len(in) > MaxSets {
 		return nil, fieldErr("ipsets", "more than %d sets", MaxSets)
 	}
 	for name, entries := range in {
 		f := "ipsets." + name
-		if err := ruleset.ValidateSetName(name); err != nil {
+		if err := model.ValidateName(name, lim.SetName); err != nil {
 			return nil, &Error{Field: "ipsets", Err: err}
 		}
 		if len(entries) > MaxSetEntries {
@@ -479,7 +479,7 @@ func parseSets(in map[string][]string) (map[string][]netip.Prefix, error) {
 // resolveRules reads the tap's rules from where they come from, later
 // wins: the config, CNI_ARGS TAPFW_RULES, args.cni.tapfwRules,
 // runtimeConfig.tapfwRules.
-func resolveRules(conf *NetConf, args map[string]string, sets map[string][]netip.Prefix) (in, out []ruleset.UserRule, err error) {
+func resolveRules(conf *NetConf, args map[string]string, sets map[string][]netip.Prefix) (in, out []model.Rule, err error) {
 	rules, src := conf.Rules, source{"rules", 0}
 	if v, ok := args["TAPFW_RULES"]; ok {
 		rules, src = RuleLists{}, source{"CNI_ARGS TAPFW_RULES", types.ErrInvalidEnvironmentVariables}
@@ -507,7 +507,7 @@ func resolveRules(conf *NetConf, args map[string]string, sets map[string][]netip
 }
 
 // tapGroups checks the security groups the tap uses: defined, each once.
-func tapGroups(names []string, groups map[string]ruleset.Group) ([]string, error) {
+func tapGroups(names []string, groups map[string]model.Group) ([]string, error) {
 	seen := map[string]bool{}
 	for i, g := range names {
 		f := fmt.Sprintf("groups[%d]", i)
@@ -526,23 +526,23 @@ func tapGroups(names []string, groups map[string]ruleset.Group) ([]string, error
 }
 
 // bridgeOptions are the per-bridge options: routing and failing closed.
-func bridgeOptions(conf *NetConf, br string) (ruleset.Bridge, error) {
+func bridgeOptions(conf *NetConf, br string) (model.Bridge, error) {
 	prefix := conf.ManagedPrefix
 	if prefix == "" {
-		prefix = ruleset.DefaultManagedPrefix
+		prefix = model.DefaultManagedPrefix
 	}
-	if err := ruleset.ValidateIfPrefix(prefix); err != nil {
-		return ruleset.Bridge{}, fieldErr("managedPrefix", "%v", err)
+	if err := model.ValidateIfPrefix(prefix); err != nil {
+		return model.Bridge{}, fieldErr("managedPrefix", "%v", err)
 	}
-	return ruleset.Bridge{Name: br, AllowRouting: conf.AllowBridgeRouting, FailClosed: boolOr(conf.FailClosed, true), ManagedPrefix: prefix}, nil
+	return model.Bridge{Name: br, AllowRouting: conf.AllowBridgeRouting, FailClosed: boolOr(conf.FailClosed, true), ManagedPrefix: prefix}, nil
 }
 
 // parseHost reads the host firewall section; nil when there is none.
-func parseHost(h *Host, sets map[string][]netip.Prefix) (*ruleset.Host, error) {
+func parseHost(h *Host, sets map[string][]netip.Prefix) (*model.Host, error) {
 	if h == nil {
 		return nil, nil
 	}
-	host := &ruleset.Host{}
+	host := &model.Host{}
 	if len(h.IPs) > MaxSetEntries {
 		return nil, fieldErr("host.ips", "more than %d entries", MaxSetEntries)
 	}
@@ -570,7 +570,7 @@ const MaxDHCPServers = 16
 
 // parseDHCPServers reads the only sources DHCP replies may come from:
 // addresses, networks or +sets, as a rule's source.
-func parseDHCPServers(servers []string, dhcp bool, sets map[string][]netip.Prefix) ([]ruleset.Addr, error) {
+func parseDHCPServers(servers []string, dhcp bool, sets map[string][]netip.Prefix) ([]model.Addr, error) {
 	if len(servers) == 0 {
 		return nil, nil
 	}
@@ -580,7 +580,7 @@ func parseDHCPServers(servers []string, dhcp bool, sets map[string][]netip.Prefi
 	if len(servers) > MaxDHCPServers {
 		return nil, fieldErr("dhcpServers", "more than %d entries", MaxDHCPServers)
 	}
-	out := make([]ruleset.Addr, 0, len(servers))
+	out := make([]model.Addr, 0, len(servers))
 	for i, s := range servers {
 		f := fmt.Sprintf("dhcpServers[%d]", i)
 		a, err := parseAddr(s, sets)
@@ -603,16 +603,16 @@ func parseDHCPServers(servers []string, dhcp bool, sets map[string][]netip.Prefi
 const MaxGroups = 32
 
 // parseGroups reads the security groups the config defines.
-func parseGroups(conf *NetConf, sets map[string][]netip.Prefix) (map[string]ruleset.Group, error) {
+func parseGroups(conf *NetConf, sets map[string][]netip.Prefix, lim model.Limits) (map[string]model.Group, error) {
 	if len(conf.SecurityGroups) > MaxGroups {
 		return nil, fieldErr("securityGroups", "more than %d groups", MaxGroups)
 	}
-	groups := map[string]ruleset.Group{}
+	groups := map[string]model.Group{}
 	for name, rl := range conf.SecurityGroups {
-		if err := ruleset.ValidateGroupName(name); err != nil {
+		if err := model.ValidateName(name, lim.GroupName); err != nil {
 			return nil, &Error{Field: "securityGroups", Err: err}
 		}
-		var g ruleset.Group
+		var g model.Group
 		var err error
 		f := "securityGroups." + name
 		if g.In, err = parseRules(f+".in", rl.In, sets); err != nil {
@@ -662,7 +662,7 @@ func parseLog(conf *NetConf) (target string, group int, limit string, err error)
 	default:
 		return "", 0, "", fieldErr("logTarget", "%q is not LOG or NFLOG", conf.LogTarget)
 	}
-	limit = ruleset.DefaultLogLimit
+	limit = model.DefaultLogLimit
 	if conf.LogLimit != "" {
 		if limit, err = canonicalRate(conf.LogLimit); err != nil {
 			return "", 0, "", &Error{Field: "logLimit", Err: err}
@@ -718,15 +718,15 @@ func canonicalRate(s string) (string, error) {
 	return fmt.Sprintf("%d/%s", rateUnits[i-1].mult/period, rateUnits[i-1].names[0]), nil
 }
 
-func parsePolicy(field, s string) (ruleset.Action, error) {
+func parsePolicy(field, s string) (model.Action, error) {
 	switch strings.ToUpper(s) {
 	case "":
-		return ruleset.Drop, nil
+		return model.Drop, nil
 	case "ACCEPT", "DROP", "REJECT":
 		if s != strings.ToUpper(s) {
 			return "", fieldErr(field, "%q: write it in capitals: ACCEPT, DROP or REJECT", s)
 		}
-		return ruleset.Action(s), nil
+		return model.Action(s), nil
 	}
 	return "", fieldErr(field, "%q is not ACCEPT, DROP or REJECT", s)
 }
@@ -819,11 +819,11 @@ func parseSetEntries(field string, entries []string) ([]netip.Prefix, error) {
 	return out, nil
 }
 
-func parseRules(field string, rs []Rule, sets map[string][]netip.Prefix) ([]ruleset.UserRule, error) {
+func parseRules(field string, rs []Rule, sets map[string][]netip.Prefix) ([]model.Rule, error) {
 	if len(rs) > MaxRules {
 		return nil, fieldErr(field, "more than %d rules", MaxRules)
 	}
-	var out []ruleset.UserRule
+	var out []model.Rule
 	for i, r := range rs {
 		u, err := parseRule(r, sets)
 		if err != nil {
@@ -841,15 +841,15 @@ func parseRules(field string, rs []Rule, sets map[string][]netip.Prefix) ([]rule
 
 var protoNumbers = map[string]int{
 	"tcp": 6, "udp": 17, "icmp": 1, "igmp": 2, "gre": 47, "esp": 50, "ah": 51,
-	"icmpv6": 58, ruleset.ProtoICMPv6: 58,
+	"icmpv6": 58, model.ProtoICMPv6: 58,
 	"ospf": 89, "pim": 103, "vrrp": 112, "l2tp": 115, "sctp": 132, "udplite": 136,
 }
 
-func parseRule(r Rule, sets map[string][]netip.Prefix) (ruleset.UserRule, error) {
-	u := ruleset.UserRule{Log: r.Log, Comment: r.Comment}
+func parseRule(r Rule, sets map[string][]netip.Prefix) (model.Rule, error) {
+	u := model.Rule{Log: r.Log, Comment: r.Comment}
 	switch r.Action {
 	case "ACCEPT", "DROP", "REJECT":
-		u.Action = ruleset.Action(r.Action)
+		u.Action = model.Action(r.Action)
 	case "":
 		return u, fieldErr("action", "required: ACCEPT, DROP or REJECT")
 	default:
@@ -860,7 +860,7 @@ func parseRule(r Rule, sets map[string][]netip.Prefix) (ruleset.UserRule, error)
 		if n, ok := protoNumbers[p]; ok {
 			switch {
 			case n == 58:
-				p = ruleset.ProtoICMPv6
+				p = model.ProtoICMPv6
 			case p != "tcp" && p != "udp" && p != "icmp":
 				p = strconv.Itoa(n)
 			}
@@ -877,7 +877,7 @@ func parseRule(r Rule, sets map[string][]netip.Prefix) (ruleset.UserRule, error)
 			case 1:
 				p = "icmp"
 			case 58:
-				p = ruleset.ProtoICMPv6
+				p = model.ProtoICMPv6
 			}
 		}
 		u.Proto = p
@@ -911,7 +911,7 @@ func parseRule(r Rule, sets map[string][]netip.Prefix) (ruleset.UserRule, error)
 		switch u.Proto {
 		case "icmp":
 			u.ICMPType, err = parseICMPType(r.ICMPType, icmpTypes)
-		case ruleset.ProtoICMPv6:
+		case model.ProtoICMPv6:
 			u.ICMPType, err = parseICMPType(r.ICMPType, icmp6Types)
 		default:
 			return u, fieldErr("icmpType", "needs proto icmp or icmpv6")
@@ -920,36 +920,38 @@ func parseRule(r Rule, sets map[string][]netip.Prefix) (ruleset.UserRule, error)
 			return u, &Error{Field: "icmpType", Err: err}
 		}
 	}
-	if err := ruleset.ValidateComment(r.Comment); err != nil {
+	if err := model.ValidateComment(r.Comment); err != nil {
 		return u, &Error{Field: "comment", Err: err}
 	}
 	return u, nil
 }
 
-func parseAddr(s string, sets map[string][]netip.Prefix) (ruleset.Addr, error) {
+func parseAddr(s string, sets map[string][]netip.Prefix) (model.Addr, error) {
 	if s == "" {
-		return ruleset.Addr{}, nil
+		return model.Addr{}, nil
 	}
 	if name, ok := strings.CutPrefix(s, "+"); ok {
-		if err := ruleset.ValidateSetName(name); err != nil {
-			return ruleset.Addr{}, fmt.Errorf("ipset name %w", err)
-		}
+		// The names in sets have been checked against the backend's
+		// limits; any other is not defined.
 		if _, ok := sets[name]; !ok {
-			return ruleset.Addr{}, fmt.Errorf("ipset %q is not defined in ipsets", name)
+			if err := model.ValidateName(name, 0); err != nil {
+				return model.Addr{}, fmt.Errorf("ipset name %w", err)
+			}
+			return model.Addr{}, fmt.Errorf("ipset %q is not defined in ipsets", name)
 		}
-		return ruleset.Addr{Set: name}, nil
+		return model.Addr{Set: name}, nil
 	}
 	p, err := parseNet(s, true)
 	if err != nil {
-		return ruleset.Addr{}, err
+		return model.Addr{}, err
 	}
 	if p.Bits() == 0 { // 0.0.0.0/0 or ::/0: any address of the family
 		if p.Addr().Is6() {
-			return ruleset.Addr{Family: ruleset.IPv6.Name}, nil
+			return model.Addr{Family: model.IPv6}, nil
 		}
-		return ruleset.Addr{Family: ruleset.IPv4.Name}, nil
+		return model.Addr{Family: model.IPv4}, nil
 	}
-	return ruleset.Addr{Prefix: p}, nil
+	return model.Addr{Prefix: p}, nil
 }
 
 // parsePorts reads "22", "1000:2000" or "22,80,443" (at most 15 ports, a
@@ -1028,7 +1030,7 @@ var icmp6Types = map[string]string{
 
 // sameFamily checks that a rule's addresses and protocol name one family
 // at most: a rule is rendered in the chains of its family.
-func sameFamily(u ruleset.UserRule) error {
+func sameFamily(u model.Rule) error {
 	type claim struct{ field, fam string }
 	var claims []claim
 	if f := u.Source.FamilyName(); f != "" {
@@ -1039,9 +1041,9 @@ func sameFamily(u ruleset.UserRule) error {
 	}
 	switch u.Proto {
 	case "icmp":
-		claims = append(claims, claim{"proto", ruleset.IPv4.Name})
-	case ruleset.ProtoICMPv6:
-		claims = append(claims, claim{"proto", ruleset.IPv6.Name})
+		claims = append(claims, claim{"proto", model.IPv4})
+	case model.ProtoICMPv6:
+		claims = append(claims, claim{"proto", model.IPv6})
 	}
 	for _, c := range claims[min(1, len(claims)):] {
 		if c.fam != claims[0].fam {

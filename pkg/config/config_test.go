@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tapfw/tapfw/pkg/model"
+
 	"github.com/tapfw/tapfw/pkg/ruleset"
 )
 
@@ -19,7 +21,7 @@ func resolve(t *testing.T, js string, env Env, prev *PrevIface) (*Resolved, erro
 	if env.IfName == "" {
 		env.IfName = "tap1"
 	}
-	return Resolve(conf, env, prev, nil)
+	return Resolve(conf, ruleset.Limits, env, prev, nil)
 }
 
 func TestBadConfigs(t *testing.T) {
@@ -134,11 +136,11 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tp := r.Ruleset.Tap
+	tp := r.Model.Tap
 	if !tp.MACFilter || !tp.IPFilter || !tp.DHCP || !tp.LogDropped || tp.PolicyIn != "DROP" || tp.PolicyOut != "DROP" {
 		t.Errorf("defaults wrong: %+v", tp)
 	}
-	if r.Ruleset.Bridge.AllowRouting || r.Ruleset.Host != nil {
+	if r.Model.Bridge.AllowRouting || r.Model.Host != nil {
 		t.Errorf("bridge routing or host set by default")
 	}
 	if tp.Name != "tap1" || tp.ContainerID != "c1" || tp.Network != "n" {
@@ -169,7 +171,7 @@ func TestIdentityPrecedence(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			tp := r.Ruleset.Tap
+			tp := r.Model.Tap
 			if tp.Name != c.tap || tp.Bridge != c.br || tp.MAC.String() != c.mac || len(tp.IPs) != 1 || tp.IPs[0].String() != c.ip {
 				t.Errorf("got tap=%s br=%s mac=%s ips=%v, want %s %s %s %s", tp.Name, tp.Bridge, tp.MAC, tp.IPs, c.tap, c.br, c.mac, c.ip)
 			}
@@ -193,7 +195,7 @@ func TestRulesFromRuntime(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		in := r.Ruleset.Tap.In
+		in := r.Model.Tap.In
 		if len(in) != 1 || in[0].Proto+" "+in[0].DPort != c.want {
 			t.Errorf("args %q: rules %+v, want %s", c.args, in, c.want)
 		}
@@ -223,11 +225,11 @@ func TestRuleCanonical(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	in := r.Ruleset.Tap.In
+	in := r.Model.Tap.In
 	if in[0].Proto != "tcp" || in[0].DPort != "22,80,1000:2000" || in[0].Source.Set != "web" {
 		t.Errorf("rule 0: %+v", in[0])
 	}
-	if in[1].Proto != "47" || in[1].Dest.Prefix.IsValid() || in[1].Dest.Family != ruleset.IPv4.Name {
+	if in[1].Proto != "47" || in[1].Dest.Prefix.IsValid() || in[1].Dest.Family != model.IPv4 {
 		t.Errorf("rule 1: %+v", in[1])
 	}
 	if in[2].ICMPType != "3/3" || in[3].Proto != "udp" {
@@ -240,11 +242,11 @@ func TestIPv6Addresses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := Resolve(conf, Env{IfName: "tap1", ContainerID: "c"}, nil, nil)
+	r, err := Resolve(conf, ruleset.Limits, Env{IfName: "tap1", ContainerID: "c"}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tp := r.Ruleset.Tap
+	tp := r.Model.Tap
 	if len(tp.IPs) != 1 || tp.IPs[0].String() != "192.0.2.10/32" {
 		t.Errorf("IPv4: %v", tp.IPs)
 	}
@@ -284,7 +286,7 @@ func TestLogOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tp := r.Ruleset.Tap; tp.LogTarget != "NFLOG" || tp.NFLogGroup != 5 || tp.LogLimit != "2/min" {
+	if tp := r.Model.Tap; tp.LogTarget != "NFLOG" || tp.NFLogGroup != 5 || tp.LogLimit != "2/min" {
 		t.Errorf("tap %+v", tp)
 	}
 	for _, c := range []struct{ js, field string }{
@@ -309,7 +311,7 @@ func TestGroups(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rs := r.Ruleset
+	rs := r.Model
 	if strings.Join(rs.Tap.Groups, ",") != "db,web" || len(rs.Groups) != 2 || rs.Groups["web"].In[0].DPort != "80" || rs.Groups["db"].Out[0].Dest.Set != "admins" {
 		t.Errorf("groups %+v %+v", rs.Tap.Groups, rs.Groups)
 	}

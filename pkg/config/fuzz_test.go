@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tapfw/tapfw/pkg/model"
+
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/tapfw/tapfw/pkg/ruleset"
@@ -110,7 +112,7 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 		env := Env{ContainerID: containerID, IfName: ifName, Args: args}
-		r, err := Resolve(conf, env, prev, nil)
+		r, err := Resolve(conf, ruleset.Limits, env, prev, nil)
 		if err != nil {
 			var e *Error
 			if !errors.As(err, &e) || e.Field == "" {
@@ -127,8 +129,8 @@ func FuzzParse(f *testing.F) {
 			}
 			return
 		}
-		checkResolved(t, r.Ruleset)
-		p, err := ruleset.Build(r.Ruleset)
+		checkResolved(t, r.Model)
+		p, err := ruleset.Build(r.Model)
 		if err != nil {
 			t.Fatalf("Resolve accepted the config but Build refuses it: %v\nconfig: %q env %+v prev %+v", err, data, env, prev)
 		}
@@ -300,7 +302,7 @@ var (
 
 // checkResolved checks every value of a resolved config against the
 // ruleset's validation and the documented limits.
-func checkResolved(t *testing.T, c ruleset.Config) {
+func checkResolved(t *testing.T, c model.Config) {
 	t.Helper()
 	tp := c.Tap
 	must := func(what string, err error) {
@@ -309,19 +311,19 @@ func checkResolved(t *testing.T, c ruleset.Config) {
 			t.Fatalf("accepted %s: %v", what, err)
 		}
 	}
-	must("tap name", ruleset.ValidateIfName(tp.Name))
-	must("bridge name", ruleset.ValidateIfName(c.Bridge.Name))
+	must("tap name", model.ValidateIfName(tp.Name))
+	must("bridge name", model.ValidateIfName(c.Bridge.Name))
 	if tp.Bridge != c.Bridge.Name || tp.Name == c.Bridge.Name {
 		t.Fatalf("tap %q on bridge %q / %q", tp.Name, tp.Bridge, c.Bridge.Name)
 	}
 	if tp.IfName != "" {
-		must("CNI_IFNAME", ruleset.ValidateIfName(tp.IfName))
+		must("CNI_IFNAME", model.ValidateIfName(tp.IfName))
 	}
 	if tp.Network != "" {
-		must("network name", ruleset.ValidateID(tp.Network, ruleset.MaxNetworkName))
+		must("network name", model.ValidateID(tp.Network, ruleset.MaxNetworkName))
 	}
 	if tp.ContainerID != "" {
-		must("container ID", ruleset.ValidateID(tp.ContainerID, ruleset.MaxContainerID))
+		must("container ID", model.ValidateID(tp.ContainerID, ruleset.MaxContainerID))
 	}
 	if tp.MAC != nil && (len(tp.MAC) != 6 || tp.MAC[0]&1 == 1) {
 		t.Fatalf("accepted MAC %v", tp.MAC)
@@ -329,8 +331,8 @@ func checkResolved(t *testing.T, c ruleset.Config) {
 	if tp.MACFilter && len(tp.MAC) != 6 {
 		t.Fatalf("macFilter on without a MAC")
 	}
-	for _, a := range []ruleset.Action{tp.PolicyIn, tp.PolicyOut} {
-		if a != ruleset.Accept && a != ruleset.Drop && a != ruleset.Reject {
+	for _, a := range []model.Action{tp.PolicyIn, tp.PolicyOut} {
+		if a != model.Accept && a != model.Drop && a != model.Reject {
 			t.Fatalf("accepted policy %q", a)
 		}
 	}
@@ -353,7 +355,7 @@ func checkResolved(t *testing.T, c ruleset.Config) {
 		t.Fatalf("accepted %d sets", len(c.Sets))
 	}
 	for name, es := range c.Sets {
-		must("set name", ruleset.ValidateSetName(name))
+		must("set name", model.ValidateName(name, ruleset.Limits.SetName))
 		if len(es) > MaxSetEntries {
 			t.Fatalf("accepted %d entries in set %s", len(es), name)
 		}
@@ -371,7 +373,7 @@ func checkResolved(t *testing.T, c ruleset.Config) {
 		seen[g] = true
 	}
 	for name, g := range c.Groups {
-		must("group name", ruleset.ValidateGroupName(name))
+		must("group name", model.ValidateName(name, ruleset.Limits.GroupName))
 		checkRules(t, c, "group in", g.In)
 		checkRules(t, c, "group out", g.Out)
 	}
@@ -393,7 +395,7 @@ func checkPrefix(t *testing.T, what string, p netip.Prefix) {
 	}
 }
 
-func checkRules(t *testing.T, c ruleset.Config, dir string, rs []ruleset.UserRule) {
+func checkRules(t *testing.T, c model.Config, dir string, rs []model.Rule) {
 	t.Helper()
 	if len(rs) > MaxRules {
 		t.Fatalf("accepted %d %s rules", len(rs), dir)
@@ -404,12 +406,12 @@ func checkRules(t *testing.T, c ruleset.Config, dir string, rs []ruleset.UserRul
 			t.Fatalf("%s rule %d: %s: %+v", dir, i, fmt.Sprintf(format, a...), u)
 		}
 		switch u.Action {
-		case ruleset.Accept, ruleset.Drop, ruleset.Reject:
+		case model.Accept, model.Drop, model.Reject:
 		default:
 			fail("action %q", u.Action)
 		}
 		switch u.Proto {
-		case "", "tcp", "udp", "icmp", ruleset.ProtoICMPv6:
+		case "", "tcp", "udp", "icmp", model.ProtoICMPv6:
 		default:
 			n, err := strconv.Atoi(u.Proto)
 			if !canonProtoNo.MatchString(u.Proto) || err != nil || n > 255 || n == 1 || n == 6 || n == 17 || n == 58 {
@@ -449,7 +451,7 @@ func checkRules(t *testing.T, c ruleset.Config, dir string, rs []ruleset.UserRul
 			}
 		}
 		if u.ICMPType != "" {
-			if (u.Proto != "icmp" && u.Proto != ruleset.ProtoICMPv6) || !canonICMP.MatchString(u.ICMPType) {
+			if (u.Proto != "icmp" && u.Proto != model.ProtoICMPv6) || !canonICMP.MatchString(u.ICMPType) {
 				fail("icmp type %q", u.ICMPType)
 			}
 			typ, code, _ := strings.Cut(u.ICMPType, "/")
@@ -459,13 +461,13 @@ func checkRules(t *testing.T, c ruleset.Config, dir string, rs []ruleset.UserRul
 				fail("icmp type %q", u.ICMPType)
 			}
 		}
-		if err := ruleset.ValidateComment(u.Comment); err != nil {
+		if err := model.ValidateComment(u.Comment); err != nil {
 			fail("comment: %v", err)
 		}
-		for _, a := range []ruleset.Addr{u.Source, u.Dest} {
+		for _, a := range []model.Addr{u.Source, u.Dest} {
 			switch {
 			case a.Set != "":
-				if err := ruleset.ValidateSetName(a.Set); err != nil {
+				if err := model.ValidateName(a.Set, ruleset.Limits.SetName); err != nil {
 					fail("set: %v", err)
 				}
 				if _, ok := c.Sets[a.Set]; !ok {
@@ -479,12 +481,12 @@ func checkRules(t *testing.T, c ruleset.Config, dir string, rs []ruleset.UserRul
 				if a.Family != "" {
 					fail("both a family and a prefix")
 				}
-			case a.Family != "" && a.Family != ruleset.IPv4.Name && a.Family != ruleset.IPv6.Name:
+			case a.Family != "" && a.Family != model.IPv4 && a.Family != model.IPv6:
 				fail("family %q", a.Family)
 			}
 		}
 		// A rule is of one family at most.
-		if !u.Applies(ruleset.IPv4) && !u.Applies(ruleset.IPv6) {
+		if !ruleset.IPv4.Renders(u) && !ruleset.IPv6.Renders(u) {
 			fail("a rule of no family")
 		}
 	}

@@ -134,7 +134,7 @@ func TestLenientParts(t *testing.T) {
 			t.Errorf("%s: %v", js, err)
 			continue
 		}
-		if in := r.Ruleset.Tap.In; len(in) != 1 || in[0].DPort != "22" {
+		if in := r.Model.Tap.In; len(in) != 1 || in[0].DPort != "22" {
 			t.Errorf("%s: rules %+v, want the config's", js, in)
 		}
 	}
@@ -167,7 +167,7 @@ func TestExactKeysDecode(t *testing.T) {
 		conf.Args.CNI.Rules.In[0].DPort != "53" {
 		t.Errorf("decoded wrong: %+v", conf)
 	}
-	if _, err := Resolve(conf, Env{IfName: "tap1"}, nil, nil); err != nil {
+	if _, err := Resolve(conf, ruleset.Limits, Env{IfName: "tap1"}, nil, nil); err != nil {
 		t.Error(err)
 	}
 }
@@ -194,7 +194,7 @@ func TestTrailingData(t *testing.T) {
 	}
 	// Whitespace around the value is no trailing data.
 	r, err := resolve(t, good+"}\n", Env{Args: "TAPFW_RULES= {\"in\":[{\"action\":\"DROP\"}]}\n"}, nil)
-	if err != nil || len(r.Ruleset.Tap.In) != 1 {
+	if err != nil || len(r.Model.Tap.In) != 1 {
 		t.Errorf("whitespace: %v", err)
 	}
 }
@@ -234,7 +234,7 @@ func TestPortRangeCanonical(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := ruleset.Build(r.Ruleset)
+	p, err := ruleset.Build(r.Model)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,7 +298,7 @@ func TestHostLimits(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%d host.%s: %v", MaxSetEntries, f, err)
 		}
-		if n := len(r.Ruleset.Host.IPs) + len(r.Ruleset.Host.ClusterHosts); n != MaxSetEntries {
+		if n := len(r.Model.Host.IPs) + len(r.Model.Host.ClusterHosts); n != MaxSetEntries {
 			t.Errorf("host.%s: %d entries", f, n)
 		}
 	}
@@ -387,12 +387,12 @@ func TestErrorCodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = Resolve(conf, Env{}, nil, nil)
+	_, err = Resolve(conf, ruleset.Limits, Env{}, nil, nil)
 	wantErr(t, err, "CNI_IFNAME", 4, "is empty")
 	// A previous result's values are not the environment's.
-	_, err = Resolve(conf, Env{IfName: "tap1"}, &PrevIface{HostPort: "a b"}, nil)
+	_, err = Resolve(conf, ruleset.Limits, Env{IfName: "tap1"}, &PrevIface{HostPort: "a b"}, nil)
 	wantErr(t, err, "tap", 7, "a b")
-	_, err = Resolve(conf, Env{IfName: "tap1"}, &PrevIface{MAC: "01:00:5e:00:00:01"}, nil)
+	_, err = Resolve(conf, ruleset.Limits, Env{IfName: "tap1"}, &PrevIface{MAC: "01:00:5e:00:00:01"}, nil)
 	wantErr(t, err, "prevResult mac", 7, "multicast")
 }
 

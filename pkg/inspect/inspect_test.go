@@ -45,11 +45,11 @@ func plan(t *testing.T, tap string) *ruleset.Plan {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := config.Resolve(conf, config.Env{ContainerID: "vm-" + tap, IfName: tap}, nil, nil)
+	r, err := config.Resolve(conf, ruleset.Limits, config.Env{ContainerID: "vm-" + tap, IfName: tap}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := ruleset.Build(r.Ruleset)
+	p, err := ruleset.Build(r.Model)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tapfw/tapfw/pkg/model"
+
 	"github.com/tapfw/tapfw/pkg/config"
 	"github.com/tapfw/tapfw/pkg/ruleset"
 	"github.com/tapfw/tapfw/pkg/testnet"
@@ -115,11 +117,11 @@ func FuzzRender(f *testing.F) {
 		if err != nil {
 			return
 		}
-		res, err := config.Resolve(nc, config.Env{ContainerID: "fuzz-1", IfName: "eth0"}, nil, nil)
+		res, err := config.Resolve(nc, ruleset.Limits, config.Env{ContainerID: "fuzz-1", IfName: "eth0"}, nil, nil)
 		if err != nil {
 			return
 		}
-		p, err := ruleset.Build(res.Ruleset)
+		p, err := ruleset.Build(res.Model)
 		if err != nil {
 			t.Fatalf("validation accepted the config, Build refuses it: %v\nconfig: %s", err, data)
 		}
@@ -132,7 +134,7 @@ func FuzzRender(f *testing.F) {
 			t.Fatalf("PlanChanges: %v\nconfig: %s", err, data)
 		}
 		restore := c.RestoreFile()
-		if err := checkRestoreFile(restore, p, res.Ruleset.Tap); err != nil {
+		if err := checkRestoreFile(restore, p, res.Model.Tap); err != nil {
 			t.Fatalf("%v\nconfig: %s\nrestore file:\n%s", err, data, restore)
 		}
 		if err := k.test(restore, c.Sets); err != nil {
@@ -177,7 +179,7 @@ const (
 
 // checkRestoreFile checks a first ADD's restore file against the plan it
 // was rendered from (see FuzzRender).
-func checkRestoreFile(data []byte, p *ruleset.Plan, tap ruleset.Tap) error {
+func checkRestoreFile(data []byte, p *ruleset.Plan, tap model.Tap) error {
 	if !bytes.HasSuffix(data, []byte("\n")) {
 		return fmt.Errorf("restore file does not end in a newline")
 	}

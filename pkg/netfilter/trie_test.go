@@ -9,10 +9,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tapfw/tapfw/pkg/model"
+
 	"github.com/tapfw/tapfw/pkg/ruleset"
 )
 
-func randomTap(rng *rand.Rand, name string) ruleset.Tap {
+func randomTap(rng *rand.Rand, name string) model.Tap {
 	var ips []netip.Prefix
 	for i := 0; i < 1+rng.Intn(3); i++ {
 		a := netip.AddrFrom4([4]byte{198, 51, 100, byte(rng.Intn(256))})
@@ -20,14 +22,14 @@ func randomTap(rng *rand.Rand, name string) ruleset.Tap {
 		ips = append(ips, netip.PrefixFrom(a, bits).Masked())
 	}
 	mac, _ := net.ParseMAC(fmt.Sprintf("02:00:00:00:%02x:%02x", rng.Intn(256), rng.Intn(256)))
-	return ruleset.Tap{Name: name, Bridge: fmt.Sprintf("br%d", rng.Intn(3)), MAC: mac, IPs: ips,
-		MACFilter: true, IPFilter: true, DHCP: true, PolicyIn: ruleset.Drop, PolicyOut: ruleset.Drop,
+	return model.Tap{Name: name, Bridge: fmt.Sprintf("br%d", rng.Intn(3)), MAC: mac, IPs: ips,
+		MACFilter: true, IPFilter: true, DHCP: true, PolicyIn: model.Drop, PolicyOut: model.Drop,
 		Network: "n", ContainerID: "c-" + name, IfName: name}
 }
 
-func buildPlan(t *testing.T, tap ruleset.Tap) *ruleset.Plan {
+func buildPlan(t *testing.T, tap model.Tap) *ruleset.Plan {
 	t.Helper()
-	p, err := ruleset.Build(ruleset.Config{Tap: tap, Bridge: ruleset.Bridge{Name: tap.Bridge}})
+	p, err := ruleset.Build(model.Config{Tap: tap, Bridge: model.Bridge{Name: tap.Bridge}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +38,7 @@ func buildPlan(t *testing.T, tap ruleset.Tap) *ruleset.Plan {
 
 // checkTries asserts the tries hold exactly the leaves of the taps given,
 // and no node is empty or unreachable.
-func checkTries(t *testing.T, tb *FakeTables, taps map[string]ruleset.Tap) {
+func checkTries(t *testing.T, tb *FakeTables, taps map[string]model.Tap) {
 	t.Helper()
 	save, _ := tb.Save()
 	table, err := ParseSave(save)
@@ -90,7 +92,7 @@ func TestTrieRandomOperations(t *testing.T) {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			rng := rand.New(rand.NewSource(seed))
 			fw, tb, _ := newFake()
-			live := map[string]ruleset.Tap{}
+			live := map[string]model.Tap{}
 			names := []string{"tap1", "tap10", "tap100", "tap101i0", "tap101i1", "tap2", "tap21", "veth0", "veth01", "v", "tap1000i0", "x.y-z_1"}
 			for step := 0; step < 120; step++ {
 				name := names[rng.Intn(len(names))]

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+
+	"github.com/tapfw/tapfw/pkg/model"
 )
 
 // Chain is a chain and the rules it holds, in order.
@@ -61,38 +63,28 @@ var (
 	broadcast = netip.MustParsePrefix("255.255.255.255/32")
 )
 
-// DefaultLogLimit is the LOG rate when the config does not set one.
-const DefaultLogLimit = "5/min"
-
 // Build renders the wanted state for one tap. The config must be validated:
 // Build checks names once more and returns an error rather than render a
 // value that could escape its field.
-func Build(c Config) (*Plan, error) {
+func Build(c model.Config) (*Plan, error) {
 	t := c.Tap
-	if err := ValidateIfName(t.Name); err != nil {
+	if err := model.ValidateIfName(t.Name); err != nil {
 		return nil, fmt.Errorf("tap: %w", err)
 	}
-	if err := ValidateIfName(c.Bridge.Name); err != nil {
+	if err := model.ValidateIfName(c.Bridge.Name); err != nil {
 		return nil, fmt.Errorf("bridge: %w", err)
 	}
 	if c.Bridge.ManagedPrefix == "" {
-		c.Bridge.ManagedPrefix = DefaultManagedPrefix
+		c.Bridge.ManagedPrefix = model.DefaultManagedPrefix
 	}
-	if err := ValidateIfPrefix(c.Bridge.ManagedPrefix); err != nil {
+	if err := model.ValidateIfPrefix(c.Bridge.ManagedPrefix); err != nil {
 		return nil, fmt.Errorf("managedPrefix: %w", err)
 	}
 	if t.MACFilter && len(t.MAC) != 6 {
 		return nil, fmt.Errorf("mac: required when macFilter is on")
 	}
-	for name := range c.Sets {
-		if err := ValidateSetName(name); err != nil {
-			return nil, fmt.Errorf("ipsets: %w", err)
-		}
-	}
-	for name := range c.Groups {
-		if err := ValidateGroupName(name); err != nil {
-			return nil, fmt.Errorf("securityGroups: %w", err)
-		}
+	if err := checkLimits(c); err != nil {
+		return nil, err
 	}
 	for _, g := range t.Groups {
 		if _, ok := c.Groups[g]; !ok {
@@ -100,7 +92,7 @@ func Build(c Config) (*Plan, error) {
 		}
 	}
 	if t.LogLimit == "" {
-		t.LogLimit = DefaultLogLimit
+		t.LogLimit = model.DefaultLogLimit
 	}
 	c.Tap = t
 	p, err := buildFamily(c, IPv4)
@@ -116,6 +108,33 @@ func Build(c Config) (*Plan, error) {
 	return p, nil
 }
 
+// checkLimits refuses names this backend cannot render (see Limits): the
+// config is checked against them already, so this only guards a caller
+// that did not.
+func checkLimits(c model.Config) error {
+	for name := range c.Sets {
+		if err := model.ValidateName(name, Limits.SetName); err != nil {
+			return &model.FieldError{Field: "ipsets", Err: err}
+		}
+	}
+	for name := range c.Groups {
+		if err := model.ValidateName(name, Limits.GroupName); err != nil {
+			return &model.FieldError{Field: "securityGroups", Err: err}
+		}
+	}
+	if c.Tap.Network != "" {
+		if err := model.ValidateID(c.Tap.Network, Limits.NetworkName); err != nil {
+			return &model.FieldError{Field: "name", Err: err}
+		}
+	}
+	if c.Tap.ContainerID != "" {
+		if err := model.ValidateID(c.Tap.ContainerID, Limits.ContainerID); err != nil {
+			return &model.FieldError{Field: "CNI_CONTAINERID", Env: true, Err: err}
+		}
+	}
+	return nil
+}
+
 // Fam is the plan's family.
 func (p *Plan) Fam() *Family {
 	if p.Family == nil {
@@ -126,7 +145,7 @@ func (p *Plan) Fam() *Family {
 
 // TapAddrs are the tap's addresses of the family, as its set holds them:
 // for IPv6 also its link-local address, derived from its MAC.
-func TapAddrs(t Tap, fam *Family) []netip.Prefix {
+func TapAddrs(t model.Tap, fam *Family) []netip.Prefix {
 	if !fam.V6 {
 		return sortedPrefixes(t.IPs)
 	}
@@ -138,7 +157,7 @@ func TapAddrs(t Tap, fam *Family) []netip.Prefix {
 }
 
 // buildFamily renders the tap's plan for one family.
-func buildFamily(c Config, fam *Family) (*Plan, error) {
+func buildFamily(c model.Config, fam *Family) (*Plan, error) {
 	t := c.Tap
 	p := &Plan{Tap: t.Name, Family: fam}
 	br := c.Bridge.Name
@@ -192,7 +211,7 @@ func buildFamily(c Config, fam *Family) (*Plan, error) {
 			Set{Name: fam.SetHost(), Entries: sortedPrefixes(hostIPs)},
 			Set{Name: fam.SetCluster(), Entries: sortedPrefixes(fam.Of(c.Host.ClusterHosts))})
 	} else {
-		hin, hout, err := hostChains(&Host{}, fam, t.LogDropped, t.LogLimit, logTo{t.LogTarget, t.NFLogGroup})
+		hin, hout, err := hostChains(&model.Host{}, fam, t.LogDropped, t.LogLimit, logTo{t.LogTarget, t.NFLogGroup})
 		if err != nil {
 			return nil, err
 		}
@@ -217,7 +236,7 @@ func buildFamily(c Config, fam *Family) (*Plan, error) {
 
 // groupChains are the security groups' shared chains, two per group, and
 // the two chains that carry a group's "allowed" out of a tap's OUT chain.
-func groupChains(c Config, fam *Family) ([]Chain, error) {
+func groupChains(c model.Config, fam *Family) ([]Chain, error) {
 	if len(c.Groups) == 0 {
 		return nil, nil
 	}
@@ -238,7 +257,7 @@ func groupChains(c Config, fam *Family) ([]Chain, error) {
 		g := c.Groups[n]
 		for _, d := range []struct {
 			dir   string
-			rules []UserRule
+			rules []model.Rule
 			allow Verdict
 		}{
 			{"in", g.In, Verdict{Target: "ACCEPT"}},
@@ -310,7 +329,7 @@ func bridgeChain(br string) Chain {
 // to its bridge chain; routed ones are dropped or, when the bridge allows
 // routing, meet the taps' chains as bridged ones do (routedTails, and the
 // bridge's rules in ChainRouted).
-func forwardRules(b Bridge, fam *Family) []Rule {
+func forwardRules(b model.Bridge, fam *Family) []Rule {
 	c, own := ChainForward, b.Name+": "
 	// A bridged packet's output device is always the bridge, while its
 	// input device is the VLAN device on top of it for tagged frames: one
@@ -374,7 +393,7 @@ func routedTails() []Rule {
 // leaf matched, in FORWARD (out = the bridge) and INPUT (in = the bridge):
 // DROP for ports named like its taps when the bridge fails closed, an
 // explicit RETURN otherwise, so the choice shows in the ruleset.
-func unmanagedRules(b Bridge) []Rule {
+func unmanagedRules(b model.Bridge) []Rule {
 	v, what := Verdict{Target: "RETURN"}, "fail open"
 	if b.FailClosed {
 		v, what = Verdict{Target: "DROP"}, "fail closed"
@@ -391,7 +410,7 @@ func unmanagedRules(b Bridge) []Rule {
 // DispatchComment is the comment of a tap's rule in its bridge's OUT
 // dispatch chain. It records who attached the tap, so DEL and GC can find
 // it from the kernel alone; ParseDispatchComment reads it back.
-func DispatchComment(t Tap) string {
+func DispatchComment(t model.Tap) string {
 	return fmt.Sprintf("%s: dispatch net=%s cid=%s if=%s", t.Name, dash(t.Network), dash(t.ContainerID), dash(t.IfName))
 }
 
@@ -439,7 +458,7 @@ func ParseDispatchComment(c string) (Attachment, bool) {
 // OutLeafComment is the comment of a tap's leaf in the OUT dispatch trie.
 // It records the guest's MAC, when known, so the MAC can be read back from
 // the kernel even when no rule matches it (macFilter off).
-func OutLeafComment(t Tap) string {
+func OutLeafComment(t model.Tap) string {
 	c := t.Name + ": dispatch out"
 	if len(t.MAC) == 6 {
 		c += " mac=" + t.MAC.String()
@@ -467,7 +486,7 @@ func ParseOutLeafComment(c string) (tap, mac string, ok bool) {
 // dispatchPaths are the tap's leaves in the tries: by bridge port in (it
 // also records who attached the tap), by bridge port out, and by each of
 // its addresses for traffic from the host.
-func dispatchPaths(t Tap, fam *Family, addrs []netip.Prefix) []Path {
+func dispatchPaths(t model.Tap, fam *Family, addrs []netip.Prefix) []Path {
 	ps := []Path{
 		TrieIn.PathFor(t.Name, TapOut(t.Name), DispatchComment(t)),
 		TrieOut.PathFor(t.Name, TapIn(t.Name), OutLeafComment(t)),
@@ -496,7 +515,7 @@ const (
 // was not routed (RFC 4861 receivers drop any other), so the exemption
 // cannot carry anything past the link.
 func ndp(chain, typ, comment string, v Verdict) Rule {
-	return Rule{Chain: chain, Proto: ProtoICMPv6, ICMPType: typ, HopLimit: 255, Comment: comment, Verdict: v}
+	return Rule{Chain: chain, Proto: model.ProtoICMPv6, ICMPType: typ, HopLimit: 255, Comment: comment, Verdict: v}
 }
 
 // ICMPv6 types of multicast listener discovery (RFC 2710, RFC 3810).
@@ -513,7 +532,7 @@ const protoIGMP = "2"
 // mld is a multicast listener discovery rule: MLD is sent with a hop limit
 // of 1 (receivers drop any other), so it never leaves the link.
 func mld(chain, typ, comment string, v Verdict) Rule {
-	return Rule{Chain: chain, Proto: ProtoICMPv6, ICMPType: typ, HopLimit: 1, Comment: comment, Verdict: v}
+	return Rule{Chain: chain, Proto: model.ProtoICMPv6, ICMPType: typ, HopLimit: 1, Comment: comment, Verdict: v}
 }
 
 // mldListener is what a listener sends: reports and done messages, always
@@ -536,7 +555,7 @@ func igmp(chain, comment string, v Verdict) Rule {
 }
 
 func icmp6(chain, typ, comment string, v Verdict) Rule {
-	return Rule{Chain: chain, Proto: ProtoICMPv6, ICMPType: typ, Comment: comment, Verdict: v}
+	return Rule{Chain: chain, Proto: model.ProtoICMPv6, ICMPType: typ, Comment: comment, Verdict: v}
 }
 
 var (
@@ -552,7 +571,7 @@ var (
 // that the IN chain of the receiving tap still runs. Anti-spoofing comes
 // before the conntrack shortcut, so a VM cannot forge its way into
 // another's connection.
-func tapOut(t Tap, fam *Family) (Chain, error) {
+func tapOut(t model.Tap, fam *Family) (Chain, error) {
 	c := TapOut(t.Name)
 	rs := outBeforeIPCheck(t, fam, c)
 	if t.IPFilter {
@@ -567,7 +586,7 @@ func tapOut(t Tap, fam *Family) (Chain, error) {
 // tapChain ends the tap's chain c for dir, after its own rules rs: the
 // tap's rules of that direction (allow is what an allowed packet gets),
 // then its policy.
-func tapChain(t Tap, fam *Family, c, dir string, allow Verdict, rs []Rule) (Chain, error) {
+func tapChain(t model.Tap, fam *Family, c, dir string, allow Verdict, rs []Rule) (Chain, error) {
 	rules, policy := t.In, t.PolicyIn
 	if dir == "out" {
 		rules, policy = t.Out, t.PolicyOut
@@ -585,7 +604,7 @@ func tapChain(t Tap, fam *Family, c, dir string, allow Verdict, rs []Rule) (Chai
 // outBeforeIPCheck are the OUT chain's rules before the address check:
 // INVALID, the MAC check, what a guest may never send (server replies,
 // router advertisements) and what it sends before it has an address.
-func outBeforeIPCheck(t Tap, fam *Family, c string) []Rule {
+func outBeforeIPCheck(t model.Tap, fam *Family, c string) []Rule {
 	own := t.Name + ": "
 	ret, drop := Verdict{Target: "RETURN"}, Verdict{Target: "DROP"}
 	rs := []Rule{{Chain: c, CtState: "INVALID", Comment: own + "invalid", Verdict: drop}}
@@ -611,7 +630,7 @@ func outBeforeIPCheck(t Tap, fam *Family, c string) []Rule {
 	if t.NDP && t.IPFilter {
 		// Duplicate address detection asks from the unspecified
 		// address, before the VM has one.
-		rs = append(rs, Rule{Chain: c, Src: unspec6, Proto: ProtoICMPv6, ICMPType: icmp6NeighSolicit, HopLimit: 255, Comment: own + "ndp dad", Verdict: ret})
+		rs = append(rs, Rule{Chain: c, Src: unspec6, Proto: model.ProtoICMPv6, ICMPType: icmp6NeighSolicit, HopLimit: 255, Comment: own + "ndp dad", Verdict: ret})
 	}
 	if t.IGMP && t.IPFilter {
 		// So do its first MLD reports, for the solicited-node groups
@@ -626,7 +645,7 @@ func outBeforeIPCheck(t Tap, fam *Family, c string) []Rule {
 // outAfterIPCheck are the protocols a guest needs from its own addresses
 // that conntrack does not track: neighbour discovery, group membership,
 // DHCP renewals and DHCPv6 requests.
-func outAfterIPCheck(t Tap, fam *Family, c string) []Rule {
+func outAfterIPCheck(t model.Tap, fam *Family, c string) []Rule {
 	own, ret := t.Name+": ", Verdict{Target: "RETURN"}
 	var rs []Rule
 	if !fam.V6 {
@@ -664,7 +683,7 @@ func outAfterIPCheck(t Tap, fam *Family, c string) []Rule {
 // outGroups send the packet through the tap's security groups. What a
 // group allows comes back marked and returns from the tap's chain;
 // anything else falls through to the next group and the tap's own rules.
-func outGroups(t Tap, c string) []Rule {
+func outGroups(t model.Tap, c string) []Rule {
 	if len(t.Groups) == 0 {
 		return nil
 	}
@@ -681,7 +700,7 @@ func outGroups(t Tap, c string) []Rule {
 }
 
 // tapIn is the chain for packets to the VM. Allowed packets are ACCEPTed.
-func tapIn(t Tap, fam *Family) (Chain, error) {
+func tapIn(t model.Tap, fam *Family) (Chain, error) {
 	c := TapIn(t.Name)
 	own := t.Name + ": "
 	acc := Verdict{Target: "ACCEPT"}
@@ -729,7 +748,7 @@ func tapIn(t Tap, fam *Family) (Chain, error) {
 // unicast to the address it offers, which with ipFilter on must be one of
 // the tap's own; a DHCPv6 server or relay on the link answers from its
 // link-local address. With dhcpServers, only those sources.
-func dhcpReplies(c string, t Tap, fam *Family, v Verdict) []Rule {
+func dhcpReplies(c string, t model.Tap, fam *Family, v Verdict) []Rule {
 	proto := Rule{Chain: c, Proto: "udp", SPort: "67", DPort: "68", Comment: t.Name + ": dhcp reply", Verdict: v}
 	if fam.V6 {
 		proto.SPort, proto.DPort, proto.Comment = "547", "546", t.Name+": dhcpv6 reply"
@@ -761,7 +780,7 @@ type ruleSrc struct {
 }
 
 // dhcpSources are the sources DHCP replies of the family may come from.
-func dhcpSources(t Tap, fam *Family) []ruleSrc {
+func dhcpSources(t model.Tap, fam *Family) []ruleSrc {
 	if len(t.DHCPServers) == 0 {
 		if fam.V6 {
 			return []ruleSrc{{prefix: linkLocal}}
@@ -782,11 +801,11 @@ func dhcpSources(t Tap, fam *Family) []ruleSrc {
 	return out
 }
 
-func hostChains(h *Host, fam *Family, logDropped bool, limit string, log logTo) (Chain, Chain, error) {
+func hostChains(h *model.Host, fam *Family, logDropped bool, limit string, log logTo) (Chain, Chain, error) {
 	var chains [2]Chain
 	for i, d := range []struct {
 		chain, dir string
-		rules      []UserRule
+		rules      []model.Rule
 		cluster    Rule
 	}{
 		{ChainHostIn, "in", h.In, Rule{SetSrc: fam.SetCluster()}},
@@ -824,7 +843,7 @@ func hostChains(h *Host, fam *Family, logDropped bool, limit string, log logTo) 
 			return Chain{}, Chain{}, fmt.Errorf("host.%w", err)
 		}
 		rs = append(rs, user...)
-		chains[i] = Chain{Name: d.chain, Rules: append(rs, cx.policy(Drop, logDropped)...)}
+		chains[i] = Chain{Name: d.chain, Rules: append(rs, cx.policy(model.Drop, logDropped)...)}
 	}
 	return chains[0], chains[1], nil
 }
@@ -890,13 +909,13 @@ type logTo struct {
 	group  int    // NFLOG's group
 }
 
-func (cx chainCtx) policy(a Action, logDropped bool) []Rule {
+func (cx chainCtx) policy(a model.Action, logDropped bool) []Rule {
 	own := cx.owner + ": "
 	var rs []Rule
 	switch a {
-	case Accept:
+	case model.Accept:
 		return []Rule{{Chain: cx.chain, Comment: own + "policy accept", Verdict: cx.allow}}
-	case Reject:
+	case model.Reject:
 		if logDropped {
 			rs = append(rs, cx.logRule("rej", own+"log policy"))
 		}
@@ -909,16 +928,16 @@ func (cx chainCtx) policy(a Action, logDropped bool) []Rule {
 	}
 }
 
-func (cx chainCtx) userRules(us []UserRule) ([]Rule, error) {
+func (cx chainCtx) userRules(us []model.Rule) ([]Rule, error) {
 	var rs []Rule
 	for i, u := range us {
-		if !u.Applies(cx.fam) {
+		if !cx.fam.Renders(u) {
 			continue
 		}
 		n := i + 1
 		comment := fmt.Sprintf("%s: %s rule %d", cx.owner, cx.dir, n)
 		if u.Comment != "" {
-			if err := ValidateComment(u.Comment); err != nil {
+			if err := model.ValidateComment(u.Comment); err != nil {
 				return nil, fmt.Errorf("rules.%s[%d].comment: %w", cx.dir, i, err)
 			}
 			comment += " " + u.Comment
@@ -945,14 +964,14 @@ func (cx chainCtx) userRules(us []UserRule) ([]Rule, error) {
 			r.DPort = u.DPort
 		}
 		switch u.Action {
-		case Accept:
+		case model.Accept:
 			r.Verdict = cx.allow
-		case Reject:
+		case model.Reject:
 			r.Verdict = Verdict{Target: "REJECT", RejectWith: cx.fam.RejectWith()}
 			if u.Proto == "tcp" {
 				r.Verdict.RejectWith = "tcp-reset"
 			}
-		case Drop:
+		case model.Drop:
 			r.Verdict = Verdict{Target: "DROP"}
 		default:
 			return nil, fmt.Errorf("rules.%s[%d].action: unknown action %q", cx.dir, i, u.Action)

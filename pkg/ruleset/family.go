@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"github.com/tapfw/tapfw/pkg/model"
 )
 
 // Family is what differs between the IPv4 ruleset (iptables, ipsets of
@@ -96,19 +98,16 @@ func (f *Family) RejectWith() string {
 // ICMP is the protocol name of the family's ICMP.
 func (f *Family) ICMP() string {
 	if f.V6 {
-		return ProtoICMPv6
+		return model.ProtoICMPv6
 	}
 	return "icmp"
 }
 
-// ProtoICMPv6 is ICMPv6 as iptables names it.
-const ProtoICMPv6 = "ipv6-icmp"
-
-// Applies reports whether a user rule belongs in the family's chains: a
+// Renders reports whether a user rule belongs in the family's chains: a
 // rule with an address or an ICMP protocol of one family only is rendered
 // in that family; any other rule in both.
-func (u UserRule) Applies(f *Family) bool {
-	for _, a := range []Addr{u.Source, u.Dest} {
+func (f *Family) Renders(u model.Rule) bool {
+	for _, a := range []model.Addr{u.Source, u.Dest} {
 		if n := a.FamilyName(); n != "" && n != f.Name {
 			return false
 		}
@@ -116,7 +115,7 @@ func (u UserRule) Applies(f *Family) bool {
 	switch u.Proto {
 	case "icmp":
 		return !f.V6
-	case ProtoICMPv6:
+	case model.ProtoICMPv6:
 		return f.V6
 	}
 	return true

@@ -3,6 +3,8 @@ package ruleset
 import (
 	"net/netip"
 	"testing"
+
+	"github.com/tapfw/tapfw/pkg/model"
 )
 
 // TestAddrString: addresses print as iptables-save prints them (glibc's
@@ -52,23 +54,23 @@ func TestTrieHost6(t *testing.T) {
 }
 
 // TestApplies: a rule goes to the family its addresses or protocol name.
-func TestApplies(t *testing.T) {
-	v4 := Addr{Prefix: netip.MustParsePrefix("192.0.2.0/24")}
-	v6 := Addr{Prefix: netip.MustParsePrefix("2001:db8::/32")}
+func TestRenders(t *testing.T) {
+	v4 := model.Addr{Prefix: netip.MustParsePrefix("192.0.2.0/24")}
+	v6 := model.Addr{Prefix: netip.MustParsePrefix("2001:db8::/32")}
 	for _, c := range []struct {
-		u      UserRule
+		u      model.Rule
 		v4, v6 bool
 	}{
-		{UserRule{Proto: "tcp"}, true, true},
-		{UserRule{Source: v4}, true, false},
-		{UserRule{Dest: v6}, false, true},
-		{UserRule{Proto: "icmp"}, true, false},
-		{UserRule{Proto: ProtoICMPv6}, false, true},
-		{UserRule{Source: Addr{Family: "ipv6"}}, false, true},
-		{UserRule{Source: Addr{Set: "web"}}, true, true},
+		{model.Rule{Proto: "tcp"}, true, true},
+		{model.Rule{Source: v4}, true, false},
+		{model.Rule{Dest: v6}, false, true},
+		{model.Rule{Proto: "icmp"}, true, false},
+		{model.Rule{Proto: model.ProtoICMPv6}, false, true},
+		{model.Rule{Source: model.Addr{Family: "ipv6"}}, false, true},
+		{model.Rule{Source: model.Addr{Set: "web"}}, true, true},
 	} {
-		if c.u.Applies(IPv4) != c.v4 || c.u.Applies(IPv6) != c.v6 {
-			t.Errorf("%+v: applies to ipv4 %v, ipv6 %v", c.u, c.u.Applies(IPv4), c.u.Applies(IPv6))
+		if IPv4.Renders(c.u) != c.v4 || IPv6.Renders(c.u) != c.v6 {
+			t.Errorf("%+v: applies to ipv4 %v, ipv6 %v", c.u, IPv4.Renders(c.u), IPv6.Renders(c.u))
 		}
 	}
 	if f, ok := FamilyOfSet("tfw6-t-x"); !ok || f != IPv6 {

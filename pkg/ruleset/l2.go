@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+
+	"github.com/tapfw/tapfw/pkg/model"
 )
 
 // Layer 2: what a VM sends is checked again in the nftables bridge family,
@@ -168,9 +170,9 @@ func LastAddr(p netip.Prefix) netip.Addr {
 
 // BuildL2 works out what the tap puts in the shared sets. The config must
 // be validated; the name is checked again.
-func BuildL2(c Config) (*L2Tap, error) {
+func BuildL2(c model.Config) (*L2Tap, error) {
 	t := c.Tap
-	if err := ValidateIfName(t.Name); err != nil {
+	if err := model.ValidateIfName(t.Name); err != nil {
 		return nil, fmt.Errorf("tap: %w", err)
 	}
 	if t.MACFilter && len(t.MAC) != 6 {

@@ -3,21 +3,30 @@
 package ruleset
 
 import (
-	"fmt"
-	"regexp"
 	"strings"
+
+	"github.com/tapfw/tapfw/pkg/model"
 )
 
 // Limits of the kernel and of iptables on names.
 const (
 	MaxChainName = 28
 	MaxSetName   = 31
-	MaxIfName    = 15
+	MaxIfName    = model.MaxIfName
 	// MaxComment is the longest comment tapfw writes; the kernel allows 255.
 	MaxComment = 255
 	// MaxUserSetName leaves room for the longer prefix, "tfw6-s-".
 	MaxUserSetName = MaxSetName - len(SetPrefix6) - len("s-")
 )
+
+// Limits are the names this backend can render, checked against the
+// config before it renders (see model.Limits).
+var Limits = model.Limits{
+	SetName:     MaxUserSetName,
+	GroupName:   MaxGroupName,
+	NetworkName: MaxNetworkName,
+	ContainerID: MaxContainerID,
+}
 
 // Names of the chains that all taps share. Every name tapfw creates starts
 // with ChainPrefix or SetPrefix, so nothing of anyone else is ever touched.
@@ -89,21 +98,6 @@ func GroupOwner(name string) string { return "+" + name }
 // the kernel's 29 characters, and its chain name short.
 const MaxGroupName = 14
 
-// ValidateGroupName checks a security group's name: like a set name, at
-// most MaxGroupName characters.
-func ValidateGroupName(name string) error {
-	if name == "" {
-		return fmt.Errorf("is empty")
-	}
-	if len(name) > MaxGroupName {
-		return fmt.Errorf("%q is longer than %d characters", name, MaxGroupName)
-	}
-	if !setNameRE.MatchString(name) {
-		return fmt.Errorf("%q may hold only letters, digits, '_', '.' and '-'", name)
-	}
-	return nil
-}
-
 // BridgeChain is the per-bridge chain that FORWARD sends bridged traffic to.
 func BridgeChain(bridge string) string { return bridgeChainPrefix + bridge }
 
@@ -128,86 +122,9 @@ func IsTapChain(chain string) (tap string, ok bool) {
 	return "", false
 }
 
-var (
-	ifNameRE  = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`)
-	setNameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`)
-	// IDs that CNI allows for container IDs and network names.
-	idRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
-	// Comments: printable text without quotes, backslashes or anything a
-	// restore file would read as syntax.
-	commentRE = regexp.MustCompile(`^[A-Za-z0-9 _.,:;=/@()#+-]*$`)
-)
-
-// ValidateIfName checks an interface name as tapfw accepts it: 1 to 15
-// characters of letters, digits, '_', '.', '-', not starting with '.' or '-'.
-// Linux allows more, but '+' is an iptables wildcard and spaces, quotes or
-// '/' have no place in a rule.
-func ValidateIfName(name string) error {
-	if name == "" {
-		return fmt.Errorf("is empty")
-	}
-	if len(name) > MaxIfName {
-		return fmt.Errorf("%q is longer than %d characters", name, MaxIfName)
-	}
-	if !ifNameRE.MatchString(name) {
-		return fmt.Errorf("%q may hold only letters, digits, '_', '.' and '-' and must start with a letter, digit or '_'", name)
-	}
-	return nil
-}
-
-// ValidateIfPrefix checks an interface name prefix, which is matched as
-// "prefix+": an interface name of at most MaxIfName-1 characters.
-func ValidateIfPrefix(prefix string) error {
-	if err := ValidateIfName(prefix); err != nil {
-		return err
-	}
-	if len(prefix) > MaxIfName-1 {
-		return fmt.Errorf("%q is longer than %d characters", prefix, MaxIfName-1)
-	}
-	return nil
-}
-
-// ValidateSetName checks the name of a named ipset as the config gives it.
-func ValidateSetName(name string) error {
-	if name == "" {
-		return fmt.Errorf("is empty")
-	}
-	if len(name) > MaxUserSetName {
-		return fmt.Errorf("%q is longer than %d characters", name, MaxUserSetName)
-	}
-	if !setNameRE.MatchString(name) {
-		return fmt.Errorf("%q may hold only letters, digits, '_', '.' and '-'", name)
-	}
-	return nil
-}
-
 // Longest network name and container ID tapfw accepts: with a tap name
 // they fit the kernel's 255-character rule comment.
 const (
 	MaxNetworkName = 64
 	MaxContainerID = 112
 )
-
-// ValidateID checks a container ID or network name: letters, digits, '_',
-// '.', '-', at most max characters.
-func ValidateID(id string, max int) error {
-	if len(id) > max {
-		return fmt.Errorf("%q is longer than %d characters", id, max)
-	}
-	if !idRE.MatchString(id) {
-		return fmt.Errorf("%q may hold only letters, digits, '_', '.' and '-' and must start with a letter or digit", id)
-	}
-	return nil
-}
-
-// ValidateComment checks a user comment: at most 128 characters of letters,
-// digits, spaces and _ . , : ; = / @ ( ) # + -.
-func ValidateComment(c string) error {
-	if len(c) > 128 {
-		return fmt.Errorf("is longer than 128 characters")
-	}
-	if !commentRE.MatchString(c) {
-		return fmt.Errorf("%q may hold only letters, digits, spaces and _ . , : ; = / @ ( ) # + -", c)
-	}
-	return nil
-}

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/tapfw/tapfw/pkg/model"
 )
 
 // Verdict is where a rule sends a packet.
@@ -153,7 +155,7 @@ func (r Rule) Args() []string {
 		w("-m", "multiport", "--dports", r.DPorts)
 	}
 	if r.ICMPType != "" {
-		if r.Proto == ProtoICMPv6 {
+		if r.Proto == model.ProtoICMPv6 {
 			w("-m", "icmp6", "--icmpv6-type", r.ICMPType)
 		} else {
 			w("-m", "icmp", "--icmp-type", r.ICMPType)

@@ -1,10 +1,13 @@
 package ruleset
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/tapfw/tapfw/pkg/model"
 )
 
 func TestNamesFitKernelLimits(t *testing.T) {
@@ -19,7 +22,7 @@ func TestNamesFitKernelLimits(t *testing.T) {
 			t.Errorf("set %q is %d > %d characters", s, len(s), MaxSetName)
 		}
 	}
-	longest := Rule{Comment: DispatchComment(Tap{Name: long, Network: strings.Repeat("n", MaxNetworkName),
+	longest := Rule{Comment: DispatchComment(model.Tap{Name: long, Network: strings.Repeat("n", MaxNetworkName),
 		ContainerID: strings.Repeat("c", MaxContainerID), IfName: long}), Verdict: Verdict{Target: "DROP"}}.InstalledComment()
 	if len(longest) > MaxComment {
 		t.Errorf("dispatch comment can be %d > %d characters", len(longest), MaxComment)
@@ -48,15 +51,32 @@ func TestNamesDoNotCollide(t *testing.T) {
 	}
 }
 
-func TestValidateIfName(t *testing.T) {
-	for _, ok := range []string{"tap110i0", "vmbr0", "veth1_a.b-c", "a"} {
-		if err := ValidateIfName(ok); err != nil {
-			t.Errorf("%q rejected: %v", ok, err)
-		}
+// Build refuses names over this backend's limits with the config's field,
+// even when the config was not checked against them.
+func TestBuildLimits(t *testing.T) {
+	base := func() model.Config {
+		return model.Config{Tap: model.Tap{Name: "tap1", Bridge: "br0", PolicyIn: model.Drop, PolicyOut: model.Drop},
+			Bridge: model.Bridge{Name: "br0"}}
 	}
-	for _, bad := range []string{"", "tap+", "a b", "a/b", "-j", ".x", "a\nb", "abcdefghijklmnop", "a\"b", "a:b", "COMMIT*"} {
-		if err := ValidateIfName(bad); err == nil {
-			t.Errorf("%q accepted", bad)
+	for _, c := range []struct {
+		field string
+		env   bool
+		edit  func(*model.Config)
+	}{
+		{"ipsets", false, func(c *model.Config) { c.Sets = map[string][]netip.Prefix{strings.Repeat("s", Limits.SetName+1): nil} }},
+		{"securityGroups", false, func(c *model.Config) { c.Groups = map[string]model.Group{strings.Repeat("g", Limits.GroupName+1): {}} }},
+		{"name", false, func(c *model.Config) { c.Tap.Network = strings.Repeat("n", Limits.NetworkName+1) }},
+		{"CNI_CONTAINERID", true, func(c *model.Config) { c.Tap.ContainerID = strings.Repeat("c", Limits.ContainerID+1) }},
+	} {
+		cfg := base()
+		if _, err := Build(cfg); err != nil {
+			t.Fatalf("base config: %v", err)
+		}
+		c.edit(&cfg)
+		_, err := Build(cfg)
+		var fe *model.FieldError
+		if !errors.As(err, &fe) || fe.Field != c.field || fe.Env != c.env {
+			t.Errorf("%s over the limit: %v, want a FieldError for %s (env %v)", c.field, err, c.field, c.env)
 		}
 	}
 }
@@ -75,7 +95,7 @@ func TestSpecQuoting(t *testing.T) {
 }
 
 func TestDispatchCommentRoundTrip(t *testing.T) {
-	for _, tp := range []Tap{
+	for _, tp := range []model.Tap{
 		{Name: "tap110i0", Network: "seed", ContainerID: "vm110", IfName: "tap110i0"},
 		{Name: "veth12", IfName: "eth0"},
 	} {
@@ -91,11 +111,11 @@ func TestDispatchCommentRoundTrip(t *testing.T) {
 
 func TestBuildOrderAndPolicy(t *testing.T) {
 	mac, _ := net.ParseMAC("02:00:00:00:00:01")
-	p, err := Build(Config{
-		Tap: Tap{Name: "tap1", Bridge: "br0", MAC: mac, MACFilter: true, IPFilter: true, DHCP: true,
-			PolicyIn: Accept, PolicyOut: Reject, LogDropped: true,
-			Out: []UserRule{{Action: Accept, Proto: "tcp", DPort: "22", Log: true}}},
-		Bridge: Bridge{Name: "br0", AllowRouting: true},
+	p, err := Build(model.Config{
+		Tap: model.Tap{Name: "tap1", Bridge: "br0", MAC: mac, MACFilter: true, IPFilter: true, DHCP: true,
+			PolicyIn: model.Accept, PolicyOut: model.Reject, LogDropped: true,
+			Out: []model.Rule{{Action: model.Accept, Proto: "tcp", DPort: "22", Log: true}}},
+		Bridge: model.Bridge{Name: "br0", AllowRouting: true},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -118,7 +138,7 @@ func TestBuildOrderAndPolicy(t *testing.T) {
 			t.Error("allowBridgeRouting still drops routed traffic")
 		}
 	}
-	if _, err := Build(Config{Tap: Tap{Name: "tap 1", Bridge: "br0"}, Bridge: Bridge{Name: "br0"}}); err == nil {
+	if _, err := Build(model.Config{Tap: model.Tap{Name: "tap 1", Bridge: "br0"}, Bridge: model.Bridge{Name: "br0"}}); err == nil {
 		t.Error("Build accepted a bad tap name")
 	}
 }
@@ -181,8 +201,8 @@ func TestTriePaths(t *testing.T) {
 // own set) and link-local ones for IPv6; with dhcpServers only those,
 // each in its own family, sets in both.
 func TestDHCPReplies(t *testing.T) {
-	tap := Tap{Name: "tap1", DHCP: true, IPFilter: true}
-	specs := func(fam *Family, servers ...Addr) []string {
+	tap := model.Tap{Name: "tap1", DHCP: true, IPFilter: true}
+	specs := func(fam *Family, servers ...model.Addr) []string {
 		tap.DHCPServers = servers
 		var out []string
 		for _, r := range dhcpReplies("C", tap, fam, Verdict{Target: "ACCEPT"}) {
@@ -193,23 +213,23 @@ func TestDHCPReplies(t *testing.T) {
 	for _, c := range []struct {
 		name    string
 		fam     *Family
-		servers []Addr
+		servers []model.Addr
 		want    []string
 	}{
 		{"v4 any", IPv4, nil, []string{
 			"-d 255.255.255.255/32 -p udp -m udp --sport 67 --dport 68",
 			"-p udp -m set --match-set tfw-t-tap1 dst -m udp --sport 67 --dport 68"}},
 		{"v6 any", IPv6, nil, []string{"-s fe80::/10 -p udp -m udp --sport 547 --dport 546"}},
-		{"v4 servers", IPv4, []Addr{{Prefix: netip.MustParsePrefix("192.0.2.5/32")}, {Set: "dhcp"}, {Prefix: netip.MustParsePrefix("fe80::5/128")}}, []string{
+		{"v4 servers", IPv4, []model.Addr{{Prefix: netip.MustParsePrefix("192.0.2.5/32")}, {Set: "dhcp"}, {Prefix: netip.MustParsePrefix("fe80::5/128")}}, []string{
 			"-s 192.0.2.5/32 -d 255.255.255.255/32 -p udp -m udp --sport 67 --dport 68",
 			"-s 192.0.2.5/32 -p udp -m set --match-set tfw-t-tap1 dst -m udp --sport 67 --dport 68",
 			"-d 255.255.255.255/32 -p udp -m set --match-set tfw-s-dhcp src -m udp --sport 67 --dport 68",
 			"-p udp -m set --match-set tfw-s-dhcp src -m set --match-set tfw-t-tap1 dst -m udp --sport 67 --dport 68"}},
-		{"v6 servers", IPv6, []Addr{{Prefix: netip.MustParsePrefix("192.0.2.5/32")}, {Set: "dhcp"}, {Prefix: netip.MustParsePrefix("fe80::5/128")}}, []string{
+		{"v6 servers", IPv6, []model.Addr{{Prefix: netip.MustParsePrefix("192.0.2.5/32")}, {Set: "dhcp"}, {Prefix: netip.MustParsePrefix("fe80::5/128")}}, []string{
 			"-p udp -m set --match-set tfw6-s-dhcp src -m udp --sport 547 --dport 546",
 			"-s fe80::5/128 -p udp -m udp --sport 547 --dport 546"}},
-		{"v6 with IPv4 servers only: none", IPv6, []Addr{{Prefix: netip.MustParsePrefix("192.0.2.5/32")}}, nil},
-		{"v6 any of the family", IPv6, []Addr{{Prefix: netip.MustParsePrefix("192.0.2.5/32")}, {Family: IPv6.Name}}, []string{
+		{"v6 with IPv4 servers only: none", IPv6, []model.Addr{{Prefix: netip.MustParsePrefix("192.0.2.5/32")}}, nil},
+		{"v6 any of the family", IPv6, []model.Addr{{Prefix: netip.MustParsePrefix("192.0.2.5/32")}, {Family: IPv6.Name}}, []string{
 			"-p udp -m udp --sport 547 --dport 546"}},
 	} {
 		got := specs(c.fam, c.servers...)

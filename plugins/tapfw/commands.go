@@ -5,6 +5,8 @@ import (
 	"io"
 	"os"
 
+	"github.com/tapfw/tapfw/pkg/model"
+
 	"github.com/tapfw/tapfw/pkg/config"
 	"github.com/tapfw/tapfw/pkg/ruleset"
 )
@@ -82,7 +84,7 @@ func qemuConfig(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	tap := args[0]
-	if err := ruleset.ValidateIfName(tap); err != nil {
+	if err := model.ValidateIfName(tap); err != nil {
 		fmt.Fprintf(stderr, "tapfw: tap: %v\n", err)
 		return 1
 	}
@@ -106,7 +108,7 @@ func qemuConfig(args []string, stdout, stderr io.Writer) int {
 	// Validate every value now, so the script refuses the NIC before it
 	// touches the tap.
 	env := config.Env{ContainerID: "qemu-" + tap, IfName: tap}
-	if _, err := config.Resolve(conf, env, nil, nil); err != nil {
+	if _, err := config.Resolve(conf, ruleset.Limits, env, nil, nil); err != nil {
 		fmt.Fprintf(stderr, "tapfw: config of %s: %v\n", tap, err)
 		return 1
 	}

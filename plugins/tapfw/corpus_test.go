@@ -245,11 +245,11 @@ func checkCorpusBase() error {
 	if err != nil {
 		return err
 	}
-	r, err := config.Resolve(conf, config.Env{ContainerID: "vm111", IfName: "tap111i0"}, nil, nil)
+	r, err := config.Resolve(conf, ruleset.Limits, config.Env{ContainerID: "vm111", IfName: "tap111i0"}, nil, nil)
 	if err != nil {
 		return err
 	}
-	_, err = ruleset.Build(r.Ruleset)
+	_, err = ruleset.Build(r.Model)
 	return err
 }
 

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/tapfw/tapfw/pkg/model"
+
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/vishvananda/netlink"
 
@@ -106,7 +108,7 @@ func (o *operator) show(args []string) int {
 		return 2
 	}
 	tap := fs.Arg(0)
-	if err := ruleset.ValidateIfName(tap); err != nil {
+	if err := model.ValidateIfName(tap); err != nil {
 		return o.fail("tap: %v", err)
 	}
 	s, err := o.snapshot()
@@ -194,7 +196,7 @@ func (o *operator) render(args []string) int {
 	if err != nil {
 		return o.fail("%v", err)
 	}
-	plan, err := ruleset.Build(r.Ruleset)
+	plan, err := ruleset.Build(r.Model)
 	if err != nil {
 		return o.fail("%v", err)
 	}
@@ -306,7 +308,7 @@ func (o *operator) explain(args []string) int {
 	if fs.Parse(args) != nil || fs.NArg() != 0 {
 		return 2
 	}
-	if err := ruleset.ValidateIfName(*tap); err != nil {
+	if err := model.ValidateIfName(*tap); err != nil {
 		return o.fail("--tap: %v", err)
 	}
 	if *dir != "in" && *dir != "out" {
@@ -419,7 +421,7 @@ func (q query) packet(t inspect.Tap) (explain.Packet, error) {
 	}
 	pkt.Proto = strings.ToLower(q.proto)
 	if pkt.Proto == "icmpv6" {
-		pkt.Proto = ruleset.ProtoICMPv6
+		pkt.Proto = model.ProtoICMPv6
 	}
 	pkt.SPort, pkt.DPort = uint16(q.sport), uint16(q.dport)
 	pkt.ICMPType, pkt.ICMPCode = -1, -1

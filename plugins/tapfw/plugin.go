@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tapfw/tapfw/pkg/model"
+
 	cnins "github.com/containernetworking/cni/pkg/ns"
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -150,6 +152,14 @@ func cniError(err error, what string) error {
 	}
 	var ve *config.Error
 	var de *netfilter.DriftError
+	if fe := (*model.FieldError)(nil); errors.As(err, &fe) {
+		// A value the backend cannot render, as the config would report it.
+		ve = &config.Error{Field: fe.Field, Err: fe.Err}
+		if fe.Env {
+			ve.Code = types.ErrInvalidEnvironmentVariables
+		}
+		err = ve
+	}
 	switch {
 	case errors.As(err, &ve):
 		switch ve.Code {
@@ -199,7 +209,7 @@ func (p *plugin) load(args *skel.CmdArgs) (*config.Resolved, types.Result, error
 		}
 	}
 	env := config.Env{ContainerID: args.ContainerID, IfName: args.IfName, Args: args.Args}
-	r, err := config.Resolve(conf, env, prev, p.bridgeOf)
+	r, err := config.Resolve(conf, ruleset.Limits, env, prev, p.bridgeOf)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -279,7 +289,7 @@ func (p *plugin) cmdAdd(args *skel.CmdArgs) error {
 	if err != nil {
 		return cniError(err, "add")
 	}
-	plan, err := ruleset.Build(r.Ruleset)
+	plan, err := ruleset.Build(r.Model)
 	if err != nil {
 		return cniError(&config.Error{Err: err}, "add")
 	}
@@ -297,7 +307,7 @@ func (p *plugin) cmdAdd(args *skel.CmdArgs) error {
 
 // standaloneResult names the tap with its MAC and IPs.
 func standaloneResult(r *config.Resolved) *current.Result {
-	t := r.Ruleset.Tap
+	t := r.Model.Tap
 	res := &current.Result{CNIVersion: current.ImplementedSpecVersion}
 	itf := &current.Interface{Name: t.Name}
 	if t.MAC != nil {
@@ -319,7 +329,7 @@ func (p *plugin) cmdCheck(args *skel.CmdArgs) error {
 	if err != nil {
 		return cniError(err, "check")
 	}
-	plan, err := ruleset.Build(r.Ruleset)
+	plan, err := ruleset.Build(r.Model)
 	if err != nil {
 		return cniError(&config.Error{Err: err}, "check")
 	}
@@ -346,7 +356,7 @@ func (p *plugin) cmdDel(args *skel.CmdArgs) error {
 	}
 	taps := map[string]bool{}
 	if conf.Tap != "" {
-		if err := ruleset.ValidateIfName(conf.Tap); err != nil {
+		if err := model.ValidateIfName(conf.Tap); err != nil {
 			return cniError(&config.Error{Field: "tap", Err: err}, "del")
 		}
 		taps[conf.Tap] = true
@@ -364,7 +374,7 @@ func (p *plugin) cmdDel(args *skel.CmdArgs) error {
 	// chains a DEL killed halfway left behind) is attached to nothing, so
 	// removing it is safe.
 	leftover := ""
-	if ruleset.ValidateIfName(args.IfName) == nil {
+	if model.ValidateIfName(args.IfName) == nil {
 		a, ok, err := p.fw.Attachment(args.IfName)
 		if err != nil {
 			return cniError(err, "del")

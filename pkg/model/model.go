@@ -1,4 +1,13 @@
-package ruleset
+// Package model holds what a validated configuration says, in no backend's
+// terms: a tap's identity and options, its rules, security groups, named
+// sets, its bridge and the host firewall. pkg/config produces it; every
+// backend (pkg/ruleset renders it for iptables) takes it as input.
+//
+// Names and values here are checked for what any backend needs (an
+// interface name the kernel accepts, characters a rule may carry); limits
+// that come from one backend (how long a chain, set or comment may be)
+// are that backend's Limits.
+package model
 
 import (
 	"net"
@@ -15,11 +24,11 @@ const (
 	Reject Action = "REJECT"
 )
 
-// Addr is a rule's source or destination: a prefix or a named ipset.
+// Addr is a rule's source or destination: a prefix or a named set.
 type Addr struct {
 	Prefix netip.Prefix // valid when the rule matches an address or network
-	Set    string       // the config's name of a named ipset (without prefix)
-	// Family, when set, is the family (IPv4.Name or IPv6.Name) whose every
+	Set    string       // the config's name of a named set
+	// Family, when set, is the family (IPv4 or IPv6) whose every
 	// address matches: 0.0.0.0/0 or ::/0.
 	Family string
 }
@@ -35,14 +44,24 @@ func (a Addr) FamilyName() string {
 	case !a.Prefix.IsValid():
 		return ""
 	case a.Prefix.Addr().Is6():
-		return IPv6.Name
+		return IPv6
 	}
-	return IPv4.Name
+	return IPv4
 }
 
-// UserRule is one validated rule from the config. Ports are canonical
+// The families, by name.
+const (
+	IPv4 = "ipv4"
+	IPv6 = "ipv6"
+)
+
+// ProtoICMPv6 is ICMPv6 by its /etc/protocols name, as a Rule's Proto
+// gives it.
+const ProtoICMPv6 = "ipv6-icmp"
+
+// Rule is one validated rule from the config. Ports are canonical
 // ("22", "1000:2000" or "22,80,443"), ICMPType is numeric ("8", "3/3").
-type UserRule struct {
+type Rule struct {
 	Action   Action
 	Proto    string
 	Source   Addr
@@ -78,7 +97,7 @@ type Tap struct {
 	IGMP        bool // multicast group membership (IGMP, MLD) passes
 	RAdv        bool // router advertisements from the VM pass
 	LogDropped  bool
-	LogLimit    string // rate of log lines per rule, as iptables-save prints it: 5/min
+	LogLimit    string // rate of log lines per rule: 5/min
 	LogTarget   string // LOG (the kernel log) or NFLOG (a netlink group)
 	NFLogGroup  int    // the NFLOG group
 	PolicyIn    Action
@@ -86,14 +105,18 @@ type Tap struct {
 	// Groups are the security groups the tap uses, checked in this order
 	// before its own rules.
 	Groups  []string
-	In, Out []UserRule
+	In, Out []Rule
 }
 
 // Group is a security group: rules defined once and shared by the taps
 // that name it, rendered once as shared chains.
 type Group struct {
-	In, Out []UserRule
+	In, Out []Rule
 }
+
+// DefaultLogLimit is the rate of log lines when the config does not set
+// one.
+const DefaultLogLimit = "5/min"
 
 // DefaultManagedPrefix is the port name prefix a fail-closed bridge
 // expects to carry tapfw chains: QEMU's and Proxmox's tap names.
@@ -114,17 +137,18 @@ type Bridge struct {
 type Host struct {
 	IPs          []netip.Prefix
 	ClusterHosts []netip.Prefix
-	In, Out      []UserRule
+	In, Out      []Rule
 }
 
-// Config is the input of Build: one tap, its bridge, and the host-wide parts
-// the call carries. Host nil means "leave the host firewall as it is".
+// Config is the input of a backend: one tap, its bridge, and the
+// host-wide parts the call carries. Host nil means "leave the host
+// firewall as it is".
 type Config struct {
 	Tap    Tap
 	Bridge Bridge
 	Host   *Host
-	// Sets are named ipsets by their config name. Sets not listed are left
-	// as they are.
+	// Sets are the named address sets by their config name. Sets not
+	// listed are left as they are.
 	Sets map[string][]netip.Prefix
 	// Groups are the security groups by name. Group chains not listed
 	// are left as they are.
