@@ -1,6 +1,3 @@
-// Package netfilter applies tapfw's rulesets to the kernel: iptables through
-// one iptables-restore transaction per call, ipsets over netlink, all under
-// a host-wide lock. It also compares wanted against installed state.
 package netfilter
 
 import (

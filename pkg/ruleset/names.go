@@ -1,5 +1,3 @@
-// Package ruleset turns a validated tap description into the chains, rules
-// and ipsets tapfw wants in the kernel. It is pure: no I/O, only data.
 package ruleset
 
 import (
