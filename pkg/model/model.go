@@ -154,3 +154,11 @@ type Config struct {
 	// are left as they are.
 	Groups map[string]Group
 }
+
+// Attachment is who attached a tap: the network, container ID and
+// interface name of the CNI call that added it (each "" when not known).
+// A backend records it with the tap, so that DEL and GC find the tap
+// without a state file.
+type Attachment struct {
+	Tap, Network, ContainerID, IfName string
+}

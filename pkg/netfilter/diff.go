@@ -7,6 +7,8 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/tapfw/tapfw/pkg/model"
+
 	"github.com/tapfw/tapfw/pkg/ruleset"
 )
 
@@ -677,8 +679,8 @@ func RemoveEverywhere(fam *ruleset.Family, t *Table, sets map[string][]netip.Pre
 
 // Attachments lists the taps installed, read back from the comments of
 // their leaves in the trie of bridge ports in.
-func Attachments(t *Table) []ruleset.Attachment {
-	var out []ruleset.Attachment
+func Attachments(t *Table) []model.Attachment {
+	var out []model.Attachment
 	for _, chain := range t.Order {
 		if chain != ruleset.TrieIn.Root && !strings.HasPrefix(chain, ruleset.TrieIn.Root+"-") {
 			continue

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tapfw/tapfw/pkg/model"
+
 	"github.com/tapfw/tapfw/pkg/ruleset"
 )
 
@@ -413,8 +415,8 @@ func (e *DriftError) Error() string {
 }
 
 // Attachments lists the installed taps with who attached them.
-func (f *Firewall) Attachments() ([]ruleset.Attachment, error) {
-	var atts []ruleset.Attachment
+func (f *Firewall) Attachments() ([]model.Attachment, error) {
+	var atts []model.Attachment
 	err := f.locked(func() error {
 		r, err := saveReader(f.Tables)
 		if err != nil {
@@ -428,7 +430,7 @@ func (f *Firewall) Attachments() ([]ruleset.Attachment, error) {
 
 // Attachment reads the record of who attached tap from its leaf in the
 // trie of bridge ports in, reading only the chains on its path.
-func (f *Firewall) Attachment(tap string) (a ruleset.Attachment, ok bool, err error) {
+func (f *Firewall) Attachment(tap string) (a model.Attachment, ok bool, err error) {
 	err = f.locked(func() error {
 		r, err := f.Tables.Reader()
 		if err != nil {
@@ -455,7 +457,7 @@ func (f *Firewall) Attachment(tap string) (a ruleset.Attachment, ok bool, err er
 // and leftovers of any tap that has chains or a set but no dispatch rule
 // (what a crash between steps could leave). It returns the taps removed.
 // A second call finds nothing and removes nothing.
-func (f *Firewall) GC(network string, keep func(ruleset.Attachment) bool) ([]string, error) {
+func (f *Firewall) GC(network string, keep func(model.Attachment) bool) ([]string, error) {
 	var removed []string
 	err := f.locked(func() error {
 		t, sets, err := f.State()

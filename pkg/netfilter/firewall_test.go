@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tapfw/tapfw/pkg/model"
+
 	"github.com/tapfw/tapfw/pkg/ruleset"
 )
 
@@ -248,7 +250,7 @@ func TestGCRemovesStaleAttachmentsOnly(t *testing.T) {
 	if err := sets.Create("tfw-t-tap999i0"); err != nil {
 		t.Fatal(err)
 	}
-	removed, err := fw.GC("seed", func(a ruleset.Attachment) bool { return a.ContainerID != "vm-tap123i0" })
+	removed, err := fw.GC("seed", func(a model.Attachment) bool { return a.ContainerID != "vm-tap123i0" })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +268,7 @@ func TestGCRemovesStaleAttachmentsOnly(t *testing.T) {
 	}
 	// Another network's GC touches nothing of "seed".
 	before := snap(t, fw)
-	if removed, err := fw.GC("other", func(ruleset.Attachment) bool { return false }); err != nil || len(removed) != 0 {
+	if removed, err := fw.GC("other", func(model.Attachment) bool { return false }); err != nil || len(removed) != 0 {
 		t.Errorf("gc of another network removed %v (%v)", removed, err)
 	}
 	if !before.equal(snap(t, fw)) {
@@ -287,7 +289,7 @@ func TestParseSaveRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	atts := Attachments(table)
-	if len(atts) != 3 || atts[0] != (ruleset.Attachment{Tap: "tap110i0", Network: "seed", ContainerID: "vm-tap110i0", IfName: "tap110i0"}) {
+	if len(atts) != 3 || atts[0] != (model.Attachment{Tap: "tap110i0", Network: "seed", ContainerID: "vm-tap110i0", IfName: "tap110i0"}) {
 		t.Errorf("attachments read back: %+v", atts)
 	}
 	if _, err := ParseSave([]byte("*filter\n-A NOPE -j ACCEPT\nCOMMIT\n")); err == nil {

@@ -294,7 +294,7 @@ func checkRestoreFile(data []byte, p *ruleset.Plan, tap model.Tap) error {
 		if leafIn != nil && chain == leafIn.Chain && spec == leafIn.Spec() {
 			seenLeaf = true
 			a, ok := ruleset.ParseDispatchComment(ruleset.StripHash(Comment(spec)))
-			wantA := ruleset.Attachment{Tap: tap.Name, Network: tap.Network, ContainerID: tap.ContainerID, IfName: tap.IfName}
+			wantA := model.Attachment{Tap: tap.Name, Network: tap.Network, ContainerID: tap.ContainerID, IfName: tap.IfName}
 			if !ok || a != wantA {
 				return fmt.Errorf("line %d: attachment reads back as %+v (%v), want %+v", n, a, ok, wantA)
 			}

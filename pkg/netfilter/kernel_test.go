@@ -1,6 +1,7 @@
 package netfilter
 
 import (
+	"github.com/tapfw/tapfw/pkg/model"
 	"io"
 	"log"
 	"os"
@@ -187,7 +188,7 @@ func TestKernelLifecycle(t *testing.T) {
 			// GC with every attachment still valid removes nothing.
 			kept := k.save()
 			k.do(func(fw *Firewall) error {
-				removed, err := fw.GC("seed", func(ruleset.Attachment) bool { return true })
+				removed, err := fw.GC("seed", func(model.Attachment) bool { return true })
 				if len(removed) > 0 {
 					t.Errorf("GC removed %v", removed)
 				}

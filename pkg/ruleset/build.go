@@ -421,22 +421,17 @@ func dash(s string) string {
 	return s
 }
 
-// Attachment is what a dispatch comment records.
-type Attachment struct {
-	Tap, Network, ContainerID, IfName string
-}
-
 // ParseDispatchComment reads back what DispatchComment wrote.
-func ParseDispatchComment(c string) (Attachment, bool) {
+func ParseDispatchComment(c string) (model.Attachment, bool) {
 	f := strings.Fields(c)
 	if len(f) != 5 || f[1] != "dispatch" || !strings.HasSuffix(f[0], ":") {
-		return Attachment{}, false
+		return model.Attachment{}, false
 	}
-	a := Attachment{Tap: strings.TrimSuffix(f[0], ":")}
+	a := model.Attachment{Tap: strings.TrimSuffix(f[0], ":")}
 	for _, kv := range f[2:] {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok {
-			return Attachment{}, false
+			return model.Attachment{}, false
 		}
 		if v == "-" {
 			v = ""
@@ -449,7 +444,7 @@ func ParseDispatchComment(c string) (Attachment, bool) {
 		case "if":
 			a.IfName = v
 		default:
-			return Attachment{}, false
+			return model.Attachment{}, false
 		}
 	}
 	return a, true

@@ -428,7 +428,7 @@ func (p *plugin) cmdGC(args *skel.CmdArgs) error {
 	for _, a := range append(conf.ValidAttachments, conf.Attachments...) {
 		valid[[2]string{a.ContainerID, a.IfName}] = true
 	}
-	removed, err := p.fw.GC(conf.Name, func(a ruleset.Attachment) bool {
+	removed, err := p.fw.GC(conf.Name, func(a model.Attachment) bool {
 		return valid[[2]string{a.ContainerID, a.IfName}]
 	})
 	if len(removed) > 0 {
