@@ -27,7 +27,7 @@ type Limits struct {
 }
 
 // FieldError is a value a backend cannot render, naming the config's
-// field; Env marks a value from the CNI environment (CNI_CONTAINERID),
+// field when it knows it; Env marks a value from the CNI environment (CNI_CONTAINERID),
 // which a CNI caller reports with its own error code.
 type FieldError struct {
 	Field string
@@ -35,7 +35,12 @@ type FieldError struct {
 	Err   error
 }
 
-func (e *FieldError) Error() string { return e.Field + ": " + e.Err.Error() }
+func (e *FieldError) Error() string {
+	if e.Field == "" {
+		return e.Err.Error()
+	}
+	return e.Field + ": " + e.Err.Error()
+}
 
 func (e *FieldError) Unwrap() error { return e.Err }
 

@@ -24,7 +24,6 @@ import (
 
 	"github.com/tapfw/tapfw/pkg/config"
 	"github.com/tapfw/tapfw/pkg/netfilter"
-	"github.com/tapfw/tapfw/pkg/ruleset"
 )
 
 // Error codes beyond the CNI spec's own (which end at 99).
@@ -34,6 +33,9 @@ const (
 )
 
 type plugin struct {
+	// be is the backend of the CNI verbs; fw and exec are the iptables
+	// backend's parts that the operator's inspection commands read.
+	be     backend
 	fw     *netfilter.Firewall
 	exec   netfilter.Exec
 	stderr io.Writer
@@ -41,11 +43,7 @@ type plugin struct {
 	bridgeOf func(port string) (string, error)
 	// isBridge tells whether an interface is a bridge.
 	isBridge func(name string) bool
-	// sysctl makes sure bridged IPv4 traffic reaches iptables;
-	// sysctlCheck reports when it does not.
-	sysctl      func() error
-	sysctlCheck func() error
-	envErr      *config.Error // a bad TAPFW_* variable
+	envErr   *config.Error // a bad TAPFW_* variable
 }
 
 func newPlugin() *plugin {
@@ -94,13 +92,11 @@ func newPlugin() *plugin {
 			Lock:    netfilter.FileLock{Path: lockPath, Timeout: timeout},
 			Log:     os.Stderr,
 		},
-		exec:        ex,
-		stderr:      os.Stderr,
-		bridgeOf:    bridgeOf,
-		isBridge:    isBridge,
-		sysctl:      enableBridgeNF,
-		sysctlCheck: checkBridgeNF,
-		envErr:      envErr,
+		exec:     ex,
+		stderr:   os.Stderr,
+		bridgeOf: bridgeOf,
+		isBridge: isBridge,
+		envErr:   envErr,
 	}
 	if os.Getenv("TAPFW_TRACE") != "" {
 		p.fw.Trace = os.Stderr
@@ -108,6 +104,7 @@ func newPlugin() *plugin {
 	if f := os.Getenv("TAPFW_FAULT"); f != "" {
 		p.fw.Fault = faultAt(f)
 	}
+	p.be = &iptables{fw: p.fw, exec: ex, sysctl: enableBridgeNF, sysctlCheck: checkBridgeNF}
 	return p
 }
 
@@ -209,7 +206,7 @@ func (p *plugin) load(args *skel.CmdArgs) (*config.Resolved, types.Result, error
 		}
 	}
 	env := config.Env{ContainerID: args.ContainerID, IfName: args.IfName, Args: args.Args}
-	r, err := config.Resolve(conf, ruleset.Limits, env, prev, p.bridgeOf)
+	r, err := config.Resolve(conf, p.be.Limits(), env, prev, p.bridgeOf)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -289,15 +286,8 @@ func (p *plugin) cmdAdd(args *skel.CmdArgs) error {
 	if err != nil {
 		return cniError(err, "add")
 	}
-	plan, err := ruleset.Build(r.Model)
-	if err != nil {
-		return cniError(&config.Error{Err: err}, "add")
-	}
-	if err := p.sysctl(); err != nil {
+	if err := p.be.Add(r.Model); err != nil {
 		return cniError(err, "add")
-	}
-	if _, err := p.fw.Apply(plan); err != nil {
-		return cniError(fmt.Errorf("installing firewall of %s: %w", plan.Tap, err), "add")
 	}
 	if prev != nil {
 		return types.PrintResult(prev, r.Conf.CNIVersion)
@@ -329,14 +319,7 @@ func (p *plugin) cmdCheck(args *skel.CmdArgs) error {
 	if err != nil {
 		return cniError(err, "check")
 	}
-	plan, err := ruleset.Build(r.Model)
-	if err != nil {
-		return cniError(&config.Error{Err: err}, "check")
-	}
-	if err := p.sysctlCheck(); err != nil {
-		return cniError(err, "check")
-	}
-	return cniError(p.fw.Check(plan), "check")
+	return cniError(p.be.Check(r.Model), "check")
 }
 
 // cmdDel removes everything of the tap. It needs only the tap's identity:
@@ -375,7 +358,7 @@ func (p *plugin) cmdDel(args *skel.CmdArgs) error {
 	// removing it is safe.
 	leftover := ""
 	if model.ValidateIfName(args.IfName) == nil {
-		a, ok, err := p.fw.Attachment(args.IfName)
+		a, ok, err := p.be.Attachment(args.IfName)
 		if err != nil {
 			return cniError(err, "del")
 		}
@@ -388,7 +371,7 @@ func (p *plugin) cmdDel(args *skel.CmdArgs) error {
 	}
 	// Chained without a previous result: find the attachment among all.
 	if len(taps) == 0 {
-		atts, err := p.fw.Attachments()
+		atts, err := p.be.Attachments()
 		if err != nil {
 			return cniError(err, "del")
 		}
@@ -404,13 +387,13 @@ func (p *plugin) cmdDel(args *skel.CmdArgs) error {
 	if len(taps) == 0 {
 		// Nothing of this attachment is left, but a DEL killed after
 		// removing the last tap may have left the shared state behind.
-		return cniError(p.fw.CleanUp(), "del")
+		return cniError(p.be.CleanUp(), "del")
 	}
 	list := make([]string, 0, len(taps))
 	for t := range taps {
 		list = append(list, t)
 	}
-	if err := p.fw.Remove(list...); err != nil {
+	if err := p.be.Remove(list...); err != nil {
 		return cniError(fmt.Errorf("removing firewall of %s: %w", strings.Join(list, ","), err), "del")
 	}
 	return nil
@@ -428,7 +411,7 @@ func (p *plugin) cmdGC(args *skel.CmdArgs) error {
 	for _, a := range append(conf.ValidAttachments, conf.Attachments...) {
 		valid[[2]string{a.ContainerID, a.IfName}] = true
 	}
-	removed, err := p.fw.GC(conf.Name, func(a model.Attachment) bool {
+	removed, err := p.be.GC(conf.Name, func(a model.Attachment) bool {
 		return valid[[2]string{a.ContainerID, a.IfName}]
 	})
 	if len(removed) > 0 {
@@ -441,7 +424,7 @@ func (p *plugin) cmdStatus(args *skel.CmdArgs) error {
 	if p.envErr != nil {
 		return types.NewError(errNotAvailable, p.envErr.Error(), "")
 	}
-	if err := netfilter.Status(p.exec, p.fw.Sets, p.fw.Tables6 != nil); err != nil {
+	if err := p.be.Status(); err != nil {
 		return types.NewError(errNotAvailable, err.Error(), "")
 	}
 	return nil

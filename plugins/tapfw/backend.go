@@ -1,0 +1,116 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/tapfw/tapfw/pkg/model"
+	"github.com/tapfw/tapfw/pkg/netfilter"
+	"github.com/tapfw/tapfw/pkg/ruleset"
+)
+
+// backend is a firewall backend as the CNI verbs use it: it renders a
+// validated model.Config in its own terms and keeps the kernel in step.
+// Every method takes the host-wide lock for its whole run, keeps no state
+// between calls (the kernel's netfilter state is the state) and leaves
+// others' rules, sets and tables alone. A call killed at any point leaves
+// a state that the next call on the same tap completes.
+type backend interface {
+	// Limits are the names the backend can render; the config is checked
+	// against them before anything else.
+	Limits() model.Limits
+	// Add makes the kernel hold what cfg says of its tap and the host-wide
+	// parts cfg carries; a second Add of the same cfg changes nothing.
+	// A config the backend cannot render is a *model.FieldError.
+	Add(cfg model.Config) error
+	// Check returns nil when the installed firewall is what cfg says, or
+	// a *netfilter.DriftError naming each difference.
+	Check(cfg model.Config) error
+	// Attachment reads who attached tap, as Add recorded it; ok is false
+	// when tap has no record. Attachments lists every record.
+	Attachment(tap string) (a model.Attachment, ok bool, err error)
+	Attachments() ([]model.Attachment, error)
+	// Remove deletes everything of the taps; a tap with nothing installed
+	// is no error. When no tap is left and no host firewall is set up,
+	// the shared parts go too.
+	Remove(taps ...string) error
+	// CleanUp removes the shared parts when no tap is left and no host
+	// firewall is set up; otherwise it changes nothing.
+	CleanUp() error
+	// GC removes the taps attached through network whose attachment keep
+	// refuses, and returns their names.
+	GC(network string, keep func(model.Attachment) bool) ([]string, error)
+	// Status returns nil when the backend can work on this host: its
+	// tools and kernel features are there.
+	Status() error
+}
+
+// iptables renders with pkg/ruleset and applies with pkg/netfilter:
+// iptables and ip6tables filter tables, ipsets, and the layer-2 checks in
+// the nftables bridge family.
+type iptables struct {
+	fw   *netfilter.Firewall
+	exec netfilter.Exec
+	// sysctl makes sure bridged traffic reaches iptables; sysctlCheck
+	// reports when it does not.
+	sysctl, sysctlCheck func() error
+}
+
+var _ backend = (*iptables)(nil)
+
+func (b *iptables) Limits() model.Limits { return ruleset.Limits }
+
+// build renders cfg; what it refuses is a config error.
+func (b *iptables) build(cfg model.Config) (*ruleset.Plan, error) {
+	plan, err := ruleset.Build(cfg)
+	if err == nil {
+		return plan, nil
+	}
+	if fe := (*model.FieldError)(nil); errors.As(err, &fe) {
+		return nil, err
+	}
+	return nil, &model.FieldError{Err: err}
+}
+
+func (b *iptables) Add(cfg model.Config) error {
+	plan, err := b.build(cfg)
+	if err != nil {
+		return err
+	}
+	if err := b.sysctl(); err != nil {
+		return err
+	}
+	if _, err := b.fw.Apply(plan); err != nil {
+		return fmt.Errorf("installing firewall of %s: %w", plan.Tap, err)
+	}
+	return nil
+}
+
+func (b *iptables) Check(cfg model.Config) error {
+	plan, err := b.build(cfg)
+	if err != nil {
+		return err
+	}
+	if err := b.sysctlCheck(); err != nil {
+		return err
+	}
+	return b.fw.Check(plan)
+}
+
+func (b *iptables) Attachment(tap string) (model.Attachment, bool, error) {
+	return b.fw.Attachment(tap)
+}
+
+func (b *iptables) Attachments() ([]model.Attachment, error) { return b.fw.Attachments() }
+
+func (b *iptables) Remove(taps ...string) error { return b.fw.Remove(taps...) }
+
+func (b *iptables) CleanUp() error { return b.fw.CleanUp() }
+
+func (b *iptables) GC(network string, keep func(model.Attachment) bool) ([]string, error) {
+	return b.fw.GC(network, keep)
+}
+
+func (b *iptables) Status() error {
+	return netfilter.Status(b.exec, b.fw.Sets, b.fw.Tables6 != nil)
+}
