@@ -17,6 +17,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -51,27 +52,38 @@ pairs; the plugin runs in the host namespace, as the QEMU ifup script would.`
 func main() { os.Exit(run()) }
 
 func run() int {
+	d, err := newDemo()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "tapfw-demo: %v\n", err)
+		return 1
+	}
+	return d.runUntilSignal()
+}
+
+// newDemo reads the flags and checks that the demo can run: as root,
+// with the plugin binary and the seed's configs.
+func newDemo() (*demo, error) {
 	plugin := flag.String("plugin", "bin/tapfw", "path to the tapfw plugin binary")
 	confDir := flag.String("config", "testdata/seed", "directory with <tap>.json plugin configs")
 	verbose := flag.Bool("v", false, "show the chains of every tap in full")
 	flag.Parse()
 	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "tapfw-demo: must run as root: it creates network namespaces, bridges and iptables rules inside them (try: sudo make demo)")
-		return 1
+		return nil, errors.New("must run as root: it creates network namespaces, bridges and iptables rules inside them (try: sudo make demo)")
 	}
 	if _, err := os.Stat(*plugin); err != nil {
-		fmt.Fprintf(os.Stderr, "tapfw-demo: plugin binary: %v (build it with: make build)\n", err)
-		return 1
+		return nil, fmt.Errorf("plugin binary: %v (build it with: make build)", err)
 	}
-
 	for _, tap := range testnet.SeedTaps() {
 		if _, err := os.Stat(filepath.Join(*confDir, tap+".json")); err != nil {
-			fmt.Fprintf(os.Stderr, "tapfw-demo: config of %s: %v (-config names the directory with the seed's configs)\n", tap, err)
-			return 1
+			return nil, fmt.Errorf("config of %s: %v (-config names the directory with the seed's configs)", tap, err)
 		}
 	}
+	return &demo{out: os.Stdout, plugin: *plugin, confDir: *confDir, verbose: *verbose}, nil
+}
 
-	d := &demo{out: os.Stdout, plugin: *plugin, confDir: *confDir, verbose: *verbose}
+// runUntilSignal runs the demo; on SIGINT or SIGTERM it stops it and
+// removes the namespaces.
+func (d *demo) runUntilSignal() int {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	sigs := make(chan os.Signal, 2)
@@ -135,44 +147,69 @@ func (d *demo) failf(format string, a ...any) {
 	fmt.Fprintf(d.out, "  FAILED: "+format+"\n", a...)
 }
 
+// run is the demo's steps; a step that returns false (it failed beyond
+// going on, or ctx was cancelled) ends it with status 1.
 func (d *demo) run(ctx context.Context) int {
 	defer d.cleanup()
 	d.printf("%s\n", picture)
+	s := d.build()
+	if s == nil {
+		return 1
+	}
+	probes := s.Probes()
+	bare, ok := d.bareNetwork(ctx, s, probes)
+	if !ok || !d.add(ctx, s) || !d.withFirewall(ctx, s, probes, bare) {
+		return 1
+	}
+	save := saveCommand()
+	d.installed(s, save)
+	if ctx.Err() != nil || !d.del(ctx, s, probes, save) {
+		return 1
+	}
+	return d.finish(s, len(probes))
+}
 
+// build makes the sandbox network, which cleanup removes.
+func (d *demo) build() *testnet.Seed {
 	s, err := testnet.NewSeed()
 	if err != nil {
 		d.failf("building the network: %v", err)
-		return 1
+		return nil
 	}
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	if d.gone {
-		d.mu.Unlock()
 		_ = s.Close()
-		return 1
+		return nil
 	}
 	d.seed = s
-	d.mu.Unlock()
 	if mode := os.Getenv("TAPFW_IPTABLES"); mode != "" {
 		s.Env = []string{"TAPFW_IPTABLES=" + mode}
 	}
-	probes := s.Probes()
+	return s
+}
 
-	// 1. The bare network.
+// bareNetwork is step 1: every probe passes without the firewall. It
+// returns how many did.
+func (d *demo) bareNetwork(ctx context.Context, s *testnet.Seed, probes []testnet.Probe) (int, bool) {
 	base := d.runProbes(ctx, s, probes)
 	if ctx.Err() != nil {
-		return 1
+		return 0, false
 	}
 	n := count(base, true)
 	d.printf("\n1. Without the firewall, %d of %d probes pass (the network works; a drop below is the firewall's).\n", n, len(probes))
 	if n != len(probes) {
 		d.failf("the network itself drops %s", names(probes, base, false))
 	}
+	return n, true
+}
 
-	// 2. ADD per tap.
+// add is step 2: ADD per tap, as the ifup script runs it, then CHECK.
+func (d *demo) add(ctx context.Context, s *testnet.Seed) bool {
 	d.printf("\n2. ADD: the ifup script runs the plugin once per tap (in the host namespace):\n")
 	for _, tap := range testnet.SeedTaps() {
 		if ctx.Err() != nil {
-			return 1
+			return false
 		}
 		d.printf("  $ %s\n", d.cmdline("ADD", tap))
 		d.printf("    config: %s\n", d.describe(tap))
@@ -180,7 +217,7 @@ func (d *demo) run(ctx context.Context) int {
 		if err != nil {
 			d.failf("%v", err)
 			d.printf("\nRESULT: FAILED: ADD did not succeed; namespaces removed.\n")
-			return 1
+			return false
 		}
 		d.printf("    -> %s\n", compact(out))
 	}
@@ -192,13 +229,17 @@ func (d *demo) run(ctx context.Context) int {
 	if !d.fail {
 		d.printf("  CHECK of each tap: the kernel matches its config.\n")
 	}
+	return true
+}
 
-	// 3. Probes.
+// withFirewall is step 3: the probes again, each verdict beside the
+// expected one.
+func (d *demo) withFirewall(ctx context.Context, s *testnet.Seed, probes []testnet.Probe, bare int) bool {
 	got := d.runProbes(ctx, s, probes)
 	if ctx.Err() != nil {
-		return 1
+		return false
 	}
-	d.printf("\n3. Probes with the firewall (real packets; bare network: %d/%d passed):\n", n, len(probes))
+	d.printf("\n3. Probes with the firewall (real packets; bare network: %d/%d passed):\n", bare, len(probes))
 	tw := tabwriter.NewWriter(d.out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  PROBE\tWANT\tGOT\t\tDECIDED BY")
 	bad := 0
@@ -213,12 +254,21 @@ func (d *demo) run(ctx context.Context) int {
 	if bad > 0 {
 		d.failf("%d probe(s) did not get the expected verdict", bad)
 	}
+	return true
+}
 
-	// 4. What is installed.
-	save := "iptables-save"
+// saveCommand is the iptables-save of the backend TAPFW_IPTABLES picks.
+func saveCommand() string {
 	if mode := os.Getenv("TAPFW_IPTABLES"); mode == "nft" || mode == "legacy" {
-		save = "iptables-" + mode + "-save"
+		return "iptables-" + mode + "-save"
 	}
+	return "iptables-save"
+}
+
+// installed is step 4: tapfw's rules and sets, and the operator's view of
+// the same: what is installed and why a probe was dropped, from the
+// kernel alone.
+func (d *demo) installed(s *testnet.Seed, save string) {
 	d.printf("\n4. Installed (%s in the host namespace, tapfw's rules only):\n", save)
 	rules, err := s.Host.Run(save, "-t", "filter")
 	if err != nil {
@@ -227,12 +277,21 @@ func (d *demo) run(ctx context.Context) int {
 	for _, l := range tapfwRules(rules, testnet.SeedTaps()[0], d.verbose) {
 		d.printf("  %s\n", l)
 	}
+	d.installedSets(s)
+	d.printf("\n  tapfw list (counters: the probes above):\n")
+	d.operator(s, "list")
+	d.printf("\n  tapfw explain --tap tap110i0 --dir in --src %s --dport 80 --peer uplink0 (probe \"router -> vm110 tcp/80\"):\n", testnet.SeedRouterIP)
+	d.operator(s, "explain", "--tap", "tap110i0", "--dir", "in", "--src", testnet.SeedRouterIP, "--dport", "80", "--peer", "uplink0")
+}
+
+// installedSets prints tapfw's ipsets, their members sorted.
+func (d *demo) installedSets(s *testnet.Seed) {
 	d.printf("\n  ipsets (ipset list, tfw- and tfw6- sets):\n")
 	sets, err := s.Host.Run("ipset", "list")
 	if err != nil {
 		d.failf("%v", err)
 	}
-	tw = tabwriter.NewWriter(d.out, 0, 0, 2, ' ', 0)
+	tw := tabwriter.NewWriter(d.out, 0, 0, 2, ' ', 0)
 	for _, st := range parseSets(sets) {
 		if strings.HasPrefix(st.name, "tfw-") || strings.HasPrefix(st.name, "tfw6-") {
 			slices.Sort(st.members) // hash order varies from run to run
@@ -240,18 +299,11 @@ func (d *demo) run(ctx context.Context) int {
 		}
 	}
 	_ = tw.Flush()
+}
 
-	// The operator's view of the same: what is installed and why a probe
-	// was dropped, from the kernel alone.
-	d.printf("\n  tapfw list (counters: the probes above):\n")
-	d.operator(s, "list")
-	d.printf("\n  tapfw explain --tap tap110i0 --dir in --src %s --dport 80 --peer uplink0 (probe \"router -> vm110 tcp/80\"):\n", testnet.SeedRouterIP)
-	d.operator(s, "explain", "--tap", "tap110i0", "--dir", "in", "--src", testnet.SeedRouterIP, "--dport", "80", "--peer", "uplink0")
-
-	// 5. DEL per tap.
-	if ctx.Err() != nil {
-		return 1
-	}
+// del is step 5: DEL per tap, as the ifdown script runs it; nothing of the
+// taps remains, and the bridges fail closed.
+func (d *demo) del(ctx context.Context, s *testnet.Seed, probes []testnet.Probe, save string) bool {
 	d.printf("\n5. DEL: the ifdown script removes each tap's firewall:\n")
 	for _, tap := range testnet.SeedTaps() {
 		out, err := s.Call(d.plugin, d.confDir, "DEL", tap)
@@ -268,7 +320,7 @@ func (d *demo) run(ctx context.Context) int {
 	d.leftovers(s, save)
 	after := d.runProbes(ctx, s, probes)
 	if ctx.Err() != nil {
-		return 1
+		return false
 	}
 	for i, p := range probes {
 		switch {
@@ -281,8 +333,11 @@ func (d *demo) run(ctx context.Context) int {
 	d.printf("  Probes after DEL: %d of %d pass. The taps are still bridge ports but have no chains of their own,\n", count(after, true), len(probes))
 	d.printf("  so the bridges fail closed (option failClosed, ports named managedPrefix+ = tap+): nothing goes through them.\n")
 	d.printf("  Between router and host the host firewall, which outlives the VMs, still decides.\n")
+	return true
+}
 
-	// 6. Clean up.
+// finish is step 6: remove the namespaces and print the result.
+func (d *demo) finish(s *testnet.Seed, probes int) int {
 	d.mu.Lock()
 	var nsNames []string
 	for _, ns := range s.Namespaces() {
@@ -295,12 +350,10 @@ func (d *demo) run(ctx context.Context) int {
 		d.printf("\nRESULT: FAILED (see FAILED and MISMATCH above)\n")
 		return 1
 	}
-	d.printf("\nRESULT: OK: all %d probes got their expected verdict.\n", len(probes))
+	d.printf("\nRESULT: OK: all %d probes got their expected verdict.\n", probes)
 	return 0
 }
 
-// runProbes runs every probe and returns the verdicts; it stops early
-// (leaving the rest false) when ctx is cancelled.
 // operator runs `tapfw args...` in the host namespace and prints its
 // output indented.
 func (d *demo) operator(s *testnet.Seed, args ...string) {
@@ -314,6 +367,8 @@ func (d *demo) operator(s *testnet.Seed, args ...string) {
 	}
 }
 
+// runProbes runs every probe and returns the verdicts; it stops early
+// (leaving the rest false) when ctx is cancelled.
 func (d *demo) runProbes(ctx context.Context, s *testnet.Seed, probes []testnet.Probe) []bool {
 	res := make([]bool, len(probes))
 	for i, p := range probes {

@@ -13,13 +13,12 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/tapfw/tapfw/pkg/model"
-
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/vishvananda/netlink"
 
 	"github.com/tapfw/tapfw/pkg/explain"
 	"github.com/tapfw/tapfw/pkg/inspect"
+	"github.com/tapfw/tapfw/pkg/model"
 	"github.com/tapfw/tapfw/pkg/netfilter"
 	"github.com/tapfw/tapfw/pkg/ruleset"
 )
@@ -28,7 +27,9 @@ import (
 // They read the kernel of the namespace they run in; gc and flush take
 // tapfw's lock like the plugin does.
 
-// operator runs one operator command; it returns the exit status.
+// operator runs one operator command; it returns the exit status. Each
+// command's flags function here (listFlags, showFlags, ...) defines its
+// flags and returns what runs it; the table in commands.go names it.
 type operator struct {
 	p              *plugin
 	stdin          io.Reader
@@ -38,16 +39,6 @@ type operator struct {
 func (o *operator) fail(format string, a ...any) int {
 	fmt.Fprintf(o.stderr, "tapfw: "+format+"\n", a...)
 	return 1
-}
-
-func (o *operator) flags(name, args string) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(o.stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(o.stderr, "usage: tapfw %s %s\n", name, args)
-		fs.PrintDefaults()
-	}
-	return fs
 }
 
 // snapshot reads both tables with counters and the ipsets, and the bridge
@@ -77,18 +68,20 @@ func (o *operator) json(v any) int {
 	return 0
 }
 
-func (o *operator) list(args []string) int {
-	fs := o.flags("list", "[--json]")
-	asJSON := fs.Bool("json", false, "print JSON")
-	if fs.Parse(args) != nil || fs.NArg() != 0 {
-		return 2
-	}
+func jsonFlag(fs *flag.FlagSet) *bool { return fs.Bool("json", false, "print JSON") }
+
+func listFlags(fs *flag.FlagSet) runFunc {
+	asJSON := jsonFlag(fs)
+	return func(o *operator, _ []string) int { return o.list(*asJSON) }
+}
+
+func (o *operator) list(asJSON bool) int {
 	s, err := o.snapshot()
 	if err != nil {
 		return o.fail("reading the installed firewall: %v", err)
 	}
 	taps := s.Taps()
-	if *asJSON {
+	if asJSON {
 		if taps == nil {
 			taps = []inspect.Tap{}
 		}
@@ -100,14 +93,12 @@ func (o *operator) list(args []string) int {
 	return 0
 }
 
-func (o *operator) show(args []string) int {
-	fs := o.flags("show", "[--json] TAP")
-	asJSON := fs.Bool("json", false, "print JSON")
-	if fs.Parse(args) != nil || fs.NArg() != 1 {
-		fs.Usage()
-		return 2
-	}
-	tap := fs.Arg(0)
+func showFlags(fs *flag.FlagSet) runFunc {
+	asJSON := jsonFlag(fs)
+	return func(o *operator, args []string) int { return o.show(args[0], *asJSON) }
+}
+
+func (o *operator) show(tap string, asJSON bool) int {
 	if err := model.ValidateIfName(tap); err != nil {
 		return o.fail("tap: %v", err)
 	}
@@ -119,7 +110,7 @@ func (o *operator) show(args []string) int {
 	if len(rules) == 0 && len(t.IPs) == 0 {
 		return o.fail("%s has no firewall installed", tap)
 	}
-	if *asJSON {
+	if asJSON {
 		return o.json(struct {
 			inspect.Tap
 			RuleList []inspect.Rule `json:"ruleList"`
@@ -131,24 +122,24 @@ func (o *operator) show(args []string) int {
 	return 0
 }
 
-func (o *operator) metrics(args []string) int {
-	fs := o.flags("metrics", "[--textfile PATH]")
-	path := fs.String("textfile", "", "write to PATH atomically (for node_exporter's textfile collector) instead of stdout")
-	if fs.Parse(args) != nil || fs.NArg() != 0 {
-		return 2
-	}
+func metricsFlags(fs *flag.FlagSet) runFunc {
+	path := fs.String("textfile", "", "write to `PATH` atomically (for node_exporter's textfile collector) instead of stdout")
+	return func(o *operator, _ []string) int { return o.metrics(*path) }
+}
+
+func (o *operator) metrics(path string) int {
 	s, err := o.snapshot()
 	if err != nil {
 		return o.fail("reading the installed firewall: %v", err)
 	}
-	if *path == "" {
+	if path == "" {
 		if err := inspect.WriteMetrics(o.stdout, s); err != nil {
 			return o.fail("%v", err)
 		}
 		return 0
 	}
 	// The collector must never read half a file: write aside, rename.
-	tmp, err := os.CreateTemp(filepath.Dir(*path), ".tapfw-metrics-*")
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tapfw-metrics-*")
 	if err != nil {
 		return o.fail("writing metrics: %v", err)
 	}
@@ -164,24 +155,26 @@ func (o *operator) metrics(args []string) int {
 	if err := tmp.Close(); err != nil {
 		return o.fail("writing metrics: %v", err)
 	}
-	if err := os.Rename(tmp.Name(), *path); err != nil {
+	if err := os.Rename(tmp.Name(), path); err != nil {
 		return o.fail("writing metrics: %v", err)
 	}
 	return 0
 }
 
-// render prints what an ADD of a config would change, changing nothing.
-func (o *operator) render(args []string) int {
-	fs := o.flags("render", "[--ifname TAP] [--container-id ID] [--args K=V;...] [FILE]   (the config on stdin or in FILE)")
-	ifName := fs.String("ifname", os.Getenv("CNI_IFNAME"), "CNI_IFNAME of the ADD")
-	containerID := fs.String("container-id", os.Getenv("CNI_CONTAINERID"), "CNI_CONTAINERID of the ADD")
-	cniArgs := fs.String("args", os.Getenv("CNI_ARGS"), "CNI_ARGS of the ADD")
-	if fs.Parse(args) != nil || fs.NArg() > 1 {
-		return 2
-	}
+func renderFlags(fs *flag.FlagSet) runFunc {
+	var add skel.CmdArgs
+	fs.StringVar(&add.IfName, "ifname", os.Getenv("CNI_IFNAME"), "CNI_IFNAME of the ADD: the `TAP`")
+	fs.StringVar(&add.ContainerID, "container-id", os.Getenv("CNI_CONTAINERID"), "CNI_CONTAINERID of the ADD: the container's or VM's `ID`")
+	fs.StringVar(&add.Args, "args", os.Getenv("CNI_ARGS"), "CNI_ARGS of the ADD: `K=V;...`, pairs separated by semicolons")
+	return func(o *operator, args []string) int { return o.render(add, args) }
+}
+
+// render prints what an ADD of a config (from stdin, or the file the
+// one argument names) would change, changing nothing.
+func (o *operator) render(add skel.CmdArgs, args []string) int {
 	in := o.stdin
-	if fs.NArg() == 1 {
-		f, err := os.Open(fs.Arg(0))
+	if len(args) == 1 {
+		f, err := os.Open(args[0])
 		if err != nil {
 			return o.fail("%v", err)
 		}
@@ -192,7 +185,8 @@ func (o *operator) render(args []string) int {
 	if err != nil {
 		return o.fail("reading the config: %v", err)
 	}
-	r, _, err := o.p.load(&skel.CmdArgs{StdinData: data, ContainerID: *containerID, IfName: *ifName, Args: *cniArgs})
+	add.StdinData = data
+	r, _, err := o.p.load(&add)
 	if err != nil {
 		return o.fail("%v", err)
 	}
@@ -227,13 +221,17 @@ func (o *operator) printChanges(changes []*netfilter.Changes, none, heading stri
 	}
 }
 
+func dryRunFlag(fs *flag.FlagSet) *bool {
+	return fs.Bool("dry-run", false, "print what would be removed, remove nothing")
+}
+
+func gcFlags(fs *flag.FlagSet) runFunc {
+	dry := dryRunFlag(fs)
+	return func(o *operator, _ []string) int { return o.gc(*dry) }
+}
+
 // gc removes the firewall of taps whose interface is gone.
-func (o *operator) gc(args []string) int {
-	fs := o.flags("gc", "[--dry-run]")
-	dry := fs.Bool("dry-run", false, "print what would be removed, remove nothing")
-	if fs.Parse(args) != nil || fs.NArg() != 0 {
-		return 2
-	}
+func (o *operator) gc(dry bool) int {
 	if o.p.envErr != nil {
 		return o.fail("%v", o.p.envErr)
 	}
@@ -247,12 +245,12 @@ func (o *operator) gc(args []string) int {
 			return true, nil
 		}
 		return false, fmt.Errorf("looking up %s: %w", tap, err)
-	}, *dry)
+	}, dry)
 	if err != nil {
 		return o.fail("gc: %v", err)
 	}
 	verb := "removed"
-	if *dry {
+	if dry {
 		verb = "would remove"
 	}
 	for _, tap := range gone {
@@ -264,17 +262,17 @@ func (o *operator) gc(args []string) int {
 	return 0
 }
 
+func flushFlags(fs *flag.FlagSet) runFunc {
+	dry := dryRunFlag(fs)
+	return func(o *operator, _ []string) int { return o.flush(*dry) }
+}
+
 // flush removes everything tapfw made, and nothing else.
-func (o *operator) flush(args []string) int {
-	fs := o.flags("flush", "[--dry-run]")
-	dry := fs.Bool("dry-run", false, "print what would be removed, remove nothing")
-	if fs.Parse(args) != nil || fs.NArg() != 0 {
-		return 2
-	}
+func (o *operator) flush(dry bool) int {
 	if o.p.envErr != nil {
 		return o.fail("%v", o.p.envErr)
 	}
-	if *dry {
+	if dry {
 		changes, err := o.p.fw.FlushPreview()
 		if err != nil {
 			return o.fail("reading the installed firewall: %v", err)
@@ -290,40 +288,40 @@ func (o *operator) flush(args []string) int {
 	return 0
 }
 
+func explainFlags(fs *flag.FlagSet) runFunc {
+	var q query
+	fs.StringVar(&q.tap, "tap", "", "the tap `TAP` (required)")
+	fs.StringVar(&q.dir, "dir", "", "the direction, `in|out`: in is to the VM, out is from it (required)")
+	fs.StringVar(&q.proto, "proto", "tcp", "the protocol `P`: tcp, udp, icmp, icmpv6 or a number")
+	fs.StringVar(&q.src, "src", "", "the source address `A` (default: the tap's own for out)")
+	fs.StringVar(&q.dst, "dst", "", "the destination address `A` (default: the tap's own for in)")
+	fs.IntVar(&q.sport, "sport", 40000, "the source port `N`")
+	fs.IntVar(&q.dport, "dport", 0, "the destination port `N`")
+	fs.StringVar(&q.icmp, "icmp-type", "", "the ICMP type and code `T[/C]`, numeric")
+	fs.StringVar(&q.state, "state", "NEW", "the conntrack state `S`: NEW, ESTABLISHED, RELATED, INVALID or UNTRACKED")
+	fs.IntVar(&q.hopLimit, "hop-limit", 64, "the IPv6 hop limit `N` (255: neighbour discovery)")
+	fs.StringVar(&q.peer, "peer", "", "the other bridge `PORT`; default: the tap holding the other address, the host for a host address, else an uplink port \"uplink\"")
+	asJSON := jsonFlag(fs)
+	return func(o *operator, _ []string) int { return o.explain(q, *asJSON) }
+}
+
 // explain says which rule decides a packet to or from a tap.
-func (o *operator) explain(args []string) int {
-	fs := o.flags("explain", "--tap TAP --dir in|out [--proto P] [--src A] [--dst A] [--sport N] [--dport N] [--icmp-type T[/C]] [--state S] [--peer PORT] [--json]")
-	tap := fs.String("tap", "", "the tap (required)")
-	dir := fs.String("dir", "", "in: to the VM; out: from the VM (required)")
-	proto := fs.String("proto", "tcp", "tcp, udp, icmp, icmpv6 or a number")
-	src := fs.String("src", "", "source address (default: the tap's own for out)")
-	dst := fs.String("dst", "", "destination address (default: the tap's own for in)")
-	sport := fs.Int("sport", 40000, "source port")
-	dport := fs.Int("dport", 0, "destination port")
-	icmp := fs.String("icmp-type", "", "ICMP type[/code], numeric")
-	state := fs.String("state", "NEW", "conntrack state: NEW, ESTABLISHED, RELATED, INVALID or UNTRACKED")
-	hopLimit := fs.Int("hop-limit", 64, "IPv6 hop limit (255: neighbour discovery)")
-	peer := fs.String("peer", "", "the other bridge port; default: the tap holding the other address, the host for a host address, else an uplink port \"uplink\"")
-	asJSON := fs.Bool("json", false, "print JSON")
-	if fs.Parse(args) != nil || fs.NArg() != 0 {
-		return 2
-	}
-	if err := model.ValidateIfName(*tap); err != nil {
+func (o *operator) explain(q query, asJSON bool) int {
+	if err := model.ValidateIfName(q.tap); err != nil {
 		return o.fail("--tap: %v", err)
 	}
-	if *dir != "in" && *dir != "out" {
-		return o.fail("--dir: %q is not in or out", *dir)
+	if q.dir != "in" && q.dir != "out" {
+		return o.fail("--dir: %q is not in or out", q.dir)
 	}
 	s, err := o.snapshot()
 	if err != nil {
 		return o.fail("reading the installed firewall: %v", err)
 	}
-	q := query{tap: *tap, dir: *dir, proto: *proto, src: *src, dst: *dst, sport: *sport, dport: *dport, icmp: *icmp, state: *state, peer: *peer, hopLimit: *hopLimit}
 	res, pkt, err := q.explain(s)
 	if err != nil {
 		return o.fail("%v", err)
 	}
-	if *asJSON {
+	if asJSON {
 		return o.json(struct {
 			Packet explain.Packet `json:"packet"`
 			explain.Result
