@@ -6,7 +6,6 @@ import (
 	"math"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -307,15 +306,13 @@ func (b *bench) measureCalls(ctx context.Context, what string, n int, bridgeOf f
 
 // countRules counts the rules of the filter table in ns.
 func countRules(ctx context.Context, ns *testnet.NS, mode string) (int, error) {
-	out, err := nsRun(ctx, ns, nil, iptablesCmd(mode)+"-save", "-t", "filter")
+	t, err := readTable(ctx, ns, mode, false)
 	if err != nil {
 		return 0, err
 	}
 	n := 0
-	for _, l := range strings.Split(string(out), "\n") {
-		if strings.HasPrefix(l, "-A ") {
-			n++
-		}
+	for _, specs := range t.Chains {
+		n += len(specs)
 	}
 	return n, nil
 }

@@ -4,11 +4,15 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tapfw/tapfw/cmd/tapfw-bench/internal/rulecheck"
+	"github.com/tapfw/tapfw/pkg/explain"
+	"github.com/tapfw/tapfw/pkg/netfilter"
 	"github.com/tapfw/tapfw/pkg/testnet"
 )
 
@@ -20,7 +24,8 @@ import (
 //
 // The firewalled sandbox has tapfw installed for the N taps and for both
 // VMs, whose ports are named like taps: N+2 taps are installed, the two
-// worst-placed of them (found by replaying the installed rules, static.go)
+// worst-placed of them (found by walking every tap's packets through the
+// installed rules with pkg/explain, rulecheck.Scan)
 // are deleted and the VMs added under their names, last. A twin sandbox,
 // built the same way, has no firewall at all and gives the figure beside.
 // Static FDB and neighbour entries keep ARP and flooding out of the way.
@@ -116,6 +121,12 @@ func (s *sandbox) vmTaps() []tapSpec {
 	return []tapSpec{vmTap(s.vmIdx[0], dpBridge, dpVMAMAC, dpVMAIP), vmTap(s.vmIdx[1], dpBridge, dpVMBMAC, dpVMBIP)}
 }
 
+// vmPorts are the VMs' taps as explain's packets see them.
+func (s *sandbox) vmPorts() (a, b rulecheck.Port) {
+	vms := s.vmTaps()
+	return vms[0].port(), vms[1].port()
+}
+
 // PathResult is one direction of traffic at one N.
 type PathResult struct {
 	Path         string        `json:"path"` // forward, input, output
@@ -149,6 +160,7 @@ type pathSpec struct {
 	recv       func(*sandbox) *testnet.NS
 	flow       func(*sandbox) (*flow, error)
 	tap        func(*sandbox) string
+	packet     func(*sandbox) explain.Packet // the VMs' packet, for pkg/explain
 }
 
 var paths = []pathSpec{
@@ -157,17 +169,20 @@ var paths = []pathSpec{
 		func(s *sandbox) (*flow, error) {
 			return newFrameFlow(s.a, "eth0", mustMAC(dpVMAMAC), mustMAC(dpVMBMAC), dpVMAIP, dpVMBIP)
 		},
-		func(s *sandbox) string { return s.portA + " -> " + s.portB }},
+		func(s *sandbox) string { return s.portA + " -> " + s.portB },
+		func(s *sandbox) explain.Packet { return benchFlow.Forward(s.vmPorts()) }},
 	{"input", "VM to host (INPUT)", "INPUT",
 		func(s *sandbox) *testnet.NS { return s.host },
 		func(s *sandbox) (*flow, error) {
 			return newFrameFlow(s.a, "eth0", mustMAC(dpVMAMAC), s.bridgeMAC, dpVMAIP, dpHostIP)
 		},
-		func(s *sandbox) string { return s.portA }},
+		func(s *sandbox) string { return s.portA },
+		func(s *sandbox) explain.Packet { a, _ := s.vmPorts(); return benchFlow.Input(a) }},
 	{"output", "host to VM (OUTPUT)", "OUTPUT",
 		func(s *sandbox) *testnet.NS { return s.b },
 		func(s *sandbox) (*flow, error) { return newIPFlow(s.host, dpHostIP, dpVMBIP) },
-		func(s *sandbox) string { return s.portB }},
+		func(s *sandbox) string { return s.portB },
+		func(s *sandbox) explain.Packet { _, b := s.vmPorts(); return benchFlow.Output(b) }},
 }
 
 func mustMAC(s string) net.HardwareAddr {
@@ -238,43 +253,104 @@ func (b *bench) newShare(ctx context.Context, s *sandbox, p pathSpec, d time.Dur
 	if _, _, err := f.flood(d); err != nil {
 		return 0, err
 	}
-	out, err := nsRun(ctx, s.host, nil, ipt+"-save", "-c", "-t", "filter")
+	t, err := readTable(ctx, s.host, b.o.iptables, true)
 	if err != nil {
 		return 0, err
 	}
-	t, err := parseSaveCounters(string(out))
-	if err != nil {
-		return 0, err
-	}
-	rs := t.Chains[p.hook]
-	if len(rs) < 2 || rs[1].Packets == 0 {
+	old, all := t.Counter(p.hook, 0), t.Counter(p.hook, 1)
+	if all.Packets == 0 {
 		return 0, fmt.Errorf("no packets counted at the top of %s", p.hook)
 	}
-	return 1 - float64(rs[0].Packets)/float64(rs[1].Packets), nil
+	return 1 - float64(old.Packets)/float64(all.Packets), nil
 }
 
-// countChecks zeroes the counters of the firewalled sandbox, sends k
-// packets on p slowly, and replays them through the table (counters.go).
+// readTable reads the filter table in ns with iptables-save, with the
+// rules' counters when counters is set.
+func readTable(ctx context.Context, ns *testnet.NS, mode string, counters bool) (*netfilter.Table, error) {
+	args := []string{iptablesCmd(mode) + "-save", "-t", "filter"}
+	if counters {
+		args = append(args, "-c")
+	}
+	out, err := nsRun(ctx, ns, nil, args...)
+	if err != nil {
+		return nil, err
+	}
+	return netfilter.ParseSave(out)
+}
+
+// readSets reads tapfw's ipsets in ns over netlink, as the plugin does.
+func readSets(ns *testnet.NS) (map[string][]netip.Prefix, error) {
+	var sets map[string][]netip.Prefix
+	err := ns.Do(func() error {
+		var err error
+		sets, err = netfilter.NetlinkSets{}.List()
+		return err
+	})
+	return sets, err
+}
+
+// RuleChecks are the rules a new packet of one path is checked against,
+// per packet, from pkg/explain's walk through the installed table (the
+// VMs' packet), cross-checked against the kernel's counters after Packets
+// such packets.
+type RuleChecks struct {
+	Packets  uint64             `json:"packets"`  // packets sent for the cross-check
+	Dispatch float64            `json:"dispatch"` // checks outside TFW-T-* and TFW-HOST-*
+	TapChain float64            `json:"tapChains"`
+	Host     float64            `json:"hostChains"`
+	Total    float64            `json:"total"`
+	PerChain map[string]float64 `json:"perChain"` // checks by chain
+	Path     []string           `json:"path"`     // chains entered, in order
+	// CountersChecked is how many of the rules the walk matched were
+	// compared with the kernel's counters (each counted every packet).
+	CountersChecked int `json:"countersChecked"`
+}
+
+func ruleChecks(c rulecheck.Checks, k uint64, compared int) *RuleChecks {
+	r := &RuleChecks{Packets: k, Dispatch: float64(c.Dispatch), TapChain: float64(c.TapChains), Host: float64(c.Host),
+		Total: float64(c.Total), PerChain: map[string]float64{}, Path: c.Path, CountersChecked: compared}
+	for chain, n := range c.PerChain {
+		r.PerChain[chain] = float64(n)
+	}
+	return r
+}
+
+// StaticChecks are one path's dispatch checks, walked by pkg/explain for
+// every tap (rulecheck.Scan): the VMs' figure and the worst.
+type StaticChecks struct {
+	VM        int    `json:"vm"`        // the traffic VMs' path, to compare with RuleChecks
+	Worst     int    `json:"worst"`     // the largest over all taps
+	WorstTaps string `json:"worstTaps"` // which tap (or pair of taps) it is
+	Taps      int    `json:"taps"`      // taps walked
+	Error     string `json:"error,omitempty"`
+}
+
+// benchFlow is what the data plane's packets have in common, for explain.
+var benchFlow = rulecheck.Flow{Host: netip.MustParseAddr(dpHostIP), SPort: flowPortLo, DPort: benchPort}
+
+// countChecks walks the VMs' packet of p through the installed table with
+// pkg/explain, and holds the walk against the kernel: it zeroes the
+// counters of the firewalled sandbox, sends k packets on p slowly, and
+// every rule the walk matched must have counted them all.
 func (b *bench) countChecks(ctx context.Context, s *sandbox, p pathSpec, k int) (*RuleChecks, uint64, error) {
 	f, err := p.flow(s)
 	if err != nil {
 		return nil, 0, err
 	}
 	defer f.close()
-	ipt := iptablesCmd(b.o.iptables)
 	rx := p.recv(s)
 	before, err := udpCounter(rx)
 	if err != nil {
 		return nil, 0, err
 	}
-	if _, err := nsRun(ctx, s.host, nil, ipt, "-w", "-t", "filter", "-Z"); err != nil {
+	if _, err := nsRun(ctx, s.host, nil, iptablesCmd(b.o.iptables), "-w", "-t", "filter", "-Z"); err != nil {
 		return nil, 0, err
 	}
 	if err := f.trickle(k); err != nil {
 		return nil, 0, err
 	}
 	time.Sleep(100 * time.Millisecond)
-	out, err := nsRun(ctx, s.host, nil, ipt+"-save", "-c", "-t", "filter")
+	t, err := readTable(ctx, s.host, b.o.iptables, true)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -282,12 +358,20 @@ func (b *bench) countChecks(ctx context.Context, s *sandbox, p pathSpec, k int) 
 	if err != nil {
 		return nil, 0, err
 	}
-	t, err := parseSaveCounters(string(out))
+	sets, err := readSets(s.host)
 	if err != nil {
 		return nil, 0, err
 	}
-	res, err := replay(t, p.hook, uint64(k))
-	return res, after - before, err
+	pkt := p.packet(s)
+	res, err := rulecheck.Walk(t, sets, pkt)
+	if err != nil {
+		return nil, 0, err
+	}
+	compared, err := rulecheck.CrossCheck(res, t, uint64(k))
+	if err != nil {
+		return nil, 0, err
+	}
+	return ruleChecks(rulecheck.Split(pkt, res), uint64(k), compared), after - before, nil
 }
 
 func (b *bench) dataPlane(ctx context.Context, rep *Report) error {
@@ -405,73 +489,70 @@ func (b *bench) dataPlane(ctx context.Context, rep *Report) error {
 
 // pickVMSlots chooses the taps whose places the VMs take: of the n taps
 // installed, the pair whose bridged packets are checked against the most
-// rules before reaching their chains, by replaying the installed rules
-// (static.go). The VMs' taps are then added after all others, under those
-// names: last in a flat dispatch list, and in the same place in a
-// structure that follows from the names. If the rules cannot be replayed,
-// the last two taps added.
+// rules before reaching their chains, walked with pkg/explain
+// (rulecheck.Scan). The VMs' taps are then added after all others, under
+// those names: last in a flat dispatch list, and in the same place in a
+// structure that follows from the names. If the walk fails, the last two
+// taps added.
 func (b *bench) pickVMSlots(ctx context.Context, s *sandbox, n int) (int, int, string) {
 	fallback := func(err error) (int, int, string) {
-		b.progress("data plane: cannot replay the rules to find the worst-placed taps (%v); the VMs take the last two", err)
+		b.progress("data plane: cannot walk the rules to find the worst-placed taps (%v); the VMs take the last two", err)
 		return n - 2, n - 1, "in the places of the last two taps added"
 	}
-	save, err := nsRun(ctx, s.host, nil, iptablesCmd(b.o.iptables)+"-save", "-t", "filter")
+	scan, err := b.scan(ctx, s)
 	if err != nil {
 		return fallback(err)
 	}
-	sets, err := nsRun(ctx, s.host, nil, "ipset", "save")
-	if err != nil {
-		return fallback(err)
-	}
-	t, err := parseStatic(string(save), string(sets))
-	if err != nil {
-		return fallback(err)
-	}
-	taps := make([]tapSpec, n)
+	ports := make([]rulecheck.Port, n)
 	index := map[string]int{}
-	for i := range taps {
-		taps[i] = fillerTap(i, dpBridge)
-		index[taps[i].Name] = i
+	for i := range ports {
+		ports[i] = fillerTap(i, dpBridge).port()
+		index[ports[i].Tap] = i
 	}
-	x, y, worst, err := t.worstPair(taps, taps[0])
+	x, y, worst, err := scan.WorstPair(ports, ports[0])
 	if err != nil {
 		return fallback(err)
 	}
-	return index[x.Name], index[y.Name], fmt.Sprintf("in the places of the worst-placed pair %s -> %s (%d rules checked before the tap's chain), added last", x.Name, y.Name, worst)
+	return index[x.Tap], index[y.Tap], fmt.Sprintf("in the places of the worst-placed pair %s -> %s (%d rules checked before the tap's chain), added last", x.Tap, y.Tap, worst)
 }
 
-// worstTaps replays the installed rules for every tap (static.go) and
-// records, per path, the VMs' figure and the worst one.
+// scan reads the installed table and sets of s for rulecheck.Scan.
+func (b *bench) scan(ctx context.Context, s *sandbox) (*rulecheck.Scan, error) {
+	t, err := readTable(ctx, s.host, b.o.iptables, false)
+	if err != nil {
+		return nil, err
+	}
+	sets, err := readSets(s.host)
+	if err != nil {
+		return nil, err
+	}
+	return rulecheck.NewScan(t, sets, benchFlow), nil
+}
+
+// worstTaps walks the packets of every tap (rulecheck.Scan) and records,
+// per path, the VMs' figure and the worst one.
 func (b *bench) worstTaps(ctx context.Context, s *sandbox, installed, n int, row *DPResult) error {
-	save, err := nsRun(ctx, s.host, nil, iptablesCmd(b.o.iptables)+"-save", "-t", "filter")
-	if err != nil {
-		return err
-	}
-	sets, err := nsRun(ctx, s.host, nil, "ipset", "save")
-	if err != nil {
-		return err
-	}
-	t, err := parseStatic(string(save), string(sets))
+	scan, err := b.scan(ctx, s)
 	if err != nil {
 		return err
 	}
 	vms := s.vmTaps()
-	taps := make([]tapSpec, 0, installed)
+	ports := make([]rulecheck.Port, 0, installed)
 	for i := 0; i < installed; i++ {
 		switch i {
 		case s.vmIdx[0]:
-			taps = append(taps, vms[0])
+			ports = append(ports, vms[0].port())
 		case s.vmIdx[1]:
-			taps = append(taps, vms[1])
+			ports = append(ports, vms[1].port())
 		default:
-			taps = append(taps, fillerTap(i, dpBridge))
+			ports = append(ports, fillerTap(i, dpBridge).port())
 		}
 	}
 	t0 := time.Now()
-	res, err := staticPaths(t, taps, vms[0], vms[1])
+	res, err := scan.Paths(ports, vms[0].port(), vms[1].port())
 	if err != nil {
-		// A rule the model cannot evaluate: report it, keep the counted figures.
-		b.progress("data plane N=%d: warning: replaying the rules for every tap failed: %v", n, err)
+		// A walk explain cannot answer exactly: report it, keep the VMs' figures.
+		b.progress("data plane N=%d: warning: walking the rules for every tap failed: %v", n, err)
 		for i := range row.Paths {
 			row.Paths[i].Static = &StaticChecks{Error: err.Error()}
 		}
@@ -479,17 +560,17 @@ func (b *bench) worstTaps(ctx context.Context, s *sandbox, installed, n int, row
 	}
 	for i := range row.Paths {
 		pr := &row.Paths[i]
-		st := res[pr.Path]
-		pr.Static = st
-		if pr.Checks != nil && float64(st.VM) != pr.Checks.Dispatch {
-			b.progress("data plane N=%d %s: warning: the replayed rules give %d checks for the VMs, the counters %.1f",
-				n, pr.Path, st.VM, pr.Checks.Dispatch)
+		w := res[pr.Path]
+		pr.Static = &StaticChecks{VM: w.VM, Worst: w.Worst, WorstTaps: w.WorstTaps, Taps: w.Taps}
+		if pr.Checks != nil && float64(w.VM) != pr.Checks.Dispatch {
+			b.progress("data plane N=%d %s: warning: the VMs' packet is checked against %d dispatch rules with stand-in tap chains, %.1f in the installed table",
+				n, pr.Path, w.VM, pr.Checks.Dispatch)
 		}
 		b.progress("data plane N=%d %s: worst of %d taps: %d rules checked before the tap's chain (%s)",
-			n, pr.Path, st.Taps, st.Worst, st.WorstTaps)
+			n, pr.Path, w.Taps, w.Worst, w.WorstTaps)
 	}
 	if b.o.verbose {
-		b.progress("data plane N=%d: replayed %d taps in %v", n, len(taps), time.Since(t0).Round(time.Millisecond))
+		b.progress("data plane N=%d: walked %d taps in %v", n, len(ports), time.Since(t0).Round(time.Millisecond))
 	}
 	return nil
 }

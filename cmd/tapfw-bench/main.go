@@ -12,7 +12,8 @@
 //     second by the second VM (FORWARD), by the host (INPUT) and from the
 //     host (OUTPUT), with the no-firewall figure beside it; and the number
 //     of rules a new packet is checked against before it reaches its tap's
-//     chain, counted from the installed ruleset's counters.
+//     chain, walked through the installed ruleset by pkg/explain and held
+//     against the kernel's counters.
 //
 // Usage (as root):
 //

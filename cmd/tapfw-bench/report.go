@@ -208,7 +208,7 @@ func writeMarkdown(w io.Writer, rep *Report) {
 		p("\n#### Data plane: one-way UDP, every packet a new flow (%d-byte frames, %.0f s per figure)\n\n", pr.FrameBytes, pr.DurationS)
 		p("N managed taps on the VMs' bridge besides the two VMs, whose taps take the names of the worst-placed pair of taps and are added last. Packets/s received by the VM or the host. ")
 		p("Rules checked = rule checks per new packet outside the taps' own chains (TFW-T-*) and the host firewall (TFW-HOST-*): ")
-		p("for the VMs' taps from the ruleset's counters (%d packets), for the worst-placed of all taps by replaying the installed rules.\n\n", pr.CountPackets)
+		p("the installed rules walked by pkg/explain for the VMs' taps (the walk held against the kernel's counters after %d packets) and for every tap, to find the worst-placed.\n\n", pr.CountPackets)
 		p("| taps N | path | with tapfw | no firewall | ratio | rules checked, VMs' taps | rules checked, worst tap | all rules checked, VMs | new conntrack entry |\n")
 		p("|---:|---|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, r := range rep.Data {

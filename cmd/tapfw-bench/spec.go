@@ -3,8 +3,10 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"strings"
 
+	"github.com/tapfw/tapfw/cmd/tapfw-bench/internal/rulecheck"
 	"github.com/tapfw/tapfw/pkg/config"
 	"github.com/tapfw/tapfw/pkg/ruleset"
 )
@@ -121,6 +123,11 @@ func vmTap(i int, bridge, mac, ip string) tapSpec {
 	t := fillerTap(i, bridge)
 	t.MAC, t.IPs, t.VM = mac, []string{ip}, true
 	return t
+}
+
+// port is t as explain's packets see it.
+func (t tapSpec) port() rulecheck.Port {
+	return rulecheck.Port{Tap: t.Name, Bridge: t.Bridge, MAC: mustMAC(t.MAC), IP: netip.MustParseAddr(t.IPs[0])}
 }
 
 func (t tapSpec) userRules() rules {

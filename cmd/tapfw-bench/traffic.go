@@ -205,7 +205,7 @@ func (f *flow) flood(d time.Duration) (uint64, time.Duration, error) {
 }
 
 // trickle sends exactly count packets in small batches with pauses, so
-// none is lost to a full queue (for the counter replay).
+// none is lost to a full queue (for the counters' cross-check).
 func (f *flow) trickle(count int) error {
 	for sent := 0; sent < count; {
 		n, err := f.send(min(8, count-sent))
