@@ -1,7 +1,9 @@
-package main
+// Package chart draws a run's chart.
+package chart
 
 import (
 	"fmt"
+	"github.com/tapfw/tapfw/cmd/tapfw-bench/internal/report"
 	"image"
 	"image/color"
 	"image/png"
@@ -299,7 +301,8 @@ func minmax(v []float64) (float64, float64) {
 	return lo, hi
 }
 
-func writeChart(path string, rep *Report) error {
+// Write draws rep's chart as a PNG file at path.
+func Write(path string, rep *report.Report) error {
 	img := image.NewRGBA(image.Rect(0, 0, chartW, chartH))
 	c := canvas{img}
 	c.rect(0, 0, chartW-1, chartH-1, color.RGBA{245, 245, 245, 255})

@@ -1,4 +1,4 @@
-package main
+package chart
 
 // A 5x7 bitmap font for the chart's labels, so the chart needs nothing
 // beyond the standard library. Lower-case letters are drawn as capitals.
