@@ -12,7 +12,12 @@
 //     second by the second VM (FORWARD), by the host (INPUT) and from the
 //     host (OUTPUT), with the no-firewall figure beside it; and the number
 //     of rules a new packet is checked against before it reaches its tap's
-//     chain, counted from the installed ruleset's counters.
+//     chain, walked through the installed ruleset by pkg/explain and held
+//     against the kernel's counters.
+//
+// The phases live in internal/controlplane and internal/dataplane, what
+// they share in internal/harness and internal/taps; internal/report holds
+// the results and their tables, internal/chart draws them.
 //
 // Usage (as root):
 //
@@ -30,7 +35,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -38,83 +42,65 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
-	"github.com/tapfw/tapfw/pkg/testnet"
+	"github.com/tapfw/tapfw/cmd/tapfw-bench/internal/baseline"
+	"github.com/tapfw/tapfw/cmd/tapfw-bench/internal/chart"
+	"github.com/tapfw/tapfw/cmd/tapfw-bench/internal/controlplane"
+	"github.com/tapfw/tapfw/cmd/tapfw-bench/internal/dataplane"
+	"github.com/tapfw/tapfw/cmd/tapfw-bench/internal/harness"
+	"github.com/tapfw/tapfw/cmd/tapfw-bench/internal/report"
+	"github.com/tapfw/tapfw/cmd/tapfw-bench/internal/taps"
+	"github.com/tapfw/tapfw/cmd/tapfw-bench/internal/traffic"
 )
 
-// helperFlag makes the binary the per-rule baseline "plugin" (baseline.go);
-// the benchmark runs itself with it inside a namespace.
-const helperFlag = "-baseline-helper"
-
-type options struct {
-	plugin    string
-	ns        []int // control plane: taps installed before measuring
-	dpNs      []int // data plane: managed taps beside the two VMs
-	calls     int
-	duration  time.Duration
-	jobs      int
-	bridges   int
-	iptables  string // auto, nft or legacy
-	jsonPath  string
-	chartPath string
-	mdPath    string
-	fromJSON  string
-	ctTimeout int
-	count     int // packets sent for the rules-checked count
-	skipCP    bool
-	skipBase  bool
-	skipDP    bool
-	quick     bool
-	verbose   bool
-	cmdline   string
-}
-
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == helperFlag {
-		os.Exit(baselineHelper(os.Args[2:]))
+	if len(os.Args) > 1 && os.Args[1] == baseline.HelperFlag {
+		os.Exit(baseline.Helper(os.Args[2:]))
 	}
 	os.Exit(run())
 }
 
-func parseFlags() (*options, error) {
-	o := &options{}
-	var nList, dpList string
-	flag.StringVar(&o.plugin, "plugin", "bin/tapfw", "the tapfw plugin binary")
-	flag.StringVar(&nList, "n", "100,1000,4000", "control plane: numbers of installed taps to measure at (ascending)")
-	flag.StringVar(&dpList, "dp-n", "1,1000,4000", "data plane: numbers of managed taps on the VMs' bridge besides the two VMs")
-	flag.IntVar(&o.calls, "calls", 30, "measured ADD and DEL calls at each N (each of plugin and baseline)")
-	flag.DurationVar(&o.duration, "duration", 3*time.Second, "data plane: sending time per measurement")
-	flag.IntVar(&o.jobs, "j", 2, "concurrent plugin calls while installing the N taps (1 or 2)")
-	flag.IntVar(&o.bridges, "bridges", 4, "control plane: bridges the taps are spread over")
-	flag.StringVar(&o.iptables, "iptables", "", "iptables backend: auto, nft or legacy (default: $TAPFW_IPTABLES, else auto)")
-	flag.StringVar(&o.jsonPath, "json", "", "write the raw results as JSON to this file")
-	flag.StringVar(&o.mdPath, "md", "", "also write the markdown tables to this file")
-	flag.StringVar(&o.fromJSON, "from-json", "", "measure nothing: print the tables (and -chart, -md) of a -json file of an earlier run")
-	flag.StringVar(&o.chartPath, "chart", "", "write a PNG chart (latency and packets/s against N) to this file")
-	flag.IntVar(&o.ctTimeout, "ct-udp-timeout", 0, "data plane: nf_conntrack_udp_timeout (seconds) in the sandbox host, so every packet makes a new entry")
-	flag.IntVar(&o.count, "count-packets", 500, "data plane: packets sent for the rules-checked count")
-	flag.BoolVar(&o.skipCP, "no-control", false, "skip the control plane")
-	flag.BoolVar(&o.skipBase, "no-baseline", false, "skip the per-rule baseline")
-	flag.BoolVar(&o.skipDP, "no-data", false, "skip the data plane")
-	flag.BoolVar(&o.quick, "quick", false, "a short run: -n 20,100 -dp-n 1,100 -calls 10 -duration 1s (flags given explicitly win)")
-	flag.BoolVar(&o.verbose, "v", false, "more progress on stderr")
+func defineFlags(o *harness.Options, nList, dpList *string) {
+	flag.StringVar(&o.Plugin, "plugin", "bin/tapfw", "the tapfw plugin binary")
+	flag.StringVar(nList, "n", "100,1000,4000", "control plane: numbers of installed taps to measure at (ascending)")
+	flag.StringVar(dpList, "dp-n", "1,1000,4000", "data plane: numbers of managed taps on the VMs' bridge besides the two VMs")
+	flag.IntVar(&o.Calls, "calls", 30, "measured ADD and DEL calls at each N (each of plugin and baseline)")
+	flag.DurationVar(&o.Duration, "duration", 3*time.Second, "data plane: sending time per measurement")
+	flag.IntVar(&o.Jobs, "j", 2, "concurrent plugin calls while installing the N taps (1 or 2)")
+	flag.IntVar(&o.Bridges, "bridges", 4, "control plane: bridges the taps are spread over")
+	flag.StringVar(&o.Iptables, "iptables", "", "iptables backend: auto, nft or legacy (default: $TAPFW_IPTABLES, else auto)")
+	flag.StringVar(&o.JSONPath, "json", "", "write the raw results as JSON to this file")
+	flag.StringVar(&o.MDPath, "md", "", "also write the markdown tables to this file")
+	flag.StringVar(&o.FromJSON, "from-json", "", "measure nothing: print the tables (and -chart, -md) of a -json file of an earlier run")
+	flag.StringVar(&o.ChartPath, "chart", "", "write a PNG chart (latency and packets/s against N) to this file")
+	flag.IntVar(&o.CtTimeout, "ct-udp-timeout", 0, "data plane: nf_conntrack_udp_timeout (seconds) in the sandbox host, so every packet makes a new entry")
+	flag.IntVar(&o.Count, "count-packets", 500, "data plane: packets sent to hold the rules-checked walk against the kernel's counters")
+	flag.BoolVar(&o.SkipCP, "no-control", false, "skip the control plane")
+	flag.BoolVar(&o.SkipBase, "no-baseline", false, "skip the per-rule baseline")
+	flag.BoolVar(&o.SkipDP, "no-data", false, "skip the data plane")
+	flag.BoolVar(&o.Quick, "quick", false, "a short run: -n 20,100 -dp-n 1,100 -calls 10 -duration 1s (flags given explicitly win)")
+	flag.BoolVar(&o.Verbose, "v", false, "more progress on stderr")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: tapfw-bench -plugin bin/tapfw [flags]   (as root)\n\n")
 		flag.PrintDefaults()
 	}
+}
+
+func parseFlags() (*harness.Options, error) {
+	o := &harness.Options{}
+	var nList, dpList string
+	defineFlags(o, &nList, &dpList)
 	flag.Parse()
 	if flag.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %v", flag.Args())
 	}
 	set := map[string]bool{}
 	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	if o.quick {
+	if o.Quick {
 		if !set["n"] {
 			nList = "20,100"
 		}
@@ -122,33 +108,33 @@ func parseFlags() (*options, error) {
 			dpList = "1,100"
 		}
 		if !set["calls"] {
-			o.calls = 10
+			o.Calls = 10
 		}
 		if !set["duration"] {
-			o.duration = time.Second
+			o.Duration = time.Second
 		}
 	}
 	var err error
-	if o.ns, err = parseInts(nList, 1); err != nil {
+	if o.Ns, err = parseInts(nList, 1); err != nil {
 		return nil, fmt.Errorf("-n: %w", err)
 	}
-	if o.dpNs, err = parseInts(dpList, 1); err != nil {
+	if o.DpNs, err = parseInts(dpList, 1); err != nil {
 		return nil, fmt.Errorf("-dp-n: %w", err)
 	}
-	if o.calls < 1 || o.jobs < 1 || o.jobs > 2 || o.bridges < 1 || o.bridges > 64 || o.duration < 100*time.Millisecond || o.count < 10 {
+	if o.Calls < 1 || o.Jobs < 1 || o.Jobs > 2 || o.Bridges < 1 || o.Bridges > 64 || o.Duration < 100*time.Millisecond || o.Count < 10 {
 		return nil, errors.New("need -calls >= 1, -j 1 or 2, -bridges 1..64, -duration >= 100ms, -count-packets >= 10")
 	}
-	if o.iptables == "" {
-		o.iptables = os.Getenv("TAPFW_IPTABLES")
+	if o.Iptables == "" {
+		o.Iptables = os.Getenv("TAPFW_IPTABLES")
 	}
-	switch o.iptables {
+	switch o.Iptables {
 	case "", "auto":
-		o.iptables = "auto"
+		o.Iptables = "auto"
 	case "nft", "legacy":
 	default:
-		return nil, fmt.Errorf("-iptables: %q is not auto, nft or legacy", o.iptables)
+		return nil, fmt.Errorf("-iptables: %q is not auto, nft or legacy", o.Iptables)
 	}
-	o.cmdline = commandLine()
+	o.Cmdline = commandLine()
 	return o, nil
 }
 
@@ -198,29 +184,14 @@ func run() int {
 		fmt.Fprintf(os.Stderr, "tapfw-bench: %v\n", err)
 		return 2
 	}
-	if o.fromJSON != "" {
+	if o.FromJSON != "" {
 		return replot(o)
 	}
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "tapfw-bench: must run as root: it creates network namespaces, bridges and firewall rules inside them")
+	if err := checkTools(o); err != nil {
+		fmt.Fprintf(os.Stderr, "tapfw-bench: %v\n", err)
 		return 1
 	}
-	if o.plugin, err = filepath.Abs(o.plugin); err == nil {
-		_, err = os.Stat(o.plugin)
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "tapfw-bench: plugin binary: %v (build it with: make build)\n", err)
-		return 1
-	}
-	ipt := iptablesCmd(o.iptables)
-	for _, tool := range []string{"ip", "bridge", ipt, ipt + "-save", ipt + "-restore", "ipset"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			fmt.Fprintf(os.Stderr, "tapfw-bench: %s not found (make deps installs it)\n", tool)
-			return 1
-		}
-	}
-
-	b := newBench(o)
+	h := harness.New(o)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	sigs := make(chan os.Signal, 2)
@@ -228,7 +199,7 @@ func run() int {
 	defer signal.Stop(sigs)
 
 	done := make(chan int, 1)
-	go func() { done <- b.run(ctx) }()
+	go func() { done <- measure(ctx, h) }()
 	select {
 	case code := <-done:
 		return code
@@ -243,115 +214,72 @@ func run() int {
 	case <-time.After(20 * time.Second):
 		fmt.Fprintln(os.Stderr, "tapfw-bench: still busy: removing the namespaces now")
 	}
-	b.cleanup()
+	h.Cleanup()
 	return 130
 }
 
-// replot prints the tables of an earlier run's JSON and writes its chart.
-func replot(o *options) int {
-	data, err := os.ReadFile(o.fromJSON)
-	var rep Report
-	if err == nil {
-		err = json.Unmarshal(data, &rep)
+// checkTools checks that the run can start: root, the plugin, the tools.
+func checkTools(o *harness.Options) error {
+	if os.Geteuid() != 0 {
+		return errors.New("must run as root: it creates network namespaces, bridges and firewall rules inside them")
 	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "tapfw-bench: %s: %v\n", o.fromJSON, err)
-		return 1
-	}
-	o.jsonPath = ""
-	return newBench(o).output(&rep)
-}
-
-// bench holds the run's state; cleanup may run from the signal path while
-// run is still going.
-type bench struct {
-	o     *options
-	start time.Time
-	tmp   string // lock files
-
-	mu     sync.Mutex
-	spaces []*testnet.NS
-	closed bool
-}
-
-func newBench(o *options) *bench { return &bench{o: o, start: time.Now()} }
-
-// newNS creates a namespace that cleanup deletes.
-func (b *bench) newNS(prefix string) (*testnet.NS, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		return nil, errors.New("stopping")
-	}
-	n, err := testnet.NewNS(prefix)
-	if err != nil {
-		return nil, err
-	}
-	b.spaces = append(b.spaces, n)
-	return n, nil
-}
-
-// dropNS deletes namespaces before the end of the run (to free the memory
-// of a large ruleset).
-func (b *bench) dropNS(list ...*testnet.NS) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for _, n := range list {
-		if n == nil {
-			continue
-		}
-		if err := n.Close(); err != nil {
-			fmt.Fprintf(os.Stderr, "tapfw-bench: %v\n", err)
-		}
-		b.spaces = slices.DeleteFunc(b.spaces, func(x *testnet.NS) bool { return x == n })
-	}
-}
-
-// cleanup deletes every namespace and the temporary directory; a second
-// call does nothing.
-func (b *bench) cleanup() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.closed = true
-	for i := len(b.spaces) - 1; i >= 0; i-- {
-		if err := b.spaces[i].Close(); err != nil {
-			fmt.Fprintf(os.Stderr, "tapfw-bench: %v\n", err)
-		}
-	}
-	b.spaces = nil
-	if b.tmp != "" {
-		_ = os.RemoveAll(b.tmp)
-		b.tmp = ""
-	}
-}
-
-// progress prints one line to stderr, prefixed with the time since start.
-func (b *bench) progress(format string, a ...any) {
-	el := time.Since(b.start).Round(time.Second)
-	fmt.Fprintf(os.Stderr, "[%8s] %s\n", el, fmt.Sprintf(format, a...))
-}
-
-func (b *bench) run(ctx context.Context) int {
-	defer b.cleanup()
 	var err error
-	b.mu.Lock()
-	b.tmp, err = os.MkdirTemp("", "tapfw-bench-")
-	b.mu.Unlock()
+	if o.Plugin, err = filepath.Abs(o.Plugin); err == nil {
+		_, err = os.Stat(o.Plugin)
+	}
+	if err != nil {
+		return fmt.Errorf("plugin binary: %v (build it with: make build)", err)
+	}
+	ipt := harness.IptablesCmd(o.Iptables)
+	for _, tool := range []string{"ip", "bridge", ipt, ipt + "-save", ipt + "-restore", "ipset"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("%s not found (make deps installs it)", tool)
+		}
+	}
+	return nil
+}
+
+// replot prints the tables of an earlier run's JSON and writes its chart.
+func replot(o *harness.Options) int {
+	rep, err := report.ReadJSON(o.FromJSON)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "tapfw-bench: %v\n", err)
 		return 1
 	}
-	rep := &Report{Command: b.o.cmdline, Machine: machineInfo(b.o.iptables), Params: paramsOf(b.o)}
-	rep.Date = b.start.UTC().Format("2006-01-02 15:04 MST")
-	b.progress("tapfw-bench: %s; %s", rep.Machine.summary(), rep.Command)
-	if !b.o.skipCP {
-		b.progress("planned: control plane at N=%v, %d ADD+DEL pairs each, plugin%s", b.o.ns, b.o.calls,
-			map[bool]string{true: "", false: " and baseline"}[b.o.skipBase])
-	}
-	if !b.o.skipDP {
-		b.progress("planned: data plane at N=%v, %v per figure", b.o.dpNs, b.o.duration)
-	}
+	o.JSONPath = ""
+	return output(harness.New(o), rep)
+}
 
+func paramsOf(o *harness.Options) report.Params {
+	own, shared := baseline.RulesPerTap()
+	p := report.Params{N: o.Ns, DataN: o.DpNs, Calls: o.Calls, DurationS: o.Duration.Seconds(), Jobs: o.Jobs,
+		Bridges: o.Bridges, IptablesMode: o.Iptables, CtUDPTimeout: o.CtTimeout, CountPackets: o.Count,
+		UserRulesIn: len(taps.UserIn), UserRulesOut: len(taps.UserOut), BaselineOwn: own, BaselineShared: shared,
+		FlowsPerPath: traffic.FlowPortHi - traffic.FlowPortLo + 1, FrameBytes: 14 + 20 + 8 + traffic.PayloadLen}
+	if fi, err := os.Stat(o.Plugin); err == nil {
+		p.PluginSizeBytes = fi.Size()
+	}
+	return p
+}
+
+// measure runs the phases and prints what they measured.
+func measure(ctx context.Context, h *harness.Harness) int {
+	defer h.Cleanup()
+	o := h.O
+	if _, err := h.Tmp(); err != nil {
+		fmt.Fprintf(os.Stderr, "tapfw-bench: %v\n", err)
+		return 1
+	}
+	rep := &report.Report{Command: o.Cmdline, Machine: report.MachineInfo(harness.IptablesCmd(o.Iptables)), Params: paramsOf(o)}
+	rep.Date = h.Start().UTC().Format("2006-01-02 15:04 MST")
+	h.Progress("tapfw-bench: %s; %s", rep.Machine.Summary(), rep.Command)
+	if !o.SkipCP {
+		h.Progress("planned: control plane at N=%v, %d ADD+DEL pairs each, plugin%s", o.Ns, o.Calls,
+			map[bool]string{true: "", false: " and baseline"}[o.SkipBase])
+	}
+	if !o.SkipDP {
+		h.Progress("planned: data plane at N=%v, %v per figure", o.DpNs, o.Duration)
+	}
 	fail := func(phase string, err error) int {
 		if ctx.Err() != nil {
 			fmt.Fprintf(os.Stderr, "tapfw-bench: interrupted during %s\n", phase)
@@ -361,61 +289,51 @@ func (b *bench) run(ctx context.Context) int {
 		// Print what was measured so far: a long run is not wasted.
 		if len(rep.Control)+len(rep.Data) > 0 {
 			rep.Incomplete = phase + ": " + err.Error()
-			b.output(rep)
+			output(h, rep)
 		}
 		return 1
 	}
-	if !b.o.skipCP {
+	if !o.SkipCP {
 		t0 := time.Now()
-		if err := b.controlPlane(ctx, rep); err != nil {
+		if err := controlplane.Run(ctx, h, rep); err != nil {
 			return fail("control plane", err)
 		}
 		rep.Timing.ControlPlaneS = time.Since(t0).Seconds()
 	}
-	if !b.o.skipDP {
+	if !o.SkipDP {
 		t0 := time.Now()
-		if err := b.dataPlane(ctx, rep); err != nil {
+		if err := dataplane.Run(ctx, h, rep); err != nil {
 			return fail("data plane", err)
 		}
 		rep.Timing.DataPlaneS = time.Since(t0).Seconds()
 	}
-	rep.Timing.TotalS = time.Since(b.start).Seconds()
-	if code := b.output(rep); code != 0 {
+	rep.Timing.TotalS = time.Since(h.Start()).Seconds()
+	if code := output(h, rep); code != 0 {
 		return code
 	}
-	b.progress("done in %v", time.Since(b.start).Round(time.Second))
+	h.Progress("done in %v", time.Since(h.Start()).Round(time.Second))
 	return 0
 }
 
-// output prints the tables and writes the JSON and the chart.
-func (b *bench) output(rep *Report) int {
+// output prints the tables and writes the markdown, the JSON and the chart.
+func output(h *harness.Harness, rep *report.Report) int {
 	var md bytes.Buffer
-	writeMarkdown(&md, rep)
+	report.WriteMarkdown(&md, rep)
 	_, _ = os.Stdout.Write(md.Bytes())
 	code := 0
-	if b.o.mdPath != "" {
-		if err := os.WriteFile(b.o.mdPath, md.Bytes(), 0o644); err != nil {
+	write := func(path string, f func(string) error) {
+		if path == "" {
+			return
+		}
+		if err := f(path); err != nil {
 			fmt.Fprintf(os.Stderr, "tapfw-bench: %v\n", err)
 			code = 1
-		} else {
-			b.progress("wrote %s", b.o.mdPath)
+			return
 		}
+		h.Progress("wrote %s", path)
 	}
-	if b.o.jsonPath != "" {
-		if err := writeJSON(b.o.jsonPath, rep); err != nil {
-			fmt.Fprintf(os.Stderr, "tapfw-bench: %v\n", err)
-			code = 1
-		} else {
-			b.progress("wrote %s", b.o.jsonPath)
-		}
-	}
-	if b.o.chartPath != "" {
-		if err := writeChart(b.o.chartPath, rep); err != nil {
-			fmt.Fprintf(os.Stderr, "tapfw-bench: %v\n", err)
-			code = 1
-		} else {
-			b.progress("wrote %s", b.o.chartPath)
-		}
-	}
+	write(h.O.MDPath, func(p string) error { return os.WriteFile(p, md.Bytes(), 0o644) })
+	write(h.O.JSONPath, func(p string) error { return report.WriteJSON(p, rep) })
+	write(h.O.ChartPath, func(p string) error { return chart.Write(p, rep) })
 	return code
 }

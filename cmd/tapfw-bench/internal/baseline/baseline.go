@@ -1,4 +1,6 @@
-package main
+// Package baseline is what the benchmark compares tapfw with: the same
+// rule set applied the way the CNI firewall plugin applies its rules.
+package baseline
 
 import (
 	"context"
@@ -11,13 +13,20 @@ import (
 
 	"github.com/coreos/go-iptables/iptables"
 
+	"github.com/tapfw/tapfw/cmd/tapfw-bench/internal/harness"
+	"github.com/tapfw/tapfw/cmd/tapfw-bench/internal/report"
+	"github.com/tapfw/tapfw/cmd/tapfw-bench/internal/taps"
 	"github.com/tapfw/tapfw/pkg/testnet"
 )
+
+// HelperFlag makes the benchmark's binary the per-rule baseline "plugin";
+// the benchmark runs itself with it inside a namespace.
+const HelperFlag = "-baseline-helper"
 
 // The baseline: the same rule set applied the way the CNI firewall plugin
 // (containernetworking/plugins, iptables backend) applies its rules: one
 // go-iptables call per rule. This program runs itself as that "plugin"
-// (helperFlag), one process per ADD or DEL, inside the namespace:
+// (HelperFlag), one process per ADD or DEL, inside the namespace:
 //
 //	ADD: iptables.New (runs iptables --version); each named set, the host
 //	     sets and the tap's set: `ipset create -exist`, `ipset add -exist`
@@ -30,19 +39,19 @@ import (
 //	     then each tap chain: DeleteChain (-X); `ipset destroy` of the
 //	     tap's set. Shared chains, rules and sets stay.
 
-// baselineHelper is the entry point of the helper process: args are
-// "add"|"del" and the iptables mode; stdin is the tapSpec as JSON.
-func baselineHelper(args []string) int {
+// Helper is the entry point of the helper process: args are "add"|"del"
+// and the iptables mode; stdin is the taps.Spec as JSON.
+func Helper(args []string) int {
 	if len(args) != 2 {
 		fmt.Fprintln(os.Stderr, "baseline helper: want add|del and the iptables mode")
 		return 2
 	}
-	var t tapSpec
+	var t taps.Spec
 	if err := json.NewDecoder(os.Stdin).Decode(&t); err != nil {
 		fmt.Fprintf(os.Stderr, "baseline helper: %v\n", err)
 		return 2
 	}
-	ipt, err := iptables.New(iptables.Path(iptablesCmd(args[1])))
+	ipt, err := iptables.New(iptables.Path(harness.IptablesCmd(args[1])))
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "baseline helper: %v\n", err)
 		return 1
@@ -82,7 +91,7 @@ func ensureSet(name string, entries []string) error {
 	return nil
 }
 
-func baselineAdd(ipt *iptables.IPTables, t tapSpec) error {
+func baselineAdd(ipt *iptables.IPTables, t taps.Spec) error {
 	sh := sharedFor([]string{t.Bridge})
 	tp := tapFor(t)
 	names := make([]string, 0, len(sh.Sets))
@@ -143,7 +152,7 @@ func baselineAdd(ipt *iptables.IPTables, t tapSpec) error {
 	return nil
 }
 
-func baselineDel(ipt *iptables.IPTables, t tapSpec) error {
+func baselineDel(ipt *iptables.IPTables, t taps.Spec) error {
 	tp := tapFor(t)
 	for _, r := range tp.Dispatch {
 		if err := ipt.Delete("filter", r.Chain, r.Args...); err != nil {
@@ -163,25 +172,34 @@ func baselineDel(ipt *iptables.IPTables, t tapSpec) error {
 	return ipsetRun("destroy", tp.Set)
 }
 
-// baselineRulesPerTap is how many rules one tap's ADD appends (its chains
+// RulesPerTap is how many rules one tap's ADD appends (its chains
 // and dispatch) and how many shared rules it makes sure of.
-func baselineRulesPerTap() (own, shared int) {
-	t := tapFor(fillerTap(0, "vmbr0"))
+func RulesPerTap() (own, shared int) {
+	t := tapFor(taps.Filler(0, "vmbr0"))
 	sh := sharedFor([]string{"vmbr0"})
 	return len(t.Rules) + len(t.Dispatch), len(sh.Rules) + len(sh.Hooks)
 }
 
-// baselineState is a namespace holding the baseline's rule set for a
+// State is a namespace holding the baseline's rule set for a
 // growing number of taps, built in bulk (one ipset restore and one
 // iptables-restore per step) since only the calls after it are measured.
-type baselineState struct {
-	o       *options
+type State struct {
+	o       *harness.Options
 	ns      *testnet.NS
 	bridges []string
 	n       int // taps installed
 }
 
-func (s *baselineState) grow(ctx context.Context, n int, bridgeOf func(int) string) error {
+// NewState is the baseline's namespace ns with the bridges, no taps yet.
+func NewState(o *harness.Options, ns *testnet.NS, bridges []string) *State {
+	return &State{o: o, ns: ns, bridges: bridges}
+}
+
+// NS is the baseline's namespace.
+func (s *State) NS() *testnet.NS { return s.ns }
+
+// Grow installs the rule sets of taps up to n.
+func (s *State) Grow(ctx context.Context, n int, bridgeOf func(int) string) error {
 	if n <= s.n {
 		return nil
 	}
@@ -210,10 +228,10 @@ func (s *baselineState) grow(ctx context.Context, n int, bridgeOf func(int) stri
 			fmt.Fprintf(&tables, "-A %s %s\n", r.Chain, restoreArgs(r.Args))
 		}
 	}
-	var taps []baselineTap
+	var added []baselineTap
 	for i := s.n; i < n; i++ {
-		tp := tapFor(fillerTap(i, bridgeOf(i)))
-		taps = append(taps, tp)
+		tp := tapFor(taps.Filler(i, bridgeOf(i)))
+		added = append(added, tp)
 		fmt.Fprintf(&sets, "create %s hash:net family inet\n", tp.Set)
 		for _, e := range tp.Entries {
 			fmt.Fprintf(&sets, "add %s %s\n", tp.Set, e)
@@ -222,7 +240,7 @@ func (s *baselineState) grow(ctx context.Context, n int, bridgeOf func(int) stri
 			fmt.Fprintf(&tables, ":%s - [0:0]\n", c)
 		}
 	}
-	for _, tp := range taps {
+	for _, tp := range added {
 		for _, r := range tp.Rules {
 			fmt.Fprintf(&tables, "-A %s %s\n", r.Chain, restoreArgs(r.Args))
 		}
@@ -231,23 +249,23 @@ func (s *baselineState) grow(ctx context.Context, n int, bridgeOf func(int) stri
 		}
 	}
 	tables.WriteString("COMMIT\n")
-	if _, err := nsRun(ctx, s.ns, []byte(sets.String()), "ipset", "-exist", "restore"); err != nil {
+	if _, err := harness.NSRun(ctx, s.ns, []byte(sets.String()), "ipset", "-exist", "restore"); err != nil {
 		return fmt.Errorf("baseline state: %w", err)
 	}
-	if _, err := nsRun(ctx, s.ns, []byte(tables.String()), iptablesCmd(s.o.iptables)+"-restore", "--noflush", "-w"); err != nil {
+	if _, err := harness.NSRun(ctx, s.ns, []byte(tables.String()), harness.IptablesCmd(s.o.Iptables)+"-restore", "--noflush", "-w"); err != nil {
 		return fmt.Errorf("baseline state: %w", err)
 	}
 	s.n = n
 	return nil
 }
 
-// call runs the helper for one ADD or DEL and measures the process.
-func (s *baselineState) call(ctx context.Context, command string, t tapSpec) (Sample, error) {
+// Call runs the helper for one ADD or DEL and measures the process.
+func (s *State) Call(ctx context.Context, command string, t taps.Spec) (report.Sample, error) {
 	exe, err := os.Executable()
 	if err != nil {
-		return Sample{}, err
+		return report.Sample{}, err
 	}
 	spec, _ := json.Marshal(t)
-	_, smp, err := runIn(ctx, s.ns, spec, nil, exe, helperFlag, strings.ToLower(command), s.o.iptables)
+	_, smp, err := harness.RunIn(ctx, s.ns, spec, nil, exe, HelperFlag, strings.ToLower(command), s.o.Iptables)
 	return smp, err
 }

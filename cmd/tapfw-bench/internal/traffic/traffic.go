@@ -1,4 +1,5 @@
-package main
+// Package traffic sends the data plane's packets and reads what arrived.
+package traffic
 
 import (
 	"bufio"
@@ -18,7 +19,7 @@ import (
 	"github.com/tapfw/tapfw/pkg/testnet"
 )
 
-// Packet generation: one-way small UDP packets (60-byte frames), each with
+// Packets: one-way small UDP packets (60-byte frames), each with
 // a different source port from a pool of flowPorts, sent with sendmmsg in
 // batches as fast as the sender can: over an AF_PACKET socket out of a VM's
 // eth0 (VM to VM, VM to host), or over a raw IP socket (IP_HDRINCL) from
@@ -29,10 +30,10 @@ const (
 	// unreplied-UDP timeout at 0 an entry has expired when its port comes
 	// round again, so each packet makes a new entry, and the table holds
 	// at most this many entries per path.
-	flowPortLo = 49152
-	flowPortHi = 65535
+	FlowPortLo = 49152
+	FlowPortHi = 65535
 	batchSize  = 64
-	payloadLen = 18 // 14+20+8+18 = 60 bytes on the wire, the Ethernet minimum
+	PayloadLen = 18 // 14+20+8+18 = 60 bytes on the wire, the Ethernet minimum
 )
 
 type mmsghdr struct {
@@ -41,9 +42,9 @@ type mmsghdr struct {
 	_   [4]byte
 }
 
-// flow is a prepared set of packets and the sendmmsg headers that send
+// Flow is a prepared set of packets and the sendmmsg headers that send
 // them, all to the same address.
-type flow struct {
+type Flow struct {
 	fd    int
 	pkts  [][]byte
 	iovs  []unix.Iovec
@@ -53,7 +54,8 @@ type flow struct {
 	ports int
 }
 
-func (f *flow) close() {
+// Close closes the socket.
+func (f *Flow) Close() {
 	if f.fd >= 0 {
 		_ = unix.Close(f.fd)
 		f.fd = -1
@@ -66,11 +68,11 @@ func htons(v uint16) uint16 {
 	return binary.NativeEndian.Uint16(b[:])
 }
 
-// newFrameFlow prepares Ethernet frames from src to dst sent out of ifname
+// NewFrameFlow prepares Ethernet frames from src to dst:dport sent out of ifname
 // in ns through an AF_PACKET socket. The socket is made inside ns and
 // keeps to it; sending works from any thread.
-func newFrameFlow(ns *testnet.NS, ifname string, srcMAC, dstMAC net.HardwareAddr, srcIP, dstIP string) (*flow, error) {
-	f := &flow{fd: -1}
+func NewFrameFlow(ns *testnet.NS, ifname string, srcMAC, dstMAC net.HardwareAddr, srcIP, dstIP string, dport uint16) (*Flow, error) {
+	f := &Flow{fd: -1}
 	var ifindex int
 	err := ns.Do(func() error {
 		ifi, err := net.InterfaceByName(ifname)
@@ -92,7 +94,7 @@ func newFrameFlow(ns *testnet.NS, ifname string, srcMAC, dstMAC net.HardwareAddr
 		return nil
 	})
 	if err != nil {
-		f.close()
+		f.Close()
 		return nil, fmt.Errorf("frames out of %s in %s: %w", ifname, ns.Name, err)
 	}
 	sa := unix.RawSockaddrLinklayer{Family: unix.AF_PACKET, Protocol: htons(unix.ETH_P_IP), Ifindex: int32(ifindex), Halen: 6}
@@ -101,19 +103,19 @@ func newFrameFlow(ns *testnet.NS, ifname string, srcMAC, dstMAC net.HardwareAddr
 	f.addr = bytes.Clone(f.addr)
 	if err := f.build(func(sport uint16) ([]byte, error) {
 		return testnet.Frame{SrcMAC: srcMAC, DstMAC: dstMAC, SrcIP: net.ParseIP(srcIP), DstIP: net.ParseIP(dstIP),
-			SrcPort: sport, DstPort: benchPort, Payload: make([]byte, payloadLen)}.Bytes()
+			SrcPort: sport, DstPort: dport, Payload: make([]byte, PayloadLen)}.Bytes()
 	}); err != nil {
-		f.close()
+		f.Close()
 		return nil, err
 	}
 	return f, nil
 }
 
-// newIPFlow prepares IPv4 packets from the host's own stack in ns: a raw
+// NewIPFlow prepares IPv4 packets to dst:dport from the host's own stack in ns: a raw
 // socket with IP_HDRINCL, so each packet has its own source port and goes
 // through routing and the OUTPUT hook like any locally sent packet.
-func newIPFlow(ns *testnet.NS, srcIP, dstIP string) (*flow, error) {
-	f := &flow{fd: -1}
+func NewIPFlow(ns *testnet.NS, srcIP, dstIP string, dport uint16) (*Flow, error) {
+	f := &Flow{fd: -1}
 	err := ns.Do(func() error {
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
 		if err != nil {
@@ -123,7 +125,7 @@ func newIPFlow(ns *testnet.NS, srcIP, dstIP string) (*flow, error) {
 		return nil
 	})
 	if err != nil {
-		f.close()
+		f.Close()
 		return nil, fmt.Errorf("raw IP in %s: %w", ns.Name, err)
 	}
 	sa := unix.RawSockaddrInet4{Family: unix.AF_INET}
@@ -132,27 +134,27 @@ func newIPFlow(ns *testnet.NS, srcIP, dstIP string) (*flow, error) {
 	var zero net.HardwareAddr = make([]byte, 6)
 	if err := f.build(func(sport uint16) ([]byte, error) {
 		b, err := testnet.Frame{SrcMAC: zero, DstMAC: zero, SrcIP: net.ParseIP(srcIP), DstIP: net.ParseIP(dstIP),
-			SrcPort: sport, DstPort: benchPort, Payload: make([]byte, payloadLen)}.Bytes()
+			SrcPort: sport, DstPort: dport, Payload: make([]byte, PayloadLen)}.Bytes()
 		if err != nil {
 			return nil, err
 		}
-		return b[14 : 14+20+8+payloadLen], nil
+		return b[14 : 14+20+8+PayloadLen], nil
 	}); err != nil {
-		f.close()
+		f.Close()
 		return nil, err
 	}
 	return f, nil
 }
 
 // build makes one packet per source port and a header for each.
-func (f *flow) build(mk func(sport uint16) ([]byte, error)) error {
-	n := flowPortHi - flowPortLo + 1
+func (f *Flow) build(mk func(sport uint16) ([]byte, error)) error {
+	n := FlowPortHi - FlowPortLo + 1
 	f.ports = n
 	f.pkts = make([][]byte, n)
 	f.iovs = make([]unix.Iovec, n)
 	f.hdrs = make([]mmsghdr, n)
 	for i := 0; i < n; i++ {
-		p, err := mk(uint16(flowPortLo + i))
+		p, err := mk(uint16(FlowPortLo + i))
 		if err != nil {
 			return err
 		}
@@ -170,7 +172,7 @@ func (f *flow) build(mk func(sport uint16) ([]byte, error)) error {
 
 // send sends up to count packets with one sendmmsg, continuing the cycle
 // of source ports; it returns how many the kernel took.
-func (f *flow) send(count int) (int, error) {
+func (f *Flow) send(count int) (int, error) {
 	count = min(count, batchSize, f.ports-f.next)
 	r, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(f.fd), uintptr(unsafe.Pointer(&f.hdrs[f.next])), uintptr(count), 0, 0, 0)
 	if errno != 0 {
@@ -180,10 +182,10 @@ func (f *flow) send(count int) (int, error) {
 	return int(r), nil
 }
 
-// flood sends as fast as it can for d and returns the packets the kernel
+// Flood sends as fast as it can for d and returns the packets the kernel
 // took and the time it took. Transient ENOBUFS/EAGAIN (a full queue) are
 // retried; the packets they refused are not counted as sent.
-func (f *flow) flood(d time.Duration) (uint64, time.Duration, error) {
+func (f *Flow) Flood(d time.Duration) (uint64, time.Duration, error) {
 	var sent uint64
 	start := time.Now()
 	deadline := start.Add(d)
@@ -204,9 +206,9 @@ func (f *flow) flood(d time.Duration) (uint64, time.Duration, error) {
 	return sent, time.Since(start), nil
 }
 
-// trickle sends exactly count packets in small batches with pauses, so
-// none is lost to a full queue (for the counter replay).
-func (f *flow) trickle(count int) error {
+// Trickle sends exactly count packets in small batches with pauses, so
+// none is lost to a full queue (for the counters' cross-check).
+func (f *Flow) Trickle(count int) error {
 	for sent := 0; sent < count; {
 		n, err := f.send(min(8, count-sent))
 		if err != nil {
@@ -218,11 +220,11 @@ func (f *flow) trickle(count int) error {
 	return nil
 }
 
-// udpCounter is the packets that reached the UDP layer of ns: delivered to
+// UDPCounter is the packets that reached the UDP layer of ns: delivered to
 // a socket's queue (InDatagrams) or dropped there because the queue was
 // full (RcvbufErrors). The receiving sockets are never read: a packet
 // counts as received once the network has delivered it.
-func udpCounter(ns *testnet.NS) (uint64, error) {
+func UDPCounter(ns *testnet.NS) (uint64, error) {
 	var data []byte
 	err := ns.Do(func() error {
 		var err error
@@ -262,9 +264,9 @@ func snmpFields(data []byte, prefix string) (map[string]uint64, error) {
 	return nil, fmt.Errorf("no %s lines in snmp", prefix)
 }
 
-// ctStats sums the per-CPU conntrack statistics of ns by column name
+// CtStats sums the per-CPU conntrack statistics of ns by column name
 // (insert, drop, early_drop, ...).
-func ctStats(ns *testnet.NS) (map[string]uint64, error) {
+func CtStats(ns *testnet.NS) (map[string]uint64, error) {
 	var data []byte
 	err := ns.Do(func() error {
 		var err error
@@ -294,8 +296,8 @@ func ctStats(ns *testnet.NS) (map[string]uint64, error) {
 	return out, nil
 }
 
-// udpSink binds a UDP socket on port in ns and never reads it.
-func udpSink(ns *testnet.NS, port int) (int, error) {
+// UDPSink binds a UDP socket on port in ns and never reads it.
+func UDPSink(ns *testnet.NS, port int) (int, error) {
 	fd := -1
 	err := ns.Do(func() error {
 		var err error

@@ -1,163 +1,14 @@
-package main
+package baseline
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 
-	"github.com/tapfw/tapfw/pkg/config"
+	"github.com/tapfw/tapfw/cmd/tapfw-bench/internal/taps"
 	"github.com/tapfw/tapfw/pkg/ruleset"
 )
 
-// The seed-like configuration every tap gets: the sample network's base
-// config (host section, a named ipset) and about eight user rules a
-// direction of every form the plugin renders (ports, port lists, ranges,
-// icmp, a source set, networks, DROP with log, REJECT).
-
-// Addresses of the data-plane sandbox.
-const (
-	dpHostIP  = "192.0.2.1"  // the bridge's address in the host namespace
-	dpVMAIP   = "192.0.2.10" // the sending VM
-	dpVMBIP   = "192.0.2.11" // the receiving VM
-	dpVMAMAC  = "02:aa:00:00:00:0a"
-	dpVMBMAC  = "02:aa:00:00:00:0b"
-	benchPort = 9000 // UDP port the data plane sends to; every chain on the path allows it
-)
-
-// rule and rules are the plugin's own config types, so the benchmark
-// writes what the plugin reads.
-type (
-	rule  = config.Rule
-	rules = config.RuleLists
-)
-
-var userIn = []rule{
-	{Action: "ACCEPT", Proto: "tcp", DPort: "22", Source: "+admins", Comment: "ssh"},
-	{Action: "ACCEPT", Proto: "tcp", DPort: "80,443", Comment: "web"},
-	{Action: "ACCEPT", Proto: "tcp", DPort: "8000:8100"},
-	{Action: "ACCEPT", Proto: "udp", DPort: "53", Source: "198.51.100.0/24", Comment: "dns"},
-	{Action: "ACCEPT", Proto: "icmp", ICMPType: "echo-request"},
-	{Action: "DROP", Proto: "tcp", DPort: "3389", Log: true},
-	{Action: "REJECT", Proto: "udp", DPort: "161"},
-	{Action: "ACCEPT", Proto: "tcp", DPort: "5432", Source: "192.0.2.0/24", Comment: "db"},
-}
-
-var userOut = []rule{
-	{Action: "ACCEPT", Proto: "udp", DPort: "53"},
-	{Action: "ACCEPT", Proto: "tcp", DPort: "80,443"},
-	{Action: "REJECT", Proto: "tcp", DPort: "25", Comment: "no mail"},
-	{Action: "ACCEPT", Proto: "icmp"},
-	{Action: "ACCEPT", Proto: "tcp", DPort: "22", Dest: "+admins"},
-	{Action: "ACCEPT", Proto: "udp", DPort: "123", Comment: "ntp"},
-	{Action: "ACCEPT", Proto: "tcp", DPort: "3306", Dest: "198.51.100.0/24"},
-	{Action: "DROP", Proto: "tcp", DPort: "6667", Log: true},
-}
-
-// benchRule lets the data plane's packets through; the VMs have it last,
-// so an allowed packet walks the whole chain.
-var benchRule = rule{Action: "ACCEPT", Proto: "udp", DPort: fmt.Sprint(benchPort), Comment: "bench"}
-
-var (
-	hostIPs      = []string{dpHostIP}
-	clusterHosts = []string{"192.0.2.2", "203.0.113.1"}
-	hostIn       = []rule{
-		{Action: "ACCEPT", Proto: "tcp", DPort: "22", Comment: "ssh"},
-		{Action: "ACCEPT", Proto: "tcp", DPort: "8006", Comment: "web ui"},
-		{Action: "ACCEPT", Proto: "udp", DPort: fmt.Sprint(benchPort), Comment: "bench"},
-	}
-	hostOut = []rule{
-		{Action: "ACCEPT", Proto: "tcp", DPort: "22", Comment: "ssh"},
-		{Action: "ACCEPT", Proto: "udp", DPort: fmt.Sprint(benchPort)},
-	}
-	adminsSet = []string{"203.0.113.0/28"}
-)
-
-// tapSpec is one tap: who it is and whether it is a traffic VM.
-type tapSpec struct {
-	Name        string   `json:"name"`
-	Bridge      string   `json:"bridge"`
-	MAC         string   `json:"mac"`
-	IPs         []string `json:"ips"`
-	ContainerID string   `json:"containerID"`
-	VM          bool     `json:"vm,omitempty"` // adds benchRule in both directions
-}
-
-// vmid is the Proxmox-like VM number of the i-th tap: taps are tap1000i0,
-// tap1001i0, ... so that names sort in the order they are added.
-func vmid(i int) int { return 1000 + i }
-
-// fillerAddrs are the addresses filler taps take in turn: 198.51.100.1-254,
-// 203.0.113.1-254 and 192.0.2.64-254 (the data plane uses 192.0.2.1-63).
-// The documentation ranges hold 699 of them, so from the 700th tap on
-// addresses repeat, each shared by as few taps as possible; a real host's
-// VMs have distinct addresses, which only shortens the host-to-VM chains.
-var fillerAddrs = func() []string {
-	var out []string
-	for _, r := range []struct {
-		prefix   string
-		from, to int
-	}{{"198.51.100.", 1, 254}, {"203.0.113.", 1, 254}, {"192.0.2.", 64, 254}} {
-		for h := r.from; h <= r.to; h++ {
-			out = append(out, fmt.Sprintf("%s%d", r.prefix, h))
-		}
-	}
-	return out
-}()
-
-// fillerTap is the i-th tap that only has a config: it never sends.
-func fillerTap(i int, bridge string) tapSpec {
-	id := vmid(i)
-	return tapSpec{
-		Name:        fmt.Sprintf("tap%di0", id),
-		Bridge:      bridge,
-		MAC:         fmt.Sprintf("02:00:%02x:%02x:%02x:%02x", byte(i>>24), byte(i>>16), byte(i>>8), byte(i)),
-		IPs:         []string{fillerAddrs[i%len(fillerAddrs)]},
-		ContainerID: fmt.Sprintf("vm%d", id),
-	}
-}
-
-// vmTap is a traffic VM's tap: the i-th tap by name, with the VM's own address.
-func vmTap(i int, bridge, mac, ip string) tapSpec {
-	t := fillerTap(i, bridge)
-	t.MAC, t.IPs, t.VM = mac, []string{ip}, true
-	return t
-}
-
-func (t tapSpec) userRules() rules {
-	r := rules{In: append([]rule(nil), userIn...), Out: append([]rule(nil), userOut...)}
-	if t.VM {
-		r.In = append(r.In, benchRule)
-		r.Out = append(r.Out, benchRule)
-	}
-	return r
-}
-
-// pluginConfig is the whole JSON a QEMU ifup script would send for t: the
-// base config (host section, ipsets) merged with the NIC's fields.
-func (t tapSpec) pluginConfig() []byte {
-	c := map[string]any{
-		"cniVersion": "1.0.0",
-		"name":       "bench",
-		"type":       "tapfw",
-		"ipsets":     map[string][]string{"admins": adminsSet},
-		"host": map[string]any{
-			"ips":          hostIPs,
-			"clusterHosts": clusterHosts,
-			"rules":        rules{In: hostIn, Out: hostOut},
-		},
-		"bridge": t.Bridge,
-		"mac":    t.MAC,
-		"ips":    t.IPs,
-		"rules":  t.userRules(),
-	}
-	b, err := json.Marshal(c)
-	if err != nil {
-		panic(err) // static shapes: cannot fail
-	}
-	return b
-}
-
-// ---- the baseline's rule set ----
+// The baseline's rule set.
 //
 // The baseline applies the same configuration in the seed's flat layout
 // (as tapfw's first backend renders it): per tap two chains, four dispatch
@@ -187,7 +38,7 @@ func userSetName(s string) string  { return "tfw-s-" + s }
 func tapSetName(tap string) string { return "tfw-t-" + tap }
 
 // matchArgs renders a user rule's matches.
-func matchArgs(r rule) []string {
+func matchArgs(r taps.Rule) []string {
 	var a []string
 	if r.Proto != "" {
 		a = append(a, "-p", r.Proto)
@@ -218,7 +69,7 @@ func matchArgs(r rule) []string {
 }
 
 // chainRules renders user rules, LOG and policy of one direction.
-func chainRules(chain, owner, logName, dir, allow string, us []rule, policyLog bool) []ipRule {
+func chainRules(chain, owner, logName, dir, allow string, us []taps.Rule, policyLog bool) []ipRule {
 	var out []ipRule
 	for i, u := range us {
 		c := fmt.Sprintf("%s rule %d", dir, i+1)
@@ -261,7 +112,7 @@ type baselineShared struct {
 func sharedFor(bridges []string) baselineShared {
 	s := baselineShared{
 		Chains: []string{"TFW-FORWARD", "TFW-INPUT", "TFW-OUTPUT", "TFW-INPUT-TAPS", "TFW-OUTPUT-TAPS", "TFW-HOST-IN", "TFW-HOST-OUT"},
-		Sets:   map[string][]string{"tfw-host": hostIPs, "tfw-cluster": clusterHosts, userSetName("admins"): adminsSet},
+		Sets:   map[string][]string{"tfw-host": taps.HostIPs, "tfw-cluster": taps.ClusterHosts, userSetName("admins"): taps.AdminsSet},
 	}
 	for _, h := range [][2]string{{"FORWARD", "TFW-FORWARD"}, {"INPUT", "TFW-INPUT"}, {"OUTPUT", "TFW-OUTPUT"}} {
 		s.Hooks = append(s.Hooks, ipRule{h[0], cat(comment("@tapfw", "hook"), []string{"-j", h[1]})})
@@ -292,9 +143,9 @@ func sharedFor(bridges []string) baselineShared {
 	}
 	h := "@host"
 	s.Rules = append(s.Rules, ipRule{"TFW-HOST-IN", cat([]string{"-m", "set", "--match-set", "tfw-cluster", "src"}, comment(h, "cluster hosts"), []string{"-j", "RETURN"})})
-	s.Rules = append(s.Rules, chainRules("TFW-HOST-IN", h, "host", "in", "RETURN", hostIn, true)...)
+	s.Rules = append(s.Rules, chainRules("TFW-HOST-IN", h, "host", "in", "RETURN", taps.HostIn, true)...)
 	s.Rules = append(s.Rules, ipRule{"TFW-HOST-OUT", cat([]string{"-m", "set", "--match-set", "tfw-cluster", "dst"}, comment(h, "cluster hosts"), []string{"-j", "RETURN"})})
-	s.Rules = append(s.Rules, chainRules("TFW-HOST-OUT", h, "host", "out", "RETURN", hostOut, true)...)
+	s.Rules = append(s.Rules, chainRules("TFW-HOST-OUT", h, "host", "out", "RETURN", taps.HostOut, true)...)
 	return s
 }
 
@@ -308,11 +159,11 @@ type baselineTap struct {
 	Entries  []string
 }
 
-func tapFor(t tapSpec) baselineTap {
+func tapFor(t taps.Spec) baselineTap {
 	in, out := ruleset.TapIn(t.Name), ruleset.TapOut(t.Name)
 	o := t.Name
 	set := tapSetName(t.Name)
-	r := t.userRules()
+	r := t.UserRules()
 	var rs []ipRule
 	rs = append(rs,
 		ipRule{out, cat([]string{"-m", "conntrack", "--ctstate", "INVALID"}, comment(o, "invalid"), []string{"-j", "DROP"})},

@@ -1,0 +1,255 @@
+// Package report holds what a benchmark run measured, as -json writes it
+// and -from-json reads it back, and prints it as markdown tables.
+package report
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strings"
+)
+
+// Report is everything a run measured; -json writes it whole.
+type Report struct {
+	Command    string     `json:"command"`
+	Date       string     `json:"date"`
+	Machine    Machine    `json:"machine"`
+	Params     Params     `json:"params"`
+	Control    []CPResult `json:"controlPlane"`
+	Data       []DPResult `json:"dataPlane"`
+	Incomplete string     `json:"incomplete,omitempty"`
+	Timing     struct {
+		ControlPlaneS float64 `json:"controlPlaneSeconds"`
+		DataPlaneS    float64 `json:"dataPlaneSeconds"`
+		TotalS        float64 `json:"totalSeconds"`
+	} `json:"timing"`
+}
+
+// Machine describes where the run happened.
+type Machine struct {
+	Nproc    int    `json:"nproc"`
+	CPU      string `json:"cpu"`
+	MemMB    int    `json:"memMB"`
+	Kernel   string `json:"kernel"`
+	Iptables string `json:"iptables"`
+	Go       string `json:"go"`
+}
+
+// Summary is the machine on one line.
+func (m Machine) Summary() string {
+	return fmt.Sprintf("%d CPUs (%s), %d MiB, Linux %s, %s, %s", m.Nproc, m.CPU, m.MemMB, m.Kernel, m.Iptables, m.Go)
+}
+
+// Params are the settings of the run.
+type Params struct {
+	N               []int   `json:"n"`
+	DataN           []int   `json:"dataN"`
+	Calls           int     `json:"calls"`
+	DurationS       float64 `json:"durationSeconds"`
+	Jobs            int     `json:"jobs"`
+	Bridges         int     `json:"bridges"`
+	IptablesMode    string  `json:"iptablesMode"`
+	CtUDPTimeout    int     `json:"ctUdpTimeout"`
+	CountPackets    int     `json:"countPackets"`
+	UserRulesIn     int     `json:"userRulesIn"`
+	UserRulesOut    int     `json:"userRulesOut"`
+	BaselineOwn     int     `json:"baselineRulesPerTap"`
+	BaselineShared  int     `json:"baselineSharedRulesPerCall"`
+	FlowsPerPath    int     `json:"flowsPerPath"`
+	FrameBytes      int     `json:"frameBytes"`
+	PluginSizeBytes int64   `json:"pluginSizeBytes"`
+}
+
+// MachineInfo describes this machine; iptables is the iptables command
+// whose version it reports.
+func MachineInfo(iptables string) Machine {
+	m := Machine{Nproc: runtime.NumCPU(), Go: runtime.Version()}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPU = strings.Join(strings.Fields(v), " ")
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		var kb int
+		if _, err := fmt.Sscanf(string(b), "MemTotal: %d kB", &kb); err == nil {
+			m.MemMB = kb / 1024
+		}
+	}
+	if out, err := exec.Command(iptables, "--version").Output(); err == nil {
+		m.Iptables = strings.TrimSpace(string(out))
+	}
+	return m
+}
+
+// WriteJSON writes rep to path.
+func WriteJSON(path string, rep *Report) error {
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// ReadJSON reads a report WriteJSON wrote.
+func ReadJSON(path string) (*Report, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var rep Report
+	if err := json.Unmarshal(data, &rep); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &rep, nil
+}
+
+// Sample is one measured process: wall time from fork to reaped, and the
+// rusage wait4 reports for it. That rusage covers the process and every
+// child it waited for (iptables-save, iptables-restore, ipset, iptables):
+// CPU times are summed, MaxRSS is the largest of them.
+type Sample struct {
+	WallMs   float64 `json:"wallMs"`
+	UserMs   float64 `json:"userMs"`
+	SysMs    float64 `json:"sysMs"`
+	MaxRSSKB int64   `json:"maxRssKB"`
+}
+
+// CPUMs is user plus system time.
+func (s Sample) CPUMs() float64 { return s.UserMs + s.SysMs }
+
+// CallStats summarizes the samples of one kind of call at one N. Wall
+// times in milliseconds; p95 is the nearest-rank percentile.
+type CallStats struct {
+	Calls     int      `json:"calls"`
+	P50       float64  `json:"p50Ms"`
+	P95       float64  `json:"p95Ms"`
+	Mean      float64  `json:"meanMs"`
+	Min       float64  `json:"minMs"`
+	Max       float64  `json:"maxMs"`
+	CPUP50    float64  `json:"cpuP50Ms"`
+	CPUMean   float64  `json:"cpuMeanMs"`
+	RSSP50KB  int64    `json:"rssP50KB"`
+	RSSMaxKB  int64    `json:"rssMaxKB"`
+	Samples   []Sample `json:"samples"`
+	Errors    int      `json:"errors,omitempty"`
+	FirstFail string   `json:"firstError,omitempty"`
+}
+
+func percentile(sorted []float64, p float64) float64 {
+	if len(sorted) == 0 {
+		return math.NaN()
+	}
+	i := int(math.Ceil(p*float64(len(sorted)))) - 1
+	return sorted[max(0, min(i, len(sorted)-1))]
+}
+
+// Summarize computes the statistics of samples.
+func Summarize(samples []Sample) *CallStats {
+	s := &CallStats{Calls: len(samples), Samples: samples}
+	if len(samples) == 0 {
+		return s
+	}
+	var wall, cpu []float64
+	var rss []int64
+	for _, x := range samples {
+		wall = append(wall, x.WallMs)
+		cpu = append(cpu, x.CPUMs())
+		rss = append(rss, x.MaxRSSKB)
+		s.Mean += x.WallMs
+		s.CPUMean += x.CPUMs()
+	}
+	slices.Sort(wall)
+	slices.Sort(cpu)
+	slices.Sort(rss)
+	s.Mean /= float64(len(samples))
+	s.CPUMean /= float64(len(samples))
+	s.P50, s.P95 = percentile(wall, 0.5), percentile(wall, 0.95)
+	s.Min, s.Max = wall[0], wall[len(wall)-1]
+	s.CPUP50 = percentile(cpu, 0.5)
+	s.RSSP50KB = rss[(len(rss)-1)/2]
+	s.RSSMaxKB = rss[len(rss)-1]
+	return s
+}
+
+// CPResult is the control plane at one N.
+type CPResult struct {
+	N              int        `json:"n"`
+	PluginAdd      *CallStats `json:"pluginAdd"`
+	PluginDel      *CallStats `json:"pluginDel"`
+	BaselineAdd    *CallStats `json:"baselineAdd,omitempty"`
+	BaselineDel    *CallStats `json:"baselineDel,omitempty"`
+	PluginRules    int        `json:"pluginRules"`   // rules in the filter table at N taps
+	BaselineRules  int        `json:"baselineRules"` // the same for the baseline's namespace
+	PopulateS      float64    `json:"populateSeconds"`
+	PopulateCalls  int        `json:"populateCalls"`
+	PopulateLastMs float64    `json:"populateLastCallMs"`
+	// FloorAdd and FloorDel are one iptables call appending or deleting a
+	// single rule in a chain nothing jumps to, in the plugin's table at N:
+	// what any rule change costs there, whoever makes it.
+	FloorAdd *CallStats `json:"floorAdd,omitempty"`
+	FloorDel *CallStats `json:"floorDel,omitempty"`
+}
+
+// DPResult is the data plane at one N.
+type DPResult struct {
+	N          int          `json:"n"` // managed taps on the bridge besides the two VMs
+	Paths      []PathResult `json:"paths"`
+	VMs        []string     `json:"vms"`
+	Placement  string       `json:"placement"` // how the VMs' taps were chosen
+	CtCount    uint64       `json:"ctEntriesAfter"`
+	PopulateS  float64      `json:"populateSeconds"`
+	TableRules int          `json:"tableRules"`
+}
+
+// PathResult is one direction of traffic at one N.
+type PathResult struct {
+	Path         string        `json:"path"` // forward, input, output
+	Desc         string        `json:"desc"`
+	FwPPS        float64       `json:"fwPps"`
+	NoFwPPS      float64       `json:"noFwPps"`
+	Ratio        float64       `json:"ratio"` // firewall / no firewall
+	FwSentPPS    float64       `json:"fwSentPps"`
+	NoFwSentPPS  float64       `json:"noFwSentPps"`
+	NewFlowShare float64       `json:"newFlowShare"` // share of packets that made a new conntrack entry (firewalled)
+	Checks       *RuleChecks   `json:"ruleChecks,omitempty"`
+	Static       *StaticChecks `json:"staticChecks,omitempty"`
+	CheckedTap   string        `json:"checkedTap"` // the tap whose dispatch the count follows
+	CountRecv    uint64        `json:"countReceived"`
+}
+
+// RuleChecks are the rules a new packet of one path is checked against,
+// per packet, from pkg/explain's walk through the installed table (the
+// VMs' packet), cross-checked against the kernel's counters after Packets
+// such packets.
+type RuleChecks struct {
+	Packets  uint64             `json:"packets"`  // packets sent for the cross-check
+	Dispatch float64            `json:"dispatch"` // checks outside TFW-T-* and TFW-HOST-*
+	TapChain float64            `json:"tapChains"`
+	Host     float64            `json:"hostChains"`
+	Total    float64            `json:"total"`
+	PerChain map[string]float64 `json:"perChain"` // checks by chain
+	Path     []string           `json:"path"`     // chains entered, in order
+	// CountersChecked is how many of the rules the walk matched were
+	// compared with the kernel's counters (each counted every packet).
+	CountersChecked int `json:"countersChecked"`
+}
+
+// StaticChecks are one path's dispatch checks, walked by pkg/explain for
+// every tap: the VMs' figure and the worst.
+type StaticChecks struct {
+	VM        int    `json:"vm"`        // the traffic VMs' path, to compare with RuleChecks
+	Worst     int    `json:"worst"`     // the largest over all taps
+	WorstTaps string `json:"worstTaps"` // which tap (or pair of taps) it is
+	Taps      int    `json:"taps"`      // taps walked
+	Error     string `json:"error,omitempty"`
+}

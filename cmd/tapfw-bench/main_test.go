@@ -1,0 +1,15 @@
+package main
+
+import "testing"
+
+func TestParseInts(t *testing.T) {
+	got, err := parseInts("100, 1000,4000", 1)
+	if err != nil || len(got) != 3 || got[2] != 4000 {
+		t.Errorf("%v %v", got, err)
+	}
+	for _, bad := range []string{"", "100,100", "1000,100", "0", "9001", "x"} {
+		if _, err := parseInts(bad, 1); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
