@@ -274,7 +274,11 @@ func (d *demo) installed(s *testnet.Seed, save string) {
 	if err != nil {
 		d.failf("%v", err)
 	}
-	for _, l := range tapfwRules(rules, testnet.SeedTaps()[0], d.verbose) {
+	lines, err := tapfwRules(rules, testnet.SeedTaps()[0], d.verbose)
+	if err != nil {
+		d.failf("%v", err)
+	}
+	for _, l := range lines {
 		d.printf("  %s\n", l)
 	}
 	d.installedSets(s)
@@ -473,43 +477,46 @@ func (d *demo) describe(tap string) string {
 // rules in TFW- chains and the hooks into them from the built-in chains.
 // Unless full, the own chains (TFW-T-<tap>-IN/OUT) of taps other than
 // firstTap are summed up in one line per tap: they have the same shape.
-func tapfwRules(save []byte, firstTap string, full bool) []string {
+func tapfwRules(save []byte, firstTap string, full bool) ([]string, error) {
+	tb, err := netfilter.ParseSave(save)
+	if err != nil {
+		return nil, err
+	}
 	var out []string
 	otherTrie := 0
 	counts := map[string]map[string]int{} // tap -> chain -> rules
-	for _, l := range strings.Split(string(save), "\n") {
-		if !strings.HasPrefix(l, "-A TFW-") && !(strings.HasPrefix(l, "-A ") && strings.Contains(l, " -j TFW-")) {
-			continue
-		}
-		chain := strings.Fields(l)[1]
-		if ruleset.IsTrieChain(chain) && !full && !onPath(l, firstTap) {
-			otherTrie++
-			continue
-		}
-		if rest, ok := strings.CutPrefix(chain, "TFW-T-"); ok && !full {
-			tap := rest[:strings.LastIndex(rest, "-")]
-			if tap != firstTap {
+	for _, chain := range tb.Order {
+		for _, spec := range tb.Chains[chain] {
+			l := "-A " + chain + " " + spec
+			if !strings.HasPrefix(chain, ruleset.ChainPrefix) && !strings.Contains(l, " -j "+ruleset.ChainPrefix) {
+				continue
+			}
+			if ruleset.IsTrieChain(chain) && !full && !onPath(l, firstTap) {
+				otherTrie++
+				continue
+			}
+			if tap, ok := ruleset.IsTapChain(chain); ok && !full && tap != firstTap {
 				if counts[tap] == nil {
 					counts[tap] = map[string]int{}
 				}
 				counts[tap][chain]++
 				continue
 			}
+			out = append(out, l)
 		}
-		out = append(out, l)
 	}
 	for _, tap := range testnet.SeedTaps() {
 		if counts[tap] == nil {
 			continue
 		}
-		in, outc := counts[tap]["TFW-T-"+tap+"-IN"], counts[tap]["TFW-T-"+tap+"-OUT"]
-		out = append(out, fmt.Sprintf("(TFW-T-%s-IN: %d rules, TFW-T-%s-OUT: %d rules, shaped like %s's; -v shows them)",
-			tap, in, tap, outc, firstTap))
+		in, outc := ruleset.TapIn(tap), ruleset.TapOut(tap)
+		out = append(out, fmt.Sprintf("(%s: %d rules, %s: %d rules, shaped like %s's; -v shows them)",
+			in, counts[tap][in], outc, counts[tap][outc], firstTap))
 	}
 	if otherTrie > 0 {
 		out = append(out, fmt.Sprintf("(%d more rules in the dispatch tries TFW-DI, TFW-DO, TFW-DH lead to the other taps; -v shows them)", otherTrie))
 	}
-	return out
+	return out, nil
 }
 
 // onPath tells whether a trie rule is on tap's way: its own leaf, or an
