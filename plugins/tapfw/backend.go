@@ -9,7 +9,8 @@ import (
 	"github.com/tapfw/tapfw/pkg/ruleset"
 )
 
-// backend is a firewall backend as the CNI verbs use it: it renders a
+// backend is a firewall backend as the CNI verbs and the operator's gc
+// and flush use it: it renders a
 // validated model.Config in its own terms and keeps the kernel in step.
 // Every method takes the host-wide lock for its whole run, keeps no state
 // between calls (the kernel's netfilter state is the state) and leaves
@@ -40,6 +41,11 @@ type backend interface {
 	// GC removes the taps attached through network whose attachment keep
 	// refuses, and returns their names.
 	GC(network string, keep func(model.Attachment) bool) ([]string, error)
+	// RemoveGone removes the taps for which gone says the interface no
+	// longer exists (with dryRun, only names them) and returns them.
+	RemoveGone(gone func(tap string) (bool, error), dryRun bool) ([]string, error)
+	// Flush removes everything of tapfw's, and nothing else.
+	Flush() error
 	// Status returns nil when the backend can work on this host: its
 	// tools and kernel features are there.
 	Status() error
@@ -110,6 +116,12 @@ func (b *iptables) CleanUp() error { return b.fw.CleanUp() }
 func (b *iptables) GC(network string, keep func(model.Attachment) bool) ([]string, error) {
 	return b.fw.GC(network, keep)
 }
+
+func (b *iptables) RemoveGone(gone func(string) (bool, error), dryRun bool) ([]string, error) {
+	return b.fw.RemoveGone(gone, dryRun)
+}
+
+func (b *iptables) Flush() error { return b.fw.Flush() }
 
 func (b *iptables) Status() error {
 	return netfilter.Status(b.exec, b.fw.Sets, b.fw.Tables6 != nil)

@@ -235,7 +235,7 @@ func (o *operator) gc(dry bool) int {
 	if o.p.envErr != nil {
 		return o.fail("%v", o.p.envErr)
 	}
-	gone, err := o.p.fw.RemoveGone(func(tap string) (bool, error) {
+	gone, err := o.p.be.RemoveGone(func(tap string) (bool, error) {
 		_, err := netlink.LinkByName(tap)
 		var nf netlink.LinkNotFoundError
 		switch {
@@ -281,7 +281,7 @@ func (o *operator) flush(dry bool) int {
 		fmt.Fprintf(o.stdout, "# nft: would delete table %s %s (if present)\n", ruleset.L2Family, ruleset.L2Table)
 		return 0
 	}
-	if err := o.p.fw.Flush(); err != nil {
+	if err := o.p.be.Flush(); err != nil {
 		return o.fail("flushing: %v", err)
 	}
 	fmt.Fprintln(o.stdout, "removed every chain, rule, ipset and bridge table of tapfw's")

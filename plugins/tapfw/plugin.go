@@ -33,8 +33,9 @@ const (
 )
 
 type plugin struct {
-	// be is the backend of the CNI verbs; fw and exec are the iptables
-	// backend's parts that the operator's inspection commands read.
+	// be is the backend of the CNI verbs, gc and flush; fw and exec are
+	// the iptables backend's parts that the operator's inspection and
+	// dry-run commands read (list, show, explain, metrics, render).
 	be     backend
 	fw     *netfilter.Firewall
 	exec   netfilter.Exec
