@@ -6,6 +6,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p tmp
 log=tmp/test.log
+# Everything runs here: TAPFW_NO_KERNEL (make test-unit's) would skip the
+# kernel tests.
+unset TAPFW_NO_KERNEL
 # -tags kernelcheck adds pkg/explain's check of every explained packet
 # against the real kernel.
 go test -race -tags kernelcheck -count=1 -timeout 30m -v ./... >"$log" 2>&1

@@ -44,6 +44,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tapfw/tapfw/pkg/testnet"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -51,9 +52,7 @@ import (
 const envKernelCase = "TFW_EXPLAIN_KERNEL_CASE"
 
 func TestKernel(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	testnet.NeedKernel(t)
 	for _, backend := range []string{"nft", "legacy"} {
 		if _, err := exec.LookPath("iptables-" + backend + "-restore"); err != nil {
 			t.Logf("no iptables-%s", backend)

@@ -391,7 +391,7 @@ func TestRestoreArgv(t *testing.T) {
 // unterminated quote, and iptables-nft-restore --test a rule in a chain
 // nobody declared.)
 func TestRestoreTester(t *testing.T) {
-	needRoot(t)
+	testnet.NeedKernel(t)
 	k := &restoreTester{}
 	t.Cleanup(k.close)
 	good := "*filter\n:TFW-X - [0:0]\n-A TFW-X -m set --match-set tfw-s-x src -m comment --comment \"@x: y #1\" -j ACCEPT\n-I INPUT 1 -j TFW-X\nCOMMIT\n"
@@ -416,7 +416,8 @@ func TestRestoreTester(t *testing.T) {
 
 // restoreTester runs `iptables-restore --test` in a network namespace of
 // its own, made on first use (once per fuzz worker process) and deleted by
-// the fuzz test's cleanup. Without root it does nothing.
+// the fuzz test's cleanup. Unless the kernel tests run here
+// (testnet.KernelTests: root, not make test-unit) it does nothing.
 type restoreTester struct {
 	once  sync.Once
 	ns    *testnet.NS
@@ -440,7 +441,7 @@ func fuzzNSPrefix() string {
 }
 
 func (k *restoreTester) test(restore []byte, sets []SetChange) error {
-	if os.Geteuid() != 0 {
+	if !testnet.KernelTests() {
 		return nil
 	}
 	k.once.Do(func() {

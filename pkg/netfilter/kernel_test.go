@@ -4,7 +4,6 @@ import (
 	"github.com/tapfw/tapfw/pkg/model"
 	"io"
 	"log"
-	"os"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -23,13 +22,6 @@ func init() {
 	log.SetOutput(io.Discard)
 }
 
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (make test runs it as root)")
-	}
-}
-
 var modes = []Mode{ModeNFT, ModeLegacy}
 
 type kernel struct {
@@ -41,7 +33,7 @@ type kernel struct {
 
 func newKernel(t *testing.T, mode Mode) *kernel {
 	t.Helper()
-	needRoot(t)
+	testnet.NeedKernel(t)
 	if _, err := exec.LookPath("iptables-" + string(mode) + "-restore"); err != nil {
 		t.Skipf("iptables-%s not installed", mode)
 	}

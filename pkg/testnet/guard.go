@@ -1,6 +1,7 @@
 package testnet
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -82,11 +83,34 @@ var emptyTable = regexp.MustCompile(`^(\*\w+|COMMIT|:(INPUT|FORWARD|OUTPUT|PRERO
 // lifetimes.
 var volatile = regexp.MustCompile(` \[\d+:\d+\]| expires \d+sec| valid_lft \S+| preferred_lft \S+`)
 
+// EnvNoKernel, set to anything, turns every kernel test of the binary off
+// even as root (make test-unit sets it): NeedKernel skips them and NewNS
+// refuses, so a test that touches the kernel without NeedKernel fails.
+const EnvNoKernel = "TAPFW_NO_KERNEL"
+
+// guard is what GuardHost decided for this binary: whether it ran, and if
+// the kernel tests may run, or why not.
+var guard struct {
+	ran    bool
+	noKern string // why the kernel tests do not run; "" if they do
+}
+
 // GuardHost runs the tests and fails the run when they changed HostState:
 // every test works in namespaces of its own, and a goroutine that escapes
 // one (NS.Do's threads are not inherited) would otherwise change the
 // machine's own firewall unseen. For TestMain: os.Exit(GuardHost(m)).
+//
+// It also decides, once, whether the binary's kernel tests run: only as
+// root and without EnvNoKernel. Without root it compares nothing, which is
+// safe because then no kernel test runs (NeedKernel skips, NewNS refuses).
 func GuardHost(m *testing.M) int {
+	guard.ran = true
+	switch {
+	case os.Getenv(EnvNoKernel) != "":
+		guard.noKern = EnvNoKernel + " is set (make test-unit runs no kernel test)"
+	case os.Geteuid() != 0:
+		guard.noKern = "needs root (make test runs it as root)"
+	}
 	if os.Geteuid() != 0 || !inHostNetns() {
 		// A test binary re-run inside a sandbox (pkg/explain's kernel
 		// check does that) is there to change it.
@@ -101,6 +125,39 @@ func GuardHost(m *testing.M) int {
 		}
 	}
 	return code
+}
+
+// NeedKernel starts every test that touches the kernel (namespaces,
+// netfilter, links, real packets), directly or through a helper: it fails
+// the test if the package's TestMain does not run GuardHost, and skips it
+// when GuardHost decided the kernel tests do not run (no root, or
+// EnvNoKernel). A test that never calls it is a pure test.
+func NeedKernel(t testing.TB) {
+	t.Helper()
+	if !guard.ran {
+		t.Fatal("a kernel test in a package whose TestMain does not run testnet.GuardHost")
+	}
+	if guard.noKern != "" {
+		t.Skip("kernel test: " + guard.noKern)
+	}
+}
+
+// KernelTests says whether this test binary's kernel tests run, for code
+// that has no testing.TB to skip (a fuzz target's optional kernel check).
+func KernelTests() bool { return guard.ran && guard.noKern == "" }
+
+// kernelRefused is why NewNS refuses in this process: in a test binary,
+// unless GuardHost runs and lets the kernel tests run. Programs that are
+// not tests (tapfw-demo, tapfw-bench) are not held.
+func kernelRefused() error {
+	switch {
+	case !testing.Testing() || KernelTests():
+		return nil
+	case !guard.ran:
+		return errors.New("testnet: a namespace in a test binary whose TestMain does not run GuardHost")
+	default:
+		return errors.New("testnet: a namespace in a test that did not call testnet.NeedKernel (kernel tests are off: " + guard.noKern + ")")
+	}
 }
 
 // inHostNetns says whether this process is in init's network namespace.

@@ -28,7 +28,7 @@ func guestCacheDir() string {
 // (cached) guest image.
 func needGuestImage(t *testing.T) *GuestImage {
 	t.Helper()
-	needRoot(t)
+	NeedKernel(t)
 	for _, tool := range []string{guestQEMU, "apt-get", "apt-cache", "dpkg-deb"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("%s not installed", tool)
@@ -307,7 +307,7 @@ func TestGuestQuit(t *testing.T) {
 // TestGuestAccelProbe: the KVM probe's firmware runs to its end under TCG,
 // so a KVM that runs guests passes it.
 func TestGuestAccelProbe(t *testing.T) {
-	needRoot(t)
+	NeedKernel(t)
 	if _, err := exec.LookPath(guestQEMU); err != nil {
 		t.Skipf("%s not installed", guestQEMU)
 	}

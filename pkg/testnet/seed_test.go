@@ -8,7 +8,7 @@ import (
 // TestSeedBaseline builds the sample network without any firewall: every
 // probe must pass, twice, and Close must remove every namespace.
 func TestSeedBaseline(t *testing.T) {
-	needRoot(t)
+	NeedKernel(t)
 	s, err := NewSeed()
 	if err != nil {
 		t.Fatal(err)

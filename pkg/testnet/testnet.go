@@ -41,8 +41,12 @@ type NS struct {
 }
 
 // NewNS creates a namespace named NamePrefix+prefix+"-"+6 random hex digits,
-// disables IPv6 in it and brings lo up.
+// disables IPv6 in it and brings lo up. In a test binary it refuses
+// unless GuardHost lets the kernel tests run (see NeedKernel).
 func NewNS(prefix string) (*NS, error) {
+	if err := kernelRefused(); err != nil {
+		return nil, err
+	}
 	var rnd [3]byte
 	if _, err := rand.Read(rnd[:]); err != nil {
 		return nil, fmt.Errorf("random namespace suffix: %w", err)

@@ -45,13 +45,6 @@ func nsListed(list []byte, name string) bool {
 	return false
 }
 
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces")
-	}
-}
-
 func newNS(t *testing.T, prefix string) *NS {
 	t.Helper()
 	n, err := NewNS(prefix)
@@ -112,7 +105,7 @@ func (l *lab) unicast(payload string) Frame {
 }
 
 func TestNSLifecycle(t *testing.T) {
-	needRoot(t)
+	NeedKernel(t)
 	n, err := NewNS("life")
 	if err != nil {
 		t.Fatal(err)
@@ -169,7 +162,7 @@ func TestNSLifecycle(t *testing.T) {
 }
 
 func TestTCPProbe(t *testing.T) {
-	needRoot(t)
+	NeedKernel(t)
 	l := newLab(t)
 	srv, err := TCPServe(l.b, "192.0.2.11:22")
 	if err != nil {
@@ -205,7 +198,7 @@ func TestTCPProbe(t *testing.T) {
 }
 
 func TestSendFrameUnicast(t *testing.T) {
-	needRoot(t)
+	NeedKernel(t)
 	l := newLab(t)
 	ln, err := UDPListen(l.b, "0.0.0.0:5000")
 	if err != nil {
@@ -244,7 +237,7 @@ func TestSendFrameUnicast(t *testing.T) {
 }
 
 func TestSendFrameDHCPBroadcast(t *testing.T) {
-	needRoot(t)
+	NeedKernel(t)
 	l := newLab(t)
 	ln, err := UDPListen(l.host, "0.0.0.0:67")
 	if err != nil {
@@ -266,7 +259,7 @@ func TestSendFrameDHCPBroadcast(t *testing.T) {
 }
 
 func TestFirewallDropsBridgedProbe(t *testing.T) {
-	needRoot(t)
+	NeedKernel(t)
 	if _, err := exec.LookPath("iptables"); err != nil {
 		t.Skip("iptables not installed")
 	}
@@ -359,9 +352,7 @@ func TestFrameBytes(t *testing.T) {
 // a tapfw chain, a new link and a new route. Read here inside a sandbox,
 // as it would be in the host's namespace.
 func TestHostStateSeesChanges(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (make test runs it as root)")
-	}
+	NeedKernel(t)
 	ns, err := NewNS("guard")
 	if err != nil {
 		t.Fatal(err)

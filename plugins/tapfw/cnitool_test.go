@@ -47,7 +47,7 @@ type cniRuntime struct {
 
 func needCNITools(t *testing.T) {
 	t.Helper()
-	needRoot(t)
+	testnet.NeedKernel(t)
 	for _, b := range []string{"cnitool", "bridge", "host-local"} {
 		if fi, err := os.Stat(filepath.Join(cniBinDir, b)); err != nil || fi.Mode()&0o111 == 0 {
 			t.Skipf("bin/cni/%s missing: run scripts/deps.sh", b)

@@ -259,7 +259,7 @@ func checkCorpusBase() error {
 // file's CNI error code, a message naming the problem, and the kernel
 // byte-identical to before.
 func TestBadInputCorpus(t *testing.T) {
-	needRoot(t)
+	testnet.NeedKernel(t)
 	files := loadCorpus(t)
 	for _, mode := range []string{"nft", "legacy"} {
 		t.Run(mode, func(t *testing.T) {

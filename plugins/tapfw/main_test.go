@@ -32,13 +32,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (make test runs it as root)")
-	}
-}
-
 // host is a sandbox hypervisor: a namespace with bridge vmbr0 and a real
 // tap device on it, as QEMU makes them.
 type host struct {
@@ -48,7 +41,7 @@ type host struct {
 
 func newHost(t *testing.T, taps ...string) *host {
 	t.Helper()
-	needRoot(t)
+	testnet.NeedKernel(t)
 	ns, err := testnet.NewNS("pl")
 	if err != nil {
 		t.Fatal(err)

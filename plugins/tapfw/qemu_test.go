@@ -49,7 +49,7 @@ const qemuBase = `{
 
 func needQEMU(t *testing.T) {
 	t.Helper()
-	needRoot(t)
+	testnet.NeedKernel(t)
 	if _, err := exec.LookPath(qemuBinary); err != nil {
 		t.Skipf("%s not installed", qemuBinary)
 	}

@@ -18,7 +18,7 @@ const seedConfDir = "../../testdata/seed"
 // with the firewall, and the taps leave no trace after DEL (only the host
 // firewall and the bridges' chains, which no tap owns, remain).
 func TestSeedTraffic(t *testing.T) {
-	needRoot(t)
+	testnet.NeedKernel(t)
 	for _, mode := range []string{"nft", "legacy"} {
 		t.Run(mode, func(t *testing.T) {
 			save := "iptables-" + mode + "-save"
