@@ -44,6 +44,7 @@ verify:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(GO) vet -tags kernelcheck ./pkg/explain
 
 ## update: rewrite the golden files in testdata/ from the current code
 update:

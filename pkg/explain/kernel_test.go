@@ -569,7 +569,7 @@ func ipPacket(p Packet, tcpFlags byte) []byte {
 		case 6, 17:
 			putSum(l4, proto, pseudo4(p.Src, p.Dst, proto, len(l4)))
 		case 1:
-			binary.BigEndian.PutUint16(l4[2:], checksum(0, l4))
+			binary.BigEndian.PutUint16(l4[2:], testnet.Checksum(0, l4))
 		}
 		return append(h, l4...)
 	}
@@ -585,7 +585,7 @@ func ipPacket(p Packet, tcpFlags byte) []byte {
 	copy(h[24:], d[:])
 	if proto == 6 || proto == 17 || proto == 58 {
 		ps := append(append(append([]byte{}, s[:]...), d[:]...), 0, 0, byte(len(l4)>>8), byte(len(l4)), 0, 0, 0, byte(proto))
-		putSum(l4, proto, sum(0, ps))
+		putSum(l4, proto, testnet.Sum16(0, ps))
 	}
 	return append(h, l4...)
 }
@@ -599,41 +599,23 @@ func ipv4Header(proto byte, src, dst netip.Addr, l4len int) []byte {
 	s, d := src.As4(), dst.As4()
 	copy(h[12:], s[:])
 	copy(h[16:], d[:])
-	binary.BigEndian.PutUint16(h[10:], checksum(0, h))
+	binary.BigEndian.PutUint16(h[10:], testnet.Checksum(0, h))
 	return h
 }
 
 func pseudo4(src, dst netip.Addr, proto, n int) uint32 {
 	s, d := src.As4(), dst.As4()
 	b := append(append(append([]byte{}, s[:]...), d[:]...), 0, byte(proto), byte(n>>8), byte(n))
-	return sum(0, b)
+	return testnet.Sum16(0, b)
 }
 
 // putSum writes the checksum of a TCP, UDP or ICMPv6 header with its
 // pseudo-header sum.
 func putSum(l4 []byte, proto int, pseudo uint32) {
 	off := map[int]int{6: 16, 17: 6, 58: 2}[proto]
-	c := checksum(pseudo, l4)
+	c := testnet.Checksum(pseudo, l4)
 	if proto == 17 && c == 0 {
 		c = 0xffff
 	}
 	binary.BigEndian.PutUint16(l4[off:], c)
-}
-
-func sum(acc uint32, b []byte) uint32 {
-	for i := 0; i+1 < len(b); i += 2 {
-		acc += uint32(b[i])<<8 | uint32(b[i+1])
-	}
-	if len(b)%2 == 1 {
-		acc += uint32(b[len(b)-1]) << 8
-	}
-	return acc
-}
-
-func checksum(acc uint32, b []byte) uint16 {
-	acc = sum(acc, b)
-	for acc > 0xffff {
-		acc = acc>>16 + acc&0xffff
-	}
-	return ^uint16(acc)
 }

@@ -53,7 +53,7 @@ func IPv6Frame(src, dst net.HardwareAddr, srcIP, dstIP net.IP, next byte, payloa
 	pseudo = append(append(pseudo, srcIP.To16()...), dstIP.To16()...)
 	pseudo = binary.BigEndian.AppendUint32(pseudo, uint32(len(payload)))
 	pseudo = append(pseudo, 0, 0, 0, next)
-	binary.BigEndian.PutUint16(p[csum:csum+2], checksum(sum16(0, pseudo), p))
+	binary.BigEndian.PutUint16(p[csum:csum+2], Checksum(Sum16(0, pseudo), p))
 	return b
 }
 
@@ -156,7 +156,7 @@ func IGMP(src net.HardwareAddr, srcIP, dstIP net.IP, typ byte, group net.IP, ttl
 	copy(ip[12:16], srcIP.To4())
 	copy(ip[16:20], d)
 	ip[20], ip[21] = 0x94, 4 // router alert
-	binary.BigEndian.PutUint16(ip[10:12], checksum(0, ip))
+	binary.BigEndian.PutUint16(ip[10:12], Checksum(0, ip))
 	m := b[38:46]
 	m[0] = typ
 	if typ == 0x11 {
@@ -165,7 +165,7 @@ func IGMP(src net.HardwareAddr, srcIP, dstIP net.IP, typ byte, group net.IP, ttl
 	if group != nil {
 		copy(m[4:8], group.To4())
 	}
-	binary.BigEndian.PutUint16(m[2:4], checksum(0, m))
+	binary.BigEndian.PutUint16(m[2:4], Checksum(0, m))
 	return b
 }
 
@@ -201,6 +201,6 @@ func MLD(src net.HardwareAddr, srcIP, dstIP net.IP, typ byte) []byte {
 	pseudo = append(append(pseudo, srcIP.To16()...), dstIP.To16()...)
 	pseudo = binary.BigEndian.AppendUint32(pseudo, uint32(len(m)))
 	pseudo = append(pseudo, 0, 0, 0, 58)
-	binary.BigEndian.PutUint16(m[2:4], checksum(sum16(0, pseudo), m))
+	binary.BigEndian.PutUint16(m[2:4], Checksum(Sum16(0, pseudo), m))
 	return b
 }

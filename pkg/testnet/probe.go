@@ -273,7 +273,7 @@ func (f Frame) Bytes() ([]byte, error) {
 	ip[9] = unix.IPPROTO_UDP
 	copy(ip[12:16], src)
 	copy(ip[16:20], dst)
-	binary.BigEndian.PutUint16(ip[10:12], checksum(0, ip))
+	binary.BigEndian.PutUint16(ip[10:12], Checksum(0, ip))
 
 	udp := b[34 : 34+udpLen]
 	binary.BigEndian.PutUint16(udp[0:2], f.SrcPort)
@@ -282,7 +282,7 @@ func (f Frame) Bytes() ([]byte, error) {
 	copy(udp[8:], f.Payload)
 	pseudo := make([]byte, 0, 12)
 	pseudo = append(append(append(pseudo, src...), dst...), 0, unix.IPPROTO_UDP, byte(udpLen>>8), byte(udpLen))
-	sum := checksum(sum16(0, pseudo), udp)
+	sum := Checksum(Sum16(0, pseudo), udp)
 	if sum == 0 {
 		sum = 0xffff // 0 means "no checksum" in UDP over IPv4
 	}
@@ -290,8 +290,8 @@ func (f Frame) Bytes() ([]byte, error) {
 	return b, nil
 }
 
-// sum16 adds b as big-endian 16-bit words to the one's-complement accumulator acc.
-func sum16(acc uint32, b []byte) uint32 {
+// Sum16 adds b as big-endian 16-bit words to the one's-complement accumulator acc.
+func Sum16(acc uint32, b []byte) uint32 {
 	for len(b) >= 2 {
 		acc += uint32(b[0])<<8 | uint32(b[1])
 		b = b[2:]
@@ -302,9 +302,9 @@ func sum16(acc uint32, b []byte) uint32 {
 	return acc
 }
 
-// checksum returns the Internet checksum of b continuing from acc.
-func checksum(acc uint32, b []byte) uint16 {
-	acc = sum16(acc, b)
+// Checksum returns the Internet checksum of b continuing from acc.
+func Checksum(acc uint32, b []byte) uint16 {
+	acc = Sum16(acc, b)
 	for acc>>16 != 0 {
 		acc = acc&0xffff + acc>>16
 	}

@@ -329,7 +329,7 @@ func TestFrameBytes(t *testing.T) {
 		t.Errorf("len = %d, want 60 (padded)", len(b))
 	}
 	ip := b[14:34]
-	if checksum(0, ip) != 0 {
+	if Checksum(0, ip) != 0 {
 		t.Error("IPv4 header checksum does not verify")
 	}
 	if ip[8] != 64 || ip[9] != 17 {
@@ -337,7 +337,7 @@ func TestFrameBytes(t *testing.T) {
 	}
 	udp := b[34 : 34+8+5]
 	pseudo := append(append(append([]byte{}, ip[12:20]...), 0, 17), 0, byte(len(udp)))
-	if checksum(sum16(0, pseudo), udp) != 0 {
+	if Checksum(Sum16(0, pseudo), udp) != 0 {
 		t.Error("UDP checksum does not verify")
 	}
 	if _, err := (Frame{SrcMAC: f.SrcMAC, DstMAC: f.DstMAC, SrcIP: nil, DstIP: f.DstIP}).Bytes(); err == nil {
