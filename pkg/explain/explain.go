@@ -292,6 +292,17 @@ type walker struct {
 	compiled map[string][]*rule // the rules compiled so far, by chain
 	res      Result
 	seen     map[string]bool // the entries of res.Uncertain
+
+	// Where the packet is: rule i (0-based) of chain, with the return
+	// addresses of the jumps that led there.
+	chain string
+	i     int
+	stack []frame
+	// entered holds each chain entered, with the return addresses then on
+	// the stack: the walk is deterministic, so entering the same chain
+	// with the same stack again is a loop (of gotos: jumps in a loop are
+	// caught by onStack).
+	entered map[string]bool
 }
 
 // rule returns the compiled rule i (0-based) of chain.
@@ -323,147 +334,187 @@ func (w *walker) uncertain(msg string) {
 	}
 }
 
-// policy ends the walk with the hook's policy.
-func (w *walker) policy(hook string) (Result, error) {
+// policy ends the walk with the hook's policy; it returns true, the walk
+// being done.
+func (w *walker) policy() bool {
+	hook := w.env.p.Hook
 	pol := w.t.Policies[hook]
 	if pol == "" {
 		pol = Accept
 	}
 	w.res.Steps = append(w.res.Steps, Step{Chain: hook, What: WhatPolicy, Target: pol})
 	w.res.Verdict = pol
-	return w.res, nil
+	return true
 }
 
 // run is ipt_do_table: a -j pushes a return address, a -g does not, a
 // RETURN (or the end of a user chain) pops one, and with none left the
 // hook's policy decides.
 func (w *walker) run() (Result, error) {
-	hook := w.env.p.Hook
-	chain, i := hook, 0
-	var stack []frame
-	// entered holds each chain entered, with the return addresses then on
-	// the stack: the walk is deterministic, so entering the same chain
-	// with the same stack again is a loop (of gotos: jumps in a loop are
-	// caught by onStack).
-	entered := map[string]bool{}
-	// ret pops a return address; false when there is none.
-	ret := func() bool {
-		if len(stack) == 0 {
-			return false
-		}
-		f := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		chain, i = f.chain, f.next
-		return true
-	}
+	w.chain, w.i = w.env.p.Hook, 0
+	w.entered = map[string]bool{}
 	for n := 0; ; n++ {
 		if n > maxEvaluations {
 			return Result{}, fmt.Errorf("explain: more than %d rules evaluated: a loop?", maxEvaluations)
 		}
-		specs := w.t.Chains[chain]
-		if i >= len(specs) {
-			if netfilter.Builtin(chain) {
-				return w.policy(hook)
-			}
-			s := Step{Chain: chain, What: WhatEnd, Target: hook}
-			if len(stack) > 0 {
-				s.Target = stack[len(stack)-1].chain
-			}
-			w.res.Steps = append(w.res.Steps, s)
-			if !ret() {
-				return w.policy(hook)
-			}
-			continue
-		}
-		r, err := w.rule(chain, i)
+		done, err := w.step()
 		if err != nil {
 			return Result{}, err
 		}
-		w.res.Checks[chain]++
-		out := r.eval(w.env)
-		step := Step{Chain: chain, Index: i + 1, Spec: r.spec, Comment: r.comment, Target: r.target, Notes: out.notes}
-		i++
-		switch out.v {
-		case no:
-			continue
-		case unknown:
-			step.What = WhatUnknown
-			w.res.Steps = append(w.res.Steps, step)
-			for _, why := range out.why {
-				msg := fmt.Sprintf("%s rule %d: %s; assumed not to match", chain, step.Index, why)
-				switch {
-				case r.harmless():
-					msg += " (it only logs or counts: the verdict does not depend on it)"
-				case r.isGoto:
-					msg += " (if it does: -g " + r.target + ")"
-				default:
-					msg += " (if it does: -j " + r.target + ")"
-				}
-				w.uncertain(msg)
-			}
-			continue
-		}
-		switch t := r.target; {
-		case t == "":
-			step.What = WhatNoTarget
-		case t == Accept || t == Drop || t == Reject:
-			step.What = WhatVerdict
-			if t == Reject {
-				step.Detail = r.rejectWith
-				w.res.RejectWith = r.rejectWith
-			}
-			w.res.Steps = append(w.res.Steps, step)
-			d := step
-			w.res.Decisive = &d
-			w.res.Verdict = t
+		if done {
 			return w.res, nil
-		case t == "RETURN":
-			step.What = WhatReturn
-			w.res.Steps = append(w.res.Steps, step)
-			if netfilter.Builtin(chain) {
-				return w.policy(hook)
-			}
-			if !ret() {
-				return w.policy(hook)
-			}
-			continue
-		case t == "MARK":
-			// xt_MARK: mark = (mark & ~mask) ^ value.
-			w.env.mark = w.env.mark&^r.xmark[1] ^ r.xmark[0]
-			step.What, step.Detail = WhatMark, fmt.Sprintf("mark now %#x", w.env.mark)
-		case t == "LOG":
-			step.What, step.Detail = WhatLog, r.logPrefix
-		case t == "NFLOG":
-			step.What, step.Detail = WhatNFLog, r.logPrefix
-		case w.t.Has(t):
-			if netfilter.Builtin(t) {
-				return Result{}, fmt.Errorf("explain: %s rule %d: jump to built-in chain %s", chain, step.Index, t)
-			}
-			if r.isGoto {
-				step.What = WhatGoto
-			} else {
-				step.What = WhatJump
-				if onStack(stack, chain, t) {
-					return Result{}, fmt.Errorf("explain: %s rule %d: loop through chain %s", chain, step.Index, t)
-				}
-				stack = append(stack, frame{chain: chain, next: i})
-			}
-			w.res.Steps = append(w.res.Steps, step)
-			key := fmt.Sprint(t, stack)
-			if entered[key] {
-				return Result{}, fmt.Errorf("explain: %s rule %d: loop through chain %s", chain, step.Index, t)
-			}
-			entered[key] = true
-			chain, i = t, 0
-			continue
-		case r.isGoto:
-			return Result{}, fmt.Errorf("explain: %s rule %d: goto to missing chain %s", chain, step.Index, t)
-		default:
-			step.What = WhatUnknownTarget
-			w.uncertain(fmt.Sprintf("%s rule %d: target %s is not simulated; assumed to let the packet go on", chain, step.Index, t))
 		}
-		w.res.Steps = append(w.res.Steps, step)
 	}
+}
+
+// step takes the packet through the next rule of its chain, or off the
+// chain's end; it reports whether the walk is done (w.res holds the
+// verdict).
+func (w *walker) step() (bool, error) {
+	if w.i >= len(w.t.Chains[w.chain]) {
+		return w.endOfChain(), nil
+	}
+	r, err := w.rule(w.chain, w.i)
+	if err != nil {
+		return false, err
+	}
+	w.res.Checks[w.chain]++
+	out := r.eval(w.env)
+	step := Step{Chain: w.chain, Index: w.i + 1, Spec: r.spec, Comment: r.comment, Target: r.target, Notes: out.notes}
+	w.i++
+	switch out.v {
+	case no:
+		return false, nil
+	case unknown:
+		w.unknownMatch(r, step, out.why)
+		return false, nil
+	}
+	return w.target(r, step)
+}
+
+// endOfChain is the packet running off the end of its chain: a built-in
+// chain's policy decides; a user chain returns to the rule after the jump
+// that led there, or with no jump left, to the hook's policy.
+func (w *walker) endOfChain() bool {
+	if netfilter.Builtin(w.chain) {
+		return w.policy()
+	}
+	s := Step{Chain: w.chain, What: WhatEnd, Target: w.env.p.Hook}
+	if len(w.stack) > 0 {
+		s.Target = w.stack[len(w.stack)-1].chain
+	}
+	w.res.Steps = append(w.res.Steps, s)
+	if !w.ret() {
+		return w.policy()
+	}
+	return false
+}
+
+// ret pops a return address; false when there is none.
+func (w *walker) ret() bool {
+	if len(w.stack) == 0 {
+		return false
+	}
+	f := w.stack[len(w.stack)-1]
+	w.stack = w.stack[:len(w.stack)-1]
+	w.chain, w.i = f.chain, f.next
+	return true
+}
+
+// unknownMatch records rule r, whose matches cannot all be evaluated, as
+// assumed not to match, with why (one entry each) in Result.Uncertain and
+// what would follow if it did match.
+func (w *walker) unknownMatch(r *rule, step Step, why []string) {
+	step.What = WhatUnknown
+	w.res.Steps = append(w.res.Steps, step)
+	for _, y := range why {
+		msg := fmt.Sprintf("%s rule %d: %s; assumed not to match", step.Chain, step.Index, y)
+		switch {
+		case r.harmless():
+			msg += " (it only logs or counts: the verdict does not depend on it)"
+		case r.isGoto:
+			msg += " (if it does: -g " + r.target + ")"
+		default:
+			msg += " (if it does: -j " + r.target + ")"
+		}
+		w.uncertain(msg)
+	}
+}
+
+// target carries out the target of the matched rule r, step being its
+// step; it reports whether the walk is done.
+func (w *walker) target(r *rule, step Step) (bool, error) {
+	switch t := r.target; {
+	case t == "":
+		step.What = WhatNoTarget
+	case t == Accept || t == Drop || t == Reject:
+		w.verdict(r, step)
+		return true, nil
+	case t == "RETURN":
+		step.What = WhatReturn
+		w.res.Steps = append(w.res.Steps, step)
+		if netfilter.Builtin(step.Chain) || !w.ret() {
+			return w.policy(), nil
+		}
+		return false, nil
+	case t == "MARK":
+		// xt_MARK: mark = (mark & ~mask) ^ value.
+		w.env.mark = w.env.mark&^r.xmark[1] ^ r.xmark[0]
+		step.What, step.Detail = WhatMark, fmt.Sprintf("mark now %#x", w.env.mark)
+	case t == "LOG":
+		step.What, step.Detail = WhatLog, r.logPrefix
+	case t == "NFLOG":
+		step.What, step.Detail = WhatNFLog, r.logPrefix
+	case w.t.Has(t):
+		return false, w.enter(r, step)
+	case r.isGoto:
+		return false, fmt.Errorf("explain: %s rule %d: goto to missing chain %s", step.Chain, step.Index, t)
+	default:
+		step.What = WhatUnknownTarget
+		w.uncertain(fmt.Sprintf("%s rule %d: target %s is not simulated; assumed to let the packet go on", step.Chain, step.Index, t))
+	}
+	w.res.Steps = append(w.res.Steps, step)
+	return false, nil
+}
+
+// verdict ends the walk with the ACCEPT, DROP or REJECT of rule r.
+func (w *walker) verdict(r *rule, step Step) {
+	step.What = WhatVerdict
+	if r.target == Reject {
+		step.Detail = r.rejectWith
+		w.res.RejectWith = r.rejectWith
+	}
+	w.res.Steps = append(w.res.Steps, step)
+	d := step
+	w.res.Decisive = &d
+	w.res.Verdict = r.target
+}
+
+// enter takes the packet into the user chain that rule r jumps or goes to;
+// a jump pushes the return address (the rule after r). It refuses a jump
+// to a built-in chain and a loop.
+func (w *walker) enter(r *rule, step Step) error {
+	t := r.target
+	if netfilter.Builtin(t) {
+		return fmt.Errorf("explain: %s rule %d: jump to built-in chain %s", step.Chain, step.Index, t)
+	}
+	if r.isGoto {
+		step.What = WhatGoto
+	} else {
+		step.What = WhatJump
+		if onStack(w.stack, step.Chain, t) {
+			return fmt.Errorf("explain: %s rule %d: loop through chain %s", step.Chain, step.Index, t)
+		}
+		w.stack = append(w.stack, frame{chain: step.Chain, next: w.i})
+	}
+	w.res.Steps = append(w.res.Steps, step)
+	key := fmt.Sprint(t, w.stack)
+	if w.entered[key] {
+		return fmt.Errorf("explain: %s rule %d: loop through chain %s", step.Chain, step.Index, t)
+	}
+	w.entered[key] = true
+	w.chain, w.i = t, 0
+	return nil
 }
 
 // onStack reports whether a jump to target from chain loops: the kernel

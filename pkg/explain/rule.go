@@ -177,130 +177,181 @@ func compile(spec string, family int) (*rule, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &rule{spec: spec}
-	p := &parser{spec: spec, toks: toks}
-	var (
-		mod         module
-		modName     string
-		modStart    int
-		unsupported []string
-		proto       string // the -p of the rule, for options without -m
-	)
-	// flush ends the current module at token end.
-	flush := func(end int) {
-		if mod == nil {
-			return
-		}
-		text := p.text(modStart, end)
-		var m matcher = mod
-		if _, ok := mod.(unknownModule); ok {
-			m = unknownMatch{why: "match not simulated"}
-		} else if len(unsupported) > 0 {
-			m = unknownMatch{why: strings.Join(unsupported, ", ") + " not simulated"}
-		}
-		if c, ok := mod.(*commentModule); ok && r.comment == "" && c.set {
-			r.comment = c.text
-		}
-		r.matches = append(r.matches, match{text: text, m: m})
-		mod, unsupported = nil, nil
-	}
-	for p.more() {
-		start := p.i
-		neg := false
-		opt := p.next()
-		if opt == "!" {
-			if !p.more() {
-				return nil, fmt.Errorf("%q: ! at the end", spec)
-			}
-			neg = true
-			opt = p.next()
-		}
-		switch opt {
-		case "-s", "--source", "-d", "--destination":
-			flush(start)
-			v, err := p.arg(opt)
-			if err != nil {
-				return nil, err
-			}
-			m, err := parseAddrMatch(v, family, opt == "-d" || opt == "--destination", neg)
-			if err != nil {
-				return nil, fmt.Errorf("%s %s: %w", opt, v, err)
-			}
-			r.matches = append(r.matches, match{text: p.text(start, p.i), m: m})
-		case "-i", "--in-interface", "-o", "--out-interface":
-			flush(start)
-			v, err := p.arg(opt)
-			if err != nil {
-				return nil, err
-			}
-			out := opt == "-o" || opt == "--out-interface"
-			r.matches = append(r.matches, match{text: p.text(start, p.i), m: ifaceMatch{out: out, neg: neg, pattern: v}})
-		case "-p", "--protocol":
-			flush(start)
-			v, err := p.arg(opt)
-			if err != nil {
-				return nil, err
-			}
-			n, err := protoNumber(v)
-			if err != nil {
-				return nil, fmt.Errorf("-p: %w", err)
-			}
-			proto = strings.ToLower(v)
-			r.matches = append(r.matches, match{text: p.text(start, p.i), m: protoMatch{neg: neg, num: n}})
-		case "-f", "--fragment":
-			flush(start)
-			r.matches = append(r.matches, match{text: p.text(start, p.i), m: fragMatch{neg: neg}})
-		case "-m", "--match":
-			flush(start)
-			if neg {
-				return nil, fmt.Errorf("! before %s", opt)
-			}
-			v, err := p.arg(opt)
-			if err != nil {
-				return nil, err
-			}
-			mod, modName, modStart = newModule(v, family), v, start
-		case "-j", "--jump", "-g", "--goto":
-			flush(start)
-			if neg {
-				return nil, fmt.Errorf("! before %s", opt)
-			}
-			v, err := p.arg(opt)
-			if err != nil {
-				return nil, err
-			}
-			r.target, r.isGoto = v, opt == "-g" || opt == "--goto"
-			if err := r.targetOptions(p, family); err != nil {
-				return nil, fmt.Errorf("-j %s: %w", v, err)
-			}
-		default:
-			if !strings.HasPrefix(opt, "--") {
-				return nil, fmt.Errorf("unexpected %q in %q", opt, spec)
-			}
-			if mod == nil {
-				// iptables loads the protocol's match by itself
-				// ("-p tcp --dport 22"); iptables-save prints the -m.
-				if proto != "tcp" && proto != "udp" && proto != "icmp" && proto != "ipv6-icmp" && proto != "icmpv6" {
-					return nil, fmt.Errorf("option %s without a match", opt)
-				}
-				modName = proto
-				if proto == "ipv6-icmp" || proto == "icmpv6" {
-					modName = "icmp6"
-				}
-				mod, modStart = newModule(modName, family), start
-			}
-			known, err := mod.option(opt, neg, p)
-			if err != nil {
-				return nil, fmt.Errorf("-m %s %s: %w", modName, opt, err)
-			}
-			if !known {
-				p.skipValues()
-				unsupported = append(unsupported, opt)
-			}
+	c := &compiler{p: &parser{spec: spec, toks: toks}, r: &rule{spec: spec}, family: family}
+	for c.p.more() {
+		if err := c.option(); err != nil {
+			return nil, err
 		}
 	}
-	flush(p.i)
-	return r, nil
+	c.endModule(c.p.i)
+	return c.r, nil
+}
+
+// compiler reads the options of one spec into a rule: each built-in match
+// (-s, -d, -i, -o, -p, -f) is a match of its own; a module (-m NAME) with
+// the options after it, up to the next option that is not one of them, is
+// one match; the target and its options come last.
+type compiler struct {
+	p      *parser
+	r      *rule
+	family int
+	proto  string // the -p of the rule, for options without -m
+
+	// The module being read, nil between modules.
+	mod         module
+	modName     string
+	modStart    int      // its first token
+	unsupported []string // its options that are not simulated
+}
+
+// option compiles the next option, negated or not, with its values.
+func (c *compiler) option() error {
+	start := c.p.i
+	opt, neg := c.p.next(), false
+	if opt == "!" {
+		if !c.p.more() {
+			return fmt.Errorf("%q: ! at the end", c.p.spec)
+		}
+		opt, neg = c.p.next(), true
+	}
+	switch opt {
+	case "-s", "--source", "-d", "--destination", "-i", "--in-interface", "-o", "--out-interface",
+		"-p", "--protocol", "-f", "--fragment":
+		c.endModule(start)
+		m, err := c.builtin(opt, neg)
+		if err != nil {
+			return err
+		}
+		c.r.matches = append(c.r.matches, match{text: c.p.text(start, c.p.i), m: m})
+		return nil
+	case "-m", "--match":
+		c.endModule(start)
+		return c.startModule(start, opt, neg)
+	case "-j", "--jump", "-g", "--goto":
+		c.endModule(start)
+		return c.target(opt, neg)
+	default:
+		return c.moduleOption(start, opt, neg)
+	}
+}
+
+// builtin reads a match iptables has without -m: an address, an
+// interface, the protocol or the fragment flag.
+func (c *compiler) builtin(opt string, neg bool) (matcher, error) {
+	if opt == "-f" || opt == "--fragment" {
+		return fragMatch{neg: neg}, nil
+	}
+	v, err := c.p.arg(opt)
+	if err != nil {
+		return nil, err
+	}
+	switch opt {
+	case "-s", "--source", "-d", "--destination":
+		m, err := parseAddrMatch(v, c.family, opt == "-d" || opt == "--destination", neg)
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: %w", opt, v, err)
+		}
+		return m, nil
+	case "-i", "--in-interface", "-o", "--out-interface":
+		return ifaceMatch{out: opt == "-o" || opt == "--out-interface", neg: neg, pattern: v}, nil
+	default: // -p, --protocol
+		n, err := protoNumber(v)
+		if err != nil {
+			return nil, fmt.Errorf("-p: %w", err)
+		}
+		c.proto = strings.ToLower(v)
+		return protoMatch{neg: neg, num: n}, nil
+	}
+}
+
+// startModule begins the module of "-m NAME" at token start; its options
+// follow.
+func (c *compiler) startModule(start int, opt string, neg bool) error {
+	if neg {
+		return fmt.Errorf("! before %s", opt)
+	}
+	v, err := c.p.arg(opt)
+	if err != nil {
+		return err
+	}
+	c.mod, c.modName, c.modStart = newModule(v, c.family), v, start
+	return nil
+}
+
+// moduleOption reads an option of the module being read, or of the
+// protocol's module when none is. An option the module does not simulate
+// is skipped with its values and makes the module's match unknown.
+func (c *compiler) moduleOption(start int, opt string, neg bool) error {
+	if !strings.HasPrefix(opt, "--") {
+		return fmt.Errorf("unexpected %q in %q", opt, c.p.spec)
+	}
+	if c.mod == nil {
+		if err := c.protocolModule(start, opt); err != nil {
+			return err
+		}
+	}
+	known, err := c.mod.option(opt, neg, c.p)
+	if err != nil {
+		return fmt.Errorf("-m %s %s: %w", c.modName, opt, err)
+	}
+	if !known {
+		c.p.skipValues()
+		c.unsupported = append(c.unsupported, opt)
+	}
+	return nil
+}
+
+// protocolModule begins, at token start, the module of the rule's protocol
+// for option opt given without -m: iptables loads it by itself ("-p tcp
+// --dport 22"); iptables-save prints the -m.
+func (c *compiler) protocolModule(start int, opt string) error {
+	name := c.proto
+	switch c.proto {
+	case "tcp", "udp", "icmp":
+	case "ipv6-icmp", "icmpv6":
+		name = "icmp6"
+	default:
+		return fmt.Errorf("option %s without a match", opt)
+	}
+	c.mod, c.modName, c.modStart = newModule(name, c.family), name, start
+	return nil
+}
+
+// endModule ends the module being read, if any, at token end: it becomes
+// one match, unknown when the module or one of its options is not
+// simulated. The first comment set is the rule's comment.
+func (c *compiler) endModule(end int) {
+	if c.mod == nil {
+		return
+	}
+	var m matcher = c.mod
+	if _, ok := c.mod.(unknownModule); ok {
+		m = unknownMatch{why: "match not simulated"}
+	} else if len(c.unsupported) > 0 {
+		m = unknownMatch{why: strings.Join(c.unsupported, ", ") + " not simulated"}
+	}
+	if cm, ok := c.mod.(*commentModule); ok && c.r.comment == "" && cm.set {
+		c.r.comment = cm.text
+	}
+	c.r.matches = append(c.r.matches, match{text: c.p.text(c.modStart, end), m: m})
+	c.mod, c.unsupported = nil, nil
+}
+
+// target reads "-j TARGET" or "-g CHAIN" and the target's options, which
+// iptables-save prints last.
+func (c *compiler) target(opt string, neg bool) error {
+	if neg {
+		return fmt.Errorf("! before %s", opt)
+	}
+	v, err := c.p.arg(opt)
+	if err != nil {
+		return err
+	}
+	c.r.target, c.r.isGoto = v, opt == "-g" || opt == "--goto"
+	if err := c.r.targetOptions(c.p, c.family); err != nil {
+		return fmt.Errorf("-j %s: %w", v, err)
+	}
+	return nil
 }
 
 // targetOptions parses the options after -j TARGET, which iptables-save
