@@ -78,112 +78,173 @@ func (r Rule) Spec() string {
 }
 
 // Args is the rule's argument list after "-A CHAIN", in the order
-// iptables-save prints it, values unquoted.
+// iptables-save prints it, values unquoted: the parts come in that order,
+// each appending its options in that order.
 func (r Rule) Args() []string {
-	var a []string
-	w := func(s ...string) { a = append(a, s...) }
+	a := r.appendHeader(nil)
+	a = r.appendPhysdev(a)
+	a = r.appendConntrack(a)
+	a = r.appendMAC(a)
+	a = r.appendSets(a)
+	a = r.appendPorts(a)
+	a = r.appendMarkAndLimits(a)
+	a = r.appendComment(a)
+	return r.appendTarget(a)
+}
+
+// appendHeader appends the matches on the IP header and the devices that
+// need no -m: addresses, interfaces and the protocol.
+func (r Rule) appendHeader(a []string) []string {
 	if r.Src.IsValid() {
-		w("-s", PrefixString(r.Src))
+		a = append(a, "-s", PrefixString(r.Src))
 	}
 	if r.DstMask.IsValid() {
-		w("-d", AddrString(r.Dst.Addr())+"/"+AddrString(r.DstMask))
+		a = append(a, "-d", AddrString(r.Dst.Addr())+"/"+AddrString(r.DstMask))
 	} else if r.Dst.IsValid() {
-		w("-d", PrefixString(r.Dst))
+		a = append(a, "-d", PrefixString(r.Dst))
 	}
 	if r.InIface != "" {
-		w("-i", r.InIface)
+		a = append(a, "-i", r.InIface)
 	}
 	if r.OutIface != "" {
-		w("-o", r.OutIface)
+		a = append(a, "-o", r.OutIface)
 	}
 	if r.Proto != "" {
-		w("-p", r.Proto)
+		a = append(a, "-p", r.Proto)
 	}
-	if p := r.Physdev; p.Present {
-		w("-m", "physdev")
-		if p.In != "" {
-			w("--physdev-in", p.In)
-		}
-		if p.Out != "" {
-			w("--physdev-out", p.Out)
-		}
-		if p.IsIn {
-			w("--physdev-is-in")
-		}
-		if p.IsOut {
-			w("--physdev-is-out")
-		}
-		if p.IsBridged {
-			w("--physdev-is-bridged")
-		}
+	return a
+}
+
+// appendPhysdev appends the bridge port match.
+func (r Rule) appendPhysdev(a []string) []string {
+	p := r.Physdev
+	if !p.Present {
+		return a
 	}
-	if r.CtState != "" {
-		w("-m", "conntrack", "--ctstate", r.CtState)
+	a = append(a, "-m", "physdev")
+	if p.In != "" {
+		a = append(a, "--physdev-in", p.In)
 	}
-	if r.MACSource != "" {
-		w("-m", "mac")
-		if r.MACNegate {
-			w("!")
-		}
-		w("--mac-source", strings.ToLower(r.MACSource))
+	if p.Out != "" {
+		a = append(a, "--physdev-out", p.Out)
 	}
-	set := func(name string, neg bool, dir string) {
-		if name == "" {
-			return
-		}
-		w("-m", "set")
-		if neg {
-			w("!")
-		}
-		w("--match-set", name, dir)
+	if p.IsIn {
+		a = append(a, "--physdev-is-in")
 	}
-	set(r.SetSrc, r.SetSrcNeg, "src")
-	set(r.SetDst, r.SetDstNeg, "dst")
+	if p.IsOut {
+		a = append(a, "--physdev-is-out")
+	}
+	if p.IsBridged {
+		a = append(a, "--physdev-is-bridged")
+	}
+	return a
+}
+
+// appendConntrack appends the conntrack state match.
+func (r Rule) appendConntrack(a []string) []string {
+	if r.CtState == "" {
+		return a
+	}
+	return append(a, "-m", "conntrack", "--ctstate", r.CtState)
+}
+
+// appendMAC appends the MAC source match.
+func (r Rule) appendMAC(a []string) []string {
+	if r.MACSource == "" {
+		return a
+	}
+	a = append(a, "-m", "mac")
+	if r.MACNegate {
+		a = append(a, "!")
+	}
+	return append(a, "--mac-source", strings.ToLower(r.MACSource))
+}
+
+// appendSets appends the ipset matches, the source's before the
+// destination's.
+func (r Rule) appendSets(a []string) []string {
+	a = appendSet(a, r.SetSrc, r.SetSrcNeg, "src")
+	return appendSet(a, r.SetDst, r.SetDstNeg, "dst")
+}
+
+// appendSet appends a match on set name (none when name is empty) for the
+// address dir (src or dst).
+func appendSet(a []string, name string, neg bool, dir string) []string {
+	if name == "" {
+		return a
+	}
+	a = append(a, "-m", "set")
+	if neg {
+		a = append(a, "!")
+	}
+	return append(a, "--match-set", name, dir)
+}
+
+// appendPorts appends the protocol's matches: the tcp or udp ports, the
+// multiport lists and the ICMP or ICMPv6 type.
+func (r Rule) appendPorts(a []string) []string {
 	if r.SPort != "" || r.DPort != "" {
-		w("-m", r.Proto)
+		a = append(a, "-m", r.Proto)
 		if r.SPort != "" {
-			w("--sport", r.SPort)
+			a = append(a, "--sport", r.SPort)
 		}
 		if r.DPort != "" {
-			w("--dport", r.DPort)
+			a = append(a, "--dport", r.DPort)
 		}
 	}
 	if r.SPorts != "" {
-		w("-m", "multiport", "--sports", r.SPorts)
+		a = append(a, "-m", "multiport", "--sports", r.SPorts)
 	}
 	if r.DPorts != "" {
-		w("-m", "multiport", "--dports", r.DPorts)
+		a = append(a, "-m", "multiport", "--dports", r.DPorts)
 	}
 	if r.ICMPType != "" {
 		if r.Proto == model.ProtoICMPv6 {
-			w("-m", "icmp6", "--icmpv6-type", r.ICMPType)
+			a = append(a, "-m", "icmp6", "--icmpv6-type", r.ICMPType)
 		} else {
-			w("-m", "icmp", "--icmp-type", r.ICMPType)
+			a = append(a, "-m", "icmp", "--icmp-type", r.ICMPType)
 		}
 	}
+	return a
+}
+
+// appendMarkAndLimits appends the matches on the packet's mark, its hop
+// limit (IPv6) or TTL (IPv4), and the rate limit.
+func (r Rule) appendMarkAndLimits(a []string) []string {
 	if r.Mark != "" {
-		w("-m", "mark", "--mark", r.Mark)
+		a = append(a, "-m", "mark", "--mark", r.Mark)
 	}
 	if r.HopLimit != 0 {
-		w("-m", "hl", "--hl-eq", strconv.Itoa(r.HopLimit))
+		a = append(a, "-m", "hl", "--hl-eq", strconv.Itoa(r.HopLimit))
 	}
 	if r.TTL != 0 {
-		w("-m", "ttl", "--ttl-eq", strconv.Itoa(r.TTL))
+		a = append(a, "-m", "ttl", "--ttl-eq", strconv.Itoa(r.TTL))
 	}
 	if r.Limit != "" {
-		w("-m", "limit", "--limit", r.Limit)
+		a = append(a, "-m", "limit", "--limit", r.Limit)
 		if r.LimitBurst != 0 && r.LimitBurst != 5 {
-			w("--limit-burst", strconv.Itoa(r.LimitBurst))
+			a = append(a, "--limit-burst", strconv.Itoa(r.LimitBurst))
 		}
 	}
-	if c := r.comment(); c != "" {
-		w("-m", "comment", "--comment", c)
+	return a
+}
+
+// appendComment appends the comment as installed, with the rule's hash.
+func (r Rule) appendComment(a []string) []string {
+	c := r.comment()
+	if c == "" {
+		return a
 	}
+	return append(a, "-m", "comment", "--comment", c)
+}
+
+// appendTarget appends -j or -g and the target's options.
+func (r Rule) appendTarget(a []string) []string {
 	v := r.Verdict
 	if v.Goto {
-		w("-g", v.Target)
+		a = append(a, "-g", v.Target)
 	} else {
-		w("-j", v.Target)
+		a = append(a, "-j", v.Target)
 	}
 	switch v.Target {
 	case "REJECT":
@@ -191,15 +252,15 @@ func (r Rule) Args() []string {
 		if with == "" {
 			with = IPv4.RejectWith()
 		}
-		w("--reject-with", with)
+		a = append(a, "--reject-with", with)
 	case "LOG":
-		w("--log-prefix", v.LogPrefix)
+		a = append(a, "--log-prefix", v.LogPrefix)
 	case "MARK":
-		w("--set-xmark", v.XMark)
+		a = append(a, "--set-xmark", v.XMark)
 	case "NFLOG":
-		w("--nflog-prefix", v.LogPrefix)
+		a = append(a, "--nflog-prefix", v.LogPrefix)
 		if v.NFLogGroup != 0 {
-			w("--nflog-group", strconv.Itoa(v.NFLogGroup))
+			a = append(a, "--nflog-group", strconv.Itoa(v.NFLogGroup))
 		}
 	}
 	return a
