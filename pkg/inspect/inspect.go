@@ -321,7 +321,8 @@ func macOf(spec string) string {
 }
 
 // describe reads one rule of a tap chain: the Rule, the key that joins it
-// with the same rule of the other family, and whether it only logs.
+// with the same rule of the other family, and whether it only logs. The
+// rule must be the tap's: its comment starts with "TAP: ".
 func describe(tap, dir, spec string) (r Rule, key string, isLog, ok bool) {
 	comment := ruleset.StripHash(netfilter.Comment(spec))
 	rest, found := strings.CutPrefix(comment, tap+": ")
@@ -332,8 +333,18 @@ func describe(tap, dir, spec string) (r Rule, key string, isLog, ok bool) {
 	if err != nil {
 		return r, "", false, false
 	}
-	r = Rule{Direction: dir}
-	target := ""
+	match, target := matchWords(tap, f)
+	r = Rule{Direction: dir, Match: match}
+	r.Action, isLog = action(target)
+	if key, ok = r.kindFrom(dir, rest); !ok {
+		return r, "", false, false
+	}
+	return r, key, isLog, true
+}
+
+// matchWords reads the fields of a rule: its matches in the config's
+// words ("tcp from +web dport 443"), and its target.
+func matchWords(tap string, f []string) (match, target string) {
 	var words []string
 	neg := false
 	for i := 0; i < len(f); i++ {
@@ -382,38 +393,51 @@ func describe(tap, dir, spec string) (r Rule, key string, isLog, ok bool) {
 		}
 		neg = false
 	}
-	r.Match = strings.Join(words, " ")
+	return strings.Join(words, " "), target
+}
+
+// action is the Action of a rule with the target: what lets the packet
+// on to the VM or the network (a RETURN, a group's allow chains) is
+// ACCEPT; a LOG or NFLOG rule has none, it only logs.
+func action(target string) (act string, isLog bool) {
 	switch target {
 	case "ACCEPT", "RETURN", ruleset.ChainGroupAllow, ruleset.ChainGroupAllowed:
-		r.Action = "ACCEPT"
+		return "ACCEPT", false
 	case "LOG", "NFLOG":
-		isLog = true
+		return "", true
 	default:
-		r.Action = target
+		return target, false
 	}
+}
+
+// kindFrom sets the rule's kind and name (or number) from rest, its
+// comment after "TAP: ", and returns its key: a group (the jump to
+// the group's chain), a config rule ("DIR rule N TEXT"), the policy, or
+// one of tapfw's own rules, whose key holds its match as well. It fails on
+// a config rule without a number.
+func (r *Rule) kindFrom(dir, rest string) (key string, ok bool) {
 	switch {
 	case strings.HasPrefix(rest, dir+" group "):
 		r.Kind, r.Name = "group", strings.TrimPrefix(rest, dir+" group ")
 		if r.Action != "ACCEPT" {
 			r.Action = "GROUP" // a jump to the group's chain
 		}
-		key = rest
+		return rest, true
 	case strings.HasPrefix(rest, dir+" rule "):
 		num, text, _ := strings.Cut(strings.TrimPrefix(rest, dir+" rule "), " ")
 		n, err := strconv.Atoi(num)
 		if err != nil {
-			return r, "", false, false
+			return "", false
 		}
 		r.Kind, r.Number, r.Comment = "rule", n, text
-		key = fmt.Sprintf("rule %d", n)
+		return fmt.Sprintf("rule %d", n), true
 	case strings.HasPrefix(rest, "policy "), rest == "log policy":
 		r.Kind, r.Name, r.Match = "policy", "policy", ""
-		key = "policy"
+		return "policy", true
 	default:
 		r.Kind, r.Name = "builtin", rest
-		key = rest + "|" + r.Match
+		return rest + "|" + r.Match, true
 	}
-	return r, key, isLog, true
 }
 
 // setName is a set as the config names it: "+name" for a named set,
