@@ -294,63 +294,95 @@ func (kc *keyChecker) value(typ reflect.Type) error {
 	switch {
 	case typ == argsConfType:
 		return kc.args()
-	case typ == rawMessageType || typ.Kind() == reflect.Interface:
+	case unchecked(typ):
 		kc.skip()
-		return nil
-	case reflect.PointerTo(typ).Implements(unmarshalerType) || reflect.PointerTo(typ).Implements(textUnmarshalerType):
-		kc.skip() // decodes itself; the decoder reports its errors
 		return nil
 	}
 	switch typ.Kind() {
 	case reflect.Struct:
-		if k != '{' {
-			return kc.typeErr(typ)
-		}
-		fields := structFields(typ)
-		return kc.object(func(key string) error {
-			ft, ok := fields[key]
-			if !ok {
-				return kc.keyErr("unknown field")
-			}
-			return kc.value(ft)
-		})
+		return kc.structValue(typ, k)
 	case reflect.Map:
-		if k != '{' {
-			return kc.typeErr(typ)
-		}
-		if typ.Elem().Kind() == reflect.Interface {
-			kc.skip() // free-form (prevResult): not tapfw's to check
-			return nil
-		}
-		return kc.object(func(string) error { return kc.value(typ.Elem()) })
+		return kc.mapValue(typ, k)
 	case reflect.Slice, reflect.Array:
-		if typ.Kind() == reflect.Slice && typ.Elem().Kind() == reflect.Uint8 {
-			if k != '"' { // []byte: base64 text
-				return kc.typeErr(typ)
-			}
-			kc.skip()
-			return nil
+		return kc.listValue(typ, k)
+	}
+	return kc.scalar(typ, k)
+}
+
+// unchecked reports whether values of typ are not checked here: free-form
+// (json.RawMessage, an interface) or decoding themselves, the decoder
+// reporting their errors.
+func unchecked(typ reflect.Type) bool {
+	return typ == rawMessageType || typ.Kind() == reflect.Interface ||
+		reflect.PointerTo(typ).Implements(unmarshalerType) || reflect.PointerTo(typ).Implements(textUnmarshalerType)
+}
+
+// structValue checks an object, which starts with k, against the struct
+// typ: every key must be one of its fields.
+func (kc *keyChecker) structValue(typ reflect.Type, k byte) error {
+	if k != '{' {
+		return kc.typeErr(typ)
+	}
+	fields := structFields(typ)
+	return kc.object(func(key string) error {
+		ft, ok := fields[key]
+		if !ok {
+			return kc.keyErr("unknown field")
 		}
-		if k != '[' {
+		return kc.value(ft)
+	})
+}
+
+// mapValue checks an object, which starts with k, against the map typ:
+// its keys are free, its values are checked.
+func (kc *keyChecker) mapValue(typ reflect.Type, k byte) error {
+	if k != '{' {
+		return kc.typeErr(typ)
+	}
+	if typ.Elem().Kind() == reflect.Interface {
+		kc.skip() // free-form (prevResult): not tapfw's to check
+		return nil
+	}
+	return kc.object(func(string) error { return kc.value(typ.Elem()) })
+}
+
+// listValue checks a list, which starts with k, against the slice or array
+// typ; a []byte is base64 text.
+func (kc *keyChecker) listValue(typ reflect.Type, k byte) error {
+	if typ.Kind() == reflect.Slice && typ.Elem().Kind() == reflect.Uint8 {
+		if k != '"' {
 			return kc.typeErr(typ)
 		}
-		kc.next() // '['
-		if kc.kind() == ']' {
-			kc.next()
-			return nil
-		}
-		kc.path = append(kc.path, pathSeg{})
-		for i := 0; ; i++ {
-			kc.path[len(kc.path)-1].index = i
-			if err := kc.value(typ.Elem()); err != nil {
-				return err
-			}
-			if kc.next() == ']' {
-				break
-			}
-		}
-		kc.path = kc.path[:len(kc.path)-1]
+		kc.skip()
 		return nil
+	}
+	if k != '[' {
+		return kc.typeErr(typ)
+	}
+	kc.next() // '['
+	if kc.kind() == ']' {
+		kc.next()
+		return nil
+	}
+	kc.path = append(kc.path, pathSeg{})
+	for i := 0; ; i++ {
+		kc.path[len(kc.path)-1].index = i
+		if err := kc.value(typ.Elem()); err != nil {
+			return err
+		}
+		if kc.next() == ']' {
+			break
+		}
+	}
+	kc.path = kc.path[:len(kc.path)-1]
+	return nil
+}
+
+// scalar checks that a value, which starts with k, is a string, a boolean
+// or a number as typ wants, and consumes it; a number's range is the
+// decoder's to check.
+func (kc *keyChecker) scalar(typ reflect.Type, k byte) error {
+	switch typ.Kind() {
 	case reflect.String:
 		if k != '"' {
 			return kc.typeErr(typ)
@@ -363,7 +395,7 @@ func (kc *keyChecker) value(typ reflect.Type) error {
 		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr,
 		reflect.Float32, reflect.Float64:
 		if k != '-' && (k < '0' || k > '9') {
-			return kc.typeErr(typ) // range: the decoder's to check
+			return kc.typeErr(typ)
 		}
 	}
 	kc.skip()
