@@ -88,12 +88,13 @@ var seedIDs atomic.Uint64
 // and 80 on vm110, TCP 22 on vm115, TCP 22 and 8080 and UDP 67 on all of the
 // host's addresses. It installs no firewall. On error it removes whatever it
 // had made and returns nil.
-func NewSeed() (s *Seed, err error) {
-	s = &Seed{id: fmt.Sprintf("%d.%d", os.Getpid(), seedIDs.Add(1))}
+func NewSeed() (_ *Seed, err error) {
+	// The error returns set the result to nil before this runs: close s,
+	// not the result.
+	s := &Seed{id: fmt.Sprintf("%d.%d", os.Getpid(), seedIDs.Add(1))}
 	defer func() {
 		if err != nil {
 			_ = s.Close()
-			s = nil
 		}
 	}()
 	for _, n := range []struct {
