@@ -88,34 +88,53 @@ var seedIDs atomic.Uint64
 // and 80 on vm110, TCP 22 on vm115, TCP 22 and 8080 and UDP 67 on all of the
 // host's addresses. It installs no firewall. On error it removes whatever it
 // had made and returns nil.
-func NewSeed() (_ *Seed, err error) {
-	// The error returns set the result to nil before this runs: close s,
-	// not the result.
+func NewSeed() (*Seed, error) {
 	s := &Seed{id: fmt.Sprintf("%d.%d", os.Getpid(), seedIDs.Add(1))}
-	defer func() {
-		if err != nil {
+	for _, step := range []func() error{s.addNamespaces, s.addBridges, s.addPorts, s.serveTCP, s.listenUDP} {
+		if err := step(); err != nil {
 			_ = s.Close()
+			return nil, err
 		}
-	}()
+	}
+	return s, nil
+}
+
+// addNamespaces makes the five namespaces: the host, the router and the
+// three VMs.
+func (s *Seed) addNamespaces() error {
 	for _, n := range []struct {
 		ns     **NS
 		prefix string
 	}{
 		{&s.Host, "host"}, {&s.Router, "rtr"}, {&s.VM110, "vm110"}, {&s.VM123, "vm123"}, {&s.VM115, "vm115"},
 	} {
+		var err error
 		if *n.ns, err = NewNS(n.prefix); err != nil {
-			return nil, fmt.Errorf("seed: %w", err)
+			return fmt.Errorf("seed: %w", err)
 		}
 	}
+	return nil
+}
+
+// addBridges makes the host a router (ip_forward) with bridges vmbr0 and
+// vmbr1 and its addresses on them.
+func (s *Seed) addBridges() error {
 	if err := s.Host.Sysctl("net.ipv4.ip_forward", "1"); err != nil {
-		return nil, fmt.Errorf("seed: %w", err)
+		return fmt.Errorf("seed: %w", err)
 	}
 	if err := AddBridge(s.Host, "vmbr0", SeedHostIP0+"/24"); err != nil {
-		return nil, fmt.Errorf("seed: %w", err)
+		return fmt.Errorf("seed: %w", err)
 	}
 	if err := AddBridge(s.Host, "vmbr1", SeedHostIP1+"/24"); err != nil {
-		return nil, fmt.Errorf("seed: %w", err)
+		return fmt.Errorf("seed: %w", err)
 	}
+	return nil
+}
+
+// addPorts connects the router and the VMs to their bridges, each with its
+// address, MAC and gateway, gives the router its cluster address and
+// notes the router's MAC.
+func (s *Seed) addPorts() error {
 	ports := []struct {
 		bridge, port string
 		peer         *NS
@@ -129,16 +148,21 @@ func NewSeed() (_ *Seed, err error) {
 	}
 	for _, p := range ports {
 		if err := AddPort(s.Host, p.bridge, p.port, p.peer, p.mac, p.addr, p.gw); err != nil {
-			return nil, fmt.Errorf("seed: %w", err)
+			return fmt.Errorf("seed: %w", err)
 		}
 	}
 	if _, err := s.Router.Run("ip", "addr", "add", SeedClusterIP+"/24", "dev", "eth0"); err != nil {
-		return nil, fmt.Errorf("seed: router's cluster address: %w", err)
+		return fmt.Errorf("seed: router's cluster address: %w", err)
 	}
+	var err error
 	if s.routerMAC, err = LinkMAC(s.Router, "eth0"); err != nil {
-		return nil, fmt.Errorf("seed: %w", err)
+		return fmt.Errorf("seed: %w", err)
 	}
+	return nil
+}
 
+// serveTCP starts the TCP servers the probes connect to.
+func (s *Seed) serveTCP() error {
 	tcp := []struct {
 		ns   *NS
 		addr string
@@ -151,10 +175,16 @@ func NewSeed() (_ *Seed, err error) {
 	for _, l := range tcp {
 		c, err := TCPServe(l.ns, l.addr)
 		if err != nil {
-			return nil, fmt.Errorf("seed: %w", err)
+			return fmt.Errorf("seed: %w", err)
 		}
 		s.closers = append(s.closers, c)
 	}
+	return nil
+}
+
+// listenUDP starts the UDP listeners whose payloads the frame probes look
+// for.
+func (s *Seed) listenUDP() error {
 	udp := []struct {
 		l    **UDPListener
 		ns   *NS
@@ -167,12 +197,12 @@ func NewSeed() (_ *Seed, err error) {
 	for _, u := range udp {
 		l, err := UDPListen(u.ns, u.addr)
 		if err != nil {
-			return nil, fmt.Errorf("seed: %w", err)
+			return fmt.Errorf("seed: %w", err)
 		}
 		*u.l = l
 		s.closers = append(s.closers, l)
 	}
-	return s, nil
+	return nil
 }
 
 // Close stops the servers and deletes the namespaces (which removes the
