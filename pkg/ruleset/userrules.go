@@ -1,0 +1,214 @@
+package ruleset
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+
+	"github.com/tapfw/tapfw/pkg/model"
+)
+
+func hostChains(h *model.Host, fam *Family, logDropped bool, limit string, log logTo) (Chain, Chain, error) {
+	var chains [2]Chain
+	for i, d := range []struct {
+		chain, dir string
+		rules      []model.Rule
+		cluster    Rule
+	}{
+		{ChainHostIn, "in", h.In, Rule{SetSrc: fam.SetCluster()}},
+		{ChainHostOut, "out", h.Out, Rule{SetDst: fam.SetCluster()}},
+	} {
+		cx := chainCtx{chain: d.chain, fam: fam, owner: OwnerHost, logName: "host", dir: d.dir, allow: Verdict{Target: "RETURN"}, limit: limit, log: log}
+		cluster := d.cluster
+		cluster.Chain, cluster.Comment, cluster.Verdict = d.chain, OwnerHost+": cluster hosts", Verdict{Target: "RETURN"}
+		rs := []Rule{cluster}
+		if fam.V6 {
+			// The host's own neighbour discovery: without it, it has no
+			// IPv6 at all.
+			for _, typ := range []string{icmp6RouterSolicit, icmp6RouterAdvert, icmp6NeighSolicit, icmp6NeighAdvert} {
+				rs = append(rs, ndp(d.chain, typ, OwnerHost+": ndp", Verdict{Target: "RETURN"}))
+			}
+		}
+		if d.dir == "out" {
+			// The host's own group membership reports (and queries, if it
+			// is a querier): dropped, they leave the host deaf to
+			// multicast behind a snooping bridge or switch. They go to
+			// multicast addresses, so what comes in never meets HOST-IN.
+			if fam.V6 {
+				rs = append(rs, mld(d.chain, icmp6MLDQuery, OwnerHost+": mld", Verdict{Target: "RETURN"}))
+				for _, typ := range mldListener {
+					r := mld(d.chain, typ, OwnerHost+": mld", Verdict{Target: "RETURN"})
+					r.Dst = multicast6
+					rs = append(rs, r)
+				}
+			} else {
+				rs = append(rs, igmp(d.chain, OwnerHost+": igmp", Verdict{Target: "RETURN"}))
+			}
+		}
+		user, err := cx.userRules(d.rules)
+		if err != nil {
+			return Chain{}, Chain{}, fmt.Errorf("host.%w", err)
+		}
+		rs = append(rs, user...)
+		chains[i] = Chain{Name: d.chain, Rules: append(rs, cx.policy(model.Drop, logDropped)...)}
+	}
+	return chains[0], chains[1], nil
+}
+
+// LogPrefix is the LOG prefix for owner, direction and what ("drop", "rej"
+// or "r<N>" for user rule N): "tfw:tap110i0:out:drop ". At most 29
+// characters, as the kernel allows.
+func LogPrefix(owner, dir, what string) string {
+	return "tfw:" + owner + ":" + dir + ":" + what + " "
+}
+
+// LogLine is what a log prefix says: whose rule logged (a tap, or "host"
+// for the host firewall), the direction (in: to the VM or host; out: from
+// it) and what ("drop" or "rej" for the policy, "r<N>" for rule N of the
+// direction, 1-based as in the config).
+type LogLine struct {
+	Owner, Dir, What string
+}
+
+// ParseLogPrefix reads back what LogPrefix wrote, from a kernel log line
+// ("... tfw:tap110i0:in:drop IN=vmbr0 ...") or an NFLOG prefix.
+func ParseLogPrefix(s string) (LogLine, bool) {
+	i := strings.Index(s, "tfw:")
+	if i < 0 {
+		return LogLine{}, false
+	}
+	word, _, _ := strings.Cut(s[i:], " ")
+	f := strings.Split(word, ":")
+	if len(f) != 4 || f[1] == "" || (f[2] != "in" && f[2] != "out") || f[3] == "" {
+		return LogLine{}, false
+	}
+	return LogLine{Owner: f[1], Dir: f[2], What: f[3]}, true
+}
+
+// chainCtx is what the rules of one direction of one owner share.
+type chainCtx struct {
+	chain   string
+	fam     *Family
+	owner   string  // the comment's owner: a tap name or OwnerHost
+	logName string  // the name in LOG prefixes
+	dir     string  // in or out
+	allow   Verdict // what an allowed packet gets: ACCEPT, RETURN, or a goto to ChainGroupAllow
+	limit   string  // LOG rate
+	log     logTo
+}
+
+func (cx chainCtx) logRule(what, comment string) Rule {
+	return Rule{Chain: cx.chain, Limit: cx.limit, Comment: comment, Verdict: cx.logVerdict(what)}
+}
+
+// logVerdict logs with the prefix for what, to the kernel log or NFLOG.
+func (cx chainCtx) logVerdict(what string) Verdict {
+	v := Verdict{Target: "LOG", LogPrefix: LogPrefix(cx.logName, cx.dir, what)}
+	if cx.log.target == "NFLOG" {
+		v.Target, v.NFLogGroup = "NFLOG", cx.log.group
+	}
+	return v
+}
+
+// logTo is where a chain's log lines go.
+type logTo struct {
+	target string // LOG or NFLOG
+	group  int    // NFLOG's group
+}
+
+func (cx chainCtx) policy(a model.Action, logDropped bool) []Rule {
+	own := cx.owner + ": "
+	var rs []Rule
+	switch a {
+	case model.Accept:
+		return []Rule{{Chain: cx.chain, Comment: own + "policy accept", Verdict: cx.allow}}
+	case model.Reject:
+		if logDropped {
+			rs = append(rs, cx.logRule("rej", own+"log policy"))
+		}
+		return append(rs, Rule{Chain: cx.chain, Comment: own + "policy reject", Verdict: Verdict{Target: "REJECT", RejectWith: cx.fam.RejectWith()}})
+	default:
+		if logDropped {
+			rs = append(rs, cx.logRule("drop", own+"log policy"))
+		}
+		return append(rs, Rule{Chain: cx.chain, Comment: own + "policy drop", Verdict: Verdict{Target: "DROP"}})
+	}
+}
+
+func (cx chainCtx) userRules(us []model.Rule) ([]Rule, error) {
+	var rs []Rule
+	for i, u := range us {
+		if !cx.fam.Renders(u) {
+			continue
+		}
+		n := i + 1
+		comment := fmt.Sprintf("%s: %s rule %d", cx.owner, cx.dir, n)
+		if u.Comment != "" {
+			if err := model.ValidateComment(u.Comment); err != nil {
+				return nil, fmt.Errorf("rules.%s[%d].comment: %w", cx.dir, i, err)
+			}
+			comment += " " + u.Comment
+		}
+		r := Rule{Chain: cx.chain, Proto: u.Proto, Comment: comment, ICMPType: u.ICMPType}
+		if u.Source.Set != "" {
+			r.SetSrc = cx.fam.UserSet(u.Source.Set)
+		} else {
+			r.Src = u.Source.Prefix
+		}
+		if u.Dest.Set != "" {
+			r.SetDst = cx.fam.UserSet(u.Dest.Set)
+		} else {
+			r.Dst = u.Dest.Prefix
+		}
+		if strings.Contains(u.SPort, ",") {
+			r.SPorts = u.SPort
+		} else {
+			r.SPort = u.SPort
+		}
+		if strings.Contains(u.DPort, ",") {
+			r.DPorts = u.DPort
+		} else {
+			r.DPort = u.DPort
+		}
+		switch u.Action {
+		case model.Accept:
+			r.Verdict = cx.allow
+		case model.Reject:
+			r.Verdict = Verdict{Target: "REJECT", RejectWith: cx.fam.RejectWith()}
+			if u.Proto == "tcp" {
+				r.Verdict.RejectWith = "tcp-reset"
+			}
+		case model.Drop:
+			r.Verdict = Verdict{Target: "DROP"}
+		default:
+			return nil, fmt.Errorf("rules.%s[%d].action: unknown action %q", cx.dir, i, u.Action)
+		}
+		if u.Log {
+			l := r
+			l.Limit = cx.limit
+			l.Verdict = cx.logVerdict(fmt.Sprintf("r%d", n))
+			rs = append(rs, l)
+		}
+		rs = append(rs, r)
+	}
+	return rs, nil
+}
+
+func sortedPrefixes(ps []netip.Prefix) []netip.Prefix {
+	out := append([]netip.Prefix(nil), ps...)
+	sort.Slice(out, func(i, j int) bool {
+		if c := out[i].Addr().Compare(out[j].Addr()); c != 0 {
+			return c < 0
+		}
+		return out[i].Bits() < out[j].Bits()
+	})
+	// Drop duplicates: a set holds each entry once.
+	res := out[:0]
+	for i, p := range out {
+		if i == 0 || p != out[i-1] {
+			res = append(res, p)
+		}
+	}
+	return res
+}
