@@ -297,7 +297,7 @@ func (d *demo) installedSets(s *testnet.Seed) {
 	}
 	tw := tabwriter.NewWriter(d.out, 0, 0, 2, ' ', 0)
 	for _, st := range parseSets(sets) {
-		if strings.HasPrefix(st.name, "tfw-") || strings.HasPrefix(st.name, "tfw6-") {
+		if _, ok := ruleset.FamilyOfSet(st.name); ok {
 			slices.Sort(st.members) // hash order varies from run to run
 			fmt.Fprintf(tw, "  %s\t%s\t%s\n", st.name, st.typ, strings.Join(st.members, " "))
 		}
@@ -405,17 +405,25 @@ func (d *demo) leftovers(s *testnet.Seed, save string) {
 			}
 		}
 	}
+	tb, err := netfilter.ParseSave(rules)
+	if err != nil {
+		d.failf("%v", err)
+		return
+	}
 	var chains []string
-	for _, l := range strings.Split(string(rules), "\n") {
-		if name, ok := strings.CutPrefix(l, ":TFW-"); ok {
-			chains = append(chains, "TFW-"+strings.Fields(name)[0])
+	for _, c := range tb.Order {
+		if strings.HasPrefix(c, ruleset.ChainPrefix) {
+			chains = append(chains, c)
 		}
 	}
 	for _, st := range parseSets(sets) {
-		switch {
-		case strings.HasPrefix(st.name, "tfw-t-"), strings.HasPrefix(st.name, "tfw6-t-"):
+		fam, ok := ruleset.FamilyOfSet(st.name)
+		if !ok {
+			continue
+		}
+		if _, isTap := fam.TapOfSet(st.name); isTap {
 			tapSets = append(tapSets, st.name)
-		case strings.HasPrefix(st.name, "tfw-"), strings.HasPrefix(st.name, "tfw6-"):
+		} else {
 			shared = append(shared, st.name)
 		}
 	}

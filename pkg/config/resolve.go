@@ -57,10 +57,11 @@ func Resolve(conf *NetConf, lim model.Limits, env Env, prev *PrevIface, bridge f
 	if t.Bridge, err = resolveBridge(t.Name, conf.Bridge, prev, bridge); err != nil {
 		return nil, err
 	}
-	sets, err := parseSets(conf.IPSets, lim)
+	entries, err := parseSets(conf.IPSets, lim)
 	if err != nil {
 		return nil, err
 	}
+	sets := namedSets{entries: entries, maxName: lim.SetName}
 	if t.DHCPServers, err = parseDHCPServers(conf.DHCPServers, t.DHCP, sets); err != nil {
 		return nil, err
 	}
@@ -78,7 +79,7 @@ func Resolve(conf *NetConf, lim model.Limits, env Env, prev *PrevIface, bridge f
 	if err != nil {
 		return nil, err
 	}
-	rc := model.Config{Tap: t, Bridge: brc, Sets: sets, Groups: groups}
+	rc := model.Config{Tap: t, Bridge: brc, Sets: entries, Groups: groups}
 	if rc.Host, err = parseHost(conf.Host, sets); err != nil {
 		return nil, err
 	}
@@ -284,7 +285,7 @@ func parseSets(in map[string][]string, lim model.Limits) (map[string][]netip.Pre
 // resolveRules reads the tap's rules from where they come from, later
 // wins: the config, CNI_ARGS TAPFW_RULES, args.cni.tapfwRules,
 // runtimeConfig.tapfwRules.
-func resolveRules(conf *NetConf, args map[string]string, sets map[string][]netip.Prefix) (in, out []model.Rule, err error) {
+func resolveRules(conf *NetConf, args map[string]string, sets namedSets) (in, out []model.Rule, err error) {
 	rules, src := conf.Rules, source{"rules", 0}
 	if v, ok := args["TAPFW_RULES"]; ok {
 		rules, src = RuleLists{}, source{"CNI_ARGS TAPFW_RULES", types.ErrInvalidEnvironmentVariables}
@@ -343,7 +344,7 @@ func bridgeOptions(conf *NetConf, br string) (model.Bridge, error) {
 }
 
 // parseHost reads the host firewall section; nil when there is none.
-func parseHost(h *Host, sets map[string][]netip.Prefix) (*model.Host, error) {
+func parseHost(h *Host, sets namedSets) (*model.Host, error) {
 	if h == nil {
 		return nil, nil
 	}
@@ -375,7 +376,7 @@ const MaxDHCPServers = 16
 
 // parseDHCPServers reads the only sources DHCP replies may come from:
 // addresses, networks or +sets, as a rule's source.
-func parseDHCPServers(servers []string, dhcp bool, sets map[string][]netip.Prefix) ([]model.Addr, error) {
+func parseDHCPServers(servers []string, dhcp bool, sets namedSets) ([]model.Addr, error) {
 	if len(servers) == 0 {
 		return nil, nil
 	}
@@ -408,7 +409,7 @@ func parseDHCPServers(servers []string, dhcp bool, sets map[string][]netip.Prefi
 const MaxGroups = 32
 
 // parseGroups reads the security groups the config defines.
-func parseGroups(conf *NetConf, sets map[string][]netip.Prefix, lim model.Limits) (map[string]model.Group, error) {
+func parseGroups(conf *NetConf, sets namedSets, lim model.Limits) (map[string]model.Group, error) {
 	if len(conf.SecurityGroups) > MaxGroups {
 		return nil, fieldErr("securityGroups", "more than %d groups", MaxGroups)
 	}

@@ -22,7 +22,14 @@ func parseSetEntries(field string, entries []string) ([]netip.Prefix, error) {
 	return out, nil
 }
 
-func parseRules(field string, rs []Rule, sets map[string][]netip.Prefix) ([]model.Rule, error) {
+// namedSets are the sets a config defines, and the longest name the
+// backend takes, for checking the rules that name them.
+type namedSets struct {
+	entries map[string][]netip.Prefix
+	maxName int
+}
+
+func parseRules(field string, rs []Rule, sets namedSets) ([]model.Rule, error) {
 	if len(rs) > MaxRules {
 		return nil, fieldErr(field, "more than %d rules", MaxRules)
 	}
@@ -48,7 +55,7 @@ var protoNumbers = map[string]int{
 	"ospf": 89, "pim": 103, "vrrp": 112, "l2tp": 115, "sctp": 132, "udplite": 136,
 }
 
-func parseRule(r Rule, sets map[string][]netip.Prefix) (model.Rule, error) {
+func parseRule(r Rule, sets namedSets) (model.Rule, error) {
 	u := model.Rule{Log: r.Log, Comment: r.Comment}
 	switch r.Action {
 	case "ACCEPT", "DROP", "REJECT":
@@ -129,17 +136,15 @@ func parseRule(r Rule, sets map[string][]netip.Prefix) (model.Rule, error) {
 	return u, nil
 }
 
-func parseAddr(s string, sets map[string][]netip.Prefix) (model.Addr, error) {
+func parseAddr(s string, sets namedSets) (model.Addr, error) {
 	if s == "" {
 		return model.Addr{}, nil
 	}
 	if name, ok := strings.CutPrefix(s, "+"); ok {
-		// The names in sets have been checked against the backend's
-		// limits; any other is not defined.
-		if _, ok := sets[name]; !ok {
-			if err := model.ValidateName(name, 0); err != nil {
-				return model.Addr{}, fmt.Errorf("ipset name %w", err)
-			}
+		if err := model.ValidateName(name, sets.maxName); err != nil {
+			return model.Addr{}, fmt.Errorf("ipset name %w", err)
+		}
+		if _, ok := sets.entries[name]; !ok {
 			return model.Addr{}, fmt.Errorf("ipset %q is not defined in ipsets", name)
 		}
 		return model.Addr{Set: name}, nil

@@ -136,8 +136,9 @@ type Result struct {
 	// have mattered; empty when the answer is exact.
 	Uncertain []string
 	// Checks counts, per chain, the rules the packet was checked against
-	// (matched or not): what the walk cost the kernel.
-	Checks map[string]int
+	// (matched or not): what the walk cost the kernel. It is not part of
+	// the operator's --json output.
+	Checks map[string]int `json:"-"`
 }
 
 // maxEvaluations bounds a walk; a table the kernel accepts has no loops.

@@ -3,6 +3,8 @@ package explain
 import (
 	"fmt"
 	"strings"
+
+	"github.com/tapfw/tapfw/pkg/ruleset"
 )
 
 // Text renders the walk for a person: a line per step (chain, rule number,
@@ -28,7 +30,7 @@ func (r Result) Text() string {
 	switch d := r.Decisive; {
 	case d != nil:
 		fmt.Fprintf(&b, "verdict %s by %s rule %d", verdict, d.Chain, d.Index)
-		if c := shortComment(d.Comment); c != "" {
+		if c := ruleset.StripHash(d.Comment); c != "" {
 			fmt.Fprintf(&b, " %q", c)
 		}
 		b.WriteByte('\n')
@@ -53,7 +55,7 @@ func (s Step) line() string {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %d  %s", s.Chain, s.Index, withoutComment(s.Spec))
-	if c := shortComment(s.Comment); c != "" {
+	if c := ruleset.StripHash(s.Comment); c != "" {
 		fmt.Fprintf(&b, "  (%s)", c)
 	}
 	var notes []string
@@ -88,18 +90,4 @@ func withoutComment(spec string) string {
 	}
 	b.WriteString(spec[last:])
 	return strings.TrimSpace(b.String())
-}
-
-// shortComment drops the hash tapfw ends its comments with (" #1a2b3c4d").
-func shortComment(c string) string {
-	i := strings.LastIndex(c, " #")
-	if i < 0 || len(c)-i-2 != 8 {
-		return c
-	}
-	for _, r := range c[i+2:] {
-		if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f') {
-			return c
-		}
-	}
-	return c[:i]
 }

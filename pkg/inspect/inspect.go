@@ -20,12 +20,15 @@ import (
 type Snapshot struct {
 	V4, V6 *netfilter.Table
 	Sets   map[string][]netip.Prefix
+	// L2Taps are the taps with elements in the bridge table.
+	L2Taps []string
 	// Bridges maps a tap to the bridge it is a port of, when known.
 	Bridges map[string]string
 }
 
-// Read takes a snapshot with the given iptables backend and ipsets.
-func Read(ex netfilter.Exec, sets netfilter.Sets) (*Snapshot, error) {
+// Read takes a snapshot with the given iptables backend, ipsets and
+// bridge table (nil: none).
+func Read(ex netfilter.Exec, sets netfilter.Sets, bridge netfilter.Bridge) (*Snapshot, error) {
 	s := &Snapshot{Bridges: map[string]string{}}
 	for _, e := range []netfilter.Exec{ex, ex.IPv6()} {
 		data, err := e.SaveCounters()
@@ -45,6 +48,11 @@ func Read(ex netfilter.Exec, sets netfilter.Sets) (*Snapshot, error) {
 	var err error
 	if s.Sets, err = sets.List(); err != nil {
 		return nil, err
+	}
+	if bridge != nil {
+		if s.L2Taps, err = bridge.Taps(); err != nil {
+			return nil, err
+		}
 	}
 	return s, nil
 }
@@ -94,12 +102,14 @@ func items(tb *netfilter.Table, tap, chain string) []item {
 		out = append(out, item{owner: tap, spec: spec, counter: tb.Counter(chain, j)})
 		f, _ := explain.Fields(spec)
 		for i := range f {
-			if f[i] != "-j" || i+1 >= len(f) || !strings.HasPrefix(f[i+1], "TFW-G-") {
+			if f[i] != "-j" || i+1 >= len(f) {
 				continue
 			}
 			target := f[i+1]
-			name := strings.TrimPrefix(target, "TFW-G-")
-			name = strings.TrimSuffix(strings.TrimSuffix(name, "-IN"), "-OUT")
+			name, ok := ruleset.IsGroupChain(target)
+			if !ok {
+				continue
+			}
 			for k, gs := range tb.Chains[target] {
 				out = append(out, item{owner: ruleset.GroupOwner(name), spec: gs, group: name, counter: tb.Counter(target, k)})
 			}
@@ -132,25 +142,10 @@ type Tap struct {
 }
 
 // TapNames lists every tap that has anything installed (chains, leaves in
-// the tries, or an address set), sorted: netfilter.InstalledTaps of each
-// table, as GC sees them.
+// the tries, an address set or layer-2 elements), sorted: the taps GC
+// sees (netfilter.InstalledTaps).
 func (s *Snapshot) TapNames() []string {
-	tables := []*netfilter.Table{{}}
-	for _, t := range s.tables() {
-		tables = append(tables, t)
-	}
-	seen := map[string]bool{}
-	for _, t := range tables {
-		for _, tap := range netfilter.InstalledTaps(t, s.Sets) {
-			seen[tap] = true
-		}
-	}
-	out := make([]string, 0, len(seen))
-	for t := range seen {
-		out = append(out, t)
-	}
-	sort.Strings(out)
-	return out
+	return netfilter.InstalledTaps(s.tables(), s.Sets, s.L2Taps)
 }
 
 // Taps lists every installed tap with its summary.

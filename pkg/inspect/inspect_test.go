@@ -208,7 +208,8 @@ func TestMetrics(t *testing.T) {
 }
 
 // A tap that only a trie leaf still names (its chains and set are gone,
-// as a crash can leave it) is listed, as GC sees it.
+// as a crash can leave it), or only its layer-2 elements, is listed, as GC
+// sees it.
 func TestTapNamesLeafOnly(t *testing.T) {
 	tb, err := netfilter.ParseSave([]byte("*filter\n:TFW-DI - [0:0]\n:TFW-DI-t - [0:0]\n" +
 		"-A TFW-DI -m physdev --physdev-in t+ -m comment --comment \"@dispatch: DI t #00000000\" -g TFW-DI-t\n" +
@@ -217,11 +218,11 @@ func TestTapNamesLeafOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Snapshot{V4: tb, Sets: map[string][]netip.Prefix{"tfw-t-tap7": nil}}
-	if got := s.TapNames(); strings.Join(got, " ") != "tap7 tap9" {
-		t.Errorf("TapNames = %v, want [tap7 tap9]", got)
+	s := &Snapshot{V4: tb, Sets: map[string][]netip.Prefix{"tfw-t-tap7": nil}, L2Taps: []string{"tap5", "tap9"}}
+	if got := s.TapNames(); strings.Join(got, " ") != "tap5 tap7 tap9" {
+		t.Errorf("TapNames = %v, want [tap5 tap7 tap9]", got)
 	}
-	if got := len(s.Taps()); got != 2 {
-		t.Errorf("Taps lists %d taps, want 2", got)
+	if got := len(s.Taps()); got != 3 {
+		t.Errorf("Taps lists %d taps, want 3", got)
 	}
 }

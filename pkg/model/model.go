@@ -4,9 +4,10 @@
 // backend (pkg/ruleset renders it for iptables) takes it as input.
 //
 // Names and values here are checked for what any backend needs (an
-// interface name the kernel accepts, characters a rule may carry); limits
-// that come from one backend (how long a chain, set or comment may be)
-// are that backend's Limits.
+// interface name the kernel accepts, characters a rule may carry, a
+// comment's length); limits that come from one backend (how long a set or
+// group name, a network name or a container ID it records may be) are that
+// backend's Limits.
 package model
 
 import (

@@ -100,9 +100,9 @@ func ValidateName(name string, max int) error {
 }
 
 // ValidateID checks a container ID or network name: letters, digits, '_',
-// '.', '-', at most max characters.
+// '.', '-', at most max characters (0: of any length).
 func ValidateID(id string, max int) error {
-	if len(id) > max {
+	if max > 0 && len(id) > max {
 		return fmt.Errorf("%q is longer than %d characters", id, max)
 	}
 	if !idRE.MatchString(id) {

@@ -180,7 +180,7 @@ func checkRefs(t *Table) error {
 		for _, r := range t.Chains[c] {
 			f := strings.Fields(r)
 			for i := 0; i+1 < len(f); i++ {
-				if (f[i] == "-j" || f[i] == "-g") && strings.HasPrefix(f[i+1], "TFW-") && !t.Has(f[i+1]) {
+				if (f[i] == "-j" || f[i] == "-g") && strings.HasPrefix(f[i+1], ruleset.ChainPrefix) && !t.Has(f[i+1]) {
 					return fmt.Errorf("rule in %s jumps to missing chain %s", c, f[i+1])
 				}
 			}

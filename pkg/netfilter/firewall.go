@@ -503,22 +503,22 @@ func (f *Firewall) GC(network string, keep func(model.Attachment) bool) ([]strin
 // bridge table, given the IPv4 table and every set as already read; a tap
 // may be listed more than once. The caller holds the lock.
 func (f *Firewall) installed(t *Table, sets map[string][]netip.Prefix) ([]string, error) {
-	out := InstalledTaps(t, sets)
+	tables := []*Table{t}
 	for _, v := range f.tables()[1:] {
 		t6, err := saveReader(v.Tables)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, InstalledTaps(t6.T, nil)...)
+		tables = append(tables, t6.T)
 	}
+	var l2 []string
 	if f.Bridge != nil {
-		l2, err := f.Bridge.Taps()
-		if err != nil {
+		var err error
+		if l2, err = f.Bridge.Taps(); err != nil {
 			return nil, err
 		}
-		out = append(out, l2...)
 	}
-	return out, nil
+	return InstalledTaps(tables, sets, l2), nil
 }
 
 // RemoveGone removes, under the lock, everything of the installed taps

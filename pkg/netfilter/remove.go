@@ -117,18 +117,22 @@ func Attachments(t *Table) []model.Attachment {
 	return out
 }
 
-// InstalledTaps lists every tap that has anything in the kernel: chains,
-// leaves in the tries, or an address set.
-func InstalledTaps(t *Table, sets map[string][]netip.Prefix) []string {
+// InstalledTaps lists, sorted and once each, every tap that has anything
+// installed: chains or trie leaves in any of the tables, an address set,
+// or layer-2 elements (l2, from Bridge.Taps). It is the one answer to
+// "which taps are there", for GC and for the operator's list alike.
+func InstalledTaps(tables []*Table, sets map[string][]netip.Prefix, l2 []string) []string {
 	seen := map[string]bool{}
-	for _, chain := range t.Order {
-		if tap, ok := ruleset.IsTapChain(chain); ok {
-			seen[tap] = true
-		}
-		if ruleset.IsTrieChain(chain) {
-			for _, s := range t.Chains[chain] {
-				if o := Owner(s); o != "" && o != ruleset.EdgeOwner {
-					seen[o] = true
+	for _, t := range tables {
+		for _, chain := range t.Order {
+			if tap, ok := ruleset.IsTapChain(chain); ok {
+				seen[tap] = true
+			}
+			if ruleset.IsTrieChain(chain) {
+				for _, s := range t.Chains[chain] {
+					if o := Owner(s); o != "" && o != ruleset.EdgeOwner {
+						seen[o] = true
+					}
 				}
 			}
 		}
@@ -139,6 +143,9 @@ func InstalledTaps(t *Table, sets map[string][]netip.Prefix) []string {
 				seen[tap] = true
 			}
 		}
+	}
+	for _, tap := range l2 {
+		seen[tap] = true
 	}
 	out := make([]string, 0, len(seen))
 	for tap := range seen {

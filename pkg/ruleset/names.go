@@ -88,6 +88,21 @@ func GroupChain(name, dir string) string {
 	return groupChainPrefix + name + "-" + strings.ToUpper(dir)
 }
 
+// IsGroupChain reports whether chain is one of a security group's chains
+// and returns the group's name.
+func IsGroupChain(chain string) (name string, ok bool) {
+	rest, ok := strings.CutPrefix(chain, groupChainPrefix)
+	if !ok {
+		return "", false
+	}
+	for _, suf := range []string{"-IN", "-OUT"} {
+		if n, ok := strings.CutSuffix(rest, suf); ok && n != "" {
+			return n, true
+		}
+	}
+	return "", false
+}
+
 // GroupOwner is the owner of a group's rules in comments and the name in
 // its log prefixes: "+web".
 func GroupOwner(name string) string { return "+" + name }

@@ -253,3 +253,14 @@ func TestStripHash(t *testing.T) {
 		}
 	}
 }
+
+func TestIsGroupChain(t *testing.T) {
+	for chain, want := range map[string]string{
+		GroupChain("web", "in"): "web", GroupChain("a-b", "out"): "a-b",
+		"TFW-G--IN": "", "TFW-G-web": "", "TFW-T-web-IN": "", "TFW-GROUP-ALLOW": "",
+	} {
+		if got, ok := IsGroupChain(chain); got != want || ok != (want != "") {
+			t.Errorf("IsGroupChain(%q) = %q, %v; want %q", chain, got, ok, want)
+		}
+	}
+}

@@ -12,9 +12,10 @@ import (
 // backend is a firewall backend as the CNI verbs and the operator's gc
 // and flush use it: it renders a
 // validated model.Config in its own terms and keeps the kernel in step.
-// Every method takes the host-wide lock for its whole run, keeps no state
-// between calls (the kernel's netfilter state is the state) and leaves
-// others' rules, sets and tables alone. A call killed at any point leaves
+// Every method that reads or changes the firewall takes the host-wide lock
+// for its whole run (Limits and Status read no firewall state), keeps no
+// state between calls (the kernel's netfilter state is the state) and
+// leaves others' rules, sets and tables alone. A call killed at any point leaves
 // a state that the next call on the same tap completes.
 type backend interface {
 	// Limits are the names the backend can render; the config is checked
@@ -50,6 +51,10 @@ type backend interface {
 	// tools and kernel features are there.
 	Status() error
 }
+
+// addLimits are the name limits of the backend an ADD on this host uses,
+// for checking a config without one (qemu-config): the iptables backend's.
+func addLimits() model.Limits { return (*iptables)(nil).Limits() }
 
 // iptables renders with pkg/ruleset and applies with pkg/netfilter:
 // iptables and ip6tables filter tables, ipsets, and the layer-2 checks in

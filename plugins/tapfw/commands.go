@@ -11,7 +11,6 @@ import (
 
 	"github.com/tapfw/tapfw/pkg/config"
 	"github.com/tapfw/tapfw/pkg/model"
-	"github.com/tapfw/tapfw/pkg/ruleset"
 )
 
 // Operator subcommands: the same binary, run with arguments and without
@@ -342,7 +341,7 @@ func (o *operator) qemuConfig(tap string, bridgeOnly bool) int {
 	// Validate every value now, so the script refuses the NIC before it
 	// touches the tap.
 	env := config.Env{ContainerID: "qemu-" + tap, IfName: tap}
-	if _, err := config.Resolve(conf, ruleset.Limits, env, nil, nil); err != nil {
+	if _, err := config.Resolve(conf, addLimits(), env, nil, nil); err != nil {
 		return o.fail("config of %s: %v", tap, err)
 	}
 	if bridgeOnly {

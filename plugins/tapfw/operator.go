@@ -47,7 +47,7 @@ func (o *operator) snapshot() (*inspect.Snapshot, error) {
 	if o.p.envErr != nil {
 		return nil, o.p.envErr
 	}
-	s, err := inspect.Read(o.p.exec, o.p.fw.Sets)
+	s, err := inspect.Read(o.p.exec, o.p.fw.Sets, o.p.fw.Bridge)
 	if err != nil {
 		return nil, err
 	}

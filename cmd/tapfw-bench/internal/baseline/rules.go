@@ -34,6 +34,8 @@ func cat(parts ...[]string) []string {
 	return out
 }
 
+// The baseline is the seed's flat layout as it was measured, so its names
+// are written out here rather than taken from pkg/ruleset, which may move on.
 func userSetName(s string) string  { return "tfw-s-" + s }
 func tapSetName(tap string) string { return "tfw-t-" + tap }
 

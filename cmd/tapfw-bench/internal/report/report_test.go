@@ -17,9 +17,9 @@ func TestPercentile(t *testing.T) {
 	}
 }
 
-// The markdown of a stored run is what the code before the split into
-// packages printed for it (testdata/quick.md, from tapfw-bench -from-json
-// testdata/quick.json).
+// The markdown of a stored run is exactly testdata/quick.md (what
+// tapfw-bench -from-json testdata/quick.json prints): a change to the
+// report's tables shows in that file's diff.
 func TestMarkdownOfAStoredRun(t *testing.T) {
 	rep, err := ReadJSON("testdata/quick.json")
 	if err != nil {

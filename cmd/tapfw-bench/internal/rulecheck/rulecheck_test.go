@@ -275,3 +275,13 @@ func TestOutputToAnAddressNoTapHas(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 }
+
+// A packet from a port no tap has goes through the dispatch to no tap's
+// OUT chain: its cost is an error, not a count of some other path.
+func TestForwardFromAnUnknownPort(t *testing.T) {
+	lost := port("tapZ9", "02:00:00:00:00:09", "198.51.100.9")
+	_, err := NewScan(sample(t), sampleSets, flow).forward(lost, vmB)
+	if err == nil || !strings.Contains(err.Error(), "not to TFW-T-tapZ9-OUT") {
+		t.Errorf("err = %v", err)
+	}
+}
