@@ -32,7 +32,8 @@ type Table struct {
 	Policies map[string]string
 	// Counters holds, per chain, the counters of its rules in order, and
 	// PolicyCounters those of the built-in chains' policies. Both are
-	// read from `iptables-save -c`; without -c every counter is zero.
+	// read from `iptables-save -c`; without -c they are empty. Read a
+	// rule's with Counter, which counts a rule past the end as zero.
 	Counters       map[string][]Counter
 	PolicyCounters map[string]Counter
 }
@@ -125,7 +126,8 @@ func (t *Table) declare(line string) error {
 // counter.
 func (t *Table) rule(line string) error {
 	var c Counter
-	if strings.HasPrefix(line, "[") {
+	counted := strings.HasPrefix(line, "[")
+	if counted {
 		head, rest, ok := strings.Cut(line, " ")
 		if !ok {
 			return fmt.Errorf("counter without a rule: %q", line)
@@ -148,7 +150,15 @@ func (t *Table) rule(line string) error {
 		return fmt.Errorf("rule in undeclared chain %q", chain)
 	}
 	t.Chains[chain] = append(t.Chains[chain], spec)
-	t.Counters[chain] = append(t.Counters[chain], c)
+	if counted {
+		// Without -c (every call's read of the table) there is nothing
+		// to keep; Counter reads a rule past the end as zero.
+		cs := t.Counters[chain]
+		for len(cs) < len(t.Chains[chain])-1 {
+			cs = append(cs, Counter{})
+		}
+		t.Counters[chain] = append(cs, c)
+	}
 	return nil
 }
 

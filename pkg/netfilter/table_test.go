@@ -14,8 +14,8 @@ func TestParseSaveCounters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := tb.Counters["X"]; len(got) != 2 || got[0] != (Counter{3, 4}) || got[1] != (Counter{}) {
-		t.Errorf("X counters %v", got)
+	if tb.Counter("X", 0) != (Counter{3, 4}) || tb.Counter("X", 1) != (Counter{}) {
+		t.Errorf("X counters %v", tb.Counters["X"])
 	}
 	if tb.Counter("INPUT", 0) != (Counter{5, 6}) || tb.Counter("INPUT", 1) != (Counter{}) {
 		t.Errorf("INPUT counters %v", tb.Counters["INPUT"])
@@ -25,6 +25,11 @@ func TestParseSaveCounters(t *testing.T) {
 	}
 	if tb.PolicyCounters["INPUT"] != (Counter{1, 2}) {
 		t.Errorf("INPUT policy counter %v", tb.PolicyCounters["INPUT"])
+	}
+	// A counted rule after an uncounted one keeps its place.
+	mixed, err := ParseSave([]byte("*filter\n:X - [0:0]\n-A X -j DROP\n[7:8] -A X -j ACCEPT\nCOMMIT\n"))
+	if err != nil || mixed.Counter("X", 0) != (Counter{}) || mixed.Counter("X", 1) != (Counter{7, 8}) {
+		t.Errorf("mixed counters %v, %v", mixed.Counters["X"], err)
 	}
 	if want := []string{"INPUT", "FORWARD", "X"}; !reflect.DeepEqual(tb.Order, want) || len(tb.Chains["X"]) != 2 {
 		t.Errorf("table %+v", tb)
