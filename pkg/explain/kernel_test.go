@@ -114,7 +114,7 @@ func TestKernelCase(t *testing.T) {
 		k.restore(p.Family, []byte("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"))
 		k.open(p)
 		if os.Getenv("TFW_EXPLAIN_DEBUG") != "" {
-			ct, _ := os.ReadFile("/proc/net/nf_conntrack")
+			ct := conntrackTable()
 			t.Logf("conntrack after opening:\n%s", ct)
 		}
 	}
@@ -132,11 +132,10 @@ func TestKernelCase(t *testing.T) {
 	}
 	k.restore(p.Family, data)
 	k.send(p)
-	time.Sleep(150 * time.Millisecond)
-	got := k.matched(p.Family)
+	got := k.settled(p.Family)
 	if os.Getenv("TFW_EXPLAIN_DEBUG") != "" {
 		t.Logf("counters:\n%s", k.run(k.iptables(p.Family)+"-save", "-c"))
-		ct, _ := os.ReadFile("/proc/net/nf_conntrack")
+		ct := conntrackTable()
 		t.Logf("conntrack:\n%s", ct)
 	}
 
@@ -275,7 +274,7 @@ func (k *kernel) child(name string, mac net.HardwareAddr) {
 	k.proc = append(k.proc, cmd)
 	pid := cmd.Process.Pid
 	// Wait for unshare to have made the namespace.
-	self, _ := os.Readlink("/proc/self/ns/net")
+	self, _ := os.Readlink("/proc/thread-self/ns/net")
 	for i := 0; ; i++ {
 		ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid))
 		if err == nil && ns != self {
@@ -400,7 +399,54 @@ func (k *kernel) open(p Packet) {
 	default:
 		k.t.Skip("cannot open this connection")
 	}
-	time.Sleep(100 * time.Millisecond)
+	// The frame is queued to the peer's backlog and handled in a softirq,
+	// which a busy machine runs late: wait for the connection itself.
+	waitFor(k.t, "the opening packet's connection", func() bool {
+		for _, line := range strings.Split(conntrackTable(), "\n") {
+			// The bridge's own IGMP reports are tracked as "unknown".
+			if f := strings.Fields(line); len(f) > 2 && f[2] != "unknown" {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// conntrackTable is this namespace's conntrack table. It is read through
+// thread-self: a thread that sendIn moved into a child namespace may be
+// the thread-group leader, and /proc/self (/proc/net) follows that one.
+func conntrackTable() string {
+	ct, _ := os.ReadFile("/proc/thread-self/net/nf_conntrack")
+	return string(ct)
+}
+
+// settled returns the rules whose counters moved, once some counter has
+// moved and a further read finds the same: the probe is handled in a
+// softirq that a busy machine runs late.
+func (k *kernel) settled(family int) map[string]bool {
+	var got map[string]bool
+	waitFor(k.t, "the probe's counters", func() bool {
+		got = k.matched(family)
+		return len(got) > 0
+	})
+	waitFor(k.t, "the probe's counters to settle", func() bool {
+		time.Sleep(50 * time.Millisecond)
+		again := k.matched(family)
+		same := fmt.Sprint(keys(again)) == fmt.Sprint(keys(got))
+		got = again
+		return same
+	})
+	return got
+}
+
+// waitFor polls ok for up to ten seconds.
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !ok(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
 }
 
 // send puts p on the wire where it comes from.
