@@ -48,7 +48,7 @@ verify:
 
 ## update: rewrite the golden files in testdata/ from the current code
 update:
-	$(GO) test ./pkg/netfilter -run Golden -update
+	$(GO) test ./pkg/netfilter ./pkg/nft -run Golden -update
 
 clean:
 	rm -rf bin

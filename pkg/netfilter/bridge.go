@@ -100,6 +100,19 @@ func (n NFT) Apply(p *ruleset.L2Tap) error {
 			return fmt.Errorf("making table bridge tapfw: %w", err)
 		}
 	}
+	if err := QueueL2(c, p); err != nil {
+		return err
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("changing table bridge tapfw for %s: %w", p.Tap, err)
+	}
+	return nil
+}
+
+// QueueL2 queues on c, whose transaction the caller sends, what makes the
+// table hold p's elements: its earlier ones out, p's in, its record. The
+// table's skeleton must be there.
+func QueueL2(c *nftables.Conn, p *ruleset.L2Tap) error {
 	old, err := readRecord(c, p.Tap)
 	if err != nil {
 		return err
@@ -111,14 +124,11 @@ func (n NFT) Apply(p *ruleset.L2Tap) error {
 	if err := queueElements(sc, p, true); err != nil {
 		return err
 	}
-	if err := queueRecord(c, p); err != nil {
-		return err
-	}
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("changing table bridge tapfw for %s: %w", p.Tap, err)
-	}
-	return nil
+	return queueRecord(c, p)
 }
+
+// L2Current reads the tap's layer-2 record; nil when it has none.
+func L2Current(c *nftables.Conn, tap string) (*ruleset.L2Tap, error) { return readRecord(c, tap) }
 
 // Remove implements Bridge.
 func (n NFT) Remove(tap string) error {
@@ -130,20 +140,30 @@ func (n NFT) Remove(tap string) error {
 	if ok, err := tableExists(c); err != nil || !ok {
 		return err
 	}
-	old, err := readRecord(c, tap)
-	if err != nil || old == nil {
+	queued, err := QueueL2Remove(c, tap)
+	if err != nil || !queued {
 		return err
-	}
-	if err := queueElements(newSetCache(c), old, false); err != nil {
-		return err
-	}
-	for _, k := range recordKinds {
-		c.DelSet(&nftables.Set{Table: l2Table, Name: ruleset.L2Record(tap, k)})
 	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("removing %s from table bridge tapfw: %w", tap, err)
 	}
 	return nil
+}
+
+// QueueL2Remove queues on c what takes the tap's elements and record out
+// of the table, which must exist; queued is false when it has none.
+func QueueL2Remove(c *nftables.Conn, tap string) (queued bool, err error) {
+	old, err := readRecord(c, tap)
+	if err != nil || old == nil {
+		return false, err
+	}
+	if err := queueElements(newSetCache(c), old, false); err != nil {
+		return false, err
+	}
+	for _, k := range recordKinds {
+		c.DelSet(&nftables.Set{Table: l2Table, Name: ruleset.L2Record(tap, k)})
+	}
+	return true, nil
 }
 
 // Flush implements Bridge.

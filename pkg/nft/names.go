@@ -1,0 +1,123 @@
+package nft
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/tapfw/tapfw/pkg/ruleset"
+)
+
+// Table is the name of both of the backend's tables: "bridge tapfw" (the
+// layer-2 checks, which both backends share, and the per-tap dispatch) and
+// "inet tapfw" (conntrack state into mark bits, and rejects).
+const Table = "tapfw"
+
+// Chains and maps of the static skeleton.
+const (
+	// Bridge family: the three hooks a tap's packet meets, by port.
+	ChainForward  = "tfw-fwd"  // bridged: the sender's OUT, then the receiver's IN
+	ChainLocalIn  = "tfw-lin"  // from a port to the host (or routed on): OUT
+	ChainLocalOut = "tfw-lout" // from the host (or routed in) to a port: IN
+	// MapOut and MapIn send a packet to its tap's chain by the port it
+	// comes in or goes out by and its protocol (meta protocol . ifname).
+	MapOut = "tfw-out"
+	MapIn  = "tfw-in"
+	// Inet family.
+	ChainCtPre     = "tfw-ct-pre"  // prerouting: conntrack state into the marks
+	ChainCtOut     = "tfw-ct-out"  // output: the same for the host's packets
+	ChainRejectFwd = "tfw-rej-fwd" // forward: the rejects the bridge chains asked for
+	ChainRejectIn  = "tfw-rej-in"  // input: the same for packets to the host
+)
+
+// Marks are the packet mark bits the backend uses. The bridge family has
+// no conntrack on kernels without nf_conntrack_bridge, and cannot reject:
+// the inet chains copy the conntrack state into Established and Invalid
+// before the bridge chains run, and answer the packets the bridge chains
+// mark with Reject (an ICMP port unreachable) or RejectTCP (a TCP reset).
+// Group carries a security group's "allowed" back to the tap's OUT chain.
+// Only these bits are changed; every other bit of a packet's mark is kept.
+type Marks struct {
+	Established, Invalid, Reject, RejectTCP, Group uint32
+}
+
+// DefaultMarks are the bits used unless configured otherwise.
+var DefaultMarks = Marks{Established: 0x01000000, Invalid: 0x02000000, Reject: 0x04000000, RejectTCP: 0x08000000, Group: 0x10000000}
+
+// All is every bit of m.
+func (m Marks) All() uint32 { return m.Established | m.Invalid | m.Reject | m.RejectTCP | m.Group }
+
+// Rejects are the two reject bits.
+func (m Marks) Rejects() uint32 { return m.Reject | m.RejectTCP }
+
+// Validate refuses marks that are not five distinct single bits.
+func (m Marks) Validate() error {
+	seen := uint32(0)
+	for _, b := range []uint32{m.Established, m.Invalid, m.Reject, m.RejectTCP, m.Group} {
+		if b == 0 || b&(b-1) != 0 || seen&b != 0 {
+			return fmt.Errorf("marks: %#x is not five distinct single bits", m.All())
+		}
+		seen |= b
+	}
+	return nil
+}
+
+// Family is "ip" or "ip6", as nftables names the protocols.
+type Family string
+
+const (
+	IPv4 Family = "ip"
+	IPv6 Family = "ip6"
+)
+
+func (f Family) digit() string {
+	if f == IPv6 {
+		return "6"
+	}
+	return "4"
+}
+
+func (f Family) addrType() string {
+	if f == IPv6 {
+		return "ipv6_addr"
+	}
+	return "ipv4_addr"
+}
+
+// TapChain is the tap's chain for one direction ("in": to the VM, "out":
+// from it) and family.
+func TapChain(tap, dir string, f Family) string {
+	return "tfw-" + dir[:1] + f.digit() + "-" + tap
+}
+
+// GroupChain is a security group's chain for one direction and family.
+func GroupChain(group, dir string, f Family) string {
+	return "tfw-g" + f.digit() + "-" + group + "-" + dir
+}
+
+// chainName is the nftables name of a chain of package ruleset's plan.
+func chainName(c string, f Family) (string, error) {
+	switch c {
+	case ruleset.ChainGroupAllow:
+		return "tfw-g" + f.digit() + "-allow", nil
+	case ruleset.ChainGroupAllowed:
+		return "tfw-g" + f.digit() + "-allowed", nil
+	}
+	if tap, ok := ruleset.IsTapChain(c); ok {
+		dir := "out"
+		if c == ruleset.TapIn(tap) {
+			dir = "in"
+		}
+		return TapChain(tap, dir, f), nil
+	}
+	if g, ok := ruleset.IsGroupChain(c); ok {
+		dir := "out"
+		if strings.HasSuffix(c, "-IN") {
+			dir = "in"
+		}
+		return GroupChain(g, dir, f), nil
+	}
+	return "", fmt.Errorf("no nftables chain for %s", c)
+}
+
+// UserSet is the nftables set of a named set for one family.
+func UserSet(name string, f Family) string { return "tfw-s" + f.digit() + "-" + name }

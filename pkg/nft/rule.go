@@ -1,0 +1,360 @@
+package nft
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
+	"github.com/tapfw/tapfw/pkg/model"
+	"github.com/tapfw/tapfw/pkg/ruleset"
+	"golang.org/x/sys/unix"
+)
+
+// Rule is one nftables rule as data: its text, in nft's syntax, and the
+// expressions that go to the kernel, made side by side by one builder so
+// that they cannot say different things (a kernel test loads the text
+// with nft and compares what the kernel holds with the expressions).
+type Rule struct {
+	Chain   string
+	Text    string
+	Exprs   []expr.Any
+	Comment string
+	// Sets are the rule's anonymous sets (port lists), which go to the
+	// kernel in the rule's transaction.
+	Sets []AnonSet
+}
+
+// AnonSet is an anonymous constant set of ports.
+type AnonSet struct {
+	Interval bool
+	Elements []nftables.SetElement
+}
+
+// String is the rule as "add rule" takes it: text and comment.
+func (r Rule) String() string {
+	if r.Comment == "" {
+		return r.Text
+	}
+	return r.Text + " comment " + strconv.Quote(r.Comment)
+}
+
+// UserData is the rule's comment as nft stores it.
+func (r Rule) UserData() []byte {
+	if r.Comment == "" {
+		return nil
+	}
+	return userdata.AppendString(nil, userdata.TypeComment, r.Comment)
+}
+
+// builder appends a rule's matches and statements to its text and its
+// expressions at once.
+type builder struct {
+	text []string
+	ex   []expr.Any
+	sets []AnonSet
+}
+
+func (b *builder) add(text string, ex ...expr.Any) {
+	b.text = append(b.text, text)
+	b.ex = append(b.ex, ex...)
+}
+
+func (b *builder) rule(chain, comment string) Rule {
+	return Rule{Chain: chain, Text: strings.Join(b.text, " "), Exprs: b.ex, Comment: comment, Sets: b.sets}
+}
+
+func load(base expr.PayloadBase, off, n uint32) *expr.Payload {
+	return &expr.Payload{DestRegister: 1, Base: base, Offset: off, Len: n}
+}
+
+func eq(data []byte) *expr.Cmp { return &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: data} }
+
+func cmpOp(neg bool) expr.CmpOp {
+	if neg {
+		return expr.CmpOpNeq
+	}
+	return expr.CmpOpEq
+}
+
+func be16(v uint16) []byte { return binary.BigEndian.AppendUint16(nil, v) }
+
+func ne32(v uint32) []byte { return binary.NativeEndian.AppendUint32(nil, v) }
+
+// protocol matches the frame's network protocol: the dependency of every
+// match on an IP or transport header. meta protocol, not ether type: it
+// is the protocol inside a VLAN tag as well.
+func (b *builder) protocol(f Family) {
+	et := uint16(unix.ETH_P_IP)
+	if f == IPv6 {
+		et = unix.ETH_P_IPV6
+	}
+	b.add("meta protocol "+string(f), &expr.Meta{Key: expr.MetaKeyPROTOCOL, Register: 1}, eq(be16(et)))
+}
+
+// markTest matches packets whose mark has bit set.
+func (b *builder) markTest(bit uint32) {
+	b.add(fmt.Sprintf("meta mark & %#08x == %#08x", bit, bit),
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(bit), Xor: ne32(0)},
+		eq(ne32(bit)))
+}
+
+// markSet sets (on) or clears bits of the packet's mark, keeping the rest.
+func (b *builder) markSet(bits uint32, on bool) {
+	mask, xor, text := ^bits, bits, fmt.Sprintf("meta mark set meta mark | %#08x", bits)
+	if !on {
+		xor, text = 0, fmt.Sprintf("meta mark set meta mark & %#08x", ^bits)
+	}
+	b.add(text,
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(mask), Xor: ne32(xor)},
+		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1})
+}
+
+func (b *builder) etherSrc(mac string, neg bool) error {
+	hw, err := net.ParseMAC(mac)
+	if err != nil || len(hw) != 6 {
+		return fmt.Errorf("mac %q: %w", mac, err)
+	}
+	op := ""
+	if neg {
+		op = "!= "
+	}
+	b.add("ether saddr "+op+hw.String(), load(expr.PayloadBaseLLHeader, 6, 6), &expr.Cmp{Op: cmpOp(neg), Register: 1, Data: hw})
+	return nil
+}
+
+// addr matches the source or destination address against p as nft does:
+// a prefix of whole bytes loads only those bytes, any other loads the
+// whole address and masks it.
+func (b *builder) addr(f Family, dir string, p netip.Prefix) {
+	if !p.IsValid() || p.Bits() == 0 {
+		return
+	}
+	off, size := addrField(f, dir)
+	raw := p.Masked().Addr().AsSlice()
+	var ex []expr.Any
+	if p.Bits()%8 == 0 {
+		n := uint32(p.Bits() / 8)
+		ex = []expr.Any{load(expr.PayloadBaseNetworkHeader, off, n), eq(raw[:n])}
+	} else {
+		mask := make([]byte, size)
+		for i := 0; i < p.Bits(); i++ {
+			mask[i/8] |= 0x80 >> (i % 8)
+		}
+		ex = []expr.Any{load(expr.PayloadBaseNetworkHeader, off, size),
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: size, Mask: mask, Xor: make([]byte, size)},
+			eq(raw)}
+	}
+	text := ruleset.PrefixString(p)
+	if p.IsSingleIP() {
+		text = p.Addr().String()
+	}
+	b.add(string(f)+" "+dir+" "+text, ex...)
+}
+
+// l4proto matches the transport protocol.
+func (b *builder) l4proto(proto string) error {
+	n, name, err := protoNumber(proto)
+	if err != nil {
+		return err
+	}
+	b.add("meta l4proto "+name, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, eq([]byte{n}))
+	return nil
+}
+
+func protoNumber(proto string) (byte, string, error) {
+	switch proto {
+	case "tcp":
+		return unix.IPPROTO_TCP, "tcp", nil
+	case "udp":
+		return unix.IPPROTO_UDP, "udp", nil
+	case "icmp":
+		return unix.IPPROTO_ICMP, "icmp", nil
+	case model.ProtoICMPv6, "icmpv6":
+		return unix.IPPROTO_ICMPV6, "ipv6-icmp", nil
+	}
+	n, err := strconv.Atoi(proto)
+	if err != nil || n < 0 || n > 255 {
+		return 0, "", fmt.Errorf("protocol %q", proto)
+	}
+	return byte(n), strconv.Itoa(n), nil
+}
+
+// portRange is one item of a port list: lo-hi, or lo alone.
+type portRange struct{ lo, hi uint16 }
+
+func parsePorts(list string) ([]portRange, error) {
+	var out []portRange
+	for _, item := range strings.Split(list, ",") {
+		lo, hi, isRange := strings.Cut(item, ":")
+		a, err1 := strconv.ParseUint(lo, 10, 16)
+		c := a
+		var err2 error
+		if isRange {
+			c, err2 = strconv.ParseUint(hi, 10, 16)
+		}
+		if err1 != nil || err2 != nil || c < a {
+			return nil, fmt.Errorf("port list %q", list)
+		}
+		out = append(out, portRange{uint16(a), uint16(c)})
+	}
+	return out, nil
+}
+
+func (p portRange) String() string {
+	if p.lo == p.hi {
+		return strconv.Itoa(int(p.lo))
+	}
+	return fmt.Sprintf("%d-%d", p.lo, p.hi)
+}
+
+// ports matches a transport header port (offset 0: source, 2:
+// destination) against a list: one port, one range, or an anonymous set.
+func (b *builder) ports(proto, which string, off uint32, list string) error {
+	ps, err := parsePorts(list)
+	if err != nil {
+		return err
+	}
+	text := proto + " " + which + " "
+	ld := load(expr.PayloadBaseTransportHeader, off, 2)
+	switch {
+	case len(ps) == 1 && ps[0].lo == ps[0].hi:
+		b.add(text+ps[0].String(), ld, eq(be16(ps[0].lo)))
+	case len(ps) == 1:
+		b.add(text+ps[0].String(), ld, &expr.Range{Op: expr.CmpOpEq, Register: 1, FromData: be16(ps[0].lo), ToData: be16(ps[0].hi)})
+	default:
+		items := make([]string, len(ps))
+		for i, p := range ps {
+			items[i] = p.String()
+		}
+		set := portSet(ps)
+		b.sets = append(b.sets, set)
+		b.add(text+"{ "+strings.Join(items, ", ")+" }", ld, &expr.Lookup{SourceRegister: 1, SetName: anonName(len(b.sets) - 1)})
+	}
+	return nil
+}
+
+// anonName stands for the rule's i-th anonymous set until the kernel
+// names it.
+func anonName(i int) string { return fmt.Sprintf("__set%%d#%d", i) }
+
+// portSet is the anonymous set of ps; an interval set when a range is in
+// it, whose elements are each range's start and the end after it.
+func portSet(ps []portRange) AnonSet {
+	s := AnonSet{}
+	for _, p := range ps {
+		if p.lo != p.hi {
+			s.Interval = true
+		}
+	}
+	for _, p := range ps {
+		s.Elements = append(s.Elements, nftables.SetElement{Key: be16(p.lo)})
+		if s.Interval && p.hi != 0xffff {
+			s.Elements = append(s.Elements, nftables.SetElement{Key: be16(p.hi + 1), IntervalEnd: true})
+		}
+	}
+	return s
+}
+
+// icmp matches an ICMP or ICMPv6 type, and code when given ("3/3"); both
+// from one load, as nft does.
+func (b *builder) icmp(f Family, typ string) error {
+	t, c, hasCode := strings.Cut(typ, "/")
+	tn, err := strconv.ParseUint(t, 10, 8)
+	if err != nil {
+		return fmt.Errorf("icmp type %q", typ)
+	}
+	word := "icmp"
+	if f == IPv6 {
+		word = "icmpv6"
+	}
+	if !hasCode {
+		b.add(fmt.Sprintf("%s type %d", word, tn), load(expr.PayloadBaseTransportHeader, 0, 1), eq([]byte{byte(tn)}))
+		return nil
+	}
+	cn, err := strconv.ParseUint(c, 10, 8)
+	if err != nil {
+		return fmt.Errorf("icmp code %q", typ)
+	}
+	b.add(fmt.Sprintf("%s type %d %s code %d", word, tn, word, cn), load(expr.PayloadBaseTransportHeader, 0, 2), eq([]byte{byte(tn), byte(cn)}))
+	return nil
+}
+
+// hops matches the IPv4 TTL or the IPv6 hop limit.
+func (b *builder) hops(f Family, n int) {
+	if f == IPv6 {
+		b.add("ip6 hoplimit "+strconv.Itoa(n), load(expr.PayloadBaseNetworkHeader, 7, 1), eq([]byte{byte(n)}))
+		return
+	}
+	b.add("ip ttl "+strconv.Itoa(n), load(expr.PayloadBaseNetworkHeader, 8, 1), eq([]byte{byte(n)}))
+}
+
+// limit is iptables' limit match: a rate per second, minute, hour or day
+// and a burst (iptables' default is 5, as nft's).
+func (b *builder) limit(rate string, burst int) error {
+	n, unit, ok := strings.Cut(rate, "/")
+	v, err := strconv.ParseUint(n, 10, 32)
+	if !ok || err != nil || v == 0 {
+		return fmt.Errorf("limit %q", rate)
+	}
+	units := map[string]expr.LimitTime{"s": expr.LimitTimeSecond, "sec": expr.LimitTimeSecond, "second": expr.LimitTimeSecond,
+		"m": expr.LimitTimeMinute, "min": expr.LimitTimeMinute, "minute": expr.LimitTimeMinute,
+		"h": expr.LimitTimeHour, "hour": expr.LimitTimeHour, "d": expr.LimitTimeDay, "day": expr.LimitTimeDay}
+	names := map[expr.LimitTime]string{expr.LimitTimeSecond: "second", expr.LimitTimeMinute: "minute", expr.LimitTimeHour: "hour", expr.LimitTimeDay: "day"}
+	u, ok := units[unit]
+	if !ok {
+		return fmt.Errorf("limit %q: unit", rate)
+	}
+	if burst == 0 {
+		burst = 5
+	}
+	text := fmt.Sprintf("limit rate %d/%s", v, names[u])
+	if burst != 5 {
+		text += fmt.Sprintf(" burst %d packets", burst)
+	}
+	b.add(text, &expr.Limit{Type: expr.LimitTypePkts, Rate: v, Unit: u, Burst: uint32(burst)})
+	return nil
+}
+
+func (b *builder) counter() { b.add("counter", &expr.Counter{}) }
+
+// log writes to the kernel log, or to an NFLOG group when group is set.
+func (b *builder) log(prefix string, group int, nflog bool) {
+	if nflog {
+		b.add(fmt.Sprintf("log prefix %s group %d", strconv.Quote(prefix), group),
+			&expr.Log{Key: 1<<unix.NFTA_LOG_PREFIX | 1<<unix.NFTA_LOG_GROUP, Data: []byte(prefix), Group: uint16(group)})
+		return
+	}
+	// The kernel log at level warning, as iptables' LOG (nft says so).
+	b.add("log prefix "+strconv.Quote(prefix), &expr.Log{Key: 1<<unix.NFTA_LOG_PREFIX | 1<<unix.NFTA_LOG_LEVEL, Level: expr.LogLevelWarning, Data: []byte(prefix)})
+}
+
+func (b *builder) verdict(kind expr.VerdictKind, chain string) {
+	words := map[expr.VerdictKind]string{expr.VerdictAccept: "accept", expr.VerdictDrop: "drop", expr.VerdictReturn: "return", expr.VerdictJump: "jump", expr.VerdictGoto: "goto"}
+	text := words[kind]
+	if chain != "" {
+		text += " " + chain
+	}
+	b.add(text, &expr.Verdict{Kind: kind, Chain: chain})
+}
+
+// addrField is where the source or destination address is in the IP
+// header, and its size.
+func addrField(f Family, dir string) (off, size uint32) {
+	switch {
+	case f == IPv6 && dir == "daddr":
+		return 24, 16
+	case f == IPv6:
+		return 8, 16
+	case dir == "daddr":
+		return 16, 4
+	}
+	return 12, 4
+}

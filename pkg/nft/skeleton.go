@@ -1,0 +1,107 @@
+package nft
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strings"
+
+	"github.com/tapfw/tapfw/pkg/ruleset"
+)
+
+// StaticRule is one rule of the skeleton, with a comment whose installed
+// form ends in a hash of the rule and the marks, so a call sees at once
+// whether the skeleton is the one it would write.
+type StaticRule struct {
+	Family, Chain, Expr, Comment string
+}
+
+// InstalledComment is the comment as installed: text, " #", 8 hex digits.
+func (r StaticRule) InstalledComment() string {
+	sum := sha256.Sum256([]byte(r.Family + "\x00" + r.Chain + "\x00" + r.Expr + "\x00" + r.Comment))
+	return r.Comment + " #" + hex.EncodeToString(sum[:4])
+}
+
+// StaticChain is a base chain of the skeleton.
+type StaticChain struct {
+	Family, Name, Hook string
+	Priority           int
+}
+
+// StaticChains are the skeleton's base chains (and ChainRejected, which
+// has no hook). The bridge chains run at the bridge family's filter
+// priority, after br_netfilter has run the inet prerouting chains (so the
+// marks are set) and before its forward hook runs the inet forward chains
+// (which answer the rejects). The inet mark chains run after conntrack.
+var StaticChains = []StaticChain{
+	{"inet", ChainCtPre, "prerouting", -150},
+	{"inet", ChainCtOut, "output", -150},
+	{"inet", ChainRejectFwd, "forward", 0},
+	{"inet", ChainRejectIn, "input", 0},
+	{"bridge", ChainForward, "forward", -200},
+	{"bridge", ChainLocalIn, "input", -200},
+	{"bridge", ChainLocalOut, "output", -200},
+	{"bridge", ChainRejected, "", 0},
+}
+
+// StaticRules are the skeleton's rules, in order per chain.
+func StaticRules(m Marks) []StaticRule {
+	o := ruleset.OwnerHooks + ": "
+	marks := func(chain string) []StaticRule {
+		return []StaticRule{
+			{"inet", chain, fmt.Sprintf("meta mark set meta mark & %#08x", ^m.All()), o + "clear tapfw's mark bits"},
+			{"inet", chain, fmt.Sprintf("ct state established,related meta mark set meta mark | %#08x", m.Established), o + "established"},
+			{"inet", chain, fmt.Sprintf("ct state invalid meta mark set meta mark | %#08x", m.Invalid), o + "invalid"},
+		}
+	}
+	rejects := func(chain string) []StaticRule {
+		return []StaticRule{
+			{"inet", chain, fmt.Sprintf("meta mark & %#08x == %#08x meta l4proto tcp reject with tcp reset", m.RejectTCP, m.RejectTCP), o + "reject with tcp reset"},
+			{"inet", chain, fmt.Sprintf("meta mark & %#08x != 0 reject with icmpx port-unreachable", m.Rejects()), o + "reject"},
+		}
+	}
+	var rs []StaticRule
+	rs = append(rs, marks(ChainCtPre)...)
+	rs = append(rs, marks(ChainCtOut)...)
+	rs = append(rs, rejects(ChainRejectFwd)...)
+	rs = append(rs, rejects(ChainRejectIn)...)
+	out := "meta protocol . iifname vmap @" + MapOut
+	in := "meta protocol . oifname vmap @" + MapIn
+	rs = append(rs,
+		StaticRule{"bridge", ChainForward, out, o + "from a tap"},
+		StaticRule{"bridge", ChainForward, in, o + "to a tap"},
+		StaticRule{"bridge", ChainLocalIn, out, o + "from a tap"},
+		StaticRule{"bridge", ChainLocalOut, in, o + "to a tap"},
+		// Only a packet that came in by a port has an input device (an
+		// ethernet one); for any other the match cannot be made and the
+		// next rule drops it.
+		StaticRule{"bridge", ChainRejected, "meta iiftype ether accept", o + "rejected: answered by the inet chains"},
+		StaticRule{"bridge", ChainRejected, "drop", o + "rejected: the host's own"},
+	)
+	return rs
+}
+
+// Skeleton is the nft -f transaction that makes both tables, their
+// chains and maps and the layer-2 skeleton exist, and sets the static
+// chains' rules. It leaves map and set elements and the taps' chains
+// alone.
+func Skeleton(m Marks) string {
+	var b strings.Builder
+	b.WriteString(ruleset.L2Skeleton())
+	fmt.Fprintf(&b, "add table inet %s\n", Table)
+	for _, name := range []string{MapOut, MapIn} {
+		fmt.Fprintf(&b, "add map bridge %s %s { type ether_type . ifname : verdict ; }\n", Table, name)
+	}
+	for _, c := range StaticChains {
+		if c.Hook == "" {
+			fmt.Fprintf(&b, "add chain %s %s %s\n", c.Family, Table, c.Name)
+		} else {
+			fmt.Fprintf(&b, "add chain %s %s %s { type filter hook %s priority %d ; policy accept ; }\n", c.Family, Table, c.Name, c.Hook, c.Priority)
+		}
+		fmt.Fprintf(&b, "flush chain %s %s %s\n", c.Family, Table, c.Name)
+	}
+	for _, r := range StaticRules(m) {
+		fmt.Fprintf(&b, "add rule %s %s %s %s comment %q\n", r.Family, Table, r.Chain, r.Expr, r.InstalledComment())
+	}
+	return b.String()
+}

@@ -1,0 +1,275 @@
+package nft
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/google/nftables/expr"
+	"github.com/tapfw/tapfw/pkg/ruleset"
+)
+
+// A tap's chains are package ruleset's chains, translated rule by rule:
+// the rules say the same in both backends, and only their rendering
+// differs. What the bridge family cannot do itself comes from the inet
+// chains through the mark bits: a conntrack state is a mark test, and a
+// REJECT marks the packet for the inet chains to answer.
+
+// chainCtx is what translating one chain needs.
+type chainCtx struct {
+	fam   Family
+	tap   string // the tap whose chain it is, "" for a group's
+	dir   string // in or out
+	marks Marks
+	// tapSet is the ruleset name of the tap's address set, which here is
+	// the tap's elements in the shared layer-2 sets.
+	tapSet string
+}
+
+// ChainRejected is where a REJECT goes once its bit is set: a packet that
+// came in by a port is accepted on to the inet chains, which answer it; a
+// packet of the host's (or routed to a port) has no input device, and is
+// dropped, as nothing after the bridge's output hook can answer it.
+const ChainRejected = "tfw-rejected"
+
+func (cx chainCtx) translate(chain string, r ruleset.Rule) ([]Rule, error) {
+	if r.Physdev.Present || r.InIface != "" || r.OutIface != "" || r.DstMask.IsValid() {
+		return nil, fmt.Errorf("rule %q: dispatch matches have no nftables form", r.Comment)
+	}
+	var out []Rule
+	for _, set := range cx.tapSetVariants(r) {
+		b := &builder{}
+		if err := cx.matches(b, r, set); err != nil {
+			return nil, fmt.Errorf("rule %q: %w", r.Comment, err)
+		}
+		if err := cx.statement(b, r.Verdict); err != nil {
+			return nil, fmt.Errorf("rule %q: %w", r.Comment, err)
+		}
+		out = append(out, b.rule(chain, r.Comment))
+	}
+	return out, nil
+}
+
+// tapSetVariants are the shared sets a rule's match on the tap's own
+// addresses becomes: its addresses and its networks are in two sets, so
+// a positive match is two rules and a negated one two lookups in one.
+func (cx chainCtx) tapSetVariants(r ruleset.Rule) []string {
+	pos := (r.SetSrc == cx.tapSet && !r.SetSrcNeg) || (r.SetDst == cx.tapSet && !r.SetDstNeg)
+	if cx.tapSet == "" || !pos {
+		return []string{""}
+	}
+	addrs, nets := cx.l2Sets()
+	return []string{addrs, nets}
+}
+
+func (cx chainCtx) l2Sets() (addrs, nets string) {
+	if cx.fam == IPv6 {
+		return ruleset.L2IP6, ruleset.L2IP6Net
+	}
+	return ruleset.L2IP4, ruleset.L2IP4Net
+}
+
+func (cx chainCtx) matches(b *builder, r ruleset.Rule, variant string) error {
+	if needsProtocol(r) {
+		b.protocol(cx.fam)
+	}
+	switch r.CtState {
+	case "":
+	case "INVALID":
+		b.markTest(cx.marks.Invalid)
+	case "RELATED,ESTABLISHED":
+		b.markTest(cx.marks.Established)
+	default:
+		return fmt.Errorf("conntrack state %q", r.CtState)
+	}
+	if r.MACSource != "" {
+		if err := b.etherSrc(r.MACSource, r.MACNegate); err != nil {
+			return err
+		}
+	}
+	if r.Mark != "" {
+		if r.Mark != ruleset.GroupMark {
+			return fmt.Errorf("mark %q", r.Mark)
+		}
+		b.markTest(cx.marks.Group)
+	}
+	b.addr(cx.fam, "saddr", r.Src)
+	b.addr(cx.fam, "daddr", r.Dst)
+	if err := cx.setMatch(b, "saddr", r.SetSrc, r.SetSrcNeg, variant); err != nil {
+		return err
+	}
+	if err := cx.setMatch(b, "daddr", r.SetDst, r.SetDstNeg, variant); err != nil {
+		return err
+	}
+	if err := cx.transport(b, r); err != nil {
+		return err
+	}
+	switch {
+	case r.TTL > 0:
+		b.hops(cx.fam, r.TTL)
+	case r.HopLimit > 0:
+		b.hops(cx.fam, r.HopLimit)
+	}
+	if r.Limit != "" {
+		return b.limit(r.Limit, r.LimitBurst)
+	}
+	return nil
+}
+
+func needsProtocol(r ruleset.Rule) bool {
+	return r.Src.IsValid() || r.Dst.IsValid() || r.SetSrc != "" || r.SetDst != "" || r.Proto != "" || r.TTL > 0 || r.HopLimit > 0
+}
+
+// transport matches the protocol, its ports and ICMP types. A single
+// source port and a single destination port are one load, as nft makes
+// them.
+func (cx chainCtx) transport(b *builder, r ruleset.Rule) error {
+	if r.Proto == "" {
+		return nil
+	}
+	if err := b.l4proto(r.Proto); err != nil {
+		return err
+	}
+	if r.ICMPType != "" {
+		return b.icmp(cx.fam, r.ICMPType)
+	}
+	sport, dport := r.SPort+r.SPorts, r.DPort+r.DPorts
+	if sport != "" && dport != "" && isPort(sport) && isPort(dport) {
+		s, d, _ := parseOne(sport, dport)
+		b.add(fmt.Sprintf("%s sport %d %s dport %d", r.Proto, s, r.Proto, d),
+			load(expr.PayloadBaseTransportHeader, 0, 4), eq(append(be16(s), be16(d)...)))
+		return nil
+	}
+	if sport != "" {
+		if err := b.ports(r.Proto, "sport", 0, sport); err != nil {
+			return err
+		}
+	}
+	if dport != "" {
+		return b.ports(r.Proto, "dport", 2, dport)
+	}
+	return nil
+}
+
+func isPort(s string) bool { return !strings.ContainsAny(s, ":,") }
+
+func parseOne(s, d string) (uint16, uint16, error) {
+	a, err := parsePorts(s)
+	if err != nil {
+		return 0, 0, err
+	}
+	c, err := parsePorts(d)
+	if err != nil {
+		return 0, 0, err
+	}
+	return a[0].lo, c[0].lo, nil
+}
+
+// setMatch matches an address against a set: the tap's own addresses
+// (the layer-2 sets, keyed by the tap's port) or a named set.
+func (cx chainCtx) setMatch(b *builder, dir, set string, neg bool, variant string) error {
+	if set == "" {
+		return nil
+	}
+	op := ""
+	if neg {
+		op = "!= "
+	}
+	word := string(cx.fam)
+	off, size := addrField(cx.fam, dir)
+	if set != cx.tapSet {
+		name, err := cx.userSet(set)
+		if err != nil {
+			return err
+		}
+		b.add(fmt.Sprintf("%s %s %s@%s", word, dir, op, name),
+			load(expr.PayloadBaseNetworkHeader, off, size),
+			&expr.Lookup{SourceRegister: 1, SetName: name, Invert: neg})
+		return nil
+	}
+	port, key := "iifname", expr.MetaKeyIIFNAME
+	if cx.dir == "in" {
+		port, key = "oifname", expr.MetaKeyOIFNAME
+	}
+	sets := []string{variant}
+	if neg {
+		addrs, nets := cx.l2Sets()
+		sets = []string{addrs, nets}
+	}
+	for _, s := range sets {
+		b.add(fmt.Sprintf("%s . %s %s %s@%s", port, word, dir, op, s),
+			&expr.Meta{Key: key, Register: regConcat0},
+			&expr.Payload{DestRegister: regConcat4, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: size},
+			&expr.Lookup{SourceRegister: regConcat0, SetName: s, Invert: neg})
+	}
+	return nil
+}
+
+// Registers of an interface name . address concatenation, as nft makes
+// it: the name fills the first 16-byte register, the address the next.
+const (
+	regConcat0 = 1 // NFT_REG_1
+	regConcat4 = 2 // NFT_REG_2
+)
+
+// userSet is the nftables set of a ruleset (ipset) name of a named set.
+func (cx chainCtx) userSet(set string) (string, error) {
+	for _, f := range ruleset.Families {
+		prefix := f.UserSet("")
+		if name, ok := strings.CutPrefix(set, prefix); ok && name != "" {
+			return UserSet(name, cx.fam), nil
+		}
+	}
+	return "", fmt.Errorf("set %q", set)
+}
+
+// statement renders the rule's target.
+func (cx chainCtx) statement(b *builder, v ruleset.Verdict) error {
+	switch v.Target {
+	case "ACCEPT":
+		b.counter()
+		b.verdict(expr.VerdictAccept, "")
+	case "DROP":
+		b.counter()
+		b.verdict(expr.VerdictDrop, "")
+	case "RETURN":
+		b.counter()
+		b.verdict(expr.VerdictReturn, "")
+	case "REJECT":
+		b.counter()
+		bit := cx.marks.Reject
+		if v.RejectWith == "tcp-reset" {
+			bit = cx.marks.RejectTCP
+		}
+		b.markSet(bit, true)
+		b.verdict(expr.VerdictGoto, ChainRejected)
+	case "LOG":
+		b.log(v.LogPrefix, 0, false)
+	case "NFLOG":
+		b.log(v.LogPrefix, v.NFLogGroup, true)
+	case "MARK":
+		switch v.XMark {
+		case ruleset.GroupMark:
+			b.markSet(cx.marks.Group, true)
+		case "0x0/" + strings.SplitN(ruleset.GroupMark, "/", 2)[1]:
+			b.markSet(cx.marks.Group, false)
+		default:
+			return fmt.Errorf("mark %q", v.XMark)
+		}
+	default:
+		return cx.jump(b, v)
+	}
+	return nil
+}
+
+func (cx chainCtx) jump(b *builder, v ruleset.Verdict) error {
+	name, err := chainName(v.Target, cx.fam)
+	if err != nil {
+		return err
+	}
+	kind := expr.VerdictJump
+	if v.Goto {
+		kind = expr.VerdictGoto
+	}
+	b.verdict(kind, name)
+	return nil
+}
