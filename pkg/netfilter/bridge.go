@@ -55,6 +55,10 @@ func nftRuleComment(r *nftables.Rule) string {
 	return c
 }
 
+// L2SkeletonOK reports whether the layer-2 chain holds exactly its
+// static rules.
+func L2SkeletonOK(c *nftables.Conn) (bool, error) { return skeletonOK(c) }
+
 // skeletonOK reports whether the chain holds exactly the static rules.
 func skeletonOK(c *nftables.Conn) (bool, error) {
 	rules, err := c.GetRules(l2Table, &nftables.Chain{Name: ruleset.L2Pre, Table: l2Table})

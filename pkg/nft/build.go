@@ -10,8 +10,11 @@ import (
 	"github.com/tapfw/tapfw/pkg/ruleset"
 )
 
-// Chain is a chain of the bridge table and its rules, in order.
+// Chain is a chain and its rules, in order.
 type Chain struct {
+	// Table is the family of the table it is in: "bridge" (the taps'
+	// chains and the groups') or "inet" (the host firewall's).
+	Table string
 	Name  string
 	Rules []Rule
 }
@@ -27,6 +30,7 @@ type Dispatch struct {
 
 // Set is a named set of one family and its networks.
 type Set struct {
+	Table   string // as Chain.Table
 	Name    string
 	Family  Family
 	Entries []netip.Prefix
@@ -37,9 +41,12 @@ type Plan struct {
 	Tap string
 	// Chains are the tap's own chains, wanted exactly as given.
 	Chains []Chain
-	// Shared are the chains of the security groups the config defines,
-	// rewritten when they differ.
+	// Shared are the chains of the security groups the config defines
+	// and, when it has a host section, the host firewall's: rewritten
+	// when they differ.
 	Shared []Chain
+	// Members are the bridge's rules in shared chains.
+	Members []Member
 	// Dispatch are the tap's map elements.
 	Dispatch []Dispatch
 	// Sets are the named sets the config defines, per family, wanted
@@ -60,7 +67,7 @@ func Build(cfg model.Config, m Marks) (*Plan, error) {
 		return nil, err
 	}
 	t := cfg.Tap
-	p := &Plan{Tap: t.Name, L2: rp.L2}
+	p := &Plan{Tap: t.Name, L2: rp.L2, Members: bridgeMembers(cfg.Bridge)}
 	for _, fp := range []struct {
 		fam  Family
 		plan *ruleset.Plan
@@ -89,7 +96,7 @@ func (p *Plan) addFamily(t model.Tap, f Family, rp *ruleset.Plan, m Marks) error
 		if c.Name == ruleset.TapIn(tap) {
 			dir = "in"
 		}
-		cx := chainCtx{fam: f, tap: tap, dir: dir, marks: m, tapSet: fam.TapSet(tap)}
+		cx := chainCtx{fam: f, tap: tap, dir: dir, marks: m, tapSet: fam.TapSet(tap), table: "bridge"}
 		ch, err := cx.chain(c, f)
 		if err != nil {
 			return err
@@ -105,28 +112,55 @@ func (p *Plan) addFamily(t model.Tap, f Family, rp *ruleset.Plan, m Marks) error
 		p.Dispatch = append(p.Dispatch, d)
 	}
 	for _, c := range rp.Shared {
-		_, ok := ruleset.IsGroupChain(c.Name)
-		if !ok && c.Name != ruleset.ChainGroupAllow && c.Name != ruleset.ChainGroupAllowed {
+		cx, ok := sharedCtx(c.Name, f, fam, m)
+		if !ok {
 			continue
 		}
-		dir := "out"
-		if ok && strings.HasSuffix(c.Name, "-IN") {
-			dir = "in"
-		}
-		cx := chainCtx{fam: f, dir: dir, marks: m}
 		ch, err := cx.chain(c, f)
 		if err != nil {
 			return err
 		}
 		p.Shared = append(p.Shared, ch)
 	}
-	sort.Slice(p.Shared, func(i, j int) bool { return p.Shared[i].Name < p.Shared[j].Name })
+	sort.Slice(p.Shared, func(i, j int) bool { return p.Shared[i].Table+p.Shared[i].Name < p.Shared[j].Table+p.Shared[j].Name })
 	for _, s := range rp.Sets {
-		if name, ok := strings.CutPrefix(s.Name, fam.UserSet("")); ok {
-			p.Sets = append(p.Sets, Set{Name: UserSet(name, f), Family: f, Entries: s.Entries})
+		switch name, user := strings.CutPrefix(s.Name, fam.UserSet("")); {
+		case user:
+			// Rules of both tables may use a named set.
+			for _, tb := range []string{"bridge", "inet"} {
+				p.Sets = append(p.Sets, Set{Table: tb, Name: UserSet(name, f), Family: f, Entries: s.Entries})
+			}
+		case s.Name == fam.SetHost():
+			p.Sets = append(p.Sets, Set{Table: "inet", Name: HostSet(f), Family: f, Entries: s.Entries})
+		case s.Name == fam.SetCluster():
+			p.Sets = append(p.Sets, Set{Table: "inet", Name: ClusterSet(f), Family: f, Entries: s.Entries})
 		}
 	}
 	return nil
+}
+
+// sharedCtx is how a shared chain of package ruleset's plan is
+// translated; ok is false for the chains this backend has its own form
+// of (dispatch, hooks, bridges).
+func sharedCtx(name string, f Family, fam *ruleset.Family, m Marks) (chainCtx, bool) {
+	cx := chainCtx{fam: f, dir: "out", marks: m, hostSet: fam.SetHost(), clusterSet: fam.SetCluster(), table: "bridge"}
+	switch {
+	case name == ruleset.ChainHostIn || name == ruleset.ChainHostOut:
+		cx.inet, cx.table = true, "inet"
+		if name == ruleset.ChainHostIn {
+			cx.dir = "in"
+		}
+		return cx, true
+	case name == ruleset.ChainGroupAllow || name == ruleset.ChainGroupAllowed:
+		return cx, true
+	}
+	if _, ok := ruleset.IsGroupChain(name); ok {
+		if strings.HasSuffix(name, "-IN") {
+			cx.dir = "in"
+		}
+		return cx, true
+	}
+	return cx, false
 }
 
 // recordRule records who attached the tap, as the iptables backend's
@@ -153,7 +187,7 @@ func (cx chainCtx) chain(c ruleset.Chain, f Family) (Chain, error) {
 	if err != nil {
 		return Chain{}, err
 	}
-	ch := Chain{Name: name}
+	ch := Chain{Table: cx.table, Name: name}
 	for _, r := range c.Rules {
 		rs, err := cx.translate(name, r)
 		if err != nil {
@@ -169,25 +203,31 @@ func (cx chainCtx) chain(c ruleset.Chain, f Family) (Chain, error) {
 func (p *Plan) String() string {
 	var b strings.Builder
 	for _, s := range p.Sets {
-		fmt.Fprintf(&b, "add set bridge %s %s { type %s ; flags interval ; }\n", Table, s.Name, s.Family.addrType())
+		fmt.Fprintf(&b, "add set %s %s %s { type %s ; flags interval ; }\n", s.Table, Table, s.Name, s.Family.addrType())
 		if len(s.Entries) > 0 {
 			items := make([]string, len(s.Entries))
 			for i, e := range s.Entries {
 				items[i] = ruleset.PrefixString(e)
 			}
-			fmt.Fprintf(&b, "add element bridge %s %s { %s }\n", Table, s.Name, strings.Join(items, ", "))
+			fmt.Fprintf(&b, "add element %s %s %s { %s }\n", s.Table, Table, s.Name, strings.Join(items, ", "))
 		}
 	}
 	for _, cs := range [][]Chain{p.Shared, p.Chains} {
 		for _, c := range cs {
-			fmt.Fprintf(&b, "add chain bridge %s %s\n", Table, c.Name)
+			fmt.Fprintf(&b, "add chain %s %s %s\n", c.Table, Table, c.Name)
 			for _, r := range c.Rules {
-				fmt.Fprintf(&b, "add rule bridge %s %s %s\n", Table, c.Name, r)
+				fmt.Fprintf(&b, "add rule %s %s %s %s\n", c.Table, Table, c.Name, r)
 			}
+		}
+	}
+	for _, m := range p.Members {
+		for _, r := range m.Rules {
+			fmt.Fprintf(&b, "add rule %s %s %s %s\n", m.Table, Table, m.Chain, r)
 		}
 	}
 	for _, d := range p.Dispatch {
 		fmt.Fprintf(&b, "add element bridge %s %s { %s . %q : jump %s }\n", Table, d.Map, d.Family, d.Port, d.Chain)
 	}
+	fmt.Fprintf(&b, "add element bridge %s %s { %q }\n", Table, SetPorts, p.Tap)
 	return b.String()
 }

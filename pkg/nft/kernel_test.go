@@ -57,12 +57,21 @@ func TestKernelTextIsExprs(t *testing.T) {
 				}
 				defer c.CloseLasting()
 				for _, ch := range append(p.Shared, p.Chains...) {
-					have, ok, err := readChain(c, ch.Name)
+					have, ok, err := readChain(c, tableOf(ch.Table), ch.Name)
 					if err != nil || !ok {
 						return fmt.Errorf("chain %s: %v %v", ch.Name, ok, err)
 					}
 					if d := diffRules(have, ch.Rules); len(d) > 0 {
 						t.Errorf("%s:\n%s", ch.Name, strings.Join(d, "\n"))
+					}
+				}
+				for _, m := range p.Members {
+					have, _, err := readChain(c, tableOf(m.Table), m.Chain)
+					if err != nil {
+						return err
+					}
+					if d := diffRules(have, m.Rules); len(d) > 0 {
+						t.Errorf("%s:\n%s", m.Chain, strings.Join(d, "\n"))
 					}
 				}
 				ok, err := skeletonOK(c, DefaultMarks)
@@ -101,6 +110,32 @@ func TestKernelApplyRemove(t *testing.T) {
 	out, err := ns.Run("nft", "list", "map", "bridge", Table, MapOut)
 	if err != nil || !strings.Contains(string(out), `ip . "tap110i0" : jump tfw-o4-tap110i0`) {
 		t.Fatalf("map after apply: %v\n%s", err, out)
+	}
+	diffs := func() []string {
+		var d []string
+		if err := ns.Do(func() (err error) { d, err = Kernel{Marks: DefaultMarks}.Diffs(p); return err }); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	if d := diffs(); len(d) > 0 {
+		t.Fatalf("diffs right after apply: %q", d)
+	}
+	// Drift: a rule added by hand, a map element sent elsewhere.
+	for _, cmd := range [][]string{
+		{"nft", "add", "rule", "bridge", Table, "tfw-i4-tap110i0", "accept"},
+		{"nft", "delete", "element", "bridge", Table, MapIn, `{ ip6 . "tap110i0" }`},
+		{"nft", "add", "element", "bridge", Table, MapIn, `{ ip6 . "tap110i0" : jump tfw-i4-tap110i0 }`},
+	} {
+		if out, err := ns.Run(cmd...); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+	}
+	d := strings.Join(diffs(), "\n")
+	for _, want := range []string{"tfw-i4-tap110i0: rule 10 not wanted", `map tfw-in: ip6 . tap110i0 goes to "tfw-i4-tap110i0", want tfw-i6-tap110i0`} {
+		if !strings.Contains(d, want) {
+			t.Errorf("diffs do not say %q:\n%s", want, d)
+		}
 	}
 	if err := ns.Do(func() error { return Kernel{Marks: DefaultMarks}.Remove("tap110i0") }); err != nil {
 		t.Fatal(err)

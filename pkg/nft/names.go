@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/tapfw/tapfw/pkg/ruleset"
+	"golang.org/x/sys/unix"
 )
 
 // Table is the name of both of the backend's tables: "bridge tapfw" (the
@@ -26,8 +27,16 @@ const (
 	ChainCtPre     = "tfw-ct-pre"  // prerouting: conntrack state into the marks
 	ChainCtOut     = "tfw-ct-out"  // output: the same for the host's packets
 	ChainRejectFwd = "tfw-rej-fwd" // forward: the rejects the bridge chains asked for
-	ChainRejectIn  = "tfw-rej-in"  // input: the same for packets to the host
+	ChainInput     = "tfw-input"   // input: those rejects, then the host firewall
+	ChainOutput    = "tfw-output"  // output: the host firewall
 )
+
+// HostChain is the host firewall's chain for a direction and family.
+func HostChain(dir string, f Family) string { return "tfw-h" + f.digit() + "-" + dir }
+
+// HostSet holds the host's addresses, ClusterSet its cluster's hosts.
+func HostSet(f Family) string    { return "tfw-host" + f.digit() }
+func ClusterSet(f Family) string { return "tfw-cluster" + f.digit() }
 
 // Marks are the packet mark bits the backend uses. The bridge family has
 // no conntrack on kernels without nf_conntrack_bridge, and cannot reject:
@@ -76,6 +85,22 @@ func (f Family) digit() string {
 	return "4"
 }
 
+// nfproto is the family's number, as meta nfproto says it in an inet
+// table.
+func (f Family) nfproto() byte {
+	if f == IPv6 {
+		return unix.NFPROTO_IPV6
+	}
+	return unix.NFPROTO_IPV4
+}
+
+func (f Family) nfprotoName() string {
+	if f == IPv6 {
+		return "ipv6"
+	}
+	return "ipv4"
+}
+
 func (f Family) addrType() string {
 	if f == IPv6 {
 		return "ipv6_addr"
@@ -101,6 +126,12 @@ func chainName(c string, f Family) (string, error) {
 		return "tfw-g" + f.digit() + "-allow", nil
 	case ruleset.ChainGroupAllowed:
 		return "tfw-g" + f.digit() + "-allowed", nil
+	}
+	switch c {
+	case ruleset.ChainHostIn:
+		return HostChain("in", f), nil
+	case ruleset.ChainHostOut:
+		return HostChain("out", f), nil
 	}
 	if tap, ok := ruleset.IsTapChain(c); ok {
 		dir := "out"

@@ -86,6 +86,30 @@ func be16(v uint16) []byte { return binary.BigEndian.AppendUint16(nil, v) }
 
 func ne32(v uint32) []byte { return binary.NativeEndian.AppendUint32(nil, v) }
 
+// nfproto matches the family in an inet table: the dependency of every
+// match on an IP or transport header there.
+func (b *builder) nfproto(f Family) {
+	b.add("meta nfproto "+f.nfprotoName(), &expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1}, eq([]byte{f.nfproto()}))
+}
+
+// ctState matches conntrack states (inet tables only).
+func (b *builder) ctState(text string, bits uint32) {
+	b.add("ct state "+text,
+		&expr.Ct{Key: expr.CtKeySTATE, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(bits), Xor: ne32(0)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ne32(0)})
+}
+
+// reject answers the packet (inet tables only): a TCP reset, or an ICMP
+// port unreachable of the packet's family.
+func (b *builder) reject(tcp bool) {
+	if tcp {
+		b.add("reject with tcp reset", &expr.Reject{Type: unix.NFT_REJECT_TCP_RST})
+		return
+	}
+	b.add("reject with icmpx port-unreachable", &expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_PORT_UNREACH})
+}
+
 // protocol matches the frame's network protocol: the dependency of every
 // match on an IP or transport header. meta protocol, not ether type: it
 // is the protocol inside a VLAN tag as well.
@@ -321,6 +345,40 @@ func (b *builder) limit(rate string, burst int) error {
 	}
 	b.add(text, &expr.Limit{Type: expr.LimitTypePkts, Rate: v, Unit: u, Burst: uint32(burst)})
 	return nil
+}
+
+// iface matches the input or output interface by name, or by a prefix
+// when the name ends in "*" (nft's wildcard), as iptables' "+".
+func (b *builder) iface(word, name string, neg bool) {
+	key := expr.MetaKeyIIFNAME
+	if word == "oifname" {
+		key = expr.MetaKeyOIFNAME
+	}
+	// An exact name is compared as the kernel holds it, NUL-padded to
+	// 16 bytes; a wildcard compares its prefix only.
+	data := make([]byte, 16)
+	copy(data, name)
+	if prefix, ok := strings.CutSuffix(name, "*"); ok {
+		data = []byte(prefix)
+	}
+	op := ""
+	if neg {
+		op = "!= "
+	}
+	b.add(fmt.Sprintf("%s %s%q", word, op, name), &expr.Meta{Key: key, Register: 1}, &expr.Cmp{Op: cmpOp(neg), Register: 1, Data: data})
+}
+
+// ifaceSet matches the input or output interface against a set of names.
+func (b *builder) ifaceSet(word, set string, neg bool) {
+	key := expr.MetaKeyIIFNAME
+	if word == "oifname" {
+		key = expr.MetaKeyOIFNAME
+	}
+	op := ""
+	if neg {
+		op = "!= "
+	}
+	b.add(fmt.Sprintf("%s %s@%s", word, op, set), &expr.Meta{Key: key, Register: 1}, &expr.Lookup{SourceRegister: 1, SetName: set, Invert: neg})
 }
 
 func (b *builder) counter() { b.add("counter", &expr.Counter{}) }

@@ -18,7 +18,7 @@ func kernelSet(s Set) *nftables.Set {
 	if s.Family == IPv6 {
 		kt = nftables.TypeIP6Addr
 	}
-	return &nftables.Set{Table: bridgeTable, Name: s.Name, KeyType: kt, Interval: true}
+	return &nftables.Set{Table: tableOf(s.Table), Name: s.Name, KeyType: kt, Interval: true}
 }
 
 // intervals are a set's entries as the kernel holds them: merged ranges,

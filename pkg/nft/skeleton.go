@@ -37,11 +37,28 @@ var StaticChains = []StaticChain{
 	{"inet", ChainCtPre, "prerouting", -150},
 	{"inet", ChainCtOut, "output", -150},
 	{"inet", ChainRejectFwd, "forward", 0},
-	{"inet", ChainRejectIn, "input", 0},
+	{"inet", ChainInput, "input", 0},
+	{"inet", ChainOutput, "output", 0},
+	{"inet", HostChain("in", IPv4), "", 0},
+	{"inet", HostChain("out", IPv4), "", 0},
+	{"inet", HostChain("in", IPv6), "", 0},
+	{"inet", HostChain("out", IPv6), "", 0},
 	{"bridge", ChainForward, "forward", -200},
 	{"bridge", ChainLocalIn, "input", -200},
 	{"bridge", ChainLocalOut, "output", -200},
 	{"bridge", ChainRejected, "", 0},
+	{"bridge", ChainUnmanagedOut, "", 0},
+	{"bridge", ChainUnmanagedIn, "", 0},
+	{"inet", ChainRouted, "", 0},
+}
+
+// Static says whether the skeleton holds the chain's rules; the host
+// chains are made empty and the config's host section fills them.
+func (c StaticChain) Static() bool { return c.Hook != "" || c.Name == ChainRejected }
+
+// Members says whether bridges keep their own rules in the chain.
+func (c StaticChain) Members() bool {
+	return c.Name == ChainUnmanagedOut || c.Name == ChainUnmanagedIn || c.Name == ChainRouted
 }
 
 // StaticRules are the skeleton's rules, in order per chain.
@@ -64,14 +81,35 @@ func StaticRules(m Marks) []StaticRule {
 	rs = append(rs, marks(ChainCtPre)...)
 	rs = append(rs, marks(ChainCtOut)...)
 	rs = append(rs, rejects(ChainRejectFwd)...)
-	rs = append(rs, rejects(ChainRejectIn)...)
+	rs = append(rs, StaticRule{"inet", ChainRejectFwd, "jump " + ChainRouted, o + "routed"})
+	// The host firewall, as the iptables backend's INPUT and OUTPUT
+	// chains: what a tap's chain rejected, then established, then the
+	// host's own addresses to its chains (a packet from a tap has met
+	// the tap's OUT chain in the bridge table already).
+	rs = append(rs, rejects(ChainInput)...)
+	est := "ct state established,related accept"
+	rs = append(rs,
+		StaticRule{"inet", ChainInput, est, o + "established"},
+		StaticRule{"inet", ChainInput, "ip daddr @" + HostSet(IPv4) + " jump " + HostChain("in", IPv4), o + "to host"},
+		StaticRule{"inet", ChainInput, "ip6 daddr @" + HostSet(IPv6) + " jump " + HostChain("in", IPv6), o + "to host"},
+		StaticRule{"inet", ChainOutput, est, o + "established"},
+		StaticRule{"inet", ChainOutput, "ip saddr @" + HostSet(IPv4) + " jump " + HostChain("out", IPv4), o + "from host"},
+		StaticRule{"inet", ChainOutput, "ip6 saddr @" + HostSet(IPv6) + " jump " + HostChain("out", IPv6), o + "from host"},
+	)
 	out := "meta protocol . iifname vmap @" + MapOut
 	in := "meta protocol . oifname vmap @" + MapIn
+	// A port without a tap's element falls through its map to the
+	// bridges' fail-closed rules.
+	uout, uin := "jump "+ChainUnmanagedOut, "jump "+ChainUnmanagedIn
 	rs = append(rs,
 		StaticRule{"bridge", ChainForward, out, o + "from a tap"},
+		StaticRule{"bridge", ChainForward, uout, o + "from a port without chains"},
 		StaticRule{"bridge", ChainForward, in, o + "to a tap"},
+		StaticRule{"bridge", ChainForward, uin, o + "to a port without chains"},
 		StaticRule{"bridge", ChainLocalIn, out, o + "from a tap"},
+		StaticRule{"bridge", ChainLocalIn, uout, o + "from a port without chains"},
 		StaticRule{"bridge", ChainLocalOut, in, o + "to a tap"},
+		StaticRule{"bridge", ChainLocalOut, uin, o + "to a port without chains"},
 		// Only a packet that came in by a port has an input device (an
 		// ethernet one); for any other the match cannot be made and the
 		// next rule drops it.
@@ -89,16 +127,24 @@ func Skeleton(m Marks) string {
 	var b strings.Builder
 	b.WriteString(ruleset.L2Skeleton())
 	fmt.Fprintf(&b, "add table inet %s\n", Table)
+	for _, f := range []Family{IPv4, IPv6} {
+		for _, name := range []string{HostSet(f), ClusterSet(f)} {
+			fmt.Fprintf(&b, "add set inet %s %s { type %s ; flags interval ; }\n", Table, name, f.addrType())
+		}
+	}
 	for _, name := range []string{MapOut, MapIn} {
 		fmt.Fprintf(&b, "add map bridge %s %s { type ether_type . ifname : verdict ; }\n", Table, name)
 	}
+	fmt.Fprintf(&b, "add set bridge %s %s { type ifname ; }\n", Table, SetPorts)
 	for _, c := range StaticChains {
 		if c.Hook == "" {
 			fmt.Fprintf(&b, "add chain %s %s %s\n", c.Family, Table, c.Name)
 		} else {
 			fmt.Fprintf(&b, "add chain %s %s %s { type filter hook %s priority %d ; policy accept ; }\n", c.Family, Table, c.Name, c.Hook, c.Priority)
 		}
-		fmt.Fprintf(&b, "flush chain %s %s %s\n", c.Family, Table, c.Name)
+		if c.Static() {
+			fmt.Fprintf(&b, "flush chain %s %s %s\n", c.Family, Table, c.Name)
+		}
 	}
 	for _, r := range StaticRules(m) {
 		fmt.Fprintf(&b, "add rule %s %s %s %s comment %q\n", r.Family, Table, r.Chain, r.Expr, r.InstalledComment())

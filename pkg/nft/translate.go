@@ -23,6 +23,13 @@ type chainCtx struct {
 	// tapSet is the ruleset name of the tap's address set, which here is
 	// the tap's elements in the shared layer-2 sets.
 	tapSet string
+	// inet is set for a chain of the inet table (the host firewall),
+	// which has conntrack and REJECT of its own; table is that table's
+	// family.
+	inet  bool
+	table string
+	// hostSets are the ruleset names of the host and cluster sets.
+	hostSet, clusterSet string
 }
 
 // ChainRejected is where a REJECT goes once its bit is set: a packet that
@@ -69,17 +76,14 @@ func (cx chainCtx) l2Sets() (addrs, nets string) {
 }
 
 func (cx chainCtx) matches(b *builder, r ruleset.Rule, variant string) error {
-	if needsProtocol(r) {
+	switch {
+	case needsProtocol(r) && cx.inet:
+		b.nfproto(cx.fam)
+	case needsProtocol(r):
 		b.protocol(cx.fam)
 	}
-	switch r.CtState {
-	case "":
-	case "INVALID":
-		b.markTest(cx.marks.Invalid)
-	case "RELATED,ESTABLISHED":
-		b.markTest(cx.marks.Established)
-	default:
-		return fmt.Errorf("conntrack state %q", r.CtState)
+	if err := cx.conntrack(b, r.CtState); err != nil {
+		return err
 	}
 	if r.MACSource != "" {
 		if err := b.etherSrc(r.MACSource, r.MACNegate); err != nil {
@@ -114,6 +118,32 @@ func (cx chainCtx) matches(b *builder, r ruleset.Rule, variant string) error {
 	}
 	return nil
 }
+
+// conntrack matches a conntrack state: itself in the inet table, by the
+// bits the inet chains set in the bridge table.
+func (cx chainCtx) conntrack(b *builder, state string) error {
+	switch {
+	case state == "":
+	case state == "INVALID" && cx.inet:
+		b.ctState("invalid", ctInvalid)
+	case state == "RELATED,ESTABLISHED" && cx.inet:
+		b.ctState("established,related", ctEstablished|ctRelated)
+	case state == "INVALID":
+		b.markTest(cx.marks.Invalid)
+	case state == "RELATED,ESTABLISHED":
+		b.markTest(cx.marks.Established)
+	default:
+		return fmt.Errorf("conntrack state %q", state)
+	}
+	return nil
+}
+
+// Conntrack state bits as ct state loads them.
+const (
+	ctInvalid     = 1 << 0 // NF_CT_STATE_INVALID_BIT
+	ctEstablished = 1 << 1 // NF_CT_STATE_BIT(IP_CT_ESTABLISHED)
+	ctRelated     = 1 << 2 // NF_CT_STATE_BIT(IP_CT_RELATED)
+)
 
 func needsProtocol(r ruleset.Rule) bool {
 	return r.Src.IsValid() || r.Dst.IsValid() || r.SetSrc != "" || r.SetDst != "" || r.Proto != "" || r.TTL > 0 || r.HopLimit > 0
@@ -177,7 +207,7 @@ func (cx chainCtx) setMatch(b *builder, dir, set string, neg bool, variant strin
 	word := string(cx.fam)
 	off, size := addrField(cx.fam, dir)
 	if set != cx.tapSet {
-		name, err := cx.userSet(set)
+		name, err := cx.namedSet(set)
 		if err != nil {
 			return err
 		}
@@ -211,8 +241,16 @@ const (
 	regConcat4 = 2 // NFT_REG_2
 )
 
-// userSet is the nftables set of a ruleset (ipset) name of a named set.
-func (cx chainCtx) userSet(set string) (string, error) {
+// namedSet is the nftables set of a ruleset (ipset) name: a named set,
+// or the host's or the cluster's.
+func (cx chainCtx) namedSet(set string) (string, error) {
+	switch {
+	case set == "":
+	case set == cx.hostSet:
+		return HostSet(cx.fam), nil
+	case set == cx.clusterSet:
+		return ClusterSet(cx.fam), nil
+	}
 	for _, f := range ruleset.Families {
 		prefix := f.UserSet("")
 		if name, ok := strings.CutPrefix(set, prefix); ok && name != "" {
@@ -236,6 +274,10 @@ func (cx chainCtx) statement(b *builder, v ruleset.Verdict) error {
 		b.verdict(expr.VerdictReturn, "")
 	case "REJECT":
 		b.counter()
+		if cx.inet {
+			b.reject(v.RejectWith == "tcp-reset")
+			return nil
+		}
 		bit := cx.marks.Reject
 		if v.RejectWith == "tcp-reset" {
 			bit = cx.marks.RejectTCP

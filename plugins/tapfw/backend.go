@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os/exec"
 
 	"github.com/tapfw/tapfw/pkg/model"
 	"github.com/tapfw/tapfw/pkg/netfilter"
@@ -65,6 +66,28 @@ type iptables struct {
 	// sysctl makes sure bridged traffic reaches iptables; sysctlCheck
 	// reports when it does not.
 	sysctl, sysctlCheck func() error
+	// other says whether the nftables backend holds tapfw state here.
+	other func() (bool, error)
+}
+
+// holds reports whether tapfw's iptables rules are on the host: its hook
+// chain in the filter table. No iptables at all holds nothing.
+func (b *iptables) holds() (bool, error) {
+	r, err := b.exec.Reader()
+	if err != nil {
+		if errors.Is(err, exec.ErrNotFound) {
+			return false, nil
+		}
+		return false, err
+	}
+	if c, ok := r.(interface{ Close() error }); ok {
+		defer c.Close()
+	}
+	have, err := r.Exist(ruleset.ChainForward)
+	if err != nil {
+		return false, err
+	}
+	return have[ruleset.ChainForward], nil
 }
 
 var _ backend = (*iptables)(nil)
@@ -90,6 +113,11 @@ func (b *iptables) Add(cfg model.Config) error {
 	}
 	if err := b.sysctl(); err != nil {
 		return err
+	}
+	if theirs, err := b.other(); err != nil {
+		return err
+	} else if theirs {
+		return fmt.Errorf("the nftables backend holds tapfw's rules on this host: remove them with `tapfw flush` (every tap loses its firewall until its next ADD) or set TAPFW_BACKEND=nftables")
 	}
 	if _, err := b.fw.Apply(plan); err != nil {
 		return fmt.Errorf("installing firewall of %s: %w", plan.Tap, err)

@@ -24,6 +24,7 @@ import (
 
 	"github.com/tapfw/tapfw/pkg/config"
 	"github.com/tapfw/tapfw/pkg/netfilter"
+	"github.com/tapfw/tapfw/pkg/nft"
 )
 
 // Error codes beyond the CNI spec's own (which end at 99).
@@ -45,6 +46,8 @@ type plugin struct {
 	// isBridge tells whether an interface is a bridge.
 	isBridge func(name string) bool
 	envErr   *config.Error // a bad TAPFW_* variable
+	// backendName is the backend in use: nftables or iptables.
+	backendName string
 }
 
 func newPlugin() *plugin {
@@ -105,9 +108,52 @@ func newPlugin() *plugin {
 	if f := os.Getenv("TAPFW_FAULT"); f != "" {
 		p.fw.Fault = faultAt(f)
 	}
-	p.be = &iptables{fw: p.fw, exec: ex, sysctl: enableBridgeNF, sysctlCheck: checkBridgeNF}
+	ipt := &iptables{fw: p.fw, exec: ex, sysctl: enableBridgeNF, sysctlCheck: checkBridgeNF, other: nft.Kernel{}.Holds}
+	nftb := &nftablesBackend{k: nft.Kernel{Marks: nft.DefaultMarks}, lock: p.fw.Lock, sysctl: enableBridgeNF,
+		sysctlCheck: checkBridgeNF, other: ipt.holds, fault: p.fw.Fault}
+	name, err := chooseBackend(os.Getenv("TAPFW_BACKEND"), ipt.holds)
+	if err != nil {
+		bad("TAPFW_BACKEND", err)
+	}
+	p.backendName = name
+	p.be = ipt
+	if name == backendNFTables {
+		p.be = nftb
+	}
 	return p
 }
+
+// The backends by name, as TAPFW_BACKEND and the config's "backend" say.
+const (
+	backendAuto     = "auto"
+	backendNFTables = "nftables"
+	backendIPTables = "iptables"
+)
+
+// chooseBackend resolves a backend name. auto picks the backend whose
+// state is on the host, else nftables where the kernel has what it
+// needs, else iptables.
+func chooseBackend(name string, iptablesHolds func() (bool, error)) (string, error) {
+	switch name {
+	case backendNFTables, backendIPTables:
+		return name, nil
+	case "", backendAuto:
+	default:
+		return backendIPTables, fmt.Errorf("%q is not nftables, iptables or auto", name)
+	}
+	if holds, err := iptablesHolds(); err == nil && holds {
+		return backendIPTables, nil
+	}
+	if autoNFTables && nftablesUsable() == nil {
+		return backendNFTables, nil
+	}
+	return backendIPTables, nil
+}
+
+// autoNFTables makes auto pick nftables where it can. It stays off until
+// the nftables backend serves every operator command (list, show,
+// metrics, render, explain read the iptables tables today).
+const autoNFTables = false
 
 // ipv6Kernel reports whether this kernel has IPv6 (not booted with
 // ipv6.disable=1): without it there is no IPv6 to filter, and no

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -13,24 +12,16 @@ import (
 const seedConfDir = "../../testdata/seed"
 
 // TestSeedTraffic installs the seed's firewall on its sample network with
-// the plugin binary, under each iptables backend, and lets real packets
-// decide: every probe passes on the bare network, has its expected verdict
-// with the firewall, and the taps leave no trace after DEL (only the host
+// the plugin binary, under each backend, and lets real packets decide:
+// every probe passes on the bare network, has its expected verdict with
+// the firewall, and the taps leave no trace after DEL (only the host
 // firewall and the bridges' chains, which no tap owns, remain).
 func TestSeedTraffic(t *testing.T) {
 	testnet.NeedKernel(t)
-	for _, mode := range []string{"nft", "legacy"} {
-		t.Run(mode, func(t *testing.T) {
-			save := "iptables-" + mode + "-save"
-			if _, err := exec.LookPath(save); err != nil {
-				t.Skipf("%s not installed", save)
-			}
-			testSeedTraffic(t, mode, save)
-		})
-	}
+	forEachBackend(t, testSeedTraffic)
 }
 
-func testSeedTraffic(t *testing.T, mode, save string) {
+func testSeedTraffic(t *testing.T, be testBackend) {
 	s, err := testnet.NewSeed()
 	if err != nil {
 		t.Fatal(err)
@@ -40,7 +31,7 @@ func testSeedTraffic(t *testing.T, mode, save string) {
 			t.Error(err)
 		}
 	})
-	s.Env = []string{"TAPFW_IPTABLES=" + mode}
+	s.Env = be.env
 	probes := s.Probes()
 
 	// The bare network: every probe passes, so a drop later is the firewall's.
@@ -68,7 +59,7 @@ func testSeedTraffic(t *testing.T, mode, save string) {
 		}
 	}
 	if t.Failed() {
-		logCommand(t, s.Host, "iptables-"+mode, "-L", "-v", "-n")
+		t.Logf("with firewall:\n%s", be.state(t, s.Host))
 	}
 	for _, tap := range testnet.SeedTaps() {
 		if _, err := s.Call(pluginBin, seedConfDir, "CHECK", tap); err != nil {
@@ -83,22 +74,10 @@ func testSeedTraffic(t *testing.T, mode, save string) {
 	if err := s.Remove(pluginBin, seedConfDir); err != nil {
 		t.Fatalf("second DEL: %v", err)
 	}
-	rules, err := s.Host.Run(save)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rules := be.state(t, s.Host)
 	for _, tap := range testnet.SeedTaps() {
-		if strings.Contains(string(rules), tap) {
-			t.Errorf("after DEL: %s still mentions %s:\n%s", save, tap, linesWith(string(rules), tap))
-		}
-	}
-	sets, err := s.Host.Run("ipset", "list", "-n")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range strings.Fields(string(sets)) {
-		if strings.HasPrefix(name, "tfw-t-") || strings.HasPrefix(name, "tfw6-t-") {
-			t.Errorf("after DEL: ipset %s remains", name)
+		if strings.Contains(rules, tap) {
+			t.Errorf("after DEL: the installed state still mentions %s:\n%s", tap, linesWith(rules, tap))
 		}
 	}
 	// The taps' own rules are gone but the taps are still ports of their
@@ -115,7 +94,7 @@ func testSeedTraffic(t *testing.T, mode, save string) {
 		}
 	}
 	if t.Failed() {
-		t.Logf("after DEL, %s:\n%s", save, rules)
+		t.Logf("after DEL:\n%s", rules)
 	}
 }
 

@@ -1,0 +1,61 @@
+package main
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/tapfw/tapfw/pkg/testnet"
+)
+
+// testBackend is one way the plugin can filter, as the tests drive it:
+// the environment that selects it, and how to read what it installed.
+type testBackend struct {
+	name string
+	env  []string
+	// tool is the command that must be installed for it.
+	tool string
+	// mode is the iptables mode ("nft" or "legacy"); "" for nftables.
+	mode string
+}
+
+// testBackends are the plugin's backends: iptables with each of its
+// modes, and nftables.
+var testBackends = []testBackend{
+	{name: "nft", env: []string{"TAPFW_BACKEND=iptables", "TAPFW_IPTABLES=nft"}, tool: "iptables-nft-save", mode: "nft"},
+	{name: "legacy", env: []string{"TAPFW_BACKEND=iptables", "TAPFW_IPTABLES=legacy"}, tool: "iptables-legacy-save", mode: "legacy"},
+	{name: "nftables", env: []string{"TAPFW_BACKEND=nftables"}, tool: "nft"},
+}
+
+// forEachBackend runs f as a subtest per backend whose tool is installed.
+func forEachBackend(t *testing.T, f func(t *testing.T, be testBackend)) {
+	for _, be := range testBackends {
+		t.Run(be.name, func(t *testing.T) {
+			if _, err := exec.LookPath(be.tool); err != nil {
+				t.Skipf("%s not installed", be.tool)
+			}
+			f(t, be)
+		})
+	}
+}
+
+// state is everything the backend installed in ns, as text: the filter
+// tables and ipsets of iptables, or nftables' whole ruleset.
+func (be testBackend) state(t *testing.T, ns *testnet.NS) string {
+	t.Helper()
+	var cmds [][]string
+	if be.mode == "" {
+		cmds = [][]string{{"nft", "list", "ruleset"}}
+	} else {
+		cmds = [][]string{{"iptables-" + be.mode + "-save"}, {"ip6tables-" + be.mode + "-save"}, {"ipset", "list"}}
+	}
+	var b strings.Builder
+	for _, c := range cmds {
+		out, err := ns.Run(c...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Write(out)
+	}
+	return b.String()
+}

@@ -1,0 +1,219 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/google/nftables"
+	"github.com/tapfw/tapfw/pkg/model"
+	"github.com/tapfw/tapfw/pkg/netfilter"
+	"github.com/tapfw/tapfw/pkg/nft"
+	"github.com/tapfw/tapfw/pkg/ruleset"
+)
+
+// nftablesBackend renders with pkg/nft and applies over netlink: one
+// bridge and one inet table, one transaction per call.
+type nftablesBackend struct {
+	k    nft.Kernel
+	lock netfilter.Locker
+	// sysctl makes sure bridged traffic meets conntrack (the inet chains
+	// see it through br_netfilter); sysctlCheck reports when it does not.
+	sysctl, sysctlCheck func() error
+	// other says whether the iptables backend holds tapfw state here.
+	other func() (bool, error)
+	fault func(step string)
+}
+
+var _ backend = (*nftablesBackend)(nil)
+
+// The chains are package ruleset's, translated, so its name limits hold.
+func (b *nftablesBackend) Limits() model.Limits { return ruleset.Limits }
+
+func (b *nftablesBackend) locked(fn func() error) error {
+	unlock, err := b.lock.Lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	b.step("locked")
+	return fn()
+}
+
+func (b *nftablesBackend) step(s string) {
+	if b.fault != nil {
+		b.fault(s)
+	}
+}
+
+func (b *nftablesBackend) build(cfg model.Config) (*nft.Plan, error) {
+	p, err := nft.Build(cfg, b.k.Marks)
+	if err == nil {
+		return p, nil
+	}
+	if fe := (*model.FieldError)(nil); errors.As(err, &fe) {
+		return nil, err
+	}
+	return nil, &model.FieldError{Err: err}
+}
+
+func (b *nftablesBackend) Add(cfg model.Config) error {
+	p, err := b.build(cfg)
+	if err != nil {
+		return err
+	}
+	return b.locked(func() error {
+		if err := b.exclusive(); err != nil {
+			return err
+		}
+		if err := b.sysctl(); err != nil {
+			return err
+		}
+		if err := b.k.Apply(p); err != nil {
+			return fmt.Errorf("installing firewall of %s: %w", p.Tap, err)
+		}
+		return nil
+	})
+}
+
+// exclusive refuses to start this backend's state on a host where the
+// other backend holds tapfw's rules: both at once would filter twice and
+// each would miss the other's taps. It asks only while this backend's
+// own tables are not there yet.
+func (b *nftablesBackend) exclusive() error {
+	mine, err := b.k.Holds()
+	if err != nil || mine {
+		return err
+	}
+	theirs, err := b.other()
+	if err != nil {
+		return err
+	}
+	if theirs {
+		return fmt.Errorf("the iptables backend holds tapfw's rules on this host: remove them with `tapfw flush` (every tap loses its firewall until its next ADD) or set TAPFW_BACKEND=iptables")
+	}
+	return nil
+}
+
+func (b *nftablesBackend) Check(cfg model.Config) error {
+	p, err := b.build(cfg)
+	if err != nil {
+		return err
+	}
+	return b.locked(func() error {
+		if err := b.sysctlCheck(); err != nil {
+			return err
+		}
+		diffs, err := b.k.Diffs(p)
+		if err != nil {
+			return err
+		}
+		if len(diffs) > 0 {
+			return &netfilter.DriftError{Diffs: diffs}
+		}
+		return nil
+	})
+}
+
+func (b *nftablesBackend) Attachment(tap string) (a model.Attachment, ok bool, err error) {
+	err = b.locked(func() error {
+		a, ok, err = b.k.Attachment(tap)
+		return err
+	})
+	return a, ok, err
+}
+
+func (b *nftablesBackend) Attachments() (atts []model.Attachment, err error) {
+	err = b.locked(func() error {
+		atts, err = b.k.Attachments()
+		return err
+	})
+	return atts, err
+}
+
+func (b *nftablesBackend) Remove(taps ...string) error {
+	return b.locked(func() error {
+		if err := b.k.Remove(taps...); err != nil {
+			return err
+		}
+		b.step("tap-removed")
+		return b.k.CleanUp()
+	})
+}
+
+func (b *nftablesBackend) CleanUp() error { return b.locked(b.k.CleanUp) }
+
+func (b *nftablesBackend) GC(network string, keep func(model.Attachment) bool) ([]string, error) {
+	var removed []string
+	err := b.locked(func() error {
+		atts, err := b.k.Attachments()
+		if err != nil {
+			return err
+		}
+		recorded, err := b.k.Recorded()
+		if err != nil {
+			return err
+		}
+		for _, a := range atts {
+			// A tap without a record is what a killed ADD leaves.
+			if !recorded[a.Tap] || (a.Network == network && !keep(a)) {
+				removed = append(removed, a.Tap)
+			}
+		}
+		if len(removed) > 0 {
+			if err := b.k.Remove(removed...); err != nil {
+				return err
+			}
+		}
+		return b.k.CleanUp()
+	})
+	return removed, err
+}
+
+func (b *nftablesBackend) RemoveGone(gone func(string) (bool, error), dryRun bool) ([]string, error) {
+	var out []string
+	err := b.locked(func() error {
+		taps, err := b.k.Taps()
+		if err != nil {
+			return err
+		}
+		for _, tap := range taps {
+			g, err := gone(tap)
+			if err != nil {
+				return err
+			}
+			if g {
+				out = append(out, tap)
+			}
+		}
+		if dryRun || len(out) == 0 {
+			return nil
+		}
+		if err := b.k.Remove(out...); err != nil {
+			return err
+		}
+		return b.k.CleanUp()
+	})
+	return out, err
+}
+
+func (b *nftablesBackend) Flush() error { return b.locked(b.k.Flush) }
+
+func (b *nftablesBackend) Status() error { return nftablesUsable() }
+
+// nftablesUsable says whether this host can run the backend: nftables
+// over netlink, the bridge family, and br_netfilter (bridged traffic
+// meets conntrack only through it).
+func nftablesUsable() error {
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("nftables netlink: %w", err)
+	}
+	if _, err := c.ListTablesOfFamily(nftables.TableFamilyBridge); err != nil {
+		return fmt.Errorf("nftables bridge family: %w", err)
+	}
+	if _, err := os.Stat(bridgeNFSysctls[0]); err != nil {
+		return fmt.Errorf("br_netfilter is not loaded (%s): %w", bridgeNFSysctls[0], err)
+	}
+	return nil
+}
