@@ -73,6 +73,7 @@ func defineFlags(o *harness.Options, nList, dpList *string) {
 	flag.IntVar(&o.Jobs, "j", 2, "concurrent plugin calls while installing the N taps (1 or 2)")
 	flag.IntVar(&o.Bridges, "bridges", 4, "control plane: bridges the taps are spread over")
 	flag.StringVar(&o.Iptables, "iptables", "", "iptables backend: auto, nft or legacy (default: $TAPFW_IPTABLES, else auto)")
+	flag.StringVar(&o.Backend, "backend", "", "the plugin's backend: iptables or nftables (default: $TAPFW_BACKEND, else the plugin's own)")
 	flag.StringVar(&o.JSONPath, "json", "", "write the raw results as JSON to this file")
 	flag.StringVar(&o.MDPath, "md", "", "also write the markdown tables to this file")
 	flag.StringVar(&o.FromJSON, "from-json", "", "measure nothing: print the tables (and -chart, -md) of a -json file of an earlier run")
@@ -133,6 +134,14 @@ func parseFlags() (*harness.Options, error) {
 	case "nft", "legacy":
 	default:
 		return nil, fmt.Errorf("-iptables: %q is not auto, nft or legacy", o.Iptables)
+	}
+	if o.Backend == "" {
+		o.Backend = os.Getenv("TAPFW_BACKEND")
+	}
+	switch o.Backend {
+	case "", "auto", "iptables", "nftables":
+	default:
+		return nil, fmt.Errorf("-backend: %q is not iptables, nftables or auto", o.Backend)
 	}
 	o.Cmdline = commandLine()
 	return o, nil

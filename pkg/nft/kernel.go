@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os/exec"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
+	"github.com/mdlayher/netlink"
 	"github.com/tapfw/tapfw/pkg/model"
 	"github.com/tapfw/tapfw/pkg/netfilter"
 	"github.com/tapfw/tapfw/pkg/ruleset"
@@ -24,6 +27,25 @@ import (
 // host, or after an upgrade) runs nft -f.
 type Kernel struct {
 	Marks Marks
+	// Trace, when set, gets the time each step of a call took.
+	Trace io.Writer
+}
+
+// tracer times the steps of one call.
+type tracer struct {
+	w    io.Writer
+	last time.Time
+}
+
+func (k Kernel) tracer() *tracer { return &tracer{w: k.Trace, last: time.Now()} }
+
+func (t *tracer) step(name string) {
+	if t.w == nil {
+		return
+	}
+	now := time.Now()
+	fmt.Fprintf(t.w, "tapfw: %-12s %6.2f ms\n", name, float64(now.Sub(t.last).Microseconds())/1000)
+	t.last = now
 }
 
 var (
@@ -40,17 +62,40 @@ func tableOf(family string) *nftables.Table {
 }
 
 func (k Kernel) conn() (*nftables.Conn, error) {
-	c, err := nftables.New(nftables.AsLasting())
+	c, err := nftables.New(nftables.AsLasting(), nftables.WithSockOptions(bigReadBuffer))
 	if err != nil {
 		return nil, fmt.Errorf("opening nftables netlink: %w", err)
 	}
 	return c, nil
 }
 
+// bigReadBuffer lets the socket hold the answers to a whole transaction:
+// the library asks the kernel to echo every rule it adds, and a tap's
+// first ADD adds a hundred, more than the default buffer takes (the
+// kernel then drops them and reports ENOBUFS). As root the limit of
+// net.core.rmem_max does not apply.
+func bigReadBuffer(c *netlink.Conn) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 16<<20)
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return c.SetReadBuffer(16 << 20)
+	}
+	return nil
+}
+
 // Apply makes the kernel hold p: the skeleton, the tap's chains, its map
 // elements and its layer-2 elements. A second Apply of the same plan
 // changes nothing.
 func (k Kernel) Apply(p *Plan) error {
+	tr := k.tracer()
 	c, err := k.conn()
 	if err != nil {
 		return err
@@ -59,22 +104,25 @@ func (k Kernel) Apply(p *Plan) error {
 	if err := k.ensureSkeleton(c); err != nil {
 		return err
 	}
+	tr.step("skeleton")
 	if err := queueSets(c, p.Sets); err != nil {
 		return err
 	}
-	changed, err := k.queueChains(c, p)
-	if err != nil {
+	tr.step("sets")
+	if _, err := k.queueChains(c, p); err != nil {
 		return err
 	}
+	tr.step("chains")
 	if p.L2 != nil {
 		if err := netfilter.QueueL2(c, p.L2); err != nil {
 			return err
 		}
 	}
-	_ = changed
+	tr.step("layer 2")
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("installing %s: %w", p.Tap, err)
 	}
+	tr.step("commit")
 	return nil
 }
 

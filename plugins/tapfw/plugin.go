@@ -102,14 +102,15 @@ func newPlugin() *plugin {
 		isBridge: isBridge,
 		envErr:   envErr,
 	}
+	k := nft.Kernel{Marks: nft.DefaultMarks}
 	if os.Getenv("TAPFW_TRACE") != "" {
-		p.fw.Trace = os.Stderr
+		p.fw.Trace, k.Trace = os.Stderr, os.Stderr
 	}
 	if f := os.Getenv("TAPFW_FAULT"); f != "" {
 		p.fw.Fault = faultAt(f)
 	}
 	ipt := &iptables{fw: p.fw, exec: ex, sysctl: enableBridgeNF, sysctlCheck: checkBridgeNF, other: nft.Kernel{}.Holds}
-	nftb := &nftablesBackend{k: nft.Kernel{Marks: nft.DefaultMarks}, lock: p.fw.Lock, sysctl: enableBridgeNF,
+	nftb := &nftablesBackend{k: k, lock: p.fw.Lock, sysctl: enableBridgeNF,
 		sysctlCheck: checkBridgeNF, other: ipt.holds, fault: p.fw.Fault}
 	name, err := chooseBackend(os.Getenv("TAPFW_BACKEND"), ipt.holds)
 	if err != nil {

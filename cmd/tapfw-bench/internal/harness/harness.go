@@ -24,6 +24,7 @@ type Options struct {
 	Jobs      int
 	Bridges   int
 	Iptables  string // auto, nft or legacy
+	Backend   string // the plugin's TAPFW_BACKEND: "" (its default), iptables or nftables
 	JSONPath  string
 	ChartPath string
 	MDPath    string

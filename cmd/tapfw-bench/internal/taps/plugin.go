@@ -31,6 +31,9 @@ func pluginEnv(o *harness.Options, ns *testnet.NS, lock, command string, t Spec)
 	if o.Iptables != "auto" {
 		env = append(env, "TAPFW_IPTABLES="+o.Iptables)
 	}
+	if o.Backend != "" {
+		env = append(env, "TAPFW_BACKEND="+o.Backend)
+	}
 	return env
 }
 
