@@ -6,10 +6,9 @@
 //
 //	table bridge tapfw                          (shared with the layer-2 checks)
 //	  tfw-pre     prerouting -200: layer-2 anti-spoofing (package ruleset)
-//	  tfw-fwd     forward -200:  meta protocol . iifname vmap @tfw-out   (the sender's OUT)
-//	                             meta protocol . oifname vmap @tfw-in    (the receiver's IN)
-//	  tfw-lin     input -200:    meta protocol . iifname vmap @tfw-out   (to the host, or routed)
-//	  tfw-lout    output -200:   meta protocol . oifname vmap @tfw-in    (from the host, or routed)
+//	  tfw-from    prerouting 200: meta protocol . iifname vmap @tfw-out  (the sender's OUT, once a frame)
+//	  tfw-fwd     forward -200:   meta protocol . oifname vmap @tfw-in   (the receiver's IN, bridged)
+//	  tfw-lout    output -200:    meta protocol . oifname vmap @tfw-in   (from the host, or routed)
 //	  tfw-{i,o}{4,6}-<tap>       the tap's chains: package ruleset's tap chains, translated
 //	  tfw-g{4,6}-<group>-{in,out} security groups; tfw-s{4,6}-<name> named sets
 //	  tfw-rejected               REJECT: accepted on to the inet chains, or dropped

@@ -15,10 +15,15 @@ const Table = "tapfw"
 
 // Chains and maps of the static skeleton.
 const (
-	// Bridge family: the three hooks a tap's packet meets, by port.
-	ChainForward  = "tfw-fwd"  // bridged: the sender's OUT, then the receiver's IN
-	ChainLocalIn  = "tfw-lin"  // from a port to the host (or routed on): OUT
-	ChainLocalOut = "tfw-lout" // from the host (or routed in) to a port: IN
+	// Bridge family: the hooks a tap's packet meets, by port. A frame
+	// from a port meets its tap's OUT chain once, at prerouting, before
+	// the bridge floods or delivers it (after br_netfilter, which runs the
+	// inet prerouting chains that set the marks); a frame to a port meets
+	// its tap's IN chain in forward (bridged) or output (from the host,
+	// or routed to it).
+	ChainFromPort = "tfw-from" // prerouting 200: the sender's OUT
+	ChainForward  = "tfw-fwd"  // forward -200: the receiver's IN
+	ChainLocalOut = "tfw-lout" // output -200: the receiver's IN
 	// MapOut and MapIn send a packet to its tap's chain by the port it
 	// comes in or goes out by and its protocol (meta protocol . ifname).
 	MapOut = "tfw-out"

@@ -28,10 +28,10 @@ type StaticChain struct {
 	Priority           int
 }
 
-// StaticChains are the skeleton's base chains (and ChainRejected, which
-// has no hook). The bridge chains run at the bridge family's filter
-// priority, after br_netfilter has run the inet prerouting chains (so the
-// marks are set) and before its forward hook runs the inet forward chains
+// StaticChains are the skeleton's chains. The bridge chains run after
+// br_netfilter has run the inet prerouting chains (so the marks are set:
+// prerouting at 200, after br_netfilter's 0; forward and output come
+// later anyway) and before its forward hook runs the inet forward chains
 // (which answer the rejects). The inet mark chains run after conntrack.
 var StaticChains = []StaticChain{
 	{"inet", ChainCtPre, "prerouting", -150},
@@ -43,8 +43,8 @@ var StaticChains = []StaticChain{
 	{"inet", HostChain("out", IPv4), "", 0},
 	{"inet", HostChain("in", IPv6), "", 0},
 	{"inet", HostChain("out", IPv6), "", 0},
+	{"bridge", ChainFromPort, "prerouting", 200},
 	{"bridge", ChainForward, "forward", -200},
-	{"bridge", ChainLocalIn, "input", -200},
 	{"bridge", ChainLocalOut, "output", -200},
 	{"bridge", ChainRejected, "", 0},
 	{"bridge", ChainUnmanagedOut, "", 0},
@@ -102,12 +102,10 @@ func StaticRules(m Marks) []StaticRule {
 	// bridges' fail-closed rules.
 	uout, uin := "jump "+ChainUnmanagedOut, "jump "+ChainUnmanagedIn
 	rs = append(rs,
-		StaticRule{"bridge", ChainForward, out, o + "from a tap"},
-		StaticRule{"bridge", ChainForward, uout, o + "from a port without chains"},
+		StaticRule{"bridge", ChainFromPort, out, o + "from a tap"},
+		StaticRule{"bridge", ChainFromPort, uout, o + "from a port without chains"},
 		StaticRule{"bridge", ChainForward, in, o + "to a tap"},
 		StaticRule{"bridge", ChainForward, uin, o + "to a port without chains"},
-		StaticRule{"bridge", ChainLocalIn, out, o + "from a tap"},
-		StaticRule{"bridge", ChainLocalIn, uout, o + "from a port without chains"},
 		StaticRule{"bridge", ChainLocalOut, in, o + "to a tap"},
 		StaticRule{"bridge", ChainLocalOut, uin, o + "to a port without chains"},
 		// Only a packet that came in by a port has an input device (an

@@ -19,17 +19,26 @@ type testBackend struct {
 	mode string
 }
 
-// testBackends are the plugin's backends: iptables with each of its
-// modes, and nftables.
-var testBackends = []testBackend{
-	{name: "nft", env: []string{"TAPFW_BACKEND=iptables", "TAPFW_IPTABLES=nft"}, tool: "iptables-nft-save", mode: "nft"},
-	{name: "legacy", env: []string{"TAPFW_BACKEND=iptables", "TAPFW_IPTABLES=legacy"}, tool: "iptables-legacy-save", mode: "legacy"},
-	{name: "nftables", env: []string{"TAPFW_BACKEND=nftables"}, tool: "nft"},
+var (
+	iptablesNFT    = testBackend{name: "nft", env: []string{"TAPFW_BACKEND=iptables", "TAPFW_IPTABLES=nft"}, tool: "iptables-nft-save", mode: "nft"}
+	iptablesLegacy = testBackend{name: "legacy", env: []string{"TAPFW_BACKEND=iptables", "TAPFW_IPTABLES=legacy"}, tool: "iptables-legacy-save", mode: "legacy"}
+	nftablesBE     = testBackend{name: "nftables", env: []string{"TAPFW_BACKEND=nftables"}, tool: "nft"}
+)
+
+// forEachBackend runs f as a subtest on each backend: iptables (in
+// whatever mode iptables is here) and nftables.
+func forEachBackend(t *testing.T, f func(t *testing.T, be testBackend)) {
+	run(t, f, testBackend{name: "iptables", env: []string{"TAPFW_BACKEND=iptables"}, tool: "iptables"}, nftablesBE)
 }
 
-// forEachBackend runs f as a subtest per backend whose tool is installed.
-func forEachBackend(t *testing.T, f func(t *testing.T, be testBackend)) {
-	for _, be := range testBackends {
+// forEachBackendMode is forEachBackend with both iptables modes, for the
+// tests whose subject the modes differ in.
+func forEachBackendMode(t *testing.T, f func(t *testing.T, be testBackend)) {
+	run(t, f, iptablesNFT, iptablesLegacy, nftablesBE)
+}
+
+func run(t *testing.T, f func(t *testing.T, be testBackend), bes ...testBackend) {
+	for _, be := range bes {
 		t.Run(be.name, func(t *testing.T) {
 			if _, err := exec.LookPath(be.tool); err != nil {
 				t.Skipf("%s not installed", be.tool)
@@ -39,14 +48,20 @@ func forEachBackend(t *testing.T, f func(t *testing.T, be testBackend)) {
 	}
 }
 
+// nftables says whether this is the nftables backend.
+func (be testBackend) nftables() bool { return be.name == nftablesBE.name }
+
 // state is everything the backend installed in ns, as text: the filter
 // tables and ipsets of iptables, or nftables' whole ruleset.
 func (be testBackend) state(t *testing.T, ns *testnet.NS) string {
 	t.Helper()
 	var cmds [][]string
-	if be.mode == "" {
+	switch {
+	case be.nftables():
 		cmds = [][]string{{"nft", "list", "ruleset"}}
-	} else {
+	case be.mode == "":
+		cmds = [][]string{{"iptables-save"}, {"ip6tables-save"}, {"ipset", "list"}}
+	default:
 		cmds = [][]string{{"iptables-" + be.mode + "-save"}, {"ip6tables-" + be.mode + "-save"}, {"ipset", "list"}}
 	}
 	var b strings.Builder

@@ -39,8 +39,8 @@ type dhcpNet struct {
 // dhcpStray is an address guest a has that its config does not list.
 const dhcpStray = "192.0.2.77"
 
-func newDHCPNet(t *testing.T) *dhcpNet {
-	h, a, _ := l2net(t)
+func newDHCPNet(t *testing.T, be testBackend) *dhcpNet {
+	h, a, _ := l2net(t, be)
 	n := &dhcpNet{h: h, a: a}
 	mk := func(port, mac, ip4 string) *l2vm {
 		ns, err := testnet.NewNS("dh")
@@ -149,7 +149,12 @@ func (n *dhcpNet) add(t *testing.T, extra string) {
 }
 
 func TestDHCPReplies(t *testing.T) {
-	n := newDHCPNet(t)
+	testnet.NeedKernel(t)
+	forEachBackend(t, testDHCPReplies)
+}
+
+func testDHCPReplies(t *testing.T, be testBackend) {
+	n := newDHCPNet(t, be)
 	n.run(t, "without tapfw", func(dhcpCase) bool { return true })
 	n.add(t, "")
 	n.run(t, "dhcp on", func(c dhcpCase) bool { return c.def })

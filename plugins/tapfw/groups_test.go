@@ -25,7 +25,7 @@ func (v *l2vm) groupConf(command, groups, rules string) testnet.Call {
 }
 
 func TestSecurityGroups(t *testing.T) {
-	h, a, b := l2net(t)
+	h, a, b := l2net(t, testBackend{})
 	serveTCP(t, []string{"22", "23", "25", "80", "8080"}, a.ns, b.ns)
 	// a: web and mail; its own rules accept 8080 (the group drops it
 	// first) and reject mail and 23 out (the mail group allows mail

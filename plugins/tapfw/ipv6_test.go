@@ -34,7 +34,12 @@ const aRules = `{"in":[
 	"out":[{"action":"REJECT","proto":"tcp","dport":"25"}]}`
 
 func TestIPv6Rules(t *testing.T) {
-	h, a, b := l2net(t)
+	testnet.NeedKernel(t)
+	forEachBackend(t, testIPv6Rules)
+}
+
+func testIPv6Rules(t *testing.T, be testBackend) {
+	h, a, b := l2net(t, be)
 	serveTCP(t, []string{"22", "25", "80", "8080", "23"}, a.ns, b.ns, h.ns)
 	type probe struct {
 		name string
@@ -101,21 +106,23 @@ func TestIPv6Rules(t *testing.T) {
 		h.mustCall(c)
 	}
 	// Tampering with an IPv6 rule is drift.
-	h.run("ip6tables", "-D", "TFW-T-tap110i0-IN", "-p", "tcp", "-m", "tcp", "--dport", "80", "-m", "comment",
-		"--comment", ruleComment(t, h, "TFW-T-tap110i0-IN", "in rule 1"), "-j", "ACCEPT")
-	if _, e := h.call(a.dualConf("CHECK", aRules, "DROP")); e == nil || e.Code != errDrift || !strings.Contains(e.Msg, "ip6 filter") {
-		t.Errorf("CHECK after deleting an ip6tables rule: %+v", e)
+	where := "ip6 filter"
+	if be.nftables() {
+		where = "tfw-i6-tap110i0"
+		h.run("nft", "insert", "rule", "bridge", "tapfw", where, "accept")
+	} else {
+		h.run("ip6tables", "-D", "TFW-T-tap110i0-IN", "-p", "tcp", "-m", "tcp", "--dport", "80", "-m", "comment",
+			"--comment", ruleComment(t, h, "TFW-T-tap110i0-IN", "in rule 1"), "-j", "ACCEPT")
+	}
+	if _, e := h.call(a.dualConf("CHECK", aRules, "DROP")); e == nil || e.Code != errDrift || !strings.Contains(e.Msg, where) {
+		t.Errorf("CHECK after changing an IPv6 rule: %+v", e)
 	}
 	h.mustCall(a.dualConf("ADD", aRules, "DROP"))
 	h.mustCall(a.dualConf("CHECK", aRules, "DROP"))
 	// DEL: a's IPv6 state goes, b's stays.
 	h.mustCall(a.dualConf("DEL", aRules, "DROP"))
-	save := h.run("ip6tables-save")
-	if strings.Contains(save, "tap110i0") || !strings.Contains(save, "tap111i0") {
-		t.Errorf("after DEL of tap110i0, ip6tables:\n%s", save)
-	}
-	if sets := h.run("ipset", "list", "-n"); strings.Contains(sets, "tfw6-t-tap110i0") || !strings.Contains(sets, "tfw6-t-tap111i0") {
-		t.Errorf("after DEL of tap110i0, ipsets: %s", sets)
+	if save := be.state(t, h.ns); strings.Contains(save, "tap110i0") || !strings.Contains(save, "tap111i0") {
+		t.Errorf("after DEL of tap110i0:\n%s", save)
 	}
 }
 

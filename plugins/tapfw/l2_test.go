@@ -25,8 +25,8 @@ type l2vm struct {
 	net6 string // a network routed to the VM
 }
 
-func l2net(t *testing.T) (*host, *l2vm, *l2vm) {
-	h := newHost(t)
+func l2net(t *testing.T, be testBackend) (*host, *l2vm, *l2vm) {
+	h := newHostOn(t, be)
 	ipv6On(t, h.ns, "vmbr0")
 	h.run("ip", "-6", "addr", "add", "2001:db8::1/64", "dev", "vmbr0", "nodad")
 	mk := func(port, mac, ip4, ip6 string) *l2vm {
@@ -195,16 +195,21 @@ func send(t *testing.T, v *l2vm, frame []byte) {
 // advertisements from a VM claiming what is not its own change nobody's
 // caches or routes once tapfw is on.
 func TestL2AntiSpoofing(t *testing.T) {
+	testnet.NeedKernel(t)
+	forEachBackend(t, testL2AntiSpoofing)
+}
+
+func testL2AntiSpoofing(t *testing.T, be testBackend) {
 	for _, at := range l2attacks {
 		t.Run(at.name, func(t *testing.T) {
 			// Without tapfw the attack works: the test can see it.
-			h, a, b := l2net(t)
+			h, a, b := l2net(t, be)
 			at.run(t, h, a, b)
 			if !at.hit(t, h, a, b) {
 				t.Fatalf("without tapfw the attack did not work; the test cannot tell")
 			}
 			// With tapfw it does not.
-			h, a, b = l2net(t)
+			h, a, b = l2net(t, be)
 			h.mustCall(a.conf(""))
 			h.mustCall(b.conf(""))
 			at.run(t, h, a, b)
@@ -214,7 +219,7 @@ func TestL2AntiSpoofing(t *testing.T) {
 		})
 	}
 	t.Run("radv true lets router advertisements through", func(t *testing.T) {
-		h, a, b := l2net(t)
+		h, a, b := l2net(t, be)
 		h.mustCall(a.conf(`,"radv":true`))
 		h.mustCall(b.conf(""))
 		ra := l2attacks[3]
@@ -230,7 +235,12 @@ func TestL2AntiSpoofing(t *testing.T) {
 // dropped, a reply from another port passes; the rest of neighbour
 // discovery works both ways between VM and host and between VMs.
 func TestL2IPv6Traffic(t *testing.T) {
-	h, a, b := l2net(t)
+	testnet.NeedKernel(t)
+	forEachBackend(t, testL2IPv6Traffic)
+}
+
+func testL2IPv6Traffic(t *testing.T, be testBackend) {
+	h, a, b := l2net(t, be)
 	h.mustCall(a.conf(""))
 	h.mustCall(b.conf(""))
 	// Neighbour discovery between the VMs and with the host works.
@@ -279,7 +289,12 @@ func TestL2IPv6Traffic(t *testing.T) {
 // TestL2CheckAndDel: CHECK sees a tampered bridge table, ADD repairs it,
 // DEL removes the tap's part and the last DEL the table.
 func TestL2CheckAndDel(t *testing.T) {
-	h, a, b := l2net(t)
+	testnet.NeedKernel(t)
+	forEachBackend(t, testL2CheckAndDel)
+}
+
+func testL2CheckAndDel(t *testing.T, be testBackend) {
+	h, a, b := l2net(t, be)
 	h.mustCall(a.conf(""))
 	h.mustCall(b.conf(""))
 	check := a.conf("")

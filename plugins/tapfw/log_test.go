@@ -13,7 +13,7 @@ import (
 // log reach the NFLOG group (what ulogd reads) with prefixes that name the
 // tap, the direction and the rule, in both families; the rate limit holds.
 func TestLogNFLOG(t *testing.T) {
-	h, a, b := l2net(t)
+	h, a, b := l2net(t, testBackend{})
 	serveTCP(t, []string{"22", "8080"}, a.ns)
 	nflog, err := testnet.NFLogListen(h.ns, 7)
 	if err != nil {

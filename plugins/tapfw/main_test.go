@@ -37,9 +37,18 @@ func TestMain(m *testing.M) {
 type host struct {
 	t  *testing.T
 	ns *testnet.NS
+	// be is the backend the plugin calls use; the zero value is the
+	// plugin's default.
+	be testBackend
 }
 
 func newHost(t *testing.T, taps ...string) *host {
+	t.Helper()
+	return newHostOn(t, testBackend{}, taps...)
+}
+
+// newHostOn is newHost with the plugin calls on backend be.
+func newHostOn(t *testing.T, be testBackend, taps ...string) *host {
 	t.Helper()
 	testnet.NeedKernel(t)
 	ns, err := testnet.NewNS("pl")
@@ -47,7 +56,7 @@ func newHost(t *testing.T, taps ...string) *host {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = ns.Close() })
-	h := &host{t: t, ns: ns}
+	h := &host{t: t, ns: ns, be: be}
 	if err := testnet.AddBridge(ns, "vmbr0", "192.0.2.31/24"); err != nil {
 		t.Fatal(err)
 	}
@@ -70,6 +79,9 @@ func (h *host) run(args ...string) string {
 var (
 	noise    = regexp.MustCompile(`(?m)^#.*\n| initval 0x[0-9a-f]+`)
 	counters = regexp.MustCompile(`(?m)^(:\S+ \S+) \[\d+:\d+\]$`)
+	// nftCounters are the values of nftables' counters and limits'
+	// state, which traffic changes.
+	nftCounters = regexp.MustCompile(`counter packets \d+ bytes \d+`)
 )
 
 // state is the namespace's whole netfilter and ipset state, comparable:
@@ -78,7 +90,7 @@ var (
 func (h *host) state() string {
 	h.t.Helper()
 	var b strings.Builder
-	for _, argv := range [][]string{{"iptables-nft-save"}, {"iptables-legacy-save"}, {"ip6tables-nft-save"}, {"ip6tables-legacy-save"}, {"ipset", "save"}, {"nft", "list", "tables", "bridge"}} {
+	for _, argv := range [][]string{{"iptables-nft-save"}, {"iptables-legacy-save"}, {"ip6tables-nft-save"}, {"ip6tables-legacy-save"}, {"ipset", "save"}, {"nft", "list", "tables"}} {
 		cmd := exec.Command("ip", append([]string{"netns", "exec", h.ns.Name}, argv...)...)
 		out, err := cmd.Output()
 		if err != nil {
@@ -87,15 +99,20 @@ func (h *host) state() string {
 		b.Write(out)
 	}
 	s := counters.ReplaceAllString(noise.ReplaceAllString(b.String(), ""), "$1 [0:0]")
-	if strings.Contains(s, "table bridge tapfw") {
-		// tapfw's layer-2 table, each line marked "l2 ".
-		cmd := exec.Command("ip", "netns", "exec", h.ns.Name, "nft", "list", "table", "bridge", "tapfw")
+	// tapfw's nftables tables, each line marked by its family: "l2 " for
+	// the bridge table (the layer-2 checks, and the nftables backend's
+	// taps), "inet " for the nftables backend's inet table.
+	for _, tb := range []struct{ family, mark string }{{"bridge", "l2 "}, {"inet", "inet "}} {
+		if !strings.Contains(s, "table "+tb.family+" tapfw") {
+			continue
+		}
+		cmd := exec.Command("ip", "netns", "exec", h.ns.Name, "nft", "list", "table", tb.family, "tapfw")
 		out, err := cmd.Output()
 		if err != nil {
-			h.t.Fatalf("nft list table bridge tapfw: %v", err)
+			h.t.Fatalf("nft list table %s tapfw: %v", tb.family, err)
 		}
-		for _, l := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
-			s += "l2 " + l + "\n"
+		for _, l := range strings.Split(strings.TrimRight(nftCounters.ReplaceAllString(string(out), "counter"), "\n"), "\n") {
+			s += tb.mark + l + "\n"
 		}
 	}
 	return s
@@ -110,6 +127,7 @@ type cniErr struct {
 func (h *host) call(c testnet.Call) ([]byte, *cniErr) {
 	h.t.Helper()
 	c.Bin = pluginBin
+	c.Env = append(append([]string(nil), h.be.env...), c.Env...)
 	out, err := testnet.CallPlugin(h.ns, c)
 	if err == nil {
 		return out, nil

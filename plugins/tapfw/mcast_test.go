@@ -34,7 +34,12 @@ var (
 // unicast address; with "igmp": false none of it passes; the host's
 // reports pass its firewall.
 func TestMulticastMembership(t *testing.T) {
-	h, a, b := l2net(t)
+	testnet.NeedKernel(t)
+	forEachBackend(t, testMulticastMembership)
+}
+
+func testMulticastMembership(t *testing.T, be testBackend) {
+	h, a, b := l2net(t, be)
 	// Flood everything, so the uplink sees what passes the firewall
 	// whether or not the bridge has heard a querier.
 	h.run("ip", "link", "set", "vmbr0", "type", "bridge", "mcast_snooping", "0")
@@ -179,7 +184,12 @@ func capture(t *testing.T, ns *testnet.NS) *testnet.Capture {
 // reports from the unspecified address, to ff02::16 only; from there,
 // nothing else passes.
 func TestMLDBeforeDAD(t *testing.T) {
-	h, a, _ := l2net(t)
+	testnet.NeedKernel(t)
+	forEachBackend(t, testMLDBeforeDAD)
+}
+
+func testMLDBeforeDAD(t *testing.T, be testBackend) {
+	h, a, _ := l2net(t, be)
 	h.mustCall(a.dualConf("ADD", `{}`, "DROP"))
 	// The guest's own reports from :: stop once its link-local address is
 	// no longer tentative; after that only ours reach the rule.
@@ -194,14 +204,14 @@ func TestMLDBeforeDAD(t *testing.T) {
 		{"ff02::db8:0:1", 131, spoof},
 		{"ff02::db8:0:1", 143, spoof},
 	} {
-		dad0, spoof0 := packets(t, h, "ip6tables-save", dad), packets(t, h, "ip6tables-save", spoof)
+		dad0, spoof0 := h.packets(6, dad), h.packets(6, spoof)
 		if err := testnet.SendRaw(a.ns, "eth0", testnet.MLD(a.mac, net.IPv6unspecified, net.ParseIP(c.dst), c.typ)); err != nil {
 			t.Fatal(err)
 		}
 		want := map[string]int{dad: dad0, spoof: spoof0}
 		want[c.rule]++
 		for end := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-			got := map[string]int{dad: packets(t, h, "ip6tables-save", dad), spoof: packets(t, h, "ip6tables-save", spoof)}
+			got := map[string]int{dad: h.packets(6, dad), spoof: h.packets(6, spoof)}
 			if got[dad] == want[dad] && got[spoof] == want[spoof] {
 				break
 			}
@@ -215,19 +225,53 @@ func TestMLDBeforeDAD(t *testing.T) {
 
 // packets is the packet counter of the rule whose comment starts with
 // comment, from save -c.
-func packets(t *testing.T, h *host, save, comment string) int {
-	t.Helper()
+// packets is the packet counter of the rule whose comment is comment,
+// in the tables of IP family fam (4 or 6) of the host's backend.
+func (h *host) packets(fam int, comment string) int {
+	h.t.Helper()
+	if h.be.nftables() {
+		return h.nftPackets(fam, comment)
+	}
+	save := "iptables-save"
+	if fam == 6 {
+		save = "ip6tables-save"
+	}
 	for _, line := range strings.Split(h.run(save, "-c"), "\n") {
 		if !strings.Contains(line, `--comment "`+comment+" ") {
 			continue
 		}
 		var n, bytes int
 		if _, err := fmt.Sscanf(line, "[%d:%d]", &n, &bytes); err != nil {
-			t.Fatalf("%s: %v", line, err)
+			h.t.Fatalf("%s: %v", line, err)
 		}
 		return n
 	}
-	t.Fatalf("no rule %q in %s", comment, save)
+	h.t.Fatalf("no rule %q in %s", comment, save)
+	return 0
+}
+
+// nftPackets is packets for the nftables backend: the rule with that
+// comment in a tap chain of the family.
+func (h *host) nftPackets(fam int, comment string) int {
+	h.t.Helper()
+	chain := ""
+	for _, line := range strings.Split(h.run("nft", "list", "table", "bridge", "tapfw"), "\n") {
+		line = strings.TrimSpace(line)
+		if name, ok := strings.CutPrefix(line, "chain "); ok {
+			chain = strings.TrimSuffix(name, " {")
+			continue
+		}
+		if !strings.HasPrefix(chain, "tfw-") || !strings.Contains(chain, fmt.Sprintf("%d-", fam)) || !strings.HasSuffix(line, `comment "`+comment+`"`) {
+			continue
+		}
+		_, rest, ok := strings.Cut(line, "counter packets ")
+		var n int
+		if _, err := fmt.Sscanf(rest, "%d", &n); !ok || err != nil {
+			h.t.Fatalf("%s: no counter", line)
+		}
+		return n
+	}
+	h.t.Fatalf("no rule %q in the IPv%d tap chains", comment, fam)
 	return 0
 }
 

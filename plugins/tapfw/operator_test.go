@@ -50,7 +50,7 @@ func serveTCP(t *testing.T, ports []string, nss ...*testnet.NS) {
 // opNet is the IPv6 test network with a's rules and b open, and TCP
 // servers on a few ports in every namespace.
 func opNet(t *testing.T) (*host, *l2vm, *l2vm) {
-	h, a, b := l2net(t)
+	h, a, b := l2net(t, testBackend{})
 	serveTCP(t, []string{"22", "25", "80", "8080", "23"}, a.ns, b.ns, h.ns)
 	h.mustCall(a.dualConf("ADD", aRules, "DROP"))
 	h.mustCall(b.dualConf("ADD", `{}`, "ACCEPT"))
@@ -144,7 +144,7 @@ func TestOperatorListShowMetrics(t *testing.T) {
 // TestOperatorRender: render prints what an ADD would apply and changes
 // nothing; after the ADD it has nothing to change.
 func TestOperatorRender(t *testing.T) {
-	h, a, _ := l2net(t)
+	h, a, _ := l2net(t, testBackend{})
 	call := a.dualConf("ADD", aRules, "DROP")
 	conf := filepath.Join(t.TempDir(), "tap110i0.json")
 	if err := os.WriteFile(conf, call.Config, 0o644); err != nil {

@@ -36,9 +36,9 @@ type routedNet struct {
 	wan4, wan6 string
 }
 
-func newRoutedNet(t *testing.T) *routedNet {
+func newRoutedNet(t *testing.T, be testBackend) *routedNet {
 	t.Helper()
-	h := newHost(t)
+	h := newHostOn(t, be)
 	if err := testnet.AddBridge(h.ns, "vmbr1", "198.51.100.1/24"); err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +220,12 @@ func (n *routedNet) spoofed(t *testing.T, l4, l6 *testnet.UDPListener, src net.I
 }
 
 func TestRoutedTraffic(t *testing.T) {
-	n := newRoutedNet(t)
+	testnet.NeedKernel(t)
+	forEachBackend(t, testRoutedTraffic)
+}
+
+func testRoutedTraffic(t *testing.T, be testBackend) {
+	n := newRoutedNet(t, be)
 	serveTCP(t, []string{"22", "23", "80", "443", "8080"}, n.a.ns, n.b.ns, n.wan)
 	l4, err := testnet.UDPListen(n.wan, "0.0.0.0:9000")
 	if err != nil {
@@ -270,9 +275,11 @@ func TestRoutedTraffic(t *testing.T) {
 	if dhcp68.Got([]byte("routed dhcp reply"), 500*time.Millisecond) {
 		t.Error("a routed udp 67 -> 68 from the uplink reached a")
 	}
-	out := n.h.run("iptables-save", "-t", "filter")
-	if !strings.Contains(out, `-A TFW-FORWARD -m comment --comment "@tapfw: routed #`) {
-		t.Errorf("TFW-FORWARD lacks its routed tail:\n%s", out)
+	if !be.nftables() {
+		out := n.h.run("iptables-save", "-t", "filter")
+		if !strings.Contains(out, `-A TFW-FORWARD -m comment --comment "@tapfw: routed #`) {
+			t.Errorf("TFW-FORWARD lacks its routed tail:\n%s", out)
+		}
 	}
 	n.h.mustCall(testnet.Call{Command: "CHECK", ContainerID: "vm-" + n.a.port, IfName: n.a.port, Config: n.a.conf(true, routedRulesA).Config})
 

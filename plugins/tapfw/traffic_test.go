@@ -18,7 +18,7 @@ const seedConfDir = "../../testdata/seed"
 // firewall and the bridges' chains, which no tap owns, remain).
 func TestSeedTraffic(t *testing.T) {
 	testnet.NeedKernel(t)
-	forEachBackend(t, testSeedTraffic)
+	forEachBackendMode(t, testSeedTraffic)
 }
 
 func testSeedTraffic(t *testing.T, be testBackend) {
