@@ -29,6 +29,19 @@ type Kernel struct {
 	Marks Marks
 	// Trace, when set, gets the time each step of a call took.
 	Trace io.Writer
+	// Fault, when set, is called after each step that changes the kernel
+	// (see FaultSteps); tests make it kill the process there.
+	Fault func(step string)
+}
+
+// FaultSteps are the points at which the nftables backend calls Fault:
+// the plugin's "locked" and "tap-removed", and the kernel's own.
+var FaultSteps = []string{"locked", "skeleton", "committed", "tap-removed"}
+
+func (k Kernel) fault(step string) {
+	if k.Fault != nil {
+		k.Fault(step)
+	}
 }
 
 // tracer times the steps of one call.
@@ -123,6 +136,7 @@ func (k Kernel) Apply(p *Plan) error {
 		return fmt.Errorf("installing %s: %w", p.Tap, err)
 	}
 	tr.step("commit")
+	k.fault("committed")
 	return nil
 }
 
@@ -140,6 +154,7 @@ func (k Kernel) ensureSkeleton(c *nftables.Conn) error {
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("making tables bridge and inet %s: %w: %s", Table, err, strings.TrimSpace(stderr.String()))
 	}
+	k.fault("skeleton")
 	return nil
 }
 
@@ -386,6 +401,7 @@ func (k Kernel) Remove(taps ...string) error {
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("removing %s: %w", strings.Join(taps, ", "), err)
 	}
+	k.fault("committed")
 	return nil
 }
 

@@ -74,3 +74,69 @@ func (be testBackend) state(t *testing.T, ns *testnet.NS) string {
 	}
 	return b.String()
 }
+
+// installedTapText is what the host's installed state shows when tap is
+// installed with its record (network, container ID, interface), its MAC
+// check and a rule for tcp port 80 or 22 as the tests write them.
+func (h *host) dispatchText(tap, record string) string {
+	if h.be.nftables() {
+		return `jump tfw-o4-` + tap + `` // the map element; the record is checked by recordText
+	}
+	return `-m physdev --physdev-in ` + tap + ` -m comment --comment "` + tap + `: dispatch ` + record + ` #`
+}
+
+// recordText is how the state shows who attached tap.
+func (h *host) recordText(tap, record string) string {
+	if h.be.nftables() {
+		return `counter comment "` + tap + `: dispatch ` + record + `"`
+	}
+	return `--comment "` + tap + `: dispatch ` + record + ` #`
+}
+
+// macText and dportText are how the state shows a MAC check and a
+// destination port.
+func (h *host) macText(mac string) string {
+	if h.be.nftables() {
+		return "ether saddr != " + mac
+	}
+	return "--mac-source " + mac
+}
+
+func (h *host) dportText(port string) string {
+	if h.be.nftables() {
+		return "tcp dport " + port
+	}
+	return "--dport " + port
+}
+
+// tapAddrText is how the state shows that ip is one of tap's addresses.
+func (h *host) tapAddrText(tap, ip string) string {
+	if h.be.nftables() {
+		return `"` + tap + `" . ` + ip
+	}
+	return "add tfw-t-" + tap + " " + ip
+}
+
+// tamperTapRule deletes the third rule of tap's IPv4 IN chain behind the
+// plugin's back and returns what CHECK must say of it.
+func (h *host) tamperTapRule(tap string) string {
+	h.t.Helper()
+	if !h.be.nftables() {
+		h.run("iptables", "-D", "TFW-T-"+tap+"-IN", "3")
+		return "table filter, chain TFW-T-" + tap + "-IN, rule 3"
+	}
+	chain := "tfw-i4-" + tap
+	n := 0
+	for _, l := range strings.Split(h.run("nft", "-a", "list", "chain", "bridge", "tapfw", chain), "\n") {
+		_, handle, ok := strings.Cut(l, "# handle ")
+		if !ok || strings.Contains(l, "chain ") {
+			continue
+		}
+		if n++; n == 3 {
+			h.run("nft", "delete", "rule", "bridge", "tapfw", chain, "handle", strings.TrimSpace(handle))
+			return chain + ": rule 3 differs"
+		}
+	}
+	h.t.Fatalf("no third rule in %s", chain)
+	return ""
+}

@@ -154,9 +154,14 @@ func tapConf(version, extra string) []byte {
 }
 
 func TestStandaloneLifecycle(t *testing.T) {
+	testnet.NeedKernel(t)
+	forEachBackend(t, testStandaloneLifecycle)
+}
+
+func testStandaloneLifecycle(t *testing.T, be testBackend) {
 	for _, v := range []string{"0.4.0", "1.0.0", "1.1.0"} {
 		t.Run(v, func(t *testing.T) {
-			h := newHost(t, "tap110i0")
+			h := newHostOn(t, be, "tap110i0")
 			conf := tapConf(v, "") // no "bridge": found from the tap's master
 			call := testnet.Call{ContainerID: "vm110", IfName: "tap110i0", Config: conf}
 
@@ -183,8 +188,10 @@ func TestStandaloneLifecycle(t *testing.T) {
 				t.Errorf("result does not name the tap with its MAC and IP: %s", out)
 			}
 			installed := h.state()
-			if !strings.Contains(installed, `-m physdev --physdev-in tap110i0 -m comment --comment "tap110i0: dispatch net=vms cid=vm110 if=tap110i0 #`) {
-				t.Fatalf("no dispatch rule for the tap:\n%s", installed)
+			for _, want := range []string{h.dispatchText("tap110i0", "net=vms cid=vm110 if=tap110i0"), h.recordText("tap110i0", "net=vms cid=vm110 if=tap110i0")} {
+				if !strings.Contains(installed, want) {
+					t.Fatalf("the state lacks %q:\n%s", want, installed)
+				}
 			}
 			h.mustCall(call)
 			if again := h.state(); again != installed {
@@ -206,10 +213,10 @@ func TestStandaloneLifecycle(t *testing.T) {
 			call.Command = "CHECK"
 			h.mustCall(call)
 
-			h.run("iptables", "-D", "TFW-T-tap110i0-IN", "3")
+			says := h.tamperTapRule("tap110i0")
 			_, e := h.call(call)
-			if e == nil || e.Code != errDrift || !strings.Contains(e.Msg, "table filter, chain TFW-T-tap110i0-IN, rule 3") {
-				t.Errorf("CHECK after tampering: %+v", e)
+			if e == nil || e.Code != errDrift || !strings.Contains(e.Msg, says) {
+				t.Errorf("CHECK after tampering: %+v, want %q", e, says)
 			}
 
 			// DEL needs only the tap's name.
@@ -225,7 +232,12 @@ func TestStandaloneLifecycle(t *testing.T) {
 }
 
 func TestBadConfigChangesNothing(t *testing.T) {
-	h := newHost(t, "tap110i0", "tap111i0")
+	testnet.NeedKernel(t)
+	forEachBackend(t, testBadConfigChangesNothing)
+}
+
+func testBadConfigChangesNothing(t *testing.T, be testBackend) {
+	h := newHostOn(t, be, "tap110i0", "tap111i0")
 	h.mustCall(testnet.Call{Command: "ADD", ContainerID: "vm110", IfName: "tap110i0", Config: tapConf("1.0.0", "")})
 	before := h.state()
 	cases := []struct {
@@ -268,7 +280,12 @@ func bridgeResult(hostVeth, mac, ip string) string {
 }
 
 func TestChainedAfterBridge(t *testing.T) {
-	h := newHost(t)
+	testnet.NeedKernel(t)
+	forEachBackend(t, testChainedAfterBridge)
+}
+
+func testChainedAfterBridge(t *testing.T, be testBackend) {
+	h := newHostOn(t, be)
 	peer, err := testnet.NewNS("pc")
 	if err != nil {
 		t.Fatal(err)
@@ -294,16 +311,15 @@ func TestChainedAfterBridge(t *testing.T) {
 	}
 	s := h.state()
 	for _, want := range []string{
-		"-A TFW-DI-veth1 -m physdev --physdev-in veth1c -m comment --comment \"veth1c: dispatch net=pods cid=c1 if=eth0 #",
-		"--mac-source 02:00:00:00:0c:01",
-		"--dport 80",
+		h.dispatchText("veth1c", "net=pods cid=c1 if=eth0"),
+		h.recordText("veth1c", "net=pods cid=c1 if=eth0"),
+		h.macText("02:00:00:00:0c:01"),
+		h.dportText("80"),
+		h.tapAddrText("veth1c", "192.0.2.60"),
 	} {
 		if !strings.Contains(s, want) {
-			t.Errorf("installed state lacks %q", want)
+			t.Errorf("installed state lacks %q:\n%s", want, s)
 		}
-	}
-	if !strings.Contains(h.run("ipset", "list", "tfw-t-veth1c"), "192.0.2.60") {
-		t.Error("the container's IP is not in the tap's set")
 	}
 	call.Command = "CHECK"
 	h.mustCall(call)
@@ -315,7 +331,12 @@ func TestChainedAfterBridge(t *testing.T) {
 }
 
 func TestGC(t *testing.T) {
-	h := newHost(t, "tap1", "tap2", "tap3")
+	testnet.NeedKernel(t)
+	forEachBackend(t, testGC)
+}
+
+func testGC(t *testing.T, be testBackend) {
+	h := newHostOn(t, be, "tap1", "tap2", "tap3")
 	for i, tap := range []string{"tap1", "tap2"} {
 		conf := []byte(fmt.Sprintf(`{"cniVersion":"1.1.0","name":"vms","type":"tapfw","mac":"02:00:00:00:00:0%d","ips":["192.0.2.%d"]}`, i+1, i+1))
 		h.mustCall(testnet.Call{Command: "ADD", ContainerID: "c" + tap, IfName: tap, Config: conf})
@@ -331,18 +352,27 @@ func TestGC(t *testing.T) {
 	if strings.Contains(s, "tap2") {
 		t.Errorf("GC left the stale attachment tap2:\n%s", s)
 	}
-	if !strings.Contains(s, "TFW-T-tap1-IN") || !strings.Contains(s, "TFW-T-tap3-IN") {
+	if !strings.Contains(s, h.recordText("tap1", "net=vms cid=ctap1 if=tap1")) || !strings.Contains(s, h.recordText("tap3", "net=other cid=ctap3 if=tap3")) {
 		t.Errorf("GC removed a valid attachment:\n%s", s)
 	}
 }
 
 func TestStatusAndVersion(t *testing.T) {
-	h := newHost(t)
+	testnet.NeedKernel(t)
+	forEachBackend(t, testStatusAndVersion)
+}
+
+func testStatusAndVersion(t *testing.T, be testBackend) {
+	h := newHostOn(t, be)
 	conf := []byte(`{"cniVersion":"1.1.0","name":"vms","type":"tapfw"}`)
 	h.mustCall(testnet.Call{Command: "STATUS", Config: conf})
+	tool := "iptables"
+	if be.nftables() {
+		tool = "nft"
+	}
 	_, e := h.call(testnet.Call{Command: "STATUS", Config: conf, Env: []string{"PATH=/nonexistent"}})
-	if e == nil || e.Code != 50 || !strings.Contains(e.Msg, "iptables") {
-		t.Errorf("STATUS without iptables: %+v, want code 50 naming iptables", e)
+	if e == nil || e.Code != 50 || !strings.Contains(e.Msg, tool) {
+		t.Errorf("STATUS without %s: %+v, want code 50 naming it", tool, e)
 	}
 	out := h.mustCall(testnet.Call{Command: "VERSION", Config: conf})
 	for _, v := range []string{"0.4.0", "1.0.0", "1.1.0"} {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 
 	"github.com/google/nftables"
 	"github.com/tapfw/tapfw/pkg/model"
@@ -199,7 +200,13 @@ func (b *nftablesBackend) RemoveGone(gone func(string) (bool, error), dryRun boo
 
 func (b *nftablesBackend) Flush() error { return b.locked(b.k.Flush) }
 
-func (b *nftablesBackend) Status() error { return nftablesUsable() }
+func (b *nftablesBackend) Status() error {
+	// The skeleton is made once with nft -f.
+	if _, err := exec.LookPath("nft"); err != nil {
+		return fmt.Errorf("nftables backend: the nft command: %w", err)
+	}
+	return nftablesUsable()
+}
 
 // nftablesUsable says whether this host can run the backend: nftables
 // over netlink, the bridge family, and br_netfilter (bridged traffic

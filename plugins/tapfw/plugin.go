@@ -108,6 +108,7 @@ func newPlugin() *plugin {
 	}
 	if f := os.Getenv("TAPFW_FAULT"); f != "" {
 		p.fw.Fault = faultAt(f)
+		k.Fault = p.fw.Fault
 	}
 	ipt := &iptables{fw: p.fw, exec: ex, sysctl: enableBridgeNF, sysctlCheck: checkBridgeNF, other: nft.Kernel{}.Holds}
 	nftb := &nftablesBackend{k: k, lock: p.fw.Lock, sysctl: enableBridgeNF,

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tapfw/tapfw/pkg/netfilter"
+	"github.com/tapfw/tapfw/pkg/nft"
 	"github.com/tapfw/tapfw/pkg/testnet"
 )
 
@@ -37,7 +38,7 @@ func relCall(command string, i int, tap, bridge string, env ...string) testnet.C
 func tapfwTraces(state string) []string {
 	var out []string
 	for _, l := range strings.Split(state, "\n") {
-		if strings.Contains(l, "TFW-") || strings.Contains(l, "tfw-") || strings.Contains(l, "tfw6-") || strings.HasPrefix(l, "l2 ") || l == "table bridge tapfw" {
+		if strings.Contains(l, "TFW-") || strings.Contains(l, "tfw-") || strings.Contains(l, "tfw6-") || strings.HasPrefix(l, "l2 ") || strings.HasPrefix(l, "inet ") || strings.Contains(l, " tapfw") {
 			out = append(out, l)
 		}
 	}
@@ -57,40 +58,47 @@ var faultRuns struct {
 // changes the kernel (TAPFW_FAULT), then runs the calls again: each
 // converges to the state a clean run gives, byte for byte.
 func TestCrashConverges(t *testing.T) {
-	for _, mode := range []string{"nft", "legacy"} {
-		t.Run(mode, func(t *testing.T) {
-			env := []string{"TAPFW_IPTABLES=" + mode}
-			injected := 0
-			for _, step := range netfilter.FaultSteps {
-				for n := 1; n <= 4; n++ {
-					spec := fmt.Sprintf("%s:%d", step, n)
-					reached := false
-					for _, sc := range []string{"first ADD", "ADD", "change", "DEL", "last DEL"} {
-						if crashOnce(t, mode, env, sc, spec) {
-							reached = true
-							injected++
-						}
-					}
-					if !reached {
-						break
+	testnet.NeedKernel(t)
+	forEachBackendMode(t, func(t *testing.T, be testBackend) {
+		// Each backend's steps; at least as many kills as a run reaches
+		// with the iptables backend's eight steps (20) or the nftables
+		// backend's four, whose one transaction leaves fewer in-between
+		// states (8).
+		steps, least := netfilter.FaultSteps, 20
+		if be.nftables() {
+			steps, least = nft.FaultSteps, 8
+		}
+		injected := 0
+		for _, step := range steps {
+			for n := 1; n <= 4; n++ {
+				spec := fmt.Sprintf("%s:%d", step, n)
+				reached := false
+				for _, sc := range []string{"first ADD", "ADD", "change", "DEL", "last DEL"} {
+					if crashOnce(t, be, sc, spec) {
+						reached = true
+						injected++
 					}
 				}
+				if !reached {
+					break
+				}
 			}
-			t.Logf("%s: %d calls killed at %d fault points; every one converged", mode, injected, len(netfilter.FaultSteps))
-			faultRuns.Lock()
-			faultRuns.n += injected
-			faultRuns.Unlock()
-			if injected < 20 {
-				t.Errorf("only %d faults were injected", injected)
-			}
-		})
-	}
+		}
+		t.Logf("%s: %d calls killed at %d fault points; every one converged", be.name, injected, len(steps))
+		faultRuns.Lock()
+		faultRuns.n += injected
+		faultRuns.Unlock()
+		if injected < least {
+			t.Errorf("only %d faults were injected", injected)
+		}
+	})
 }
 
 // crashOnce runs one scenario with the fault spec and reports whether the
 // fault fired (the call was killed).
-func crashOnce(t *testing.T, mode string, env []string, scenario, spec string) bool {
+func crashOnce(t *testing.T, be testBackend, scenario, spec string) bool {
 	t.Helper()
+	env := be.env
 	h := newHost(t, "tap110i0", "tap111i0")
 	// Someone else's rules make both backends' filter tables exist, so the
 	// empty state is the one tapfw must return to.
@@ -174,12 +182,15 @@ func normalize(t *testing.T, state string) string {
 	free := regexp.MustCompile(`^-A (TFW-D[IOH]\S*|TFW-FORWARD|TFW-ROUTED|TFW-UNMANAGED-IN|TFW-UNMANAGED-OUT) `)
 	var fixed, sortable []string
 	for _, l := range strings.Split(state, "\n") {
-		if strings.HasPrefix(l, "l2 ") {
+		if strings.HasPrefix(l, "l2 ") || strings.HasPrefix(l, "inet ") {
 			// nft lists map and set elements in hash order, several to a
 			// line: compare them one by one.
 			l = strings.Replace(strings.TrimRight(l, ", }"), "elements = { ", "", 1)
 		}
-		if free.MatchString(l) || strings.HasPrefix(l, ":") || strings.HasPrefix(l, "create ") || strings.HasPrefix(l, "add ") || strings.HasPrefix(l, "l2 ") {
+		// The nftables tables list chains in the order they were made:
+		// their lines are compared as a set (CHECK holds each chain's
+		// order).
+		if free.MatchString(l) || strings.HasPrefix(l, ":") || strings.HasPrefix(l, "create ") || strings.HasPrefix(l, "add ") || strings.HasPrefix(l, "l2 ") || strings.HasPrefix(l, "inet ") {
 			sortable = append(sortable, l)
 		} else {
 			fixed = append(fixed, l)
@@ -267,19 +278,27 @@ func concurrentHost(t *testing.T) (*host, []string, []string) {
 // once all succeed and leave nothing; with and without another program
 // changing iptables at the same time, whose rules survive.
 func TestConcurrentCalls(t *testing.T) {
-	for _, mode := range []string{"nft", "legacy"} {
+	testnet.NeedKernel(t)
+	forEachBackendMode(t, func(t *testing.T, be testBackend) {
 		for _, foreign := range []bool{false, true} {
-			name := mode
+			name := "alone"
 			if foreign {
-				name += "/foreign-writer"
+				name = "foreign-writer"
 			}
-			t.Run(name, func(t *testing.T) { concurrentRun(t, mode, foreign) })
+			t.Run(name, func(t *testing.T) { concurrentRun(t, be, foreign) })
 		}
-	}
+	})
 }
 
-func concurrentRun(t *testing.T, mode string, foreign bool) {
-	env := []string{"TAPFW_IPTABLES=" + mode, "TAPFW_LOCK_TIMEOUT=120s"}
+func concurrentRun(t *testing.T, be testBackend, foreign bool) {
+	env := append([]string{"TAPFW_LOCK_TIMEOUT=120s"}, be.env...)
+	// The foreign program writes with iptables; under the nftables
+	// backend, iptables-nft's writes are nftables transactions racing
+	// tapfw's.
+	mode := be.mode
+	if mode == "" {
+		mode = "nft"
+	}
 	ipt := "iptables-" + mode
 
 	// Serial reference.
@@ -355,8 +374,10 @@ func concurrentRun(t *testing.T, mode string, foreign bool) {
 	paused.Lock()
 	added := h.state()
 	paused.Unlock()
-	trieShape(t, added)
-	routedLast(t, added)
+	if !be.nftables() {
+		trieShape(t, added)
+		routedLast(t, added)
+	}
 	// The foreign program's rules are part of both; drop them from the
 	// comparison by reading our chains and sets only.
 	if got, want := normalize(t, strings.Join(tapfwTraces(added), "\n")), normalize(t, strings.Join(tapfwTraces(ref.state()), "\n")); got != want {
@@ -375,7 +396,7 @@ func concurrentRun(t *testing.T, mode string, foreign bool) {
 		t.Errorf("the foreign chain, rule or set changed:\nbefore %s\nafter %s", before, after)
 	}
 	if foreign {
-		t.Logf("%s: the foreign program made %d add/delete pairs meanwhile", mode, writes)
+		t.Logf("%s: the foreign program made %d add/delete pairs meanwhile", be.name, writes)
 		if writes == 0 {
 			t.Errorf("the foreign program never ran")
 		}
@@ -385,6 +406,13 @@ func concurrentRun(t *testing.T, mode string, foreign bool) {
 // TestBusyLockChangesNothing: a held tapfw lock, or (legacy) a held xtables
 // lock, gives CNI code 11 and leaves the kernel as it was.
 func TestBusyLockChangesNothing(t *testing.T) {
+	testnet.NeedKernel(t)
+	run(t, busyLockRun, iptablesLegacy, nftablesBE)
+}
+
+// busyLockRun: with the tapfw lock held (and, for iptables-legacy, the
+// xtables lock), ADD and DEL give up with code 11 and change nothing.
+func busyLockRun(t *testing.T, be testBackend) {
 	h := newHost(t, "tap110i0", "tap111i0")
 	dir := t.TempDir()
 	hold := func(path string) func() {
@@ -400,7 +428,8 @@ func TestBusyLockChangesNothing(t *testing.T) {
 	lock := filepath.Join(dir, "tapfw.lock")
 	xlock := filepath.Join(dir, "xtables.lock")
 	base := []string{"TAPFW_LOCK=" + lock, "XTABLES_LOCKFILE=" + xlock}
-	h.mustCall(relCall("ADD", 0, "tap110i0", "vmbr0", append(base, "TAPFW_IPTABLES=legacy")...))
+	base = append(base, be.env...)
+	h.mustCall(relCall("ADD", 0, "tap110i0", "vmbr0", base...))
 	before := h.state()
 
 	cases := []struct {
@@ -408,8 +437,14 @@ func TestBusyLockChangesNothing(t *testing.T) {
 		file string
 		env  []string
 	}{
-		{"tapfw lock", lock, []string{"TAPFW_LOCK_TIMEOUT=300ms", "TAPFW_IPTABLES=legacy"}},
-		{"xtables lock", xlock, []string{"TAPFW_XTABLES_WAIT=1", "TAPFW_IPTABLES=legacy"}},
+		{"tapfw lock", lock, []string{"TAPFW_LOCK_TIMEOUT=300ms"}},
+	}
+	if !be.nftables() {
+		cases = append(cases, struct {
+			name string
+			file string
+			env  []string
+		}{"xtables lock", xlock, []string{"TAPFW_XTABLES_WAIT=1"}})
 	}
 	for _, c := range cases {
 		release := hold(c.file)
@@ -430,21 +465,20 @@ func TestBusyLockChangesNothing(t *testing.T) {
 		}
 		release()
 	}
-	h.mustCall(relCall("ADD", 1, "tap111i0", "vmbr0", append(base, "TAPFW_IPTABLES=legacy")...))
+	h.mustCall(relCall("ADD", 1, "tap111i0", "vmbr0", base...))
 }
 
 // TestFailClosedTraffic proves with packets that a port named like a tap
 // passes nothing while it has no chains: before its ADD, while its ADD is
 // killed halfway, and after its DEL; and that failClosed:false opens it.
 func TestFailClosedTraffic(t *testing.T) {
-	for _, mode := range []string{"nft", "legacy"} {
-		t.Run(mode, func(t *testing.T) { failClosedRun(t, mode) })
-	}
+	testnet.NeedKernel(t)
+	forEachBackendMode(t, failClosedRun)
 }
 
-func failClosedRun(t *testing.T, mode string) {
+func failClosedRun(t *testing.T, be testBackend) {
 	h := newHost(t)
-	env := []string{"TAPFW_IPTABLES=" + mode}
+	env := be.env
 	ports := []struct{ port, mac, ip string }{
 		{"tap110i0", "02:00:00:00:01:10", "192.0.2.10"},
 		{"tap111i0", "02:00:00:00:01:11", "192.0.2.11"},
@@ -494,10 +528,15 @@ func failClosedRun(t *testing.T, mode string) {
 	h.mustCall(conf(a, ""))
 	check("A added, B not", probe{a, up, true}, probe{up, a, true}, probe{b, up, false}, probe{up, b, false}, probe{a, b, false}, probe{b, a, false})
 
-	// B's ADD killed after its sets were made, before its rules: B has no
-	// chains and stays shut.
+	// B's ADD killed after its sets were made, before its rules (with
+	// nftables, whose one transaction has no such point: before it): B
+	// has no chains and stays shut.
 	victim := conf(b, "")
-	victim.Env = append(append([]string{}, env...), "TAPFW_FAULT=set-filled")
+	step := "set-filled"
+	if be.nftables() {
+		step = "locked"
+	}
+	victim.Env = append(append([]string{}, env...), "TAPFW_FAULT="+step)
 	victim.Bin = pluginBin
 	if _, err := testnet.CallPlugin(h.ns, victim); !killed(err) {
 		t.Fatalf("ADD with TAPFW_FAULT was not killed: %v", err)
