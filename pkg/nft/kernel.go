@@ -393,14 +393,17 @@ func (k Kernel) Remove(taps ...string) error {
 	} else if err != nil {
 		return fmt.Errorf("reading table bridge %s: %w", Table, err)
 	}
+	tr := k.tracer()
 	for _, tap := range taps {
 		if err := queueRemove(c, tap); err != nil {
 			return err
 		}
 	}
+	tr.step("read")
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("removing %s: %w", strings.Join(taps, ", "), err)
 	}
+	tr.step("commit")
 	k.fault("committed")
 	return nil
 }
@@ -629,6 +632,8 @@ func (k Kernel) CleanUp() error {
 		return err
 	}
 	defer c.CloseLasting()
+	tr := k.tracer()
+	defer tr.step("cleanup")
 	ts, err := taps(c)
 	if err != nil || len(ts) > 0 {
 		return err
