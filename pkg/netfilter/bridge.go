@@ -3,7 +3,6 @@ package netfilter
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"net/netip"
 	"os/exec"
 	"slices"
@@ -104,7 +103,11 @@ func (n NFT) Apply(p *ruleset.L2Tap) error {
 			return fmt.Errorf("making table bridge tapfw: %w", err)
 		}
 	}
-	if err := QueueL2(c, p); err != nil {
+	old, err := ReadRecord(c, p.Tap)
+	if err != nil {
+		return err
+	}
+	if err := QueueL2(c, old, &Record{Tap: p.Tap, L2: p}); err != nil {
 		return err
 	}
 	if err := c.Flush(); err != nil {
@@ -114,25 +117,21 @@ func (n NFT) Apply(p *ruleset.L2Tap) error {
 }
 
 // QueueL2 queues on c, whose transaction the caller sends, what makes the
-// table hold p's elements: its earlier ones out, p's in, its record. The
-// table's skeleton must be there.
-func QueueL2(c *nftables.Conn, p *ruleset.L2Tap) error {
-	old, err := readRecord(c, p.Tap)
-	if err != nil {
-		return err
-	}
+// table hold rec: the elements of old (the tap's record as read, nil when
+// it has none) out, rec's in, and rec as the tap's record. The table's
+// skeleton must be there.
+func QueueL2(c *nftables.Conn, old, rec *Record) error {
 	sc := newSetCache(c)
-	if err := queueElements(sc, old, false); err != nil {
+	if old != nil {
+		if err := queueElements(sc, old.L2, false); err != nil {
+			return err
+		}
+	}
+	if err := queueElements(sc, rec.L2, true); err != nil {
 		return err
 	}
-	if err := queueElements(sc, p, true); err != nil {
-		return err
-	}
-	return queueRecord(c, p)
+	return QueueRecord(c, rec, old != nil)
 }
-
-// L2Current reads the tap's layer-2 record; nil when it has none.
-func L2Current(c *nftables.Conn, tap string) (*ruleset.L2Tap, error) { return readRecord(c, tap) }
 
 // Remove implements Bridge.
 func (n NFT) Remove(tap string) error {
@@ -144,8 +143,11 @@ func (n NFT) Remove(tap string) error {
 	if ok, err := tableExists(c); err != nil || !ok {
 		return err
 	}
-	queued, err := QueueL2Remove(c, tap)
-	if err != nil || !queued {
+	old, err := ReadRecord(c, tap)
+	if err != nil || old == nil {
+		return err
+	}
+	if err := QueueL2Remove(c, old); err != nil {
 		return err
 	}
 	if err := c.Flush(); err != nil {
@@ -154,20 +156,14 @@ func (n NFT) Remove(tap string) error {
 	return nil
 }
 
-// QueueL2Remove queues on c what takes the tap's elements and record out
-// of the table, which must exist; queued is false when it has none.
-func QueueL2Remove(c *nftables.Conn, tap string) (queued bool, err error) {
-	old, err := readRecord(c, tap)
-	if err != nil || old == nil {
-		return false, err
+// QueueL2Remove queues on c what takes the elements of old (the tap's
+// record as read) and the record itself out of the table.
+func QueueL2Remove(c *nftables.Conn, old *Record) error {
+	if err := queueElements(newSetCache(c), old.L2, false); err != nil {
+		return err
 	}
-	if err := queueElements(newSetCache(c), old, false); err != nil {
-		return false, err
-	}
-	for _, k := range recordKinds {
-		c.DelSet(&nftables.Set{Table: l2Table, Name: ruleset.L2Record(tap, k)})
-	}
-	return true, nil
+	QueueRecordRemove(c, old.Tap)
+	return nil
 }
 
 // Flush implements Bridge.
@@ -316,126 +312,6 @@ func queueElements(sc *setCache, p *ruleset.L2Tap, add bool) error {
 	return nil
 }
 
-// recordKinds are the tap's record sets: its MAC, flags (as interface-name
-// strings) and address ranges (first . last).
-var recordKinds = []string{"m", "f", "4", "6"}
-
-// recordSets are the tap's record sets, by kind.
-func recordSets(tap string) map[string]*nftables.Set {
-	return map[string]*nftables.Set{
-		"m": {Table: l2Table, Name: ruleset.L2Record(tap, "m"), KeyType: nftables.TypeEtherAddr},
-		"f": {Table: l2Table, Name: ruleset.L2Record(tap, "f"), KeyType: nftables.TypeIFName},
-		"4": {Table: l2Table, Name: ruleset.L2Record(tap, "4"), Concatenation: true,
-			KeyType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeIPAddr)},
-		"6": {Table: l2Table, Name: ruleset.L2Record(tap, "6"), Concatenation: true,
-			KeyType: nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeIP6Addr)},
-	}
-}
-
-// queueRecord queues making the tap's record sets hold p.
-func queueRecord(c *nftables.Conn, p *ruleset.L2Tap) error {
-	rs := recordSets(p.Tap)
-	els := map[string][]nftables.SetElement{}
-	if p.MAC != nil {
-		els["m"] = []nftables.SetElement{{Key: append([]byte(nil), p.MAC...)}}
-	}
-	for _, f := range p.Flags {
-		els["f"] = append(els["f"], nftables.SetElement{Key: ifKey(f)})
-	}
-	for _, x := range p.IP4 {
-		els["4"] = append(els["4"], nftables.SetElement{Key: cat(x.Masked().Addr().AsSlice(), ruleset.LastAddr(x).AsSlice())})
-	}
-	for _, x := range p.IP6 {
-		els["6"] = append(els["6"], nftables.SetElement{Key: cat(x.Masked().Addr().AsSlice(), ruleset.LastAddr(x).AsSlice())})
-	}
-	for _, k := range recordKinds {
-		s := rs[k]
-		if err := c.AddSet(s, nil); err != nil {
-			return fmt.Errorf("record set %s: %w", s.Name, err)
-		}
-		c.FlushSet(s)
-		if len(els[k]) > 0 {
-			if err := c.SetAddElements(s, els[k]); err != nil {
-				return fmt.Errorf("record set %s: %w", s.Name, err)
-			}
-		}
-	}
-	return nil
-}
-
-// readRecord reads what the tap put in the shared sets, or nil when it has
-// no record.
-func readRecord(c *nftables.Conn, tap string) (*ruleset.L2Tap, error) {
-	p := &ruleset.L2Tap{Tap: tap}
-	found := false
-	for _, k := range recordKinds {
-		s, err := c.GetSetByName(l2Table, ruleset.L2Record(tap, k))
-		if err != nil {
-			if isNotFound(err) {
-				continue
-			}
-			return nil, fmt.Errorf("reading record of %s: %w", tap, err)
-		}
-		found = true
-		els, err := c.GetSetElements(s)
-		if err != nil {
-			return nil, fmt.Errorf("reading record of %s: %w", tap, err)
-		}
-		for _, e := range els {
-			switch k {
-			case "m":
-				if len(e.Key) >= 6 {
-					p.MAC = net.HardwareAddr(append([]byte(nil), e.Key[:6]...))
-				}
-			case "f":
-				p.Flags = append(p.Flags, string(bytes.TrimRight(e.Key, "\x00")))
-			case "4", "6":
-				size := 4
-				if k == "6" {
-					size = 16
-				}
-				if len(e.Key) < 2*size {
-					return nil, fmt.Errorf("record of %s: short element", tap)
-				}
-				lo, _ := netip.AddrFromSlice(e.Key[:size])
-				hi, _ := netip.AddrFromSlice(e.Key[size : 2*size])
-				pr, err := rangePrefix(lo, hi)
-				if err != nil {
-					return nil, fmt.Errorf("record of %s: %w", tap, err)
-				}
-				if k == "4" {
-					p.IP4 = append(p.IP4, pr)
-				} else {
-					p.IP6 = append(p.IP6, pr)
-				}
-			}
-		}
-	}
-	if !found {
-		return nil, nil
-	}
-	slices.Sort(p.Flags)
-	byAddr := func(a, b netip.Prefix) int {
-		if c := a.Addr().Compare(b.Addr()); c != 0 {
-			return c
-		}
-		return a.Bits() - b.Bits()
-	}
-	slices.SortFunc(p.IP4, byAddr)
-	slices.SortFunc(p.IP6, byAddr)
-	return p, nil
-}
-
-func rangePrefix(lo, hi netip.Addr) (netip.Prefix, error) {
-	for bits := lo.BitLen(); bits >= 0; bits-- {
-		p := netip.PrefixFrom(lo, bits)
-		if p.Masked().Addr() == lo && ruleset.LastAddr(p) == hi {
-			return p, nil
-		}
-	}
-	return netip.Prefix{}, fmt.Errorf("range %s-%s is not a prefix", lo, hi)
-}
-
 // Taps implements Bridge: the elements of tfw-taps.
 func (n NFT) Taps() ([]string, error) {
 	c, err := l2Conn()
@@ -479,9 +355,13 @@ func (n NFT) Verify(p *ruleset.L2Tap) ([]string, error) {
 	if !ok {
 		return []string{"table bridge tapfw, chain " + ruleset.L2Pre + ": missing or not tapfw's rules"}, nil
 	}
-	rec, err := readRecord(c, p.Tap)
+	r, err := ReadRecord(c, p.Tap)
 	if err != nil {
 		return nil, err
+	}
+	var rec *ruleset.L2Tap
+	if r != nil {
+		rec = r.L2
 	}
 	want := *p
 	want.Flags = slices.Sorted(slices.Values(p.Flags))

@@ -109,7 +109,7 @@ func ruleComment(r *nftables.Rule) string {
 }
 
 func isNotFound(err error) bool {
-	return errors.Is(err, unix.ENOENT) || strings.Contains(err.Error(), "no such file or directory")
+	return err != nil && (errors.Is(err, unix.ENOENT) || strings.Contains(err.Error(), "no such file or directory"))
 }
 
 // NFTActive reports whether `iptables` on this host is iptables-nft, by

@@ -127,7 +127,11 @@ func (k Kernel) Apply(p *Plan) error {
 	}
 	tr.step("chains")
 	if p.L2 != nil {
-		if err := netfilter.QueueL2(c, p.L2); err != nil {
+		old, err := netfilter.ReadRecord(c, p.Tap)
+		if err != nil {
+			return err
+		}
+		if err := netfilter.QueueL2(c, old, &netfilter.Record{Tap: p.Tap, L2: p.L2}); err != nil {
 			return err
 		}
 	}
@@ -440,8 +444,11 @@ func queueRemove(c *nftables.Conn, tap string) error {
 			return fmt.Errorf("set %s: %w", SetPorts, err)
 		}
 	}
-	_, err := netfilter.QueueL2Remove(c, tap)
-	return err
+	old, err := netfilter.ReadRecord(c, tap)
+	if err != nil || old == nil {
+		return err
+	}
+	return netfilter.QueueL2Remove(c, old)
 }
 
 // Diffs names every way the installed firewall of p's tap differs from

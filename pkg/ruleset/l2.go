@@ -71,11 +71,13 @@ func L2FlagSet(flag string) string {
 // L2Flags lists every flag.
 var L2Flags = []string{FlagMAC, FlagIP, FlagNDPOff, FlagRAdv}
 
-// L2Record is the name of the tap's record set of kind "m" (its MAC), "f"
-// (its flags), "4" or "6" (its address ranges as first . last): what the
-// tap put in the shared sets, so a later call can take exactly that out
-// without reading the shared sets.
-func L2Record(tap, kind string) string { return "tfw-r-" + tap + "-" + kind }
+// RecordChain is the tap's record: a chain no rule jumps to, whose rules
+// carry in their comments what the tap put in the shared sets and maps,
+// so a later call takes exactly that out without reading the shared sets.
+// A chain is found by name through a hash table (a set by walking the
+// table's list of sets), and an unreachable rule without expressions
+// costs no commit a validation.
+func RecordChain(tap string) string { return "tfw-r-" + tap }
 
 // L2Tap is what one tap puts in the shared sets.
 type L2Tap struct {

@@ -305,7 +305,7 @@ func testL2CheckAndDel(t *testing.T, be testBackend) {
 		{"delete", "element", "bridge", "tapfw", "tfw-mac", `{ "tap110i0" . 02:00:00:00:01:10 }`},
 		{"flush", "chain", "bridge", "tapfw", "tfw-pre"},
 		{"delete", "element", "bridge", "tapfw", "tfw-taps", `{ "tap110i0" }`},
-		{"flush", "set", "bridge", "tapfw", "tfw-r-tap110i0-4"},
+		{"flush", "chain", "bridge", "tapfw", "tfw-r-tap110i0"},
 	} {
 		h.run(append([]string{"nft"}, tamper...)...)
 		_, e := h.call(check)
