@@ -39,8 +39,12 @@ type Set struct {
 // Plan is what one tap needs in the nftables tables, as data.
 type Plan struct {
 	Tap string
-	// Chains are the tap's own chains, wanted exactly as given.
-	Chains []Chain
+	// attached is the record's line saying who attached the tap.
+	attached string
+	// Profiles are the tap's IN and OUT chains, shared with every tap
+	// whose rules are the same; Logs are the tap's own log chains.
+	Profiles []Profile
+	Logs     []LogChain
 	// Shared are the chains of the security groups the config defines
 	// and, when it has a host section, the host firewall's: rewritten
 	// when they differ.
@@ -67,7 +71,7 @@ func Build(cfg model.Config, m Marks) (*Plan, error) {
 		return nil, err
 	}
 	t := cfg.Tap
-	p := &Plan{Tap: t.Name, L2: rp.L2, Members: bridgeMembers(cfg.Bridge)}
+	p := &Plan{Tap: t.Name, attached: ruleset.DispatchComment(t), L2: rp.L2, Members: bridgeMembers(cfg.Bridge)}
 	for _, fp := range []struct {
 		fam  Family
 		plan *ruleset.Plan
@@ -97,18 +101,16 @@ func (p *Plan) addFamily(t model.Tap, f Family, rp *ruleset.Plan, m Marks) error
 			dir = "in"
 		}
 		cx := chainCtx{fam: f, tap: tap, dir: dir, marks: m, tapSet: fam.TapSet(tap), table: "bridge"}
-		ch, err := cx.chain(c, f)
+		prof, logs, err := cx.profile(c)
 		if err != nil {
-			return err
+			return fmt.Errorf("chain %s: %w", c.Name, err)
 		}
-		d := Dispatch{Map: MapIn, Family: f, Port: tap, Chain: ch.Name}
+		d := Dispatch{Map: MapIn, Family: f, Port: tap, Chain: prof.Name}
 		if dir == "out" {
 			d.Map = MapOut
-			if f == IPv4 {
-				ch.Rules = append(ch.Rules, recordRule(t, ch.Name))
-			}
 		}
-		p.Chains = append(p.Chains, ch)
+		p.Profiles = append(p.Profiles, prof)
+		p.Logs = append(p.Logs, logs...)
 		p.Dispatch = append(p.Dispatch, d)
 	}
 	for _, c := range rp.Shared {
@@ -163,25 +165,6 @@ func sharedCtx(name string, f Family, fam *ruleset.Family, m Marks) (chainCtx, b
 	return cx, false
 }
 
-// recordRule records who attached the tap, as the iptables backend's
-// dispatch rule does: DEL and GC read it back. It comes after the chain's
-// policy, so no packet reaches it.
-func recordRule(t model.Tap, chain string) Rule {
-	b := &builder{}
-	b.counter()
-	return b.rule(chain, ruleset.DispatchComment(t))
-}
-
-// RecordOf reads the attachment a chain's rule comments record.
-func RecordOf(comments []string) (model.Attachment, bool) {
-	for i := len(comments) - 1; i >= 0; i-- {
-		if a, ok := ruleset.ParseDispatchComment(comments[i]); ok {
-			return a, true
-		}
-	}
-	return model.Attachment{}, false
-}
-
 func (cx chainCtx) chain(c ruleset.Chain, f Family) (Chain, error) {
 	name, err := chainName(c.Name, f)
 	if err != nil {
@@ -199,7 +182,10 @@ func (cx chainCtx) chain(c ruleset.Chain, f Family) (Chain, error) {
 }
 
 // String renders the plan as nft -f takes it (for goldens, tapfw render
-// and a kernel test that loads it): the chains, then the map elements.
+// and a kernel test that loads it): the named sets, the shared chains,
+// the profiles with their log maps, the tap's log chains, the bridge's
+// rules, then the tap's elements. The record and the layer-2 elements
+// are not in it.
 func (p *Plan) String() string {
 	var b strings.Builder
 	for _, s := range p.Sets {
@@ -212,12 +198,20 @@ func (p *Plan) String() string {
 			fmt.Fprintf(&b, "add element %s %s %s { %s }\n", s.Table, Table, s.Name, strings.Join(items, ", "))
 		}
 	}
-	for _, cs := range [][]Chain{p.Shared, p.Chains} {
-		for _, c := range cs {
-			fmt.Fprintf(&b, "add chain %s %s %s\n", c.Table, Table, c.Name)
-			for _, r := range c.Rules {
-				fmt.Fprintf(&b, "add rule %s %s %s %s\n", c.Table, Table, c.Name, r)
-			}
+	chains := append([]Chain(nil), p.Shared...)
+	for _, pr := range p.Profiles {
+		for _, m := range pr.Maps {
+			fmt.Fprintf(&b, "add map bridge %s %s { type ifname : verdict ; }\n", Table, m)
+		}
+		chains = append(chains, pr.Chain)
+	}
+	for _, l := range p.Logs {
+		chains = append(chains, l.Chain)
+	}
+	for _, c := range chains {
+		fmt.Fprintf(&b, "add chain %s %s %s\n", c.Table, Table, c.Name)
+		for _, r := range c.Rules {
+			fmt.Fprintf(&b, "add rule %s %s %s %s\n", c.Table, Table, c.Name, r)
 		}
 	}
 	for _, m := range p.Members {
@@ -228,6 +222,10 @@ func (p *Plan) String() string {
 	for _, d := range p.Dispatch {
 		fmt.Fprintf(&b, "add element bridge %s %s { %s . %q : jump %s }\n", Table, d.Map, d.Family, d.Port, d.Chain)
 	}
+	for _, l := range p.Logs {
+		fmt.Fprintf(&b, "add element bridge %s %s { %q : jump %s }\n", Table, l.Map, p.Tap, l.Name)
+	}
 	fmt.Fprintf(&b, "add element bridge %s %s { %q }\n", Table, SetPorts, p.Tap)
+	fmt.Fprintf(&b, "add element bridge %s %s { %q : jump %s }\n", Table, MapAnchors, p.Tap, ChainAnchor)
 	return b.String()
 }

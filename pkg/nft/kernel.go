@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -27,8 +28,11 @@ import (
 // host, or after an upgrade) runs nft -f.
 type Kernel struct {
 	Marks Marks
-	// Trace, when set, gets the time each step of a call took.
+	// Trace, when set, gets the time each step of a call took; the
+	// first step counts from Start when that is set (the process's
+	// start, to show what comes before the backend).
 	Trace io.Writer
+	Start time.Time
 	// Fault, when set, is called after each step that changes the kernel
 	// (see FaultSteps); tests make it kill the process there.
 	Fault func(step string)
@@ -50,7 +54,14 @@ type tracer struct {
 	last time.Time
 }
 
-func (k Kernel) tracer() *tracer { return &tracer{w: k.Trace, last: time.Now()} }
+func (k Kernel) tracer() *tracer {
+	t := &tracer{w: k.Trace, last: time.Now()}
+	if !k.Start.IsZero() {
+		t.last = k.Start
+		t.step("before")
+	}
+	return t
+}
 
 func (t *tracer) step(name string) {
 	if t.w == nil {
@@ -104,48 +115,9 @@ func bigReadBuffer(c *netlink.Conn) error {
 	return nil
 }
 
-// Apply makes the kernel hold p: the skeleton, the tap's chains, its map
-// elements and its layer-2 elements. A second Apply of the same plan
-// changes nothing.
-func (k Kernel) Apply(p *Plan) error {
-	tr := k.tracer()
-	c, err := k.conn()
-	if err != nil {
-		return err
-	}
-	defer c.CloseLasting()
-	if err := k.ensureSkeleton(c); err != nil {
-		return err
-	}
-	tr.step("skeleton")
-	if err := queueSets(c, p.Sets); err != nil {
-		return err
-	}
-	tr.step("sets")
-	if _, err := k.queueChains(c, p); err != nil {
-		return err
-	}
-	tr.step("chains")
-	if p.L2 != nil {
-		old, err := netfilter.ReadRecord(c, p.Tap)
-		if err != nil {
-			return err
-		}
-		if err := netfilter.QueueL2(c, old, &netfilter.Record{Tap: p.Tap, L2: p.L2}); err != nil {
-			return err
-		}
-	}
-	tr.step("layer 2")
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("installing %s: %w", p.Tap, err)
-	}
-	tr.step("commit")
-	k.fault("committed")
-	return nil
-}
-
 // ensureSkeleton makes the static tables, chains and maps exist with the
-// rules this version writes.
+// rules this version writes, putting right a skeleton changed behind
+// tapfw's back.
 func (k Kernel) ensureSkeleton(c *nftables.Conn) error {
 	ok, err := skeletonOK(c, k.Marks)
 	if err != nil || ok {
@@ -162,36 +134,45 @@ func (k Kernel) ensureSkeleton(c *nftables.Conn) error {
 	return nil
 }
 
-// skeletonOK reports whether every static chain, the layer-2 one too,
-// holds exactly its rules.
+// skeletonOK reports whether the skeleton is this version's (both
+// tables' version rules say so: the sets, maps and chains it makes are
+// there) and every static chain, the layer-2 one too, holds exactly its
+// rules. A chain a static rule jumps to exists while the rule does; the
+// others are looked up. About a dozen requests, whatever the number of
+// taps.
 func skeletonOK(c *nftables.Conn, m Marks) (bool, error) {
+	if ok, err := versionOK(c, m); err != nil || !ok {
+		return false, err
+	}
 	if ok, err := netfilter.L2SkeletonOK(c); err != nil || !ok {
 		return false, err
 	}
 	want := map[string][]string{}
+	jumped := map[string]bool{}
 	for _, r := range StaticRules(m) {
 		want[r.Family+" "+r.Chain] = append(want[r.Family+" "+r.Chain], r.InstalledComment())
+		if _, target, ok := strings.Cut(r.Expr, "jump "); ok {
+			jumped[r.Family+" "+target] = true
+		}
 	}
 	for _, sc := range StaticChains {
+		tb := tableOf(sc.Family)
 		if !sc.Static() {
-			if _, err := c.ListChain(tableOf(sc.Family), sc.Name); isNotFound(err) {
+			if jumped[sc.Family+" "+sc.Name] {
+				continue
+			}
+			if _, err := c.ListChain(tb, sc.Name); isNotFound(err) {
 				return false, nil
 			} else if err != nil {
 				return false, fmt.Errorf("reading chain %s %s: %w", sc.Family, sc.Name, err)
 			}
 			continue
 		}
-		tb := bridgeTable
-		if sc.Family == "inet" {
-			tb = inetTable
-		}
-		if _, err := c.ListChain(tb, sc.Name); isNotFound(err) {
+		// A missing chain's rules read as none, which no static chain has.
+		rules, err := c.GetRules(tb, &nftables.Chain{Name: sc.Name, Table: tb})
+		if isNotFound(err) {
 			return false, nil
 		} else if err != nil {
-			return false, fmt.Errorf("reading chain %s %s: %w", sc.Family, sc.Name, err)
-		}
-		rules, err := c.GetRules(tb, &nftables.Chain{Name: sc.Name, Table: tb})
-		if err != nil {
 			return false, fmt.Errorf("reading chain %s %s: %w", sc.Family, sc.Name, err)
 		}
 		w := want[sc.Family+" "+sc.Name]
@@ -202,6 +183,25 @@ func skeletonOK(c *nftables.Conn, m Marks) (bool, error) {
 			if comment(r) != w[i] {
 				return false, nil
 			}
+		}
+	}
+	return true, nil
+}
+
+// versionOK says whether both tables' version rules name the skeleton
+// this version writes, which the transaction that wrote them made whole.
+func versionOK(c *nftables.Conn, m Marks) (bool, error) {
+	want := versionComment(skeletonBody(m))
+	for _, tb := range []*nftables.Table{bridgeTable, inetTable} {
+		rules, err := c.GetRules(tb, &nftables.Chain{Name: ChainVersion, Table: tb})
+		if isNotFound(err) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("reading chain %s: %w", ChainVersion, err)
+		}
+		if len(rules) != 1 || comment(rules[0]) != want {
+			return false, nil
 		}
 	}
 	return true, nil
@@ -218,21 +218,18 @@ func isNotFound(err error) bool {
 	return err != nil && (errors.Is(err, unix.ENOENT) || strings.Contains(err.Error(), "no such file or directory"))
 }
 
-// queueChains queues what makes the tap's chains (and the group chains
-// the plan carries) what p says, and reports whether anything differs.
-// A missing chain is created with its map element; a chain that differs
-// is flushed and refilled.
-func (k Kernel) queueChains(c *nftables.Conn, p *Plan) (bool, error) {
-	changed := false
-	for _, ch := range append(append([]Chain(nil), p.Shared...), p.Chains...) {
+// queueShared queues what makes the shared chains the plan carries (the
+// groups', the host firewall's) and the bridge's rules in the shared
+// chains what p says, changing only those that differ.
+func queueShared(c *nftables.Conn, p *Plan) error {
+	for _, ch := range p.Shared {
 		have, exists, err := readChain(c, tableOf(ch.Table), ch.Name)
 		if err != nil {
-			return false, err
+			return err
 		}
 		if exists && sameRules(have, ch.Rules) {
 			continue
 		}
-		changed = true
 		kc := &nftables.Chain{Name: ch.Name, Table: tableOf(ch.Table)}
 		if exists {
 			c.FlushChain(kc)
@@ -240,25 +237,15 @@ func (k Kernel) queueChains(c *nftables.Conn, p *Plan) (bool, error) {
 			c.AddChain(kc)
 		}
 		if err := queueRules(c, kc, ch.Rules); err != nil {
-			return false, err
-		}
-	}
-	if changed {
-		if err := queueDispatch(c, p.Dispatch); err != nil {
-			return false, err
-		}
-		if err := c.SetAddElements(portsSet, []nftables.SetElement{{Key: ifKey(p.Tap)}}); err != nil {
-			return false, fmt.Errorf("set %s: %w", SetPorts, err)
+			return err
 		}
 	}
 	for _, m := range p.Members {
-		mc, err := queueMember(c, m)
-		if err != nil {
-			return false, err
+		if err := queueMember(c, m); err != nil {
+			return err
 		}
-		changed = changed || mc
 	}
-	return changed, nil
+	return nil
 }
 
 var portsSet = &nftables.Set{Table: bridgeTable, Name: SetPorts, KeyType: nftables.TypeIFName}
@@ -271,11 +258,11 @@ func ifKey(name string) []byte {
 
 // queueMember replaces the owner's rules in a shared chain when they
 // differ from m's, leaving every other owner's rules alone.
-func queueMember(c *nftables.Conn, m Member) (bool, error) {
+func queueMember(c *nftables.Conn, m Member) error {
 	tb := tableOf(m.Table)
 	have, _, err := readChain(c, tb, m.Chain)
 	if err != nil {
-		return false, err
+		return err
 	}
 	var mine []Installed
 	for _, r := range have {
@@ -284,14 +271,14 @@ func queueMember(c *nftables.Conn, m Member) (bool, error) {
 		}
 	}
 	if sameRules(mine, m.Rules) {
-		return false, nil
+		return nil
 	}
 	for _, r := range mine {
 		if err := c.DelRule(r.Rule); err != nil {
-			return false, fmt.Errorf("chain %s: %w", m.Chain, err)
+			return fmt.Errorf("chain %s: %w", m.Chain, err)
 		}
 	}
-	return true, queueRules(c, &nftables.Chain{Name: m.Chain, Table: tb}, m.Rules)
+	return queueRules(c, &nftables.Chain{Name: m.Chain, Table: tb}, m.Rules)
 }
 
 // Installed is a rule as the kernel holds it, with its anonymous sets'
@@ -356,19 +343,6 @@ func queueRules(c *nftables.Conn, kc *nftables.Chain, rules []Rule) error {
 	return nil
 }
 
-// queueDispatch adds the tap's map elements. Adding an element that is
-// there with the same verdict is no error.
-func queueDispatch(c *nftables.Conn, ds []Dispatch) error {
-	for _, d := range ds {
-		m := &nftables.Set{Table: bridgeTable, Name: d.Map, IsMap: true, KeyType: dispatchKey, DataType: nftables.TypeVerdict}
-		el := nftables.SetElement{Key: DispatchKey(d.Family, d.Port), VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: d.Chain}}
-		if err := c.SetAddElements(m, []nftables.SetElement{el}); err != nil {
-			return fmt.Errorf("map %s: %w", d.Map, err)
-		}
-	}
-	return nil
-}
-
 var dispatchKey = nftables.MustConcatSetType(nftables.TypeEtherType, nftables.TypeIFName)
 
 // DispatchKey is a map key: the protocol, then the port's name, each
@@ -384,75 +358,9 @@ func DispatchKey(f Family, port string) []byte {
 	return key
 }
 
-// Remove takes everything of the taps out: their map elements, chains
-// and layer-2 elements. A tap with nothing installed is no error.
-func (k Kernel) Remove(taps ...string) error {
-	c, err := k.conn()
-	if err != nil {
-		return err
-	}
-	defer c.CloseLasting()
-	if _, err := c.ListTableOfFamily(Table, nftables.TableFamilyBridge); isNotFound(err) {
-		return nil
-	} else if err != nil {
-		return fmt.Errorf("reading table bridge %s: %w", Table, err)
-	}
-	tr := k.tracer()
-	for _, tap := range taps {
-		if err := queueRemove(c, tap); err != nil {
-			return err
-		}
-	}
-	tr.step("read")
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("removing %s: %w", strings.Join(taps, ", "), err)
-	}
-	tr.step("commit")
-	k.fault("committed")
-	return nil
-}
-
-// queueRemove queues the removal of the tap's map elements, then of its
-// chains (a chain goes only once nothing in the transaction refers to
-// it), then of its layer-2 elements.
-func queueRemove(c *nftables.Conn, tap string) error {
-	var chains []*nftables.Chain
-	for _, f := range []Family{IPv4, IPv6} {
-		for _, dir := range []string{"out", "in"} {
-			name := TapChain(tap, dir, f)
-			if _, err := c.ListChain(bridgeTable, name); isNotFound(err) {
-				continue
-			} else if err != nil {
-				return fmt.Errorf("reading chain %s: %w", name, err)
-			}
-			m := &nftables.Set{Table: bridgeTable, Name: MapOut, IsMap: true, KeyType: dispatchKey, DataType: nftables.TypeVerdict}
-			if dir == "in" {
-				m.Name = MapIn
-			}
-			if err := c.SetDeleteElements(m, []nftables.SetElement{{Key: DispatchKey(f, tap)}}); err != nil {
-				return fmt.Errorf("map %s: %w", m.Name, err)
-			}
-			chains = append(chains, &nftables.Chain{Name: name, Table: bridgeTable})
-		}
-	}
-	for _, kc := range chains {
-		c.FlushChain(kc)
-		c.DelChain(kc)
-	}
-	if len(chains) > 0 {
-		if err := c.SetDeleteElements(portsSet, []nftables.SetElement{{Key: ifKey(tap)}}); err != nil {
-			return fmt.Errorf("set %s: %w", SetPorts, err)
-		}
-	}
-	old, err := netfilter.ReadRecord(c, tap)
-	if err != nil || old == nil {
-		return err
-	}
-	return netfilter.QueueL2Remove(c, old)
-}
-
 // Diffs names every way the installed firewall of p's tap differs from
-// p: its chains, their rules, its map elements and its named sets.
+// p: the skeleton, the shared chains and profiles, the tap's log chains,
+// its elements, its record, its layer-2 elements and the named sets.
 func (k Kernel) Diffs(p *Plan) ([]string, error) {
 	c, err := k.conn()
 	if err != nil {
@@ -467,7 +375,14 @@ func (k Kernel) Diffs(p *Plan) ([]string, error) {
 	if !ok {
 		out = append(out, "the static chains of tables bridge and inet "+Table+" are missing or differ")
 	}
-	for _, ch := range append(append([]Chain(nil), p.Shared...), p.Chains...) {
+	chains := append([]Chain(nil), p.Shared...)
+	for _, pr := range p.Profiles {
+		chains = append(chains, pr.Chain)
+	}
+	for _, l := range p.Logs {
+		chains = append(chains, l.Chain)
+	}
+	for _, ch := range chains {
 		have, exists, err := readChain(c, tableOf(ch.Table), ch.Name)
 		if err != nil {
 			return nil, err
@@ -480,18 +395,11 @@ func (k Kernel) Diffs(p *Plan) ([]string, error) {
 			out = append(out, ch.Name+": "+d)
 		}
 	}
-	mapDiffs, err := dispatchDiffs(p.Dispatch)
+	tapDiffs, err := k.tapDiffs(c, p)
 	if err != nil {
 		return nil, err
 	}
-	out = append(out, mapDiffs...)
-	if p.L2 != nil {
-		l2, err := netfilter.NFT{}.Verify(p.L2)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, l2...)
-	}
+	out = append(out, tapDiffs...)
 	for _, s := range p.Sets {
 		have, err := c.GetSetElements(kernelSet(s))
 		switch {
@@ -506,30 +414,67 @@ func (k Kernel) Diffs(p *Plan) ([]string, error) {
 	return out, nil
 }
 
-// dispatchDiffs checks the tap's map elements: each must send its key to
-// its chain.
-func dispatchDiffs(ds []Dispatch) ([]string, error) {
-	byMap := map[string]map[string]string{}
+// tapDiffs checks the tap's elements (each must jump to its chain), its
+// port and anchor, its record and its layer-2 elements.
+func (k Kernel) tapDiffs(c *nftables.Conn, p *Plan) ([]string, error) {
+	r, err := newNLReader()
+	if err != nil {
+		return nil, err
+	}
+	defer r.close()
+	var logs []logElem
+	for _, l := range p.Logs {
+		logs = append(logs, logElem{Map: l.Map, Chain: l.Name})
+	}
 	var out []string
-	for _, d := range ds {
-		m, ok := byMap[d.Map]
-		if !ok {
-			var err error
-			if m, err = mapVerdicts(d.Map); err != nil && !isNotFound(err) {
-				return nil, err
-			}
-			byMap[d.Map] = m
+	want := append(dispatchElements(p.Dispatch), logElements(p.Tap, logs)...)
+	want = append(want, element{portsSet, ifKey(p.Tap), ""}, element{anchorMap, ifKey(p.Tap), ChainAnchor})
+	for _, e := range want {
+		got, found, err := r.element(e.set.Name, e.key)
+		switch {
+		case err != nil:
+			return nil, err
+		case !found:
+			out = append(out, fmt.Sprintf("%s: no element for %s", e.set.Name, p.Tap))
+		case got != e.chain:
+			out = append(out, fmt.Sprintf("%s: the element for %s goes to %q, want %s", e.set.Name, elementName(e), got, e.chain))
 		}
-		if got, ok := m[string(DispatchKey(d.Family, d.Port))]; !ok {
-			out = append(out, fmt.Sprintf("map %s: no element %s . %s", d.Map, d.Family, d.Port))
-		} else if got != d.Chain {
-			out = append(out, fmt.Sprintf("map %s: %s . %s goes to %q, want %s", d.Map, d.Family, d.Port, got, d.Chain))
+	}
+	rec, err := netfilter.ReadRecord(c, p.Tap)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case rec == nil:
+		out = append(out, "record "+ruleset.RecordChain(p.Tap)+" is missing")
+	case !slices.Equal(rec.Lines, p.recordLines()):
+		out = append(out, fmt.Sprintf("record %s says %q, want %q", ruleset.RecordChain(p.Tap), rec.Lines, p.recordLines()))
+	}
+	if p.L2 != nil {
+		l2, err := netfilter.NFT{}.Verify(p.L2)
+		if err != nil {
+			return nil, err
 		}
+		out = append(out, l2...)
 	}
 	return out, nil
 }
 
-// Taps lists the taps that have chains installed.
+// elementName is how a difference names an element's key: a dispatch
+// key as "ip . tap110i0", any other as the port.
+func elementName(e element) string {
+	port := strings.TrimRight(string(e.key[len(e.key)-16:]), "\x00")
+	if len(e.key) == 4+16 {
+		f := IPv4
+		if e.key[0] == 0x86 {
+			f = IPv6
+		}
+		return string(f) + " . " + port
+	}
+	return port
+}
+
+// Taps lists the taps that have a record.
 func (k Kernel) Taps() ([]string, error) {
 	c, err := k.conn()
 	if err != nil {
@@ -544,14 +489,12 @@ func taps(c *nftables.Conn) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listing chains of the bridge family: %w", err)
 	}
-	seen := map[string]bool{}
 	var out []string
 	for _, ch := range chains {
 		if ch.Table.Name != Table {
 			continue
 		}
-		if tap, ok := IsTapChain(ch.Name); ok && !seen[tap] {
-			seen[tap] = true
+		if tap, ok := strings.CutPrefix(ch.Name, ruleset.RecordChain("")); ok && tap != "" {
 			out = append(out, tap)
 		}
 	}
@@ -559,17 +502,7 @@ func taps(c *nftables.Conn) ([]string, error) {
 	return out, nil
 }
 
-// IsTapChain returns the tap whose chain this is.
-func IsTapChain(name string) (string, bool) {
-	for _, p := range []string{"tfw-i4-", "tfw-o4-", "tfw-i6-", "tfw-o6-"} {
-		if tap, ok := strings.CutPrefix(name, p); ok && tap != "" {
-			return tap, true
-		}
-	}
-	return "", false
-}
-
-// Attachment reads who attached tap from its record rule.
+// Attachment reads who attached tap from its record.
 func (k Kernel) Attachment(tap string) (model.Attachment, bool, error) {
 	c, err := k.conn()
 	if err != nil {
@@ -580,15 +513,11 @@ func (k Kernel) Attachment(tap string) (model.Attachment, bool, error) {
 }
 
 func attachment(c *nftables.Conn, tap string) (model.Attachment, bool, error) {
-	rules, exists, err := readChain(c, bridgeTable, TapChain(tap, "out", IPv4))
-	if err != nil || !exists {
+	_, r, err := readRecord(c, tap)
+	if err != nil {
 		return model.Attachment{}, false, err
 	}
-	comments := make([]string, len(rules))
-	for i, r := range rules {
-		comments[i] = comment(r.Rule)
-	}
-	a, ok := RecordOf(comments)
+	a, ok := r.attachment()
 	return a, ok, nil
 }
 
@@ -631,8 +560,9 @@ func (k Kernel) records() ([]model.Attachment, map[string]bool, error) {
 	return out, rec, nil
 }
 
-// CleanUp removes both tables when no tap is left in them; otherwise it
-// changes nothing.
+// CleanUp removes both tables when no tap is left in them (no element
+// jumps to the anchor chain) and the host firewall guards no address;
+// otherwise it changes nothing.
 func (k Kernel) CleanUp() error {
 	c, err := k.conn()
 	if err != nil {
@@ -641,8 +571,12 @@ func (k Kernel) CleanUp() error {
 	defer c.CloseLasting()
 	tr := k.tracer()
 	defer tr.step("cleanup")
-	ts, err := taps(c)
-	if err != nil || len(ts) > 0 {
+	r, err := newNLReader()
+	if err != nil {
+		return err
+	}
+	defer r.close()
+	if n, found, err := r.chainUse(ChainAnchor); err != nil || !found || n > 0 {
 		return err
 	}
 	if host, err := hostSetUp(c); err != nil || host {

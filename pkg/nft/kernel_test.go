@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/google/nftables"
+	"github.com/tapfw/tapfw/pkg/model"
 	"github.com/tapfw/tapfw/pkg/testnet"
 )
 
@@ -56,7 +57,14 @@ func TestKernelTextIsExprs(t *testing.T) {
 					return err
 				}
 				defer c.CloseLasting()
-				for _, ch := range append(p.Shared, p.Chains...) {
+				chains := append([]Chain(nil), p.Shared...)
+				for _, pr := range p.Profiles {
+					chains = append(chains, pr.Chain)
+				}
+				for _, l := range p.Logs {
+					chains = append(chains, l.Chain)
+				}
+				for _, ch := range chains {
 					have, ok, err := readChain(c, tableOf(ch.Table), ch.Name)
 					if err != nil || !ok {
 						return fmt.Errorf("chain %s: %v %v", ch.Name, ok, err)
@@ -84,36 +92,50 @@ func TestKernelTextIsExprs(t *testing.T) {
 	}
 }
 
+// profileOf is the profile p's tap jumps to for a map and family.
+func profileOf(t *testing.T, p *Plan, m string, f Family) string {
+	t.Helper()
+	for _, d := range p.Dispatch {
+		if d.Map == m && d.Family == f {
+			return d.Chain
+		}
+	}
+	t.Fatalf("no %s element for %s in the plan", f, m)
+	return ""
+}
+
 // TestKernelApplyRemove installs a tap over netlink, finds a second
-// Apply changes nothing, and Remove leaves the skeleton only.
+// Apply changes nothing, CHECK names drift, and Remove leaves the
+// skeleton only.
 func TestKernelApplyRemove(t *testing.T) {
 	p, err := Build(sampleConfig(t, "seed", "tap110i0"), DefaultMarks)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ns := inNS(t, func() error {
-		k := Kernel{Marks: DefaultMarks}
-		if err := k.Apply(p); err != nil {
-			return err
-		}
-		c, err := nftables.New(nftables.AsLasting())
+	k := Kernel{Marks: DefaultMarks}
+	var first string
+	ns := inNS(t, func() error { return k.Apply(p) })
+	list := func() string {
+		out, err := ns.Run("nft", "list", "ruleset")
 		if err != nil {
-			return err
+			t.Fatal(err)
 		}
-		defer c.CloseLasting()
-		changed, err := k.queueChains(c, p)
-		if err != nil || changed {
-			return fmt.Errorf("a second apply would change: %v %v", changed, err)
-		}
-		return nil
-	})
-	out, err := ns.Run("nft", "list", "map", "bridge", Table, MapOut)
-	if err != nil || !strings.Contains(string(out), `ip . "tap110i0" : jump tfw-o4-tap110i0`) {
-		t.Fatalf("map after apply: %v\n%s", err, out)
+		return string(out)
+	}
+	first = list()
+	if err := ns.Do(func() error { return k.Apply(p) }); err != nil {
+		t.Fatal(err)
+	}
+	if again := list(); again != first {
+		t.Fatalf("a second apply changed the ruleset:\n%s\n---\n%s", first, again)
+	}
+	pi4, pi6 := profileOf(t, p, MapIn, IPv4), profileOf(t, p, MapIn, IPv6)
+	if !strings.Contains(first, `ip . "tap110i0" : jump `+profileOf(t, p, MapOut, IPv4)) {
+		t.Fatalf("map after apply:\n%s", first)
 	}
 	diffs := func() []string {
 		var d []string
-		if err := ns.Do(func() (err error) { d, err = Kernel{Marks: DefaultMarks}.Diffs(p); return err }); err != nil {
+		if err := ns.Do(func() (err error) { d, err = k.Diffs(p); return err }); err != nil {
 			t.Fatal(err)
 		}
 		return d
@@ -123,25 +145,115 @@ func TestKernelApplyRemove(t *testing.T) {
 	}
 	// Drift: a rule added by hand, a map element sent elsewhere.
 	for _, cmd := range [][]string{
-		{"nft", "add", "rule", "bridge", Table, "tfw-i4-tap110i0", "accept"},
+		{"nft", "add", "rule", "bridge", Table, pi4, "accept"},
 		{"nft", "delete", "element", "bridge", Table, MapIn, `{ ip6 . "tap110i0" }`},
-		{"nft", "add", "element", "bridge", Table, MapIn, `{ ip6 . "tap110i0" : jump tfw-i4-tap110i0 }`},
+		{"nft", "add", "element", "bridge", Table, MapIn, `{ ip6 . "tap110i0" : jump ` + pi4 + ` }`},
 	} {
 		if out, err := ns.Run(cmd...); err != nil {
 			t.Fatalf("%v: %s", err, out)
 		}
 	}
 	d := strings.Join(diffs(), "\n")
-	for _, want := range []string{"tfw-i4-tap110i0: rule 10 not wanted", `map tfw-in: ip6 . tap110i0 goes to "tfw-i4-tap110i0", want tfw-i6-tap110i0`} {
+	for _, want := range []string{pi4 + ": rule 10 not wanted", `tfw-in: the element for ip6 . tap110i0 goes to "` + pi4 + `", want ` + pi6} {
 		if !strings.Contains(d, want) {
 			t.Errorf("diffs do not say %q:\n%s", want, d)
 		}
 	}
-	if err := ns.Do(func() error { return Kernel{Marks: DefaultMarks}.Remove("tap110i0") }); err != nil {
+	// The next ADD puts it right.
+	if err := ns.Do(func() error { return k.Apply(p) }); err != nil {
 		t.Fatal(err)
 	}
-	out, err = ns.Run("nft", "list", "ruleset")
-	if err != nil || strings.Contains(string(out), "tap110i0") {
-		t.Fatalf("after remove: %v\n%s", err, out)
+	if d := diffs(); len(d) > 0 {
+		t.Fatalf("diffs after the repairing apply: %q", d)
+	}
+	if err := ns.Do(func() error { return k.Remove("tap110i0") }); err != nil {
+		t.Fatal(err)
+	}
+	if out := list(); strings.Contains(out, "tap110i0") || strings.Contains(out, pi4) || strings.Contains(out, pi6) {
+		t.Fatalf("after remove:\n%s", out)
+	}
+}
+
+// TestKernelProfilesShared installs three taps, two with the same rules:
+// those two share their profiles, whose chains go only with the last tap
+// using them; the log chains are each tap's own.
+func TestKernelProfilesShared(t *testing.T) {
+	cfg := sampleConfig(t, "seed", "tap110i0")
+	plan := func(tap string, port string) *Plan {
+		c := cfg
+		c.Tap.Name, c.Tap.IfName = tap, tap
+		if port != "" {
+			c.Tap.In = append(append(c.Tap.In[:0:0], c.Tap.In...), model.Rule{Action: model.Accept, Proto: "tcp", DPort: port})
+		}
+		p, err := Build(c, DefaultMarks)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	a, b, other := plan("tapa", ""), plan("tapb", ""), plan("tapc", "8080")
+	if profileOf(t, a, MapIn, IPv4) != profileOf(t, b, MapIn, IPv4) || profileOf(t, a, MapOut, IPv6) != profileOf(t, b, MapOut, IPv6) {
+		t.Fatal("taps with the same rules have different profiles")
+	}
+	if profileOf(t, a, MapIn, IPv4) == profileOf(t, other, MapIn, IPv4) {
+		t.Fatal("taps with different rules share a profile")
+	}
+	if profileOf(t, a, MapOut, IPv4) != profileOf(t, other, MapOut, IPv4) {
+		t.Fatal("taps with the same OUT rules have different OUT profiles")
+	}
+	shared := profileOf(t, a, MapIn, IPv4)
+	k := Kernel{Marks: DefaultMarks}
+	ns := inNS(t, func() error {
+		for _, p := range []*Plan{a, b, other} {
+			if err := k.Apply(p); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	has := func(chain string) bool {
+		_, err := ns.Run("nft", "list", "chain", "bridge", Table, chain)
+		return err == nil
+	}
+	for _, l := range append(append([]LogChain(nil), a.Logs...), b.Logs...) {
+		if !has(l.Name) {
+			t.Errorf("log chain %s missing", l.Name)
+		}
+	}
+	steps := []struct {
+		tap          string
+		sharedStays  bool
+		wantTapsLeft uint32
+	}{{"tapa", true, 2}, {"tapb", false, 1}}
+	for _, s := range steps {
+		if err := ns.Do(func() error { return k.Remove(s.tap) }); err != nil {
+			t.Fatal(err)
+		}
+		if has(shared) != s.sharedStays {
+			t.Errorf("after removing %s: profile %s there: %v, want %v", s.tap, shared, has(shared), s.sharedStays)
+		}
+		var left uint32
+		if err := ns.Do(func() error {
+			r, err := newNLReader()
+			if err != nil {
+				return err
+			}
+			defer r.close()
+			left, _, err = r.chainUse(ChainAnchor)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if left != s.wantTapsLeft {
+			t.Errorf("after removing %s: the anchor counts %d taps, want %d", s.tap, left, s.wantTapsLeft)
+		}
+	}
+	for _, l := range b.Logs {
+		if has(l.Name) {
+			t.Errorf("log chain %s left behind", l.Name)
+		}
+	}
+	if !has(profileOf(t, other, MapIn, IPv4)) {
+		t.Error("the other tap's profile went")
 	}
 }

@@ -28,6 +28,15 @@ const (
 	// comes in or goes out by and its protocol (meta protocol . ifname).
 	MapOut = "tfw-out"
 	MapIn  = "tfw-in"
+	// MapAnchors holds an element per installed tap, each a jump to
+	// ChainAnchor, which nothing else refers to: the chain's use count
+	// is the number of taps, read in one request.
+	MapAnchors  = "tfw-anchors"
+	ChainAnchor = "tfw-anchor"
+	// ChainVersion (in both tables) holds one rule without expressions
+	// whose comment is a hash of the skeleton: a call checks the
+	// skeleton by reading that rule only.
+	ChainVersion = "tfw-version"
 	// Inet family.
 	ChainCtPre     = "tfw-ct-pre"  // prerouting: conntrack state into the marks
 	ChainCtOut     = "tfw-ct-out"  // output: the same for the host's packets
@@ -113,12 +122,6 @@ func (f Family) addrType() string {
 	return "ipv4_addr"
 }
 
-// TapChain is the tap's chain for one direction ("in": to the VM, "out":
-// from it) and family.
-func TapChain(tap, dir string, f Family) string {
-	return "tfw-" + dir[:1] + f.digit() + "-" + tap
-}
-
 // GroupChain is a security group's chain for one direction and family.
 func GroupChain(group, dir string, f Family) string {
 	return "tfw-g" + f.digit() + "-" + group + "-" + dir
@@ -137,13 +140,6 @@ func chainName(c string, f Family) (string, error) {
 		return HostChain("in", f), nil
 	case ruleset.ChainHostOut:
 		return HostChain("out", f), nil
-	}
-	if tap, ok := ruleset.IsTapChain(c); ok {
-		dir := "out"
-		if c == ruleset.TapIn(tap) {
-			dir = "in"
-		}
-		return TapChain(tap, dir, f), nil
 	}
 	if g, ok := ruleset.IsGroupChain(c); ok {
 		dir := "out"

@@ -49,6 +49,7 @@ var StaticChains = []StaticChain{
 	{"bridge", ChainRejected, "", 0},
 	{"bridge", ChainUnmanagedOut, "", 0},
 	{"bridge", ChainUnmanagedIn, "", 0},
+	{"bridge", ChainAnchor, "", 0},
 	{"inet", ChainRouted, "", 0},
 }
 
@@ -119,9 +120,27 @@ func StaticRules(m Marks) []StaticRule {
 
 // Skeleton is the nft -f transaction that makes both tables, their
 // chains and maps and the layer-2 skeleton exist, and sets the static
-// chains' rules. It leaves map and set elements and the taps' chains
-// alone.
+// chains' rules, then each table's version rule. It leaves map and set
+// elements, the profiles and the taps' chains alone.
 func Skeleton(m Marks) string {
+	body := skeletonBody(m)
+	var b strings.Builder
+	b.WriteString(body)
+	for _, fam := range []string{"bridge", "inet"} {
+		fmt.Fprintf(&b, "add chain %s %s %s\nflush chain %s %s %s\n", fam, Table, ChainVersion, fam, Table, ChainVersion)
+		fmt.Fprintf(&b, "add rule %s %s %s counter comment %q\n", fam, Table, ChainVersion, versionComment(body))
+	}
+	return b.String()
+}
+
+// versionComment is the comment of the version rule of a skeleton: a
+// hash of everything else it makes.
+func versionComment(body string) string {
+	sum := sha256.Sum256([]byte(body))
+	return "skeleton " + hex.EncodeToString(sum[:8])
+}
+
+func skeletonBody(m Marks) string {
 	var b strings.Builder
 	b.WriteString(ruleset.L2Skeleton())
 	fmt.Fprintf(&b, "add table inet %s\n", Table)
@@ -144,6 +163,7 @@ func Skeleton(m Marks) string {
 			fmt.Fprintf(&b, "flush chain %s %s %s\n", c.Family, Table, c.Name)
 		}
 	}
+	fmt.Fprintf(&b, "add map bridge %s %s { type ifname : verdict ; }\n", Table, MapAnchors)
 	for _, r := range StaticRules(m) {
 		fmt.Fprintf(&b, "add rule %s %s %s %s comment %q\n", r.Family, Table, r.Chain, r.Expr, r.InstalledComment())
 	}

@@ -30,6 +30,9 @@ type chainCtx struct {
 	table string
 	// hostSets are the ruleset names of the host and cluster sets.
 	hostSet, clusterSet string
+	// logMap, when set, is the profile's log map a log rule jumps
+	// through to the tap's own log chain.
+	logMap string
 }
 
 // ChainRejected is where a REJECT goes once its bit is set: a packet that
@@ -85,7 +88,13 @@ func (cx chainCtx) matches(b *builder, r ruleset.Rule, variant string) error {
 	if err := cx.conntrack(b, r.CtState); err != nil {
 		return err
 	}
-	if r.MACSource != "" {
+	switch {
+	case r.MACSource != "" && cx.tap != "" && r.MACNegate:
+		// A profile knows no MAC: the layer-2 set has the port's.
+		b.macCheck()
+	case r.MACSource != "" && cx.tap != "":
+		return fmt.Errorf("mac %s: a tap's chain can only refuse other MACs", r.MACSource)
+	case r.MACSource != "":
 		if err := b.etherSrc(r.MACSource, r.MACNegate); err != nil {
 			return err
 		}
@@ -216,10 +225,7 @@ func (cx chainCtx) setMatch(b *builder, dir, set string, neg bool, variant strin
 			&expr.Lookup{SourceRegister: 1, SetName: name, Invert: neg})
 		return nil
 	}
-	port, key := "iifname", expr.MetaKeyIIFNAME
-	if cx.dir == "in" {
-		port, key = "oifname", expr.MetaKeyOIFNAME
-	}
+	port, key := cx.portWord()
 	sets := []string{variant}
 	if neg {
 		addrs, nets := cx.l2Sets()
@@ -284,10 +290,13 @@ func (cx chainCtx) statement(b *builder, v ruleset.Verdict) error {
 		}
 		b.markSet(bit, true)
 		b.verdict(expr.VerdictGoto, ChainRejected)
-	case "LOG":
-		b.log(v.LogPrefix, 0, false)
-	case "NFLOG":
-		b.log(v.LogPrefix, v.NFLogGroup, true)
+	case "LOG", "NFLOG":
+		if cx.logMap != "" {
+			word, key := cx.portWord()
+			b.logJump(word, key, cx.logMap)
+			return nil
+		}
+		b.log(v.LogPrefix, v.NFLogGroup, v.Target == "NFLOG")
 	case "MARK":
 		switch v.XMark {
 		case ruleset.GroupMark:

@@ -80,7 +80,7 @@ func (be testBackend) state(t *testing.T, ns *testnet.NS) string {
 // check and a rule for tcp port 80 or 22 as the tests write them.
 func (h *host) dispatchText(tap, record string) string {
 	if h.be.nftables() {
-		return `jump tfw-o4-` + tap + `` // the map element; the record is checked by recordText
+		return `ip . "` + tap + `" : jump tfw-po4-` // the map element; the record is checked by recordText
 	}
 	return `-m physdev --physdev-in ` + tap + ` -m comment --comment "` + tap + `: dispatch ` + record + ` #`
 }
@@ -88,16 +88,16 @@ func (h *host) dispatchText(tap, record string) string {
 // recordText is how the state shows who attached tap.
 func (h *host) recordText(tap, record string) string {
 	if h.be.nftables() {
-		return `counter comment "` + tap + `: dispatch ` + record + `"`
+		return `comment "` + tap + `: dispatch ` + record + `"`
 	}
 	return `--comment "` + tap + `: dispatch ` + record + ` #`
 }
 
-// macText and dportText are how the state shows a MAC check and a
+// macText and dportText are how the state shows tap's MAC check and a
 // destination port.
-func (h *host) macText(mac string) string {
+func (h *host) macText(tap, mac string) string {
 	if h.be.nftables() {
-		return "ether saddr != " + mac
+		return `"` + tap + `" . ` + mac // the layer-2 set the tap's profile looks the MAC up in
 	}
 	return "--mac-source " + mac
 }
@@ -117,15 +117,16 @@ func (h *host) tapAddrText(tap, ip string) string {
 	return "add tfw-t-" + tap + " " + ip
 }
 
-// tamperTapRule deletes the third rule of tap's IPv4 IN chain behind the
-// plugin's back and returns what CHECK must say of it.
+// tamperTapRule deletes the third rule of tap's IPv4 IN chain (with
+// nftables, of its profile) behind the plugin's back and returns what
+// CHECK must say of it.
 func (h *host) tamperTapRule(tap string) string {
 	h.t.Helper()
 	if !h.be.nftables() {
 		h.run("iptables", "-D", "TFW-T-"+tap+"-IN", "3")
 		return "table filter, chain TFW-T-" + tap + "-IN, rule 3"
 	}
-	chain := "tfw-i4-" + tap
+	chain := h.profile(tap, "tfw-in", "ip")
 	n := 0
 	for _, l := range strings.Split(h.run("nft", "-a", "list", "chain", "bridge", "tapfw", chain), "\n") {
 		_, handle, ok := strings.Cut(l, "# handle ")
@@ -139,4 +140,16 @@ func (h *host) tamperTapRule(tap string) string {
 	}
 	h.t.Fatalf("no third rule in %s", chain)
 	return ""
+}
+
+// profile is the nftables profile chain tap's element in map m jumps to
+// for family f ("ip" or "ip6").
+func (h *host) profile(tap, m, f string) string {
+	h.t.Helper()
+	out := h.run("nft", "list", "map", "bridge", "tapfw", m)
+	_, rest, ok := strings.Cut(out, f+` . "`+tap+`" : jump `)
+	if !ok {
+		h.t.Fatalf("no %s element for %s in map %s:\n%s", f, tap, m, out)
+	}
+	return strings.TrimRight(strings.Fields(rest)[0], ",")
 }

@@ -108,7 +108,7 @@ func testIPv6Rules(t *testing.T, be testBackend) {
 	// Tampering with an IPv6 rule is drift.
 	where := "ip6 filter"
 	if be.nftables() {
-		where = "tfw-i6-tap110i0"
+		where = h.profile("tap110i0", "tfw-in", "ip6")
 		h.run("nft", "insert", "rule", "bridge", "tapfw", where, "accept")
 	} else {
 		h.run("ip6tables", "-D", "TFW-T-tap110i0-IN", "-p", "tcp", "-m", "tcp", "--dport", "80", "-m", "comment",

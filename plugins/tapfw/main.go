@@ -8,12 +8,16 @@ import (
 	"io"
 	"log"
 	"os"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/version"
 )
 
 const about = "tapfw: per-tap firewall for VMs and containers on Linux bridges (CNI plugin)"
+
+// processStart is when the process began, for TAPFW_TRACE.
+var processStart = time.Now()
 
 func main() {
 	// tapfw logs nothing through package log; a library that does (netlink

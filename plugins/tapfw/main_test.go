@@ -313,7 +313,7 @@ func testChainedAfterBridge(t *testing.T, be testBackend) {
 	for _, want := range []string{
 		h.dispatchText("veth1c", "net=pods cid=c1 if=eth0"),
 		h.recordText("veth1c", "net=pods cid=c1 if=eth0"),
-		h.macText("02:00:00:00:0c:01"),
+		h.macText("veth1c", "02:00:00:00:0c:01"),
 		h.dportText("80"),
 		h.tapAddrText("veth1c", "192.0.2.60"),
 	} {

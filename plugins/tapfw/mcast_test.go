@@ -251,25 +251,25 @@ func (h *host) packets(fam int, comment string) int {
 }
 
 // nftPackets is packets for the nftables backend: the rule with that
-// comment in a tap chain of the family.
+// comment, less the tap's name, in the tap's profiles of the family.
 func (h *host) nftPackets(fam int, comment string) int {
 	h.t.Helper()
-	chain := ""
-	for _, line := range strings.Split(h.run("nft", "list", "table", "bridge", "tapfw"), "\n") {
-		line = strings.TrimSpace(line)
-		if name, ok := strings.CutPrefix(line, "chain "); ok {
-			chain = strings.TrimSuffix(name, " {")
-			continue
+	tap, what, _ := strings.Cut(comment, ": ")
+	word := map[int]string{4: "ip", 6: "ip6"}[fam]
+	for _, m := range []string{"tfw-out", "tfw-in"} {
+		chain := h.profile(tap, m, word)
+		for _, line := range strings.Split(h.run("nft", "list", "chain", "bridge", "tapfw", chain), "\n") {
+			line = strings.TrimSpace(line)
+			if !strings.HasSuffix(line, `comment "`+what+`"`) {
+				continue
+			}
+			_, rest, ok := strings.Cut(line, "counter packets ")
+			var n int
+			if _, err := fmt.Sscanf(rest, "%d", &n); !ok || err != nil {
+				h.t.Fatalf("%s: no counter", line)
+			}
+			return n
 		}
-		if !strings.HasPrefix(chain, "tfw-") || !strings.Contains(chain, fmt.Sprintf("%d-", fam)) || !strings.HasSuffix(line, `comment "`+comment+`"`) {
-			continue
-		}
-		_, rest, ok := strings.Cut(line, "counter packets ")
-		var n int
-		if _, err := fmt.Sscanf(rest, "%d", &n); !ok || err != nil {
-			h.t.Fatalf("%s: no counter", line)
-		}
-		return n
 	}
 	h.t.Fatalf("no rule %q in the IPv%d tap chains", comment, fam)
 	return 0

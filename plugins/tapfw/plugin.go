@@ -104,7 +104,7 @@ func newPlugin() *plugin {
 	}
 	k := nft.Kernel{Marks: nft.DefaultMarks}
 	if os.Getenv("TAPFW_TRACE") != "" {
-		p.fw.Trace, k.Trace = os.Stderr, os.Stderr
+		p.fw.Trace, k.Trace, k.Start = os.Stderr, os.Stderr, processStart
 	}
 	if f := os.Getenv("TAPFW_FAULT"); f != "" {
 		p.fw.Fault = faultAt(f)

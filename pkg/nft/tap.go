@@ -1,0 +1,391 @@
+package nft
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"github.com/tapfw/tapfw/pkg/netfilter"
+)
+
+// txn is one call's transaction on the bridge table: what it queues and
+// what it read to decide it. Profiles a transaction stops using are
+// removed in it once no element outside it jumps to them.
+type txn struct {
+	c *nftables.Conn
+	r *nlReader
+	// unused counts, per profile, the elements jumping to it that the
+	// transaction takes out; keep are the profiles it must keep.
+	unused map[string]int
+	keep   map[string]bool
+	// maps are the log maps of the profiles the transaction takes out.
+	maps map[string][]string
+}
+
+func newTxn(c *nftables.Conn, r *nlReader) *txn {
+	return &txn{c: c, r: r, unused: map[string]int{}, keep: map[string]bool{}, maps: map[string][]string{}}
+}
+
+// profiles makes each profile hold its rules: a missing one is made with
+// its log maps, one that differs (changed behind tapfw's back) is
+// refilled, for every tap that uses it.
+func (tx *txn) profiles(ps []Profile) error {
+	for _, p := range ps {
+		tx.keep[p.Name] = true
+		have, exists, err := readChain(tx.c, bridgeTable, p.Name)
+		if err != nil {
+			return err
+		}
+		if exists && sameRules(have, p.Rules) {
+			continue
+		}
+		for _, m := range p.Maps {
+			if err := tx.c.AddSet(logMapSet(m), nil); err != nil {
+				return fmt.Errorf("map %s: %w", m, err)
+			}
+		}
+		if err := tx.fill(p.Chain, exists); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fill makes chain ch, or empties it when it exists, and adds its rules.
+func (tx *txn) fill(ch Chain, exists bool) error {
+	kc := &nftables.Chain{Name: ch.Name, Table: tableOf(ch.Table)}
+	if exists {
+		tx.c.FlushChain(kc)
+	} else {
+		tx.c.AddChain(kc)
+	}
+	return queueRules(tx.c, kc, ch.Rules)
+}
+
+// logMapSet is a profile's log map. Its key, an interface name, is in
+// host byte order as nft's ifname type says (nft shows names reversed
+// otherwise).
+func logMapSet(name string) *nftables.Set {
+	return &nftables.Set{Table: bridgeTable, Name: name, IsMap: true, KeyType: nftables.TypeIFName, DataType: nftables.TypeVerdict, KeyByteOrder: binaryutil.NativeEndian}
+}
+
+func dispatchMap(name string) *nftables.Set {
+	return &nftables.Set{Table: bridgeTable, Name: name, IsMap: true, KeyType: dispatchKey, DataType: nftables.TypeVerdict}
+}
+
+// element is one of a tap's elements in a shared map, and the chain it
+// jumps to.
+type element struct {
+	set   *nftables.Set
+	key   []byte
+	chain string
+}
+
+func dispatchElements(ds []Dispatch) []element {
+	var out []element
+	for _, d := range ds {
+		out = append(out, element{dispatchMap(d.Map), DispatchKey(d.Family, d.Port), d.Chain})
+	}
+	return out
+}
+
+func logElements(tap string, ls []logElem) []element {
+	var out []element
+	for _, l := range ls {
+		out = append(out, element{logMapSet(l.Map), ifKey(tap), l.Chain})
+	}
+	return out
+}
+
+// tap moves the tap from what its record says (old) to what p says: its
+// log chains and its elements in the dispatch and log maps, read first
+// so that one changed or removed by hand is put right, not an error.
+func (tx *txn) tap(p *Plan, old tapRecord) error {
+	var logs []logElem
+	for _, l := range p.Logs {
+		logs = append(logs, logElem{Map: l.Map, Chain: l.Name})
+	}
+	want := append(dispatchElements(p.Dispatch), logElements(p.Tap, logs)...)
+	have := append(dispatchElements(old.dispatch), logElements(p.Tap, old.logs)...)
+	installed, err := tx.dropElements(want, have)
+	if err != nil {
+		return err
+	}
+	if err := tx.dropLogChains(old.logs, p.Logs); err != nil {
+		return err
+	}
+	for _, l := range p.Logs {
+		if err := tx.logChain(l.Chain); err != nil {
+			return err
+		}
+	}
+	for _, e := range want {
+		if installed[e.set.Name+"\x00"+string(e.key)] == e.chain {
+			continue
+		}
+		el := nftables.SetElement{Key: e.key, VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: e.chain}}
+		if err := tx.c.SetAddElements(e.set, []nftables.SetElement{el}); err != nil {
+			return fmt.Errorf("map %s: %w", e.set.Name, err)
+		}
+	}
+	return tx.portElements(p.Tap, true)
+}
+
+// dropElements reads each element the tap wants or had, and takes out
+// those that are there but not wanted as they are; it returns what stays.
+func (tx *txn) dropElements(want, had []element) (map[string]string, error) {
+	wanted := map[string]string{}
+	for _, e := range want {
+		wanted[e.set.Name+"\x00"+string(e.key)] = e.chain
+	}
+	stays := map[string]string{}
+	seen := map[string]bool{}
+	for _, e := range append(slices.Clone(want), had...) {
+		id := e.set.Name + "\x00" + string(e.key)
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
+		chain, found, err := tx.r.element(e.set.Name, e.key)
+		if err != nil || !found {
+			if err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if w, ok := wanted[id]; ok && w == chain {
+			stays[id] = chain
+			continue
+		}
+		if err := tx.c.SetDeleteElements(e.set, []nftables.SetElement{{Key: e.key}}); err != nil {
+			return nil, fmt.Errorf("map %s: %w", e.set.Name, err)
+		}
+		if e.set.Name == MapIn || e.set.Name == MapOut {
+			tx.unused[chain]++
+		}
+	}
+	return stays, nil
+}
+
+// dropLogChains removes the log chains the tap had and no longer wants
+// (their elements are out by then).
+func (tx *txn) dropLogChains(had []logElem, want []LogChain) error {
+	for _, l := range had {
+		if slices.ContainsFunc(want, func(w LogChain) bool { return w.Name == l.Chain }) {
+			continue
+		}
+		if _, err := tx.c.ListChain(bridgeTable, l.Chain); isNotFound(err) {
+			continue
+		} else if err != nil {
+			return fmt.Errorf("reading chain %s: %w", l.Chain, err)
+		}
+		kc := &nftables.Chain{Name: l.Chain, Table: bridgeTable}
+		tx.c.FlushChain(kc)
+		tx.c.DelChain(kc)
+	}
+	return nil
+}
+
+// logChain makes one of the tap's log chains hold its rule.
+func (tx *txn) logChain(ch Chain) error {
+	have, exists, err := readChain(tx.c, bridgeTable, ch.Name)
+	if err != nil {
+		return err
+	}
+	if exists && sameRules(have, ch.Rules) {
+		return nil
+	}
+	return tx.fill(ch, exists)
+}
+
+var anchorMap = &nftables.Set{Table: bridgeTable, Name: MapAnchors, IsMap: true, KeyType: nftables.TypeIFName, DataType: nftables.TypeVerdict}
+
+// portElements adds (or takes out) the tap's port in the set of managed
+// ports and its anchor. Taking out adds first, in the same transaction,
+// so that one already gone is no error.
+func (tx *txn) portElements(tap string, add bool) error {
+	port := []nftables.SetElement{{Key: ifKey(tap)}}
+	anchor := []nftables.SetElement{{Key: ifKey(tap), VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: ChainAnchor}}}
+	for _, s := range []struct {
+		set *nftables.Set
+		els []nftables.SetElement
+	}{{portsSet, port}, {anchorMap, anchor}} {
+		if err := tx.c.SetAddElements(s.set, s.els); err != nil {
+			return fmt.Errorf("set %s: %w", s.set.Name, err)
+		}
+		if add {
+			continue
+		}
+		if err := tx.c.SetDeleteElements(s.set, []nftables.SetElement{{Key: ifKey(tap)}}); err != nil {
+			return fmt.Errorf("set %s: %w", s.set.Name, err)
+		}
+	}
+	return nil
+}
+
+// collect removes the profiles whose last element the transaction takes
+// out, with their log maps (named in the records that jumped to them).
+func (tx *txn) collect() error {
+	for name, n := range tx.unused {
+		if tx.keep[name] || !IsProfileChain(name) {
+			continue
+		}
+		use, found, err := tx.r.chainUse(name)
+		if err != nil || !found {
+			return err
+		}
+		// A chain's use counts its own rules as well as what jumps to it.
+		kc := &nftables.Chain{Name: name, Table: bridgeTable}
+		rules, err := tx.c.GetRules(bridgeTable, kc)
+		if err != nil {
+			return fmt.Errorf("reading chain %s: %w", name, err)
+		}
+		if int(use)-len(rules) > n {
+			continue
+		}
+		tx.c.FlushChain(kc)
+		tx.c.DelChain(kc)
+		for _, m := range tx.maps[name] {
+			tx.c.DelSet(logMapSet(m))
+		}
+	}
+	return nil
+}
+
+// forget notes the log maps of the profiles old's tap used, for collect.
+func (tx *txn) forget(old tapRecord) {
+	for _, l := range old.logs {
+		for _, d := range old.dispatch {
+			if len(l.Map) > len(d.Chain) && l.Map[:len(d.Chain)] == d.Chain && !slices.Contains(tx.maps[d.Chain], l.Map) {
+				tx.maps[d.Chain] = append(tx.maps[d.Chain], l.Map)
+			}
+		}
+	}
+}
+
+// Apply makes the kernel hold p: the skeleton, the named sets, the shared
+// chains, the tap's profiles, log chains and elements, and its layer-2
+// elements and record, in one transaction. A second Apply of the same
+// plan changes no rule.
+func (k Kernel) Apply(p *Plan) error {
+	tr := k.tracer()
+	c, err := k.conn()
+	if err != nil {
+		return err
+	}
+	defer c.CloseLasting()
+	if err := k.ensureSkeleton(c); err != nil {
+		return err
+	}
+	tr.step("skeleton")
+	if err := queueSets(c, p.Sets); err != nil {
+		return err
+	}
+	if err := queueShared(c, p); err != nil {
+		return err
+	}
+	tr.step("shared")
+	r, err := newNLReader()
+	if err != nil {
+		return err
+	}
+	defer r.close()
+	rec, old, err := readRecord(c, p.Tap)
+	if err != nil {
+		return err
+	}
+	tr.step("record")
+	tx := newTxn(c, r)
+	tx.forget(old)
+	if err := tx.profiles(p.Profiles); err != nil {
+		return err
+	}
+	tr.step("profiles")
+	if err := tx.tap(p, old); err != nil {
+		return err
+	}
+	if err := tx.collect(); err != nil {
+		return err
+	}
+	tr.step("tap")
+	if err := netfilter.QueueL2(c, rec, p.record()); err != nil {
+		return err
+	}
+	tr.step("layer 2")
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("installing %s: %w", p.Tap, err)
+	}
+	tr.step("commit")
+	k.fault("committed")
+	return nil
+}
+
+func readRecord(c *nftables.Conn, tap string) (*netfilter.Record, tapRecord, error) {
+	rec, err := netfilter.ReadRecord(c, tap)
+	if err != nil {
+		return nil, tapRecord{}, err
+	}
+	old, err := parseRecord(rec)
+	return rec, old, err
+}
+
+// Remove takes everything of the taps out: their elements, log chains,
+// layer-2 elements and records, and the profiles no other tap uses. A
+// tap with nothing installed is no error.
+func (k Kernel) Remove(taps ...string) error {
+	c, err := k.conn()
+	if err != nil {
+		return err
+	}
+	defer c.CloseLasting()
+	if _, err := c.ListTableOfFamily(Table, nftables.TableFamilyBridge); isNotFound(err) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("reading table bridge %s: %w", Table, err)
+	}
+	tr := k.tracer()
+	r, err := newNLReader()
+	if err != nil {
+		return err
+	}
+	defer r.close()
+	tx := newTxn(c, r)
+	for _, tap := range taps {
+		if err := tx.remove(tap); err != nil {
+			return err
+		}
+	}
+	if err := tx.collect(); err != nil {
+		return err
+	}
+	tr.step("read")
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("removing %s: %w", strings.Join(taps, ", "), err)
+	}
+	tr.step("commit")
+	k.fault("committed")
+	return nil
+}
+
+// remove queues taking out everything the tap's record names.
+func (tx *txn) remove(tap string) error {
+	rec, old, err := readRecord(tx.c, tap)
+	if err != nil || rec == nil {
+		return err
+	}
+	tx.forget(old)
+	had := append(dispatchElements(old.dispatch), logElements(tap, old.logs)...)
+	if _, err := tx.dropElements(nil, had); err != nil {
+		return err
+	}
+	if err := tx.dropLogChains(old.logs, nil); err != nil {
+		return err
+	}
+	if err := tx.portElements(tap, false); err != nil {
+		return err
+	}
+	return netfilter.QueueL2Remove(tx.c, rec)
+}
