@@ -40,6 +40,9 @@ type NetConf struct {
 	SecurityGroups     map[string]RuleLists `json:"securityGroups,omitempty"`
 	Groups             []string             `json:"groups,omitempty"`
 	Host               *Host                `json:"host,omitempty"`
+	// Backend is the firewall backend: nftables, iptables or auto
+	// (TAPFW_BACKEND wins over it).
+	Backend string `json:"backend,omitempty"`
 
 	// Attachments is the name an earlier CNI spec used for
 	// cni.dev/valid-attachments; libcni still sends both on GC.
@@ -198,6 +201,11 @@ func Parse(data []byte) (*NetConf, error) {
 			return nil, e
 		}
 		return nil, fmt.Errorf("%w: %v", ErrDecode, err)
+	}
+	switch conf.Backend {
+	case "", "auto", "nftables", "iptables":
+	default:
+		return nil, fieldErr("backend", "%q is not nftables, iptables or auto", conf.Backend)
 	}
 	return conf, nil
 }

@@ -329,3 +329,19 @@ func TestGroups(t *testing.T) {
 		}
 	}
 }
+
+// TestParseBackend: "backend" takes nftables, iptables or auto and refuses
+// anything else by name.
+func TestParseBackend(t *testing.T) {
+	for _, b := range []string{"", "auto", "nftables", "iptables"} {
+		c, err := Parse([]byte(`{"cniVersion":"1.0.0","name":"n","type":"tapfw","backend":"` + b + `"}`))
+		if err != nil || c.Backend != b {
+			t.Errorf("backend %q: %v %+v", b, err, c)
+		}
+	}
+	_, err := Parse([]byte(`{"cniVersion":"1.0.0","name":"n","type":"tapfw","backend":"ebtables"}`))
+	var e *Error
+	if !errors.As(err, &e) || e.Field != "backend" || !strings.Contains(err.Error(), "ebtables") {
+		t.Errorf("backend ebtables: %v", err)
+	}
+}

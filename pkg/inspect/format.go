@@ -19,9 +19,9 @@ func WriteTaps(w io.Writer, taps []Tap) error {
 		if t.Attached {
 			by = dash(t.Network) + " " + dash(t.ContainerID) + " " + dash(t.IfName)
 		}
-		in, out := t.Traffic["in"], t.Traffic["out"]
+		in, out := verdicts(t.Traffic["in"]), verdicts(t.Traffic["out"])
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\t%s\n", t.Name, dash(t.Bridge), dash(t.MAC), dash(strings.Join(t.IPs, ",")),
-			t.Rules["in"], t.Rules["out"], pb(in.Accepted), pb(in.Dropped), pb(out.Accepted), pb(out.Dropped), by)
+			t.Rules["in"], t.Rules["out"], in[0], in[1], out[0], out[1], by)
 	}
 	return tw.Flush()
 }
@@ -59,6 +59,15 @@ func WriteRules(w io.Writer, t Tap, rules []Rule) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", r.Direction, num, r.Action, dash(r.Match), log, fams, r.Packets, r.Bytes, what)
 	}
 	return tw.Flush()
+}
+
+// verdicts is a direction's accepted and dropped counts, "-" each when
+// they are not counted per tap.
+func verdicts(v *Verdicts) [2]string {
+	if v == nil {
+		return [2]string{"-", "-"}
+	}
+	return [2]string{pb(v.Accepted), pb(v.Dropped)}
 }
 
 func pb(c netfilter.Counter) string { return fmt.Sprintf("%d/%dB", c.Packets, c.Bytes) }

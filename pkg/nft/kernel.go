@@ -650,3 +650,80 @@ func (k Kernel) Holds() (bool, error) {
 	}
 	return false, fmt.Errorf("reading table inet %s: %w", Table, err)
 }
+
+// TapInfo is what a tap's record and profiles say of it.
+type TapInfo struct {
+	Attachment model.Attachment
+	// Attached is false for a record without the line saying who
+	// attached the tap.
+	Attached bool
+	// L2 is its layer-2 elements: its MAC and addresses as checked.
+	L2 *ruleset.L2Tap
+	// Rules counts the config's rules per direction ("in", "out") in
+	// its profiles, a rule of both families once.
+	Rules map[string]int
+}
+
+// Installed lists every tap that has a record, sorted by name.
+func (k Kernel) Installed() ([]TapInfo, error) {
+	c, err := k.conn()
+	if err != nil {
+		return nil, err
+	}
+	defer c.CloseLasting()
+	ts, err := taps(c)
+	if err != nil {
+		return nil, err
+	}
+	ruleNumbers := map[string][]string{} // profile: its "<dir> rule N" numbers
+	var out []TapInfo
+	for _, tap := range ts {
+		rec, r, err := readRecord(c, tap)
+		if err != nil {
+			return nil, err
+		}
+		if rec == nil {
+			continue // removed since the listing
+		}
+		info := TapInfo{L2: rec.L2, Rules: map[string]int{"in": 0, "out": 0}}
+		info.Attachment, info.Attached = r.attachment()
+		if !info.Attached {
+			info.Attachment = model.Attachment{Tap: tap}
+		}
+		seen := map[string]bool{}
+		for _, d := range r.dispatch {
+			nums, ok := ruleNumbers[d.Chain]
+			if !ok {
+				if nums, err = profileRuleNumbers(c, d.Chain); err != nil {
+					return nil, err
+				}
+				ruleNumbers[d.Chain] = nums
+			}
+			for _, n := range nums {
+				if !seen[n] {
+					seen[n] = true
+					info.Rules[strings.Fields(n)[0]]++
+				}
+			}
+		}
+		out = append(out, info)
+	}
+	return out, nil
+}
+
+// profileRuleNumbers lists the config rules a profile holds, each as
+// "<dir> <N>" once.
+func profileRuleNumbers(c *nftables.Conn, chain string) ([]string, error) {
+	rules, err := c.GetRules(bridgeTable, &nftables.Chain{Name: chain, Table: bridgeTable})
+	if err != nil {
+		return nil, fmt.Errorf("reading chain %s: %w", chain, err)
+	}
+	var out []string
+	for _, r := range rules {
+		f := strings.Fields(comment(r))
+		if len(f) >= 3 && (f[0] == "in" || f[0] == "out") && f[1] == "rule" && !slices.Contains(out, f[0]+" "+f[2]) {
+			out = append(out, f[0]+" "+f[2])
+		}
+	}
+	return out, nil
+}

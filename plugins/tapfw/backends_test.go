@@ -48,6 +48,14 @@ func run(t *testing.T, f func(t *testing.T, be testBackend), bes ...testBackend)
 	}
 }
 
+// backend is the plugin's name of the backend: iptables or nftables.
+func (be testBackend) backend() string {
+	if be.nftables() {
+		return "nftables"
+	}
+	return "iptables"
+}
+
 // nftables says whether this is the nftables backend.
 func (be testBackend) nftables() bool { return be.name == nftablesBE.name }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -30,27 +31,76 @@ func TestBackendsExclusive(t *testing.T) {
 			if after := h.state(); after != before {
 				t.Errorf("the refused ADD changed the kernel:\n%s", after)
 			}
-			// auto keeps the iptables backend where it holds the rules;
-			// where nftables holds them, auto (iptables, until it picks
-			// nftables by itself) is refused as well.
+			// auto keeps the backend that holds the rules.
 			auto := b
 			auto.Env = []string{"TAPFW_BACKEND=auto"}
+			h.mustCall(auto)
+			want := "TFW-T-tap111i0-IN"
 			if c.holder.nftables() {
-				if _, e := h.call(auto); e == nil || !strings.Contains(e.Msg, "tapfw flush") {
-					t.Errorf("auto ADD while nftables holds the rules: %+v, want a refusal", e)
-				}
-			} else {
-				h.mustCall(auto)
-				if s := h.state(); !strings.Contains(s, "TFW-T-tap111i0-IN") {
-					t.Errorf("auto did not keep the iptables backend:\n%s", s)
-				}
-				auto.Command = "DEL"
-				h.mustCall(auto)
+				want = "chain tfw-r-tap111i0"
 			}
+			if s := h.state(); !strings.Contains(s, want) {
+				t.Errorf("auto did not keep the %s backend:\n%s", c.holder.name, s)
+			}
+			auto.Command = "DEL"
+			h.mustCall(auto)
 			del := a
 			del.Command = "DEL"
 			h.mustCall(del)
 			h.mustCall(b)
 		})
+	}
+}
+
+// TestConfigBackend: the config's "backend" picks the backend as
+// TAPFW_BACKEND does, the environment wins over it, a bad value is
+// refused by name and changes nothing, and `tapfw list` says which
+// backend it reads and lists the tap from it.
+func TestConfigBackend(t *testing.T) {
+	testnet.NeedKernel(t)
+	for _, c := range []struct {
+		config, env, want string
+	}{
+		{"nftables", "", "nftables"},
+		{"iptables", "", "iptables"},
+		{"nftables", "TAPFW_BACKEND=iptables", "iptables"},
+	} {
+		t.Run(c.config+" "+c.env, func(t *testing.T) {
+			h := newHost(t, "tap110i0")
+			add := testnet.Call{Command: "ADD", ContainerID: "vm110", IfName: "tap110i0", Config: tapConf("1.0.0", `,"backend":"`+c.config+`"`)}
+			if c.env != "" {
+				add.Env = []string{c.env}
+			}
+			h.mustCall(add)
+			mark := map[string]string{"nftables": "chain tfw-r-tap110i0", "iptables": "TFW-T-tap110i0-IN"}
+			if s := h.state(); !strings.Contains(s, mark[c.want]) {
+				t.Fatalf("ADD with backend %q and %q did not install with %s:\n%s", c.config, c.env, c.want, s)
+			}
+			out, err := h.ns.Run(append(append([]string{"env"}, add.Env...), pluginBin, "list")...)
+			lines := strings.Split(string(out), "\n")
+			if err != nil || len(lines) < 3 || lines[0] != "backend: "+c.want {
+				t.Fatalf("tapfw list: %v\n%s", err, out)
+			}
+			f := strings.Fields(lines[2])
+			if want := []string{"tap110i0", "vmbr0", "02:00:00:00:01:10", "192.0.2.200,fe80::ff:fe00:110", "1/0"}; len(f) < 8 || !slices.Equal(f[:5], want) ||
+				!slices.Equal(f[len(f)-3:], []string{"vms", "vm110", "tap110i0"}) {
+				t.Errorf("tapfw list, the tap's line %q, want %q and attached by vms vm110 tap110i0", f, want)
+			}
+			del := add
+			del.Command = "DEL"
+			h.mustCall(del)
+			if s := h.state(); strings.Contains(s, "tap110i0") {
+				t.Errorf("DEL left the tap:\n%s", s)
+			}
+		})
+	}
+	h := newHost(t, "tap110i0")
+	before := h.state()
+	_, e := h.call(testnet.Call{Command: "ADD", ContainerID: "vm110", IfName: "tap110i0", Config: tapConf("1.0.0", `,"backend":"pf"`)})
+	if e == nil || !strings.Contains(e.Msg, "backend") {
+		t.Errorf("ADD with backend pf: %+v, want an error naming the field", e)
+	}
+	if after := h.state(); after != before {
+		t.Errorf("the refused ADD changed the kernel:\n%s", after)
 	}
 }

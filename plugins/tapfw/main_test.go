@@ -371,8 +371,8 @@ func testStatusAndVersion(t *testing.T, be testBackend) {
 		tool = "nft"
 	}
 	_, e := h.call(testnet.Call{Command: "STATUS", Config: conf, Env: []string{"PATH=/nonexistent"}})
-	if e == nil || e.Code != 50 || !strings.Contains(e.Msg, tool) {
-		t.Errorf("STATUS without %s: %+v, want code 50 naming it", tool, e)
+	if e == nil || e.Code != 50 || !strings.Contains(e.Msg, tool) || !strings.HasPrefix(e.Msg, be.backend()+" backend: ") {
+		t.Errorf("STATUS without %s: %+v, want code 50 naming it and the backend", tool, e)
 	}
 	out := h.mustCall(testnet.Call{Command: "VERSION", Config: conf})
 	for _, v := range []string{"0.4.0", "1.0.0", "1.1.0"} {

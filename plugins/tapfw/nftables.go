@@ -3,10 +3,12 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 
 	"github.com/google/nftables"
+	"github.com/tapfw/tapfw/pkg/inspect"
 	"github.com/tapfw/tapfw/pkg/model"
 	"github.com/tapfw/tapfw/pkg/netfilter"
 	"github.com/tapfw/tapfw/pkg/nft"
@@ -203,7 +205,7 @@ func (b *nftablesBackend) Flush() error { return b.locked(b.k.Flush) }
 func (b *nftablesBackend) Status() error {
 	// The skeleton is made once with nft -f.
 	if _, err := exec.LookPath("nft"); err != nil {
-		return fmt.Errorf("nftables backend: the nft command: %w", err)
+		return fmt.Errorf("the nft command: %w", err)
 	}
 	return nftablesUsable()
 }
@@ -223,4 +225,37 @@ func nftablesUsable() error {
 		return fmt.Errorf("br_netfilter is not loaded (%s): %w", bridgeNFSysctls[0], err)
 	}
 	return nil
+}
+
+// taps lists the installed taps in the operator's terms, from their
+// records. Traffic is not counted per tap: a profile's counters add up
+// every tap that uses it.
+func (b *nftablesBackend) taps(bridgeOf func(string) (string, error)) ([]inspect.Tap, error) {
+	infos, err := b.k.Installed()
+	if err != nil {
+		return nil, err
+	}
+	var out []inspect.Tap
+	for _, in := range infos {
+		a := in.Attachment
+		t := inspect.Tap{Name: a.Tap, IPs: []string{}, Network: a.Network, ContainerID: a.ContainerID, IfName: a.IfName,
+			Rules: in.Rules, Attached: in.Attached}
+		if br, err := bridgeOf(a.Tap); err == nil {
+			t.Bridge = br
+		}
+		if in.L2 != nil {
+			if in.L2.MAC != nil {
+				t.MAC = in.L2.MAC.String()
+			}
+			for _, p := range append(append([]netip.Prefix(nil), in.L2.IP4...), in.L2.IP6...) {
+				if p.IsSingleIP() {
+					t.IPs = append(t.IPs, p.Addr().String())
+				} else {
+					t.IPs = append(t.IPs, p.String())
+				}
+			}
+		}
+		out = append(out, t)
+	}
+	return out, nil
 }

@@ -76,21 +76,36 @@ func listFlags(fs *flag.FlagSet) runFunc {
 }
 
 func (o *operator) list(asJSON bool) int {
-	s, err := o.snapshot()
+	taps, err := o.taps()
 	if err != nil {
 		return o.fail("reading the installed firewall: %v", err)
 	}
-	taps := s.Taps()
 	if asJSON {
 		if taps == nil {
 			taps = []inspect.Tap{}
 		}
 		return o.json(taps)
 	}
+	fmt.Fprintf(o.stdout, "backend: %s\n", o.p.backendName)
 	if err := inspect.WriteTaps(o.stdout, taps); err != nil {
 		return o.fail("%v", err)
 	}
 	return 0
+}
+
+// taps lists the installed taps, from the backend in use.
+func (o *operator) taps() ([]inspect.Tap, error) {
+	if o.p.envErr != nil {
+		return nil, o.p.envErr
+	}
+	if b, ok := o.p.be.(*nftablesBackend); ok {
+		return b.taps(o.p.bridgeOf)
+	}
+	s, err := o.snapshot()
+	if err != nil {
+		return nil, err
+	}
+	return s.Taps(), nil
 }
 
 func showFlags(fs *flag.FlagSet) runFunc {

@@ -48,7 +48,15 @@ type plugin struct {
 	envErr   *config.Error // a bad TAPFW_* variable
 	// backendName is the backend in use: nftables or iptables.
 	backendName string
+	// backends are both backends by name, and backendFromEnv says that
+	// TAPFW_BACKEND chose, which the config's "backend" does not change.
+	backends       map[string]backend
+	backendFromEnv bool
+	holds          holders
 }
+
+// holders say whether each backend holds tapfw's state on the host.
+type holders struct{ iptables, nftables func() (bool, error) }
 
 func newPlugin() *plugin {
 	// envErr is the first bad TAPFW_* variable, reported by name.
@@ -113,16 +121,47 @@ func newPlugin() *plugin {
 	ipt := &iptables{fw: p.fw, exec: ex, sysctl: enableBridgeNF, sysctlCheck: checkBridgeNF, other: nft.Kernel{}.Holds}
 	nftb := &nftablesBackend{k: k, lock: p.fw.Lock, sysctl: enableBridgeNF,
 		sysctlCheck: checkBridgeNF, other: ipt.holds, fault: p.fw.Fault}
-	name, err := chooseBackend(os.Getenv("TAPFW_BACKEND"), ipt.holds)
+	p.backends = map[string]backend{backendIPTables: ipt, backendNFTables: nftb}
+	p.holds = holders{iptables: ipt.holds, nftables: k.Holds}
+	env := os.Getenv("TAPFW_BACKEND")
+	p.backendFromEnv = env != ""
+	name, err := chooseBackend(env, p.holds)
 	if err != nil {
 		bad("TAPFW_BACKEND", err)
 	}
-	p.backendName = name
-	p.be = ipt
-	if name == backendNFTables {
-		p.be = nftb
-	}
+	p.use(name)
 	return p
+}
+
+// parse reads a call's config and switches to the backend it names.
+func (p *plugin) parse(data []byte) (*config.NetConf, error) {
+	conf, err := config.Parse(data)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.configBackend(conf.Backend); err != nil {
+		return nil, err
+	}
+	return conf, nil
+}
+
+// use makes the named backend the one calls go to.
+func (p *plugin) use(name string) {
+	p.backendName, p.be = name, p.backends[name]
+}
+
+// configBackend applies the config's "backend" (validated by
+// config.Parse): it chooses as TAPFW_BACKEND does, unless that is set.
+func (p *plugin) configBackend(name string) error {
+	if p.backendFromEnv || name == "" {
+		return nil
+	}
+	chosen, err := chooseBackend(name, p.holds)
+	if err != nil {
+		return &config.Error{Field: "backend", Err: err}
+	}
+	p.use(chosen)
+	return nil
 }
 
 // The backends by name, as TAPFW_BACKEND and the config's "backend" say.
@@ -135,7 +174,7 @@ const (
 // chooseBackend resolves a backend name. auto picks the backend whose
 // state is on the host, else nftables where the kernel has what it
 // needs, else iptables.
-func chooseBackend(name string, iptablesHolds func() (bool, error)) (string, error) {
+func chooseBackend(name string, h holders) (string, error) {
 	switch name {
 	case backendNFTables, backendIPTables:
 		return name, nil
@@ -143,8 +182,11 @@ func chooseBackend(name string, iptablesHolds func() (bool, error)) (string, err
 	default:
 		return backendIPTables, fmt.Errorf("%q is not nftables, iptables or auto", name)
 	}
-	if holds, err := iptablesHolds(); err == nil && holds {
+	if holds, err := h.iptables(); err == nil && holds {
 		return backendIPTables, nil
+	}
+	if holds, err := h.nftables(); err == nil && holds {
+		return backendNFTables, nil
 	}
 	if autoNFTables && nftablesUsable() == nil {
 		return backendNFTables, nil
@@ -234,7 +276,7 @@ func (p *plugin) load(args *skel.CmdArgs) (*config.Resolved, types.Result, error
 	if p.envErr != nil {
 		return nil, nil, p.envErr
 	}
-	conf, err := config.Parse(args.StdinData)
+	conf, err := p.parse(args.StdinData)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -382,7 +424,7 @@ func (p *plugin) cmdDel(args *skel.CmdArgs) error {
 	if p.envErr != nil {
 		return cniError(p.envErr, "del")
 	}
-	conf, err := config.Parse(args.StdinData)
+	conf, err := p.parse(args.StdinData)
 	if err != nil {
 		return cniError(err, "del")
 	}
@@ -452,7 +494,7 @@ func (p *plugin) cmdGC(args *skel.CmdArgs) error {
 	if p.envErr != nil {
 		return cniError(p.envErr, "gc")
 	}
-	conf, err := config.Parse(args.StdinData)
+	conf, err := p.parse(args.StdinData)
 	if err != nil {
 		return cniError(err, "gc")
 	}
@@ -473,8 +515,11 @@ func (p *plugin) cmdStatus(args *skel.CmdArgs) error {
 	if p.envErr != nil {
 		return types.NewError(errNotAvailable, p.envErr.Error(), "")
 	}
+	if _, err := p.parse(args.StdinData); err != nil {
+		return cniError(err, "status")
+	}
 	if err := p.be.Status(); err != nil {
-		return types.NewError(errNotAvailable, err.Error(), "")
+		return types.NewError(errNotAvailable, fmt.Sprintf("%s backend: %v", p.backendName, err), "")
 	}
 	return nil
 }
