@@ -8,6 +8,8 @@ import (
 	"fmt"
 
 	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/tapfw/tapfw/pkg/model"
 )
 
 // NetConf is the plugin's configuration as it arrives on stdin. Field names
@@ -43,6 +45,9 @@ type NetConf struct {
 	// Backend is the firewall backend: nftables, iptables or auto
 	// (TAPFW_BACKEND wins over it).
 	Backend string `json:"backend,omitempty"`
+	// Marks are the packet mark bits the nftables backend uses (five
+	// bits, "0x1f000000" by default; TAPFW_MARKS wins over it).
+	Marks string `json:"marks,omitempty"`
 
 	// Attachments is the name an earlier CNI spec used for
 	// cni.dev/valid-attachments; libcni still sends both on GC.
@@ -206,6 +211,11 @@ func Parse(data []byte) (*NetConf, error) {
 	case "", "auto", "nftables", "iptables":
 	default:
 		return nil, fieldErr("backend", "%q is not nftables, iptables or auto", conf.Backend)
+	}
+	if conf.Marks != "" {
+		if _, err := model.ParseMarkMask(conf.Marks); err != nil {
+			return nil, fieldErr("marks", "%v", err)
+		}
 	}
 	return conf, nil
 }

@@ -344,4 +344,11 @@ func TestParseBackend(t *testing.T) {
 	if !errors.As(err, &e) || e.Field != "backend" || !strings.Contains(err.Error(), "ebtables") {
 		t.Errorf("backend ebtables: %v", err)
 	}
+	if c, err := Parse([]byte(`{"cniVersion":"1.0.0","name":"n","type":"tapfw","marks":"0x1f00"}`)); err != nil || c.Marks != "0x1f00" {
+		t.Errorf("marks 0x1f00: %v", err)
+	}
+	_, err = Parse([]byte(`{"cniVersion":"1.0.0","name":"n","type":"tapfw","marks":"0x3f00"}`))
+	if !errors.As(err, &e) || e.Field != "marks" {
+		t.Errorf("marks 0x3f00: %v", err)
+	}
 }

@@ -2,7 +2,9 @@ package model
 
 import (
 	"fmt"
+	"math/bits"
 	"regexp"
+	"strconv"
 )
 
 // MaxIfName is the longest interface name the kernel accepts (IFNAMSIZ
@@ -121,4 +123,20 @@ func ValidateComment(c string) error {
 		return fmt.Errorf("%q may hold only letters, digits, spaces and _ . , : ; = / @ ( ) # + -", c)
 	}
 	return nil
+}
+
+// MarkBits is how many packet mark bits the nftables backend borrows.
+const MarkBits = 5
+
+// ParseMarkMask reads the mark bits a backend may use: a number (0x for
+// hex) with exactly MarkBits bits set.
+func ParseMarkMask(s string) (uint32, error) {
+	v, err := strconv.ParseUint(s, 0, 32)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a 32-bit number", s)
+	}
+	if n := bits.OnesCount32(uint32(v)); n != MarkBits {
+		return 0, fmt.Errorf("%q has %d bits set, want %d", s, n, MarkBits)
+	}
+	return uint32(v), nil
 }

@@ -35,3 +35,14 @@ func TestValidateName(t *testing.T) {
 		}
 	}
 }
+
+func TestParseMarkMask(t *testing.T) {
+	if v, err := ParseMarkMask("0x1f000000"); err != nil || v != 0x1f000000 {
+		t.Errorf("0x1f000000: %#x %v", v, err)
+	}
+	for _, bad := range []string{"", "0x0f", "0x3f000000", "0x1ffffffff", "web"} {
+		if _, err := ParseMarkMask(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}

@@ -88,3 +88,18 @@ func TestMarksValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestMarksFromMask(t *testing.T) {
+	if m, err := MarksFromMask(0x1f000000); err != nil || m != DefaultMarks {
+		t.Errorf("0x1f000000: %+v %v, want the defaults", m, err)
+	}
+	m, err := MarksFromMask(0x8000000f)
+	if err != nil || m != (Marks{Established: 1, Invalid: 2, Reject: 4, RejectTCP: 8, Group: 0x80000000}) {
+		t.Errorf("0x8000000f: %+v %v", m, err)
+	}
+	for _, bad := range []uint32{0, 0xf, 0x3f} {
+		if _, err := MarksFromMask(bad); err == nil {
+			t.Errorf("%#x accepted", bad)
+		}
+	}
+}

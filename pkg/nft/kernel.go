@@ -123,6 +123,9 @@ func (k Kernel) ensureSkeleton(c *nftables.Conn) error {
 	if err != nil || ok {
 		return err
 	}
+	if err := k.sameMarks(c); err != nil {
+		return err
+	}
 	cmd := exec.Command("nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(Skeleton(k.Marks))
 	var stderr bytes.Buffer
@@ -188,10 +191,27 @@ func skeletonOK(c *nftables.Conn, m Marks) (bool, error) {
 	return true, nil
 }
 
+// sameMarks refuses to rewrite a skeleton that uses other mark bits: the
+// installed taps' profiles test those bits, and would stop seeing their
+// connections' state.
+func (k Kernel) sameMarks(c *nftables.Conn) error {
+	rules, err := c.GetRules(bridgeTable, &nftables.Chain{Name: ChainVersion, Table: bridgeTable})
+	if isNotFound(err) || (err == nil && len(rules) != 1) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading chain %s: %w", ChainVersion, err)
+	}
+	if have, ok := versionMarks(comment(rules[0])); ok && have != k.Marks.All() {
+		return fmt.Errorf("tables bridge and inet %s use the mark bits %#08x and this call %#08x: every call on a host must use the same (TAPFW_MARKS, the config's marks); `tapfw flush` removes the tables", Table, have, k.Marks.All())
+	}
+	return nil
+}
+
 // versionOK says whether both tables' version rules name the skeleton
 // this version writes, which the transaction that wrote them made whole.
 func versionOK(c *nftables.Conn, m Marks) (bool, error) {
-	want := versionComment(skeletonBody(m))
+	want := versionComment(skeletonBody(m), m)
 	for _, tb := range []*nftables.Table{bridgeTable, inetTable} {
 		rules, err := c.GetRules(tb, &nftables.Chain{Name: ChainVersion, Table: tb})
 		if isNotFound(err) {

@@ -257,3 +257,32 @@ func TestKernelProfilesShared(t *testing.T) {
 		t.Error("the other tap's profile went")
 	}
 }
+
+// TestKernelMarksChangeRefused: a call with other mark bits than the
+// installed skeleton's is refused, naming both, and changes nothing; the
+// installed taps' profiles test the installed bits.
+func TestKernelMarksChangeRefused(t *testing.T) {
+	cfg := sampleConfig(t, "seed", "tap110i0")
+	p, err := Build(cfg, DefaultMarks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := MarksFromMask(0x0001f000)
+	cfg.Tap.Name, cfg.Tap.IfName = "tap111i0", "tap111i0"
+	q, err := Build(cfg, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := inNS(t, func() error { return Kernel{Marks: DefaultMarks}.Apply(p) })
+	before, err := ns.Run("nft", "list", "ruleset")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = ns.Do(func() error { return Kernel{Marks: other}.Apply(q) })
+	if err == nil || !strings.Contains(err.Error(), "0x1f000000") || !strings.Contains(err.Error(), "0x0001f000") {
+		t.Errorf("apply with other marks: %v, want a refusal naming both", err)
+	}
+	if after, _ := ns.Run("nft", "list", "ruleset"); string(after) != string(before) {
+		t.Errorf("the refused apply changed the ruleset:\n%s", after)
+	}
+}

@@ -66,6 +66,21 @@ type Marks struct {
 // DefaultMarks are the bits used unless configured otherwise.
 var DefaultMarks = Marks{Established: 0x01000000, Invalid: 0x02000000, Reject: 0x04000000, RejectTCP: 0x08000000, Group: 0x10000000}
 
+// MarksFromMask gives the bits of mask, lowest first, to Established,
+// Invalid, Reject, RejectTCP and Group: DefaultMarks is 0x1f000000.
+func MarksFromMask(mask uint32) (Marks, error) {
+	var bits []uint32
+	for b := uint32(1); b != 0; b <<= 1 {
+		if mask&b != 0 {
+			bits = append(bits, b)
+		}
+	}
+	if len(bits) != 5 {
+		return Marks{}, fmt.Errorf("marks: %#08x is not five bits", mask)
+	}
+	return Marks{Established: bits[0], Invalid: bits[1], Reject: bits[2], RejectTCP: bits[3], Group: bits[4]}, nil
+}
+
 // All is every bit of m.
 func (m Marks) All() uint32 { return m.Established | m.Invalid | m.Reject | m.RejectTCP | m.Group }
 

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/tapfw/tapfw/pkg/ruleset"
@@ -128,16 +129,26 @@ func Skeleton(m Marks) string {
 	b.WriteString(body)
 	for _, fam := range []string{"bridge", "inet"} {
 		fmt.Fprintf(&b, "add chain %s %s %s\nflush chain %s %s %s\n", fam, Table, ChainVersion, fam, Table, ChainVersion)
-		fmt.Fprintf(&b, "add rule %s %s %s counter comment %q\n", fam, Table, ChainVersion, versionComment(body))
+		fmt.Fprintf(&b, "add rule %s %s %s counter comment %q\n", fam, Table, ChainVersion, versionComment(body, m))
 	}
 	return b.String()
 }
 
 // versionComment is the comment of the version rule of a skeleton: a
-// hash of everything else it makes.
-func versionComment(body string) string {
+// hash of everything else it makes, and the mark bits it uses.
+func versionComment(body string, m Marks) string {
 	sum := sha256.Sum256([]byte(body))
-	return "skeleton " + hex.EncodeToString(sum[:8])
+	return fmt.Sprintf("skeleton %s marks %#08x", hex.EncodeToString(sum[:8]), m.All())
+}
+
+// versionMarks reads the mark bits from a version rule's comment.
+func versionMarks(comment string) (uint32, bool) {
+	_, v, ok := strings.Cut(comment, " marks ")
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(v, 0, 32)
+	return uint32(n), err == nil
 }
 
 func skeletonBody(m Marks) string {

@@ -52,7 +52,10 @@ type plugin struct {
 	// TAPFW_BACKEND chose, which the config's "backend" does not change.
 	backends       map[string]backend
 	backendFromEnv bool
-	holds          holders
+	// marksFromEnv says that TAPFW_MARKS chose the nftables backend's
+	// mark bits, which the config's "marks" does not change.
+	marksFromEnv bool
+	holds        holders
 }
 
 // holders say whether each backend holds tapfw's state on the host.
@@ -111,6 +114,15 @@ func newPlugin() *plugin {
 		envErr:   envErr,
 	}
 	k := nft.Kernel{Marks: nft.DefaultMarks}
+	marksEnv := os.Getenv("TAPFW_MARKS")
+	if marksEnv != "" {
+		m, err := marksOf(marksEnv)
+		if err != nil {
+			bad("TAPFW_MARKS", err)
+		} else {
+			k.Marks = m
+		}
+	}
 	if os.Getenv("TAPFW_TRACE") != "" {
 		p.fw.Trace, k.Trace, k.Start = os.Stderr, os.Stderr, processStart
 	}
@@ -122,6 +134,7 @@ func newPlugin() *plugin {
 	nftb := &nftablesBackend{k: k, lock: p.fw.Lock, sysctl: enableBridgeNF,
 		sysctlCheck: checkBridgeNF, other: ipt.holds, fault: p.fw.Fault}
 	p.backends = map[string]backend{backendIPTables: ipt, backendNFTables: nftb}
+	p.marksFromEnv = marksEnv != ""
 	p.holds = holders{iptables: ipt.holds, nftables: k.Holds}
 	env := os.Getenv("TAPFW_BACKEND")
 	p.backendFromEnv = env != ""
@@ -142,7 +155,23 @@ func (p *plugin) parse(data []byte) (*config.NetConf, error) {
 	if err := p.configBackend(conf.Backend); err != nil {
 		return nil, err
 	}
+	if conf.Marks != "" && !p.marksFromEnv {
+		m, err := marksOf(conf.Marks)
+		if err != nil {
+			return nil, &config.Error{Field: "marks", Err: err}
+		}
+		p.backends[backendNFTables].(*nftablesBackend).k.Marks = m
+	}
 	return conf, nil
+}
+
+// marksOf reads the nftables backend's mark bits.
+func marksOf(s string) (nft.Marks, error) {
+	mask, err := model.ParseMarkMask(s)
+	if err != nil {
+		return nft.Marks{}, err
+	}
+	return nft.MarksFromMask(mask)
 }
 
 // use makes the named backend the one calls go to.
