@@ -189,14 +189,7 @@ func (cx chainCtx) chain(c ruleset.Chain, f Family) (Chain, error) {
 func (p *Plan) String() string {
 	var b strings.Builder
 	for _, s := range p.Sets {
-		fmt.Fprintf(&b, "add set %s %s %s { type %s ; flags interval ; }\n", s.Table, Table, s.Name, s.Family.addrType())
-		if len(s.Entries) > 0 {
-			items := make([]string, len(s.Entries))
-			for i, e := range s.Entries {
-				items[i] = ruleset.PrefixString(e)
-			}
-			fmt.Fprintf(&b, "add element %s %s %s { %s }\n", s.Table, Table, s.Name, strings.Join(items, ", "))
-		}
+		fmt.Fprintf(&b, "add set %s %s %s { type %s ; flags interval ; }%s\n", s.Table, Table, s.Name, s.Family.addrType(), entriesText(s))
 	}
 	chains := append([]Chain(nil), p.Shared...)
 	for _, pr := range p.Profiles {

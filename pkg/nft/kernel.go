@@ -238,30 +238,24 @@ func isNotFound(err error) bool {
 	return err != nil && (errors.Is(err, unix.ENOENT) || strings.Contains(err.Error(), "no such file or directory"))
 }
 
-// queueShared queues what makes the shared chains the plan carries (the
+// shared queues what makes the shared chains the plan carries (the
 // groups', the host firewall's) and the bridge's rules in the shared
 // chains what p says, changing only those that differ.
-func queueShared(c *nftables.Conn, p *Plan) error {
+func (tx *txn) shared(p *Plan) error {
 	for _, ch := range p.Shared {
-		have, exists, err := readChain(c, tableOf(ch.Table), ch.Name)
+		have, exists, err := readChain(tx.c, tableOf(ch.Table), ch.Name)
 		if err != nil {
 			return err
 		}
 		if exists && sameRules(have, ch.Rules) {
 			continue
 		}
-		kc := &nftables.Chain{Name: ch.Name, Table: tableOf(ch.Table)}
-		if exists {
-			c.FlushChain(kc)
-		} else {
-			c.AddChain(kc)
-		}
-		if err := queueRules(c, kc, ch.Rules); err != nil {
+		if err := tx.fill(ch, exists); err != nil {
 			return err
 		}
 	}
 	for _, m := range p.Members {
-		if err := queueMember(c, m); err != nil {
+		if err := tx.member(m); err != nil {
 			return err
 		}
 	}
@@ -276,11 +270,11 @@ func ifKey(name string) []byte {
 	return k
 }
 
-// queueMember replaces the owner's rules in a shared chain when they
-// differ from m's, leaving every other owner's rules alone.
-func queueMember(c *nftables.Conn, m Member) error {
+// member replaces the owner's rules in a shared chain when they differ
+// from m's, leaving every other owner's rules alone.
+func (tx *txn) member(m Member) error {
 	tb := tableOf(m.Table)
-	have, _, err := readChain(c, tb, m.Chain)
+	have, _, err := readChain(tx.c, tb, m.Chain)
 	if err != nil {
 		return err
 	}
@@ -294,11 +288,12 @@ func queueMember(c *nftables.Conn, m Member) error {
 		return nil
 	}
 	for _, r := range mine {
-		if err := c.DelRule(r.Rule); err != nil {
+		tx.note("delete rule %s %s %s handle %d", m.Table, Table, m.Chain, r.Rule.Handle)
+		if err := tx.c.DelRule(r.Rule); err != nil {
 			return fmt.Errorf("chain %s: %w", m.Chain, err)
 		}
 	}
-	return queueRules(c, &nftables.Chain{Name: m.Chain, Table: tb}, m.Rules)
+	return tx.rules(&nftables.Chain{Name: m.Chain, Table: tb}, m.Table, m.Rules)
 }
 
 // Installed is a rule as the kernel holds it, with its anonymous sets'
@@ -651,6 +646,26 @@ func flushTables(c *nftables.Conn) error {
 		return fmt.Errorf("removing tables %s: %w", Table, err)
 	}
 	return nil
+}
+
+// Tables lists the backend's tables that are there ("bridge tapfw",
+// "inet tapfw"): everything Flush removes.
+func (k Kernel) Tables() ([]string, error) {
+	c, err := k.conn()
+	if err != nil {
+		return nil, err
+	}
+	defer c.CloseLasting()
+	var out []string
+	for _, t := range []*nftables.Table{bridgeTable, inetTable} {
+		if _, err := c.ListTableOfFamily(t.Name, t.Family); isNotFound(err) {
+			continue
+		} else if err != nil {
+			return nil, fmt.Errorf("reading table %s: %w", t.Name, err)
+		}
+		out = append(out, map[nftables.TableFamily]string{nftables.TableFamilyBridge: "bridge", nftables.TableFamilyINet: "inet"}[t.Family]+" "+t.Name)
+	}
+	return out, nil
 }
 
 // Holds reports whether this backend's state is on the host: its inet

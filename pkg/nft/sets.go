@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/google/nftables"
 	"github.com/tapfw/tapfw/pkg/ruleset"
@@ -51,14 +52,16 @@ func intervals(entries []netip.Prefix) []nftables.SetElement {
 	return out
 }
 
-// queueSets makes each named set exist and hold exactly its entries.
-func queueSets(c *nftables.Conn, sets []Set) error {
+// sets makes each named set exist and hold exactly its entries.
+func (tx *txn) sets(sets []Set) error {
+	c := tx.c
 	for _, s := range sets {
 		ks := kernelSet(s)
 		want := intervals(s.Entries)
 		have, err := c.GetSetElements(ks)
 		switch {
 		case isNotFound(err):
+			tx.note("add set %s %s %s { type %s ; flags interval ; }%s", s.Table, Table, s.Name, s.Family.addrType(), entriesText(s))
 			if err := c.AddSet(ks, want); err != nil {
 				return fmt.Errorf("set %s: %w", s.Name, err)
 			}
@@ -69,6 +72,7 @@ func queueSets(c *nftables.Conn, sets []Set) error {
 		if sameElements(withoutZeroEnd(have), want) {
 			continue
 		}
+		tx.note("flush set %s %s %s%s", s.Table, Table, s.Name, entriesText(s))
 		c.FlushSet(ks)
 		if len(want) > 0 {
 			if err := c.SetAddElements(ks, want); err != nil {
@@ -90,4 +94,17 @@ func withoutZeroEnd(els []nftables.SetElement) []nftables.SetElement {
 		out = append(out, e)
 	}
 	return out
+}
+
+// entriesText is the set's entries as the element command that follows
+// its creation (or its flush), on a line of its own.
+func entriesText(s Set) string {
+	if len(s.Entries) == 0 {
+		return ""
+	}
+	items := make([]string, len(s.Entries))
+	for i, e := range s.Entries {
+		items[i] = ruleset.PrefixString(e)
+	}
+	return fmt.Sprintf("\nadd element %s %s %s { %s }", s.Table, Table, s.Name, strings.Join(items, ", "))
 }

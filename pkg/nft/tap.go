@@ -3,6 +3,7 @@ package nft
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/google/nftables"
@@ -23,10 +24,25 @@ type txn struct {
 	keep   map[string]bool
 	// maps are the log maps of the profiles the transaction takes out.
 	maps map[string][]string
+	// notes, when not nil, gets each change as an nft command (Preview).
+	notes []string
 }
 
 func newTxn(c *nftables.Conn, r *nlReader) *txn {
-	return &txn{c: c, r: r, unused: map[string]int{}, keep: map[string]bool{}, maps: map[string][]string{}}
+	tx := &txn{c: c, r: r}
+	tx.init()
+	return tx
+}
+
+func (tx *txn) init() {
+	tx.unused, tx.keep, tx.maps = map[string]int{}, map[string]bool{}, map[string][]string{}
+}
+
+// note records a change for Preview.
+func (tx *txn) note(format string, a ...any) {
+	if tx.notes != nil {
+		tx.notes = append(tx.notes, fmt.Sprintf(format, a...))
+	}
 }
 
 // profiles makes each profile hold its rules: a missing one is made with
@@ -43,6 +59,7 @@ func (tx *txn) profiles(ps []Profile) error {
 			continue
 		}
 		for _, m := range p.Maps {
+			tx.note("add map bridge %s %s { type ifname : verdict ; }", Table, m)
 			if err := tx.c.AddSet(logMapSet(m), nil); err != nil {
 				return fmt.Errorf("map %s: %w", m, err)
 			}
@@ -58,11 +75,22 @@ func (tx *txn) profiles(ps []Profile) error {
 func (tx *txn) fill(ch Chain, exists bool) error {
 	kc := &nftables.Chain{Name: ch.Name, Table: tableOf(ch.Table)}
 	if exists {
+		tx.note("flush chain %s %s %s", ch.Table, Table, ch.Name)
 		tx.c.FlushChain(kc)
 	} else {
+		tx.note("add chain %s %s %s", ch.Table, Table, ch.Name)
 		tx.c.AddChain(kc)
 	}
-	return queueRules(tx.c, kc, ch.Rules)
+	return tx.rules(kc, ch.Table, ch.Rules)
+}
+
+// rules queues adding rules at the end of a chain of the table of family
+// table.
+func (tx *txn) rules(kc *nftables.Chain, table string, rules []Rule) error {
+	for _, r := range rules {
+		tx.note("add rule %s %s %s %s", table, Table, kc.Name, r)
+	}
+	return queueRules(tx.c, kc, rules)
 }
 
 // logMapSet is a profile's log map. Its key, an interface name, is in
@@ -127,6 +155,7 @@ func (tx *txn) tap(p *Plan, old tapRecord) error {
 			continue
 		}
 		el := nftables.SetElement{Key: e.key, VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: e.chain}}
+		tx.note("add element bridge %s %s { %s : jump %s }", Table, e.set.Name, elementText(e), e.chain)
 		if err := tx.c.SetAddElements(e.set, []nftables.SetElement{el}); err != nil {
 			return fmt.Errorf("map %s: %w", e.set.Name, err)
 		}
@@ -160,6 +189,7 @@ func (tx *txn) dropElements(want, had []element) (map[string]string, error) {
 			stays[id] = chain
 			continue
 		}
+		tx.note("delete element bridge %s %s { %s }", Table, e.set.Name, elementText(e))
 		if err := tx.c.SetDeleteElements(e.set, []nftables.SetElement{{Key: e.key}}); err != nil {
 			return nil, fmt.Errorf("map %s: %w", e.set.Name, err)
 		}
@@ -182,6 +212,7 @@ func (tx *txn) dropLogChains(had []logElem, want []LogChain) error {
 		} else if err != nil {
 			return fmt.Errorf("reading chain %s: %w", l.Chain, err)
 		}
+		tx.note("delete chain bridge %s %s", Table, l.Chain)
 		kc := &nftables.Chain{Name: l.Chain, Table: bridgeTable}
 		tx.c.FlushChain(kc)
 		tx.c.DelChain(kc)
@@ -203,6 +234,15 @@ func (tx *txn) logChain(ch Chain) error {
 
 var anchorMap = &nftables.Set{Table: bridgeTable, Name: MapAnchors, IsMap: true, KeyType: nftables.TypeIFName, DataType: nftables.TypeVerdict}
 
+// elementText is an element's key as nft writes it.
+func elementText(e element) string {
+	name := elementName(e)
+	if f, port, ok := strings.Cut(name, " . "); ok {
+		return f + " . " + strconv.Quote(port)
+	}
+	return strconv.Quote(name)
+}
+
 // portElements adds (or takes out) the tap's port in the set of managed
 // ports and its anchor. Taking out adds first, in the same transaction,
 // so that one already gone is no error.
@@ -213,6 +253,11 @@ func (tx *txn) portElements(tap string, add bool) error {
 		set *nftables.Set
 		els []nftables.SetElement
 	}{{portsSet, port}, {anchorMap, anchor}} {
+		if add {
+			tx.note("add element bridge %s %s { %q%s } (where missing)", Table, s.set.Name, tap, map[bool]string{true: " : jump " + ChainAnchor}[s.set == anchorMap])
+		} else {
+			tx.note("delete element bridge %s %s { %q }", Table, s.set.Name, tap)
+		}
 		if err := tx.c.SetAddElements(s.set, s.els); err != nil {
 			return fmt.Errorf("set %s: %w", s.set.Name, err)
 		}
@@ -246,9 +291,11 @@ func (tx *txn) collect() error {
 		if int(use)-len(rules) > n {
 			continue
 		}
+		tx.note("delete chain bridge %s %s (its last tap goes)", Table, name)
 		tx.c.FlushChain(kc)
 		tx.c.DelChain(kc)
 		for _, m := range tx.maps[name] {
+			tx.note("delete map bridge %s %s", Table, m)
 			tx.c.DelSet(logMapSet(m))
 		}
 	}
@@ -281,24 +328,67 @@ func (k Kernel) Apply(p *Plan) error {
 		return err
 	}
 	tr.step("skeleton")
-	if err := queueSets(c, p.Sets); err != nil {
-		return err
-	}
-	if err := queueShared(c, p); err != nil {
-		return err
-	}
-	tr.step("shared")
 	r, err := newNLReader()
 	if err != nil {
 		return err
 	}
 	defer r.close()
-	rec, old, err := readRecord(c, p.Tap)
+	if err := newTxn(c, r).plan(p, tr); err != nil {
+		return err
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("installing %s: %w", p.Tap, err)
+	}
+	tr.step("commit")
+	k.fault("committed")
+	return nil
+}
+
+// Preview says what Apply(p) would change, as nft commands, changing
+// nothing: the same reads and decisions, and no commit.
+func (k Kernel) Preview(p *Plan) ([]string, error) {
+	c, err := k.conn()
+	if err != nil {
+		return nil, err
+	}
+	defer c.CloseLasting()
+	tx := &txn{notes: []string{}}
+	if ok, err := skeletonOK(c, k.Marks); err != nil {
+		return nil, err
+	} else if !ok {
+		if err := k.sameMarks(c); err != nil {
+			return nil, err
+		}
+		tx.note("# the skeleton of tables bridge and inet %s is missing or differs: nft -f writes it (tapfw render prints only what follows)", Table)
+	}
+	r, err := newNLReader()
+	if err != nil {
+		return nil, err
+	}
+	defer r.close()
+	tx.c, tx.r = c, r
+	tx.init()
+	if err := tx.plan(p, &tracer{}); err != nil {
+		return nil, err
+	}
+	return tx.notes, nil
+}
+
+// plan queues what moves the kernel to p: the named sets, the shared
+// chains, then the tap's part, read first.
+func (tx *txn) plan(p *Plan, tr *tracer) error {
+	if err := tx.sets(p.Sets); err != nil {
+		return err
+	}
+	if err := tx.shared(p); err != nil {
+		return err
+	}
+	tr.step("shared")
+	rec, old, err := readRecord(tx.c, p.Tap)
 	if err != nil {
 		return err
 	}
 	tr.step("record")
-	tx := newTxn(c, r)
 	tx.forget(old)
 	if err := tx.profiles(p.Profiles); err != nil {
 		return err
@@ -311,15 +401,17 @@ func (k Kernel) Apply(p *Plan) error {
 		return err
 	}
 	tr.step("tap")
-	if err := netfilter.QueueL2(c, rec, p.record()); err != nil {
+	if tx.notes != nil {
+		// A preview sends nothing, and the layer-2 sets may not be there.
+		if p.L2 != nil {
+			tx.note("# layer 2: the tap's elements and record, in place of what its record had\n%s", strings.TrimRight(p.L2.String(), "\n"))
+		}
+		return nil
+	}
+	if err := netfilter.QueueL2(tx.c, rec, p.record()); err != nil {
 		return err
 	}
 	tr.step("layer 2")
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("installing %s: %w", p.Tap, err)
-	}
-	tr.step("commit")
-	k.fault("committed")
 	return nil
 }
 

@@ -64,7 +64,7 @@ func init() {
 		{name: "metrics", section: seeing, kernel: true, flags: metricsFlags,
 			summary: "per-tap and per-rule counters, Prometheus text"},
 		{name: "render", args: "[FILE]", section: seeing, kernel: true, flags: renderFlags,
-			summary: "what an ADD of the config (stdin or FILE) would change: ipset changes and restore input; changes nothing (the flags default to CNI_IFNAME, CNI_CONTAINERID and CNI_ARGS)"},
+			summary: "what an ADD of the config (stdin or FILE) would change: ipset changes and restore input, or nft commands; changes nothing (the flags default to CNI_IFNAME, CNI_CONTAINERID and CNI_ARGS)"},
 		{name: "gc", section: cleaning, kernel: true, flags: gcFlags,
 			summary: "remove the firewall of taps whose interface is gone"},
 		{name: "flush", section: cleaning, kernel: true, flags: flushFlags,

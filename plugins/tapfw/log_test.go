@@ -13,7 +13,12 @@ import (
 // log reach the NFLOG group (what ulogd reads) with prefixes that name the
 // tap, the direction and the rule, in both families; the rate limit holds.
 func TestLogNFLOG(t *testing.T) {
-	h, a, b := l2net(t, testBackend{})
+	testnet.NeedKernel(t)
+	forEachBackend(t, testLogNFLOG)
+}
+
+func testLogNFLOG(t *testing.T, be testBackend) {
+	h, a, b := l2net(t, be)
 	serveTCP(t, []string{"22", "8080"}, a.ns)
 	nflog, err := testnet.NFLogListen(h.ns, 7)
 	if err != nil {
@@ -25,8 +30,12 @@ func TestLogNFLOG(t *testing.T) {
 	call.Config = []byte(strings.Replace(string(call.Config), `"policyIn"`, `"logTarget":"NFLOG","nflogGroup":7,"logLimit":"1/hour","policyIn"`, 1))
 	h.mustCall(call)
 	h.mustCall(b.dualConf("ADD", `{}`, "ACCEPT"))
-	if !strings.Contains(h.run("iptables-save"), `-j NFLOG --nflog-prefix "tfw:tap110i0:in:drop " --nflog-group 7`) {
-		t.Fatalf("no NFLOG rule:\n%s", h.run("iptables-save"))
+	want := `-j NFLOG --nflog-prefix "tfw:tap110i0:in:drop " --nflog-group 7`
+	if be.nftables() {
+		want = `log prefix "tfw:tap110i0:in:drop " group 7`
+	}
+	if s := be.state(t, h.ns); !strings.Contains(s, want) {
+		t.Fatalf("no NFLOG rule:\n%s", s)
 	}
 
 	if !testnet.TCPProbe(b.ns, "["+a.ip6.String()+"]:8080", time.Second) {

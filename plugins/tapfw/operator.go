@@ -20,6 +20,7 @@ import (
 	"github.com/tapfw/tapfw/pkg/inspect"
 	"github.com/tapfw/tapfw/pkg/model"
 	"github.com/tapfw/tapfw/pkg/netfilter"
+	"github.com/tapfw/tapfw/pkg/nft"
 	"github.com/tapfw/tapfw/pkg/ruleset"
 )
 
@@ -205,6 +206,9 @@ func (o *operator) render(add skel.CmdArgs, args []string) int {
 	if err != nil {
 		return o.fail("%v", err)
 	}
+	if b, ok := o.p.be.(*nftablesBackend); ok {
+		return o.renderNFT(b, r.Model)
+	}
 	plan, err := ruleset.Build(r.Model)
 	if err != nil {
 		return o.fail("%v", err)
@@ -217,6 +221,37 @@ func (o *operator) render(add skel.CmdArgs, args []string) int {
 	if plan.L2 != nil {
 		fmt.Fprintf(o.stdout, "# layer 2 (nft, table bridge tapfw): the tap's elements, added where missing\n%s", plan.L2)
 	}
+	return 0
+}
+
+// flushPreviewNFT prints which of the nftables backend's tables flush
+// would delete: everything of tapfw's is in them.
+func (o *operator) flushPreviewNFT() int {
+	tables, err := nft.Kernel{}.Tables()
+	if err != nil {
+		return o.fail("reading the installed firewall: %v", err)
+	}
+	if len(tables) == 0 {
+		fmt.Fprintln(o.stdout, "# nftables: nothing of tapfw's")
+	}
+	for _, t := range tables {
+		fmt.Fprintf(o.stdout, "# nftables: would delete table %s\n", t)
+	}
+	return 0
+}
+
+// renderNFT prints what an ADD would change with the nftables backend:
+// one transaction, as nft commands.
+func (o *operator) renderNFT(b *nftablesBackend, cfg model.Config) int {
+	p, err := b.build(cfg)
+	if err != nil {
+		return o.fail("%v", err)
+	}
+	lines, err := b.k.Preview(p)
+	if err != nil {
+		return o.fail("reading the installed firewall: %v", err)
+	}
+	fmt.Fprintf(o.stdout, "# nftables (tables bridge and inet %s): one transaction\n%s\n", nft.Table, strings.Join(lines, "\n"))
 	return 0
 }
 
@@ -286,6 +321,9 @@ func flushFlags(fs *flag.FlagSet) runFunc {
 func (o *operator) flush(dry bool) int {
 	if o.p.envErr != nil {
 		return o.fail("%v", o.p.envErr)
+	}
+	if _, ok := o.p.be.(*nftablesBackend); ok && dry {
+		return o.flushPreviewNFT()
 	}
 	if dry {
 		changes, err := o.p.fw.FlushPreview()

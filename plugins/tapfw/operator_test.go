@@ -291,3 +291,119 @@ func TestOperatorGCFlush(t *testing.T) {
 		t.Errorf("flush changed foreign rules:\n%s\n---\n%s", foreign, got)
 	}
 }
+
+// TestOperatorRenderNFT: with the nftables backend, render prints the one
+// transaction an ADD would send, as nft commands, and changes nothing:
+// before the first ADD the skeleton, the tap's profiles and elements;
+// after it, nothing of the chains; with a changed rule, the new profile,
+// the element moving to it and the old profile going with its last tap.
+func TestOperatorRenderNFT(t *testing.T) {
+	h, a, _ := l2net(t, nftablesBE)
+	call := a.dualConf("ADD", aRules, "DROP")
+	conf := filepath.Join(t.TempDir(), "tap110i0.json")
+	if err := os.WriteFile(conf, call.Config, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	render := func(file string) string {
+		t.Helper()
+		out, err := h.ns.Run("env", "TAPFW_BACKEND=nftables", pluginBin, "render", "--ifname", "tap110i0", "--container-id", "vm-tap110i0", file)
+		if err != nil {
+			t.Fatalf("render: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	before := h.state()
+	out := render(conf)
+	if h.state() != before {
+		t.Fatal("render changed the kernel")
+	}
+	for _, want := range []string{
+		"# nftables (tables bridge and inet tapfw): one transaction",
+		"nft -f writes it",
+		"add chain bridge tapfw tfw-pi4-",
+		`meta l4proto tcp tcp dport 80 counter accept comment "in rule 1`,
+		`add element bridge tapfw tfw-in { ip . "tap110i0" : jump tfw-pi4-`,
+		"# layer 2",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("render before ADD lacks %q:\n%s", want, out)
+		}
+	}
+	h.mustCall(call)
+	if out := render(conf); strings.Contains(out, "add chain") || strings.Contains(out, "tfw-in {") || strings.Contains(out, "skeleton") {
+		t.Errorf("render after ADD would change chains or elements:\n%s", out)
+	}
+	old := h.profile("tap110i0", "tfw-in", "ip")
+	changed := filepath.Join(t.TempDir(), "changed.json")
+	if err := os.WriteFile(changed, []byte(strings.Replace(string(call.Config), `"dport":"80"`, `"dport":"8080"`, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	after := h.state()
+	out = render(changed)
+	for _, want := range []string{
+		"add chain bridge tapfw tfw-pi4-",
+		`delete element bridge tapfw tfw-in { ip . "tap110i0" }`,
+		"delete chain bridge tapfw " + old + " (its last tap goes)",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("render of a changed rule lacks %q:\n%s", want, out)
+		}
+	}
+	if h.state() != after {
+		t.Error("render changed the kernel")
+	}
+}
+
+// TestOperatorGCFlushNFT: with the nftables backend, gc removes exactly
+// the taps whose interface is gone (--dry-run only says so), and flush
+// removes both of tapfw's tables and leaves a foreign table alone
+// (--dry-run only names them).
+func TestOperatorGCFlushNFT(t *testing.T) {
+	h, a, b := l2net(t, nftablesBE)
+	h.mustCall(a.conf(""))
+	h.mustCall(b.conf(""))
+	h.run("nft", "add", "table", "bridge", "foreign")
+	h.run("nft", "add", "chain", "bridge", "foreign", "in", "{ type filter hook input priority 0 ; }")
+	op := func(args ...string) string {
+		t.Helper()
+		out, err := h.ns.Run(append([]string{"env", "TAPFW_BACKEND=nftables", pluginBin}, args...)...)
+		if err != nil {
+			t.Fatalf("tapfw %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	if out := op("gc"); !strings.Contains(out, "nothing to remove") {
+		t.Errorf("gc with every tap present: %s", out)
+	}
+	h.run("ip", "link", "del", a.port)
+	before := h.state()
+	if out := op("gc", "--dry-run"); !strings.Contains(out, "would remove tap110i0") {
+		t.Errorf("gc --dry-run: %s", out)
+	}
+	if h.state() != before {
+		t.Fatal("gc --dry-run changed the kernel")
+	}
+	if out := op("gc"); !strings.Contains(out, "removed tap110i0") {
+		t.Errorf("gc: %s", out)
+	}
+	if s := h.state(); strings.Contains(s, "tap110i0") || !strings.Contains(s, "tap111i0") {
+		t.Errorf("after gc:\n%s", s)
+	}
+	before = h.state()
+	out := op("flush", "--dry-run")
+	for _, want := range []string{"would delete table bridge tapfw", "would delete table inet tapfw"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("flush --dry-run lacks %q:\n%s", want, out)
+		}
+	}
+	if h.state() != before {
+		t.Fatal("flush --dry-run changed the kernel")
+	}
+	op("flush")
+	if s := h.state(); strings.Contains(s, "table bridge tapfw") || strings.Contains(s, "table inet tapfw") || !strings.Contains(s, "table bridge foreign") {
+		t.Errorf("after flush:\n%s", s)
+	}
+	if out := op("flush", "--dry-run"); !strings.Contains(out, "nothing of tapfw's") {
+		t.Errorf("flush --dry-run after flush:\n%s", out)
+	}
+}
