@@ -254,7 +254,11 @@ func (tx *txn) portElements(tap string, add bool) error {
 		els []nftables.SetElement
 	}{{portsSet, port}, {anchorMap, anchor}} {
 		if add {
-			tx.note("add element bridge %s %s { %q%s } (where missing)", Table, s.set.Name, tap, map[bool]string{true: " : jump " + ChainAnchor}[s.set == anchorMap])
+			data := ""
+			if s.set == anchorMap {
+				data = " : jump " + ChainAnchor
+			}
+			tx.note("add element bridge %s %s { %q%s } (where missing)", Table, s.set.Name, tap, data)
 		} else {
 			tx.note("delete element bridge %s %s { %q }", Table, s.set.Name, tap)
 		}
