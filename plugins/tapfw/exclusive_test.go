@@ -104,3 +104,22 @@ func TestConfigBackend(t *testing.T) {
 		t.Errorf("the refused ADD changed the kernel:\n%s", after)
 	}
 }
+
+// TestBadBackendEnv: a bad TAPFW_BACKEND or TAPFW_MARKS fails the call
+// with the CNI code for a bad environment variable, naming it, and
+// changes nothing.
+func TestBadBackendEnv(t *testing.T) {
+	testnet.NeedKernel(t)
+	h := newHost(t, "tap110i0")
+	before := h.state()
+	for _, env := range []string{"TAPFW_BACKEND=pf", "TAPFW_MARKS=0x3"} {
+		name, _, _ := strings.Cut(env, "=")
+		_, e := h.call(testnet.Call{Command: "ADD", ContainerID: "vm110", IfName: "tap110i0", Config: tapConf("1.0.0", ""), Env: []string{env}})
+		if e == nil || e.Code != 4 || !strings.Contains(e.Msg, name) {
+			t.Errorf("ADD with %s: %+v, want code 4 naming %s", env, e, name)
+		}
+	}
+	if after := h.state(); after != before {
+		t.Errorf("the refused ADDs changed the kernel:\n%s", after)
+	}
+}

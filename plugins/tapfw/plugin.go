@@ -111,18 +111,8 @@ func newPlugin() *plugin {
 		stderr:   os.Stderr,
 		bridgeOf: bridgeOf,
 		isBridge: isBridge,
-		envErr:   envErr,
 	}
-	k := nft.Kernel{Marks: nft.DefaultMarks}
-	marksEnv := os.Getenv("TAPFW_MARKS")
-	if marksEnv != "" {
-		m, err := marksOf(marksEnv)
-		if err != nil {
-			bad("TAPFW_MARKS", err)
-		} else {
-			k.Marks = m
-		}
-	}
+	k, marksSet := nftKernel(bad)
 	if os.Getenv("TAPFW_TRACE") != "" {
 		p.fw.Trace, k.Trace, k.Start = os.Stderr, os.Stderr, processStart
 	}
@@ -134,7 +124,7 @@ func newPlugin() *plugin {
 	nftb := &nftablesBackend{k: k, lock: p.fw.Lock, sysctl: enableBridgeNF,
 		sysctlCheck: checkBridgeNF, other: ipt.holds, fault: p.fw.Fault}
 	p.backends = map[string]backend{backendIPTables: ipt, backendNFTables: nftb}
-	p.marksFromEnv = marksEnv != ""
+	p.marksFromEnv = marksSet
 	p.holds = holders{iptables: ipt.holds, nftables: k.Holds}
 	env := os.Getenv("TAPFW_BACKEND")
 	p.backendFromEnv = env != ""
@@ -143,7 +133,25 @@ func newPlugin() *plugin {
 		bad("TAPFW_BACKEND", err)
 	}
 	p.use(name)
+	p.envErr = envErr
 	return p
+}
+
+// nftKernel is the nftables backend's kernel, with the mark bits
+// TAPFW_MARKS names; set says that it names them.
+func nftKernel(bad func(string, error)) (k nft.Kernel, set bool) {
+	k = nft.Kernel{Marks: nft.DefaultMarks}
+	s := os.Getenv("TAPFW_MARKS")
+	if s == "" {
+		return k, false
+	}
+	m, err := marksOf(s)
+	if err != nil {
+		bad("TAPFW_MARKS", err)
+		return k, true
+	}
+	k.Marks = m
+	return k, true
 }
 
 // parse reads a call's config and switches to the backend it names.
