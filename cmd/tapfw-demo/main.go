@@ -119,6 +119,7 @@ type demo struct {
 	out             io.Writer
 	plugin, confDir string
 	verbose         bool
+	backend         string // the one the plugin used: iptables or nftables
 
 	mu   sync.Mutex
 	seed *testnet.Seed
@@ -162,7 +163,12 @@ func (d *demo) run(ctx context.Context) int {
 		return 1
 	}
 	save := saveCommand()
-	d.installed(s, save)
+	if d.backend == "nftables" {
+		d.installedNFT(s)
+	} else {
+		d.installed(s, save)
+	}
+	d.explainProbe(s)
 	if ctx.Err() != nil || !d.del(ctx, s, probes, save) {
 		return 1
 	}
@@ -183,8 +189,10 @@ func (d *demo) build() *testnet.Seed {
 		return nil
 	}
 	d.seed = s
-	if mode := os.Getenv("TAPFW_IPTABLES"); mode != "" {
-		s.Env = []string{"TAPFW_IPTABLES=" + mode}
+	for _, v := range []string{"TAPFW_IPTABLES", "TAPFW_BACKEND"} {
+		if val := os.Getenv(v); val != "" {
+			s.Env = append(s.Env, v+"="+val)
+		}
 	}
 	return s
 }
@@ -229,6 +237,8 @@ func (d *demo) add(ctx context.Context, s *testnet.Seed) bool {
 	if !d.fail {
 		d.printf("  CHECK of each tap: the kernel matches its config.\n")
 	}
+	d.backend = d.backendInUse(s)
+	d.printf("  Backend: %s (TAPFW_BACKEND=%s; make demo TAPFW_BACKEND=iptables or nftables picks one).\n", d.backend, envOr("TAPFW_BACKEND", "auto"))
 	return true
 }
 
@@ -284,6 +294,10 @@ func (d *demo) installed(s *testnet.Seed, save string) {
 	d.installedSets(s)
 	d.printf("\n  tapfw list (counters: the probes above):\n")
 	d.operator(s, "list")
+}
+
+// explainProbe shows why a probe was dropped, from the kernel alone.
+func (d *demo) explainProbe(s *testnet.Seed) {
 	d.printf("\n  tapfw explain --tap tap110i0 --dir in --src %s --dport 80 --peer uplink0 (probe \"router -> vm110 tcp/80\"):\n", testnet.SeedRouterIP)
 	d.operator(s, "explain", "--tap", "tap110i0", "--dir", "in", "--src", testnet.SeedRouterIP, "--dport", "80", "--peer", "uplink0")
 }
@@ -321,7 +335,11 @@ func (d *demo) del(ctx context.Context, s *testnet.Seed, probes []testnet.Probe,
 		}
 		d.printf("  $ %s -> %s\n", d.cmdline("DEL", tap), res)
 	}
-	d.leftovers(s, save)
+	if d.backend == "nftables" {
+		d.leftoversNFT(s)
+	} else {
+		d.leftovers(s, save)
+	}
 	after := d.runProbes(ctx, s, probes)
 	if ctx.Err() != nil {
 		return false
@@ -438,6 +456,13 @@ func (d *demo) leftovers(s *testnet.Seed, save string) {
 	}
 	d.printf("  Left in place (shared, owned by no tap): %d chains (%s ...), sets %s.\n",
 		len(chains), strings.Join(chains[:min(3, len(chains))], " "), strings.Join(shared, " "))
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
 }
 
 // cmdline is how the ifup/ifdown script runs the plugin for tap.

@@ -81,7 +81,7 @@ func dash(s string) string {
 
 // WriteMetrics prints per-tap and per-rule counters in the Prometheus text
 // exposition format, for the node_exporter textfile collector.
-func WriteMetrics(w io.Writer, s *Snapshot) error {
+func WriteMetrics(w io.Writer, taps []Shown) error {
 	type sample struct {
 		labels string
 		value  uint64
@@ -97,10 +97,9 @@ func WriteMetrics(w io.Writer, s *Snapshot) error {
 		{"tapfw_rule_packets_total", "Packets that matched a rule of a tap's config (number as in the config, 1-based), or one of tapfw's own.", "counter", nil},
 		{"tapfw_rule_bytes_total", "Bytes that matched a rule of a tap's config, or one of tapfw's own.", "counter", nil},
 	}
-	names := s.TapNames()
-	families[0].samples = []sample{{"", uint64(len(names))}}
-	for _, name := range names {
-		t, rules := s.Show(name)
+	families[0].samples = []sample{{"", uint64(len(taps))}}
+	for _, sh := range taps {
+		t, rules := sh.Tap, sh.Rules
 		tl := fmt.Sprintf("tap=%q,bridge=%q", t.Name, t.Bridge)
 		for _, dir := range []string{"in", "out"} {
 			v := t.Traffic[dir]

@@ -148,6 +148,22 @@ func (s *Snapshot) TapNames() []string {
 	return netfilter.InstalledTaps(s.tables(), s.Sets, s.L2Taps)
 }
 
+// Shown is a tap with its rules.
+type Shown struct {
+	Tap   Tap
+	Rules []Rule
+}
+
+// All lists every installed tap with its rules.
+func (s *Snapshot) All() []Shown {
+	var out []Shown
+	for _, name := range s.TapNames() {
+		t, rules := s.Show(name)
+		out = append(out, Shown{t, rules})
+	}
+	return out
+}
+
 // Taps lists every installed tap with its summary.
 func (s *Snapshot) Taps() []Tap {
 	var out []Tap
@@ -175,8 +191,8 @@ func (s *Snapshot) Show(tap string) (Tap, []Rule) {
 	s.readLeaves(&t)
 	var rules []Rule
 	for _, dir := range []string{"in", "out"} {
-		list := s.joinFamilies(&t, dir)
-		t.Rules[dir] = sortRuns(list)
+		list, n := s.joinFamilies(&t, dir)
+		t.Rules[dir] = n
 		rules = append(rules, list...)
 	}
 	return t, rules
@@ -185,49 +201,88 @@ func (s *Snapshot) Show(tap string) (Tap, []Rule) {
 // joinFamilies lists the rules of the tap's chain for dir in both
 // families, a rule both have once, with the counters of both; it adds
 // what they accepted and dropped to t's traffic.
-func (s *Snapshot) joinFamilies(t *Tap, dir string) []Rule {
+func (s *Snapshot) joinFamilies(t *Tap, dir string) ([]Rule, int) {
 	chain := ruleset.TapIn(t.Name)
 	if dir == "out" {
 		chain = ruleset.TapOut(t.Name)
 	}
-	var list []Rule
-	index := map[string]int{}
+	var listed []Listed
 	for _, tb := range s.tables() {
 		fam := ruleset.IPv4
 		if tb == s.V6 {
 			fam = ruleset.IPv6
 		}
-		pos := -1
 		for _, it := range items(tb, t.Name, chain) {
-			r, key, isLog, ok := describe(it.owner, dir, it.spec)
+			l, ok := describe(it.owner, it.spec)
 			if !ok {
 				continue
 			}
-			if it.group != "" {
-				r.Kind, r.Name, r.Shared = "group rule", it.group, true
-				key = "group " + it.group + "|" + key
-			}
-			if t.MAC == "" && r.Name == "mac anti-spoof" {
+			l.Family, l.Group, l.Counter = fam, it.group, it.counter
+			if t.MAC == "" && l.Rest == "mac anti-spoof" {
 				t.MAC = macOf(it.spec)
 			}
-			k, seen := index[key]
-			if !seen {
-				// After the rule this family's previous one merged with.
-				r.Families = []string{}
-				list = append(list[:pos+1], append([]Rule{r}, list[pos+1:]...)...)
-				for kk, v := range index {
-					if v > pos {
-						index[kk] = v + 1
-					}
-				}
-				k = pos + 1
-				index[key] = k
-			}
-			pos = k
-			merge(&list[k], r, isLog, fam, it.counter, t.Traffic[dir])
+			listed = append(listed, l)
 		}
 	}
-	return list
+	return Join(dir, listed, t.Traffic[dir])
+}
+
+// Listed is one rule of a tap's chain, or of a group's chain it jumps
+// to, as a backend reads it back.
+type Listed struct {
+	Family *ruleset.Family
+	// Rest is the rule's comment after its owner's "NAME: " (the tap's
+	// or the group's).
+	Rest  string
+	Group string // the group whose chain holds the rule, if any
+	// Match is its matches in the config's words; Action ACCEPT (for
+	// whatever lets the packet on), DROP, REJECT or a chain; "" with Log
+	// for a rule that only logs.
+	Match, Action string
+	Log           bool
+	Counter       netfilter.Counter
+}
+
+// Join lists a tap's rules for dir from what the backend read, in order
+// per family (IPv4's first): a rule both families have once, with the
+// counters of both, each run of config rules in the config's order. It
+// adds what they accepted and dropped to traffic, unless that is nil (a
+// backend that counts each tap's traffic itself), and returns how many
+// config rules there are.
+func Join(dir string, listed []Listed, traffic *Verdicts) ([]Rule, int) {
+	var list []Rule
+	index := map[string]int{}
+	pos := -1
+	for i, l := range listed {
+		if i > 0 && listed[i-1].Family != l.Family {
+			pos = -1
+		}
+		r := Rule{Direction: dir, Match: l.Match, Action: l.Action}
+		key, ok := r.kindFrom(dir, l.Rest)
+		if !ok {
+			continue
+		}
+		if l.Group != "" {
+			r.Kind, r.Name, r.Shared = "group rule", l.Group, true
+			key = "group " + l.Group + "|" + key
+		}
+		k, seen := index[key]
+		if !seen {
+			// After the rule this family's previous one merged with.
+			r.Families = []string{}
+			list = append(list[:pos+1], append([]Rule{r}, list[pos+1:]...)...)
+			for kk, v := range index {
+				if v > pos {
+					index[kk] = v + 1
+				}
+			}
+			k = pos + 1
+			index[key] = k
+		}
+		pos = k
+		merge(&list[k], r, l.Log, l.Family, l.Counter, traffic)
+	}
+	return list, sortRuns(list)
 }
 
 // merge adds one family's rule r (or its LOG rule) and counter c to the
@@ -244,7 +299,7 @@ func merge(j *Rule, r Rule, isLog bool, fam *ruleset.Family, c netfilter.Counter
 		j.Families = append(j.Families, fam.Name)
 	}
 	j.Counter.Add(c)
-	if j.Shared {
+	if j.Shared || v == nil {
 		return // counted for every tap of the group
 	}
 	switch j.Action {
@@ -315,26 +370,21 @@ func macOf(spec string) string {
 	return ""
 }
 
-// describe reads one rule of a tap chain: the Rule, the key that joins it
-// with the same rule of the other family, and whether it only logs. The
-// rule must be the tap's: its comment starts with "TAP: ".
-func describe(tap, dir, spec string) (r Rule, key string, isLog, ok bool) {
+// describe reads one rule of a tap chain, or of a group chain: the
+// rule must be the owner's (its comment starts with "OWNER: ").
+func describe(owner, spec string) (Listed, bool) {
 	comment := ruleset.StripHash(netfilter.Comment(spec))
-	rest, found := strings.CutPrefix(comment, tap+": ")
+	rest, found := strings.CutPrefix(comment, owner+": ")
 	if !found {
-		return r, "", false, false
+		return Listed{}, false
 	}
 	f, err := explain.Fields(spec)
 	if err != nil {
-		return r, "", false, false
+		return Listed{}, false
 	}
-	match, target := matchWords(tap, f)
-	r = Rule{Direction: dir, Match: match}
-	r.Action, isLog = action(target)
-	if key, ok = r.kindFrom(dir, rest); !ok {
-		return r, "", false, false
-	}
-	return r, key, isLog, true
+	match, target := matchWords(owner, f)
+	act, isLog := action(target)
+	return Listed{Rest: rest, Match: match, Action: act, Log: isLog}, true
 }
 
 // matchWords reads the fields of a rule: its matches in the config's

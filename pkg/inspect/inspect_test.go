@@ -180,7 +180,7 @@ func TestList(t *testing.T) {
 // TestMetrics: the Prometheus text format, golden.
 func TestMetrics(t *testing.T) {
 	var b bytes.Buffer
-	if err := WriteMetrics(&b, dualstack(t)); err != nil {
+	if err := WriteMetrics(&b, dualstack(t).All()); err != nil {
 		t.Fatal(err)
 	}
 	golden(t, "metrics.txt", b.Bytes())

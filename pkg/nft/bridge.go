@@ -23,6 +23,12 @@ const (
 	ChainRouted = "tfw-routed"
 	// SetPorts holds the name of every port that has a tap's chains.
 	SetPorts = "tfw-ports"
+	// SetDropIn and SetDropOut hold every tap's port with a counter: each
+	// DROP or REJECT of a tap's chains (and the groups they jump to) looks
+	// the port up, so a port's element counts what its chains dropped in
+	// that direction, and the dispatch maps' elements what they saw.
+	SetDropIn  = "tfw-drop-in"
+	SetDropOut = "tfw-drop-out"
 )
 
 // Member is one owner's rules in a shared chain.

@@ -218,7 +218,9 @@ func (p *Plan) String() string {
 	for _, l := range p.Logs {
 		fmt.Fprintf(&b, "add element bridge %s %s { %q : jump %s }\n", Table, l.Map, p.Tap, l.Name)
 	}
-	fmt.Fprintf(&b, "add element bridge %s %s { %q }\n", Table, SetPorts, p.Tap)
+	for _, set := range []string{SetPorts, SetDropIn, SetDropOut} {
+		fmt.Fprintf(&b, "add element bridge %s %s { %q }\n", Table, set, p.Tap)
+	}
 	fmt.Fprintf(&b, "add element bridge %s %s { %q : jump %s }\n", Table, MapAnchors, p.Tap, ChainAnchor)
 	return b.String()
 }

@@ -262,7 +262,15 @@ func (tx *txn) shared(p *Plan) error {
 	return nil
 }
 
-var portsSet = &nftables.Set{Table: bridgeTable, Name: SetPorts, KeyType: nftables.TypeIFName}
+var (
+	portsSet   = &nftables.Set{Table: bridgeTable, Name: SetPorts, KeyType: nftables.TypeIFName}
+	dropInSet  = &nftables.Set{Table: bridgeTable, Name: SetDropIn, KeyType: nftables.TypeIFName}
+	dropOutSet = &nftables.Set{Table: bridgeTable, Name: SetDropOut, KeyType: nftables.TypeIFName}
+)
+
+// portSets are the sets and maps that hold every tap's port (the
+// anchors' elements jump to ChainAnchor).
+var portSets = []*nftables.Set{portsSet, dropInSet, dropOutSet, anchorMap}
 
 func ifKey(name string) []byte {
 	k := make([]byte, 16)
@@ -443,7 +451,9 @@ func (k Kernel) tapDiffs(c *nftables.Conn, p *Plan) ([]string, error) {
 	}
 	var out []string
 	want := append(dispatchElements(p.Dispatch), logElements(p.Tap, logs)...)
-	want = append(want, element{portsSet, ifKey(p.Tap), ""}, element{anchorMap, ifKey(p.Tap), ChainAnchor})
+	for _, s := range portSets {
+		want = append(want, portElement(s, p.Tap))
+	}
 	for _, e := range want {
 		got, found, err := r.element(e.set.Name, e.key)
 		switch {

@@ -130,7 +130,7 @@ func TestKernelApplyRemove(t *testing.T) {
 		t.Fatalf("a second apply changed the ruleset:\n%s\n---\n%s", first, again)
 	}
 	pi4, pi6 := profileOf(t, p, MapIn, IPv4), profileOf(t, p, MapIn, IPv6)
-	if !strings.Contains(first, `ip . "tap110i0" : jump `+profileOf(t, p, MapOut, IPv4)) {
+	if !strings.Contains(first, `ip . "tap110i0" counter packets 0 bytes 0 : jump `+profileOf(t, p, MapOut, IPv4)) {
 		t.Fatalf("map after apply:\n%s", first)
 	}
 	diffs := func() []string {
@@ -284,5 +284,62 @@ func TestKernelMarksChangeRefused(t *testing.T) {
 	}
 	if after, _ := ns.Run("nft", "list", "ruleset"); string(after) != string(before) {
 		t.Errorf("the refused apply changed the ruleset:\n%s", after)
+	}
+}
+
+// TestKernelTapRules: the rules read back from the kernel say in the
+// config's words what each rule of the tap's profiles and groups matches
+// and does.
+func TestKernelTapRules(t *testing.T) {
+	p, err := Build(sampleConfig(t, "dualstack", "tap201i0"), DefaultMarks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := Kernel{Marks: DefaultMarks}
+	var got []Shown
+	inNS(t, func() error {
+		if err := k.Apply(p); err != nil {
+			return err
+		}
+		got, err = k.TapRules("tap201i0")
+		return err
+	})
+	type want struct{ dir, comment, group, match, action string }
+	for _, w := range []want{
+		{"in", "invalid", "", "ctstate INVALID", "DROP"},
+		{"in", "in rule 1 web", "", "tcp dport 80", "ACCEPT"},
+		{"in", "in rule 2 ssh", "", "from +mgmt tcp dport 22", "ACCEPT"},
+		{"in", "+web: in rule 1 http", "web", "tcp dport 80,443", "ACCEPT"},
+		{"in", "+web: in rule 2", "web", "tcp dport 8081", "DROP"},
+		{"in", "in group web", "", "", "tfw-g4-web-in"},
+		{"in", "policy drop", "", "", "DROP"},
+		{"out", "mac anti-spoof", "", "not mac own", "DROP"},
+		{"out", "ip anti-spoof", "", "not from own addresses", "DROP"},
+		{"out", "no dhcp server", "", "udp sport 67 dport 68", "DROP"},
+		{"out", "out rule 1 no mail", "", "tcp dport 25", "REJECT"},
+		{"out", "out group web allowed", "", "", "ACCEPT"},
+		{"out", "established", "", "ctstate RELATED,ESTABLISHED", "ACCEPT"},
+	} {
+		found := false
+		for _, s := range got {
+			if s.Dir == w.dir && s.Family == IPv4 && s.Comment == w.comment && s.Group == w.group && !s.Log {
+				found = true
+				if s.Match != w.match || s.Action != w.action {
+					t.Errorf("%s %q: match %q action %q, want %q %q", w.dir, w.comment, s.Match, s.Action, w.match, w.action)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("no IPv4 rule %s %q (group %q) in %+v", w.dir, w.comment, w.group, got)
+		}
+	}
+	logs := 0
+	for _, s := range got {
+		if s.Log {
+			logs++
+		}
+	}
+	if logs == 0 {
+		t.Error("no log rule read back")
 	}
 }

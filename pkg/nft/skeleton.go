@@ -161,9 +161,12 @@ func skeletonBody(m Marks) string {
 		}
 	}
 	for _, name := range []string{MapOut, MapIn} {
-		fmt.Fprintf(&b, "add map bridge %s %s { type ether_type . ifname : verdict ; }\n", Table, name)
+		fmt.Fprintf(&b, "add map bridge %s %s { type ether_type . ifname : verdict ; counter ; }\n", Table, name)
 	}
 	fmt.Fprintf(&b, "add set bridge %s %s { type ifname ; }\n", Table, SetPorts)
+	for _, name := range []string{SetDropIn, SetDropOut} {
+		fmt.Fprintf(&b, "add set bridge %s %s { type ifname ; counter ; }\n", Table, name)
+	}
 	for _, c := range StaticChains {
 		if c.Hook == "" {
 			fmt.Fprintf(&b, "add chain %s %s %s\n", c.Family, Table, c.Name)

@@ -243,33 +243,39 @@ func elementText(e element) string {
 	return strconv.Quote(name)
 }
 
-// portElements adds (or takes out) the tap's port in the set of managed
-// ports and its anchor. Taking out adds first, in the same transaction,
-// so that one already gone is no error.
+// portElement is the tap's element in one of portSets.
+func portElement(s *nftables.Set, tap string) element {
+	if s == anchorMap {
+		return element{s, ifKey(tap), ChainAnchor}
+	}
+	return element{s, ifKey(tap), ""}
+}
+
+// portElements adds (or takes out) the tap's port in portSets. Taking
+// out adds first, in the same transaction, so that one already gone is
+// no error; adding one that is there keeps it and its counter.
 func (tx *txn) portElements(tap string, add bool) error {
-	port := []nftables.SetElement{{Key: ifKey(tap)}}
-	anchor := []nftables.SetElement{{Key: ifKey(tap), VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: ChainAnchor}}}
-	for _, s := range []struct {
-		set *nftables.Set
-		els []nftables.SetElement
-	}{{portsSet, port}, {anchorMap, anchor}} {
-		if add {
-			data := ""
-			if s.set == anchorMap {
-				data = " : jump " + ChainAnchor
-			}
-			tx.note("add element bridge %s %s { %q%s } (where missing)", Table, s.set.Name, tap, data)
-		} else {
-			tx.note("delete element bridge %s %s { %q }", Table, s.set.Name, tap)
+	for _, s := range portSets {
+		e := portElement(s, tap)
+		el := nftables.SetElement{Key: e.key}
+		data := ""
+		if e.chain != "" {
+			el.VerdictData = &expr.Verdict{Kind: expr.VerdictJump, Chain: e.chain}
+			data = " : jump " + e.chain
 		}
-		if err := tx.c.SetAddElements(s.set, s.els); err != nil {
-			return fmt.Errorf("set %s: %w", s.set.Name, err)
+		if add {
+			tx.note("add element bridge %s %s { %q%s } (where missing)", Table, s.Name, tap, data)
+		} else {
+			tx.note("delete element bridge %s %s { %q }", Table, s.Name, tap)
+		}
+		if err := tx.c.SetAddElements(s, []nftables.SetElement{el}); err != nil {
+			return fmt.Errorf("set %s: %w", s.Name, err)
 		}
 		if add {
 			continue
 		}
-		if err := tx.c.SetDeleteElements(s.set, []nftables.SetElement{{Key: ifKey(tap)}}); err != nil {
-			return fmt.Errorf("set %s: %w", s.set.Name, err)
+		if err := tx.c.SetDeleteElements(s, []nftables.SetElement{{Key: e.key}}); err != nil {
+			return fmt.Errorf("set %s: %w", s.Name, err)
 		}
 	}
 	return nil

@@ -273,12 +273,14 @@ func (cx chainCtx) statement(b *builder, v ruleset.Verdict) error {
 		b.counter()
 		b.verdict(expr.VerdictAccept, "")
 	case "DROP":
+		cx.countDrop(b)
 		b.counter()
 		b.verdict(expr.VerdictDrop, "")
 	case "RETURN":
 		b.counter()
 		b.verdict(expr.VerdictReturn, "")
 	case "REJECT":
+		cx.countDrop(b)
 		b.counter()
 		if cx.inet {
 			b.reject(v.RejectWith == "tcp-reset")
@@ -310,6 +312,21 @@ func (cx chainCtx) statement(b *builder, v ruleset.Verdict) error {
 		return cx.jump(b, v)
 	}
 	return nil
+}
+
+// countDrop adds the port's drop counter to a DROP or REJECT of a
+// bridge chain a tap's packets reach by their port (SetDropIn): the
+// lookup always matches, and counts the packet for the port.
+func (cx chainCtx) countDrop(b *builder) {
+	if cx.inet || cx.dir == "" {
+		return
+	}
+	word, _ := cx.portWord()
+	set := SetDropOut
+	if cx.dir == "in" {
+		set = SetDropIn
+	}
+	b.ifaceSet(word, set, false)
 }
 
 func (cx chainCtx) jump(b *builder, v ruleset.Verdict) error {

@@ -60,7 +60,7 @@ func needCNITools(t *testing.T) {
 
 // newCNIRuntime makes the sandbox host and the runtime's directories, and
 // copies each conflist with its host-local dataDir moved into a temp dir.
-func newCNIRuntime(t *testing.T, conflists ...string) *cniRuntime {
+func newCNIRuntime(t *testing.T, be testBackend, conflists ...string) *cniRuntime {
 	t.Helper()
 	needCNITools(t)
 	ns, err := testnet.NewNS("ch")
@@ -71,7 +71,7 @@ func newCNIRuntime(t *testing.T, conflists ...string) *cniRuntime {
 	tmp := t.TempDir()
 	r := &cniRuntime{
 		t:       t,
-		host:    &host{t: t, ns: ns},
+		host:    &host{t: t, ns: ns, be: be},
 		confDir: filepath.Join(tmp, "net.d"),
 		cniPath: filepath.Join(tmp, "bin"),
 		cache:   filepath.Join(tmp, "cache"),
@@ -153,6 +153,7 @@ func (r *cniRuntime) run(env []string, args ...string) (stdout, stderr string, e
 		cmd.Env = append(cmd.Env, kv)
 	}
 	cmd.Env = append(cmd.Env, "NETCONFPATH="+r.confDir, "CNI_PATH="+r.cniPath, "TAPFW_LOCK="+r.lock)
+	cmd.Env = append(cmd.Env, r.host.be.env...)
 	cmd.Env = append(cmd.Env, env...)
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
@@ -277,7 +278,7 @@ var cniSaveCounters = regexp.MustCompile(`\[\d+:\d+\]`)
 func cniForeignState(h *host) string {
 	var keep []string
 	for _, l := range strings.Split(cniSaveCounters.ReplaceAllString(h.state(), "[0:0]"), "\n") {
-		if !strings.Contains(l, "TFW-") && !strings.Contains(l, "tfw-") && !strings.Contains(l, "tfw6-") && !strings.HasPrefix(l, "l2 ") && l != "table bridge tapfw" {
+		if !strings.Contains(l, "TFW-") && !strings.Contains(l, "tfw-") && !strings.Contains(l, "tfw6-") && !strings.HasPrefix(l, "l2 ") && !strings.HasPrefix(l, "inet ") && l != "table bridge tapfw" && l != "table inet tapfw" {
 			keep = append(keep, l)
 		}
 	}
@@ -298,9 +299,11 @@ func cniNoTrace(t *testing.T, h *host, when string, as ...*cniAttachment) {
 	}
 }
 
-func TestCnitoolChained(t *testing.T) {
+func TestCnitoolChained(t *testing.T) { forEachBackend(t, testCnitoolChained) }
+
+func testCnitoolChained(t *testing.T, be testBackend) {
 	const network = "tapfw-chained"
-	r := newCNIRuntime(t, network+".conflist")
+	r := newCNIRuntime(t, be, network+".conflist")
 	h := r.host
 
 	// Foreign rules, a foreign chain and set: tapfw must leave them alone.
@@ -321,16 +324,14 @@ func TestCnitoolChained(t *testing.T) {
 		if !strings.HasPrefix(a.ip.String(), "192.0.2.") || a.ip.To4()[3] < 100 {
 			t.Errorf("%s got %s, not from host-local's 192.0.2.100+", a.name, a.ip)
 		}
-		for _, want := range []string{
-			"--physdev-in " + a.veth + " -m comment --comment \"" + a.veth +
-				": dispatch net=" + network + " cid=" + a.id + " if=eth0 #",
-			"-A TFW-T-" + a.veth + "-OUT -m mac ! --mac-source " + a.mac.String(),
-			"-A TFW-T-" + a.veth + "-IN -p tcp -m tcp --dport 80 ",
-			"add tfw-t-" + a.veth + " " + a.ip.String(),
-		} {
+		record := "net=" + network + " cid=" + a.id + " if=eth0"
+		for _, want := range []string{h.dispatchText(a.veth, record), h.recordText(a.veth, record), h.macText(a.veth, a.mac.String()), h.tapAddrText(a.veth, a.ip.String())} {
 			if !strings.Contains(s, want) {
 				t.Errorf("%s: installed state lacks %q", a.name, want)
 			}
+		}
+		if in := h.tapRules(a.veth, "in"); !strings.Contains(in, h.dportText("80")) {
+			t.Errorf("%s: its IN chain lacks tcp port 80:\n%s", a.name, in)
 		}
 		cniServe(t, a, 80, 22)
 	}
@@ -390,23 +391,19 @@ func TestCnitoolChained(t *testing.T) {
 			t.Errorf("check %s: %v", a.name, err)
 		}
 	}
-	chain := "TFW-T-" + c1.veth + "-IN"
-	h.run("iptables", "-D", chain, "3")
+	says := h.tamperTapRule(c1.veth)
 	_, out, err := r.run(nil, "check", network, c1.ns.Path)
 	if err == nil {
-		t.Errorf("check c1 passed after deleting rule 3 of %s", chain)
-	} else if !strings.Contains(out, "chain "+chain) {
-		t.Errorf("check c1 after tampering does not name chain %s: %s", chain, out)
-	} else {
-		for _, l := range strings.Split(out, "\n") {
-			if strings.Contains(l, "chain "+chain) {
-				t.Logf("check c1 after tampering: %s", l)
-				break
-			}
-		}
+		t.Errorf("check c1 passed after %s", says)
+	} else if !strings.Contains(out, says) {
+		t.Errorf("check c1 after tampering does not say %q: %s", says, out)
 	}
-	if _, _, err := r.run(nil, "check", network, c2.ns.Path); err != nil {
-		t.Errorf("check c2 after tampering with c1's chain: %v", err)
+	// With nftables c2 has c1's rules, so its chains are c1's: a profile
+	// changed by hand is every user's drift, until an ADD puts it right.
+	if _, out, err := r.run(nil, "check", network, c2.ns.Path); be.nftables() != (err != nil) {
+		t.Errorf("check c2 after tampering with c1's chain: %v %s", err, out)
+	} else if be.nftables() && !strings.Contains(out, says) {
+		t.Errorf("check c2 after tampering with the profile it shares with c1 does not say %q: %s", says, out)
 	}
 
 	// DEL c1: nothing of it remains; c2 and c3 are untouched.
@@ -459,9 +456,11 @@ func TestCnitoolChained(t *testing.T) {
 	}
 }
 
-func TestCnitoolRuntimeRules(t *testing.T) {
+func TestCnitoolRuntimeRules(t *testing.T) { forEachBackend(t, testCnitoolRuntimeRules) }
+
+func testCnitoolRuntimeRules(t *testing.T, be testBackend) {
 	const network = "tapfw-runtime"
-	r := newCNIRuntime(t, network+".conflist")
+	r := newCNIRuntime(t, be, network+".conflist")
 	h := r.host
 
 	// A's rules come as the runtime's capability args (runtimeConfig),
@@ -471,20 +470,13 @@ func TestCnitoolRuntimeRules(t *testing.T) {
 	a := r.add(network, "ra", envA...)
 	b := r.add(network, "rb", envB...)
 	s := h.state()
-	for _, want := range []string{
-		"-A TFW-T-" + a.veth + "-IN -p tcp -m tcp --dport 80 ",
-		"-A TFW-T-" + b.veth + "-IN -p tcp -m tcp --dport 22 ",
-	} {
-		if !strings.Contains(s, want) {
-			t.Errorf("installed state lacks %q", want)
-		}
-	}
-	for _, notWant := range []string{
-		"-A TFW-T-" + a.veth + "-IN -p tcp -m tcp --dport 22 ",
-		"-A TFW-T-" + b.veth + "-IN -p tcp -m tcp --dport 80 ",
-	} {
-		if strings.Contains(s, notWant) {
-			t.Errorf("installed state has %q", notWant)
+	for _, c := range []struct {
+		a          *cniAttachment
+		has, hasNt string
+	}{{a, "80", "22"}, {b, "22", "80"}} {
+		in := h.tapRules(c.a.veth, "in")
+		if !strings.Contains(in, h.dportText(c.has)) || strings.Contains(in, h.dportText(c.hasNt)) {
+			t.Errorf("%s's IN chain: want tcp port %s and not %s:\n%s", c.a.name, c.has, c.hasNt, in)
 		}
 	}
 	if t.Failed() {
@@ -508,7 +500,7 @@ func TestCnitoolRuntimeRules(t *testing.T) {
 	// args the list has no rules, and A's tcp 80 rule is drift.
 	if _, out, err := r.run(nil, "check", network, a.ns.Path); err == nil {
 		t.Error("check a without its runtime rules passed")
-	} else if !strings.Contains(out, "TFW-T-"+a.veth+"-IN") {
+	} else if !strings.Contains(out, h.tapChainWord(a.veth)) {
 		t.Errorf("check a without its runtime rules does not name its chain: %s", out)
 	}
 

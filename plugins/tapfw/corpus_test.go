@@ -261,22 +261,32 @@ func checkCorpusBase() error {
 func TestBadInputCorpus(t *testing.T) {
 	testnet.NeedKernel(t)
 	files := loadCorpus(t)
-	for _, mode := range []string{"nft", "legacy"} {
-		t.Run(mode, func(t *testing.T) {
-			if _, err := exec.LookPath("iptables-" + mode + "-restore"); err != nil {
-				t.Skipf("iptables-%s not installed", mode)
+	// Both iptables modes, and the nftables backend (whose foreign
+	// iptables rules are iptables-nft's).
+	for _, mode := range []struct{ name, ipt, backend, tool string }{
+		{"nft", "nft", "iptables", "iptables-nft-restore"},
+		{"legacy", "legacy", "iptables", "iptables-legacy-restore"},
+		{"nftables", "nft", "nftables", "nft"},
+	} {
+		t.Run(mode.name, func(t *testing.T) {
+			if _, err := exec.LookPath(mode.tool); err != nil {
+				t.Skipf("%s not installed", mode.tool)
 			}
 			t.Parallel()
-			testBadInputCorpus(t, mode, files)
+			env := []string{"TAPFW_BACKEND=" + mode.backend}
+			if mode.backend == "iptables" {
+				env = append(env, "TAPFW_IPTABLES="+mode.ipt)
+			}
+			testBadInputCorpus(t, mode.ipt, env, files)
 		})
 	}
 }
 
-func testBadInputCorpus(t *testing.T, mode string, files []corpusFile) {
+func testBadInputCorpus(t *testing.T, mode string, env []string, files []corpusFile) {
 	start := time.Now()
 	h := newHost(t, "tap110i0", "tap111i0", "tap112i0")
 	lock := filepath.Join(t.TempDir(), "lock")
-	modeEnv := []string{"TAPFW_IPTABLES=" + mode, "TAPFW_LOCK=" + lock}
+	modeEnv := append(env, "TAPFW_LOCK="+lock)
 
 	// Real state: two taps through the plugin, and what others installed.
 	seed, err := os.ReadFile(filepath.Join(seedConfDir, "tap110i0.json"))
@@ -295,9 +305,14 @@ func testBadInputCorpus(t *testing.T, mode string, files []corpusFile) {
 	h.run(ipt, "-t", "nat", "-A", "POSTROUTING", "-s", "192.0.2.0/24", "-j", "MASQUERADE")
 	h.run("ipset", "create", "foreign", "hash:ip")
 	h.run("ipset", "add", "foreign", "192.0.2.99")
+	h.run("nft", "add table bridge foreign; add chain bridge foreign forwarded { type filter hook forward priority -200 ; }; add rule bridge foreign forwarded iifname \"tap111i0\" ip saddr 203.0.113.9 drop")
 
+	wants := []string{"TFW-T-tap110i0-IN", "TFW-T-tap112i0-OUT", "tfw-s-admins"}
+	if strings.Contains(strings.Join(env, " "), "nftables") {
+		wants = []string{"chain tfw-r-tap110i0", "chain tfw-r-tap112i0", "set tfw-s4-admins"}
+	}
 	before := corpusState(h)
-	for _, want := range []string{"TFW-T-tap110i0-IN", "TFW-T-tap112i0-OUT", ":FOREIGN", "-j FOREIGN", "MASQUERADE", "tfw-s-admins", "create foreign"} {
+	for _, want := range append(wants, ":FOREIGN", "-j FOREIGN", "MASQUERADE", "create foreign", "table bridge foreign") {
 		if !strings.Contains(before, want) {
 			t.Fatalf("the installed state lacks %q:\n%s", want, before)
 		}
@@ -423,12 +438,15 @@ func checkCorpusAnswer(t *testing.T, f corpusFile, stdout, stderr []byte, exitEr
 var (
 	corpusNoise    = regexp.MustCompile(`(?m)^#.*\n| initval 0x[0-9a-f]+`)
 	corpusCounters = regexp.MustCompile(`\[[0-9]+:[0-9]+\]`)
+	// The counters nft lists, of rules and elements.
+	corpusNftCounters = regexp.MustCompile(`counter packets [0-9]+ bytes [0-9]+`)
 )
 
 // corpusState is the namespace's netfilter state under both backends and
 // its ipsets, normalised: no dated comments, counters and hash seeds.
 func corpusState(h *host) string {
-	s := h.run("sh", "-c", "iptables-nft-save; echo '## legacy'; iptables-legacy-save; echo '## ipset'; ipset save")
+	s := h.run("sh", "-c", "iptables-nft-save; echo '## legacy'; iptables-legacy-save; echo '## ipset'; ipset save; echo '## nft'; nft list ruleset")
+	s = corpusNftCounters.ReplaceAllString(s, "counter packets 0 bytes 0")
 	return corpusCounters.ReplaceAllString(corpusNoise.ReplaceAllString(s, ""), "[0:0]")
 }
 

@@ -25,7 +25,13 @@ func (v *l2vm) groupConf(command, groups, rules string) testnet.Call {
 }
 
 func TestSecurityGroups(t *testing.T) {
-	h, a, b := l2net(t, testBackend{})
+	run(t, testSecurityGroups, testBackend{name: "iptables", env: []string{"TAPFW_BACKEND=iptables"}, tool: "iptables"})
+}
+
+// The nftables backend joins these once explain reads nftables.
+
+func testSecurityGroups(t *testing.T, be testBackend) {
+	h, a, b := l2net(t, be)
 	serveTCP(t, []string{"22", "23", "25", "80", "8080"}, a.ns, b.ns)
 	// a: web and mail; its own rules accept 8080 (the group drops it
 	// first) and reject mail and 23 out (the mail group allows mail
@@ -75,22 +81,12 @@ func TestSecurityGroups(t *testing.T) {
 		}
 	}
 	if t.Failed() {
-		t.Logf("iptables:\n%s", h.run("iptables-save", "-c"))
+		t.Logf("installed:\n%s", be.state(t, h.ns))
 	}
 
 	// Rendered once: one chain per group and direction in each family,
 	// one jump per tap, not a copy of the rules.
-	for _, save := range []string{h.run("iptables-save"), h.run("ip6tables-save")} {
-		if n := strings.Count(save, "\n:TFW-G-web-IN "); n != 1 {
-			t.Errorf("%d chains TFW-G-web-IN", n)
-		}
-		if n := strings.Count(save, "--dport 8080 -m comment --comment \"+web: in rule 2"); n != 1 {
-			t.Errorf("group web's rule 2 is installed %d times", n)
-		}
-		if n := strings.Count(save, "-j TFW-G-web-IN"); n != 2 {
-			t.Errorf("%d jumps to group web, want one per tap", n)
-		}
-	}
+	h.groupRenderedOnce("web", 2)
 	if out := h.mustOp("show", "tap110i0"); !strings.Contains(out, "group web (shared counters)") || !strings.Contains(out, "group mail allowed") {
 		t.Errorf("show:\n%s", out)
 	}
@@ -98,8 +94,8 @@ func TestSecurityGroups(t *testing.T) {
 	check := aConf
 	check.Command = "CHECK"
 	h.mustCall(check)
-	h.run("iptables", "-F", "TFW-G-web-IN")
-	if _, e := h.call(check); e == nil || e.Code != errDrift || !strings.Contains(e.Msg, "TFW-G-web-IN") {
+	groupChain := h.flushGroup("web")
+	if _, e := h.call(check); e == nil || e.Code != errDrift || !strings.Contains(e.Msg, groupChain) {
 		t.Errorf("CHECK after flushing the group chain: %+v", e)
 	}
 	h.mustCall(aConf)
@@ -108,7 +104,7 @@ func TestSecurityGroups(t *testing.T) {
 	del := aConf
 	del.Command = "DEL"
 	h.mustCall(del)
-	if s := h.run("iptables-save"); !strings.Contains(s, "TFW-G-web-IN") || strings.Contains(s, "tap110i0") {
+	if s := be.state(t, h.ns); !strings.Contains(s, groupChain) || strings.Contains(s, "tap110i0") {
 		t.Errorf("after DEL of a:\n%s", s)
 	}
 	del = bConf
@@ -117,4 +113,51 @@ func TestSecurityGroups(t *testing.T) {
 	if tr := tapfwTraces(h.state()); len(tr) > 0 {
 		t.Errorf("after the last DEL:\n%s", strings.Join(tr, "\n"))
 	}
+}
+
+// groupRenderedOnce checks that group g's IN chain exists once per
+// family, its rule 2 (tcp/8080) once in it, and jumps taps times.
+func (h *host) groupRenderedOnce(g string, taps int) {
+	h.t.Helper()
+	if h.be.nftables() {
+		table := h.run("nft", "list", "table", "bridge", "tapfw")
+		for _, f := range []string{"4", "6"} {
+			chain := "tfw-g" + f + "-" + g + "-in"
+			if n := strings.Count(table, "\tchain "+chain+" {"); n != 1 {
+				h.t.Errorf("%d chains %s", n, chain)
+			}
+			if n := strings.Count(table, "jump "+chain+" "); n != taps {
+				h.t.Errorf("%d jumps to %s, want one per tap (%d)", n, chain, taps)
+			}
+		}
+		if n := strings.Count(table, "tcp dport 8080 oifname @tfw-drop-in counter packets"); n != 2 {
+			h.t.Errorf("group %s's rule 2 is installed %d times, want once a family", g, n)
+		}
+		return
+	}
+	for _, save := range []string{h.run("iptables-save"), h.run("ip6tables-save")} {
+		chain := "TFW-G-" + g + "-IN"
+		if n := strings.Count(save, "\n:"+chain+" "); n != 1 {
+			h.t.Errorf("%d chains %s", n, chain)
+		}
+		if n := strings.Count(save, "--dport 8080 -m comment --comment \"+"+g+": in rule 2"); n != 1 {
+			h.t.Errorf("group %s's rule 2 is installed %d times", g, n)
+		}
+		if n := strings.Count(save, "-j "+chain); n != taps {
+			h.t.Errorf("%d jumps to group %s, want one per tap", n, g)
+		}
+	}
+}
+
+// flushGroup empties group g's IPv4 IN chain behind the plugin's back and
+// returns the chain's name.
+func (h *host) flushGroup(g string) string {
+	if h.be.nftables() {
+		chain := "tfw-g4-" + g + "-in"
+		h.run("nft", "flush", "chain", "bridge", "tapfw", chain)
+		return chain
+	}
+	chain := "TFW-G-" + g + "-IN"
+	h.run("iptables", "-F", chain)
+	return chain
 }

@@ -78,13 +78,13 @@ func slaac(prefix, mac string) string {
 	return p.String()
 }
 
-func newGuestLab(t *testing.T) *guestLab {
+func newGuestLab(t *testing.T, be testBackend) *guestLab {
 	t.Helper()
 	needQEMU(t)
 	if _, err := exec.LookPath("dnsmasq"); err != nil {
 		t.Skip("dnsmasq not installed (scripts/deps.sh installs dnsmasq-base)")
 	}
-	q := newQEMUHost(t)
+	q := newQEMUHost(t, be)
 	lab := &guestLab{t: t, q: q, control: os.Getenv("TAPFW_GUEST_CONTROL") == "1"}
 	ipv6On(t, q.ns, "vmbr0")
 	q.run("ip", "-6", "addr", "add", "2001:db8:1::1/64", "dev", "vmbr0", "nodad")
@@ -269,7 +269,13 @@ func (lg *labGuest) connect(t *testing.T, host, port string) bool {
 }
 
 func TestRealGuests(t *testing.T) {
-	lab := newGuestLab(t)
+	run(t, testRealGuests, testBackend{name: "iptables", env: []string{"TAPFW_BACKEND=iptables"}, tool: "iptables"})
+}
+
+// The nftables backend joins these once explain reads nftables.
+
+func testRealGuests(t *testing.T, be testBackend) {
+	lab := newGuestLab(t, be)
 	img, err := testnet.PrepareGuestImage(guestCache)
 	if err != nil {
 		t.Fatalf("guest image: %v", err)
@@ -352,16 +358,20 @@ func (l *guestLab) checkOperator(a, b *labGuest) {
 			t.Errorf("tapfw list, %s: %+v", lg.name, tp)
 		}
 	}
+	tapIn, hostIn := "TFW-T-"+b.tap+"-IN", "TFW-HOST-IN"
+	if l.q.be.nftables() {
+		tapIn, hostIn = "bridge tapfw tfw-pi", "inet tapfw tfw-h"
+	}
 	for _, c := range []struct {
 		args []string
 		want string
 	}{
 		{[]string{"explain", "--tap", b.tap, "--dir", "in", "--src", a.ip4, "--dport", "23", "--peer", a.tap},
-			"verdict DROP by TFW-T-" + b.tap + "-IN rule"},
+			"verdict DROP by " + tapIn},
 		{[]string{"explain", "--tap", b.tap, "--dir", "in", "--src", a.ip6, "--dst", b.ip6, "--dport", "23", "--peer", a.tap},
-			"verdict DROP by TFW-T-" + b.tap + "-IN rule"},
+			"verdict DROP by " + tapIn},
 		{[]string{"explain", "--tap", a.tap, "--dir", "out", "--dst", "192.0.2.31", "--dport", "8080"},
-			"verdict DROP by TFW-HOST-IN rule"},
+			"verdict DROP by " + hostIn},
 	} {
 		out := l.q.mustOp(c.args...)
 		if !strings.Contains(out, c.want) || !strings.Contains(out, "policy drop") {

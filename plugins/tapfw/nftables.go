@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"strings"
 
 	"github.com/google/nftables"
 	"github.com/tapfw/tapfw/pkg/inspect"
@@ -228,10 +229,14 @@ func nftablesUsable() error {
 }
 
 // taps lists the installed taps in the operator's terms, from their
-// records. Traffic is not counted per tap: a profile's counters add up
-// every tap that uses it.
+// records, with what each accepted and dropped (counted by its own
+// elements: a profile's counters add up every tap that uses it).
 func (b *nftablesBackend) taps(bridgeOf func(string) (string, error)) ([]inspect.Tap, error) {
 	infos, err := b.k.Installed()
+	if err != nil {
+		return nil, err
+	}
+	traffic, err := b.k.Traffic()
 	if err != nil {
 		return nil, err
 	}
@@ -239,7 +244,10 @@ func (b *nftablesBackend) taps(bridgeOf func(string) (string, error)) ([]inspect
 	for _, in := range infos {
 		a := in.Attachment
 		t := inspect.Tap{Name: a.Tap, IPs: []string{}, Network: a.Network, ContainerID: a.ContainerID, IfName: a.IfName,
-			Rules: in.Rules, Attached: in.Attached}
+			Rules: in.Rules, Attached: in.Attached, Traffic: map[string]*inspect.Verdicts{"in": {}, "out": {}}}
+		for dir, v := range traffic[a.Tap] {
+			t.Traffic[dir] = &inspect.Verdicts{Accepted: v.Accepted, Dropped: v.Dropped}
+		}
 		if br, err := bridgeOf(a.Tap); err == nil {
 			t.Bridge = br
 		}
@@ -256,6 +264,72 @@ func (b *nftablesBackend) taps(bridgeOf func(string) (string, error)) ([]inspect
 			}
 		}
 		out = append(out, t)
+	}
+	return out, nil
+}
+
+// shown is every installed tap with its rules: its profiles' rules (and
+// its groups'), whose counters count every tap sharing them; the tap's
+// own traffic comes from its elements.
+func (b *nftablesBackend) shown(bridgeOf func(string) (string, error)) ([]inspect.Shown, error) {
+	taps, err := b.taps(bridgeOf)
+	if err != nil {
+		return nil, err
+	}
+	var out []inspect.Shown
+	for _, t := range taps {
+		rules, err := b.rules(t.Name)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, inspect.Shown{Tap: t, Rules: rules})
+	}
+	return out, nil
+}
+
+// showTap is the tap and its rules; a tap without a record has none.
+func (b *nftablesBackend) showTap(tap string, bridgeOf func(string) (string, error)) (inspect.Tap, []inspect.Rule, error) {
+	taps, err := b.taps(bridgeOf)
+	if err != nil {
+		return inspect.Tap{}, nil, err
+	}
+	for _, t := range taps {
+		if t.Name == tap {
+			rules, err := b.rules(tap)
+			return t, rules, err
+		}
+	}
+	return inspect.Tap{Name: tap, IPs: []string{}}, nil, nil
+}
+
+// rules is the tap's rules in the config's words, both families joined.
+func (b *nftablesBackend) rules(tap string) ([]inspect.Rule, error) {
+	read, err := b.k.TapRules(tap)
+	if err != nil {
+		return nil, err
+	}
+	var out []inspect.Rule
+	for _, dir := range []string{"in", "out"} {
+		var listed []inspect.Listed
+		for _, r := range read {
+			if r.Dir != dir {
+				continue
+			}
+			fam := ruleset.IPv4
+			if r.Family == nft.IPv6 {
+				fam = ruleset.IPv6
+			}
+			rest := r.Comment
+			if r.Group != "" {
+				rest = strings.TrimPrefix(rest, ruleset.GroupOwner(r.Group)+": ")
+			}
+			listed = append(listed, inspect.Listed{Family: fam, Rest: rest, Group: r.Group, Match: r.Match,
+				Action: r.Action, Log: r.Log, Counter: r.Counter})
+		}
+		// The profiles' counters are every sharing tap's: the tap's own
+		// traffic is read from its elements (taps).
+		rs, _ := inspect.Join(dir, listed, nil)
+		out = append(out, rs...)
 	}
 	return out, nil
 }

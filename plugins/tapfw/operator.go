@@ -118,11 +118,10 @@ func (o *operator) show(tap string, asJSON bool) int {
 	if err := model.ValidateIfName(tap); err != nil {
 		return o.fail("tap: %v", err)
 	}
-	s, err := o.snapshot()
+	t, rules, err := o.showTap(tap)
 	if err != nil {
 		return o.fail("reading the installed firewall: %v", err)
 	}
-	t, rules := s.Show(tap)
 	if len(rules) == 0 && len(t.IPs) == 0 {
 		return o.fail("%s has no firewall installed", tap)
 	}
@@ -138,13 +137,44 @@ func (o *operator) show(tap string, asJSON bool) int {
 	return 0
 }
 
+// showTap is one tap and its rules, from the backend in use.
+func (o *operator) showTap(tap string) (inspect.Tap, []inspect.Rule, error) {
+	if o.p.envErr != nil {
+		return inspect.Tap{}, nil, o.p.envErr
+	}
+	if b, ok := o.p.be.(*nftablesBackend); ok {
+		return b.showTap(tap, o.p.bridgeOf)
+	}
+	s, err := o.snapshot()
+	if err != nil {
+		return inspect.Tap{}, nil, err
+	}
+	t, rules := s.Show(tap)
+	return t, rules, nil
+}
+
+// shown is every installed tap with its rules, from the backend in use.
+func (o *operator) shown() ([]inspect.Shown, error) {
+	if o.p.envErr != nil {
+		return nil, o.p.envErr
+	}
+	if b, ok := o.p.be.(*nftablesBackend); ok {
+		return b.shown(o.p.bridgeOf)
+	}
+	s, err := o.snapshot()
+	if err != nil {
+		return nil, err
+	}
+	return s.All(), nil
+}
+
 func metricsFlags(fs *flag.FlagSet) runFunc {
 	path := fs.String("textfile", "", "write to `PATH` atomically (for node_exporter's textfile collector) instead of stdout")
 	return func(o *operator, _ []string) int { return o.metrics(*path) }
 }
 
 func (o *operator) metrics(path string) int {
-	s, err := o.snapshot()
+	s, err := o.shown()
 	if err != nil {
 		return o.fail("reading the installed firewall: %v", err)
 	}

@@ -49,8 +49,8 @@ func serveTCP(t *testing.T, ports []string, nss ...*testnet.NS) {
 
 // opNet is the IPv6 test network with a's rules and b open, and TCP
 // servers on a few ports in every namespace.
-func opNet(t *testing.T) (*host, *l2vm, *l2vm) {
-	h, a, b := l2net(t, testBackend{})
+func opNet(t *testing.T, be testBackend) (*host, *l2vm, *l2vm) {
+	h, a, b := l2net(t, be)
 	serveTCP(t, []string{"22", "25", "80", "8080", "23"}, a.ns, b.ns, h.ns)
 	h.mustCall(a.dualConf("ADD", aRules, "DROP"))
 	h.mustCall(b.dualConf("ADD", `{}`, "ACCEPT"))
@@ -59,8 +59,10 @@ func opNet(t *testing.T) (*host, *l2vm, *l2vm) {
 
 // TestOperatorListShowMetrics: list, show and metrics report the taps, their
 // rules in the config's words, and counters that real packets moved.
-func TestOperatorListShowMetrics(t *testing.T) {
-	h, a, b := opNet(t)
+func TestOperatorListShowMetrics(t *testing.T) { forEachBackend(t, testOperatorListShowMetrics) }
+
+func testOperatorListShowMetrics(t *testing.T, be testBackend) {
+	h, a, b := opNet(t, be)
 	// Two connections to a's web rule, one over each family; one to ssh
 	// over IPv6, which a's policy drops.
 	for _, addr := range []string{"[" + a.ip6.String() + "]:80", a.ip4.String() + ":80"} {
@@ -189,7 +191,7 @@ func TestOperatorRender(t *testing.T) {
 // TestOperatorExplain: explain's verdict for each probe is what the real
 // packet got, in both families, between VMs, from the host and to it.
 func TestOperatorExplain(t *testing.T) {
-	h, a, b := opNet(t)
+	h, a, b := opNet(t, testBackend{})
 	type probe struct {
 		from *testnet.NS
 		addr string
@@ -248,7 +250,7 @@ func TestOperatorExplain(t *testing.T) {
 // gone, and nothing else; flush removes all of tapfw's and nothing else;
 // --dry-run changes nothing.
 func TestOperatorGCFlush(t *testing.T) {
-	h, a, _ := opNet(t)
+	h, a, _ := opNet(t, testBackend{})
 	h.run("ip6tables", "-A", "INPUT", "-s", "2001:db8:ffff::9", "-j", "ACCEPT")
 	h.run("iptables", "-A", "INPUT", "-s", "203.0.113.9", "-j", "ACCEPT")
 	h.run("ipset", "create", "foreign", "hash:ip")

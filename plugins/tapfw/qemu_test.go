@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/tapfw/tapfw/pkg/inspect"
 	"github.com/tapfw/tapfw/pkg/testnet"
 )
 
@@ -66,14 +68,14 @@ type qemuHost struct {
 
 // newQEMUHost makes a host with bridge vmbr0 (newHost) plus the given extra
 // bridges, and writes qemuBase as its base config.
-func newQEMUHost(t *testing.T, bridges ...string) *qemuHost {
+func newQEMUHost(t *testing.T, be testBackend, bridges ...string) *qemuHost {
 	t.Helper()
 	needQEMU(t)
 	scripts, err := filepath.Abs(qemuScriptDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := newHost(t)
+	h := newHostOn(t, be)
 	for _, br := range bridges {
 		if err := testnet.AddBridge(h.ns, br, ""); err != nil {
 			t.Fatal(err)
@@ -87,6 +89,7 @@ func newQEMUHost(t *testing.T, bridges ...string) *qemuHost {
 		// One lock for this sandbox's netfilter, shared by all its QEMUs.
 		"TAPFW_LOCK=" + filepath.Join(dir, "tapfw.lock"),
 	}}
+	q.env = append(q.env, be.env...)
 	if err := os.Mkdir(filepath.Join(dir, "nics"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -334,8 +337,8 @@ func (q *qemuHost) noTrace(tap string) {
 	if l := q.link(tap); l.exists {
 		q.t.Errorf("%s still exists after QEMU exited: %+v", tap, l)
 	}
-	if rules := q.run("iptables-save"); strings.Contains(rules, tap) {
-		q.t.Errorf("iptables-save still mentions %s:\n%s", tap, qemuLines(rules, tap))
+	if state := q.be.state(q.t, q.ns); strings.Contains(state, tap) {
+		q.t.Errorf("the installed state still mentions %s:\n%s", tap, qemuLines(state, tap))
 	}
 	for _, set := range strings.Fields(q.run("ipset", "list", "-n")) {
 		if set == "tfw-t-"+tap {
@@ -396,8 +399,10 @@ func qemuLastTarget(t *testing.T, save, chain string) string {
 	return last
 }
 
-func TestQEMUSingleNIC(t *testing.T) {
-	q := newQEMUHost(t)
+func TestQEMUSingleNIC(t *testing.T) { forEachBackend(t, testQEMUSingleNIC) }
+
+func testQEMUSingleNIC(t *testing.T, be testBackend) {
+	q := newQEMUHost(t, be)
 	const tap, mac = "tap110i0", "1e:0b:85:27:8d:65"
 	// policyIn from the NIC file wins over the base's; policyOut is the base's.
 	q.writeNIC(tap, `{"bridge":"vmbr0","mac":"`+mac+`","ips":["192.0.2.200"],"policyIn":"DROP",
@@ -409,34 +414,39 @@ func TestQEMUSingleNIC(t *testing.T) {
 	q.check(tap)
 	t.Logf("CHECK took %v", time.Since(start).Round(time.Millisecond))
 
-	save := q.run("iptables-save")
-	if got := qemuLastTarget(t, save, "TFW-T-"+tap+"-IN"); !strings.HasPrefix(got, "-j DROP") {
-		t.Errorf("policy to the VM: last rule ends %q, want the NIC file's DROP", got)
+	shown := q.showJSON(tap)
+	ssh := 0
+	for _, r := range shown.RuleList {
+		switch {
+		case r.Kind == "policy" && r.Direction == "in" && r.Action != "DROP":
+			t.Errorf("policy to the VM: %s, want the NIC file's DROP", r.Action)
+		case r.Kind == "policy" && r.Direction == "out" && r.Action != "REJECT":
+			t.Errorf("policy from the VM: %s, want the base config's REJECT", r.Action)
+		case r.Direction == "in" && r.Number == 1 && r.Action == "ACCEPT" && strings.Contains(r.Match, "dport 22"):
+			ssh++
+		}
 	}
-	if got := qemuLastTarget(t, save, "TFW-T-"+tap+"-OUT"); !strings.HasPrefix(got, "-j REJECT") {
-		t.Errorf("policy from the VM: last rule ends %q, want the base config's REJECT", got)
+	if ssh != 1 {
+		t.Errorf("the NIC file's ssh rule is there %d times, want 1: %+v", ssh, shown.RuleList)
 	}
-	if n := qemuCount(save, "TFW-T-"+tap+"-IN", "--dport 22 ", "-j ACCEPT"); n != 1 {
-		t.Errorf("the NIC file's ssh rule is there %d times, want 1:\n%s", n, qemuLines(save, "TFW-T-"+tap+"-IN"))
+	if shown.ContainerID != "qemu-"+tap || shown.IfName != tap || !shown.Attached {
+		t.Errorf("the tap does not record the QEMU attachment: %+v", shown.Tap)
 	}
-	if n := leaves(save, "TFW-DI", "--physdev-in "+tap+" ", "cid=qemu-"+tap+" if="+tap); n != 1 {
-		t.Errorf("%d dispatch rules for %s recording the QEMU attachment, want 1:\n%s", n, tap, qemuLines(save, tap))
+	if !slices.Contains(shown.IPs, "192.0.2.200") {
+		t.Errorf("the VM's IP is not among its addresses: %v", shown.IPs)
 	}
 	// The base config's host firewall and named set are installed.
-	if n := qemuCount(save, "TFW-HOST-IN", "--match-set tfw-s-admins src", "--dport 22 "); n != 1 {
-		t.Errorf("TFW-HOST-IN has %d ssh-from-admins rules, want 1:\n%s", n, qemuLines(save, "TFW-HOST-IN"))
+	if n := q.hostSSHFromAdmins(); n != 1 {
+		t.Errorf("the host firewall has %d ssh-from-admins rules, want 1", n)
 	}
-	if got := q.run("ipset", "list", "tfw-s-admins"); !strings.Contains(got, "198.51.100.0/28") {
-		t.Errorf("the base config's set admins is not installed:\n%s", got)
+	if !q.setHas("admins", "198.51.100.0/28") {
+		t.Error("the base config's set admins is not installed")
 	}
-	if got := q.run("ipset", "list", "tfw-host"); !strings.Contains(got, "192.0.2.31") {
-		t.Errorf("the host's IP is not in tfw-host:\n%s", got)
-	}
-	if got := q.run("ipset", "list", "tfw-t-"+tap); !strings.Contains(got, "192.0.2.200") {
-		t.Errorf("the VM's IP is not in its set:\n%s", got)
+	if !q.setHas("host", "192.0.2.31") {
+		t.Error("the host's IP is not in its set")
 	}
 	if t.Failed() {
-		t.Logf("iptables-save:\n%s", save)
+		t.Logf("installed:\n%s", q.be.state(t, q.ns))
 	}
 
 	vm.quit()
@@ -447,7 +457,11 @@ func TestQEMUSingleNIC(t *testing.T) {
 // so deleting a VM's NIC file (and the base config) while it runs still
 // leaves no trace after quit.
 func TestQEMUNICFileGoneBeforeQuit(t *testing.T) {
-	q := newQEMUHost(t)
+	forEachBackend(t, testQEMUNICFileGoneBeforeQuit)
+}
+
+func testQEMUNICFileGoneBeforeQuit(t *testing.T, be testBackend) {
+	q := newQEMUHost(t, be)
 	const tap, mac = "tap110i0", "1e:0b:85:27:8d:65"
 	q.writeNIC(tap, `{"bridge":"vmbr0","mac":"`+mac+`","ips":["192.0.2.200"]}`)
 	vm := q.startVM("vm110", nil, qemuNIC{tap, mac})
@@ -462,8 +476,10 @@ func TestQEMUNICFileGoneBeforeQuit(t *testing.T) {
 	q.noTrace(tap)
 }
 
-func TestQEMUTwoVMsTwoNICs(t *testing.T) {
-	q := newQEMUHost(t, "vmbr1")
+func TestQEMUTwoVMsTwoNICs(t *testing.T) { forEachBackend(t, testQEMUTwoVMsTwoNICs) }
+
+func testQEMUTwoVMsTwoNICs(t *testing.T, be testBackend) {
+	q := newQEMUHost(t, be, "vmbr1")
 	type nic struct {
 		qemuNIC
 		bridge, ip string
@@ -508,26 +524,22 @@ func TestQEMUTwoVMsTwoNICs(t *testing.T) {
 	for _, n := range all {
 		q.check(n.tap)
 	}
-	save := q.run("iptables-save")
-	// Each tap has exactly one leaf in each dispatch trie, and one from the
-	// host for its address.
+	// Each tap is dispatched to its chains once each way, and attached.
+	taps := q.listJSON()
 	for _, n := range all {
-		if got := leaves(save, "TFW-DI", "--physdev-in "+n.tap+" "); got != 1 {
-			t.Errorf("%d leaves for %s in TFW-DI, want 1", got, n.tap)
+		if got := q.dispatchCount(n.tap); got != q.be.dispatchPerTap() {
+			t.Errorf("%d dispatch rules or elements for %s, want %d", got, n.tap, q.be.dispatchPerTap())
 		}
-		if got := leaves(save, "TFW-DO", "--physdev-out "+n.tap+" "); got != 1 {
-			t.Errorf("%d leaves for %s in TFW-DO, want 1", got, n.tap)
-		}
-		if got := leaves(save, "TFW-DH", n.tap+": from host"); got != 1 {
-			t.Errorf("%d leaves for %s in TFW-DH, want 1", got, n.tap)
+		if !slices.ContainsFunc(taps, func(x inspect.Tap) bool { return x.Name == n.tap && x.Attached && x.Bridge == n.bridge }) {
+			t.Errorf("list lacks %s attached on %s: %+v", n.tap, n.bridge, taps)
 		}
 	}
 	// The host firewall both VMs' ADDs carried is there once.
-	if got := qemuCount(save, "TFW-HOST-IN", "--match-set tfw-s-admins src", "--dport 22 "); got != 1 {
-		t.Errorf("TFW-HOST-IN has %d ssh-from-admins rules, want 1", got)
+	if got := q.hostSSHFromAdmins(); got != 1 {
+		t.Errorf("the host firewall has %d ssh-from-admins rules, want 1", got)
 	}
 	if t.Failed() {
-		t.Logf("iptables-save:\n%s", save)
+		t.Logf("installed:\n%s", q.be.state(t, q.ns))
 	}
 
 	// Both quit at once too: the downscripts meet at the lock.
@@ -552,6 +564,15 @@ func TestQEMUTwoVMsTwoNICs(t *testing.T) {
 
 func TestQEMUBadConfigRefusesNIC(t *testing.T) {
 	needQEMU(t)
+	forEachBackend(t, testQEMUBadConfigRefusesNIC)
+}
+
+func testQEMUBadConfigRefusesNIC(t *testing.T, be testBackend) {
+	// A variable the backend reads, with a bad value: the plugin fails.
+	badVar := "TAPFW_IPTABLES"
+	if be.nftables() {
+		badVar = "TAPFW_MARKS"
+	}
 	const tap, mac = "tap110i0", "1e:0b:85:27:8d:65"
 	cases := []struct {
 		name string
@@ -573,12 +594,12 @@ func TestQEMUBadConfigRefusesNIC(t *testing.T) {
 			[]string{tap, "no usable config"}},
 		// The tap is on the bridge when the plugin fails: the script must
 		// take it off again.
-		{"plugin fails", `{"bridge":"vmbr0","mac":"` + mac + `"}`, []string{"TAPFW_IPTABLES=bogus"},
-			[]string{tap, "firewall not installed", "TAPFW_IPTABLES"}},
+		{"plugin fails", `{"bridge":"vmbr0","mac":"` + mac + `"}`, []string{badVar + "=bogus"},
+			[]string{tap, "firewall not installed", badVar}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			q := newQEMUHost(t)
+			q := newQEMUHost(t, be)
 			if c.nic != "" {
 				q.writeNIC(tap, c.nic)
 			}
