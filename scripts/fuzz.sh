@@ -9,6 +9,9 @@
 #                         "context deadline exceeded" when a duration ends while a
 #                         worker is busy (go.dev/issue/75804, fixed in Go 1.27)
 #   FUZZ_PARALLEL=N       fuzz workers per target (default: GOMAXPROCS)
+#   FUZZMINIMIZETIME=50x  how long each new input is shrunk (go test -fuzzminimizetime):
+#                         Go's default of 60s per input starves a target whose
+#                         seeds are kilobytes (a listing of nft rules) of executions
 #
 # Root is needed because FuzzRender hands its restore files to
 # iptables-restore inside a network namespace of its own (one per fuzz
@@ -42,7 +45,7 @@ for file in $targets; do
     budget_var="FUZZTIME_${name}"
     budget=${!budget_var:-$FUZZTIME}
     echo "== $name ($pkg, $budget)"
-    if ! go test "$pkg" -run '^$' -fuzz "^${name}\$" -fuzztime "$budget" ${FUZZ_PARALLEL:+-parallel "$FUZZ_PARALLEL"}; then
+    if ! go test "$pkg" -run '^$' -fuzz "^${name}\$" -fuzztime "$budget" -fuzzminimizetime "${FUZZMINIMIZETIME:-50x}" ${FUZZ_PARALLEL:+-parallel "$FUZZ_PARALLEL"}; then
       echo "== $name FAILED"
       status=1
     fi

@@ -106,6 +106,11 @@ func StaticRules(m Marks) []StaticRule {
 	rs = append(rs,
 		StaticRule{"bridge", ChainFromPort, out, o + "from a tap"},
 		StaticRule{"bridge", ChainFromPort, uout, o + "from a port without chains"},
+		// A packet a tap's OUT chain rejected skips the receiver's IN
+		// chain (whose drop would swallow the answer) for the inet
+		// forward chain that rejects it, as the iptables backend's REJECT
+		// answers before the receiver's chain is met.
+		StaticRule{"bridge", ChainForward, fmt.Sprintf("meta mark & %#08x != 0 accept", m.Rejects()), o + "rejected: answered by the inet chains"},
 		StaticRule{"bridge", ChainForward, in, o + "to a tap"},
 		StaticRule{"bridge", ChainForward, uin, o + "to a port without chains"},
 		StaticRule{"bridge", ChainLocalOut, in, o + "to a tap"},

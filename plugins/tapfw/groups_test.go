@@ -24,11 +24,7 @@ func (v *l2vm) groupConf(command, groups, rules string) testnet.Call {
 		"ips":[%q,%q],"policyIn":"DROP","policyOut":"ACCEPT",%s,"groups":%s,"rules":%s}`, v.mac, v.ip4, v.ip6, groupDefs, groups, rules))}
 }
 
-func TestSecurityGroups(t *testing.T) {
-	run(t, testSecurityGroups, testBackend{name: "iptables", env: []string{"TAPFW_BACKEND=iptables"}, tool: "iptables"})
-}
-
-// The nftables backend joins these once explain reads nftables.
+func TestSecurityGroups(t *testing.T) { forEachBackend(t, testSecurityGroups) }
 
 func testSecurityGroups(t *testing.T, be testBackend) {
 	h, a, b := l2net(t, be)

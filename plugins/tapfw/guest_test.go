@@ -268,11 +268,7 @@ func (lg *labGuest) connect(t *testing.T, host, port string) bool {
 	return ok
 }
 
-func TestRealGuests(t *testing.T) {
-	run(t, testRealGuests, testBackend{name: "iptables", env: []string{"TAPFW_BACKEND=iptables"}, tool: "iptables"})
-}
-
-// The nftables backend joins these once explain reads nftables.
+func TestRealGuests(t *testing.T) { forEachBackend(t, testRealGuests) }
 
 func testRealGuests(t *testing.T, be testBackend) {
 	lab := newGuestLab(t, be)

@@ -102,6 +102,18 @@ func testIPv6Rules(t *testing.T, be testBackend) {
 	if testnet.TCPProbe(b.ns, "["+a.ip6.String()+"]:8080", 3*time.Second) || time.Since(start) > 2*time.Second {
 		t.Errorf("8080 from b over IPv6 was not rejected at once (%v)", time.Since(start))
 	}
+	// What a's OUT chain rejects is answered even when b's IN policy
+	// drops: the sender's verdict comes first.
+	refused := func(when string) {
+		start := time.Now()
+		if testnet.TCPProbe(a.ns, "["+b.ip6.String()+"]:25", 3*time.Second) || time.Since(start) > 2*time.Second {
+			t.Errorf("mail from a %s was not rejected at once (%v)", when, time.Since(start))
+		}
+	}
+	refused("to b accepting all")
+	h.mustCall(b.dualConf("ADD", `{}`, "DROP"))
+	refused("to b dropping all")
+	h.mustCall(b.dualConf("ADD", `{}`, "ACCEPT"))
 	for _, c := range []testnet.Call{a.dualConf("CHECK", aRules, "DROP"), b.dualConf("CHECK", `{}`, "ACCEPT")} {
 		h.mustCall(c)
 	}

@@ -396,11 +396,7 @@ func (o *operator) explain(q query, asJSON bool) int {
 	if q.dir != "in" && q.dir != "out" {
 		return o.fail("--dir: %q is not in or out", q.dir)
 	}
-	s, err := o.snapshot()
-	if err != nil {
-		return o.fail("reading the installed firewall: %v", err)
-	}
-	res, pkt, err := q.explain(s)
+	res, pkt, err := o.explainPacket(q)
 	if err != nil {
 		return o.fail("%v", err)
 	}
@@ -412,6 +408,22 @@ func (o *operator) explain(q query, asJSON bool) int {
 	}
 	fmt.Fprintf(o.stdout, "%s\n%s", describePacket(pkt), res.Text())
 	return 0
+}
+
+// explainPacket walks the query's packet through the installed
+// ruleset of the backend in use.
+func (o *operator) explainPacket(q query) (explain.Result, explain.Packet, error) {
+	if o.p.envErr != nil {
+		return explain.Result{}, explain.Packet{}, o.p.envErr
+	}
+	if b, ok := o.p.be.(*nftablesBackend); ok {
+		return q.explainNFT(b, o.p.bridgeOf)
+	}
+	s, err := o.snapshot()
+	if err != nil {
+		return explain.Result{}, explain.Packet{}, fmt.Errorf("reading the installed firewall: %w", err)
+	}
+	return q.explain(s)
 }
 
 // query is what the operator asks explain about.
@@ -441,41 +453,47 @@ func dash(s string) string {
 	return s
 }
 
-// owner finds the tap whose address set holds a, and whether a is the host's.
-func owner(s *inspect.Snapshot, a netip.Addr) (tap string, host bool) {
-	for name, entries := range s.Sets {
-		f, ok := ruleset.FamilyOfSet(name)
-		if !ok {
-			continue
-		}
-		for _, p := range entries {
-			if !p.Contains(a) {
-				continue
+// book says who owns an address (a tap, or the host) and a tap's MAC:
+// what explain needs to place a packet on the bridge.
+type book struct {
+	owner func(netip.Addr) (tap string, host bool)
+	mac   func(tap string) string
+}
+
+// snapshotBook reads owners from the iptables backend's address sets.
+func snapshotBook(s *inspect.Snapshot) book {
+	return book{
+		owner: func(a netip.Addr) (tap string, host bool) {
+			for name, entries := range s.Sets {
+				f, ok := ruleset.FamilyOfSet(name)
+				if !ok {
+					continue
+				}
+				for _, p := range entries {
+					if !p.Contains(a) {
+						continue
+					}
+					if name == f.SetHost() {
+						host = true
+					} else if t, ok := f.TapOfSet(name); ok {
+						tap = t
+					}
+				}
 			}
-			if name == f.SetHost() {
-				host = true
-			} else if t, ok := f.TapOfSet(name); ok {
-				tap = t
-			}
-		}
+			return tap, host
+		},
+		mac: func(tap string) string { t, _ := s.Show(tap); return t.MAC },
 	}
-	return tap, host
 }
 
 // explain builds the packet as the kernel's hooks see it and walks it.
 func (q query) explain(s *inspect.Snapshot) (explain.Result, explain.Packet, error) {
 	t, rules := s.Show(q.tap)
-	if len(rules) == 0 {
-		return explain.Result{}, explain.Packet{}, fmt.Errorf("%s has no firewall installed", q.tap)
-	}
-	if t.Bridge == "" {
-		return explain.Result{}, explain.Packet{}, fmt.Errorf("%s is on no bridge", q.tap)
-	}
-	pkt, err := q.packet(t)
+	pkt, err := q.tapPacket(t, len(rules) > 0)
 	if err != nil {
 		return explain.Result{}, pkt, err
 	}
-	q.place(s, t, &pkt)
+	q.place(snapshotBook(s), t, &pkt)
 	tb := s.V4
 	if pkt.Family == 6 {
 		tb = s.V6
@@ -485,6 +503,18 @@ func (q query) explain(s *inspect.Snapshot) (explain.Result, explain.Packet, err
 	}
 	res, err := explain.Explain(tb, s.Sets, pkt)
 	return res, pkt, err
+}
+
+// tapPacket is the query's packet for the tap, which must have a
+// firewall installed and be on a bridge.
+func (q query) tapPacket(t inspect.Tap, installed bool) (explain.Packet, error) {
+	if !installed {
+		return explain.Packet{}, fmt.Errorf("%s has no firewall installed", q.tap)
+	}
+	if t.Bridge == "" {
+		return explain.Packet{}, fmt.Errorf("%s is on no bridge", q.tap)
+	}
+	return q.packet(t)
 }
 
 // packet is the packet the query describes: its addresses (the tap's own
@@ -573,12 +603,12 @@ func (q query) addresses(t inspect.Tap) (src, dst netip.Addr, err error) {
 // place puts the packet where the kernel sees it: bridged between the
 // tap and its peer (another tap, found by address, or --peer, else an
 // uplink), to the host (INPUT) or from it (OUTPUT).
-func (q query) place(s *inspect.Snapshot, t inspect.Tap, pkt *explain.Packet) {
+func (q query) place(b book, t inspect.Tap, pkt *explain.Packet) {
 	other := pkt.Dst
 	if q.dir == "in" {
 		other = pkt.Src
 	}
-	peerTap, isHost := owner(s, other)
+	peerTap, isHost := b.owner(other)
 	peer := q.peer
 	if peer == "" {
 		peer = peerTap
@@ -591,8 +621,8 @@ func (q query) place(s *inspect.Snapshot, t inspect.Tap, pkt *explain.Packet) {
 	}
 	if q.dir == "in" && peerTap != "" && peer == peerTap {
 		// The sending tap's OUT chain checks its MAC.
-		if pt, _ := s.Show(peerTap); pt.MAC != "" {
-			pkt.SrcMAC, _ = net.ParseMAC(pt.MAC)
+		if mac := b.mac(peerTap); mac != "" {
+			pkt.SrcMAC, _ = net.ParseMAC(mac)
 		}
 	}
 	br := t.Bridge
