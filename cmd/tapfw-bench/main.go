@@ -13,7 +13,16 @@
 //     host (OUTPUT), with the no-firewall figure beside it; and the number
 //     of rules a new packet is checked against before it reaches its tap's
 //     chain, walked through the installed ruleset by pkg/explain and held
-//     against the kernel's counters.
+//     against the kernel's counters (iptables), or followed by the kernel's
+//     own trace (nftables).
+//   - Established traffic: one TCP connection VM to VM, measured with
+//     iperf3 (bulk, and 64-byte writes) at the smallest and largest N,
+//     beside the floor: the same path through a host whose only firewall
+//     is conntrack and two accept rules (established, the iperf3 port).
+//
+// By default (-backend both) every phase runs for the iptables backend,
+// then again for the nftables backend, each in sandboxes of its own; the
+// baseline is measured once. The report starts with the targets of both.
 //
 // The phases live in internal/controlplane and internal/dataplane, what
 // they share in internal/harness and internal/taps; internal/report holds
@@ -21,15 +30,16 @@
 //
 // Usage (as root):
 //
-//	go run ./cmd/tapfw-bench -plugin bin/tapfw [-n 100,1000,4000] [-calls 30]
-//	    [-dp-n 1,1000,4000] [-duration 3s] [-json bench.json] [-chart bench.png] [-md bench.md]
+//	go run ./cmd/tapfw-bench -plugin bin/tapfw [-backend both|iptables|nftables] [-n 100,1000,4000] [-calls 30]
+//	    [-dp-n 1,1000,4000] [-duration 3s] [-tcp-time 3s] [-json bench.json] [-chart bench.png] [-md bench.md]
 //	go run ./cmd/tapfw-bench -plugin bin/tapfw -quick
 //	go run ./cmd/tapfw-bench -from-json bench.json [-chart bench.png]   (tables of an earlier run)
 //
 // Progress goes to stderr, the tables to stdout. Nothing touches the
 // machine's own network: every link, rule, set and sysctl lives in
 // namespaces this program creates and deletes, also on SIGINT and SIGTERM.
-// Addresses come from 192.0.2.0/24, 198.51.100.0/24 and 203.0.113.0/24.
+// Addresses come from 192.0.2.0/24, 198.51.100.0/24 and 203.0.113.0/24;
+// the iperf3 processes run in the VMs' namespaces and are ended with them.
 package main
 
 import (
@@ -73,7 +83,8 @@ func defineFlags(o *harness.Options, nList, dpList *string) {
 	flag.IntVar(&o.Jobs, "j", 2, "concurrent plugin calls while installing the N taps (1 or 2)")
 	flag.IntVar(&o.Bridges, "bridges", 4, "control plane: bridges the taps are spread over")
 	flag.StringVar(&o.Iptables, "iptables", "", "iptables backend: auto, nft or legacy (default: $TAPFW_IPTABLES, else auto)")
-	flag.StringVar(&o.Backend, "backend", "", "the plugin's backend: iptables or nftables (default: $TAPFW_BACKEND, else the plugin's own)")
+	flag.StringVar(&o.Backend, "backend", "", "the plugin's backends to measure: both (iptables, then nftables, each in sandboxes of its own), iptables or nftables (default: $TAPFW_BACKEND, else both)")
+	flag.DurationVar(&o.TCPTime, "tcp-time", 3*time.Second, "established traffic: iperf3 time per run (3 runs a figure, at the smallest and largest -dp-n); 0 skips it")
 	flag.StringVar(&o.JSONPath, "json", "", "write the raw results as JSON to this file")
 	flag.StringVar(&o.MDPath, "md", "", "also write the markdown tables to this file")
 	flag.StringVar(&o.FromJSON, "from-json", "", "measure nothing: print the tables (and -chart, -md) of a -json file of an earlier run")
@@ -83,7 +94,7 @@ func defineFlags(o *harness.Options, nList, dpList *string) {
 	flag.BoolVar(&o.SkipCP, "no-control", false, "skip the control plane")
 	flag.BoolVar(&o.SkipBase, "no-baseline", false, "skip the per-rule baseline")
 	flag.BoolVar(&o.SkipDP, "no-data", false, "skip the data plane")
-	flag.BoolVar(&o.Quick, "quick", false, "a short run: -n 20,100 -dp-n 1,100 -calls 10 -duration 1s (flags given explicitly win)")
+	flag.BoolVar(&o.Quick, "quick", false, "a short run: -n 20,100 -dp-n 1,100 -calls 10 -duration 1s -tcp-time 1s (flags given explicitly win)")
 	flag.BoolVar(&o.Verbose, "v", false, "more progress on stderr")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: tapfw-bench -plugin bin/tapfw [flags]   (as root)\n\n")
@@ -114,6 +125,9 @@ func parseFlags() (*harness.Options, error) {
 		if !set["duration"] {
 			o.Duration = time.Second
 		}
+		if !set["tcp-time"] {
+			o.TCPTime = time.Second
+		}
 	}
 	var err error
 	if o.Ns, err = parseInts(nList, 1); err != nil {
@@ -122,8 +136,9 @@ func parseFlags() (*harness.Options, error) {
 	if o.DpNs, err = parseInts(dpList, 1); err != nil {
 		return nil, fmt.Errorf("-dp-n: %w", err)
 	}
-	if o.Calls < 1 || o.Jobs < 1 || o.Jobs > 2 || o.Bridges < 1 || o.Bridges > 64 || o.Duration < 100*time.Millisecond || o.Count < 10 {
-		return nil, errors.New("need -calls >= 1, -j 1 or 2, -bridges 1..64, -duration >= 100ms, -count-packets >= 10")
+	if o.Calls < 1 || o.Jobs < 1 || o.Jobs > 2 || o.Bridges < 1 || o.Bridges > 64 || o.Duration < 100*time.Millisecond || o.Count < 10 ||
+		(o.TCPTime != 0 && o.TCPTime < time.Second) {
+		return nil, errors.New("need -calls >= 1, -j 1 or 2, -bridges 1..64, -duration >= 100ms, -count-packets >= 10, -tcp-time 0 or >= 1s")
 	}
 	if o.Iptables == "" {
 		o.Iptables = os.Getenv("TAPFW_IPTABLES")
@@ -139,9 +154,12 @@ func parseFlags() (*harness.Options, error) {
 		o.Backend = os.Getenv("TAPFW_BACKEND")
 	}
 	switch o.Backend {
-	case "", "auto", "iptables", "nftables":
+	case "", "both":
+		o.Backends = []string{"iptables", "nftables"}
+	case "auto", "iptables", "nftables":
+		o.Backends = []string{o.Backend}
 	default:
-		return nil, fmt.Errorf("-backend: %q is not iptables, nftables or auto", o.Backend)
+		return nil, fmt.Errorf("-backend: %q is not both, iptables, nftables or auto", o.Backend)
 	}
 	o.Cmdline = commandLine()
 	return o, nil
@@ -240,7 +258,11 @@ func checkTools(o *harness.Options) error {
 		return fmt.Errorf("plugin binary: %v (build it with: make build)", err)
 	}
 	ipt := harness.IptablesCmd(o.Iptables)
-	for _, tool := range []string{"ip", "bridge", ipt, ipt + "-save", ipt + "-restore", "ipset"} {
+	tools := []string{"ip", "bridge", ipt, ipt + "-save", ipt + "-restore", "ipset", "nft"}
+	if !o.SkipDP && o.TCPTime > 0 {
+		tools = append(tools, "iperf3")
+	}
+	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
 			return fmt.Errorf("%s not found (make deps installs it)", tool)
 		}
@@ -265,13 +287,16 @@ func paramsOf(o *harness.Options) report.Params {
 		Bridges: o.Bridges, IptablesMode: o.Iptables, CtUDPTimeout: o.CtTimeout, CountPackets: o.Count,
 		UserRulesIn: len(taps.UserIn), UserRulesOut: len(taps.UserOut), BaselineOwn: own, BaselineShared: shared,
 		FlowsPerPath: traffic.FlowPortHi - traffic.FlowPortLo + 1, FrameBytes: 14 + 20 + 8 + traffic.PayloadLen}
+	if !o.SkipDP && o.TCPTime > 0 {
+		p.IperfSeconds, p.IperfRuns, p.SmallWriteBytes = o.TCPTime.Seconds(), dataplane.IperfRuns, dataplane.SmallWrite
+	}
 	if fi, err := os.Stat(o.Plugin); err == nil {
 		p.PluginSizeBytes = fi.Size()
 	}
 	return p
 }
 
-// measure runs the phases and prints what they measured.
+// measure runs the phases for each backend and prints what they measured.
 func measure(ctx context.Context, h *harness.Harness) int {
 	defer h.Cleanup()
 	o := h.O
@@ -282,46 +307,77 @@ func measure(ctx context.Context, h *harness.Harness) int {
 	rep := &report.Report{Command: o.Cmdline, Machine: report.MachineInfo(harness.IptablesCmd(o.Iptables)), Params: paramsOf(o)}
 	rep.Date = h.Start().UTC().Format("2006-01-02 15:04 MST")
 	h.Progress("tapfw-bench: %s; %s", rep.Machine.Summary(), rep.Command)
+	h.Progress("planned: backends %s, one after the other", strings.Join(o.Backends, ", "))
 	if !o.SkipCP {
 		h.Progress("planned: control plane at N=%v, %d ADD+DEL pairs each, plugin%s", o.Ns, o.Calls,
-			map[bool]string{true: "", false: " and baseline"}[o.SkipBase])
+			map[bool]string{true: "", false: " and baseline (once)"}[o.SkipBase])
 	}
 	if !o.SkipDP {
-		h.Progress("planned: data plane at N=%v, %v per figure", o.DpNs, o.Duration)
+		h.Progress("planned: data plane at N=%v, %v per figure; established TCP %v a run", o.DpNs, o.Duration, o.TCPTime)
 	}
-	fail := func(phase string, err error) int {
-		if ctx.Err() != nil {
-			fmt.Fprintf(os.Stderr, "tapfw-bench: interrupted during %s\n", phase)
-			return 130
+	for i, name := range o.Backends {
+		run, phase, err := measureBackend(ctx, h, name, i > 0)
+		rep.Backends = append(rep.Backends, *run)
+		if err != nil {
+			return failed(ctx, h, rep, name+": "+phase, err)
 		}
-		fmt.Fprintf(os.Stderr, "tapfw-bench: %s: %v\n", phase, err)
-		// Print what was measured so far: a long run is not wasted.
-		if len(rep.Control)+len(rep.Data) > 0 {
-			rep.Incomplete = phase + ": " + err.Error()
-			output(h, rep)
-		}
-		return 1
-	}
-	if !o.SkipCP {
-		t0 := time.Now()
-		if err := controlplane.Run(ctx, h, rep); err != nil {
-			return fail("control plane", err)
-		}
-		rep.Timing.ControlPlaneS = time.Since(t0).Seconds()
-	}
-	if !o.SkipDP {
-		t0 := time.Now()
-		if err := dataplane.Run(ctx, h, rep); err != nil {
-			return fail("data plane", err)
-		}
-		rep.Timing.DataPlaneS = time.Since(t0).Seconds()
 	}
 	rep.Timing.TotalS = time.Since(h.Start()).Seconds()
+	for _, b := range rep.Backends {
+		rep.Timing.ControlPlaneS += b.Timing.ControlPlaneS
+		rep.Timing.DataPlaneS += b.Timing.DataPlaneS
+	}
 	if code := output(h, rep); code != 0 {
 		return code
 	}
 	h.Progress("done in %v", time.Since(h.Start()).Round(time.Second))
 	return 0
+}
+
+// failed reports a phase's error, and prints what was measured so far: a
+// long run is not wasted.
+func failed(ctx context.Context, h *harness.Harness, rep *report.Report, phase string, err error) int {
+	if ctx.Err() != nil {
+		fmt.Fprintf(os.Stderr, "tapfw-bench: interrupted during %s\n", phase)
+		return 130
+	}
+	fmt.Fprintf(os.Stderr, "tapfw-bench: %s: %v\n", phase, err)
+	if rep.Measured() {
+		rep.Incomplete = phase + ": " + err.Error()
+		output(h, rep)
+	}
+	return 1
+}
+
+// measureBackend runs the phases with the plugin's backend set to name,
+// in sandboxes of their own (every phase deletes its namespaces when it
+// ends). The baseline does not depend on the backend: after the first
+// backend (later is set) it is not measured again.
+func measureBackend(ctx context.Context, h *harness.Harness, name string, later bool) (*report.BackendRun, string, error) {
+	o := h.O
+	skipBase := o.SkipBase
+	defer func() { o.SkipBase = skipBase }()
+	o.Backend, o.SkipBase = name, skipBase || later
+	run := &report.BackendRun{Backend: name}
+	h.Progress("backend %s", name)
+	sub := &report.Report{}
+	if !o.SkipCP {
+		t0 := time.Now()
+		err := controlplane.Run(ctx, h, sub)
+		run.Control, run.Timing.ControlPlaneS = sub.Control, time.Since(t0).Seconds()
+		if err != nil {
+			return run, "control plane", err
+		}
+	}
+	if !o.SkipDP {
+		t0 := time.Now()
+		err := dataplane.Run(ctx, h, sub)
+		run.Data, run.Timing.DataPlaneS = sub.Data, time.Since(t0).Seconds()
+		if err != nil {
+			return run, "data plane", err
+		}
+	}
+	return run, "", nil
 }
 
 // output prints the tables and writes the markdown, the JSON and the chart.

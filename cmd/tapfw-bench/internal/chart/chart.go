@@ -1,7 +1,8 @@
 // Package chart draws a run's chart with gonum.org/v1/plot: two log-log
 // panels. Left, the control plane: p50 wall time of ADD and DEL against N,
-// plugin and baseline. Right, the data plane: packets/s received against
-// N, each path with the firewall (solid) and without (dashed).
+// each backend's and the baseline. Right, the data plane: packets/s
+// received against N, each path with each backend (solid) and without a
+// firewall (dashed, from the first backend's run).
 package chart
 
 import (
@@ -35,6 +36,11 @@ var (
 	green      = color.RGBA{44, 160, 44, 255}
 	purple     = color.RGBA{148, 103, 189, 255}
 	brown      = color.RGBA{140, 86, 75, 255}
+	darkgreen  = color.RGBA{0, 100, 60, 255}
+	lime       = color.RGBA{120, 200, 80, 255}
+	teal       = color.RGBA{23, 190, 207, 255}
+	magenta    = color.RGBA{227, 119, 194, 255}
+	olive      = color.RGBA{188, 189, 34, 255}
 )
 
 // series is one line of a panel; one without a name is not in the legend.
@@ -82,23 +88,48 @@ func Write(path string, rep *report.Report) error {
 // px is a length of n pixels at dpi.
 func px(n int) vg.Length { return vg.Length(n) * vg.Inch / dpi }
 
+// palette is a backend's colours: ADD, DEL, then the three paths.
+var palette = map[int][]color.Color{
+	0: {blue, skyblue, green, purple, brown},
+	1: {darkgreen, lime, teal, magenta, olive},
+}
+
+func colours(i int) []color.Color { return palette[i%len(palette)] }
+
+// prefix names a backend's series when the run measured more than one.
+func prefix(rep *report.Report, b report.BackendRun) string {
+	if len(rep.Backends) > 1 {
+		return b.Backend + " "
+	}
+	return ""
+}
+
 func controlPanel(rep *report.Report) panel {
 	p := panel{title: "Control plane: p50 per call", xlabel: "taps installed (N)", ylabel: "ms per call (log)"}
-	pa := series{name: "tapfw ADD", col: blue}
-	pd := series{name: "tapfw DEL", col: skyblue, dashed: true}
 	ba := series{name: "baseline ADD", col: red}
 	bd := series{name: "baseline DEL", col: orange, dashed: true}
-	for _, r := range rep.Control {
-		n := float64(r.N)
-		p.xticks = append(p.xticks, n)
-		pa.add(n, r.PluginAdd.P50)
-		pd.add(n, r.PluginDel.P50)
-		if r.BaselineAdd != nil {
-			ba.add(n, r.BaselineAdd.P50)
-			bd.add(n, r.BaselineDel.P50)
+	seen := map[int]bool{}
+	for i, b := range rep.Backends {
+		col, name := colours(i), prefix(rep, b)+"tapfw "
+		pa := series{name: name + "ADD", col: col[0]}
+		pd := series{name: name + "DEL", col: col[1], dashed: true}
+		for _, r := range b.Control {
+			n := float64(r.N)
+			if !seen[r.N] {
+				p.xticks = append(p.xticks, n)
+			}
+			pa.add(n, r.PluginAdd.P50)
+			pd.add(n, r.PluginDel.P50)
+			if r.BaselineAdd != nil && !seen[r.N] {
+				ba.add(n, r.BaselineAdd.P50)
+				bd.add(n, r.BaselineDel.P50)
+			}
+			seen[r.N] = true
+		}
+		if len(pa.xs) > 0 {
+			p.series = append(p.series, pa, pd)
 		}
 	}
-	p.series = []series{pa, pd}
 	if len(ba.xs) > 0 {
 		p.series = append(p.series, ba, bd)
 	}
@@ -108,26 +139,35 @@ func controlPanel(rep *report.Report) panel {
 func dataPanel(rep *report.Report) panel {
 	p := panel{title: "Data plane: new flows received per second", xlabel: "taps on the bridge (N)", ylabel: "packets/s (log)",
 		note: &series{name: "dashed: no firewall", col: gray, dashed: true}}
-	cols := map[string]color.Color{"forward": green, "input": purple, "output": brown}
 	names := map[string]string{"forward": "VM to VM", "input": "VM to host", "output": "host to VM"}
-	for _, name := range []string{"forward", "input", "output"} {
-		fw := series{name: names[name], col: cols[name]}
-		nf := series{col: cols[name], dashed: true}
-		for _, r := range rep.Data {
-			for _, x := range r.Paths {
-				if x.Path == name {
-					n := float64(max(r.N, 1))
-					fw.add(n, x.FwPPS)
-					nf.add(n, x.NoFwPPS)
+	seen := map[int]bool{}
+	for i, b := range rep.Backends {
+		col := colours(i)
+		for k, name := range []string{"forward", "input", "output"} {
+			fw := series{name: prefix(rep, b) + names[name], col: col[2+k]}
+			nf := series{col: col[2+k], dashed: true}
+			for _, r := range b.Data {
+				for _, x := range r.Paths {
+					if x.Path == name {
+						n := float64(max(r.N, 1))
+						fw.add(n, x.FwPPS)
+						nf.add(n, x.NoFwPPS)
+					}
+				}
+			}
+			if len(fw.xs) > 0 {
+				p.series = append(p.series, fw)
+				if i == 0 {
+					p.series = append(p.series, nf)
 				}
 			}
 		}
-		if len(fw.xs) > 0 {
-			p.series = append(p.series, fw, nf)
+		for _, r := range b.Data {
+			if !seen[r.N] {
+				p.xticks = append(p.xticks, float64(max(r.N, 1)))
+				seen[r.N] = true
+			}
 		}
-	}
-	for _, r := range rep.Data {
-		p.xticks = append(p.xticks, float64(max(r.N, 1)))
 	}
 	return p
 }

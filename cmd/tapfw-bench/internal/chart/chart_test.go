@@ -15,7 +15,11 @@ func TestWriteAStoredRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, r := range map[string]*report.Report{"quick": rep, "empty": {}} {
+	both, err := report.ReadJSON("../report/testdata/both.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, r := range map[string]*report.Report{"quick": rep, "both": both, "empty": {}} {
 		path := filepath.Join(t.TempDir(), name+".png")
 		if err := Write(path, r); err != nil {
 			t.Fatalf("%s: %v", name, err)

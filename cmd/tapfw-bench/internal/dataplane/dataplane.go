@@ -2,9 +2,12 @@
 // namespaces on a bridge that carries N more managed taps; one-way small
 // UDP packets, every one a new flow, received per second by the second VM
 // (FORWARD), by the host (INPUT) and from the host (OUTPUT), beside the
-// same network without a firewall; and the rules a new packet is checked
+// same network without a firewall; the rules a new packet is checked
 // against, walked through the installed table by pkg/explain and held
-// against the kernel's counters (rulecheck).
+// against the kernel's counters (rulecheck; iptables backend), or
+// followed by the kernel's trace (nftables backend); and, at the smallest
+// and largest N, one established TCP connection VM to VM (iperf3) beside
+// the floor, a third sandbox with only conntrack and two accept rules.
 package dataplane
 
 import (
@@ -28,6 +31,7 @@ var benchFlow = rulecheck.Flow{Host: netip.MustParseAddr(taps.HostIP), SPort: tr
 type bench struct {
 	h         *harness.Harness
 	fw, twin  *sandbox
+	floor     *sandbox // established traffic: conntrack and two accept rules
 	lock      string
 	installed int // taps in the firewalled sandbox
 }
@@ -64,11 +68,14 @@ func (b *bench) setup(ctx context.Context) error {
 	if b.twin, err = newSandbox(b.h, "no firewall", "bnf"); err != nil {
 		return err
 	}
-	return b.twin.setPorts(ctx, 0, 1)
+	if err := b.twin.setPorts(ctx, 0, 1); err != nil {
+		return err
+	}
+	return b.setupFloor(ctx)
 }
 
 func (b *bench) close() {
-	for _, s := range []*sandbox{b.fw, b.twin} {
+	for _, s := range []*sandbox{b.fw, b.twin, b.floor} {
 		if s != nil {
 			b.h.DropNS(s.host, s.a, s.b)
 			s.close()
@@ -101,7 +108,7 @@ func (b *bench) measureAt(ctx context.Context, n int) (report.DPResult, error) {
 		return row, err
 	}
 	var err error
-	if row.TableRules, err = b.h.CountRules(ctx, fw.host); err != nil {
+	if row.TableRules, err = b.h.CountInstalled(ctx, fw.host); err != nil {
 		return row, err
 	}
 	b.h.Progress("data plane N=%d: VMs on %s and %s, %s (%d rules in the table); measuring %v per figure",
@@ -118,6 +125,11 @@ func (b *bench) measureAt(ctx context.Context, n int) (report.DPResult, error) {
 	}
 	if err := b.worstTaps(ctx, n, &row); err != nil {
 		return row, err
+	}
+	if b.measureTCPAt(n) {
+		if row.Established, err = b.established(ctx, n); err != nil {
+			return row, err
+		}
 	}
 	if st, err := traffic.CtStats(fw.host); err == nil {
 		row.CtCount = st["entries"]
@@ -189,8 +201,8 @@ func (b *bench) measurePath(ctx context.Context, n int, p pathSpec) (report.Path
 	if pr.Checks, pr.CountRecv, err = b.countChecks(ctx, p, o.Count); err != nil {
 		return pr, fmt.Errorf("%s rule count: %w", p.name, err)
 	}
-	if pr.CountRecv != uint64(o.Count) {
-		b.h.Progress("data plane N=%d %s: warning: %d of %d counted packets arrived", n, p.name, pr.CountRecv, o.Count)
+	if pr.CountRecv != pr.Checks.Packets {
+		b.h.Progress("data plane N=%d %s: warning: %d of %d counted packets arrived", n, p.name, pr.CountRecv, pr.Checks.Packets)
 	}
 	b.h.Progress("data plane N=%d %s: %.0f pps with firewall, %.0f without (%.0f%%); %.1f rules checked before the tap's chain (%.1f in all); %.1f%% of packets made a new conntrack entry",
 		n, p.name, pr.FwPPS, pr.NoFwPPS, 100*pr.Ratio, pr.Checks.Dispatch, pr.Checks.Total, 100*pr.NewFlowShare)
@@ -224,46 +236,4 @@ func pps(s *sandbox, p pathSpec, d time.Duration) (recv, sent float64, err error
 		return 0, 0, err
 	}
 	return float64(after-before) / el.Seconds(), float64(n) / el.Seconds(), nil
-}
-
-// newShare checks that every packet of a flood is a new conntrack entry:
-// two rules without a target at the top of the path's built-in chain
-// (after conntrack has looked the packet up, before it confirms a new
-// entry) count the bench's packets, and those whose entry is already
-// CONFIRMED (an existing flow). They are there only during this separate
-// flood, not while the packets/s are measured, and go again after it.
-func (b *bench) newShare(ctx context.Context, p pathSpec, d time.Duration) (float64, error) {
-	s, ipt := b.fw, b.h.Iptables()
-	port := fmt.Sprint(taps.BenchPort)
-	specs := [][]string{
-		{"-p", "udp", "--dport", port, "-m", "conntrack", "--ctstatus", "CONFIRMED", "-m", "comment", "--comment", "tapfw-bench: old flow"},
-		{"-p", "udp", "--dport", port, "-m", "comment", "--comment", "tapfw-bench: all"},
-	}
-	for i, sp := range specs {
-		if _, err := harness.NSRun(ctx, s.host, nil, append([]string{ipt, "-w", "-t", "filter", "-I", p.hook, fmt.Sprint(i + 1)}, sp...)...); err != nil {
-			return 0, err
-		}
-	}
-	defer func() {
-		for _, sp := range specs {
-			_, _ = harness.NSRun(context.Background(), s.host, nil, append([]string{ipt, "-w", "-t", "filter", "-D", p.hook}, sp...)...)
-		}
-	}()
-	f, err := p.flow(s)
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	if _, _, err := f.Flood(d); err != nil {
-		return 0, err
-	}
-	t, err := b.h.ReadTable(ctx, s.host, true)
-	if err != nil {
-		return 0, err
-	}
-	old, all := t.Counter(p.hook, 0), t.Counter(p.hook, 1)
-	if all.Packets == 0 {
-		return 0, fmt.Errorf("no packets counted at the top of %s", p.hook)
-	}
-	return 1 - float64(old.Packets)/float64(all.Packets), nil
 }

@@ -1,14 +1,8 @@
 package harness
 
 import (
-	"bytes"
 	"context"
-	"fmt"
 	"net/netip"
-	"os"
-	"os/exec"
-	"strings"
-	"syscall"
 	"time"
 
 	"github.com/tapfw/tapfw/cmd/tapfw-bench/internal/report"
@@ -16,45 +10,12 @@ import (
 	"github.com/tapfw/tapfw/pkg/testnet"
 )
 
-// RunIn runs argv inside ns with stdin and extra environment, without `ip
-// netns exec`: the process is forked from a thread that has entered the
-// namespace, so it starts there and nothing else is on its clock.
+// RunIn runs argv inside ns with stdin and extra environment, forked
+// from a thread in the namespace (testnet.RunIn), and measures the process.
 func RunIn(ctx context.Context, ns *testnet.NS, stdin []byte, env []string, argv ...string) ([]byte, report.Sample, error) {
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdin = bytes.NewReader(stdin)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	cmd.WaitDelay = 5 * time.Second
-	var start time.Time
-	if err := ns.Do(func() error {
-		start = time.Now()
-		return cmd.Start()
-	}); err != nil {
-		return nil, report.Sample{}, fmt.Errorf("start %s in %s: %w", argv[0], ns.Name, err)
-	}
-	err := cmd.Wait()
-	wall := time.Since(start)
-	var s report.Sample
-	s.WallMs = float64(wall.Nanoseconds()) / 1e6
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok && ru != nil {
-		s.UserMs = float64(ru.Utime.Nano()) / 1e6
-		s.SysMs = float64(ru.Stime.Nano()) / 1e6
-		s.MaxRSSKB = ru.Maxrss
-	}
-	if err != nil {
-		return stdout.Bytes(), s, fmt.Errorf("%s: %w: stdout %s stderr %s", strings.Join(argv, " "), err,
-			clip(stdout.String()), clip(stderr.String()))
-	}
-	return stdout.Bytes(), s, nil
-}
-
-func clip(s string) string {
-	s = strings.TrimSpace(s)
-	if len(s) > 600 {
-		s = s[:600] + "..."
-	}
-	return s
+	out, u, err := testnet.RunIn(ctx, ns, stdin, env, argv...)
+	ms := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e6 }
+	return out, report.Sample{WallMs: ms(u.Wall), UserMs: ms(u.User), SysMs: ms(u.Sys), MaxRSSKB: u.MaxRSSKB}, err
 }
 
 // NSRun runs a command inside ns (for setup and reading state, not timed).

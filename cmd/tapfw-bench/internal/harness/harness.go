@@ -4,10 +4,8 @@
 package harness
 
 import (
-	"errors"
 	"fmt"
 	"os"
-	"slices"
 	"sync"
 	"time"
 
@@ -23,8 +21,10 @@ type Options struct {
 	Duration  time.Duration
 	Jobs      int
 	Bridges   int
-	Iptables  string // auto, nft or legacy
-	Backend   string // the plugin's TAPFW_BACKEND: "" (its default), iptables or nftables
+	Iptables  string        // auto, nft or legacy
+	Backend   string        // the plugin's TAPFW_BACKEND: "" (its default), iptables or nftables
+	Backends  []string      // the backends to measure one after the other (-backend)
+	TCPTime   time.Duration // established traffic: iperf3 time per run; 0 skips it
 	JSONPath  string
 	ChartPath string
 	MDPath    string
@@ -45,10 +45,9 @@ type Harness struct {
 	O     *Options
 	start time.Time
 
+	spaces testnet.Spaces
 	mu     sync.Mutex
 	tmp    string // lock files
-	spaces []*testnet.NS
-	closed bool
 }
 
 // New starts the clock of a run.
@@ -72,19 +71,7 @@ func (h *Harness) Tmp() (string, error) {
 }
 
 // NewNS creates a namespace that Cleanup deletes.
-func (h *Harness) NewNS(prefix string) (*testnet.NS, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.closed {
-		return nil, errors.New("stopping")
-	}
-	n, err := testnet.NewNS(prefix)
-	if err != nil {
-		return nil, err
-	}
-	h.spaces = append(h.spaces, n)
-	return n, nil
-}
+func (h *Harness) NewNS(prefix string) (*testnet.NS, error) { return h.spaces.NewNS(prefix) }
 
 // NewHostNS is a sandbox hypervisor: a namespace with the given bridges
 // (no addresses) up.
@@ -104,31 +91,19 @@ func (h *Harness) NewHostNS(prefix string, bridges []string) (*testnet.NS, error
 // DropNS deletes namespaces before the end of the run (to free the memory
 // of a large ruleset).
 func (h *Harness) DropNS(list ...*testnet.NS) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for _, n := range list {
-		if n == nil {
-			continue
-		}
-		if err := n.Close(); err != nil {
-			fmt.Fprintf(os.Stderr, "tapfw-bench: %v\n", err)
-		}
-		h.spaces = slices.DeleteFunc(h.spaces, func(x *testnet.NS) bool { return x == n })
+	if err := h.spaces.Drop(list...); err != nil {
+		fmt.Fprintf(os.Stderr, "tapfw-bench: %v\n", err)
 	}
 }
 
 // Cleanup deletes every namespace and the temporary directory; a second
 // call does nothing.
 func (h *Harness) Cleanup() {
+	if err := h.spaces.Close(); err != nil {
+		fmt.Fprintf(os.Stderr, "tapfw-bench: %v\n", err)
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.closed = true
-	for i := len(h.spaces) - 1; i >= 0; i-- {
-		if err := h.spaces[i].Close(); err != nil {
-			fmt.Fprintf(os.Stderr, "tapfw-bench: %v\n", err)
-		}
-	}
-	h.spaces = nil
 	if h.tmp != "" {
 		_ = os.RemoveAll(h.tmp)
 		h.tmp = ""

@@ -42,34 +42,60 @@ type md struct{ w io.Writer }
 
 func (m md) p(format string, a ...any) { fmt.Fprintf(m.w, format, a...) }
 
-// WriteMarkdown prints the tables, ready for docs/performance.md.
+// WriteMarkdown prints the tables, ready for docs/performance.md: the
+// targets first (every backend, ratios before absolute figures), then
+// each backend's tables.
 func WriteMarkdown(w io.Writer, rep *Report) {
 	m := md{w}
 	m.header(rep)
-	if len(rep.Control) > 0 {
-		m.control(rep)
-		m.process(rep)
-		m.floor(rep)
-	}
-	if len(rep.Data) > 0 {
-		m.data(rep)
-	}
 	writeTargets(w, rep)
+	for i := range rep.Backends {
+		b := &rep.Backends[i]
+		if len(b.Control) > 0 {
+			m.control(rep, b)
+			m.process(rep, b)
+			m.floor(b)
+		}
+		if len(b.Data) > 0 {
+			m.data(rep, b)
+			m.established(rep, b)
+		}
+	}
 	m.p("\n")
 }
 
 func (m md) header(rep *Report) {
 	mc := rep.Machine
 	m.p("\n### Benchmark results\n\n")
-	m.p("`%s`, %s: %d CPUs (%s), %d MiB, Linux %s, %s.\n", rep.Command, rep.Date, mc.Nproc, mc.CPU, mc.MemMB, mc.Kernel, mc.Iptables)
+	m.p("`%s`, %s: %d CPUs (%s), %d MiB, Linux %s, %s.", rep.Command, rep.Date, mc.Nproc, mc.CPU, mc.MemMB, mc.Kernel, mc.Iptables)
+	var names []string
+	for _, b := range rep.Backends {
+		names = append(names, b.Backend)
+	}
+	switch {
+	case len(names) == 1:
+		m.p(" Backend: %s.", names[0])
+	case len(names) > 1:
+		m.p(" Backends: %s (one after the other, each in sandboxes of its own).", strings.Join(names, ", "))
+	}
+	m.p("\n")
 	if rep.Incomplete != "" {
 		m.p("\n**Incomplete run** (%s): the tables hold what was measured before.\n", rep.Incomplete)
 	}
 }
 
-func hasBaseline(rep *Report) bool {
-	for _, r := range rep.Control {
-		if r.BaselineAdd != nil {
+// baselineOf is the baseline row at N for backend b's table: its own, or
+// the one another backend's run measured.
+func baselineOf(rep *Report, b *BackendRun, r CPResult) *CPResult {
+	if r.BaselineAdd != nil {
+		return &r
+	}
+	return rep.baseline(r.N)
+}
+
+func hasBaseline(rep *Report, b *BackendRun) bool {
+	for _, r := range b.Control {
+		if baselineOf(rep, b, r) != nil {
 			return true
 		}
 	}
@@ -77,39 +103,43 @@ func hasBaseline(rep *Report) bool {
 }
 
 // control is the latency table and the growth over N.
-func (m md) control(rep *Report) {
+func (m md) control(rep *Report, b *BackendRun) {
 	pr := rep.Params
-	m.p("\n#### Control plane: one call, whole process, wall time in ms (%d ADD and %d DEL at each N)\n\n", pr.Calls, pr.Calls)
+	m.p("\n#### %s: control plane: one call, whole process, wall time in ms (%d ADD and %d DEL at each N)\n\n", b.Backend, pr.Calls, pr.Calls)
 	m.p("Taps spread over %d bridges, each with %d+%d user rules, MAC and IP anti-spoofing, a host section and a named ipset. ", pr.Bridges, pr.UserRulesIn, pr.UserRulesOut)
-	m.p("Baseline: the same rule set in the flat layout, one go-iptables call per rule as the CNI firewall plugin does it: ADD appends the tap's %d rules and checks %d shared ones with `AppendUnique` (iptables -C, then -A), DEL deletes the tap's rules one by one (-D).\n\n", pr.BaselineOwn, pr.BaselineShared)
-	hasBase := hasBaseline(rep)
+	m.p("Baseline: the same rule set in the flat layout, one go-iptables call per rule as the CNI firewall plugin does it: ADD appends the tap's %d rules and checks %d shared ones with `AppendUnique` (iptables -C, then -A), DEL deletes the tap's rules one by one (-D).", pr.BaselineOwn, pr.BaselineShared)
+	if len(b.Control) > 0 && b.Control[0].BaselineAdd == nil && hasBaseline(rep, b) {
+		m.p(" The baseline columns are the same run's, measured once beside the other backend.")
+	}
+	m.p("\n\n")
+	hasBase := hasBaseline(rep, b)
 	if hasBase {
 		m.p("| taps N | ADD p50 | ADD p95 | DEL p50 | DEL p95 | baseline ADD p50 | p95 | baseline DEL p50 | p95 | ADD plugin/baseline | DEL plugin/baseline |\n")
 		m.p("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	} else {
 		m.p("| taps N | ADD p50 | ADD p95 | DEL p50 | DEL p95 |\n|---:|---:|---:|---:|---:|\n")
 	}
-	for _, r := range rep.Control {
+	for _, r := range b.Control {
 		m.p("| %d | %s | %s | %s | %s |", r.N, ms(r.PluginAdd.P50), ms(r.PluginAdd.P95), ms(r.PluginDel.P50), ms(r.PluginDel.P95))
-		if hasBase && r.BaselineAdd != nil {
-			m.p(" %s | %s | %s | %s | %s | %s |", ms(r.BaselineAdd.P50), ms(r.BaselineAdd.P95), ms(r.BaselineDel.P50), ms(r.BaselineDel.P95),
-				ratio(r.PluginAdd.P50, r.BaselineAdd.P50), ratio(r.PluginDel.P50, r.BaselineDel.P50))
+		if bl := baselineOf(rep, b, r); hasBase && bl != nil {
+			m.p(" %s | %s | %s | %s | %s | %s |", ms(bl.BaselineAdd.P50), ms(bl.BaselineAdd.P95), ms(bl.BaselineDel.P50), ms(bl.BaselineDel.P95),
+				ratio(r.PluginAdd.P50, bl.BaselineAdd.P50), ratio(r.PluginDel.P50, bl.BaselineDel.P50))
 		} else if hasBase {
 			m.p(" | | | | | |")
 		}
 		m.p("\n")
 	}
-	if n := len(rep.Control); n >= 2 {
-		first, last := rep.Control[0], rep.Control[n-1]
+	if n := len(b.Control); n >= 2 {
+		first, last := b.Control[0], b.Control[n-1]
 		m.p("\nGrowth from N=%d to N=%d: ADD p50 ×%.2f, DEL p50 ×%.2f.\n", first.N, last.N,
 			last.PluginAdd.P50/first.PluginAdd.P50, last.PluginDel.P50/first.PluginDel.P50)
 	}
 }
 
 // process is the plugin process's CPU time and memory.
-func (m md) process(rep *Report) {
-	hasBase := hasBaseline(rep)
-	m.p("\n#### Plugin process per call (CPU = user+system of the plugin and the tools it runs; RSS = the largest of them)\n\n")
+func (m md) process(rep *Report, b *BackendRun) {
+	hasBase := hasBaseline(rep, b)
+	m.p("\n#### %s: plugin process per call (CPU = user+system of the plugin and the tools it runs; RSS = the largest of them)\n\n", b.Backend)
 	m.p("| taps N | rules in table | ADD CPU p50 ms | DEL CPU p50 ms | ADD RSS p50 MiB | peak RSS MiB |")
 	if hasBase {
 		m.p(" baseline ADD CPU p50 ms | baseline DEL CPU p50 ms |")
@@ -119,11 +149,11 @@ func (m md) process(rep *Report) {
 		m.p("---:|---:|")
 	}
 	m.p("\n")
-	for _, r := range rep.Control {
+	for _, r := range b.Control {
 		peak := max(r.PluginAdd.RSSMaxKB, r.PluginDel.RSSMaxKB)
 		m.p("| %d | %d | %s | %s | %s | %s |", r.N, r.PluginRules, ms(r.PluginAdd.CPUP50), ms(r.PluginDel.CPUP50), mib(r.PluginAdd.RSSP50KB), mib(peak))
-		if hasBase && r.BaselineAdd != nil {
-			m.p(" %s | %s |", ms(r.BaselineAdd.CPUP50), ms(r.BaselineDel.CPUP50))
+		if bl := baselineOf(rep, b, r); hasBase && bl != nil {
+			m.p(" %s | %s |", ms(bl.BaselineAdd.CPUP50), ms(bl.BaselineDel.CPUP50))
 		} else if hasBase {
 			m.p(" | |")
 		}
@@ -132,20 +162,30 @@ func (m md) process(rep *Report) {
 }
 
 // floor is the kernel's share: one-rule appends and deletes.
-func (m md) floor(rep *Report) {
-	hasFloor := false
-	for _, r := range rep.Control {
+func (m md) floor(b *BackendRun) {
+	hasFloor, nft := false, false
+	for _, r := range b.Control {
 		hasFloor = hasFloor || r.FloorAdd != nil
+		nft = nft || r.FloorTool == "nft"
 	}
 	if !hasFloor {
 		return
 	}
-	m.p("\n#### The kernel's share: one iptables call changing one rule in the same table\n\n")
-	m.p("`iptables -A` and `-D` of a single rule in a chain nothing jumps to, in the plugin's namespace at N taps. ")
-	m.p("Every nf_tables transaction that adds a rule re-validates every rule reachable from each base chain, so an append costs in proportion to the whole table, whoever makes it; deleting rules needs no validation. ")
-	m.p("The plugin's ADD cannot be faster than this floor; \"ADD minus -A floor\" is what tapfw adds (its own process, netlink reads, set changes and iptables-restore).\n\n")
-	m.p("| taps N | rules in table | one-rule -A p50 | one-rule -D p50 | ADD p50 | ADD minus -A floor | DEL p50 |\n|---:|---:|---:|---:|---:|---:|---:|\n")
-	for _, r := range rep.Control {
+	add, del := "one-rule -A p50", "one-rule -D p50"
+	if nft {
+		m.p("\n#### %s: the kernel's share: one nft call changing one rule in tapfw's bridge table\n\n", b.Backend)
+		m.p("`nft add rule` of a single rule to a chain nothing jumps to in `table bridge tapfw`, and `nft flush chain` of it, in the plugin's namespace at N taps: every transaction that adds a rule validates what the table's base chains reach. ")
+		m.p("\"ADD minus add floor\" is what tapfw adds to that commit (its process, netlink reads, the rest of its transaction).\n\n")
+		add, del = "one-rule add p50", "one-rule flush p50"
+	} else {
+		m.p("\n#### %s: the kernel's share: one iptables call changing one rule in the same table\n\n", b.Backend)
+		m.p("`iptables -A` and `-D` of a single rule in a chain nothing jumps to, in the plugin's namespace at N taps. ")
+		m.p("Every nf_tables transaction that adds a rule re-validates every rule reachable from each base chain, so an append costs in proportion to the whole table, whoever makes it; deleting rules needs no validation. ")
+		m.p("The plugin's ADD cannot be faster than this floor; \"ADD minus -A floor\" is what tapfw adds (its own process, netlink reads, set changes and iptables-restore).\n\n")
+	}
+	m.p("| taps N | rules in table | %s | %s | ADD p50 | ADD minus %s floor | DEL p50 |\n|---:|---:|---:|---:|---:|---:|---:|\n",
+		add, del, map[bool]string{true: "add", false: "-A"}[nft])
+	for _, r := range b.Control {
 		if r.FloorAdd == nil {
 			continue
 		}
@@ -155,15 +195,22 @@ func (m md) floor(rep *Report) {
 }
 
 // data is the packets/s and rules-checked table, and the worst taps.
-func (m md) data(rep *Report) {
+func (m md) data(rep *Report, b *BackendRun) {
 	pr := rep.Params
-	m.p("\n#### Data plane: one-way UDP, every packet a new flow (%d-byte frames, %.0f s per figure)\n\n", pr.FrameBytes, pr.DurationS)
-	m.p("N managed taps on the VMs' bridge besides the two VMs, whose taps take the names of the worst-placed pair of taps and are added last. Packets/s received by the VM or the host. ")
-	m.p("Rules checked = rule checks per new packet outside the taps' own chains (TFW-T-*) and the host firewall (TFW-HOST-*): ")
-	m.p("the installed rules walked by pkg/explain for the VMs' taps (the walk held against the kernel's counters after %d packets) and for every tap, to find the worst-placed.\n\n", pr.CountPackets)
+	m.p("\n#### %s: data plane: one-way UDP, every packet a new flow (%d-byte frames, %.0f s per figure)\n\n", b.Backend, pr.FrameBytes, pr.DurationS)
+	if b.Backend == "nftables" {
+		m.p("N managed taps on the VMs' bridge besides the two VMs, whose taps are the last two added. Packets/s received by the VM or the host. ")
+		m.p("Rules checked = rules a new packet is evaluated against outside the taps' profile, log and group chains (tfw-pi*, tfw-po*, tfw-l*, tfw-g*) and the host firewall (tfw-h*), the layer-2 checks of the bridge table (tfw-pre) included: ")
+		m.p("the kernel's own trace (`meta nftrace`, `nft -a monitor trace`) of %d packets, in each chain up to the last rule that matched (its place in the chain, read from the installed ruleset) or the whole chain when the packet fell off its end. ", tracedPackets(b))
+		m.p("Dispatch is a verdict-map lookup, the same for every tap, so no tap is placed worse than the VMs' (\"worst tap\" in the targets is the VMs' figure).\n\n")
+	} else {
+		m.p("N managed taps on the VMs' bridge besides the two VMs, whose taps take the names of the worst-placed pair of taps and are added last. Packets/s received by the VM or the host. ")
+		m.p("Rules checked = rule checks per new packet outside the taps' own chains (TFW-T-*) and the host firewall (TFW-HOST-*): ")
+		m.p("the installed rules walked by pkg/explain for the VMs' taps (the walk held against the kernel's counters after %d packets) and for every tap, to find the worst-placed.\n\n", pr.CountPackets)
+	}
 	m.p("| taps N | path | with tapfw | no firewall | ratio | rules checked, VMs' taps | rules checked, worst tap | all rules checked, VMs | new conntrack entry |\n")
 	m.p("|---:|---|---:|---:|---:|---:|---:|---:|---:|\n")
-	for _, r := range rep.Data {
+	for _, r := range b.Data {
 		for _, x := range r.Paths {
 			rc, all, worst := "-", "-", "-"
 			if x.Checks != nil {
@@ -175,7 +222,7 @@ func (m md) data(rep *Report) {
 			m.p("| %d | %s | %s | %s | %.0f%% | %s | %s | %s | %.1f%% |\n", r.N, x.Desc, kpps(x.FwPPS), kpps(x.NoFwPPS), 100*x.Ratio, rc, worst, all, 100*x.NewFlowShare)
 		}
 	}
-	last := rep.Data[len(rep.Data)-1]
+	last := b.Data[len(b.Data)-1]
 	var parts []string
 	for _, x := range last.Paths {
 		if x.Static != nil && x.Static.Error == "" {
@@ -187,74 +234,47 @@ func (m md) data(rep *Report) {
 	}
 }
 
-type target struct{ what, target, got, ok string }
-
-func met(b bool) string {
-	if b {
-		return "met"
+// tracedPackets is how many packets a run's rule counts followed.
+func tracedPackets(b *BackendRun) uint64 {
+	for _, r := range b.Data {
+		for _, x := range r.Paths {
+			if x.Checks != nil {
+				return x.Checks.Packets
+			}
+		}
 	}
-	return "**missed**"
+	return 0
 }
 
-// writeTargets compares the run with the project's performance targets,
-// between the smallest and the largest N measured.
-func writeTargets(w io.Writer, rep *Report) {
-	rows := append(controlTargets(rep), dataTargets(rep)...)
+func gbps(v float64) string { return fmt.Sprintf("%.2f", v/1e9) }
+
+func pct(a, b float64) string {
+	if b <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f%%", 100*a/b)
+}
+
+// established is one TCP connection VM to VM, through tapfw and the floor.
+func (m md) established(rep *Report, b *BackendRun) {
+	var rows []DPResult
+	for _, r := range b.Data {
+		if r.Established != nil {
+			rows = append(rows, r)
+		}
+	}
 	if len(rows) == 0 {
 		return
 	}
-	fmt.Fprintf(w, "\n#### Targets\n\n| figure | target | measured | |\n|---|---:|---:|---|\n")
+	pr := rep.Params
+	m.p("\n#### %s: established traffic: one TCP connection VM to VM (iperf3, one stream, %.0f s a run, median of %d runs)\n\n", b.Backend, pr.IperfSeconds, pr.IperfRuns)
+	m.p("Bulk: `iperf3 -c` received Gbit/s. Small writes: `iperf3 -l %d -N` (TCP_NODELAY), TCP segments/s the server's namespace received and writes/s the client made. ", pr.SmallWriteBytes)
+	m.p("Floor: the same two-namespace path, its host's only firewall a forward chain of two rules, `ct state established,related accept` and an accept of the iperf3 port (policy drop), no tapfw: what any stateful firewall pays.\n\n")
+	m.p("| taps N | bulk Gbit/s, tapfw | floor | ratio | small writes seg/s, tapfw | floor | ratio | writes/s, tapfw | floor |\n")
+	m.p("|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rows {
-		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", r.what, r.target, r.got, r.ok)
+		e := r.Established
+		m.p("| %d | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.N, gbps(e.Fw.BulkBps), gbps(e.Floor.BulkBps), pct(e.Fw.BulkBps, e.Floor.BulkBps),
+			kpps(e.Fw.SmallPps), kpps(e.Floor.SmallPps), pct(e.Fw.SmallPps, e.Floor.SmallPps), kpps(e.Fw.SmallWps), kpps(e.Floor.SmallWps))
 	}
-}
-
-func controlTargets(rep *Report) []target {
-	n := len(rep.Control)
-	if n == 0 {
-		return nil
-	}
-	var rows []target
-	first, last := rep.Control[0], rep.Control[n-1]
-	for _, c := range []struct {
-		name        string
-		plugin, pl0 *CallStats
-		base        *CallStats
-	}{{"ADD", last.PluginAdd, first.PluginAdd, last.BaselineAdd}, {"DEL", last.PluginDel, first.PluginDel, last.BaselineDel}} {
-		rows = append(rows, target{fmt.Sprintf("%s p50 at N=%d", c.name, last.N), "at most 15 ms", ms(c.plugin.P50) + " ms", met(c.plugin.P50 <= 15)})
-		if n > 1 {
-			g := c.plugin.P50 / c.pl0.P50
-			rows = append(rows, target{fmt.Sprintf("%s p50 at N=%d over N=%d", c.name, last.N, first.N), "at most 2", fmt.Sprintf("%.2f", g), met(g <= 2)})
-		}
-		if c.base != nil {
-			f := c.base.P50 / c.plugin.P50
-			rows = append(rows, target{fmt.Sprintf("%s baseline p50 over tapfw p50 at N=%d", c.name, last.N), "at least 10", fmt.Sprintf("%.1f", f), met(f >= 10)})
-		}
-	}
-	return rows
-}
-
-func dataTargets(rep *Report) []target {
-	n := len(rep.Data)
-	if n == 0 {
-		return nil
-	}
-	var rows []target
-	first, last := rep.Data[0], rep.Data[n-1]
-	for i, x := range last.Paths {
-		if n > 1 && i < len(first.Paths) && first.Paths[i].FwPPS > 0 {
-			r := x.FwPPS / first.Paths[i].FwPPS
-			rows = append(rows, target{fmt.Sprintf("%s packets/s at N=%d over N=%d", x.Desc, last.N, first.N), "at least 80%", fmt.Sprintf("%.0f%%", 100*r), met(r >= 0.8)})
-		}
-		worst := -1.0
-		if x.Static != nil && x.Static.Error == "" {
-			worst = float64(x.Static.Worst)
-		} else if x.Checks != nil {
-			worst = x.Checks.Dispatch
-		}
-		if worst >= 0 {
-			rows = append(rows, target{fmt.Sprintf("%s rules checked per new packet at N=%d, worst tap", x.Desc, last.N), "at most 40", fmt.Sprintf("%.0f", worst), met(worst <= 40)})
-		}
-	}
-	return rows
 }

@@ -15,18 +15,67 @@ import (
 
 // Report is everything a run measured; -json writes it whole.
 type Report struct {
-	Command    string     `json:"command"`
-	Date       string     `json:"date"`
-	Machine    Machine    `json:"machine"`
-	Params     Params     `json:"params"`
-	Control    []CPResult `json:"controlPlane"`
-	Data       []DPResult `json:"dataPlane"`
+	Command string  `json:"command"`
+	Date    string  `json:"date"`
+	Machine Machine `json:"machine"`
+	Params  Params  `json:"params"`
+	// Backends are the plugin's backends measured, one after the other,
+	// each in sandboxes of its own.
+	Backends []BackendRun `json:"backends,omitempty"`
+	// Control and Data are a run of one backend in files written before
+	// Backends existed; ReadJSON moves them into Backends.
+	Control    []CPResult `json:"controlPlane,omitempty"`
+	Data       []DPResult `json:"dataPlane,omitempty"`
 	Incomplete string     `json:"incomplete,omitempty"`
 	Timing     struct {
 		ControlPlaneS float64 `json:"controlPlaneSeconds"`
 		DataPlaneS    float64 `json:"dataPlaneSeconds"`
 		TotalS        float64 `json:"totalSeconds"`
 	} `json:"timing"`
+}
+
+// BackendRun is what one backend of the plugin measured.
+type BackendRun struct {
+	Backend string     `json:"backend"` // iptables or nftables
+	Control []CPResult `json:"controlPlane"`
+	Data    []DPResult `json:"dataPlane"`
+	Timing  struct {
+		ControlPlaneS float64 `json:"controlPlaneSeconds"`
+		DataPlaneS    float64 `json:"dataPlaneSeconds"`
+	} `json:"timing"`
+}
+
+// Backend is the run of backend name, or nil.
+func (r *Report) Backend(name string) *BackendRun {
+	for i := range r.Backends {
+		if r.Backends[i].Backend == name {
+			return &r.Backends[i]
+		}
+	}
+	return nil
+}
+
+// Measured is whether any backend measured anything.
+func (r *Report) Measured() bool {
+	for _, b := range r.Backends {
+		if len(b.Control)+len(b.Data) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// baseline is the control plane's baseline row at N, from whichever
+// backend's run measured it (the baseline does not depend on the backend).
+func (r *Report) baseline(n int) *CPResult {
+	for _, b := range r.Backends {
+		for i := range b.Control {
+			if c := &b.Control[i]; c.N == n && c.BaselineAdd != nil {
+				return c
+			}
+		}
+	}
+	return nil
 }
 
 // Machine describes where the run happened.
@@ -62,6 +111,11 @@ type Params struct {
 	FlowsPerPath    int     `json:"flowsPerPath"`
 	FrameBytes      int     `json:"frameBytes"`
 	PluginSizeBytes int64   `json:"pluginSizeBytes"`
+	// Established traffic: iperf3 seconds per run, runs per figure (the
+	// median is reported) and the small writes' size in bytes.
+	IperfSeconds    float64 `json:"iperfSeconds,omitempty"`
+	IperfRuns       int     `json:"iperfRuns,omitempty"`
+	SmallWriteBytes int     `json:"smallWriteBytes,omitempty"`
 }
 
 // MachineInfo describes this machine; iptables is the iptables command
@@ -109,6 +163,12 @@ func ReadJSON(path string) (*Report, error) {
 	var rep Report
 	if err := json.Unmarshal(data, &rep); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(rep.Backends) == 0 && len(rep.Control)+len(rep.Data) > 0 {
+		// A file of one backend, before Backends: the plugin's default.
+		rep.Backends = []BackendRun{{Backend: "iptables", Control: rep.Control, Data: rep.Data}}
+		rep.Backends[0].Timing.ControlPlaneS, rep.Backends[0].Timing.DataPlaneS = rep.Timing.ControlPlaneS, rep.Timing.DataPlaneS
+		rep.Control, rep.Data = nil, nil
 	}
 	return &rep, nil
 }
@@ -198,6 +258,9 @@ type CPResult struct {
 	// what any rule change costs there, whoever makes it.
 	FloorAdd *CallStats `json:"floorAdd,omitempty"`
 	FloorDel *CallStats `json:"floorDel,omitempty"`
+	// FloorTool is what made the floor's changes: "" or "iptables" (-A and
+	// -D), "nft" (add rule, flush chain, in tapfw's bridge table).
+	FloorTool string `json:"floorTool,omitempty"`
 }
 
 // DPResult is the data plane at one N.
@@ -209,6 +272,38 @@ type DPResult struct {
 	CtCount    uint64       `json:"ctEntriesAfter"`
 	PopulateS  float64      `json:"populateSeconds"`
 	TableRules int          `json:"tableRules"`
+	// Established is one TCP connection VM to VM at this N, beside the
+	// floor; measured at the smallest and the largest N only.
+	Established *Established `json:"established,omitempty"`
+}
+
+// Established is TCP on one established connection from VM a to VM b
+// (iperf3, one stream, the median of IperfRuns runs): through tapfw, and
+// through the floor, the same two-namespace path whose host has only a
+// conntrack table and two accept rules (established, the iperf3 port).
+type Established struct {
+	Fw    TCPFigures `json:"tapfw"`
+	Floor TCPFigures `json:"floor"`
+}
+
+// TCPFigures are the medians of one path's runs, and the runs.
+type TCPFigures struct {
+	BulkBps      float64   `json:"bulkBitsPerSecond"`      // bulk: received bits/s
+	SmallPps     float64   `json:"smallSegmentsPerSecond"` // small writes: TCP segments/s the server received
+	SmallWps     float64   `json:"smallWritesPerSecond"`   // small writes: writes/s of SmallWriteBytes
+	BulkRuns     []float64 `json:"bulkRuns"`
+	SmallPpsRuns []float64 `json:"smallSegmentsRuns"`
+	SmallWpsRuns []float64 `json:"smallWritesRuns"`
+}
+
+// Median is the median of v (the lower middle of an even count), or 0.
+func Median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[(len(s)-1)/2]
 }
 
 // PathResult is one direction of traffic at one N.

@@ -3,6 +3,7 @@ package report
 import (
 	"bytes"
 	"os"
+	"strings"
 	"testing"
 )
 
@@ -17,21 +18,86 @@ func TestPercentile(t *testing.T) {
 	}
 }
 
-// The markdown of a stored run is exactly testdata/quick.md (what
-// tapfw-bench -from-json testdata/quick.json prints): a change to the
-// report's tables shows in that file's diff.
+// The markdown of a stored run is exactly its .md file (what tapfw-bench
+// -from-json testdata/NAME.json prints): a change to the report's tables
+// shows in that file's diff. quick.json is a run of one backend in the
+// format before Backends; both.json measured both backends. After an
+// intended change, rewrite them with
+//
+//	go run ./cmd/tapfw-bench -from-json cmd/tapfw-bench/internal/report/testdata/NAME.json > cmd/tapfw-bench/internal/report/testdata/NAME.md
 func TestMarkdownOfAStoredRun(t *testing.T) {
+	for _, name := range []string{"quick", "both"} {
+		rep, err := ReadJSON("testdata/" + name + ".json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := os.ReadFile("testdata/" + name + ".md")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got bytes.Buffer
+		WriteMarkdown(&got, rep)
+		if !bytes.Equal(got.Bytes(), want) {
+			t.Errorf("markdown differs from testdata/%s.md:\n%s", name, got.String())
+		}
+	}
+}
+
+// A file written before Backends reads as a run of the iptables backend.
+func TestReadJSONOfOneBackend(t *testing.T) {
 	rep, err := ReadJSON("testdata/quick.json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, err := os.ReadFile("testdata/quick.md")
-	if err != nil {
-		t.Fatal(err)
+	if len(rep.Backends) != 1 || rep.Backends[0].Backend != "iptables" || len(rep.Backends[0].Control) != 2 || len(rep.Control)+len(rep.Data) != 0 {
+		t.Errorf("backends %+v", rep.Backends)
 	}
-	var got bytes.Buffer
-	WriteMarkdown(&got, rep)
-	if !bytes.Equal(got.Bytes(), want) {
-		t.Errorf("markdown differs from testdata/quick.md:\n%s", got.String())
+}
+
+func stats(p50 float64) *CallStats { return &CallStats{P50: p50} }
+
+func cp(n int, add, del float64) CPResult {
+	return CPResult{N: n, PluginAdd: stats(add), PluginDel: stats(del)}
+}
+
+// The targets table: ratios first, each target met or missed and by how
+// much, the baseline measured once serving both backends, and the
+// backends held against each other at the largest N.
+func TestTargetsTable(t *testing.T) {
+	ipt := BackendRun{Backend: "iptables", Control: []CPResult{cp(100, 60, 66), cp(4000, 400, 140)}}
+	ipt.Control[1].BaselineAdd, ipt.Control[1].BaselineDel = stats(3800), stats(620)
+	nft := BackendRun{Backend: "nftables", Control: []CPResult{cp(100, 20, 19), cp(4000, 50, 20)}}
+	nft.Data = []DPResult{
+		{N: 1, Paths: []PathResult{{Path: "forward", Desc: "VM to VM", FwPPS: 100e3, NoFwPPS: 300e3}}},
+		{N: 4000, Paths: []PathResult{{Path: "forward", Desc: "VM to VM", FwPPS: 90e3, NoFwPPS: 300e3, Checks: &RuleChecks{Dispatch: 25}}},
+			Established: &Established{Fw: TCPFigures{BulkBps: 9e9, SmallPps: 80e3}, Floor: TCPFigures{BulkBps: 10e9, SmallPps: 100e3}}},
+	}
+	var b bytes.Buffer
+	writeTargets(&b, &Report{Backends: []BackendRun{ipt, nft}})
+	out := b.String()
+	for _, want := range []string{
+		"| iptables | ADD p50 at N=4000 over N=100 | at most 2 | 6.67 | **missed** | 3.3× the target |",
+		"| iptables | ADD baseline p50 over tapfw p50 at N=4000 | at least 10 | 9.5 | **missed** | 5% short |",
+		"| nftables | ADD baseline p50 over tapfw p50 at N=4000 | at least 10 | 76.0 | met |  |",
+		"| nftables | DEL p50 at N=4000 over N=100 | at most 2 | 1.05 | met |  |",
+		"| both | ADD: iptables p50 over nftables p50 at N=4000 (speed-up) | - | 8.0 | no target |  |",
+		"| nftables | VM to VM packets/s at N=4000 over N=1 | at least 80% | 90% | met |  |",
+		"| nftables | VM to VM packets/s at N=4000 over no firewall | - | 30% | no target |  |",
+		"| nftables | established TCP bulk throughput at N=4000 over the conntrack floor | - | 90% | no target |  |",
+		"| nftables | VM to VM rules checked per new packet at N=4000, worst tap | at most 40 | 25 | met |  |",
+		"| nftables | DEL p50 at N=4000 | at most 15 ms | 20.0 ms | **missed** | 1.3× the target |",
+	} {
+		if !strings.Contains(out, want+"\n") {
+			t.Errorf("no row %q in\n%s", want, out)
+		}
+	}
+	rows := strings.Split(strings.TrimSpace(out), "\n")
+	seenAbs := false
+	for _, r := range rows[4:] {
+		abs := strings.Contains(r, " ms |") || strings.Contains(r, "rules checked")
+		if seenAbs && !abs {
+			t.Errorf("a ratio after an absolute figure: %s", r)
+		}
+		seenAbs = seenAbs || abs
 	}
 }

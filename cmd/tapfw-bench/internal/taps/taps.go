@@ -57,9 +57,16 @@ var UserOut = []Rule{
 	{Action: "DROP", Proto: "tcp", DPort: "6667", Log: true},
 }
 
-// BenchRule lets the data plane's packets through; the VMs have it last,
-// so an allowed packet walks the whole chain.
+// BenchRule lets the data plane's packets through; the VMs have it last
+// but for IperfRule, so an allowed packet walks the whole chain.
 var BenchRule = Rule{Action: "ACCEPT", Proto: "udp", DPort: fmt.Sprint(BenchPort), Comment: "bench"}
+
+// IperfPort is the TCP port of the established-traffic measurement
+// (iperf3's server in VM b); IperfRule, after BenchRule in both
+// directions of the VMs, lets its connection's first packet through.
+const IperfPort = 5201
+
+var IperfRule = Rule{Action: "ACCEPT", Proto: "tcp", DPort: fmt.Sprint(IperfPort), Comment: "iperf3"}
 
 var (
 	HostIPs      = []string{HostIP}
@@ -133,12 +140,12 @@ func (t Spec) Port() rulecheck.Port {
 }
 
 // UserRules are the tap's own rules: the seed-like ones, and for a VM the
-// bench rule last in both directions.
+// bench rule and the iperf3 rule last in both directions.
 func (t Spec) UserRules() Rules {
 	r := Rules{In: append([]Rule(nil), UserIn...), Out: append([]Rule(nil), UserOut...)}
 	if t.VM {
-		r.In = append(r.In, BenchRule)
-		r.Out = append(r.Out, BenchRule)
+		r.In = append(r.In, BenchRule, IperfRule)
+		r.Out = append(r.Out, BenchRule, IperfRule)
 	}
 	return r
 }

@@ -30,7 +30,9 @@ func TestOnlyVMsAllowTheBenchsPackets(t *testing.T) {
 	if err := json.Unmarshal(vm.PluginConfig(), &conf); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(conf.Rules.In); n != len(UserIn)+1 || conf.Rules.In[n-1] != BenchRule || conf.Rules.Out[len(conf.Rules.Out)-1] != BenchRule {
+	in, out := conf.Rules.In, conf.Rules.Out
+	if n, m := len(in), len(out); n != len(UserIn)+2 || in[n-2] != BenchRule || in[n-1] != IperfRule ||
+		m != len(UserOut)+2 || out[m-2] != BenchRule || out[m-1] != IperfRule {
 		t.Errorf("VM rules %+v", conf.Rules)
 	}
 	if r := Filler(3, "vmbr0").UserRules(); len(r.In) != len(UserIn) || len(r.Out) != len(UserOut) {

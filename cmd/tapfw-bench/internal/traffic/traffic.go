@@ -315,3 +315,21 @@ func UDPSink(ns *testnet.NS, port int) (int, error) {
 	}
 	return fd, nil
 }
+
+// TCPInSegs is the TCP segments ns has received (InSegs).
+func TCPInSegs(ns *testnet.NS) (uint64, error) {
+	var data []byte
+	err := ns.Do(func() error {
+		var err error
+		data, err = os.ReadFile("/proc/thread-self/net/snmp")
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	v, err := snmpFields(data, "Tcp:")
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", ns.Name, err)
+	}
+	return v["InSegs"], nil
+}
