@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/tapfw
 PKGS    := ./...
 
-.PHONY: all build demo test test-unit verify update deps clean install bench fuzz
+.PHONY: all build demo test test-unit verify update deps clean install bench fuzz soak
 
 all: build
 
@@ -24,6 +24,14 @@ BENCH_FLAGS ?=
 bench: deps build
 	@mkdir -p tmp
 	$(GO) run ./cmd/tapfw-bench -plugin $(BIN) -md tmp/bench.md -json tmp/bench.json -chart tmp/bench.png $(BENCH_FLAGS)
+
+## soak: reliability in sandbox namespaces, not part of make test
+## (docs/soak.md): 10,000 random ADD/DEL cycles per backend while two VMs
+## keep a flow and a probe running; a table per backend on stdout.
+## SOAK_FLAGS='-cycles 300' is a short run (see -h for flags)
+SOAK_FLAGS ?=
+soak: deps build
+	$(GO) run ./cmd/tapfw-soak -plugin $(BIN) $(SOAK_FLAGS)
 
 ## test: everything, as root: rendering, fake backend, kernel and traffic tests
 ## (full log in tmp/test.log; under CI=true a skipped test fails the run)
