@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -64,10 +65,20 @@ func TestConfigBackend(t *testing.T) {
 		{"nftables", "", "nftables"},
 		{"iptables", "", "iptables"},
 		{"nftables", "TAPFW_BACKEND=iptables", "iptables"},
+		// Neither says: auto, nftables on this kernel.
+		{"", "", "nftables"},
+		{"auto", "", "nftables"},
 	} {
 		t.Run(c.config+" "+c.env, func(t *testing.T) {
 			h := newHost(t, "tap110i0")
-			add := testnet.Call{Command: "ADD", ContainerID: "vm110", IfName: "tap110i0", Config: tapConf("1.0.0", `,"backend":"`+c.config+`"`)}
+			extra := ""
+			if c.config != "" {
+				extra = `,"backend":"` + c.config + `"`
+			}
+			// An empty TAPFW_BACKEND is unset, for the plugin: the
+			// test binary's own is iptables (TestMain).
+			add := testnet.Call{Command: "ADD", ContainerID: "vm110", IfName: "tap110i0", Config: tapConf("1.0.0", extra),
+				Env: []string{"TAPFW_BACKEND="}}
 			if c.env != "" {
 				add.Env = []string{c.env}
 			}
@@ -121,5 +132,38 @@ func TestBadBackendEnv(t *testing.T) {
 	}
 	if after := h.state(); after != before {
 		t.Errorf("the refused ADDs changed the kernel:\n%s", after)
+	}
+}
+
+// TestChooseBackend: auto keeps the backend holding tapfw's rules, else
+// takes nftables where the kernel can run it, else iptables; a name is
+// taken as it is, and anything else is refused.
+func TestChooseBackend(t *testing.T) {
+	yes := func() (bool, error) { return true, nil }
+	no := func() (bool, error) { return false, nil }
+	broken := func() (bool, error) { return false, errors.New("netlink: permission denied") }
+	usable := func() error { return nil }
+	unusable := func() error { return errors.New("br_netfilter is not loaded") }
+	for _, c := range []struct {
+		name string
+		h    holders
+		want string
+	}{
+		{"auto", holders{iptables: no, nftables: no, nftablesUsable: usable}, backendNFTables},
+		{"", holders{iptables: no, nftables: no, nftablesUsable: usable}, backendNFTables},
+		{"auto", holders{iptables: no, nftables: no, nftablesUsable: unusable}, backendIPTables},
+		{"auto", holders{iptables: yes, nftables: no, nftablesUsable: usable}, backendIPTables},
+		{"auto", holders{iptables: no, nftables: yes, nftablesUsable: unusable}, backendNFTables},
+		{"auto", holders{iptables: yes, nftables: broken, nftablesUsable: usable}, backendIPTables},
+		{"iptables", holders{iptables: no, nftables: yes, nftablesUsable: usable}, backendIPTables},
+		{"nftables", holders{iptables: yes, nftables: no, nftablesUsable: unusable}, backendNFTables},
+	} {
+		got, err := chooseBackend(c.name, c.h)
+		if err != nil || got != c.want {
+			t.Errorf("chooseBackend(%q) = %q, %v; want %q", c.name, got, err, c.want)
+		}
+	}
+	if _, err := chooseBackend("pf", holders{}); err == nil || !strings.Contains(err.Error(), `"pf"`) {
+		t.Errorf("chooseBackend(pf): %v", err)
 	}
 }

@@ -59,7 +59,12 @@ type plugin struct {
 }
 
 // holders say whether each backend holds tapfw's state on the host.
-type holders struct{ iptables, nftables func() (bool, error) }
+type holders struct {
+	iptables, nftables func() (bool, error)
+	// nftablesUsable says why the kernel cannot run the nftables
+	// backend; nil when it can.
+	nftablesUsable func() error
+}
 
 func newPlugin() *plugin {
 	// envErr is the first bad TAPFW_* variable, reported by name.
@@ -125,7 +130,7 @@ func newPlugin() *plugin {
 		sysctlCheck: checkBridgeNF, other: ipt.holds, fault: p.fw.Fault}
 	p.backends = map[string]backend{backendIPTables: ipt, backendNFTables: nftb}
 	p.marksFromEnv = marksSet
-	p.holds = holders{iptables: ipt.holds, nftables: k.Holds}
+	p.holds = holders{iptables: ipt.holds, nftables: k.Holds, nftablesUsable: nftablesUsable}
 	env := os.Getenv("TAPFW_BACKEND")
 	p.backendFromEnv = env != ""
 	name, err := chooseBackend(env, p.holds)
@@ -219,22 +224,19 @@ func chooseBackend(name string, h holders) (string, error) {
 	default:
 		return backendIPTables, fmt.Errorf("%q is not nftables, iptables or auto", name)
 	}
-	if holds, err := h.iptables(); err == nil && holds {
-		return backendIPTables, nil
-	}
+	// The nftables check is one netlink request; it goes first, as most
+	// calls on an nftables host are answered by it.
 	if holds, err := h.nftables(); err == nil && holds {
 		return backendNFTables, nil
 	}
-	if autoNFTables && nftablesUsable() == nil {
+	if holds, err := h.iptables(); err == nil && holds {
+		return backendIPTables, nil
+	}
+	if h.nftablesUsable() == nil {
 		return backendNFTables, nil
 	}
 	return backendIPTables, nil
 }
-
-// autoNFTables makes auto pick nftables where it can. It stays off until
-// the nftables backend serves every operator command (list, show,
-// metrics, render, explain read the iptables tables today).
-const autoNFTables = false
 
 // ipv6Kernel reports whether this kernel has IPv6 (not booted with
 // ipv6.disable=1): without it there is no IPv6 to filter, and no
