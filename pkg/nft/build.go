@@ -41,6 +41,8 @@ type Plan struct {
 	Tap string
 	// attached is the record's line saying who attached the tap.
 	attached string
+	// mac is the guest's MAC, for the record ("" when none).
+	mac string
 	// Profiles are the tap's IN and OUT chains, shared with every tap
 	// whose rules are the same; Logs are the tap's own log chains.
 	Profiles []Profile
@@ -72,6 +74,9 @@ func Build(cfg model.Config, m Marks) (*Plan, error) {
 	}
 	t := cfg.Tap
 	p := &Plan{Tap: t.Name, attached: ruleset.DispatchComment(t), L2: rp.L2, Members: bridgeMembers(cfg.Bridge)}
+	if t.MAC != nil {
+		p.mac = t.MAC.String()
+	}
 	for _, fp := range []struct {
 		fam  Family
 		plan *ruleset.Plan

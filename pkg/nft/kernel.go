@@ -704,6 +704,9 @@ type TapInfo struct {
 	Attached bool
 	// L2 is its layer-2 elements: its MAC and addresses as checked.
 	L2 *ruleset.L2Tap
+	// MAC is the guest's MAC the config gave, checked or not ("" when
+	// none).
+	MAC string
 	// Rules counts the config's rules per direction ("in", "out") in
 	// its profiles, a rule of both families once.
 	Rules map[string]int
@@ -730,7 +733,7 @@ func (k Kernel) Installed() ([]TapInfo, error) {
 		if rec == nil {
 			continue // removed since the listing
 		}
-		info := TapInfo{L2: rec.L2, Rules: map[string]int{"in": 0, "out": 0}}
+		info := TapInfo{L2: rec.L2, MAC: r.mac, Rules: map[string]int{"in": 0, "out": 0}}
 		info.Attachment, info.Attached = r.attachment()
 		if !info.Attached {
 			info.Attachment = model.Attachment{Tap: tap}

@@ -2,6 +2,7 @@ package nft
 
 import (
 	"fmt"
+	"net"
 	"strings"
 
 	"github.com/tapfw/tapfw/pkg/model"
@@ -19,6 +20,9 @@ import (
 type tapRecord struct {
 	// attached is the line saying who attached the tap ("" when none).
 	attached string
+	// mac is the guest's MAC the config gave, recorded also when no
+	// check uses it ("" when none).
+	mac      string
 	dispatch []Dispatch
 	logs     []logElem
 }
@@ -27,15 +31,20 @@ type tapRecord struct {
 type logElem struct{ Map, Chain string }
 
 // Record lines: "jump ip tfw-out tfw-po4-…" for a dispatch element, "log
-// tfw-po4-…-l1 tfw-lo4-tap110i0-drop" for a log map's.
+// tfw-po4-…-l1 tfw-lo4-tap110i0-drop" for a log map's, "mac
+// 02:00:00:00:01:10" for the guest's MAC.
 const (
 	lineJump = "jump "
 	lineLog  = "log "
+	lineMAC  = "mac "
 )
 
 // recordLines are the lines of p's record.
 func (p *Plan) recordLines() []string {
 	lines := []string{p.attached}
+	if p.mac != "" {
+		lines = append(lines, lineMAC+p.mac)
+	}
 	for _, d := range p.Dispatch {
 		lines = append(lines, lineJump+string(d.Family)+" "+d.Map+" "+d.Chain)
 	}
@@ -65,6 +74,12 @@ func parseRecord(r *netfilter.Record) (tapRecord, error) {
 				return out, fmt.Errorf("record of %s: line %q", r.Tap, l)
 			}
 			out.dispatch = append(out.dispatch, Dispatch{Family: Family(f[0]), Map: f[1], Port: r.Tap, Chain: f[2]})
+		case strings.HasPrefix(l, lineMAC):
+			m, err := net.ParseMAC(strings.TrimPrefix(l, lineMAC))
+			if err != nil {
+				return out, fmt.Errorf("record of %s: line %q", r.Tap, l)
+			}
+			out.mac = m.String()
 		case strings.HasPrefix(l, lineLog):
 			f := strings.Fields(strings.TrimPrefix(l, lineLog))
 			if len(f) != 2 {

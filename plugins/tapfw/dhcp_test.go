@@ -167,7 +167,11 @@ func testDHCPReplies(t *testing.T, be testBackend) {
 // TestListShowsMACWithoutMACFilter: the guest's MAC is recorded in the
 // kernel even when no rule matches it.
 func TestListShowsMACWithoutMACFilter(t *testing.T) {
-	h := newHost(t, "tap110i0")
+	forEachBackend(t, testListShowsMACWithoutMACFilter)
+}
+
+func testListShowsMACWithoutMACFilter(t *testing.T, be testBackend) {
+	h := newHostOn(t, be, "tap110i0")
 	h.mustCall(testnet.Call{Command: "ADD", ContainerID: "vm110", IfName: "tap110i0",
 		Config: tapConf("1.0.0", `,"macFilter":false`)})
 	var taps []inspect.Tap

@@ -251,8 +251,9 @@ func (b *nftablesBackend) taps(bridgeOf func(string) (string, error)) ([]inspect
 		if br, err := bridgeOf(a.Tap); err == nil {
 			t.Bridge = br
 		}
+		t.MAC = in.MAC
 		if in.L2 != nil {
-			if in.L2.MAC != nil {
+			if t.MAC == "" && in.L2.MAC != nil {
 				t.MAC = in.L2.MAC.String()
 			}
 			for _, p := range append(append([]netip.Prefix(nil), in.L2.IP4...), in.L2.IP6...) {

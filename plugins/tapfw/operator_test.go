@@ -16,10 +16,12 @@ import (
 // The operator's commands, run as operators run them, inside a
 // sandbox host with a real ruleset of both families.
 
-// op runs `tapfw args...` in the host namespace, without CNI_COMMAND.
+// op runs `tapfw args...` in the host namespace, without CNI_COMMAND,
+// on the host's backend.
 func (h *host) op(args ...string) (string, error) {
 	h.t.Helper()
-	out, err := h.ns.Run(append([]string{pluginBin}, args...)...)
+	argv := append(append(append([]string{"env"}, h.be.env...), pluginBin), args...)
+	out, err := h.ns.Run(argv...)
 	return string(out), err
 }
 
