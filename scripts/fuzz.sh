@@ -14,8 +14,9 @@
 #                         seeds are kilobytes (a listing of nft rules) of executions
 #
 # Root is needed because FuzzRender hands its restore files to
-# iptables-restore inside a network namespace of its own (one per fuzz
-# worker, named tfwfz<pid>-*); the host's own netfilter state is never
+# iptables-restore, and FuzzApply applies its plans over netlink, inside a
+# network namespace of their own (one per fuzz worker, named
+# tfwfz<pid>-*); the host's own netfilter state is never
 # touched. A failing input is saved under <package>/testdata/fuzz/<target>/
 # and replays with `go test ./<package> -run <target>/<file>`.
 set -uo pipefail

@@ -32,7 +32,7 @@ if [ "$(id -u)" -eq 0 ]; then
   # Budgets in executions, not seconds (see scripts/fuzz.sh): about 15 s
   # each on this machine.
   FUZZTIME_FuzzParse=${FUZZTIME_FuzzParse:-100000x} FUZZTIME_FuzzRender=${FUZZTIME_FuzzRender:-3000x} \
-    FUZZTIME_FuzzExplainNFT=${FUZZTIME_FuzzExplainNFT:-100000x} \
+    FUZZTIME_FuzzExplainNFT=${FUZZTIME_FuzzExplainNFT:-100000x} FUZZTIME_FuzzApply=${FUZZTIME_FuzzApply:-30000x} \
     scripts/fuzz.sh >tmp/fuzz.log 2>&1
   fstatus=$?
   grep -E '^== ' tmp/fuzz.log

@@ -3,7 +3,6 @@ package netfilter
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -18,6 +17,7 @@ import (
 	"github.com/tapfw/tapfw/pkg/model"
 
 	"github.com/tapfw/tapfw/pkg/config"
+	"github.com/tapfw/tapfw/pkg/fuzzconf"
 	"github.com/tapfw/tapfw/pkg/ruleset"
 	"github.com/tapfw/tapfw/pkg/testnet"
 )
@@ -42,77 +42,16 @@ import (
 //   - and, applied for real in that namespace, printed back by
 //     iptables-save exactly as rendered (tapfw compares rules as text).
 func FuzzRender(f *testing.F) {
-	type seed struct {
-		tap, bridge, mac, ips, proto, sport, dport, source, dest, comment, icmpType, action string
-		log                                                                                 bool
-		setName, setEntry                                                                   string
-		flags                                                                               uint8
-	}
-	for _, s := range []seed{
-		{"tap110i0", "vmbr0", "1e:0b:85:27:8d:65", "192.0.2.200", "tcp", "", "22", "+admins", "", "ssh", "", "ACCEPT", false, "admins", "203.0.113.0/28", flagHost},
-		{"veth0123abcd", "cni0", "02:00:00:00:0c:01", "198.51.100.16/28,192.0.2.60", "udp", "1000:2000", "53,123,1:5", "198.51.100.0/24", "192.0.2.0/25",
-			"dns (udp) #1; x=y @z/a,b +c", "", "REJECT", true, "web.1", "198.51.100.128/25", flagHost | flagOut | flagRejectIn},
-		{"t", "b", "02:00:00:00:00:01", "203.0.113.1", "icmp", "", "", "", "+s_1", "", "3/3", "DROP", true, "s_1", "192.0.2.0/24", flagAcceptOut},
-		{"tap_9", "br-0.1", "", "", "47", "", "", "", "", "gre", "", "ACCEPT", false, "", "", flagNoMAC | flagNoIP | flagNoDHCP | flagNoLog},
-		{"tap123456789012", "br1234567890123", "02:ff:ff:ff:ff:ff", "198.51.100.255,0.0.0.0,255.255.255.255", "tcp", "0:65535", "0", "0.0.0.0/0", "128.0.0.0/1",
-			strings.Repeat("x ", 64), "", "REJECT", true, strings.Repeat("s", 25), "192.0.2.128/25", flagHost | flagOut},
-		{"A", "B", "02:00:00:00:00:02", "192.0.2.7/32", "icmp", "", "", "", "", "   ", "echo-request", "ACCEPT", false, "", "", 0},
-		{"tap1", "vmbr0", "02:00:00:00:00:03", "192.0.2.1", "tcp", "", "22", "", "", `x" -j ACCEPT`, "", "ACCEPT", false, "", "", 0},
-		{"tap1\n-A", "vmbr0\nCOMMIT", "02:00:00:00:00:04", "192.0.2.1", "udp", "", "53", "", "", "", "", "ACCEPT", false, "", "", 0},
-		{"tap1", "vmbr0", "02:00:00:00:00:05", "192.0.2.1", "sctp", "", "", "", "", "*filter", "", "ACCEPT", false, "", "", 0},
-		{"a.b_c-d", "br.0", "02:00:00:00:00:06", "192.0.2.0/31,192.0.2.3", "udp", "0", "0:0,65535:65535,1:2,3,4,5,6,7,8,9,10", "+s", "+s", "#", "", "REJECT", true, "s", "203.0.113.0/24", flagHost | flagRejectIn},
-		{"tap2", "vmbr0", "02:00:00:00:00:07", "192.0.2.2", "255", "", "", "", "", "", "", "DROP", true, "", "", flagAcceptOut},
-		{"tap3", "vmbr0", "02:00:00:00:00:08", "192.0.2.3", "1", "", "", "", "", "", "254/255", "ACCEPT", true, "", "", flagOut},
-		{"tap4", "vmbr0", "02:00:00:00:00:09", "192.0.2.4", "6", "65535", "0:65535", "0.0.0.0/32", "255.255.255.255", strings.Repeat("#", 128), "", "REJECT", true, "", "", flagOut | flagHost},
-		{"tap5", "vmbr0", "02:00:00:00:00:0a", "192.0.2.5", "tcp", "", "22:22", "", "", "", "", "ACCEPT", false, "", "", 0},
-	} {
-		f.Add(s.tap, s.bridge, s.mac, s.ips, s.proto, s.sport, s.dport, s.source, s.dest, s.comment, s.icmpType, s.action, s.log, s.setName, s.setEntry, s.flags)
+	for _, in := range fuzzconf.Seeds() {
+		f.Add(in.Tap, in.Bridge, in.MAC, in.IPs, in.Proto, in.SPort, in.DPort, in.Source, in.Dest, in.Comment, in.ICMPType, in.Action,
+			in.Log, in.SetName, in.SetEntry, in.Flags)
 	}
 	k := &restoreTester{}
 	f.Cleanup(k.close)
 	f.Fuzz(func(t *testing.T, tap, bridge, mac, ips, proto, sport, dport, source, dest, comment, icmpType, action string, log bool, setName, setEntry string, flags uint8) {
-		rule := map[string]any{"action": action, "log": log}
-		for key, v := range map[string]string{"proto": proto, "sport": sport, "dport": dport, "source": source, "dest": dest, "comment": comment, "icmpType": icmpType} {
-			if v != "" {
-				rule[key] = v
-			}
-		}
-		dir := "in"
-		if flags&flagOut != 0 {
-			dir = "out"
-		}
-		conf := map[string]any{
-			"cniVersion": "1.0.0", "name": "fuzz", "type": "tapfw",
-			"tap": tap, "bridge": bridge,
-			"macFilter": flags&flagNoMAC == 0, "ipFilter": flags&flagNoIP == 0,
-			"dhcp": flags&flagNoDHCP == 0, "logDropped": flags&flagNoLog == 0,
-			"rules": map[string]any{dir: []any{rule}},
-		}
-		if mac != "" {
-			conf["mac"] = mac
-		}
-		if ips != "" {
-			conf["ips"] = strings.Split(ips, ",")
-		}
-		if flags&flagRejectIn != 0 {
-			conf["policyIn"] = "REJECT"
-		}
-		if flags&flagAcceptOut != 0 {
-			conf["policyOut"] = "ACCEPT"
-		}
-		if setName != "" {
-			conf["ipsets"] = map[string]any{setName: []any{setEntry}}
-		}
-		if flags&flagHost != 0 {
-			conf["host"] = map[string]any{
-				"ips": []any{"192.0.2.31"}, "clusterHosts": []any{"192.0.2.47"},
-				"rules": map[string]any{dir: []any{rule}},
-			}
-		}
-		data, err := json.Marshal(conf)
-		if err != nil {
-			t.Fatal(err)
-		}
+		in := fuzzconf.Input{Tap: tap, Bridge: bridge, MAC: mac, IPs: ips, Proto: proto, SPort: sport, DPort: dport, Source: source, Dest: dest,
+			Comment: comment, ICMPType: icmpType, Action: action, Log: log, SetName: setName, SetEntry: setEntry, Flags: flags}
+		data := in.JSON()
 		nc, err := config.Parse(data)
 		if err != nil {
 			return
@@ -142,18 +81,6 @@ func FuzzRender(f *testing.F) {
 		}
 	})
 }
-
-// Bits of FuzzRender's flags argument.
-const (
-	flagNoMAC = 1 << iota
-	flagNoIP
-	flagNoDHCP
-	flagNoLog
-	flagHost      // a host section, with the rule in it too
-	flagOut       // the rule is an out rule
-	flagRejectIn  // policyIn REJECT
-	flagAcceptOut // policyOut ACCEPT
-)
 
 func mustSave(t *testing.T) []byte {
 	t.Helper()

@@ -101,7 +101,9 @@ func ReadRecord(c *nftables.Conn, tap string) (*Record, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading record of %s: %w", tap, err)
 	}
-	r := &Record{Tap: tap}
+	// Every tap with a record is in the layer-2 table's set of taps,
+	// also one whose record has no layer-2 line (nothing to check).
+	r := &Record{Tap: tap, L2: &ruleset.L2Tap{Tap: tap}}
 	for _, ru := range rules {
 		line := nftRuleComment(ru)
 		rest, ok := strings.CutPrefix(line, l2Line)
@@ -109,16 +111,11 @@ func ReadRecord(c *nftables.Conn, tap string) (*Record, error) {
 			r.Lines = append(r.Lines, line)
 			continue
 		}
-		if r.L2 == nil {
-			r.L2 = &ruleset.L2Tap{Tap: tap}
-		}
 		if err := parseL2Line(r.L2, rest); err != nil {
 			return nil, fmt.Errorf("record of %s: %w", tap, err)
 		}
 	}
-	if r.L2 != nil {
-		sortL2(r.L2)
-	}
+	sortL2(r.L2)
 	return r, nil
 }
 

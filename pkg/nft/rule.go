@@ -1,10 +1,12 @@
 package nft
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -232,6 +234,23 @@ func parsePorts(list string) ([]portRange, error) {
 	return out, nil
 }
 
+// mergePorts sorts ranges and joins those that overlap or touch: the
+// kernel keeps an interval set that way, and a set compared with what it
+// keeps must be written so.
+func mergePorts(ps []portRange) []portRange {
+	ps = slices.Clone(ps)
+	slices.SortFunc(ps, func(a, b portRange) int { return cmp.Compare(a.lo, b.lo) })
+	out := ps[:0]
+	for _, p := range ps {
+		if n := len(out); n > 0 && uint32(p.lo) <= uint32(out[n-1].hi)+1 {
+			out[n-1].hi = max(out[n-1].hi, p.hi)
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
 func (p portRange) String() string {
 	if p.lo == p.hi {
 		return strconv.Itoa(int(p.lo))
@@ -246,6 +265,7 @@ func (b *builder) ports(proto, which string, off uint32, list string) error {
 	if err != nil {
 		return err
 	}
+	ps = mergePorts(ps)
 	text := proto + " " + which + " "
 	ld := load(expr.PayloadBaseTransportHeader, off, 2)
 	switch {

@@ -328,3 +328,27 @@ func testL2CheckAndDel(t *testing.T, be testBackend) {
 		t.Errorf("the last DEL left tapfw's tables:\n%s", s)
 	}
 }
+
+// TestL2NothingToCheck: a tap with no MAC, no address and the layer-2
+// checks off is in the set of taps all the same; CHECK finds no drift
+// and DEL takes it out of every set.
+func TestL2NothingToCheck(t *testing.T) {
+	testnet.NeedKernel(t)
+	forEachBackend(t, func(t *testing.T, be testBackend) {
+		h := newHostOn(t, be, "tap110i0", "tap111i0")
+		conf := func(cmd, tap string) testnet.Call {
+			return testnet.Call{Command: cmd, ContainerID: "vm-" + tap, IfName: tap,
+				Config: []byte(`{"cniVersion":"1.0.0","name":"vms","type":"tapfw","macFilter":false,"ipFilter":false,"dhcp":false,"logDropped":false}`)}
+		}
+		h.mustCall(conf("ADD", "tap110i0"))
+		h.mustCall(conf("ADD", "tap111i0"))
+		if s := h.run("nft", "list", "set", "bridge", "tapfw", "tfw-taps"); !strings.Contains(s, `"tap110i0"`) {
+			t.Fatalf("tap110i0 is not in the set of taps:\n%s", s)
+		}
+		h.mustCall(conf("CHECK", "tap110i0"))
+		h.mustCall(conf("DEL", "tap110i0"))
+		if s := h.run("nft", "list", "ruleset"); strings.Contains(s, "tap110i0") || !strings.Contains(s, "tap111i0") {
+			t.Errorf("DEL of tap110i0 left it or took tap111i0:\n%s", s)
+		}
+	})
+}

@@ -31,9 +31,14 @@ func TestMain(m *testing.M) {
 	// say which backend they test: those written for the iptables
 	// backend alone get it from here, the others set TAPFW_BACKEND on
 	// each call (an empty one is the default).
-	if err := os.Setenv("TAPFW_BACKEND", "iptables"); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+	// The plugin's lock is this test binary's own: another tapfw on the
+	// machine (another test run, a benchmark) must not hold up its calls,
+	// nor its calls theirs. Tests of the lock name their own.
+	for k, v := range map[string]string{"TAPFW_BACKEND": "iptables", "TAPFW_LOCK": filepath.Join(dir, "tapfw.lock")} {
+		if err := os.Setenv(k, v); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
 	}
 	code := testnet.GuardHost(m)
 	_ = os.RemoveAll(dir)
