@@ -54,6 +54,11 @@ var (
 		"echo-request": 128, "echo-reply": 129, "mld-listener-query": 130, "mld-listener-report": 131, "mld-listener-done": 132,
 		"mld-listener-reduction": 132, "nd-router-solicit": 133, "nd-router-advert": 134, "nd-neighbor-solicit": 135,
 		"nd-neighbor-advert": 136, "nd-redirect": 137, "mld2-listener-report": 143}
+	// The code names nft prints (its icmp_code and icmpv6_code types).
+	icmpCodes = map[string]uint64{"net-unreachable": 0, "host-unreachable": 1, "prot-unreachable": 2, "port-unreachable": 3,
+		"frag-needed": 4, "net-prohibited": 9, "host-prohibited": 10, "admin-prohibited": 13}
+	icmp6Codes = map[string]uint64{"no-route": 0, "admin-prohibited": 1, "addr-unreachable": 3, "port-unreachable": 4,
+		"policy-fail": 5, "reject-route": 6}
 	ctStateBits = map[string]uint64{"invalid": 1, "established": 2, "related": 4, "new": 8, "untracked": 64}
 )
 
@@ -154,23 +159,23 @@ func (w *nwalker) payload(v nft.Value) field {
 		if w.proto != int(l4Protos[v.Protocol]) {
 			return absent
 		}
-		names := icmpTypes
+		names, codes := icmpTypes, icmpCodes
 		if v.Protocol == "icmpv6" {
-			names = icmp6Types
+			names, codes = icmp6Types, icmp6Codes
 		}
-		return icmpField(v.Field, p.ICMPType, p.ICMPCode, names)
+		return icmpField(v.Field, p.ICMPType, p.ICMPCode, names, codes)
 	case "arp", "vlan":
 		return absent // an IP packet has neither header
 	}
 	return unknownField("%s %s is not simulated", v.Protocol, v.Field)
 }
 
-func icmpField(name string, typ, code int, names map[string]uint64) field {
+func icmpField(name string, typ, code int, names, codes map[string]uint64) field {
 	switch {
 	case name == "type" && typ >= 0:
 		return num(uint64(typ), 1, names)
 	case name == "code" && code >= 0:
-		return num(uint64(code), 1, nil)
+		return num(uint64(code), 1, codes)
 	case name == "type" || name == "code":
 		return unknownField("the packet's ICMP %s is not set", name)
 	}
