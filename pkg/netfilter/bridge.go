@@ -58,22 +58,31 @@ func nftRuleComment(r *nftables.Rule) string {
 // static rules.
 func L2SkeletonOK(c *nftables.Conn) (bool, error) { return skeletonOK(c) }
 
-// skeletonOK reports whether the chain holds exactly the static rules.
+// skeletonOK reports whether the layer-2 chains hold exactly their
+// static rules (a missing chain has none).
 func skeletonOK(c *nftables.Conn) (bool, error) {
-	rules, err := c.GetRules(l2Table, &nftables.Chain{Name: ruleset.L2Pre, Table: l2Table})
-	if err != nil {
+	want := ruleset.L2Rules()
+	for _, ch := range ruleset.L2Chains {
+		rules, err := c.GetRules(l2Table, &nftables.Chain{Name: ch, Table: l2Table})
 		if isNotFound(err) {
 			return false, nil
 		}
-		return false, err
-	}
-	want := ruleset.L2Rules()
-	if len(rules) != len(want) {
-		return false, nil
-	}
-	for i, r := range rules {
-		if nftRuleComment(r) != want[i].InstalledComment() {
+		if err != nil {
+			return false, err
+		}
+		var comments []string
+		for _, w := range want {
+			if w.Chain == ch {
+				comments = append(comments, w.InstalledComment())
+			}
+		}
+		if len(rules) != len(comments) {
 			return false, nil
+		}
+		for i, r := range rules {
+			if nftRuleComment(r) != comments[i] {
+				return false, nil
+			}
 		}
 	}
 	return true, nil

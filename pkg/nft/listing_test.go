@@ -104,7 +104,11 @@ func TestListingDecodes(t *testing.T) {
 		t.Errorf("mac anti-spoof match: %+v", m)
 	}
 	// iifname . @th,64,128 != @tfw-nd
-	nd := pre.Rules[8].Exprs[2].Match
+	ip6 := l.Chain("bridge", Table, "tfw-pre-ip6")
+	if ip6 == nil || ip6.Base() || len(ip6.Rules) != 5 {
+		t.Fatalf("tfw-pre-ip6: %+v", ip6)
+	}
+	nd := ip6.Rules[2].Exprs[2].Match
 	if nd == nil || nd.Left.Parts[1].Kind != ValRaw || nd.Left.Parts[1].Base != "th" || nd.Left.Parts[1].Offset != 64 || nd.Left.Parts[1].Len != 128 {
 		t.Errorf("nd target match: %+v", nd)
 	}

@@ -27,6 +27,10 @@ const (
 	L2Family = "bridge"
 	L2Table  = "tapfw"
 	L2Pre    = "tfw-pre"
+	// The chains tfw-pre sends a frame to by its ethertype, so a frame
+	// meets only its own protocol's checks.
+	L2PreARP = "tfw-pre-arp"
+	L2PreIP6 = "tfw-pre-ip6"
 
 	L2Taps   = "tfw-taps"   // ifname: every tap with checks
 	L2MACF   = "tfw-macf"   // ifname: taps with macFilter
@@ -88,9 +92,10 @@ type L2Tap struct {
 	IP6   []netip.Prefix // with ipFilter only; its link-local address included
 }
 
-// L2Rule is one static rule of the chain, with a comment whose installed
+// L2Rule is one static rule of a chain, with a comment whose installed
 // form ends in a hash of the rule.
 type L2Rule struct {
+	Chain   string
 	Expr    string
 	Comment string
 }
@@ -101,21 +106,28 @@ func (r L2Rule) InstalledComment() string {
 	return r.Comment + " #" + hex.EncodeToString(sum[:4])
 }
 
-// L2Rules are the static rules of chain tfw-pre, in order.
+// L2Chains are the layer-2 chains, those tfw-pre jumps to first.
+var L2Chains = []string{L2PreARP, L2PreIP6, L2Pre}
+
+// L2Rules are the static rules of the layer-2 chains, in order per chain.
+// Every frame from a tap meets the MAC check; an ARP frame then meets the
+// ARP checks, an IPv6 packet the IPv6 and neighbour discovery checks, an
+// IPv4 packet nothing more.
 func L2Rules() []L2Rule {
 	o := OwnerHooks + ": "
 	return []L2Rule{
-		{"iifname != @" + L2Taps + " accept", o + "not a tap with checks"},
-		{"ether type 8021ad drop", o + "no 802.1ad frames"},
-		{"vlan type 8021q drop", o + "no double-tagged frames"},
-		{"iifname @" + L2MACF + " iifname . ether saddr != @" + L2MAC + " drop", o + "mac anti-spoof"},
-		{"iifname @" + L2MACF + " iifname . arp saddr ether != @" + L2MAC + " drop", o + "arp sender mac"},
-		{"iifname @" + L2IPF + " arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @" + L2IP4 + " iifname . arp saddr ip != @" + L2IP4Net + " drop", o + "arp sender ip"},
-		{"iifname @" + L2IPF + " ip6 saddr != :: iifname . ip6 saddr != @" + L2IP6 + " iifname . ip6 saddr != @" + L2IP6Net + " drop", o + "ipv6 anti-spoof"},
-		{"iifname @" + L2NDPOff + " icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } drop", o + "no neighbour discovery"},
-		{"iifname @" + L2IPF + " icmpv6 type nd-neighbor-advert iifname . @th,64,128 != @" + L2ND + " iifname . @th,64,128 != @" + L2NDNet + " drop", o + "nd target anti-spoof"},
-		{"iifname != @" + L2RAdv + " icmpv6 type { nd-router-advert, nd-redirect } drop", o + "no router advertisements"},
-		{"udp sport 547 udp dport 546 drop", o + "no dhcpv6 server"},
+		{L2PreARP, "iifname @" + L2MACF + " iifname . arp saddr ether != @" + L2MAC + " drop", o + "arp sender mac"},
+		{L2PreARP, "iifname @" + L2IPF + " arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @" + L2IP4 + " iifname . arp saddr ip != @" + L2IP4Net + " drop", o + "arp sender ip"},
+		{L2PreIP6, "iifname @" + L2IPF + " ip6 saddr != :: iifname . ip6 saddr != @" + L2IP6 + " iifname . ip6 saddr != @" + L2IP6Net + " drop", o + "ipv6 anti-spoof"},
+		{L2PreIP6, "iifname @" + L2NDPOff + " icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } drop", o + "no neighbour discovery"},
+		{L2PreIP6, "iifname @" + L2IPF + " icmpv6 type nd-neighbor-advert iifname . @th,64,128 != @" + L2ND + " iifname . @th,64,128 != @" + L2NDNet + " drop", o + "nd target anti-spoof"},
+		{L2PreIP6, "iifname != @" + L2RAdv + " icmpv6 type { nd-router-advert, nd-redirect } drop", o + "no router advertisements"},
+		{L2PreIP6, "udp sport 547 udp dport 546 drop", o + "no dhcpv6 server"},
+		{L2Pre, "iifname != @" + L2Taps + " accept", o + "not a tap with checks"},
+		{L2Pre, "ether type 8021ad drop", o + "no 802.1ad frames"},
+		{L2Pre, "vlan type 8021q drop", o + "no double-tagged frames"},
+		{L2Pre, "iifname @" + L2MACF + " iifname . ether saddr != @" + L2MAC + " drop", o + "mac anti-spoof"},
+		{L2Pre, "ether type vmap { arp : jump " + L2PreARP + ", ip6 : jump " + L2PreIP6 + " }", o + "by protocol"},
 	}
 }
 
@@ -138,10 +150,18 @@ func L2Skeleton() string {
 	} {
 		fmt.Fprintf(&b, "add set %s %s { %s }\n", tb, s.name, s.def)
 	}
-	fmt.Fprintf(&b, "add chain %s %s { type filter hook prerouting priority -200 ; policy accept ; }\n", tb, L2Pre)
-	fmt.Fprintf(&b, "flush chain %s %s\n", tb, L2Pre)
-	for _, r := range L2Rules() {
-		fmt.Fprintf(&b, "add rule %s %s %s comment \"%s\"\n", tb, L2Pre, r.Expr, r.InstalledComment())
+	for _, ch := range L2Chains {
+		if ch == L2Pre {
+			fmt.Fprintf(&b, "add chain %s %s { type filter hook prerouting priority -200 ; policy accept ; }\n", tb, ch)
+		} else {
+			fmt.Fprintf(&b, "add chain %s %s\n", tb, ch)
+		}
+		fmt.Fprintf(&b, "flush chain %s %s\n", tb, ch)
+		for _, r := range L2Rules() {
+			if r.Chain == ch {
+				fmt.Fprintf(&b, "add rule %s %s %s comment \"%s\"\n", tb, ch, r.Expr, r.InstalledComment())
+			}
+		}
 	}
 	return b.String()
 }
