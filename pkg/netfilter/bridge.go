@@ -130,13 +130,12 @@ func (n NFT) Apply(p *ruleset.L2Tap) error {
 // it has none) out, rec's in, and rec as the tap's record. The table's
 // skeleton must be there.
 func QueueL2(c *nftables.Conn, old, rec *Record) error {
-	sc := newSetCache(c)
 	if old != nil {
-		if err := queueElements(sc, old.L2, false); err != nil {
+		if err := queueElements(c, old.L2, false); err != nil {
 			return err
 		}
 	}
-	if err := queueElements(sc, rec.L2, true); err != nil {
+	if err := queueElements(c, rec.L2, true); err != nil {
 		return err
 	}
 	return QueueRecord(c, rec, old != nil)
@@ -168,7 +167,7 @@ func (n NFT) Remove(tap string) error {
 // QueueL2Remove queues on c what takes the elements of old (the tap's
 // record as read) and the record itself out of the table.
 func QueueL2Remove(c *nftables.Conn, old *Record) error {
-	if err := queueElements(newSetCache(c), old.L2, false); err != nil {
+	if err := queueElements(c, old.L2, false); err != nil {
 		return err
 	}
 	QueueRecordRemove(c, old.Tap)
@@ -291,8 +290,10 @@ func (sc *setCache) get(name string) (*nftables.Set, error) {
 // queueElements queues adding (or deleting) what p puts in the shared sets,
 // one message per set. A delete adds the element first, in the same
 // transaction: deleting what someone already deleted must not fail the call
-// that repairs it.
-func queueElements(sc *setCache, p *ruleset.L2Tap, add bool) error {
+// that repairs it. A message names its set, which is all the kernel
+// needs: the sets are not looked up (the skeleton, checked first, makes
+// them), a request saved per set.
+func queueElements(c *nftables.Conn, p *ruleset.L2Tap, add bool) error {
 	if p == nil {
 		return nil
 	}
@@ -305,15 +306,12 @@ func queueElements(sc *setCache, p *ruleset.L2Tap, add bool) error {
 		els[pl.set] = append(els[pl.set], pl.elem)
 	}
 	for _, name := range order {
-		s, err := sc.get(name)
-		if err != nil {
-			return err
-		}
-		if err := sc.c.SetAddElements(s, els[name]); err != nil {
+		s := &nftables.Set{Table: l2Table, Name: name}
+		if err := c.SetAddElements(s, els[name]); err != nil {
 			return err
 		}
 		if !add {
-			if err := sc.c.SetDeleteElements(s, els[name]); err != nil {
+			if err := c.SetDeleteElements(s, els[name]); err != nil {
 				return err
 			}
 		}
