@@ -291,7 +291,11 @@ func TestConcurrentCalls(t *testing.T) {
 }
 
 func concurrentRun(t *testing.T, be testBackend, foreign bool) {
-	env := append([]string{"TAPFW_LOCK_TIMEOUT=120s"}, be.env...)
+	// 64 CHECKs and 64 DELs queue on the lock at once; under
+	// iptables-nft with a foreign writer each takes a second or more (its
+	// restores retry while the writer's transactions change the ruleset),
+	// so the last in the queue waits minutes on a busy machine.
+	env := append([]string{"TAPFW_LOCK_TIMEOUT=600s"}, be.env...)
 	// The foreign program writes with iptables; under the nftables
 	// backend, iptables-nft's writes are nftables transactions racing
 	// tapfw's.
