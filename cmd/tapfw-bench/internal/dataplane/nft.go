@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -109,7 +110,16 @@ table inet %[1]s {
 	if err != nil {
 		return nil, 0, err
 	}
-	lines, recv, err := b.traceFlow(ctx, p)
+	// nft monitor reads the whole ruleset before it listens, longer the
+	// more taps there are: a trace that saw nothing is taken again with
+	// a longer wait.
+	var lines []string
+	var recv uint64
+	for _, warm := range []time.Duration{300 * time.Millisecond, 2 * time.Second, 8 * time.Second} {
+		if lines, recv, err = b.traceFlow(ctx, p, warm); !errors.Is(err, errNoTrace) {
+			break
+		}
+	}
 	if err != nil {
 		return nil, 0, err
 	}
@@ -120,9 +130,12 @@ table inet %[1]s {
 	return c.checks(traceK), recv, nil
 }
 
+// errNoTrace is a trace that printed nothing.
+var errNoTrace = errors.New("nft monitor trace printed nothing")
+
 // traceFlow sends traceK packets of p while `nft monitor trace` runs in
 // the host's namespace, and returns its lines and the packets received.
-func (b *bench) traceFlow(ctx context.Context, p pathSpec) ([]string, uint64, error) {
+func (b *bench) traceFlow(ctx context.Context, p pathSpec, warm time.Duration) ([]string, uint64, error) {
 	s := b.fw
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -139,7 +152,7 @@ func (b *bench) traceFlow(ctx context.Context, p pathSpec) ([]string, uint64, er
 			stop()
 		}
 	}()
-	time.Sleep(300 * time.Millisecond) // until it listens
+	time.Sleep(warm) // until it listens
 	f, err := p.flow(s)
 	if err != nil {
 		return nil, 0, err
@@ -169,7 +182,7 @@ func (b *bench) traceFlow(ctx context.Context, p pathSpec) ([]string, uint64, er
 		lines = append(lines, sc.Text())
 	}
 	if len(lines) == 0 {
-		return nil, 0, fmt.Errorf("nft monitor trace printed nothing: %s", strings.TrimSpace(stderr.String()))
+		return nil, 0, fmt.Errorf("%w: %s", errNoTrace, strings.TrimSpace(stderr.String()))
 	}
 	return lines, after - before, nil
 }
