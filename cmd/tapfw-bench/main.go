@@ -50,11 +50,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/tapfw/tapfw/cmd/tapfw-bench/internal/baseline"
@@ -65,6 +63,7 @@ import (
 	"github.com/tapfw/tapfw/cmd/tapfw-bench/internal/report"
 	"github.com/tapfw/tapfw/cmd/tapfw-bench/internal/taps"
 	"github.com/tapfw/tapfw/cmd/tapfw-bench/internal/traffic"
+	"github.com/tapfw/tapfw/pkg/testnet"
 )
 
 func main() {
@@ -219,30 +218,7 @@ func run() int {
 		return 1
 	}
 	h := harness.New(o)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sigs)
-
-	done := make(chan int, 1)
-	go func() { done <- measure(ctx, h) }()
-	select {
-	case code := <-done:
-		return code
-	case sig := <-sigs:
-		fmt.Fprintf(os.Stderr, "\ntapfw-bench: %v: stopping and removing the namespaces\n", sig)
-		cancel()
-	}
-	select {
-	case <-done:
-	case sig := <-sigs:
-		fmt.Fprintf(os.Stderr, "tapfw-bench: %v again: removing the namespaces now\n", sig)
-	case <-time.After(20 * time.Second):
-		fmt.Fprintln(os.Stderr, "tapfw-bench: still busy: removing the namespaces now")
-	}
-	h.Cleanup()
-	return 130
+	return testnet.RunStoppable("tapfw-bench", 20*time.Second, func(ctx context.Context) int { return measure(ctx, h) }, h.Cleanup)
 }
 
 // checkTools checks that the run can start: root, the plugin, the tools.

@@ -30,10 +30,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/tapfw/tapfw/cmd/tapfw-soak/internal/soak"
@@ -109,31 +107,13 @@ func run() int {
 		return 2
 	}
 	spaces := &testnet.Spaces{}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sigs)
-	done := make(chan int, 1)
-	go func() { done <- soakAll(ctx, o, backends, spaces) }()
-	select {
-	case code := <-done:
-		return code
-	case sig := <-sigs:
-		fmt.Fprintf(os.Stderr, "\ntapfw-soak: %v: stopping and removing the namespaces\n", sig)
-		cancel()
-	}
-	select {
-	case <-done:
-	case sig := <-sigs:
-		fmt.Fprintf(os.Stderr, "tapfw-soak: %v again: removing the namespaces now\n", sig)
-	case <-time.After(30 * time.Second):
-		fmt.Fprintln(os.Stderr, "tapfw-soak: still busy: removing the namespaces now")
-	}
-	if err := spaces.Close(); err != nil {
-		fmt.Fprintf(os.Stderr, "tapfw-soak: %v\n", err)
-	}
-	return 130
+	return testnet.RunStoppable("tapfw-soak", 30*time.Second,
+		func(ctx context.Context) int { return soakAll(ctx, o, backends, spaces) },
+		func() {
+			if err := spaces.Close(); err != nil {
+				fmt.Fprintf(os.Stderr, "tapfw-soak: %v\n", err)
+			}
+		})
 }
 
 // soakAll soaks each backend in turn, each in its own sandbox, and

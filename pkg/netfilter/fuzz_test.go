@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
 	"regexp"
 	"slices"
@@ -358,15 +357,6 @@ func (k *restoreTester) close() {
 	}
 }
 
-// fuzzNSPrefix names the fuzz namespaces (scripts/fuzz.sh sets it per run
-// and removes what a killed worker leaves).
-func fuzzNSPrefix() string {
-	if p := os.Getenv("TAPFW_FUZZ_NS"); p != "" {
-		return p
-	}
-	return "fz"
-}
-
 func (k *restoreTester) test(restore []byte, sets []SetChange) error {
 	if !testnet.KernelTests() {
 		return nil
@@ -381,7 +371,7 @@ func (k *restoreTester) test(restore []byte, sets []SetChange) error {
 			}
 		}
 		if len(k.tools) > 0 {
-			k.ns, k.err = testnet.NewNS(fuzzNSPrefix())
+			k.ns, k.err = testnet.NewNS(testnet.FuzzNSPrefix())
 		}
 	})
 	if k.err != nil {

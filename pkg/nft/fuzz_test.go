@@ -2,7 +2,6 @@ package nft
 
 import (
 	"fmt"
-	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -70,15 +69,6 @@ func (k *applyTester) close() {
 	}
 }
 
-// fuzzNSPrefix names the fuzz namespaces (scripts/fuzz.sh sets it per run
-// and removes what a killed worker leaves).
-func fuzzNSPrefix() string {
-	if p := os.Getenv("TAPFW_FUZZ_NS"); p != "" {
-		return p
-	}
-	return "fz"
-}
-
 func (k *applyTester) test(p *Plan) error {
 	if !testnet.KernelTests() {
 		return nil
@@ -87,7 +77,7 @@ func (k *applyTester) test(p *Plan) error {
 		if _, err := exec.LookPath("nft"); err != nil {
 			return
 		}
-		k.ns, k.err = testnet.NewNS(fuzzNSPrefix())
+		k.ns, k.err = testnet.NewNS(testnet.FuzzNSPrefix())
 	})
 	if k.err != nil {
 		return fmt.Errorf("making the fuzz namespace: %w", k.err)
