@@ -33,6 +33,7 @@ type NetConf struct {
 	LogDropped         *bool                `json:"logDropped,omitempty"`
 	LogTarget          string               `json:"logTarget,omitempty"`
 	LogLimit           string               `json:"logLimit,omitempty"`
+	LogPrefix          string               `json:"logPrefix,omitempty"`
 	NFLogGroup         *int                 `json:"nflogGroup,omitempty"`
 	AllowBridgeRouting bool                 `json:"allowBridgeRouting,omitempty"`
 	FailClosed         *bool                `json:"failClosed,omitempty"`

@@ -286,10 +286,17 @@ func TestLogOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tp := r.Model.Tap; tp.LogTarget != "NFLOG" || tp.NFLogGroup != 5 || tp.LogLimit != "2/min" {
+	if tp := r.Model.Tap; tp.LogTarget != "NFLOG" || tp.NFLogGroup != 5 || tp.LogLimit != "2/min" || tp.LogPerTap {
 		t.Errorf("tap %+v", tp)
 	}
+	for js, perTap := range map[string]bool{`,"logPrefix":"rule"}`: false, `,"logPrefix":"tap"}`: true} {
+		r, err := resolve(t, good+js, Env{IfName: "tap1"}, nil)
+		if err != nil || r.Model.Tap.LogPerTap != perTap {
+			t.Errorf("%s: %v, per tap %v", js, err, err == nil && r.Model.Tap.LogPerTap)
+		}
+	}
 	for _, c := range []struct{ js, field string }{
+		{`,"logPrefix":"vm"}`, "logPrefix"},
 		{`,"logTarget":"SYSLOG"}`, "logTarget"},
 		{`,"nflogGroup":1}`, "nflogGroup"},
 		{`,"logTarget":"NFLOG","nflogGroup":70000}`, "nflogGroup"},

@@ -120,6 +120,9 @@ func resolveOptions(conf *NetConf, env Env, lim model.Limits) (model.Tap, error)
 	if t.LogTarget, t.NFLogGroup, t.LogLimit, err = parseLog(conf); err != nil {
 		return t, err
 	}
+	if t.LogPerTap, err = parseLogPrefix(conf.LogPrefix); err != nil {
+		return t, err
+	}
 	if t.PolicyIn, err = parsePolicy("policyIn", conf.PolicyIn); err != nil {
 		return t, err
 	}
@@ -475,6 +478,19 @@ func parseLog(conf *NetConf) (target string, group int, limit string, err error)
 		}
 	}
 	return target, group, limit, nil
+}
+
+// parseLogPrefix reads what a tap's log prefixes name: "rule" (the
+// default) is tfw:<dir>:<what>, the line's ports naming the tap; "tap"
+// adds the tap's name, tfw:<tap>:<dir>:<what>.
+func parseLogPrefix(s string) (perTap bool, err error) {
+	switch s {
+	case "", "rule":
+		return false, nil
+	case "tap":
+		return true, nil
+	}
+	return false, fieldErr("logPrefix", "%q is not rule or tap", s)
 }
 
 // Units of a rate, as xt_limit counts them (XT_LIMIT_SCALE per second),

@@ -210,6 +210,10 @@ func (w *nwalker) evalExpr(e nft.Expr, act *action) outcome {
 	case e.Counter != nil || e.NamedCounter != "":
 	case e.Limit != nil:
 		return outcome{v: yes, notes: []string{"limit " + strings.TrimPrefix(e.Limit.String(), "limit ") + " assumed to match"}}
+	case e.SetUpdate != nil:
+		if l := e.SetUpdate.Limit; l != nil {
+			return outcome{v: yes, notes: []string{"limit " + strings.TrimPrefix(l.String(), "limit ") + " per " + e.SetUpdate.Elem.String() + " assumed to match"}}
+		}
 	case e.Log != nil:
 		act.what, act.detail = WhatLog, e.Log.Prefix
 	case e.Reject != nil:

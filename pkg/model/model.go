@@ -100,9 +100,14 @@ type Tap struct {
 	LogDropped  bool
 	LogLimit    string // rate of log lines per rule: 5/min
 	LogTarget   string // LOG (the kernel log) or NFLOG (a netlink group)
-	NFLogGroup  int    // the NFLOG group
-	PolicyIn    Action
-	PolicyOut   Action
+	// LogPerTap puts the tap's name in its log prefixes
+	// (tfw:<tap>:<dir>:<what>); without it they are tfw:<dir>:<what> and
+	// the line's ports name the tap. On nftables a prefix naming the tap
+	// is an expression per tap, which every later commit validates.
+	LogPerTap  bool
+	NFLogGroup int // the NFLOG group
+	PolicyIn   Action
+	PolicyOut  Action
 	// Groups are the security groups the tap uses, checked in this order
 	// before its own rules.
 	Groups  []string

@@ -201,6 +201,9 @@ func (p *Plan) String() string {
 		for _, m := range pr.Maps {
 			fmt.Fprintf(&b, "add map bridge %s %s { type ifname : verdict ; }\n", Table, m)
 		}
+		for _, rs := range pr.Rates {
+			fmt.Fprintln(&b, rs)
+		}
 		chains = append(chains, pr.Chain)
 	}
 	for _, l := range p.Logs {

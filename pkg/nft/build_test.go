@@ -103,3 +103,21 @@ func TestMarksFromMask(t *testing.T) {
 		}
 	}
 }
+
+// A rate set's elements expire once their bucket would be full again:
+// the burst at the rate, rounded up to a second.
+func TestRefill(t *testing.T) {
+	for _, c := range []struct {
+		rate  string
+		burst int
+		want  string
+	}{{"5/min", 0, "1m"}, {"600/min", 0, "1s"}, {"10/second", 20, "2s"}, {"2/hour", 5, "2h30m"}, {"1/day", 3, "3d"}, {"7/min", 5, "43s"}} {
+		d, err := refill(c.rate, c.burst)
+		if err != nil || nftDuration(d) != c.want {
+			t.Errorf("%s burst %d: %v %v, want %s", c.rate, c.burst, nftDuration(d), err, c.want)
+		}
+	}
+	if _, err := refill("fast", 0); err == nil {
+		t.Error("a bad rate is no error")
+	}
+}

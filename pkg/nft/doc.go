@@ -12,8 +12,9 @@
 //	  tfw-p{i,o}{4,6}-<hash>     profiles: package ruleset's tap chains, translated without
 //	                             the tap (its MAC and addresses are looked up by port in the
 //	                             layer-2 sets), shared by every tap whose rules hash the same
-//	  tfw-p…-<hash>-l<k>         a profile's k-th log map: port : jump the tap's log chain
-//	  tfw-l{i,o}{4,6}-<tap>-<what> the tap's log chain: its rate limit and its log prefix
+//	  tfw-p…-<hash>-l<k>         a profile's k-th log rule's rate set: each port's own limit
+//	                             (logPrefix tap: a log map, port : jump the tap's log chain,
+//	  tfw-l{i,o}{4,6}-<tap>-<what>  which holds the limit and the prefix naming the tap)
 //	  tfw-r-<tap>                the tap's record: who attached it, its elements (never jumped to)
 //	  tfw-anchors, tfw-anchor    an element per tap jumping to an empty chain: its use
 //	                             count is the number of taps
@@ -33,9 +34,9 @@
 // How a call works: ADD checks the skeleton (the version rules, then the
 // static rules, about a dozen requests) and runs nft -f only when it is
 // missing or differs; reads the tap's record; makes each of its profiles
-// that is missing (or was changed by hand) with its log maps; reads each
-// element the tap wants or had, one request each, and changes those that
-// differ; makes its log chains; takes the profiles no element jumps to
+// that is missing (or was changed by hand) with its rate sets or log maps;
+// reads each element the tap wants or had, one request each, and changes
+// those that differ; makes its log chains (logPrefix tap); takes the profiles no element jumps to
 // any more away; and writes its layer-2 elements and record, all in one
 // transaction. DEL reads the record and takes out what it names. Nothing
 // a call reads or writes grows with the number of taps but the kernel's

@@ -313,16 +313,18 @@ type Installed struct {
 
 // readChain reads a chain; exists is false when it is not there.
 func readChain(c *nftables.Conn, tb *nftables.Table, name string) ([]Installed, bool, error) {
-	// A dump of a missing chain's rules is empty, not an error: ask for
-	// the chain first.
-	if _, err := c.ListChain(tb, name); isNotFound(err) {
-		return nil, false, nil
-	} else if err != nil {
-		return nil, false, fmt.Errorf("reading chain %s: %w", name, err)
-	}
 	rules, err := c.GetRules(tb, &nftables.Chain{Name: name, Table: tb})
 	if err != nil {
 		return nil, false, fmt.Errorf("reading chain %s: %w", name, err)
+	}
+	// A dump of a missing chain's rules is empty, not an error: with no
+	// rules, ask for the chain.
+	if len(rules) == 0 {
+		if _, err := c.ListChain(tb, name); isNotFound(err) {
+			return nil, false, nil
+		} else if err != nil {
+			return nil, false, fmt.Errorf("reading chain %s: %w", name, err)
+		}
 	}
 	out := make([]Installed, len(rules))
 	for i, r := range rules {

@@ -178,7 +178,17 @@ func TestKernelApplyRemove(t *testing.T) {
 // those two share their profiles, whose chains go only with the last tap
 // using them; the log chains are each tap's own.
 func TestKernelProfilesShared(t *testing.T) {
+	for _, perTap := range []bool{false, true} {
+		t.Run(fmt.Sprintf("logPerTap=%v", perTap), func(t *testing.T) { testProfilesShared(t, perTap) })
+	}
+}
+
+// testProfilesShared: with log prefixes naming the tap, each tap has log
+// chains of its own, made and removed with it; without, a tap adds no
+// chain, and the profile's rate sets go with the profile.
+func testProfilesShared(t *testing.T, perTap bool) {
 	cfg := sampleConfig(t, "seed", "tap110i0")
+	cfg.Tap.LogPerTap = perTap
 	plan := func(tap string, port string) *Plan {
 		c := cfg
 		c.Tap.Name, c.Tap.IfName = tap, tap
@@ -215,9 +225,32 @@ func TestKernelProfilesShared(t *testing.T) {
 		_, err := ns.Run("nft", "list", "chain", "bridge", Table, chain)
 		return err == nil
 	}
+	if perTap != (len(a.Logs) > 0) {
+		t.Fatalf("log prefixes per tap %v, yet the tap has %d log chains", perTap, len(a.Logs))
+	}
 	for _, l := range append(append([]LogChain(nil), a.Logs...), b.Logs...) {
 		if !has(l.Name) {
 			t.Errorf("log chain %s missing", l.Name)
+		}
+	}
+	hasSet := func(set string) bool {
+		_, err := ns.Run("nft", "list", "set", "bridge", Table, set)
+		return err == nil
+	}
+	var rates []string
+	for _, pr := range a.Profiles {
+		if pr.Name == shared {
+			for _, rs := range pr.Rates {
+				rates = append(rates, rs.Name)
+			}
+		}
+	}
+	if perTap == (len(rates) > 0) {
+		t.Fatalf("log prefixes per tap %v, yet the profile has rate sets %v", perTap, rates)
+	}
+	for _, set := range rates {
+		if !hasSet(set) {
+			t.Errorf("rate set %s missing", set)
 		}
 	}
 	steps := []struct {
@@ -251,6 +284,11 @@ func TestKernelProfilesShared(t *testing.T) {
 	for _, l := range b.Logs {
 		if has(l.Name) {
 			t.Errorf("log chain %s left behind", l.Name)
+		}
+	}
+	for _, set := range rates {
+		if hasSet(set) {
+			t.Errorf("rate set %s left behind with its profile", set)
 		}
 	}
 	if !has(profileOf(t, other, MapIn, IPv4)) {

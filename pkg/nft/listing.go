@@ -94,11 +94,13 @@ type Expr struct {
 	// NamedCounter is a "counter name X" reference.
 	NamedCounter string
 	Limit        *Limit
-	Log          *Log
-	Reject       *Reject
-	Mangle       *Mangle
-	Unknown      string
-	Raw          json.RawMessage
+	// SetUpdate is a statement adding to or updating a named set.
+	SetUpdate *SetUpdate
+	Log       *Log
+	Reject    *Reject
+	Mangle    *Mangle
+	Unknown   string
+	Raw       json.RawMessage
 }
 
 // Match is a relational expression: Left Op Right, with Op one of ==,
@@ -137,6 +139,15 @@ type Limit struct {
 	Rate, Burst uint64
 	Per, Unit   string
 	Over        bool
+}
+
+// SetUpdate adds the packet's Elem to Set, or updates it (Op "add",
+// "update"), with Limit, when there is one, as the element's own limit:
+// the rule goes on while the element is within it.
+type SetUpdate struct {
+	Op, Set string
+	Elem    Value
+	Limit   *Limit
 }
 
 // Log is a log statement: its prefix, and Group >= 0 for nflog (-1
@@ -516,6 +527,8 @@ func parseExpr(kind string, body json.RawMessage) (Expr, error) {
 		return Expr{Counter: c.counter()}, nil
 	case "limit":
 		return parseLimit(body)
+	case "set":
+		return parseSetUpdate(body)
 	case "log":
 		return parseLog(body)
 	case "reject":
@@ -573,6 +586,36 @@ func parseVerdict(kind string, body json.RawMessage) (*Verdict, error) {
 		v.Target = j.Target
 	}
 	return v, nil
+}
+
+// parseSetUpdate reads {"op", "elem", "set": "@name", "stmt": [...]}; a
+// statement in it other than one limit leaves the whole one unknown.
+func parseSetUpdate(body json.RawMessage) (Expr, error) {
+	var j struct {
+		Op, Set string
+		Elem    json.RawMessage
+		Stmt    []map[string]json.RawMessage
+	}
+	if err := unmarshal(body, &j); err != nil {
+		return Expr{}, err
+	}
+	el, err := parseValue(j.Elem)
+	if err != nil {
+		return Expr{}, fmt.Errorf("elem: %w", err)
+	}
+	u := &SetUpdate{Op: j.Op, Set: strings.TrimPrefix(j.Set, "@"), Elem: el}
+	for _, st := range j.Stmt {
+		lim, ok := st["limit"]
+		if !ok || len(st) != 1 || u.Limit != nil {
+			return Expr{Unknown: "set", Raw: body}, nil
+		}
+		e, err := parseLimit(lim)
+		if err != nil {
+			return Expr{}, err
+		}
+		u.Limit = e.Limit
+	}
+	return Expr{SetUpdate: u}, nil
 }
 
 func parseLimit(body json.RawMessage) (Expr, error) {

@@ -35,6 +35,8 @@ func (e Expr) String() string {
 		return "counter name " + strconv.Quote(e.NamedCounter)
 	case e.Limit != nil:
 		return e.Limit.String()
+	case e.SetUpdate != nil:
+		return e.SetUpdate.String()
 	case e.Log != nil:
 		return e.Log.String()
 	case e.Reject != nil:
@@ -79,6 +81,14 @@ func (l *Limit) String() string {
 		s += fmt.Sprintf(" burst %d packets", l.Burst)
 	}
 	return s
+}
+
+func (u *SetUpdate) String() string {
+	s := u.Op + " @" + u.Set + " { " + u.Elem.format(contextOf(u.Elem))
+	if u.Limit != nil {
+		s += " " + u.Limit.String()
+	}
+	return s + " }"
 }
 
 func (l *Log) String() string {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/google/nftables/expr"
 	"github.com/tapfw/tapfw/pkg/ruleset"
@@ -13,24 +14,37 @@ import (
 
 // A tap's IN and OUT chains are shared. Nothing in them names the tap:
 // its addresses and MAC are looked up in the layer-2 sets by the port a
-// packet uses, and each of its log rules jumps, through a map keyed by
-// that port, to a chain of the tap's own that holds the rate limit and
-// the log line with the tap's prefix. So every tap with the same rules
-// uses one chain, a profile, named by a hash of its rules, and a tap adds
-// map elements and log chains only. That is what keeps an ADD as cheap at
-// 10,000 taps as at 100: each commit that adds a jump re-validates what
-// the table's base chains reach, but the kernel validates a chain once
-// per commit however many elements jump to it, so the cost is a walk over
-// the map elements, not over every tap's rules; and a chain of log rules,
-// which is all a tap owns, needs no validation of its own when it is made.
+// packet uses, and each of its log rules keeps the port's own rate limit
+// in a dynamic set keyed by port. So every tap with the same rules uses
+// one chain, a profile, named by a hash of its rules, and a tap adds map
+// elements only. That is what keeps an ADD as cheap at 10,000 taps as at
+// 100: each commit that adds a jump re-validates what the table's base
+// chains reach, but the kernel validates a chain once per commit however
+// many elements jump to it, so the cost is a walk over the map elements,
+// not over every tap's rules. A prefix naming the tap (logPrefix tap) is
+// an expression of the tap's own: its log rules jump, through a map keyed
+// by port, to chains of the tap's that hold the limit and the prefix, and
+// every commit walks those too.
 
 // Profile is a shared chain of one direction and family, and the log
-// maps its log rules look up, made and removed with it.
+// maps and rate sets its log rules look up, made and removed with it.
 type Profile struct {
 	Chain
 	Dir    string // in (to the VM) or out (from it)
 	Family Family
 	Maps   []string
+	// Rates are the log rules' rate sets: each port's element keeps that
+	// tap's own bucket of the rule's limit.
+	Rates []RateSet
+}
+
+// RateSet is a profile's dynamic set of per-port rate limits for one log
+// rule. An element expires once its bucket would be full again (Timeout:
+// the burst at the rate), so an expired element and a full bucket are
+// the same.
+type RateSet struct {
+	Name    string
+	Timeout time.Duration
 }
 
 // LogChain is a tap's chain for one log rule of its profile: the rate
@@ -93,31 +107,83 @@ func (cx chainCtx) profile(c ruleset.Chain) (Profile, []LogChain, error) {
 		rules[i].Chain = name
 	}
 	p.Rules = rules
-	for k := range logs {
-		p.Maps = append(p.Maps, LogMap(name, k+1))
+	k := 0
+	for _, r := range c.Rules {
+		if !isLog(r.Verdict) {
+			continue
+		}
+		k++
+		if cx.logsPerTap(r) {
+			p.Maps = append(p.Maps, LogMap(name, k))
+		} else if r.Limit != "" {
+			t, err := refill(r.Limit, r.LimitBurst)
+			if err != nil {
+				return Profile{}, nil, fmt.Errorf("rule %q: %w", r.Comment, err)
+			}
+			p.Rates = append(p.Rates, RateSet{Name: LogMap(name, k), Timeout: t})
+		}
 	}
 	return p, logs, nil
 }
 
-// profileRules renders the profile's rules, naming its k-th log map
-// mapName(k), and the tap's log chains. A rule's comment loses the tap's
-// name, which the profile does not know; a log rule keeps its matches in
-// the profile and moves its limit and log line to the tap's chain.
+// String is how nft makes the set.
+func (rs RateSet) String() string {
+	return fmt.Sprintf("add set bridge %s %s { type ifname ; size %d ; flags dynamic,timeout ; timeout %s ; }", Table, rs.Name, rateSetSize, nftDuration(rs.Timeout))
+}
+
+// nftDuration writes d as nft does: 1m30s, 45s.
+func nftDuration(d time.Duration) string {
+	s := ""
+	for _, u := range []struct {
+		d    time.Duration
+		name string
+	}{{24 * time.Hour, "d"}, {time.Hour, "h"}, {time.Minute, "m"}, {time.Second, "s"}} {
+		if n := d / u.d; n > 0 {
+			s += strconv.Itoa(int(n)) + u.name
+			d -= n * u.d
+		}
+	}
+	if s == "" {
+		return "0s"
+	}
+	return s
+}
+
+// logsPerTap says whether log rule r's prefix names the tap, which takes
+// a log chain of the tap's own; without the name the profile logs itself,
+// each port's rate kept in a rate set.
+func (cx chainCtx) logsPerTap(r ruleset.Rule) bool {
+	line, ok := ruleset.ParseLogPrefix(r.Verdict.LogPrefix)
+	return ok && line.Owner != ""
+}
+
+// profileRules renders the profile's rules, naming its k-th log map or
+// rate set mapName(k), and the tap's log chains. A rule's comment loses
+// the tap's name, which the profile does not know. A log rule whose
+// prefix names the tap keeps its matches in the profile and moves its
+// limit and log line to the tap's chain; any other logs in the profile,
+// its limit kept per port in the rule's rate set.
 func (cx chainCtx) profileRules(c ruleset.Chain, mapName func(int) string) ([]Rule, []LogChain, error) {
 	var rules []Rule
 	var logs []LogChain
 	own := cx.tap + ": "
+	k := 0
 	for _, r := range c.Rules {
 		px := cx
 		if isLog(r.Verdict) {
-			m := mapName(len(logs) + 1)
-			lc, err := cx.logChain(r, m)
-			if err != nil {
-				return nil, nil, err
+			k++
+			m := mapName(k)
+			if cx.logsPerTap(r) {
+				lc, err := cx.logChain(r, m)
+				if err != nil {
+					return nil, nil, err
+				}
+				logs = append(logs, lc)
+				px.logMap = m
+				r.Limit, r.LimitBurst = "", 0
+			} else {
+				px.rateSet = m
 			}
-			logs = append(logs, lc)
-			px.logMap = m
-			r.Limit, r.LimitBurst = "", 0
 		}
 		r.Comment = strings.TrimPrefix(r.Comment, own)
 		rs, err := px.translate("", r)

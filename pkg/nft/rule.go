@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -343,28 +344,73 @@ func (b *builder) hops(f Family, n int) {
 // limit is iptables' limit match: a rate per second, minute, hour or day
 // and a burst (iptables' default is 5, as nft's).
 func (b *builder) limit(rate string, burst int) error {
-	n, unit, ok := strings.Cut(rate, "/")
-	v, err := strconv.ParseUint(n, 10, 32)
-	if !ok || err != nil || v == 0 {
-		return fmt.Errorf("limit %q", rate)
+	lim, text, err := limitExpr(rate, burst)
+	if err != nil {
+		return err
 	}
-	units := map[string]expr.LimitTime{"s": expr.LimitTimeSecond, "sec": expr.LimitTimeSecond, "second": expr.LimitTimeSecond,
-		"m": expr.LimitTimeMinute, "min": expr.LimitTimeMinute, "minute": expr.LimitTimeMinute,
-		"h": expr.LimitTimeHour, "hour": expr.LimitTimeHour, "d": expr.LimitTimeDay, "day": expr.LimitTimeDay}
-	names := map[expr.LimitTime]string{expr.LimitTimeSecond: "second", expr.LimitTimeMinute: "minute", expr.LimitTimeHour: "hour", expr.LimitTimeDay: "day"}
-	u, ok := units[unit]
+	b.add(text, lim)
+	return nil
+}
+
+// portLimit is a limit of the port's own: the port's element in the rate
+// set holds its bucket (made by the first packet, then updated).
+func (b *builder) portLimit(word string, key expr.MetaKey, set, rate string, burst int) error {
+	lim, text, err := limitExpr(rate, burst)
+	if err != nil {
+		return err
+	}
+	b.add("update @"+set+" { "+word+" "+text+" }",
+		&expr.Meta{Key: key, Register: 1},
+		&expr.Dynset{SrcRegKey: 1, SetName: set, Operation: unix.NFT_DYNSET_OP_UPDATE, Exprs: []expr.Any{lim}})
+	return nil
+}
+
+// rateUnits are the units of a rate as the config and ruleset write them.
+var rateUnits = map[string]expr.LimitTime{"s": expr.LimitTimeSecond, "sec": expr.LimitTimeSecond, "second": expr.LimitTimeSecond,
+	"m": expr.LimitTimeMinute, "min": expr.LimitTimeMinute, "minute": expr.LimitTimeMinute,
+	"h": expr.LimitTimeHour, "hour": expr.LimitTimeHour, "d": expr.LimitTimeDay, "day": expr.LimitTimeDay}
+
+// parseRate reads a rate ("5/min") and the burst (0 is nft's default, 5).
+func parseRate(rate string, burst int) (n uint64, unit expr.LimitTime, b int, err error) {
+	num, name, ok := strings.Cut(rate, "/")
+	n, err = strconv.ParseUint(num, 10, 32)
+	if !ok || err != nil || n == 0 {
+		return 0, 0, 0, fmt.Errorf("limit %q", rate)
+	}
+	unit, ok = rateUnits[name]
 	if !ok {
-		return fmt.Errorf("limit %q: unit", rate)
+		return 0, 0, 0, fmt.Errorf("limit %q: unit", rate)
 	}
 	if burst == 0 {
 		burst = 5
 	}
-	text := fmt.Sprintf("limit rate %d/%s", v, names[u])
+	return n, unit, burst, nil
+}
+
+// limitExpr is a limit of rate and burst, and how nft writes it.
+func limitExpr(rate string, burst int) (*expr.Limit, string, error) {
+	n, u, burst, err := parseRate(rate, burst)
+	if err != nil {
+		return nil, "", err
+	}
+	names := map[expr.LimitTime]string{expr.LimitTimeSecond: "second", expr.LimitTimeMinute: "minute", expr.LimitTimeHour: "hour", expr.LimitTimeDay: "day"}
+	text := fmt.Sprintf("limit rate %d/%s", n, names[u])
 	if burst != 5 {
 		text += fmt.Sprintf(" burst %d packets", burst)
 	}
-	b.add(text, &expr.Limit{Type: expr.LimitTypePkts, Rate: v, Unit: u, Burst: uint32(burst)})
-	return nil
+	return &expr.Limit{Type: expr.LimitTypePkts, Rate: n, Unit: u, Burst: uint32(burst)}, text, nil
+}
+
+// refill is how long an empty bucket of rate and burst takes to fill,
+// rounded up to a second.
+func refill(rate string, burst int) (time.Duration, error) {
+	n, u, burst, err := parseRate(rate, burst)
+	if err != nil {
+		return 0, err
+	}
+	per := map[expr.LimitTime]time.Duration{expr.LimitTimeSecond: time.Second, expr.LimitTimeMinute: time.Minute, expr.LimitTimeHour: time.Hour, expr.LimitTimeDay: 24 * time.Hour}[u]
+	d := per * time.Duration(burst) / time.Duration(n)
+	return max((d + time.Second - 1).Truncate(time.Second), time.Second), nil
 }
 
 // iface matches the input or output interface by name, or by a prefix

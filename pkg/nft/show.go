@@ -164,6 +164,8 @@ func (rd *ruleReader) describe(s *Shown, exprs []expr.Any) (string, error) {
 				words = append(words, w)
 			}
 			loads = nil
+		case *expr.Dynset:
+			loads = nil // a log rule's rate set: the port's own limit
 		case *expr.Counter:
 			s.Counter = netfilter.Counter{Packets: e.Packets, Bytes: e.Bytes}
 		case *expr.Log:

@@ -64,6 +64,12 @@ func (tx *txn) profiles(ps []Profile) error {
 				return fmt.Errorf("map %s: %w", m, err)
 			}
 		}
+		for _, rs := range p.Rates {
+			tx.note("%s", rs)
+			if err := tx.c.AddSet(rateSet(rs), nil); err != nil {
+				return fmt.Errorf("set %s: %w", rs.Name, err)
+			}
+		}
 		if err := tx.fill(p.Chain, exists); err != nil {
 			return err
 		}
@@ -99,6 +105,17 @@ func (tx *txn) rules(kc *nftables.Chain, table string, rules []Rule) error {
 func logMapSet(name string) *nftables.Set {
 	return &nftables.Set{Table: bridgeTable, Name: name, IsMap: true, KeyType: nftables.TypeIFName, DataType: nftables.TypeVerdict, KeyByteOrder: binaryutil.NativeEndian}
 }
+
+// rateSet is a profile's rate set: a dynamic set of ports whose
+// elements expire when their bucket would be full.
+func rateSet(rs RateSet) *nftables.Set {
+	return &nftables.Set{Table: bridgeTable, Name: rs.Name, KeyType: nftables.TypeIFName, KeyByteOrder: binaryutil.NativeEndian,
+		Dynamic: true, HasTimeout: true, Timeout: rs.Timeout, Size: rateSetSize}
+}
+
+// rateSetSize bounds a rate set; a port that finds it full logs nothing
+// until an element expires, and its verdict is the same.
+const rateSetSize = 65535
 
 func dispatchMap(name string) *nftables.Set {
 	return &nftables.Set{Table: bridgeTable, Name: name, IsMap: true, KeyType: dispatchKey, DataType: nftables.TypeVerdict}
@@ -308,8 +325,25 @@ func (tx *txn) collect() error {
 			tx.note("delete map bridge %s %s", Table, m)
 			tx.c.DelSet(logMapSet(m))
 		}
+		for _, set := range rateSetsOf(rules) {
+			tx.note("delete set bridge %s %s", Table, set)
+			tx.c.DelSet(&nftables.Set{Table: bridgeTable, Name: set})
+		}
 	}
 	return nil
+}
+
+// rateSetsOf are the rate sets a profile's rules update.
+func rateSetsOf(rules []*nftables.Rule) []string {
+	var out []string
+	for _, r := range rules {
+		for _, e := range r.Exprs {
+			if d, ok := e.(*expr.Dynset); ok && !slices.Contains(out, d.SetName) {
+				out = append(out, d.SetName)
+			}
+		}
+	}
+	return out
 }
 
 // forget notes the log maps of the profiles old's tap used, for collect.

@@ -33,6 +33,9 @@ type chainCtx struct {
 	// logMap, when set, is the profile's log map a log rule jumps
 	// through to the tap's own log chain.
 	logMap string
+	// rateSet, when set, is the profile's rate set where a log rule keeps
+	// each port's limit.
+	rateSet string
 }
 
 // ChainRejected is where a REJECT goes once its bit is set: a packet that
@@ -121,6 +124,10 @@ func (cx chainCtx) matches(b *builder, r ruleset.Rule, variant string) error {
 		b.hops(cx.fam, r.TTL)
 	case r.HopLimit > 0:
 		b.hops(cx.fam, r.HopLimit)
+	}
+	if r.Limit != "" && cx.rateSet != "" {
+		word, key := cx.portWord()
+		return b.portLimit(word, key, cx.rateSet, r.Limit, r.LimitBurst)
 	}
 	if r.Limit != "" {
 		return b.limit(r.Limit, r.LimitBurst)

@@ -264,3 +264,19 @@ func TestIsGroupChain(t *testing.T) {
 		}
 	}
 }
+
+// A log prefix reads back as what wrote it, with or without an owner, and
+// from within a kernel log line.
+func TestLogPrefixRoundTrip(t *testing.T) {
+	for _, l := range []LogLine{{"tap110i0", "in", "drop"}, {"", "out", "r12"}, {"host", "in", "rej"}, {"+web", "in", "r2"}} {
+		line := "kernel: " + LogPrefix(l.Owner, l.Dir, l.What) + "IN=tap1 OUT=tap2"
+		if got, ok := ParseLogPrefix(line); !ok || got != l {
+			t.Errorf("%q reads as %+v, %v; want %+v", line, got, ok, l)
+		}
+	}
+	for _, bad := range []string{"tfw:in", "tfw::in:drop", "tfw:x:up:drop", "tfw:in:", "nothing"} {
+		if got, ok := ParseLogPrefix(bad); ok {
+			t.Errorf("%q reads as %+v", bad, got)
+		}
+	}
+}

@@ -95,7 +95,11 @@ func tapChain(t model.Tap, fam *Family, c, dir string, allow Verdict, rs []Rule)
 	if dir == "out" {
 		rules, policy = t.Out, t.PolicyOut
 	}
-	cx := chainCtx{chain: c, fam: fam, owner: t.Name, logName: t.Name, dir: dir, allow: allow, limit: t.LogLimit, log: logTo{t.LogTarget, t.NFLogGroup}}
+	logName := ""
+	if t.LogPerTap {
+		logName = t.Name
+	}
+	cx := chainCtx{chain: c, fam: fam, owner: t.Name, logName: logName, dir: dir, allow: allow, limit: t.LogLimit, log: logTo{t.LogTarget, t.NFLogGroup}}
 	user, err := cx.userRules(rules)
 	if err != nil {
 		return Chain{}, err

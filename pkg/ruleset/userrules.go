@@ -57,16 +57,21 @@ func hostChains(h *model.Host, fam *Family, logDropped bool, limit string, log l
 }
 
 // LogPrefix is the LOG prefix for owner, direction and what ("drop", "rej"
-// or "r<N>" for user rule N): "tfw:tap110i0:out:drop ". At most 29
-// characters, as the kernel allows.
+// or "r<N>" for user rule N): "tfw:tap110i0:out:drop ", or without an
+// owner (a tap's rules, unless its prefixes name it) "tfw:out:drop ". At
+// most 29 characters, as the kernel allows.
 func LogPrefix(owner, dir, what string) string {
+	if owner == "" {
+		return "tfw:" + dir + ":" + what + " "
+	}
 	return "tfw:" + owner + ":" + dir + ":" + what + " "
 }
 
-// LogLine is what a log prefix says: whose rule logged (a tap, or "host"
-// for the host firewall), the direction (in: to the VM or host; out: from
-// it) and what ("drop" or "rej" for the policy, "r<N>" for rule N of the
-// direction, 1-based as in the config).
+// LogLine is what a log prefix says: whose rule logged (a tap, "host" for
+// the host firewall, "+<group>" for a security group; "" for a tap's rule
+// whose prefix does not name it, the line's ports do), the direction (in:
+// to the VM or host; out: from it) and what ("drop" or "rej" for the
+// policy, "r<N>" for rule N of the direction, 1-based as in the config).
 type LogLine struct {
 	Owner, Dir, What string
 }
@@ -80,7 +85,12 @@ func ParseLogPrefix(s string) (LogLine, bool) {
 	}
 	word, _, _ := strings.Cut(s[i:], " ")
 	f := strings.Split(word, ":")
-	if len(f) != 4 || f[1] == "" || (f[2] != "in" && f[2] != "out") || f[3] == "" {
+	if len(f) == 3 {
+		f = []string{f[0], "", f[1], f[2]}
+	} else if len(f) != 4 || f[1] == "" {
+		return LogLine{}, false
+	}
+	if (f[2] != "in" && f[2] != "out") || f[3] == "" {
 		return LogLine{}, false
 	}
 	return LogLine{Owner: f[1], Dir: f[2], What: f[3]}, true

@@ -347,7 +347,11 @@ func concurrentRun(t *testing.T, be testBackend, foreign bool) {
 				}
 				paused.Unlock()
 				writes++
-				time.Sleep(5 * time.Millisecond)
+				// Ten changes a second is a very busy foreign program; a
+				// writer with no pause starves iptables-nft's restores,
+				// which start over whenever the ruleset changed under
+				// them, for minutes on a loaded machine.
+				time.Sleep(100 * time.Millisecond)
 			}
 		}()
 	}

@@ -62,7 +62,9 @@ func CountIpset(out []byte) (sets, entries int) {
 type NftCounts struct{ Tables, Chains, Rules, Sets, Elements int }
 
 // CountNftJSON counts the tables, chains, rules, sets and maps, and the
-// sets' and maps' elements of `nft -j list ruleset` output.
+// sets' and maps' elements of `nft -j list ruleset` output. Elements of a
+// dynamic set with timeouts (a log rule's per-port limits) are the
+// packets' and expire by themselves: they are not counted.
 func CountNftJSON(out []byte) (NftCounts, error) {
 	var doc struct {
 		Nftables []map[string]json.RawMessage `json:"nftables"`
@@ -83,12 +85,15 @@ func CountNftJSON(out []byte) (NftCounts, error) {
 			case "set", "map":
 				c.Sets++
 				var s struct {
-					Elem []json.RawMessage `json:"elem"`
+					Elem  []json.RawMessage `json:"elem"`
+					Flags json.RawMessage   `json:"flags"`
 				}
 				if err := json.Unmarshal(body, &s); err != nil {
 					return c, fmt.Errorf("parse nft %s: %w", kind, err)
 				}
-				c.Elements += len(s.Elem)
+				if !expiring(s.Flags) {
+					c.Elements += len(s.Elem)
+				}
 			}
 		}
 	}
@@ -202,4 +207,18 @@ func saveCommand(family, mode string) string {
 		return family + "-" + mode + "-save"
 	}
 	return family + "-save"
+}
+
+// expiring says whether a set's flags (a word or a list of words) make
+// it a dynamic set whose elements time out.
+func expiring(flags json.RawMessage) bool {
+	var list []string
+	if json.Unmarshal(flags, &list) != nil {
+		var one string
+		if json.Unmarshal(flags, &one) != nil {
+			return false
+		}
+		list = []string{one}
+	}
+	return slices.Contains(list, "dynamic") && slices.Contains(list, "timeout")
 }

@@ -48,8 +48,9 @@ func TestCounts(t *testing.T) {
 		t.Errorf("ipset: %d sets, %d entries", sets, entries)
 	}
 	n, err := CountNftJSON([]byte(`{"nftables": [{"metainfo": {}}, {"table": {"name": "tapfw"}}, {"chain": {"name": "a"}},
-		{"rule": {"chain": "a"}}, {"set": {"name": "s", "elem": ["192.0.2.1", "192.0.2.2"]}}, {"map": {"name": "m"}}]}`))
-	if err != nil || n != (NftCounts{Tables: 1, Chains: 1, Rules: 1, Sets: 2, Elements: 2}) {
+		{"rule": {"chain": "a"}}, {"set": {"name": "s", "elem": ["192.0.2.1", "192.0.2.2"]}}, {"map": {"name": "m"}},
+		{"set": {"name": "rates", "flags": ["dynamic", "timeout"], "elem": ["tap1"]}}]}`))
+	if err != nil || n != (NftCounts{Tables: 1, Chains: 1, Rules: 1, Sets: 3, Elements: 2}) {
 		t.Errorf("nft: %+v, %v", n, err)
 	}
 }
