@@ -36,9 +36,9 @@
 // missing or differs; reads the tap's record; makes each of its profiles
 // that is missing (or was changed by hand) with its rate sets or log maps;
 // reads each element the tap wants or had, one request each, and changes
-// those that differ; makes its log chains (logPrefix tap); takes the profiles no element jumps to
-// any more away; and writes its layer-2 elements and record, all in one
-// transaction. DEL reads the record and takes out what it names. Nothing
+// those that differ; makes its log chains (logPrefix tap); takes the
+// profiles no element jumps to any more away; and writes its layer-2
+// elements and record, all in one transaction. DEL reads the record and takes out what it names. Nothing
 // a call reads or writes grows with the number of taps but the kernel's
 // walk over the map elements at commit.
 package nft

@@ -88,42 +88,25 @@ func LogChainName(tap, dir string, f Family, what string) string {
 // rules as they read with the log maps not yet named; the rules are then
 // made again with the names.
 func (cx chainCtx) profile(c ruleset.Chain) (Profile, []LogChain, error) {
-	draft, _, err := cx.profileRules(c, func(k int) string { return "log" + strconv.Itoa(k) })
+	draft, err := cx.profileRules(c, func(k int) string { return "log" + strconv.Itoa(k) })
 	if err != nil {
 		return Profile{}, nil, err
 	}
 	h := sha256.New()
 	fmt.Fprintf(h, "%s %s\n", cx.fam, cx.dir)
-	for _, r := range draft {
+	for _, r := range draft.Rules {
 		fmt.Fprintln(h, r.String())
 	}
 	name := ProfileChain(cx.dir, cx.fam, hex.EncodeToString(h.Sum(nil))[:profileHashLen])
-	rules, logs, err := cx.profileRules(c, func(k int) string { return LogMap(name, k) })
+	p, err := cx.profileRules(c, func(k int) string { return LogMap(name, k) })
 	if err != nil {
 		return Profile{}, nil, err
 	}
-	p := Profile{Chain: Chain{Table: "bridge", Name: name}, Dir: cx.dir, Family: cx.fam}
-	for i := range rules {
-		rules[i].Chain = name
+	p.Table, p.Name = "bridge", name
+	for i := range p.Rules {
+		p.Rules[i].Chain = name
 	}
-	p.Rules = rules
-	k := 0
-	for _, r := range c.Rules {
-		if !isLog(r.Verdict) {
-			continue
-		}
-		k++
-		if cx.logsPerTap(r) {
-			p.Maps = append(p.Maps, LogMap(name, k))
-		} else if r.Limit != "" {
-			t, err := refill(r.Limit, r.LimitBurst)
-			if err != nil {
-				return Profile{}, nil, fmt.Errorf("rule %q: %w", r.Comment, err)
-			}
-			p.Rates = append(p.Rates, RateSet{Name: LogMap(name, k), Timeout: t})
-		}
-	}
-	return p, logs, nil
+	return p.Profile, p.logs, nil
 }
 
 // String is how nft makes the set.
@@ -152,20 +135,26 @@ func nftDuration(d time.Duration) string {
 // logsPerTap says whether log rule r's prefix names the tap, which takes
 // a log chain of the tap's own; without the name the profile logs itself,
 // each port's rate kept in a rate set.
-func (cx chainCtx) logsPerTap(r ruleset.Rule) bool {
+func logsPerTap(r ruleset.Rule) bool {
 	line, ok := ruleset.ParseLogPrefix(r.Verdict.LogPrefix)
 	return ok && line.Owner != ""
+}
+
+// rendered is a profile as profileRules makes it, unnamed, and the tap's
+// log chains.
+type rendered struct {
+	Profile
+	logs []LogChain
 }
 
 // profileRules renders the profile's rules, naming its k-th log map or
 // rate set mapName(k), and the tap's log chains. A rule's comment loses
 // the tap's name, which the profile does not know. A log rule whose
 // prefix names the tap keeps its matches in the profile and moves its
-// limit and log line to the tap's chain; any other logs in the profile,
-// its limit kept per port in the rule's rate set.
-func (cx chainCtx) profileRules(c ruleset.Chain, mapName func(int) string) ([]Rule, []LogChain, error) {
-	var rules []Rule
-	var logs []LogChain
+// limit and log line to the tap's chain, through the log map; any other
+// logs in the profile, its limit kept per port in the rule's rate set.
+func (cx chainCtx) profileRules(c ruleset.Chain, mapName func(int) string) (rendered, error) {
+	out := rendered{Profile: Profile{Dir: cx.dir, Family: cx.fam}}
 	own := cx.tap + ": "
 	k := 0
 	for _, r := range c.Rules {
@@ -173,26 +162,33 @@ func (cx chainCtx) profileRules(c ruleset.Chain, mapName func(int) string) ([]Ru
 		if isLog(r.Verdict) {
 			k++
 			m := mapName(k)
-			if cx.logsPerTap(r) {
+			switch {
+			case logsPerTap(r):
 				lc, err := cx.logChain(r, m)
 				if err != nil {
-					return nil, nil, err
+					return rendered{}, err
 				}
-				logs = append(logs, lc)
+				out.logs = append(out.logs, lc)
+				out.Maps = append(out.Maps, m)
 				px.logMap = m
 				r.Limit, r.LimitBurst = "", 0
-			} else {
+			case r.Limit != "":
+				t, err := refill(r.Limit, r.LimitBurst)
+				if err != nil {
+					return rendered{}, fmt.Errorf("rule %q: %w", r.Comment, err)
+				}
+				out.Rates = append(out.Rates, RateSet{Name: m, Timeout: t})
 				px.rateSet = m
 			}
 		}
 		r.Comment = strings.TrimPrefix(r.Comment, own)
 		rs, err := px.translate("", r)
 		if err != nil {
-			return nil, nil, err
+			return rendered{}, err
 		}
-		rules = append(rules, rs...)
+		out.Rules = append(out.Rules, rs...)
 	}
-	return rules, logs, nil
+	return out, nil
 }
 
 func isLog(v ruleset.Verdict) bool { return v.Target == "LOG" || v.Target == "NFLOG" }

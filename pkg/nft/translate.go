@@ -125,14 +125,14 @@ func (cx chainCtx) matches(b *builder, r ruleset.Rule, variant string) error {
 	case r.HopLimit > 0:
 		b.hops(cx.fam, r.HopLimit)
 	}
-	if r.Limit != "" && cx.rateSet != "" {
+	switch {
+	case r.Limit == "":
+		return nil
+	case cx.rateSet != "":
 		word, key := cx.portWord()
 		return b.portLimit(word, key, cx.rateSet, r.Limit, r.LimitBurst)
 	}
-	if r.Limit != "" {
-		return b.limit(r.Limit, r.LimitBurst)
-	}
-	return nil
+	return b.limit(r.Limit, r.LimitBurst)
 }
 
 // conntrack matches a conntrack state: itself in the inet table, by the
