@@ -30,7 +30,7 @@
 //
 // Usage (as root):
 //
-//	go run ./cmd/tapfw-bench -plugin bin/tapfw [-backend both|iptables|nftables] [-n 100,1000,4000] [-calls 30]
+//	go run ./cmd/tapfw-bench -plugin bin/tapfw [-backend both|iptables|nftables] [-n 100,1000,4000] [-nft-n 10000] [-calls 30]
 //	    [-dp-n 1,1000,4000] [-duration 3s] [-tcp-time 3s] [-json bench.json] [-chart bench.png] [-md bench.md]
 //	go run ./cmd/tapfw-bench -plugin bin/tapfw -quick
 //	go run ./cmd/tapfw-bench -from-json bench.json [-chart bench.png]   (tables of an earlier run)
@@ -70,12 +70,16 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == baseline.HelperFlag {
 		os.Exit(baseline.Helper(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == controlplane.CommitHelperFlag {
+		os.Exit(controlplane.CommitHelper(os.Args[2:]))
+	}
 	os.Exit(run())
 }
 
-func defineFlags(o *harness.Options, nList, dpList *string) {
+func defineFlags(o *harness.Options, nList, nftList, dpList *string) {
 	flag.StringVar(&o.Plugin, "plugin", "bin/tapfw", "the tapfw plugin binary")
 	flag.StringVar(nList, "n", "100,1000,4000", "control plane: numbers of installed taps to measure at (ascending)")
+	flag.StringVar(nftList, "nft-n", "10000", "control plane, nftables backend only: more numbers of installed taps after -n (installing them takes the iptables backend hours); empty for none")
 	flag.StringVar(dpList, "dp-n", "1,1000,4000", "data plane: numbers of managed taps on the VMs' bridge besides the two VMs")
 	flag.IntVar(&o.Calls, "calls", 30, "measured ADD and DEL calls at each N (each of plugin and baseline)")
 	flag.DurationVar(&o.Duration, "duration", 3*time.Second, "data plane: sending time per measurement")
@@ -103,8 +107,8 @@ func defineFlags(o *harness.Options, nList, dpList *string) {
 
 func parseFlags() (*harness.Options, error) {
 	o := &harness.Options{}
-	var nList, dpList string
-	defineFlags(o, &nList, &dpList)
+	var nList, nftList, dpList string
+	defineFlags(o, &nList, &nftList, &dpList)
 	flag.Parse()
 	if flag.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %v", flag.Args())
@@ -114,6 +118,9 @@ func parseFlags() (*harness.Options, error) {
 	if o.Quick {
 		if !set["n"] {
 			nList = "20,100"
+		}
+		if !set["nft-n"] {
+			nftList = ""
 		}
 		if !set["dp-n"] {
 			dpList = "1,100"
@@ -129,10 +136,15 @@ func parseFlags() (*harness.Options, error) {
 		}
 	}
 	var err error
-	if o.Ns, err = parseInts(nList, 1); err != nil {
+	if o.Ns, err = parseInts(nList, 1, 9000); err != nil {
 		return nil, fmt.Errorf("-n: %w", err)
 	}
-	if o.DpNs, err = parseInts(dpList, 1); err != nil {
+	if strings.TrimSpace(nftList) != "" {
+		if o.NftNs, err = parseInts(nftList, o.Ns[len(o.Ns)-1]+1, 20000); err != nil {
+			return nil, fmt.Errorf("-nft-n: %w", err)
+		}
+	}
+	if o.DpNs, err = parseInts(dpList, 1, 9000); err != nil {
 		return nil, fmt.Errorf("-dp-n: %w", err)
 	}
 	if o.Calls < 1 || o.Jobs < 1 || o.Jobs > 2 || o.Bridges < 1 || o.Bridges > 64 || o.Duration < 100*time.Millisecond || o.Count < 10 ||
@@ -164,8 +176,8 @@ func parseFlags() (*harness.Options, error) {
 	return o, nil
 }
 
-// parseInts reads "100,1000,4000": ascending, each at least min, at most 9000.
-func parseInts(s string, min int) ([]int, error) {
+// parseInts reads "100,1000,4000": ascending, each from min to max.
+func parseInts(s string, min, max int) ([]int, error) {
 	var out []int
 	for _, f := range strings.Split(s, ",") {
 		f = strings.TrimSpace(f)
@@ -173,8 +185,8 @@ func parseInts(s string, min int) ([]int, error) {
 			continue
 		}
 		v, err := strconv.Atoi(f)
-		if err != nil || v < min || v > 9000 {
-			return nil, fmt.Errorf("%q is not a number from %d to 9000", f, min)
+		if err != nil || v < min || v > max {
+			return nil, fmt.Errorf("%q is not a number from %d to %d", f, min, max)
 		}
 		if len(out) > 0 && v <= out[len(out)-1] {
 			return nil, fmt.Errorf("%q: the list must be ascending", s)

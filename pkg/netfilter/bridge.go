@@ -56,19 +56,19 @@ func nftRuleComment(r *nftables.Rule) string {
 
 // L2SkeletonOK reports whether the layer-2 chain holds exactly its
 // static rules.
-func L2SkeletonOK(c *nftables.Conn) (bool, error) { return skeletonOK(c) }
+func L2SkeletonOK(r ChainReader) (bool, error) { return skeletonOK(r) }
 
 // skeletonOK reports whether the layer-2 chains hold exactly their
 // static rules (a missing chain has none).
-func skeletonOK(c *nftables.Conn) (bool, error) {
+func skeletonOK(r ChainReader) (bool, error) {
 	want := ruleset.L2Rules()
 	for _, ch := range ruleset.L2Chains {
-		rules, err := c.GetRules(l2Table, &nftables.Chain{Name: ch, Table: l2Table})
-		if isNotFound(err) {
-			return false, nil
-		}
+		rules, exists, err := r.ChainRules(l2Table, ch)
 		if err != nil {
 			return false, err
+		}
+		if !exists {
+			return false, nil
 		}
 		var comments []string
 		for _, w := range want {
@@ -103,7 +103,7 @@ func (n NFT) Apply(p *ruleset.L2Tap) error {
 		return err
 	}
 	defer c.CloseLasting()
-	ok, err := skeletonOK(c)
+	ok, err := skeletonOK(ConnReader{c})
 	if err != nil {
 		return fmt.Errorf("reading table bridge tapfw: %w", err)
 	}
@@ -112,7 +112,7 @@ func (n NFT) Apply(p *ruleset.L2Tap) error {
 			return fmt.Errorf("making table bridge tapfw: %w", err)
 		}
 	}
-	old, err := ReadRecord(c, p.Tap)
+	old, err := ReadRecord(ConnReader{c}, p.Tap)
 	if err != nil {
 		return err
 	}
@@ -151,7 +151,7 @@ func (n NFT) Remove(tap string) error {
 	if ok, err := tableExists(c); err != nil || !ok {
 		return err
 	}
-	old, err := ReadRecord(c, tap)
+	old, err := ReadRecord(ConnReader{c}, tap)
 	if err != nil || old == nil {
 		return err
 	}
@@ -355,14 +355,14 @@ func (n NFT) Verify(p *ruleset.L2Tap) ([]string, error) {
 	}
 	defer c.CloseLasting()
 	var diffs []string
-	ok, err := skeletonOK(c)
+	ok, err := skeletonOK(ConnReader{c})
 	if err != nil {
 		return nil, err
 	}
 	if !ok {
 		return []string{"table bridge tapfw, chain " + ruleset.L2Pre + ": missing or not tapfw's rules"}, nil
 	}
-	r, err := ReadRecord(c, p.Tap)
+	r, err := ReadRecord(ConnReader{c}, p.Tap)
 	if err != nil {
 		return nil, err
 	}

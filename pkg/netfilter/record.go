@@ -88,18 +88,13 @@ func QueueRecordRemove(c *nftables.Conn, tap string) {
 }
 
 // ReadRecord reads the tap's record; nil when it has none.
-func ReadRecord(c *nftables.Conn, tap string) (*Record, error) {
-	name := ruleset.RecordChain(tap)
-	// A dump of a missing chain's rules is empty, not an error: ask for
-	// the chain first.
-	if _, err := c.ListChain(l2Table, name); isNotFound(err) {
-		return nil, nil
-	} else if err != nil {
-		return nil, fmt.Errorf("reading record of %s: %w", tap, err)
-	}
-	rules, err := c.GetRules(l2Table, &nftables.Chain{Table: l2Table, Name: name})
+func ReadRecord(cr ChainReader, tap string) (*Record, error) {
+	rules, exists, err := cr.ChainRules(l2Table, ruleset.RecordChain(tap))
 	if err != nil {
 		return nil, fmt.Errorf("reading record of %s: %w", tap, err)
+	}
+	if !exists {
+		return nil, nil
 	}
 	// Every tap with a record is in the layer-2 table's set of taps,
 	// also one whose record has no layer-2 line (nothing to check).

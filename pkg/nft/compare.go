@@ -3,6 +3,7 @@ package nft
 import (
 	"bytes"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 
@@ -65,6 +66,11 @@ func sameExpr(a, b expr.Any) bool {
 	if ca, ok := a.(*expr.Counter); ok {
 		_, ok := b.(*expr.Counter)
 		return ok && ca != nil
+	}
+	// Equal values marshal the same; unequal ones may too (a field the
+	// kernel does not echo), so only the marshalled forms can tell.
+	if reflect.DeepEqual(a, b) {
+		return true
 	}
 	ma, err1 := expr.Marshal(unix.NFPROTO_BRIDGE, a)
 	mb, err2 := expr.Marshal(unix.NFPROTO_BRIDGE, b)

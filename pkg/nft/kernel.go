@@ -117,37 +117,37 @@ func bigReadBuffer(c *netlink.Conn) error {
 
 // ensureSkeleton makes the static tables, chains and maps exist with the
 // rules this version writes, putting right a skeleton changed behind
-// tapfw's back.
-func (k Kernel) ensureSkeleton(c *nftables.Conn) error {
-	ok, err := skeletonOK(c, k.Marks)
+// tapfw's back; wrote says it had to.
+func (k Kernel) ensureSkeleton(rd netfilter.ChainReader) (wrote bool, err error) {
+	ok, err := skeletonOK(rd, k.Marks)
 	if err != nil || ok {
-		return err
+		return false, err
 	}
-	if err := k.sameMarks(c); err != nil {
-		return err
+	if err := k.sameMarks(rd); err != nil {
+		return false, err
 	}
 	cmd := exec.Command("nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(Skeleton(k.Marks))
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("making tables bridge and inet %s: %w: %s", Table, err, strings.TrimSpace(stderr.String()))
+		return false, fmt.Errorf("making tables bridge and inet %s: %w: %s", Table, err, strings.TrimSpace(stderr.String()))
 	}
 	k.fault("skeleton")
-	return nil
+	return true, nil
 }
 
 // skeletonOK reports whether the skeleton is this version's (both
 // tables' version rules say so: the sets, maps and chains it makes are
 // there) and every static chain, the layer-2 one too, holds exactly its
 // rules. A chain a static rule jumps to exists while the rule does; the
-// others are looked up. About a dozen requests, whatever the number of
-// taps.
-func skeletonOK(c *nftables.Conn, m Marks) (bool, error) {
-	if ok, err := versionOK(c, m); err != nil || !ok {
+// others are looked up. About a dozen chains, whatever the number of
+// taps (skeletonChains).
+func skeletonOK(rd netfilter.ChainReader, m Marks) (bool, error) {
+	if ok, err := versionOK(rd, m); err != nil || !ok {
 		return false, err
 	}
-	if ok, err := netfilter.L2SkeletonOK(c); err != nil || !ok {
+	if ok, err := netfilter.L2SkeletonOK(rd); err != nil || !ok {
 		return false, err
 	}
 	want := map[string][]string{}
@@ -159,24 +159,18 @@ func skeletonOK(c *nftables.Conn, m Marks) (bool, error) {
 		}
 	}
 	for _, sc := range StaticChains {
-		tb := tableOf(sc.Family)
-		if !sc.Static() {
-			if jumped[sc.Family+" "+sc.Name] {
-				continue
-			}
-			if _, err := c.ListChain(tb, sc.Name); isNotFound(err) {
-				return false, nil
-			} else if err != nil {
-				return false, fmt.Errorf("reading chain %s %s: %w", sc.Family, sc.Name, err)
-			}
+		if !sc.Static() && jumped[sc.Family+" "+sc.Name] {
 			continue
 		}
-		// A missing chain's rules read as none, which no static chain has.
-		rules, err := c.GetRules(tb, &nftables.Chain{Name: sc.Name, Table: tb})
-		if isNotFound(err) {
-			return false, nil
-		} else if err != nil {
+		rules, exists, err := rd.ChainRules(tableOf(sc.Family), sc.Name)
+		if err != nil {
 			return false, fmt.Errorf("reading chain %s %s: %w", sc.Family, sc.Name, err)
+		}
+		if !exists {
+			return false, nil
+		}
+		if !sc.Static() {
+			continue
 		}
 		w := want[sc.Family+" "+sc.Name]
 		if len(rules) != len(w) {
@@ -194,13 +188,13 @@ func skeletonOK(c *nftables.Conn, m Marks) (bool, error) {
 // sameMarks refuses to rewrite a skeleton that uses other mark bits: the
 // installed taps' profiles test those bits, and would stop seeing their
 // connections' state.
-func (k Kernel) sameMarks(c *nftables.Conn) error {
-	rules, err := c.GetRules(bridgeTable, &nftables.Chain{Name: ChainVersion, Table: bridgeTable})
-	if isNotFound(err) || (err == nil && len(rules) != 1) {
-		return nil
-	}
+func (k Kernel) sameMarks(rd netfilter.ChainReader) error {
+	rules, _, err := rd.ChainRules(bridgeTable, ChainVersion)
 	if err != nil {
 		return fmt.Errorf("reading chain %s: %w", ChainVersion, err)
+	}
+	if len(rules) != 1 {
+		return nil
 	}
 	if have, ok := versionMarks(comment(rules[0])); ok && have != k.Marks.All() {
 		return fmt.Errorf("tables bridge and inet %s use the mark bits %#08x and this call %#08x: every call on a host must use the same (TAPFW_MARKS, the config's marks); `tapfw flush` removes the tables", Table, have, k.Marks.All())
@@ -210,13 +204,10 @@ func (k Kernel) sameMarks(c *nftables.Conn) error {
 
 // versionOK says whether both tables' version rules name the skeleton
 // this version writes, which the transaction that wrote them made whole.
-func versionOK(c *nftables.Conn, m Marks) (bool, error) {
+func versionOK(rd netfilter.ChainReader, m Marks) (bool, error) {
 	want := versionComment(skeletonBody(m), m)
 	for _, tb := range []*nftables.Table{bridgeTable, inetTable} {
-		rules, err := c.GetRules(tb, &nftables.Chain{Name: ChainVersion, Table: tb})
-		if isNotFound(err) {
-			return false, nil
-		}
+		rules, _, err := rd.ChainRules(tb, ChainVersion)
 		if err != nil {
 			return false, fmt.Errorf("reading chain %s: %w", ChainVersion, err)
 		}
@@ -243,7 +234,7 @@ func isNotFound(err error) bool {
 // chains what p says, changing only those that differ.
 func (tx *txn) shared(p *Plan) error {
 	for _, ch := range p.Shared {
-		have, exists, err := readChain(tx.c, tableOf(ch.Table), ch.Name)
+		have, exists, err := tx.rd.installed(tableOf(ch.Table), ch.Name)
 		if err != nil {
 			return err
 		}
@@ -282,7 +273,7 @@ func ifKey(name string) []byte {
 // from m's, leaving every other owner's rules alone.
 func (tx *txn) member(m Member) error {
 	tb := tableOf(m.Table)
-	have, _, err := readChain(tx.c, tb, m.Chain)
+	have, _, err := tx.rd.installed(tb, m.Chain)
 	if err != nil {
 		return err
 	}
@@ -312,23 +303,20 @@ type Installed struct {
 }
 
 // readChain reads a chain; exists is false when it is not there.
-func readChain(c *nftables.Conn, tb *nftables.Table, name string) ([]Installed, bool, error) {
-	rules, err := c.GetRules(tb, &nftables.Chain{Name: name, Table: tb})
+func readChain(c *nftables.Conn, tb *nftables.Table, name string, sets bool) ([]Installed, bool, error) {
+	rules, exists, err := netfilter.ConnReader{C: c}.ChainRules(tb, name)
 	if err != nil {
 		return nil, false, fmt.Errorf("reading chain %s: %w", name, err)
 	}
-	// A dump of a missing chain's rules is empty, not an error: with no
-	// rules, ask for the chain.
-	if len(rules) == 0 {
-		if _, err := c.ListChain(tb, name); isNotFound(err) {
-			return nil, false, nil
-		} else if err != nil {
-			return nil, false, fmt.Errorf("reading chain %s: %w", name, err)
-		}
+	if !exists {
+		return nil, false, nil
 	}
 	out := make([]Installed, len(rules))
 	for i, r := range rules {
 		out[i].Rule = r
+		if !sets {
+			continue
+		}
 		for _, e := range r.Exprs {
 			lk, ok := e.(*expr.Lookup)
 			if !ok || !strings.HasPrefix(lk.SetName, "__set") {
@@ -392,7 +380,11 @@ func (k Kernel) Diffs(p *Plan) ([]string, error) {
 		return nil, err
 	}
 	defer c.CloseLasting()
-	ok, err := skeletonOK(c, k.Marks)
+	rd := &reader{c: c}
+	if err := rd.readAhead(k.conn, append(skeletonChains(), p.chainsOf()...)); err != nil {
+		return nil, err
+	}
+	ok, err := skeletonOK(rd, k.Marks)
 	if err != nil {
 		return nil, err
 	}
@@ -408,7 +400,7 @@ func (k Kernel) Diffs(p *Plan) ([]string, error) {
 		chains = append(chains, l.Chain)
 	}
 	for _, ch := range chains {
-		have, exists, err := readChain(c, tableOf(ch.Table), ch.Name)
+		have, exists, err := rd.installed(tableOf(ch.Table), ch.Name)
 		if err != nil {
 			return nil, err
 		}
@@ -420,7 +412,7 @@ func (k Kernel) Diffs(p *Plan) ([]string, error) {
 			out = append(out, ch.Name+": "+d)
 		}
 	}
-	tapDiffs, err := k.tapDiffs(c, p)
+	tapDiffs, err := k.tapDiffs(rd, p)
 	if err != nil {
 		return nil, err
 	}
@@ -441,7 +433,7 @@ func (k Kernel) Diffs(p *Plan) ([]string, error) {
 
 // tapDiffs checks the tap's elements (each must jump to its chain), its
 // port and anchor, its record and its layer-2 elements.
-func (k Kernel) tapDiffs(c *nftables.Conn, p *Plan) ([]string, error) {
+func (k Kernel) tapDiffs(rd *reader, p *Plan) ([]string, error) {
 	r, err := newNLReader()
 	if err != nil {
 		return nil, err
@@ -467,7 +459,7 @@ func (k Kernel) tapDiffs(c *nftables.Conn, p *Plan) ([]string, error) {
 			out = append(out, fmt.Sprintf("%s: the element for %s goes to %q, want %s", e.set.Name, elementName(e), got, e.chain))
 		}
 	}
-	rec, err := netfilter.ReadRecord(c, p.Tap)
+	rec, err := netfilter.ReadRecord(rd, p.Tap)
 	if err != nil {
 		return nil, err
 	}
@@ -540,7 +532,7 @@ func (k Kernel) Attachment(tap string) (model.Attachment, bool, error) {
 }
 
 func attachment(c *nftables.Conn, tap string) (model.Attachment, bool, error) {
-	_, r, err := readRecord(c, tap)
+	_, r, err := readRecord(netfilter.ConnReader{C: c}, tap)
 	if err != nil {
 		return model.Attachment{}, false, err
 	}
@@ -728,7 +720,7 @@ func (k Kernel) Installed() ([]TapInfo, error) {
 	ruleNumbers := map[string][]string{} // profile: its "<dir> rule N" numbers
 	var out []TapInfo
 	for _, tap := range ts {
-		rec, r, err := readRecord(c, tap)
+		rec, r, err := readRecord(netfilter.ConnReader{C: c}, tap)
 		if err != nil {
 			return nil, err
 		}

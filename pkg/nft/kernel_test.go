@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/tapfw/tapfw/pkg/model"
+	"github.com/tapfw/tapfw/pkg/netfilter"
 	"github.com/tapfw/tapfw/pkg/testnet"
 )
 
@@ -65,7 +66,7 @@ func TestKernelTextIsExprs(t *testing.T) {
 					chains = append(chains, l.Chain)
 				}
 				for _, ch := range chains {
-					have, ok, err := readChain(c, tableOf(ch.Table), ch.Name)
+					have, ok, err := readChain(c, tableOf(ch.Table), ch.Name, true)
 					if err != nil || !ok {
 						return fmt.Errorf("chain %s: %v %v", ch.Name, ok, err)
 					}
@@ -74,7 +75,7 @@ func TestKernelTextIsExprs(t *testing.T) {
 					}
 				}
 				for _, m := range p.Members {
-					have, _, err := readChain(c, tableOf(m.Table), m.Chain)
+					have, _, err := readChain(c, tableOf(m.Table), m.Chain, true)
 					if err != nil {
 						return err
 					}
@@ -82,7 +83,7 @@ func TestKernelTextIsExprs(t *testing.T) {
 						t.Errorf("%s:\n%s", m.Chain, strings.Join(d, "\n"))
 					}
 				}
-				ok, err := skeletonOK(c, DefaultMarks)
+				ok, err := skeletonOK(netfilter.ConnReader{C: c}, DefaultMarks)
 				if err != nil || !ok {
 					t.Errorf("skeleton loaded by nft is not seen as current: %v %v", ok, err)
 				}

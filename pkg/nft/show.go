@@ -42,7 +42,7 @@ func (k Kernel) TapRules(tap string) ([]Shown, error) {
 		return nil, err
 	}
 	defer c.CloseLasting()
-	_, rec, err := readRecord(c, tap)
+	_, rec, err := readRecord(netfilter.ConnReader{C: c}, tap)
 	if err != nil {
 		return nil, err
 	}

@@ -16,8 +16,9 @@ import (
 // what it read to decide it. Profiles a transaction stops using are
 // removed in it once no element outside it jumps to them.
 type txn struct {
-	c *nftables.Conn
-	r *nlReader
+	c  *nftables.Conn
+	rd *reader
+	r  *nlReader
 	// unused counts, per profile, the elements jumping to it that the
 	// transaction takes out; keep are the profiles it must keep.
 	unused map[string]int
@@ -28,8 +29,8 @@ type txn struct {
 	notes []string
 }
 
-func newTxn(c *nftables.Conn, r *nlReader) *txn {
-	tx := &txn{c: c, r: r}
+func newTxn(rd *reader, r *nlReader) *txn {
+	tx := &txn{c: rd.c, rd: rd, r: r}
 	tx.init()
 	return tx
 }
@@ -51,7 +52,7 @@ func (tx *txn) note(format string, a ...any) {
 func (tx *txn) profiles(ps []Profile) error {
 	for _, p := range ps {
 		tx.keep[p.Name] = true
-		have, exists, err := readChain(tx.c, bridgeTable, p.Name)
+		have, exists, err := tx.rd.installed(bridgeTable, p.Name)
 		if err != nil {
 			return err
 		}
@@ -239,7 +240,7 @@ func (tx *txn) dropLogChains(had []logElem, want []LogChain) error {
 
 // logChain makes one of the tap's log chains hold its rule.
 func (tx *txn) logChain(ch Chain) error {
-	have, exists, err := readChain(tx.c, bridgeTable, ch.Name)
+	have, exists, err := tx.rd.installed(bridgeTable, ch.Name)
 	if err != nil {
 		return err
 	}
@@ -368,8 +369,15 @@ func (k Kernel) Apply(p *Plan) error {
 		return err
 	}
 	defer c.CloseLasting()
-	if err := k.ensureSkeleton(c); err != nil {
+	rd := &reader{c: c}
+	if err := rd.readAhead(k.conn, append(skeletonChains(), p.chainsOf()...)); err != nil {
 		return err
+	}
+	tr.step("read")
+	if wrote, err := k.ensureSkeleton(rd); err != nil {
+		return err
+	} else if wrote {
+		rd.forget()
 	}
 	tr.step("skeleton")
 	r, err := newNLReader()
@@ -377,7 +385,7 @@ func (k Kernel) Apply(p *Plan) error {
 		return err
 	}
 	defer r.close()
-	if err := newTxn(c, r).plan(p, tr); err != nil {
+	if err := newTxn(rd, r).plan(p, tr); err != nil {
 		return err
 	}
 	if err := c.Flush(); err != nil {
@@ -397,10 +405,11 @@ func (k Kernel) Preview(p *Plan) ([]string, error) {
 	}
 	defer c.CloseLasting()
 	tx := &txn{notes: []string{}}
-	if ok, err := skeletonOK(c, k.Marks); err != nil {
+	rd := &reader{c: c}
+	if ok, err := skeletonOK(rd, k.Marks); err != nil {
 		return nil, err
 	} else if !ok {
-		if err := k.sameMarks(c); err != nil {
+		if err := k.sameMarks(rd); err != nil {
 			return nil, err
 		}
 		tx.note("# the skeleton of tables bridge and inet %s is missing or differs: nft -f writes it (tapfw render prints only what follows)", Table)
@@ -410,7 +419,7 @@ func (k Kernel) Preview(p *Plan) ([]string, error) {
 		return nil, err
 	}
 	defer r.close()
-	tx.c, tx.r = c, r
+	tx.c, tx.rd, tx.r = c, rd, r
 	tx.init()
 	if err := tx.plan(p, &tracer{}); err != nil {
 		return nil, err
@@ -428,7 +437,7 @@ func (tx *txn) plan(p *Plan, tr *tracer) error {
 		return err
 	}
 	tr.step("shared")
-	rec, old, err := readRecord(tx.c, p.Tap)
+	rec, old, err := readRecord(tx.rd, p.Tap)
 	if err != nil {
 		return err
 	}
@@ -459,8 +468,8 @@ func (tx *txn) plan(p *Plan, tr *tracer) error {
 	return nil
 }
 
-func readRecord(c *nftables.Conn, tap string) (*netfilter.Record, tapRecord, error) {
-	rec, err := netfilter.ReadRecord(c, tap)
+func readRecord(rd netfilter.ChainReader, tap string) (*netfilter.Record, tapRecord, error) {
+	rec, err := netfilter.ReadRecord(rd, tap)
 	if err != nil {
 		return nil, tapRecord{}, err
 	}
@@ -488,7 +497,7 @@ func (k Kernel) Remove(taps ...string) error {
 		return err
 	}
 	defer r.close()
-	tx := newTxn(c, r)
+	tx := newTxn(&reader{c: c}, r)
 	for _, tap := range taps {
 		if err := tx.remove(tap); err != nil {
 			return err
@@ -508,7 +517,7 @@ func (k Kernel) Remove(taps ...string) error {
 
 // remove queues taking out everything the tap's record names.
 func (tx *txn) remove(tap string) error {
-	rec, old, err := readRecord(tx.c, tap)
+	rec, old, err := readRecord(tx.rd, tap)
 	if err != nil || rec == nil {
 		return err
 	}

@@ -16,6 +16,7 @@ import (
 type Options struct {
 	Plugin    string
 	Ns        []int // control plane: taps installed before measuring
+	NftNs     []int // control plane, nftables backend only: more N after Ns
 	DpNs      []int // data plane: managed taps beside the two VMs
 	Calls     int
 	Duration  time.Duration

@@ -163,10 +163,11 @@ func (m md) process(rep *Report, b *BackendRun) {
 
 // floor is the kernel's share: one-rule appends and deletes.
 func (m md) floor(b *BackendRun) {
-	hasFloor, nft := false, false
+	hasFloor, nft, hasCommits := false, false, false
 	for _, r := range b.Control {
 		hasFloor = hasFloor || r.FloorAdd != nil
 		nft = nft || r.FloorTool == "nft"
+		hasCommits = hasCommits || r.CommitJump != nil
 	}
 	if !hasFloor {
 		return
@@ -183,15 +184,32 @@ func (m md) floor(b *BackendRun) {
 		m.p("Every nf_tables transaction that adds a rule re-validates every rule reachable from each base chain, so an append costs in proportion to the whole table, whoever makes it; deleting rules needs no validation. ")
 		m.p("The plugin's ADD cannot be faster than this floor; \"ADD minus -A floor\" is what tapfw adds (its own process, netlink reads, set changes and iptables-restore).\n\n")
 	}
-	m.p("| taps N | rules in table | %s | %s | ADD p50 | ADD minus %s floor | DEL p50 |\n|---:|---:|---:|---:|---:|---:|---:|\n",
-		add, del, map[bool]string{true: "add", false: "-A"}[nft])
+	commits := ""
+	if hasCommits {
+		m.p("The last two columns are the kernel's commit alone of one element added over netlink, as the plugin adds them: to the dispatch map `tfw-in`, jumping to a chain (then the kernel validates every chain the base chains reach, once for each element of the verdict maps, so the commit grows with the taps), and to the plain set `tfw-ports` (no validation).\n\n")
+		commits = " dispatch element commit p50 | plain element commit p50 |"
+	}
+	m.p("| taps N | rules in table | %s | %s | ADD p50 | ADD minus %s floor | DEL p50 |%s\n|---:|---:|---:|---:|---:|---:|---:|%s\n",
+		add, del, map[bool]string{true: "add", false: "-A"}[nft], commits, strings.Repeat("---:|", strings.Count(commits, "|")))
 	for _, r := range b.Control {
 		if r.FloorAdd == nil {
 			continue
 		}
-		m.p("| %d | %d | %s | %s | %s | %s | %s |\n", r.N, r.PluginRules, ms(r.FloorAdd.P50), ms(r.FloorDel.P50),
+		m.p("| %d | %d | %s | %s | %s | %s | %s |", r.N, r.PluginRules, ms(r.FloorAdd.P50), ms(r.FloorDel.P50),
 			ms(r.PluginAdd.P50), ms(r.PluginAdd.P50-r.FloorAdd.P50), ms(r.PluginDel.P50))
+		if hasCommits {
+			m.p(" %s | %s |", msOf(r.CommitJump), msOf(r.CommitPlain))
+		}
+		m.p("\n")
 	}
+}
+
+// msOf is a p50 in ms, or blank when not measured.
+func msOf(s *CallStats) string {
+	if s == nil {
+		return ""
+	}
+	return ms(s.P50)
 }
 
 // data is the packets/s and rules-checked table, and the worst taps.

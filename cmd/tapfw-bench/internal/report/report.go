@@ -261,6 +261,12 @@ type CPResult struct {
 	// FloorTool is what made the floor's changes: "" or "iptables" (-A and
 	// -D), "nft" (add rule, flush chain, in tapfw's bridge table).
 	FloorTool string `json:"floorTool,omitempty"`
+	// CommitJump and CommitPlain (nftables) are the kernel's commit of
+	// one element added over netlink: to the dispatch map, jumping to a
+	// chain (the kernel then validates what the base chains reach,
+	// through every element of the verdict maps), and to a plain set.
+	CommitJump  *CallStats `json:"commitJump,omitempty"`
+	CommitPlain *CallStats `json:"commitPlain,omitempty"`
 }
 
 // DPResult is the data plane at one N.

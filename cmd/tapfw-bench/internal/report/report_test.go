@@ -103,3 +103,26 @@ func TestTargetsTable(t *testing.T) {
 		seenAbs = seenAbs || abs
 	}
 }
+
+// A run whose nftables backend went on to 10,000 taps: its growth is
+// from 100 to 10,000, its latency and the speed-up are at 4000, where
+// both backends were measured.
+func TestTargetsBeyondTheIptablesRun(t *testing.T) {
+	ipt := BackendRun{Backend: "iptables", Control: []CPResult{cp(100, 60, 66), cp(4000, 400, 140)}}
+	nft := BackendRun{Backend: "nftables", Control: []CPResult{cp(100, 20, 19), cp(4000, 25, 20), cp(10000, 40, 21)}}
+	var b bytes.Buffer
+	writeTargets(&b, &Report{Backends: []BackendRun{ipt, nft}})
+	out := b.String()
+	for _, want := range []string{
+		"| nftables | ADD p50 at N=10000 over N=100 | at most 1.5 | 2.00 | **missed** | 1.3× the target |",
+		"| nftables | ADD p50 at N=4000 | at most 5 ms | 25.0 ms | **missed** | 5.0× the target |",
+		"| both | ADD: iptables p50 over nftables p50 at N=4000 (speed-up) | at least 40 | 16.0 | **missed** | 60% short |",
+	} {
+		if !strings.Contains(out, want+"\n") {
+			t.Errorf("no row %q in\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "p50 at N=10000 |") {
+		t.Errorf("a latency target at 10,000 taps:\n%s", out)
+	}
+}
