@@ -6,16 +6,37 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 )
 
 // Usage is what one process cost, from wait4: wall time from start to
-// exit, CPU time, and its peak resident set size.
+// exit, CPU time, and its peak resident set size. The rusage's peak
+// counts the parent's memory too (Go starts children with vfork, and
+// exec keeps the larger peak), so MaxRSSKB is the plugin's own report
+// (`tapfw: peak rss N KiB` on stderr, under TAPFW_TRACE) when it gives
+// one, else the rusage's.
 type Usage struct {
 	Wall, User, Sys time.Duration
 	MaxRSSKB        int64
+	// RSSReported: MaxRSSKB is the plugin's own report, not the rusage's.
+	RSSReported bool
+}
+
+// PeakRSSLine starts the plugin's report of its own peak memory.
+const PeakRSSLine = "tapfw: peak rss "
+
+// reportedRSS is the peak the plugin reported on stderr, if it did.
+func reportedRSS(stderr string) (int64, bool) {
+	_, rest, ok := strings.Cut(stderr, PeakRSSLine)
+	if !ok {
+		return 0, false
+	}
+	v, _, _ := strings.Cut(rest, " ")
+	kb, err := strconv.ParseInt(v, 10, 64)
+	return kb, err == nil
 }
 
 // RunIn runs argv inside ns with stdin and extra environment, without `ip
@@ -42,6 +63,9 @@ func RunIn(ctx context.Context, ns *NS, stdin []byte, env []string, argv ...stri
 		u.User = time.Duration(ru.Utime.Nano())
 		u.Sys = time.Duration(ru.Stime.Nano())
 		u.MaxRSSKB = ru.Maxrss
+	}
+	if kb, ok := reportedRSS(stderr.String()); ok {
+		u.MaxRSSKB, u.RSSReported = kb, true
 	}
 	if err != nil {
 		return stdout.Bytes(), u, fmt.Errorf("%s: %w: stdout %s stderr %s", strings.Join(argv, " "), err,

@@ -5,9 +5,12 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"log"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -27,11 +30,42 @@ func main() {
 		os.Exit(runCommand(os.Args[1:], os.Stdout, os.Stderr))
 	}
 	p := newPlugin()
-	skel.PluginMainFuncs(skel.CNIFuncs{
+	e := skel.PluginMainFuncsWithError(skel.CNIFuncs{
 		Add:    p.cmdAdd,
 		Del:    p.cmdDel,
 		Check:  p.cmdCheck,
 		GC:     p.cmdGC,
 		Status: p.cmdStatus,
 	}, version.PluginSupports("0.4.0", "1.0.0", "1.1.0"), about)
+	if os.Getenv("TAPFW_TRACE") != "" {
+		tracePeakRSS(os.Stderr)
+	}
+	if e != nil {
+		_ = e.Print()
+		os.Exit(1)
+	}
+}
+
+// tracePeakRSS writes the process's peak resident memory, for
+// TAPFW_TRACE: VmHWM, which counts this program only. The rusage a
+// parent gets counts the parent's own memory too when it started the
+// process with vfork, as Go programs do.
+func tracePeakRSS(w io.Writer) {
+	if kb, ok := peakRSS(); ok {
+		fmt.Fprintf(w, "tapfw: peak rss %d KiB\n", kb)
+	}
+}
+
+func peakRSS() (int64, bool) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb, err == nil
+		}
+	}
+	return 0, false
 }

@@ -192,6 +192,11 @@ func (b *bench) measurePath(ctx context.Context, n int, p pathSpec) (report.Path
 	if pr.FwPPS, pr.FwSentPPS, err = pps(fw, p, o.Duration); err != nil {
 		return pr, fmt.Errorf("%s with firewall: %w", p.name, err)
 	}
+	if b.floor != nil {
+		if pr.FloorPPS, _, err = pps(b.floor, p, o.Duration); err != nil {
+			return pr, fmt.Errorf("%s through the conntrack floor: %w", p.name, err)
+		}
+	}
 	if pr.NewFlowShare, err = b.newShare(ctx, p, min(o.Duration, time.Second)); err != nil {
 		return pr, fmt.Errorf("%s new-flow check: %w", p.name, err)
 	}

@@ -48,14 +48,20 @@ func (b *bench) setupFloor(ctx context.Context) error {
 	if err := b.floor.host.Sysctl("net.bridge.bridge-nf-call-iptables", "1"); err != nil {
 		return fmt.Errorf("floor: bridge-nf-call-iptables (br_netfilter loaded?): %w", err)
 	}
+	// As in the firewalled sandbox, every UDP packet of the new-flow
+	// figures makes a new entry.
+	if err := b.floor.host.Sysctl("net.netfilter.nf_conntrack_udp_timeout", fmt.Sprint(b.h.O.CtTimeout)); err != nil {
+		return err
+	}
 	return nftApply(ctx, b.floor.host, fmt.Sprintf(`table inet %s_floor {
 	chain forward {
 		type filter hook forward priority 0; policy drop;
 		ct state established,related accept
 		tcp dport %d accept
+		udp dport %d accept
 	}
 }
-`, benchTables, taps.IperfPort))
+`, benchTables, taps.IperfPort, taps.BenchPort))
 }
 
 // established measures one TCP connection VM to VM through tapfw and

@@ -15,7 +15,7 @@ import (
 func RunIn(ctx context.Context, ns *testnet.NS, stdin []byte, env []string, argv ...string) ([]byte, report.Sample, error) {
 	out, u, err := testnet.RunIn(ctx, ns, stdin, env, argv...)
 	ms := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e6 }
-	return out, report.Sample{WallMs: ms(u.Wall), UserMs: ms(u.User), SysMs: ms(u.Sys), MaxRSSKB: u.MaxRSSKB}, err
+	return out, report.Sample{WallMs: ms(u.Wall), UserMs: ms(u.User), SysMs: ms(u.Sys), MaxRSSKB: u.MaxRSSKB, RSSReported: u.RSSReported}, err
 }
 
 // NSRun runs a command inside ns (for setup and reading state, not timed).

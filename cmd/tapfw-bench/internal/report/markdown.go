@@ -139,7 +139,7 @@ func (m md) control(rep *Report, b *BackendRun) {
 // process is the plugin process's CPU time and memory.
 func (m md) process(rep *Report, b *BackendRun) {
 	hasBase := hasBaseline(rep, b)
-	m.p("\n#### %s: plugin process per call (CPU = user+system of the plugin and the tools it runs; RSS = the largest of them)\n\n", b.Backend)
+	m.p("\n#### %s: plugin process per call (CPU = user+system of the plugin and the tools it runs; %s)\n\n", b.Backend, rssMeaning(b))
 	m.p("| taps N | rules in table | ADD CPU p50 ms | DEL CPU p50 ms | ADD RSS p50 MiB | peak RSS MiB |")
 	if hasBase {
 		m.p(" baseline ADD CPU p50 ms | baseline DEL CPU p50 ms |")
@@ -176,7 +176,7 @@ func (m md) floor(b *BackendRun) {
 	if nft {
 		m.p("\n#### %s: the kernel's share: one nft call changing one rule in tapfw's bridge table\n\n", b.Backend)
 		m.p("`nft add rule` of a single rule to a chain nothing jumps to in `table bridge tapfw`, and `nft flush chain` of it, in the plugin's namespace at N taps: every transaction that adds a rule validates what the table's base chains reach. ")
-		m.p("\"ADD minus add floor\" is what tapfw adds to that commit (its process, netlink reads, the rest of its transaction).\n\n")
+		m.p("The nft tool reads the whole ruleset into its cache before it commits, so its figures grow faster than the kernel's commit; the floor of tapfw's ADD is the commit of its dispatch element (the second-last column), and \"ADD minus dispatch commit\" is what tapfw adds to it (its process, netlink reads, the rest of its transaction).\n\n")
 		add, del = "one-rule add p50", "one-rule flush p50"
 	} else {
 		m.p("\n#### %s: the kernel's share: one iptables call changing one rule in the same table\n\n", b.Backend)
@@ -189,19 +189,49 @@ func (m md) floor(b *BackendRun) {
 		m.p("The last two columns are the kernel's commit alone of one element added over netlink, as the plugin adds them: to the dispatch map `tfw-in`, jumping to a chain (then the kernel validates every chain the base chains reach, once for each element of the verdict maps, so the commit grows with the taps), and to the plain set `tfw-ports` (no validation).\n\n")
 		commits = " dispatch element commit p50 | plain element commit p50 |"
 	}
-	m.p("| taps N | rules in table | %s | %s | ADD p50 | ADD minus %s floor | DEL p50 |%s\n|---:|---:|---:|---:|---:|---:|---:|%s\n",
-		add, del, map[bool]string{true: "add", false: "-A"}[nft], commits, strings.Repeat("---:|", strings.Count(commits, "|")))
+	minus := "ADD minus -A floor"
+	if nft {
+		minus = "ADD minus dispatch commit"
+	}
+	m.p("| taps N | rules in table | %s | %s | ADD p50 | %s | DEL p50 |%s\n|---:|---:|---:|---:|---:|---:|---:|%s\n",
+		add, del, minus, commits, strings.Repeat("---:|", strings.Count(commits, "|")))
 	for _, r := range b.Control {
 		if r.FloorAdd == nil {
 			continue
 		}
 		m.p("| %d | %d | %s | %s | %s | %s | %s |", r.N, r.PluginRules, ms(r.FloorAdd.P50), ms(r.FloorDel.P50),
-			ms(r.PluginAdd.P50), ms(r.PluginAdd.P50-r.FloorAdd.P50), ms(r.PluginDel.P50))
+			ms(r.PluginAdd.P50), addOverFloor(r, nft), ms(r.PluginDel.P50))
 		if hasCommits {
 			m.p(" %s | %s |", msOf(r.CommitJump), msOf(r.CommitPlain))
 		}
 		m.p("\n")
 	}
+}
+
+// addOverFloor is the plugin's ADD p50 less the kernel's floor under it:
+// the one-rule append for iptables, the dispatch element's commit for
+// nftables (blank when that was not measured).
+func addOverFloor(r CPResult, nft bool) string {
+	floor := r.FloorAdd
+	if nft {
+		floor = r.CommitJump
+	}
+	if floor == nil {
+		return ""
+	}
+	return ms(r.PluginAdd.P50 - floor.P50)
+}
+
+// rssMeaning says where the RSS columns come from: the plugin's own
+// report of its peak, or (runs before it reported one) the rusage's,
+// which counts the benchmark's memory too.
+func rssMeaning(b *BackendRun) string {
+	for _, r := range b.Control {
+		if !r.PluginAdd.RSSReported || !r.PluginDel.RSSReported {
+			return "RSS = wait4's peak, an upper bound: Go starts the plugin with vfork, so it counts the benchmark's own memory too"
+		}
+	}
+	return "RSS = the plugin's own peak, VmHWM, as it reports it"
 }
 
 // msOf is a p50 in ms, or blank when not measured.
@@ -226,8 +256,19 @@ func (m md) data(rep *Report, b *BackendRun) {
 		m.p("Rules checked = rule checks per new packet outside the taps' own chains (TFW-T-*) and the host firewall (TFW-HOST-*): ")
 		m.p("the installed rules walked by pkg/explain for the VMs' taps (the walk held against the kernel's counters after %d packets) and for every tap, to find the worst-placed.\n\n", pr.CountPackets)
 	}
-	m.p("| taps N | path | with tapfw | no firewall | ratio | rules checked, VMs' taps | rules checked, worst tap | all rules checked, VMs | new conntrack entry |\n")
-	m.p("|---:|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	floor := false
+	for _, r := range b.Data {
+		for _, x := range r.Paths {
+			floor = floor || x.FloorPPS > 0
+		}
+	}
+	floorCols, floorSep := "", ""
+	if floor {
+		m.p("Conntrack floor: the same path through a host whose only firewall is conntrack and an accept of the bench's port (the established traffic's floor sandbox): what a new flow costs any stateful firewall here.\n\n")
+		floorCols, floorSep = " conntrack floor | with tapfw over floor |", "---:|---:|"
+	}
+	m.p("| taps N | path | with tapfw | no firewall | ratio |%s rules checked, VMs' taps | rules checked, worst tap | all rules checked, VMs | new conntrack entry |\n", floorCols)
+	m.p("|---:|---|---:|---:|---:|%s---:|---:|---:|---:|\n", floorSep)
 	for _, r := range b.Data {
 		for _, x := range r.Paths {
 			rc, all, worst := "-", "-", "-"
@@ -237,7 +278,11 @@ func (m md) data(rep *Report, b *BackendRun) {
 			if x.Static != nil && x.Static.Error == "" {
 				worst = fmt.Sprint(x.Static.Worst)
 			}
-			m.p("| %d | %s | %s | %s | %.0f%% | %s | %s | %s | %.1f%% |\n", r.N, x.Desc, kpps(x.FwPPS), kpps(x.NoFwPPS), 100*x.Ratio, rc, worst, all, 100*x.NewFlowShare)
+			m.p("| %d | %s | %s | %s | %.0f%% |", r.N, x.Desc, kpps(x.FwPPS), kpps(x.NoFwPPS), 100*x.Ratio)
+			if floor {
+				m.p(" %s | %s |", kpps(x.FloorPPS), pct(x.FwPPS, x.FloorPPS))
+			}
+			m.p(" %s | %s | %s | %.1f%% |\n", rc, worst, all, 100*x.NewFlowShare)
 		}
 	}
 	last := b.Data[len(b.Data)-1]

@@ -176,12 +176,15 @@ func ReadJSON(path string) (*Report, error) {
 // Sample is one measured process: wall time from fork to reaped, and the
 // rusage wait4 reports for it. That rusage covers the process and every
 // child it waited for (iptables-save, iptables-restore, ipset, iptables):
-// CPU times are summed, MaxRSS is the largest of them.
+// CPU times are summed. MaxRSS is the plugin's own peak when it reported
+// one (RSSReported), else the rusage's, which counts the benchmark's own
+// memory too (Go starts children with vfork).
 type Sample struct {
-	WallMs   float64 `json:"wallMs"`
-	UserMs   float64 `json:"userMs"`
-	SysMs    float64 `json:"sysMs"`
-	MaxRSSKB int64   `json:"maxRssKB"`
+	WallMs      float64 `json:"wallMs"`
+	UserMs      float64 `json:"userMs"`
+	SysMs       float64 `json:"sysMs"`
+	MaxRSSKB    int64   `json:"maxRssKB"`
+	RSSReported bool    `json:"rssReported,omitempty"`
 }
 
 // CPUMs is user plus system time.
@@ -190,19 +193,21 @@ func (s Sample) CPUMs() float64 { return s.UserMs + s.SysMs }
 // CallStats summarizes the samples of one kind of call at one N. Wall
 // times in milliseconds; p95 is the nearest-rank percentile.
 type CallStats struct {
-	Calls     int      `json:"calls"`
-	P50       float64  `json:"p50Ms"`
-	P95       float64  `json:"p95Ms"`
-	Mean      float64  `json:"meanMs"`
-	Min       float64  `json:"minMs"`
-	Max       float64  `json:"maxMs"`
-	CPUP50    float64  `json:"cpuP50Ms"`
-	CPUMean   float64  `json:"cpuMeanMs"`
-	RSSP50KB  int64    `json:"rssP50KB"`
-	RSSMaxKB  int64    `json:"rssMaxKB"`
-	Samples   []Sample `json:"samples"`
-	Errors    int      `json:"errors,omitempty"`
-	FirstFail string   `json:"firstError,omitempty"`
+	Calls    int     `json:"calls"`
+	P50      float64 `json:"p50Ms"`
+	P95      float64 `json:"p95Ms"`
+	Mean     float64 `json:"meanMs"`
+	Min      float64 `json:"minMs"`
+	Max      float64 `json:"maxMs"`
+	CPUP50   float64 `json:"cpuP50Ms"`
+	CPUMean  float64 `json:"cpuMeanMs"`
+	RSSP50KB int64   `json:"rssP50KB"`
+	RSSMaxKB int64   `json:"rssMaxKB"`
+	// RSSReported: every sample's RSS is the plugin's own report.
+	RSSReported bool     `json:"rssReported,omitempty"`
+	Samples     []Sample `json:"samples"`
+	Errors      int      `json:"errors,omitempty"`
+	FirstFail   string   `json:"firstError,omitempty"`
 }
 
 func percentile(sorted []float64, p float64) float64 {
@@ -221,7 +226,9 @@ func Summarize(samples []Sample) *CallStats {
 	}
 	var wall, cpu []float64
 	var rss []int64
+	s.RSSReported = true
 	for _, x := range samples {
+		s.RSSReported = s.RSSReported && x.RSSReported
 		wall = append(wall, x.WallMs)
 		cpu = append(cpu, x.CPUMs())
 		rss = append(rss, x.MaxRSSKB)
@@ -314,10 +321,14 @@ func Median(v []float64) float64 {
 
 // PathResult is one direction of traffic at one N.
 type PathResult struct {
-	Path         string        `json:"path"` // forward, input, output
-	Desc         string        `json:"desc"`
-	FwPPS        float64       `json:"fwPps"`
-	NoFwPPS      float64       `json:"noFwPps"`
+	Path    string  `json:"path"` // forward, input, output
+	Desc    string  `json:"desc"`
+	FwPPS   float64 `json:"fwPps"`
+	NoFwPPS float64 `json:"noFwPps"`
+	// FloorPPS is the same path through a host whose only firewall is
+	// conntrack and an accept (the established-traffic floor), when
+	// measured: what a new flow costs any stateful firewall.
+	FloorPPS     float64       `json:"floorPps,omitempty"`
 	Ratio        float64       `json:"ratio"` // firewall / no firewall
 	FwSentPPS    float64       `json:"fwSentPps"`
 	NoFwSentPPS  float64       `json:"noFwSentPps"`

@@ -126,3 +126,57 @@ func TestTargetsBeyondTheIptablesRun(t *testing.T) {
 		t.Errorf("a latency target at 10,000 taps:\n%s", out)
 	}
 }
+
+// With the conntrack floor measured, the targets show what it keeps of
+// no firewall and what tapfw keeps of it, for comparison.
+func TestTargetsWithTheConntrackFloor(t *testing.T) {
+	nft := BackendRun{Backend: "nftables", Data: []DPResult{
+		{N: 1, Paths: []PathResult{{Path: "forward", Desc: "VM to VM", FwPPS: 60e3, NoFwPPS: 120e3, FloorPPS: 80e3}}},
+	}}
+	var b bytes.Buffer
+	writeTargets(&b, &Report{Backends: []BackendRun{nft}})
+	for _, want := range []string{
+		"| nftables | VM to VM packets/s at N=1: the conntrack floor over no firewall (what any stateful firewall keeps) | - | 67% | no target |  |",
+		"| nftables | VM to VM packets/s at N=1 over the conntrack floor | - | 75% | no target |  |",
+	} {
+		if !strings.Contains(b.String(), want+"\n") {
+			t.Errorf("no row %q in\n%s", want, b.String())
+		}
+	}
+}
+
+// The kernel's floor under an nftables ADD is the commit of its dispatch
+// element, not the nft tool's one-rule add (which reads the whole ruleset
+// first); under an iptables ADD it is the one-rule append.
+func TestAddOverFloor(t *testing.T) {
+	r := CPResult{
+		PluginAdd:  &CallStats{P50: 21.4},
+		FloorAdd:   &CallStats{P50: 23.2},
+		CommitJump: &CallStats{P50: 6.4},
+	}
+	if got := addOverFloor(r, true); got != ms(15.0) {
+		t.Errorf("nftables: %q, want %q", got, ms(15.0))
+	}
+	if got := addOverFloor(r, false); got != ms(-1.8) {
+		t.Errorf("iptables: %q, want %q", got, ms(-1.8))
+	}
+	r.CommitJump = nil
+	if got := addOverFloor(r, true); got != "" {
+		t.Errorf("nftables without the commit measured: %q, want blank", got)
+	}
+}
+
+// The RSS caption says which peak the columns are: the plugin's own
+// report only when every call made one.
+func TestRSSMeaning(t *testing.T) {
+	reported := Summarize([]Sample{{MaxRSSKB: 9000, RSSReported: true}, {MaxRSSKB: 9100, RSSReported: true}})
+	mixed := Summarize([]Sample{{MaxRSSKB: 9000, RSSReported: true}, {MaxRSSKB: 170000}})
+	b := &BackendRun{Control: []CPResult{{PluginAdd: reported, PluginDel: reported}}}
+	if got := rssMeaning(b); !strings.Contains(got, "plugin's own peak") {
+		t.Errorf("all reported: %q", got)
+	}
+	b.Control = append(b.Control, CPResult{PluginAdd: reported, PluginDel: mixed})
+	if got := rssMeaning(b); !strings.Contains(got, "upper bound") {
+		t.Errorf("one call without a report: %q", got)
+	}
+}

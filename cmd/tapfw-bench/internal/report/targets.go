@@ -252,6 +252,12 @@ func dataTargets(b *BackendRun) []target {
 			rows = append(rows, bounded(target{backend: b.Backend, what: fmt.Sprintf("%s packets/s at N=%d over no firewall", x.Desc, last.N),
 				ratio: true, value: x.FwPPS / x.NoFwPPS, unit: "%"}, atLeast, lim.ppsOverNoFw))
 		}
+		if x.FloorPPS > 0 && x.NoFwPPS > 0 {
+			rows = append(rows, target{backend: b.Backend, what: fmt.Sprintf("%s packets/s at N=%d: the conntrack floor over no firewall (what any stateful firewall keeps)", x.Desc, last.N),
+				ratio: true, value: x.FloorPPS / x.NoFwPPS, unit: "%"},
+				target{backend: b.Backend, what: fmt.Sprintf("%s packets/s at N=%d over the conntrack floor", x.Desc, last.N),
+					ratio: true, value: x.FwPPS / x.FloorPPS, unit: "%"})
+		}
 		worst := -1.0
 		if x.Static != nil && x.Static.Error == "" {
 			worst = float64(x.Static.Worst)

@@ -27,6 +27,8 @@ func pluginEnv(o *harness.Options, ns *testnet.NS, lock, command string, t Spec)
 		"CNI_ARGS=",
 		"TAPFW_LOCK=" + lock,
 		"TAPFW_LOCK_TIMEOUT=120s",
+		// The plugin reports its own peak memory (testnet.Usage).
+		"TAPFW_TRACE=1",
 	}
 	if o.Iptables != "auto" {
 		env = append(env, "TAPFW_IPTABLES="+o.Iptables)

@@ -109,9 +109,10 @@ func refuseHostNetns(ns *testnet.NS) error {
 
 // call runs the plugin once as a CNI runtime (or QEMU ifup script) would,
 // forked inside the sandbox's host namespace, with this run's lock and
-// backend.
+// backend. TAPFW_TRACE makes the plugin report its own peak memory
+// (testnet.Usage).
 func (s *sandbox) call(ctx context.Context, command string, t Tap, conf []byte) (testnet.Usage, error) {
-	env := []string{"TAPFW_BACKEND=" + s.o.Backend, "TAPFW_LOCK=" + s.lock, "TAPFW_LOCK_TIMEOUT=60s"}
+	env := []string{"TAPFW_BACKEND=" + s.o.Backend, "TAPFW_LOCK=" + s.lock, "TAPFW_LOCK_TIMEOUT=60s", "TAPFW_TRACE=1"}
 	_, u, err := testnet.RunPlugin(ctx, s.host, testnet.Call{
 		Bin: s.o.Plugin, Command: command, ContainerID: t.ContainerID, IfName: t.Name, Env: env, Config: conf,
 	})
