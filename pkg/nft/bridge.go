@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/tapfw/tapfw/pkg/model"
 	"github.com/tapfw/tapfw/pkg/ruleset"
@@ -21,6 +22,14 @@ const (
 	// ChainRouted (inet table) holds what each bridge says of routed
 	// packets: none, when it does not allow routing, or no DHCP replies.
 	ChainRouted = "tfw-routed"
+	// SetBridged (inet table) holds "bridge . bridge" for each bridge
+	// whose name no VLAN device pattern can match: a packet the bridge
+	// forwards meets the inet forward hook with that bridge as both its
+	// devices, and none of ChainRouted's rules can drop it (they drop a
+	// packet with another device on one side, or one by a VLAN device
+	// "<bridge>.*"), so it skips the chain in one lookup. Without its
+	// element a bridge's packets walk the chain, with the same verdict.
+	SetBridged = "tfw-bridged"
 	// SetPorts holds the name of every port that has a tap's chains.
 	SetPorts = "tfw-ports"
 	// SetDropIn and SetDropOut hold every tap's port with a counter: each
@@ -117,6 +126,30 @@ func routedRules(b model.Bridge) []Rule {
 		add(func(r *builder) { r.iface("iifname", i, false); r.iface("oifname", b.Name, true) }, nil, "no inter-bridge routing")
 	}
 	return rs
+}
+
+// bridgedKey is b's element of SetBridged, if its packets may skip
+// ChainRouted: a name with a dot might be a VLAN device of another
+// bridge, whose rules drop what it routes.
+func bridgedKey(b model.Bridge) ([]byte, bool) {
+	if b.Name == "" || strings.Contains(b.Name, ".") {
+		return nil, false
+	}
+	return append(ifKey(b.Name), ifKey(b.Name)...), true
+}
+
+var bridgedSet = &nftables.Set{Table: inetTable, Name: SetBridged, KeyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIFName), Concatenation: true}
+
+// bridged adds the bridge's element of SetBridged where it is missing.
+func (tx *txn) bridged(b string, key []byte) error {
+	if key == nil {
+		return nil
+	}
+	tx.note("add element inet %s %s { %q . %q } (where missing)", Table, SetBridged, b, b)
+	if err := tx.c.SetAddElements(bridgedSet, []nftables.SetElement{{Key: key}}); err != nil {
+		return fmt.Errorf("set %s: %w", SetBridged, err)
+	}
+	return nil
 }
 
 func dhcpReply(f Family) func(*builder) {

@@ -83,7 +83,7 @@ func StaticRules(m Marks) []StaticRule {
 	rs = append(rs, marks(ChainCtPre)...)
 	rs = append(rs, marks(ChainCtOut)...)
 	rs = append(rs, rejects(ChainRejectFwd)...)
-	rs = append(rs, StaticRule{"inet", ChainRejectFwd, "jump " + ChainRouted, o + "routed"})
+	rs = append(rs, StaticRule{"inet", ChainRejectFwd, "iifname . oifname != @" + SetBridged + " jump " + ChainRouted, o + "routed"})
 	// The host firewall, as the iptables backend's INPUT and OUTPUT
 	// chains: what a tap's chain rejected, then established, then the
 	// host's own addresses to its chains (a packet from a tap has met
@@ -168,6 +168,7 @@ func skeletonBody(m Marks) string {
 	for _, name := range []string{MapOut, MapIn} {
 		fmt.Fprintf(&b, "add map bridge %s %s { type ether_type . ifname : verdict ; counter ; }\n", Table, name)
 	}
+	fmt.Fprintf(&b, "add set inet %s %s { type ifname . ifname ; }\n", Table, SetBridged)
 	fmt.Fprintf(&b, "add set bridge %s %s { type ifname ; }\n", Table, SetPorts)
 	for _, name := range []string{SetDropIn, SetDropOut} {
 		fmt.Fprintf(&b, "add set bridge %s %s { type ifname ; counter ; }\n", Table, name)
