@@ -131,18 +131,19 @@ func routedRules(b model.Bridge) []Rule {
 // bridgedKey is b's element of SetBridged, if its packets may skip
 // ChainRouted: a name with a dot might be a VLAN device of another
 // bridge, whose rules drop what it routes.
-func bridgedKey(b model.Bridge) ([]byte, bool) {
-	if b.Name == "" || strings.Contains(b.Name, ".") {
+func bridgedKey(bridge string) ([]byte, bool) {
+	if bridge == "" || strings.Contains(bridge, ".") {
 		return nil, false
 	}
-	return append(ifKey(b.Name), ifKey(b.Name)...), true
+	return append(ifKey(bridge), ifKey(bridge)...), true
 }
 
 var bridgedSet = &nftables.Set{Table: inetTable, Name: SetBridged, KeyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIFName), Concatenation: true}
 
 // bridged adds the bridge's element of SetBridged where it is missing.
-func (tx *txn) bridged(b string, key []byte) error {
-	if key == nil {
+func (tx *txn) bridged(b string) error {
+	key, ok := bridgedKey(b)
+	if !ok {
 		return nil
 	}
 	tx.note("add element inet %s %s { %q . %q } (where missing)", Table, SetBridged, b, b)

@@ -3,8 +3,6 @@ package nft
 import (
 	"strings"
 	"testing"
-
-	"github.com/tapfw/tapfw/pkg/model"
 )
 
 // A bridge's forwarded packets skip the routed chain only when no VLAN
@@ -14,7 +12,7 @@ func TestBridgedKey(t *testing.T) {
 		name string
 		ok   bool
 	}{{"vmbr0", true}, {"br-lan", true}, {"vmbr0.5", false}, {"", false}} {
-		key, ok := bridgedKey(model.Bridge{Name: c.name})
+		key, ok := bridgedKey(c.name)
 		if ok != c.ok {
 			t.Errorf("%q: skip %v, want %v", c.name, ok, c.ok)
 			continue
@@ -26,9 +24,9 @@ func TestBridgedKey(t *testing.T) {
 }
 
 // After an ADD the bridge's packets skip the routed chain by one lookup:
-// its element is in the set the forward hook's rule tests, once however
-// many taps it has, and it stays when a tap goes (as the bridge's rules
-// in the routed chain do).
+// its element is in the set the forward hook's rule tests, a second ADD
+// adds no second one, and it stays when a tap goes (as the bridge's
+// rules in the routed chain do).
 func TestKernelBridgedElement(t *testing.T) {
 	p, err := Build(sampleConfig(t, "seed", "tap110i0"), DefaultMarks)
 	if err != nil {

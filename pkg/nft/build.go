@@ -53,10 +53,8 @@ type Plan struct {
 	Shared []Chain
 	// Members are the bridge's rules in shared chains.
 	Members []Member
-	// Bridge is the tap's bridge; bridgedKey, its element of SetBridged
-	// (nil when its packets walk ChainRouted).
-	Bridge     string
-	bridgedKey []byte
+	// Bridge is the tap's bridge.
+	Bridge string
 	// Dispatch are the tap's map elements.
 	Dispatch []Dispatch
 	// Sets are the named sets the config defines, per family, wanted
@@ -79,7 +77,6 @@ func Build(cfg model.Config, m Marks) (*Plan, error) {
 	t := cfg.Tap
 	p := &Plan{Tap: t.Name, attached: ruleset.DispatchComment(t), L2: rp.L2, Members: bridgeMembers(cfg.Bridge)}
 	p.Bridge = cfg.Bridge.Name
-	p.bridgedKey, _ = bridgedKey(cfg.Bridge)
 	if t.MAC != nil {
 		p.mac = t.MAC.String()
 	}

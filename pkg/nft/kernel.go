@@ -250,7 +250,7 @@ func (tx *txn) shared(p *Plan) error {
 			return err
 		}
 	}
-	return tx.bridged(p.Bridge, p.bridgedKey)
+	return tx.bridged(p.Bridge)
 }
 
 var (

@@ -30,6 +30,9 @@ func TestTracePeakRSS(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if !u.RSSReported {
+				t.Errorf("%s: no peak reported", command)
+			}
 			if u.MaxRSSKB < 1024 || u.MaxRSSKB > 64<<10 {
 				t.Errorf("%s: the plugin's peak is %d KiB: not its own", command, u.MaxRSSKB)
 			}

@@ -186,7 +186,7 @@ func (m md) floor(b *BackendRun) {
 	}
 	commits := ""
 	if hasCommits {
-		m.p("The last two columns are the kernel's commit alone of one element added over netlink, as the plugin adds them: to the dispatch map `tfw-in`, jumping to a chain (then the kernel validates every chain the base chains reach, once for each element of the verdict maps, so the commit grows with the taps), and to the plain set `tfw-ports` (no validation).\n\n")
+		m.p("The last two columns are the kernel's commit alone of one element added over netlink, as the plugin adds them: to the dispatch map `tfw-in`, jumping to a chain (then the kernel walks every element of the verdict maps the base chains use, validating each chain they reach once, so the commit grows with the taps), and to the plain set `tfw-ports` (no validation).\n\n")
 		commits = " dispatch element commit p50 | plain element commit p50 |"
 	}
 	minus := "ADD minus -A floor"
