@@ -130,6 +130,10 @@ func (rd *ruleReader) describe(s *Shown, exprs []expr.Any) (string, error) {
 	var words []string
 	var loads []loaded
 	target, icmp := "", false
+	// Set lookups follow the transport matches in the kernel (they cost
+	// more), but read as addresses: before the protocol, as the config
+	// and the iptables backend put them.
+	protoAt := -1
 	for _, e := range exprs {
 		switch e := e.(type) {
 		case *expr.Meta:
@@ -144,6 +148,9 @@ func (rd *ruleReader) describe(s *Shown, exprs []expr.Any) (string, error) {
 			}
 		case *expr.Cmp:
 			if n := len(loads); n > 0 {
+				if loads[n-1].meta == expr.MetaKeyL4PROTO && protoAt < 0 {
+					protoAt = len(words)
+				}
 				w := rd.cmpWords(s.Family, loads[n-1], e.Op == expr.CmpOpNeq, e.Data)
 				icmp = icmp || (len(w) == 1 && (w[0] == "icmp" || w[0] == "ipv6-icmp"))
 				words = append(words, w...)
@@ -160,6 +167,9 @@ func (rd *ruleReader) describe(s *Shown, exprs []expr.Any) (string, error) {
 				s.Log = true // a log map's jump to the tap's log chain
 			} else if w, err := rd.lookupWords(s.Family, loads, e); err != nil {
 				return "", err
+			} else if w != "" && protoAt >= 0 && !transportLoad(loads) {
+				words = slices.Insert(words, protoAt, w)
+				protoAt++
 			} else if w != "" {
 				words = append(words, w)
 			}
@@ -179,6 +189,14 @@ func (rd *ruleReader) describe(s *Shown, exprs []expr.Any) (string, error) {
 	// each of the layer-2 sets of addresses and of networks.
 	s.Match = strings.Join(slices.Compact(words), " ")
 	return target, nil
+}
+
+// transportLoad reports whether a lookup's key reads the transport
+// header (a port set) rather than addresses.
+func transportLoad(loads []loaded) bool {
+	return slices.ContainsFunc(loads, func(l loaded) bool {
+		return l.payload != nil && l.payload.Base == expr.PayloadBaseTransportHeader
+	})
 }
 
 // protoName is a transport protocol as the config names it.

@@ -110,12 +110,6 @@ func (cx chainCtx) matches(b *builder, r ruleset.Rule, variant string) error {
 	}
 	b.addr(cx.fam, "saddr", r.Src)
 	b.addr(cx.fam, "daddr", r.Dst)
-	if err := cx.setMatch(b, "saddr", r.SetSrc, r.SetSrcNeg, variant); err != nil {
-		return err
-	}
-	if err := cx.setMatch(b, "daddr", r.SetDst, r.SetDstNeg, variant); err != nil {
-		return err
-	}
 	if err := cx.transport(b, r); err != nil {
 		return err
 	}
@@ -124,6 +118,14 @@ func (cx chainCtx) matches(b *builder, r ruleset.Rule, variant string) error {
 		b.hops(cx.fam, r.TTL)
 	case r.HopLimit > 0:
 		b.hops(cx.fam, r.HopLimit)
+	}
+	// Set lookups cost several times a compare, so they come after every
+	// compare: a packet that fails on its protocol or port never pays one.
+	if err := cx.setMatch(b, "saddr", r.SetSrc, r.SetSrcNeg, variant); err != nil {
+		return err
+	}
+	if err := cx.setMatch(b, "daddr", r.SetDst, r.SetDstNeg, variant); err != nil {
+		return err
 	}
 	switch {
 	case r.Limit == "":
