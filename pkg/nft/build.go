@@ -75,8 +75,7 @@ func Build(cfg model.Config, m Marks) (*Plan, error) {
 		return nil, err
 	}
 	t := cfg.Tap
-	p := &Plan{Tap: t.Name, attached: ruleset.DispatchComment(t), L2: rp.L2, Members: bridgeMembers(cfg.Bridge)}
-	p.Bridge = cfg.Bridge.Name
+	p := &Plan{Tap: t.Name, Bridge: cfg.Bridge.Name, attached: ruleset.DispatchComment(t), L2: rp.L2, Members: bridgeMembers(cfg.Bridge)}
 	if t.MAC != nil {
 		p.mac = t.MAC.String()
 	}
