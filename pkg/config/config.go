@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
+	"strconv"
 
 	"github.com/containernetworking/cni/pkg/types"
 
@@ -31,6 +33,8 @@ type NetConf struct {
 	PolicyIn           string               `json:"policyIn,omitempty"`
 	PolicyOut          string               `json:"policyOut,omitempty"`
 	LogDropped         *bool                `json:"logDropped,omitempty"`
+	LogLevelIn         string               `json:"logLevelIn,omitempty"`
+	LogLevelOut        string               `json:"logLevelOut,omitempty"`
 	LogTarget          string               `json:"logTarget,omitempty"`
 	LogLimit           string               `json:"logLimit,omitempty"`
 	LogPrefix          string               `json:"logPrefix,omitempty"`
@@ -40,6 +44,7 @@ type NetConf struct {
 	ManagedPrefix      string               `json:"managedPrefix,omitempty"`
 	Rules              RuleLists            `json:"rules,omitempty"`
 	IPSets             map[string][]string  `json:"ipsets,omitempty"`
+	Aliases            map[string]string    `json:"aliases,omitempty"`
 	SecurityGroups     map[string]RuleLists `json:"securityGroups,omitempty"`
 	Groups             []string             `json:"groups,omitempty"`
 	Host               *Host                `json:"host,omitempty"`
@@ -77,8 +82,20 @@ type Rule struct {
 	SPort    string `json:"sport,omitempty"`
 	DPort    string `json:"dport,omitempty"`
 	ICMPType string `json:"icmpType,omitempty"`
-	Log      bool   `json:"log,omitempty"`
-	Comment  string `json:"comment,omitempty"`
+	// Log is true, false, or the syslog level of the rule's log lines
+	// ("info"; "nolog" is false), as Proxmox VE's log option.
+	Log     LogOption `json:"log,omitempty"`
+	Comment string    `json:"comment,omitempty"`
+	// Macro stands for a service's protocols and ports ("SSH"); the
+	// rule is one rule per part of it, each with this rule's action,
+	// addresses, log and comment.
+	Macro string `json:"macro,omitempty"`
+	// Enable false keeps the rule in the config (checked all the
+	// same) without installing it.
+	Enable *bool `json:"enable,omitempty"`
+	// Group makes the rule a check of that security group at its place
+	// in the list; the rule has no other field but comment and enable.
+	Group string `json:"group,omitempty"`
 }
 
 // Host is the host firewall section.
@@ -86,7 +103,48 @@ type Host struct {
 	IPs          []string  `json:"ips,omitempty"`
 	ClusterHosts []string  `json:"clusterHosts,omitempty"`
 	Rules        RuleLists `json:"rules,omitempty"`
+	// LogLevelIn and LogLevelOut are the levels the host's policies log
+	// at ("nolog": none); without them, logDropped decides.
+	LogLevelIn  string `json:"logLevelIn,omitempty"`
+	LogLevelOut string `json:"logLevelOut,omitempty"`
 }
+
+// LogOption is a rule's log field: JSON true or false, or a level's
+// name. It holds "true", "false" or the name, checked when the rule is.
+type LogOption string
+
+// UnmarshalJSON reads true, false or a string; the key checker has
+// refused any other JSON type before.
+func (l *LogOption) UnmarshalJSON(data []byte) error {
+	var v any
+	if err := json.Unmarshal(data, &v); err != nil {
+		return err
+	}
+	switch v := v.(type) {
+	case bool:
+		*l = LogOption(strconv.FormatBool(v))
+	case string:
+		*l = LogOption(v)
+	case nil:
+		*l = ""
+	default:
+		return &json.UnmarshalTypeError{Value: "number", Type: logOptionType}
+	}
+	return nil
+}
+
+// MarshalJSON writes the option back as it was read.
+func (l LogOption) MarshalJSON() ([]byte, error) {
+	switch l {
+	case "", "false":
+		return []byte("false"), nil
+	case "true":
+		return []byte("true"), nil
+	}
+	return json.Marshal(string(l))
+}
+
+var logOptionType = reflect.TypeOf(LogOption(""))
 
 // ArgsConf is the "args" field; only args.cni.tapfwRules is read.
 type ArgsConf struct {

@@ -57,11 +57,15 @@ func Resolve(conf *NetConf, lim model.Limits, env Env, prev *PrevIface, bridge f
 	if t.Bridge, err = resolveBridge(t.Name, conf.Bridge, prev, bridge); err != nil {
 		return nil, err
 	}
-	entries, err := parseSets(conf.IPSets, lim)
+	al, err := parseAliases(conf.Aliases)
 	if err != nil {
 		return nil, err
 	}
-	sets := namedSets{entries: entries, maxName: lim.SetName}
+	entries, err := parseSets(conf.IPSets, lim, al)
+	if err != nil {
+		return nil, err
+	}
+	sets := namedSets{entries: entries, maxName: lim.SetName, aliases: al, groups: conf.SecurityGroups}
 	if t.DHCPServers, err = parseDHCPServers(conf.DHCPServers, t.DHCP, sets); err != nil {
 		return nil, err
 	}
@@ -80,7 +84,7 @@ func Resolve(conf *NetConf, lim model.Limits, env Env, prev *PrevIface, bridge f
 		return nil, err
 	}
 	rc := model.Config{Tap: t, Bridge: brc, Sets: entries, Groups: groups}
-	if rc.Host, err = parseHost(conf.Host, sets); err != nil {
+	if rc.Host, err = parseHost(conf.Host, sets, groups); err != nil {
 		return nil, err
 	}
 	return &Resolved{Conf: conf, Model: rc}, nil
@@ -121,6 +125,12 @@ func resolveOptions(conf *NetConf, env Env, lim model.Limits) (model.Tap, error)
 		return t, err
 	}
 	if t.LogPerTap, err = parseLogPrefix(conf.LogPrefix); err != nil {
+		return t, err
+	}
+	if t.LogLevelIn, err = parseLogLevel("logLevelIn", conf.LogLevelIn); err != nil {
+		return t, err
+	}
+	if t.LogLevelOut, err = parseLogLevel("logLevelOut", conf.LogLevelOut); err != nil {
 		return t, err
 	}
 	if t.PolicyIn, err = parsePolicy("policyIn", conf.PolicyIn); err != nil {
@@ -263,7 +273,7 @@ func resolveBridge(tap, br string, prev *PrevIface, bridge func(tap string) (str
 }
 
 // parseSets reads the named address sets.
-func parseSets(in map[string][]string, lim model.Limits) (map[string][]netip.Prefix, error) {
+func parseSets(in map[string][]string, lim model.Limits, al aliases) (map[string][]netip.Prefix, error) {
 	sets := map[string][]netip.Prefix{}
 	if len(in) > MaxSets {
 		return nil, fieldErr("ipsets", "more than %d sets", MaxSets)
@@ -276,7 +286,7 @@ func parseSets(in map[string][]string, lim model.Limits) (map[string][]netip.Pre
 		if len(entries) > MaxSetEntries {
 			return nil, fieldErr(f, "more than %d entries", MaxSetEntries)
 		}
-		ps, err := parseSetEntries(f, entries)
+		ps, err := parseSetEntries(f, entries, al)
 		if err != nil {
 			return nil, err
 		}
@@ -347,7 +357,7 @@ func bridgeOptions(conf *NetConf, br string) (model.Bridge, error) {
 }
 
 // parseHost reads the host firewall section; nil when there is none.
-func parseHost(h *Host, sets namedSets) (*model.Host, error) {
+func parseHost(h *Host, sets namedSets, groups map[string]model.Group) (*model.Host, error) {
 	if h == nil {
 		return nil, nil
 	}
@@ -359,10 +369,16 @@ func parseHost(h *Host, sets namedSets) (*model.Host, error) {
 		return nil, fieldErr("host.clusterHosts", "more than %d entries", MaxSetEntries)
 	}
 	var err error
-	if host.IPs, err = parseSetEntries("host.ips", h.IPs); err != nil {
+	if host.IPs, err = parseSetEntries("host.ips", h.IPs, sets.aliases); err != nil {
 		return nil, err
 	}
-	if host.ClusterHosts, err = parseSetEntries("host.clusterHosts", h.ClusterHosts); err != nil {
+	if host.ClusterHosts, err = parseSetEntries("host.clusterHosts", h.ClusterHosts, sets.aliases); err != nil {
+		return nil, err
+	}
+	if host.LogLevelIn, err = parseLogLevel("host.logLevelIn", h.LogLevelIn); err != nil {
+		return nil, err
+	}
+	if host.LogLevelOut, err = parseLogLevel("host.logLevelOut", h.LogLevelOut); err != nil {
 		return nil, err
 	}
 	if host.In, err = parseRules("host.rules.in", h.Rules.In, sets); err != nil {
@@ -371,6 +387,7 @@ func parseHost(h *Host, sets namedSets) (*model.Host, error) {
 	if host.Out, err = parseRules("host.rules.out", h.Rules.Out, sets); err != nil {
 		return nil, err
 	}
+	host.In, host.Out = inlineGroups(host.In, groups, "in"), inlineGroups(host.Out, groups, "out")
 	return host, nil
 }
 
@@ -417,6 +434,7 @@ func parseGroups(conf *NetConf, sets namedSets, lim model.Limits) (map[string]mo
 		return nil, fieldErr("securityGroups", "more than %d groups", MaxGroups)
 	}
 	groups := map[string]model.Group{}
+	sets.inGroup = true
 	for name, rl := range conf.SecurityGroups {
 		if err := model.ValidateName(name, lim.GroupName); err != nil {
 			return nil, &Error{Field: "securityGroups", Err: err}

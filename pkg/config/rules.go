@@ -4,16 +4,17 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/tapfw/tapfw/pkg/model"
 )
 
-func parseSetEntries(field string, entries []string) ([]netip.Prefix, error) {
+func parseSetEntries(field string, entries []string, al aliases) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	for i, e := range entries {
-		p, err := parseNet(e, false)
+		p, err := al.net(e, false)
 		if err != nil {
 			return nil, &Error{Field: fmt.Sprintf("%s[%d]", field, i), Err: err}
 		}
@@ -27,6 +28,11 @@ func parseSetEntries(field string, entries []string) ([]netip.Prefix, error) {
 type namedSets struct {
 	entries map[string][]netip.Prefix
 	maxName int
+	aliases aliases
+	// groups are the security groups the config defines; inGroup is
+	// set while a group's own rules are read (they cannot check one).
+	groups  map[string]RuleLists
+	inGroup bool
 }
 
 func parseRules(field string, rs []Rule, sets namedSets) ([]model.Rule, error) {
@@ -35,7 +41,7 @@ func parseRules(field string, rs []Rule, sets namedSets) ([]model.Rule, error) {
 	}
 	var out []model.Rule
 	for i, r := range rs {
-		u, err := parseRule(r, sets)
+		us, err := parseRule(r, sets)
 		if err != nil {
 			var e *Error
 			if errors.As(err, &e) {
@@ -44,7 +50,69 @@ func parseRules(field string, rs []Rule, sets namedSets) ([]model.Rule, error) {
 			}
 			return nil, &Error{Field: fmt.Sprintf("%s[%d]", field, i), Err: err}
 		}
-		out = append(out, u)
+		if r.Enable != nil && !*r.Enable {
+			continue // checked, kept in the config, not installed
+		}
+		for j := range us {
+			us[j].Num = i + 1
+			if len(us) > 1 {
+				us[j].Part = j + 1
+			}
+		}
+		out = append(out, us...)
+	}
+	return out, nil
+}
+
+// parseRule reads one config rule into the rules it stands for: one, or
+// one per part of its macro, source and destination (a macro part of
+// another family than the rule's addresses is left out, as Proxmox VE
+// does, and so is a source and destination of two families).
+func parseRule(r Rule, sets namedSets) ([]model.Rule, error) {
+	if r.Group != "" {
+		return parseGroupRule(r, sets)
+	}
+	parts, macro, err := expandMacro(r)
+	if err != nil {
+		return nil, err
+	}
+	srcs, err := parseAddrList(r.Source, sets)
+	if err != nil {
+		return nil, &Error{Field: "source", Err: err}
+	}
+	dsts, err := parseAddrList(r.Dest, sets)
+	if err != nil {
+		return nil, &Error{Field: "dest", Err: err}
+	}
+	if n := len(parts) * len(srcs) * len(dsts); n > MaxParts {
+		return nil, fmt.Errorf("stands for %d rules (its macro's parts times its sources times its destinations), more than %d", n, MaxParts)
+	}
+	var out []model.Rule
+	var famErr error
+	for _, p := range parts {
+		u, err := parseOne(p.rule, sets)
+		if err != nil {
+			return nil, err
+		}
+		u.Macro, u.Family = macro, p.family
+		for _, src := range srcs {
+			for _, dst := range dsts {
+				u.Source, u.Dest = src, dst
+				err := sameFamily(u)
+				var fe *familyError
+				if (macro != "" || len(srcs)*len(dsts) > 1) && errors.As(err, &fe) {
+					famErr = err
+					continue
+				}
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, u)
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil, famErr
 	}
 	return out, nil
 }
@@ -55,8 +123,61 @@ var protoNumbers = map[string]int{
 	"ospf": 89, "pim": 103, "vrrp": 112, "l2tp": 115, "sctp": 132, "udplite": 136,
 }
 
-func parseRule(r Rule, sets namedSets) (model.Rule, error) {
-	u := model.Rule{Log: r.Log, Comment: r.Comment}
+// parseGroupRule reads a rule that checks a security group in place: it
+// names a group the config defines, and nothing else but its comment.
+func parseGroupRule(r Rule, sets namedSets) ([]model.Rule, error) {
+	if sets.inGroup {
+		return nil, fieldErr("group", "a security group cannot check another")
+	}
+	if _, ok := sets.groups[r.Group]; !ok {
+		return nil, fieldErr("group", "%q is not defined in securityGroups", r.Group)
+	}
+	for _, f := range []struct{ name, v string }{
+		{"action", r.Action}, {"proto", r.Proto}, {"source", r.Source}, {"dest", r.Dest}, {"sport", r.SPort},
+		{"dport", r.DPort}, {"icmpType", r.ICMPType}, {"macro", r.Macro}, {"log", strings.TrimPrefix(string(r.Log), "false")},
+	} {
+		if f.v != "" {
+			return nil, fieldErr(f.name, "given with group: a group's own rules say what it matches and does")
+		}
+	}
+	if err := model.ValidateComment(r.Comment); err != nil {
+		return nil, &Error{Field: "comment", Err: err}
+	}
+	return []model.Rule{{Group: r.Group, Comment: r.Comment}}, nil
+}
+
+// inlineGroups replaces each rule of rs that checks a group with the
+// group's rules for dir, numbered as parts of it: for the host's rules,
+// whose chains do not jump to a group's.
+func inlineGroups(rs []model.Rule, groups map[string]model.Group, dir string) []model.Rule {
+	var out []model.Rule
+	for _, u := range rs {
+		if u.Group == "" {
+			out = append(out, u)
+			continue
+		}
+		g := groups[u.Group].In
+		if dir == "out" {
+			g = groups[u.Group].Out
+		}
+		for j, x := range g {
+			x.Num, x.Part, x.InGroup = u.Num, 0, u.Group
+			if len(g) > 1 {
+				x.Part = j + 1
+			}
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// parseOne reads a rule without a macro.
+func parseOne(r Rule, sets namedSets) (model.Rule, error) {
+	u := model.Rule{Comment: r.Comment}
+	var err error
+	if u.Log, u.LogLevel, err = parseLogOption(r.Log); err != nil {
+		return u, &Error{Field: "log", Err: err}
+	}
 	switch r.Action {
 	case "ACCEPT", "DROP", "REJECT":
 		u.Action = model.Action(r.Action)
@@ -92,16 +213,6 @@ func parseRule(r Rule, sets namedSets) (model.Rule, error) {
 		}
 		u.Proto = p
 	}
-	var err error
-	if u.Source, err = parseAddr(r.Source, sets); err != nil {
-		return u, &Error{Field: "source", Err: err}
-	}
-	if u.Dest, err = parseAddr(r.Dest, sets); err != nil {
-		return u, &Error{Field: "dest", Err: err}
-	}
-	if err := sameFamily(u); err != nil {
-		return u, err
-	}
 	if r.SPort != "" || r.DPort != "" {
 		if u.Proto != "tcp" && u.Proto != "udp" {
 			f := "sport"
@@ -136,6 +247,50 @@ func parseRule(r Rule, sets namedSets) (model.Rule, error) {
 	return u, nil
 }
 
+// MaxListItems is how many items an address list (a rule's source or
+// dest) may hold, and MaxParts how many rules one config rule may stand
+// for: its macro's parts times its sources times its destinations.
+const (
+	MaxListItems = 32
+	MaxParts     = 64
+)
+
+// parseAddrList reads a rule's source or dest: one item, or a list of
+// them separated by commas ("198.51.100.1-198.51.100.9,203.0.113.0/24,+web"),
+// each an address, a network, a range, an alias or a +set, of either
+// family. One that matches every address of a family (0.0.0.0/0) stands
+// alone.
+func parseAddrList(s string, sets namedSets) ([]model.Addr, error) {
+	if !strings.Contains(s, ",") {
+		a, err := parseAddr(s, sets)
+		return []model.Addr{a}, err
+	}
+	items := strings.Split(s, ",")
+	if len(items) > MaxListItems {
+		return nil, fmt.Errorf("%q: more than %d items in a list", s, MaxListItems)
+	}
+	var out []model.Addr
+	for _, item := range items {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			return nil, fmt.Errorf("%q: an empty item in the list", s)
+		}
+		a, err := parseAddr(item, sets)
+		if err != nil {
+			return nil, err
+		}
+		if a.Family != "" {
+			return nil, fmt.Errorf("%q: %s matches every %s address; it cannot be in a list", s, item, a.Family)
+		}
+		if !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
+// parseAddr reads one address item: "", an address, a network, a range
+// "A-B", an alias, or a +set.
 func parseAddr(s string, sets namedSets) (model.Addr, error) {
 	if s == "" {
 		return model.Addr{}, nil
@@ -149,7 +304,10 @@ func parseAddr(s string, sets namedSets) (model.Addr, error) {
 		}
 		return model.Addr{Set: name}, nil
 	}
-	p, err := parseNet(s, true)
+	if first, last, ok := strings.Cut(s, "-"); ok && !aliasRE.MatchString(s) {
+		return parseRange(s, first, last)
+	}
+	p, err := sets.aliases.net(s, true)
 	if err != nil {
 		return model.Addr{}, err
 	}
@@ -160,6 +318,54 @@ func parseAddr(s string, sets namedSets) (model.Addr, error) {
 		return model.Addr{Family: model.IPv4}, nil
 	}
 	return model.Addr{Prefix: p}, nil
+}
+
+// parseRange reads "A-B", two addresses of one family, A not after B. A
+// range that is a prefix is that prefix, as iptables and nft would match.
+func parseRange(s, first, last string) (model.Addr, error) {
+	a, errA := netip.ParseAddr(first)
+	b, errB := netip.ParseAddr(last)
+	switch {
+	case errA != nil || errB != nil || a.Zone() != "" || b.Zone() != "" || a.Is4In6() || b.Is4In6():
+		return model.Addr{}, fmt.Errorf("%q is not a range of two addresses A-B", s)
+	case a.Is4() != b.Is4():
+		return model.Addr{}, fmt.Errorf("%q mixes IPv4 and IPv6", s)
+	case b.Less(a):
+		return model.Addr{}, fmt.Errorf("%q is backwards", s)
+	}
+	if p, ok := rangePrefix(a, b); ok {
+		if p.Bits() == 0 {
+			return model.Addr{}, fmt.Errorf("%q is every address: write 0.0.0.0/0 or ::/0", s)
+		}
+		return model.Addr{Prefix: p}, nil
+	}
+	return model.Addr{Range: model.Range{First: a, Last: b}}, nil
+}
+
+// rangePrefix is the prefix whose addresses are first to last, if there
+// is one.
+func rangePrefix(first, last netip.Addr) (netip.Prefix, bool) {
+	for bits := 0; bits <= first.BitLen(); bits++ {
+		p := netip.PrefixFrom(first, bits).Masked()
+		if p.Addr() == first && lastAddr(p) == last {
+			return p, true
+		}
+	}
+	return netip.Prefix{}, false
+}
+
+// lastAddr is the last address of p.
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().As16()
+	off := 16 - p.Addr().BitLen()/8 // an IPv4 address is the last 4 bytes
+	for i := p.Bits(); i < p.Addr().BitLen(); i++ {
+		b[off+i/8] |= 0x80 >> (i % 8)
+	}
+	a := netip.AddrFrom16(b)
+	if p.Addr().Is4() {
+		return a.Unmap()
+	}
+	return a
 }
 
 // parsePorts reads "22", "1000:2000" or "22,80,443" (at most 15 ports, a
@@ -236,11 +442,46 @@ var icmp6Types = map[string]string{
 	"neighbour-advertisement": "136", "neighbor-advertisement": "136", "redirect": "137",
 }
 
-// sameFamily checks that a rule's addresses and protocol name one family
-// at most: a rule is rendered in the chains of its family.
+// parseLogOption reads a rule's log field: whether it logs, and at which
+// level ("" for the default, warning).
+func parseLogOption(l LogOption) (bool, string, error) {
+	switch l {
+	case "", "false", model.NoLog:
+		return false, "", nil
+	case "true", model.DefaultLogLevel:
+		return true, "", nil
+	}
+	if model.LogLevelNumber(string(l)) < 0 {
+		return false, "", fmt.Errorf("%q is not true, false, nolog or a level: %s", string(l), strings.Join(model.LogLevels, ", "))
+	}
+	return true, string(l), nil
+}
+
+// parseLogLevel reads a policy's log level: "" (logDropped decides),
+// nolog or a level.
+func parseLogLevel(field, s string) (string, error) {
+	if s == "" || s == model.NoLog || model.LogLevelNumber(s) >= 0 {
+		return s, nil
+	}
+	return "", fieldErr(field, "%q is not nolog or a level: %s", s, strings.Join(model.LogLevels, ", "))
+}
+
+// familyError is a rule whose addresses, protocol or macro part name two
+// families.
+type familyError struct{ field, fam, other, otherField string }
+
+func (e *familyError) Error() string {
+	return fmt.Sprintf("is %s but %s is %s: a rule matches one address family", e.fam, e.otherField, e.other)
+}
+
+// sameFamily checks that a rule's addresses, protocol and family name one
+// family at most: a rule is rendered in the chains of its family.
 func sameFamily(u model.Rule) error {
 	type claim struct{ field, fam string }
 	var claims []claim
+	if u.Family != "" {
+		claims = append(claims, claim{"macro", u.Family})
+	}
 	if f := u.Source.FamilyName(); f != "" {
 		claims = append(claims, claim{"source", f})
 	}
@@ -255,7 +496,7 @@ func sameFamily(u model.Rule) error {
 	}
 	for _, c := range claims[min(1, len(claims)):] {
 		if c.fam != claims[0].fam {
-			return fieldErr(c.field, "is %s but %s is %s: a rule matches one address family", c.fam, claims[0].field, claims[0].fam)
+			return &Error{Field: c.field, Err: &familyError{c.field, c.fam, claims[0].fam, claims[0].field}}
 		}
 	}
 	return nil

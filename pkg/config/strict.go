@@ -294,6 +294,12 @@ func (kc *keyChecker) value(typ reflect.Type) error {
 	switch {
 	case typ == argsConfType:
 		return kc.args()
+	case typ == logOptionType:
+		if k != 't' && k != 'f' && k != '"' {
+			return &Error{Field: kc.where(), Code: types.ErrDecodingFailure, Err: errors.New("wrong type: want true, false or a log level")}
+		}
+		kc.skip()
+		return nil
 	case unchecked(typ):
 		kc.skip()
 		return nil

@@ -162,7 +162,7 @@ func TestExactKeysDecode(t *testing.T) {
 		conf.DNS.Domain != "d" || conf.RawPrevResult == nil || len(conf.ValidAttachments) != 1 || conf.ValidAttachments[0].IfName != "tap1" ||
 		len(conf.Attachments) != 1 || conf.Attachments[0].ContainerID != "c2" || *conf.IPFilter || *conf.DHCP ||
 		conf.PolicyIn != "REJECT" || !conf.AllowBridgeRouting || *conf.FailClosed || conf.ManagedPrefix != "tap" ||
-		len(conf.IPSets["web"]) != 1 || conf.Rules.In[0].SPort != "1024:65535" || !conf.Rules.In[0].Log ||
+		len(conf.IPSets["web"]) != 1 || conf.Rules.In[0].SPort != "1024:65535" || conf.Rules.In[0].Log != "true" ||
 		conf.Rules.Out[0].Action != "DROP" || conf.Host.ClusterHosts[0] != "192.0.2.2" || conf.RuntimeConfig.IPs[0] != "192.0.2.10/24" ||
 		conf.Args.CNI.Rules.In[0].DPort != "53" {
 		t.Errorf("decoded wrong: %+v", conf)
@@ -331,7 +331,8 @@ func TestErrorCodes(t *testing.T) {
 		{"rules list", good + `,"rules":[]}`, Env{}, "rules", 6, "got JSON array, want an object"},
 		{"rule string", good + `,"rules":{"in":["ACCEPT"]}}`, Env{}, "rules.in[0]", 6, "got JSON string, want an object"},
 		{"rule action number", good + `,"rules":{"in":[` + rule + `,{"action":1}]}}`, Env{}, "rules.in[1].action", 6, "got JSON number"},
-		{"rule log string", good + `,"rules":{"out":[{"action":"ACCEPT","log":"yes"}]}}`, Env{}, "rules.out[0].log", 6, "want true or false"},
+		{"rule log number", good + `,"rules":{"out":[{"action":"ACCEPT","log":1}]}}`, Env{}, "rules.out[0].log", 6, "want true, false or a log level"},
+		{"rule log level unknown", good + `,"rules":{"out":[{"action":"ACCEPT","log":"yes"}]}}`, Env{}, "rules.out[0].log", 7, "not true, false, nolog or a level"},
 		{"host rule dport number", good + `,"host":{"rules":{"in":[` + rule + `,{"action":"ACCEPT","proto":"tcp","dport":22}]}}}`, Env{}, "host.rules.in[1].dport", 6, "wrong type"},
 		{"ipset entry number", good + `,"ipsets":{"web":["192.0.2.1",5]}}`, Env{}, "ipsets.web[1]", 6, "wrong type"},
 		{"ipset string", good + `,"ipsets":{"web":"192.0.2.1"}}`, Env{}, "ipsets.web", 6, "want a list"},

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/tapfw/tapfw/pkg/model"
 )
 
 // Matches of the rule's IP header part (-s, -d, -i, -o, -p, -f), as
@@ -178,6 +180,8 @@ func newModule(name string, family int) module {
 		return &macModule{}
 	case "set":
 		return &setModule{}
+	case "iprange":
+		return &iprangeModule{}
 	case "physdev":
 		return &physdevModule{}
 	case "limit":
@@ -582,6 +586,46 @@ func (m *macModule) eval(e *env) outcome {
 		return outcome{v: unknown, why: []string{"the packet's source MAC is not given"}}
 	}
 	return is(bytes.Equal(e.p.SrcMAC, m.mac) != m.neg)
+}
+
+// iprangeModule is -m iprange --src-range A-B --dst-range C-D, each
+// negated by '!'.
+type iprangeModule struct {
+	src, dst       model.Range
+	srcNeg, dstNeg bool
+}
+
+func (m *iprangeModule) option(name string, neg bool, p *parser) (bool, error) {
+	if name != "--src-range" && name != "--dst-range" {
+		return false, nil
+	}
+	v, err := p.arg(name)
+	if err != nil {
+		return true, err
+	}
+	a, b, _ := strings.Cut(v, "-")
+	first, err1 := netip.ParseAddr(a)
+	last, err2 := netip.ParseAddr(b)
+	if err1 != nil || err2 != nil || first.Is4() != last.Is4() {
+		return true, fmt.Errorf("range %q", v)
+	}
+	r := model.Range{First: first, Last: last}
+	if name == "--src-range" {
+		m.src, m.srcNeg = r, neg
+	} else {
+		m.dst, m.dstNeg = r, neg
+	}
+	return true, nil
+}
+
+func (m *iprangeModule) eval(e *env) outcome {
+	if m.src.IsValid() && m.src.Contains(e.p.Src) == m.srcNeg {
+		return outcome{v: no}
+	}
+	if m.dst.IsValid() && m.dst.Contains(e.p.Dst) == m.dstNeg {
+		return outcome{v: no}
+	}
+	return outcome{v: yes}
 }
 
 // setModule is -m set --match-set NAME src|dst: the address is in one of

@@ -15,8 +15,9 @@ import (
 
 // The rule lists a tap's IN chain renders decide every packet as their
 // first-match meaning says (model.Decide): random lists of rules of every
-// form (protocols, addresses, networks, sets, any-family, port lists and
-// ranges, ICMP types and codes, every action, logged or not), rendered by
+// form (protocols, addresses, networks, ranges, aliases, lists, sets,
+// any-family, port lists and ranges, ICMP types and codes, macros, every
+// action, logged or not), rendered by
 // ruleset, installed in the fake tables as an ADD would, and walked by
 // explain as the kernel walks them, in both families.
 func TestRenderedRulesDecideAsTheirModel(t *testing.T) {
@@ -105,8 +106,12 @@ var (
 	modelAddrs4 = []string{"192.0.2.1", "192.0.2.77", "198.51.100.5", "203.0.113.200"}
 	modelAddrs6 = []string{"2001:db8::1", "2001:db8::77", "2001:db8:1::5", "2001:db8:ff::9"}
 	modelNets   = []string{"192.0.2.0/25", "198.51.100.0/24", "203.0.113.192/26", "2001:db8::/64", "2001:db8:1::/48",
-		"192.0.2.77", "2001:db8::77", "0.0.0.0/0", "::/0", "+web"}
-	modelPorts     = []int{22, 53, 80, 443, 1000, 1500, 2000, 8080}
+		"192.0.2.77", "2001:db8::77", "0.0.0.0/0", "::/0", "+web",
+		// Ranges, aliases and lists, both families mixed.
+		"192.0.2.70-192.0.2.80", "2001:db8::70-2001:db8::80", "peer", "192.0.2.1,198.51.100.0/24",
+		"203.0.113.200,2001:db8::77,+web", "192.0.2.78-192.0.2.200,peer6"}
+	modelMacros    = []string{"DNS", "Ping", "SSH", "Trcrt", "GRE", "DHCPv6", "HTTPS"}
+	modelPorts     = []int{22, 53, 80, 443, 546, 1000, 1500, 2000, 8080}
 	modelPortSpecs = []string{"22", "80,443", "1000:2000", "53,1000:1499,8080", "443:443"}
 	// ICMP types and codes the rules name and the packets carry.
 	modelICMP4 = [][2]int{{8, 0}, {0, 0}, {3, 3}, {3, 1}, {11, 0}}
@@ -120,6 +125,7 @@ func randomTapConfig(rng *rand.Rand) *config.NetConf {
 		DHCP: &no, NDP: &no, IGMP: &no,
 		PolicyIn: []string{"ACCEPT", "DROP", "REJECT"}[rng.IntN(3)],
 		IPSets:   map[string][]string{"web": {"192.0.2.64/26", "203.0.113.200", "2001:db8::/120"}},
+		Aliases:  map[string]string{"peer": "198.51.100.5", "peer6": "2001:db8:1::/48"},
 	}
 	for range 1 + rng.IntN(8) {
 		conf.Rules.In = append(conf.Rules.In, randomRule(rng))
@@ -128,13 +134,17 @@ func randomTapConfig(rng *rand.Rand) *config.NetConf {
 }
 
 func randomRule(rng *rand.Rand) config.Rule {
-	r := config.Rule{Action: []string{"ACCEPT", "DROP", "REJECT"}[rng.IntN(3)], Log: rng.IntN(5) == 0}
+	r := config.Rule{Action: []string{"ACCEPT", "DROP", "REJECT"}[rng.IntN(3)], Log: config.LogOption([]string{"false", "false", "false", "true", "info"}[rng.IntN(5)])}
 	r.Proto = []string{"", "tcp", "udp", "icmp", "icmpv6", "47"}[rng.IntN(6)]
 	if rng.IntN(2) == 0 {
 		r.Source = modelNets[rng.IntN(len(modelNets))]
 	}
 	if rng.IntN(3) == 0 {
 		r.Dest = modelNets[rng.IntN(len(modelNets))]
+	}
+	if rng.IntN(4) == 0 {
+		r.Macro, r.Proto = modelMacros[rng.IntN(len(modelMacros))], ""
+		return r
 	}
 	switch r.Proto {
 	case "tcp", "udp":

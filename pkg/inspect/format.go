@@ -39,7 +39,7 @@ func WriteRules(w io.Writer, t Tap, rules []Rule) error {
 	for _, r := range rules {
 		num := "-"
 		if r.Number > 0 {
-			num = fmt.Sprint(r.Number)
+			num = r.ID()
 		}
 		what := r.Comment
 		switch r.Kind {
@@ -54,6 +54,9 @@ func WriteRules(w io.Writer, t Tap, rules []Rule) error {
 		log := ""
 		if r.Log {
 			log = "log"
+			if r.LogLevel != "" {
+				log = r.LogLevel
+			}
 		}
 		fams := strings.ReplaceAll(strings.Join(r.Families, ","), "ipv", "v")
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", r.Direction, num, r.Action, dash(r.Match), log, fams, r.Packets, r.Bytes, what)
@@ -114,11 +117,11 @@ func WriteMetrics(w io.Writer, taps []Shown) error {
 			families[3].samples = append(families[3].samples, sample{fmt.Sprintf("%s,direction=%q", tl, dir), uint64(t.Rules[dir])})
 		}
 		for _, r := range rules {
-			id := fmt.Sprint(r.Number)
+			id := r.ID()
 			switch r.Kind {
 			case "rule":
 			case "group rule":
-				id = fmt.Sprintf("+%s/%d", r.Name, r.Number)
+				id = fmt.Sprintf("+%s/%s", r.Name, r.ID())
 			case "group":
 				id = "group " + r.Name
 			default:

@@ -7,11 +7,13 @@ package inspect
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 
 	"github.com/tapfw/tapfw/pkg/explain"
+	"github.com/tapfw/tapfw/pkg/model"
 	"github.com/tapfw/tapfw/pkg/netfilter"
 	"github.com/tapfw/tapfw/pkg/ruleset"
 )
@@ -74,13 +76,19 @@ type Rule struct {
 	Direction string `json:"direction"` // in (to the VM) or out (from it)
 	// Number is the config's number of the rule (rules.in[Number-1]); 0
 	// for tapfw's own rules.
-	Number   int      `json:"number,omitempty"`
-	Kind     string   `json:"kind"` // rule, builtin or policy
-	Name     string   `json:"name,omitempty"`
-	Action   string   `json:"action"` // ACCEPT, DROP, REJECT
-	Match    string   `json:"match,omitempty"`
-	Comment  string   `json:"comment,omitempty"`
-	Log      bool     `json:"log,omitempty"`
+	Number int `json:"number,omitempty"`
+	// Part is which of the rules config rule Number stands for this one
+	// is (a macro's parts, each address of a list), 1-based; 0 when it
+	// stands for one.
+	Part    int    `json:"part,omitempty"`
+	Kind    string `json:"kind"` // rule, builtin or policy
+	Name    string `json:"name,omitempty"`
+	Action  string `json:"action"` // ACCEPT, DROP, REJECT
+	Match   string `json:"match,omitempty"`
+	Comment string `json:"comment,omitempty"`
+	Log     bool   `json:"log,omitempty"`
+	// LogLevel is the syslog level it logs at, when not warning.
+	LogLevel string   `json:"logLevel,omitempty"`
 	Families []string `json:"families"`
 	// Shared is a rule of a security group: its counters are those of
 	// every tap that uses the group.
@@ -240,6 +248,7 @@ type Listed struct {
 	// for a rule that only logs.
 	Match, Action string
 	Log           bool
+	LogLevel      string // the level it logs at when not warning
 	Counter       netfilter.Counter
 }
 
@@ -268,7 +277,12 @@ func Join(dir string, listed []Listed, traffic *Verdicts) ([]Rule, int) {
 		}
 		k, seen := index[key]
 		if !seen {
-			// After the rule this family's previous one merged with.
+			// After the rule this family's previous one merged with;
+			// a config rule with the other family's config rules
+			// that follow there, if any (sortRuns orders them).
+			if r.Kind == "rule" && l.Group == "" {
+				pos = nextRun(list, pos)
+			}
 			r.Families = []string{}
 			list = append(list[:pos+1], append([]Rule{r}, list[pos+1:]...)...)
 			for kk, v := range index {
@@ -280,16 +294,35 @@ func Join(dir string, listed []Listed, traffic *Verdicts) ([]Rule, int) {
 			index[key] = k
 		}
 		pos = k
-		merge(&list[k], r, l.Log, l.Family, l.Counter, traffic)
+		merge(&list[k], r, l, traffic)
 	}
 	return list, sortRuns(list)
 }
 
+// nextRun is where a config rule goes that would go after pos: before
+// the first config rule after pos, if one follows, so that config rules
+// of one family only join the run of the others.
+func nextRun(list []Rule, pos int) int {
+	for j := pos + 1; j < len(list); j++ {
+		if list[j].Kind == "rule" && !list[j].Shared {
+			return j - 1
+		}
+		if list[j].Kind == "policy" {
+			break
+		}
+	}
+	return pos
+}
+
 // merge adds one family's rule r (or its LOG rule) and counter c to the
 // joined rule j, and c to the direction's traffic unless j is a group's.
-func merge(j *Rule, r Rule, isLog bool, fam *ruleset.Family, c netfilter.Counter, v *Verdicts) {
-	if isLog {
+func merge(j *Rule, r Rule, l Listed, v *Verdicts) {
+	fam, c := l.Family, l.Counter
+	if l.Log {
 		j.Log = true
+		if l.LogLevel != "" {
+			j.LogLevel = l.LogLevel
+		}
 		return
 	}
 	if j.Action == "" { // its LOG rule came first
@@ -321,8 +354,17 @@ func sortRuns(list []Rule) int {
 			j++
 		}
 		run := list[i:j]
-		sort.SliceStable(run, func(a, b int) bool { return run[a].Number < run[b].Number })
-		n += len(run)
+		sort.SliceStable(run, func(a, b int) bool {
+			if run[a].Number != run[b].Number {
+				return run[a].Number < run[b].Number
+			}
+			return run[a].Part < run[b].Part
+		})
+		for k, r := range run {
+			if k == 0 || r.Number != run[k-1].Number {
+				n++
+			}
+		}
 		i = j + 1
 	}
 	return n
@@ -384,7 +426,13 @@ func describe(owner, spec string) (Listed, bool) {
 	}
 	match, target := matchWords(owner, f)
 	act, isLog := action(target)
-	return Listed{Rest: rest, Match: match, Action: act, Log: isLog}, true
+	l := Listed{Rest: rest, Match: match, Action: act, Log: isLog}
+	if i := slices.Index(f, "--log-level"); i >= 0 && i+1 < len(f) {
+		if n, err := strconv.Atoi(f[i+1]); err == nil && n >= 0 && n < len(model.LogLevels) {
+			l.LogLevel = model.LogLevels[n]
+		}
+	}
+	return l, true
 }
 
 // matchWords reads the fields of a rule: its matches in the config's
@@ -392,6 +440,7 @@ func describe(owner, spec string) (Listed, bool) {
 func matchWords(tap string, f []string) (match, target string) {
 	var words []string
 	neg := false
+	protoAt := -1 // where -p's word is: a range reads before it, as -s does
 	for i := 0; i < len(f); i++ {
 		arg := func() string {
 			if i+1 < len(f) {
@@ -409,11 +458,23 @@ func matchWords(tap string, f []string) (match, target string) {
 			neg = true
 			continue
 		case "-p":
+			protoAt = len(words)
 			words = append(words, not+netfilter.ProtoName(arg()))
 		case "-s":
 			words = append(words, not+"from "+arg())
 		case "-d":
 			words = append(words, not+"to "+arg())
+		case "--src-range", "--dst-range":
+			w := not + "from " + arg()
+			if f[i-1] == "--dst-range" {
+				w = not + "to " + f[i]
+			}
+			if protoAt >= 0 {
+				words = slices.Insert(words, protoAt, w)
+				protoAt++
+			} else {
+				words = append(words, w)
+			}
 		case "--match-set":
 			name, where := setName(tap, arg()), arg()
 			if where == "src" {
@@ -433,7 +494,7 @@ func matchWords(tap string, f []string) (match, target string) {
 			words = append(words, not+"mac "+arg())
 		case "-j", "-g":
 			target = arg()
-		case "--comment", "--log-prefix", "--limit", "--limit-burst", "--nflog-prefix", "--nflog-group", "--reject-with", "-m":
+		case "--comment", "--log-prefix", "--log-level", "--limit", "--limit-burst", "--nflog-prefix", "--nflog-group", "--reject-with", "-m":
 			arg()
 		}
 		neg = false
@@ -470,12 +531,22 @@ func (r *Rule) kindFrom(dir, rest string) (key string, ok bool) {
 		return rest, true
 	case strings.HasPrefix(rest, dir+" rule "):
 		num, text, _ := strings.Cut(strings.TrimPrefix(rest, dir+" rule "), " ")
-		n, err := strconv.Atoi(num)
-		if err != nil {
+		n, part, ok := ruleNumber(num)
+		if !ok {
 			return "", false
 		}
-		r.Kind, r.Number, r.Comment = "rule", n, text
-		return fmt.Sprintf("rule %d", n), true
+		if g, isGroup := strings.CutPrefix(text, "group "); isGroup {
+			// A check of a group in place: its jump, and on OUT the
+			// rule that lets on what the group allowed.
+			r.Kind, r.Number, r.Part = "group", n, part
+			r.Name, r.Comment, _ = strings.Cut(g, ": ")
+			if r.Action != "ACCEPT" {
+				r.Action = "GROUP"
+			}
+			return "rule " + num + " group " + r.Name, true
+		}
+		r.Kind, r.Number, r.Part, r.Comment = "rule", n, part, text
+		return "rule " + num, true
 	case strings.HasPrefix(rest, "policy "), rest == "log policy":
 		r.Kind, r.Name, r.Match = "policy", "policy", ""
 		return "policy", true
@@ -483,6 +554,32 @@ func (r *Rule) kindFrom(dir, rest string) (key string, ok bool) {
 		r.Kind, r.Name = "builtin", rest
 		return rest + "|" + r.Match, true
 	}
+}
+
+// ruleNumber reads a rule's number as its comment gives it: "3", or
+// "3.2" for the second of the rules config rule 3 stands for.
+func ruleNumber(s string) (n, part int, ok bool) {
+	num, p, hasPart := strings.Cut(s, ".")
+	n, err := strconv.Atoi(num)
+	if err != nil || n < 1 || strconv.Itoa(n) != num {
+		return 0, 0, false
+	}
+	if !hasPart {
+		return n, 0, true
+	}
+	part, err = strconv.Atoi(p)
+	if err != nil || part < 1 || strconv.Itoa(part) != p {
+		return 0, 0, false
+	}
+	return n, part, true
+}
+
+// ID is the rule's number as the config's words give it: "3", "3.2".
+func (r Rule) ID() string {
+	if r.Part == 0 {
+		return strconv.Itoa(r.Number)
+	}
+	return fmt.Sprintf("%d.%d", r.Number, r.Part)
 }
 
 // setName is a set as the config names it: "+name" for a named set,

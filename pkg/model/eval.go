@@ -32,9 +32,13 @@ func Decide(rules []Rule, policy Action, p Packet, sets map[string][]netip.Prefi
 }
 
 // Matches reports whether the rule matches p. A rule limited to one
-// family (by an address or an ICMP protocol) matches no packet of the
-// other.
+// family (by an address, an ICMP protocol or its Family) matches no
+// packet of the other. A rule that checks a group matches nothing here:
+// the group's rules say what it does.
 func (r Rule) Matches(p Packet, sets map[string][]netip.Prefix) bool {
+	if r.Group != "" || r.Family != "" && r.Family != p.Family {
+		return false
+	}
 	return r.protoMatches(p) &&
 		r.Source.contains(p.Family, p.Src, sets) && r.Dest.contains(p.Family, p.Dst, sets) &&
 		portsMatch(r.SPort, p.SPort) && portsMatch(r.DPort, p.DPort) &&
@@ -66,6 +70,8 @@ func (a Addr) contains(family string, addr netip.Addr, sets map[string][]netip.P
 		return a.Family == family
 	case a.Prefix.IsValid():
 		return a.FamilyName() == family && a.Prefix.Contains(addr)
+	case a.Range.IsValid():
+		return a.FamilyName() == family && a.Range.Contains(addr)
 	case a.Set != "":
 		for _, p := range sets[a.Set] {
 			if p.Contains(addr) {

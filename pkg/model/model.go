@@ -13,6 +13,8 @@ package model
 import (
 	"net"
 	"net/netip"
+	"strconv"
+	"strings"
 )
 
 // Action is what a user rule or a policy does with a packet.
@@ -25,23 +27,45 @@ const (
 	Reject Action = "REJECT"
 )
 
-// Addr is a rule's source or destination: a prefix or a named set.
+// Addr is a rule's source or destination: a prefix, a range or a named
+// set.
 type Addr struct {
 	Prefix netip.Prefix // valid when the rule matches an address or network
+	Range  Range        // valid when it matches a range that is no prefix
 	Set    string       // the config's name of a named set
 	// Family, when set, is the family (IPv4 or IPv6) whose every
 	// address matches: 0.0.0.0/0 or ::/0.
 	Family string
 }
 
+// Range is the addresses First to Last, both included, of one family.
+type Range struct{ First, Last netip.Addr }
+
+// IsValid reports whether the range is set.
+func (r Range) IsValid() bool { return r.First.IsValid() }
+
+// String is the range as the config and iptables write it: "A-B".
+func (r Range) String() string { return r.First.String() + "-" + r.Last.String() }
+
+// Contains reports whether a is in the range.
+func (r Range) Contains(a netip.Addr) bool {
+	return r.IsValid() && a.BitLen() == r.First.BitLen() && r.First.Compare(a) <= 0 && a.Compare(r.Last) <= 0
+}
+
 // IsZero reports whether the address matches anything.
-func (a Addr) IsZero() bool { return !a.Prefix.IsValid() && a.Set == "" && a.Family == "" }
+func (a Addr) IsZero() bool {
+	return !a.Prefix.IsValid() && !a.Range.IsValid() && a.Set == "" && a.Family == ""
+}
 
 // FamilyName is the family the address limits a rule to, or "".
 func (a Addr) FamilyName() string {
 	switch {
 	case a.Family != "":
 		return a.Family
+	case a.Range.IsValid() && a.Range.First.Is6():
+		return IPv6
+	case a.Range.IsValid():
+		return IPv4
 	case !a.Prefix.IsValid():
 		return ""
 	case a.Prefix.Addr().Is6():
@@ -71,7 +95,54 @@ type Rule struct {
 	DPort    string
 	ICMPType string
 	Log      bool
+	// LogLevel is the syslog level of its log lines ("" for warning).
+	LogLevel string
 	Comment  string
+	// Family, when set, limits the rule to that family where its
+	// addresses and protocol do not (a macro's part for IPv6 only).
+	Family string
+	// Num is the rule's place in its list, 1-based, as the config
+	// numbers it (0: its place in the model's list). Part, when not 0,
+	// is which of the rules a config rule stands for this one is (a
+	// macro's protocols, each address of a list), 1-based.
+	Num, Part int
+	// Macro is the macro the rule comes from ("SSH"), "" when none.
+	Macro string
+	// Group, when set, makes the rule a check of that security group at
+	// its place in the list (a tap's rules only); it has no other field.
+	Group string
+	// InGroup is the security group whose rule this is, copied into a
+	// list that checks the group in place (the host's rules).
+	InGroup string
+}
+
+// Text is what the rule's kernel comment says after its number: the
+// group it was copied from, its macro and its comment, "+web: SSH: admins
+// only".
+func (r Rule) Text() string {
+	var parts []string
+	if r.InGroup != "" {
+		parts = append(parts, "+"+r.InGroup)
+	}
+	for _, p := range []string{r.Macro, r.Comment} {
+		if p != "" {
+			parts = append(parts, p)
+		}
+	}
+	return strings.Join(parts, ": ")
+}
+
+// Number is how the rule's place reads: "3", or "3.2" for its second
+// part.
+func (r Rule) Number(i int) string {
+	n := r.Num
+	if n == 0 {
+		n = i + 1
+	}
+	if r.Part == 0 {
+		return strconv.Itoa(n)
+	}
+	return strconv.Itoa(n) + "." + strconv.Itoa(r.Part)
 }
 
 // Tap is everything tapfw knows about one VM NIC, validated.
@@ -98,8 +169,12 @@ type Tap struct {
 	IGMP        bool // multicast group membership (IGMP, MLD) passes
 	RAdv        bool // router advertisements from the VM pass
 	LogDropped  bool
-	LogLimit    string // rate of log lines per rule: 5/min
-	LogTarget   string // LOG (the kernel log) or NFLOG (a netlink group)
+	// LogLevelIn and LogLevelOut are the levels the policy of each
+	// direction logs at: "" for LogDropped's default (warning, or no
+	// line), NoLog for none, else a level of LogLevels.
+	LogLevelIn, LogLevelOut string
+	LogLimit                string // rate of log lines per rule: 5/min
+	LogTarget               string // LOG (the kernel log) or NFLOG (a netlink group)
 	// LogPerTap puts the tap's name in its log prefixes
 	// (tfw:<tap>:<dir>:<what>); without it they are tfw:<dir>:<what> and
 	// the line's ports name the tap. On nftables a prefix naming the tap
@@ -118,6 +193,40 @@ type Tap struct {
 // that name it, rendered once as shared chains.
 type Group struct {
 	In, Out []Rule
+}
+
+// LogLevels are the syslog levels a log line may have, by number.
+var LogLevels = []string{"emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"}
+
+// DefaultLogLevel is the level of log lines, as iptables' LOG and nft's
+// log have it.
+const DefaultLogLevel = "warning"
+
+// NoLog is the level that logs nothing, as Proxmox VE names it.
+const NoLog = "nolog"
+
+// LogLevelNumber is the number of level, or -1 for no level.
+func LogLevelNumber(level string) int {
+	for i, l := range LogLevels {
+		if l == level {
+			return i
+		}
+	}
+	return -1
+}
+
+// PolicyLogLevel is the level a policy logs at, "" for no log line:
+// level as a Tap's LogLevelIn gives it, with logDropped's default.
+func PolicyLogLevel(level string, logDropped bool) string {
+	switch {
+	case level == NoLog:
+		return ""
+	case level != "":
+		return level
+	case logDropped:
+		return DefaultLogLevel
+	}
+	return ""
 }
 
 // DefaultLogLimit is the rate of log lines when the config does not set
@@ -144,6 +253,9 @@ type Host struct {
 	IPs          []netip.Prefix
 	ClusterHosts []netip.Prefix
 	In, Out      []Rule
+	// LogLevelIn and LogLevelOut are as a Tap's, for the host's
+	// policies.
+	LogLevelIn, LogLevelOut string
 }
 
 // Config is the input of a backend: one tap, its bridge, and the

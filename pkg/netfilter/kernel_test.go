@@ -383,3 +383,42 @@ func TestKernelDualStack(t *testing.T) {
 		})
 	}
 }
+
+// TestKernelRuleLanguage: the Proxmox-style sample (testdata/pve: macros,
+// aliases, address lists and ranges, log levels) in both tables. What
+// iptables-save prints back (-m iprange, --log-level) is what tapfw
+// renders: a second ADD changes nothing and CHECK passes.
+func TestKernelRuleLanguage(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(string(mode), func(t *testing.T) {
+			k := newKernel(t, mode)
+			p := pvePlan(t)
+			k.do(func(fw *Firewall) error { _, err := fw.Apply(p); return err })
+			before := k.save()
+			for _, want := range []string{
+				"-m iprange --src-range 198.51.100.1-198.51.100.9 -m udp --dport 53 -m comment --comment \"tap301i0: in rule 3.1 DNS: resolvers",
+				"-j LOG --log-prefix \"tfw:in:r7.1 \" --log-level 6",
+				"-j LOG --log-prefix \"tfw:host:in:drop \" --log-level 7",
+			} {
+				if !strings.Contains(before, want) {
+					t.Errorf("iptables-save lacks %q", want)
+				}
+			}
+			k.do(func(fw *Firewall) error {
+				changed, err := fw.Apply(p)
+				if err == nil && changed {
+					t.Error("second ADD changed the kernel")
+				}
+				if err != nil {
+					return err
+				}
+				return fw.Check(p)
+			})
+			if after := k.save(); after != before {
+				t.Errorf("second ADD changed the tables:\n%s\n---\n%s", before, after)
+			}
+			k.do(func(fw *Firewall) error { return fw.Remove("tap301i0") })
+			k.do(func(fw *Firewall) error { return fw.Flush() })
+		})
+	}
+}

@@ -100,6 +100,19 @@ func TestGoldenFirstAdd(t *testing.T) {
 			golden(t, "dualstack-add-"+tap+".txt", firstAdd(t, dualPlan(t, tap)))
 		})
 	}
+	t.Run("tap301i0", func(t *testing.T) {
+		golden(t, "pve-add-tap301i0.txt", firstAdd(t, pvePlan(t)))
+	})
+}
+
+// pvePlan is the plan of the Proxmox-style sample: testdata/pve.
+func pvePlan(t testing.TB) *ruleset.Plan {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "..", "testdata", "pve", "tap301i0.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return planFrom(t, data, "tap301i0")
 }
 
 // The dual-stack sample: testdata/dualstack.

@@ -19,6 +19,7 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/go
 var samples = []struct{ dir, tap string }{
 	{"seed", "tap110i0"}, {"seed", "tap123i0"}, {"seed", "tap115i0"},
 	{"dualstack", "tap201i0"}, {"dualstack", "tap202i0"},
+	{"pve", "tap301i0"},
 }
 
 func sampleConfig(t testing.TB, dir, tap string) model.Config {

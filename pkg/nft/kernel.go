@@ -763,8 +763,12 @@ func profileRuleNumbers(c *nftables.Conn, chain string) ([]string, error) {
 	var out []string
 	for _, r := range rules {
 		f := strings.Fields(comment(r))
-		if len(f) >= 3 && (f[0] == "in" || f[0] == "out") && f[1] == "rule" && !slices.Contains(out, f[0]+" "+f[2]) {
-			out = append(out, f[0]+" "+f[2])
+		if len(f) < 3 || (f[0] != "in" && f[0] != "out") || f[1] != "rule" {
+			continue
+		}
+		num, _, _ := strings.Cut(f[2], ".") // the parts of one config rule count once
+		if !slices.Contains(out, f[0]+" "+num) {
+			out = append(out, f[0]+" "+num)
 		}
 	}
 	return out, nil

@@ -200,7 +200,13 @@ func (cx chainCtx) logChain(r ruleset.Rule, m string) (LogChain, error) {
 	if !ok || line.Owner != cx.tap || line.Dir != cx.dir {
 		return LogChain{}, fmt.Errorf("rule %q: log prefix %q is not the tap's", r.Comment, r.Verdict.LogPrefix)
 	}
-	name := LogChainName(cx.tap, cx.dir, cx.fam, line.What)
+	// A config rule's chain is named by its number, which its prefix may
+	// shorten (a part's, where it would not fit).
+	what := line.What
+	if f := strings.Fields(strings.TrimPrefix(r.Comment, cx.tap+": ")); len(f) >= 3 && f[0] == cx.dir && f[1] == "rule" {
+		what = "r" + f[2]
+	}
+	name := LogChainName(cx.tap, cx.dir, cx.fam, what)
 	b := &builder{}
 	if r.Limit != "" {
 		if err := b.limit(r.Limit, r.LimitBurst); err != nil {

@@ -186,6 +186,19 @@ func (b *builder) addr(f Family, dir string, p netip.Prefix) {
 	b.add(string(f)+" "+dir+" "+text, ex...)
 }
 
+// addrRange matches the source or destination address against a range:
+// not below its first address, not above its last, as nft makes it
+// (big-endian data compares as numbers).
+func (b *builder) addrRange(f Family, dir string, r model.Range) {
+	if !r.IsValid() {
+		return
+	}
+	off, size := addrField(f, dir)
+	b.add(string(f)+" "+dir+" "+r.String(), load(expr.PayloadBaseNetworkHeader, off, size),
+		&expr.Cmp{Op: expr.CmpOpGte, Register: 1, Data: r.First.AsSlice()},
+		&expr.Cmp{Op: expr.CmpOpLte, Register: 1, Data: r.Last.AsSlice()})
+}
+
 // l4proto matches the transport protocol.
 func (b *builder) l4proto(proto string) error {
 	n, name, err := protoNumber(proto)
@@ -449,15 +462,23 @@ func (b *builder) ifaceSet(word, set string, neg bool) {
 
 func (b *builder) counter() { b.add("counter", &expr.Counter{}) }
 
-// log writes to the kernel log, or to an NFLOG group when group is set.
-func (b *builder) log(prefix string, group int, nflog bool) {
+// log writes to the kernel log at level ("" for warning), or to an NFLOG
+// group when group is set.
+func (b *builder) log(prefix, level string, group int, nflog bool) {
 	if nflog {
 		b.add(fmt.Sprintf("log prefix %s group %d", strconv.Quote(prefix), group),
 			&expr.Log{Key: 1<<unix.NFTA_LOG_PREFIX | 1<<unix.NFTA_LOG_GROUP, Data: []byte(prefix), Group: uint16(group)})
 		return
 	}
-	// The kernel log at level warning, as iptables' LOG (nft says so).
-	b.add("log prefix "+strconv.Quote(prefix), &expr.Log{Key: 1<<unix.NFTA_LOG_PREFIX | 1<<unix.NFTA_LOG_LEVEL, Level: expr.LogLevelWarning, Data: []byte(prefix)})
+	// The kernel log at level warning by default, as iptables' LOG (nft
+	// says so).
+	text, n := "log prefix "+strconv.Quote(prefix), model.LogLevelNumber(level)
+	if n < 0 {
+		n = int(expr.LogLevelWarning)
+	} else if level != model.DefaultLogLevel {
+		text += " level " + level
+	}
+	b.add(text, &expr.Log{Key: 1<<unix.NFTA_LOG_PREFIX | 1<<unix.NFTA_LOG_LEVEL, Level: expr.LogLevel(n), Data: []byte(prefix)})
 }
 
 func (b *builder) verdict(kind expr.VerdictKind, chain string) {

@@ -10,8 +10,10 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/tapfw/tapfw/pkg/model"
 	"github.com/tapfw/tapfw/pkg/netfilter"
 	"github.com/tapfw/tapfw/pkg/ruleset"
+	"golang.org/x/sys/unix"
 )
 
 // Shown is one rule of a tap's profile, or of a group's chain the profile
@@ -30,6 +32,9 @@ type Shown struct {
 	// that only logs (Log) or marks.
 	Action string
 	Log    bool
+	// LogLevel is the level it logs at when not warning (a log line
+	// of the tap's own log chain reads as warning).
+	LogLevel string
 	netfilter.Counter
 }
 
@@ -130,6 +135,7 @@ func (rd *ruleReader) describe(s *Shown, exprs []expr.Any) (string, error) {
 	var words []string
 	var loads []loaded
 	target, icmp := "", false
+	var first []byte // a range's first address, until its last
 	// Set lookups follow the transport matches in the kernel (they cost
 	// more), but read as addresses: before the protocol, as the config
 	// and the iptables backend put them.
@@ -147,6 +153,15 @@ func (rd *ruleReader) describe(s *Shown, exprs []expr.Any) (string, error) {
 				loads[n-1].mask = e.Mask
 			}
 		case *expr.Cmp:
+			if e.Op == expr.CmpOpGte && len(loads) > 0 {
+				first = e.Data // a range: its last address follows
+				continue
+			}
+			if e.Op == expr.CmpOpLte && first != nil && len(loads) > 0 {
+				words = append(words, rangeWords(fieldWord(s.Family, loads[len(loads)-1]), &expr.Range{FromData: first, ToData: e.Data}))
+				first, loads = nil, nil
+				continue
+			}
 			if n := len(loads); n > 0 {
 				if loads[n-1].meta == expr.MetaKeyL4PROTO && protoAt < 0 {
 					protoAt = len(words)
@@ -158,8 +173,7 @@ func (rd *ruleReader) describe(s *Shown, exprs []expr.Any) (string, error) {
 			loads = nil
 		case *expr.Range:
 			if n := len(loads); n > 0 {
-				w := fieldWord(s.Family, loads[n-1])
-				words = append(words, w+" "+strconv.Itoa(int(binary.BigEndian.Uint16(e.FromData)))+":"+strconv.Itoa(int(binary.BigEndian.Uint16(e.ToData))))
+				words = append(words, rangeWords(fieldWord(s.Family, loads[n-1]), e))
 			}
 			loads = nil
 		case *expr.Lookup:
@@ -180,6 +194,9 @@ func (rd *ruleReader) describe(s *Shown, exprs []expr.Any) (string, error) {
 			s.Counter = netfilter.Counter{Packets: e.Packets, Bytes: e.Bytes}
 		case *expr.Log:
 			s.Log = true
+			if e.Key&(1<<unix.NFTA_LOG_LEVEL) != 0 && e.Level != expr.LogLevelWarning && int(e.Level) < len(model.LogLevels) {
+				s.LogLevel = model.LogLevels[e.Level]
+			}
 		case *expr.Verdict:
 			target = e.Chain
 			s.Action = verdictAction(e)
@@ -189,6 +206,20 @@ func (rd *ruleReader) describe(s *Shown, exprs []expr.Any) (string, error) {
 	// each of the layer-2 sets of addresses and of networks.
 	s.Match = strings.Join(slices.Compact(words), " ")
 	return target, nil
+}
+
+// rangeWords reads a range of ports ("dport 1000:2000") or of
+// addresses ("from 198.51.100.1-198.51.100.9").
+func rangeWords(field string, e *expr.Range) string {
+	if len(e.FromData) == 2 && len(e.ToData) == 2 {
+		return field + " " + strconv.Itoa(int(binary.BigEndian.Uint16(e.FromData))) + ":" + strconv.Itoa(int(binary.BigEndian.Uint16(e.ToData)))
+	}
+	first, ok1 := netip.AddrFromSlice(e.FromData)
+	last, ok2 := netip.AddrFromSlice(e.ToData)
+	if !ok1 || !ok2 {
+		return field + " ?"
+	}
+	return field + " " + model.Range{First: first, Last: last}.String()
 }
 
 // transportLoad reports whether a lookup's key reads the transport

@@ -109,7 +109,9 @@ func (cx chainCtx) matches(b *builder, r ruleset.Rule, variant string) error {
 		b.markTest(cx.marks.Group)
 	}
 	b.addr(cx.fam, "saddr", r.Src)
+	b.addrRange(cx.fam, "saddr", r.SrcRange)
 	b.addr(cx.fam, "daddr", r.Dst)
+	b.addrRange(cx.fam, "daddr", r.DstRange)
 	if err := cx.transport(b, r); err != nil {
 		return err
 	}
@@ -164,7 +166,7 @@ const (
 )
 
 func needsProtocol(r ruleset.Rule) bool {
-	return r.Src.IsValid() || r.Dst.IsValid() || r.SetSrc != "" || r.SetDst != "" || r.Proto != "" || r.TTL > 0 || r.HopLimit > 0
+	return r.Src.IsValid() || r.Dst.IsValid() || r.SrcRange.IsValid() || r.DstRange.IsValid() || r.SetSrc != "" || r.SetDst != "" || r.Proto != "" || r.TTL > 0 || r.HopLimit > 0
 }
 
 // transport matches the protocol, its ports and ICMP types. A single
@@ -307,7 +309,7 @@ func (cx chainCtx) statement(b *builder, v ruleset.Verdict) error {
 			b.logJump(word, key, cx.logMap)
 			return nil
 		}
-		b.log(v.LogPrefix, v.NFLogGroup, v.Target == "NFLOG")
+		b.log(v.LogPrefix, v.LogLevel, v.NFLogGroup, v.Target == "NFLOG")
 	case "MARK":
 		switch v.XMark {
 		case ruleset.GroupMark:

@@ -3,6 +3,7 @@ package ruleset
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 
 	"github.com/tapfw/tapfw/pkg/model"
@@ -87,6 +88,11 @@ func Build(c model.Config) (*Plan, error) {
 	for _, g := range t.Groups {
 		if _, ok := c.Groups[g]; !ok {
 			return nil, fmt.Errorf("groups: %q is not defined in securityGroups", g)
+		}
+	}
+	for _, u := range slices.Concat(t.In, t.Out) {
+		if _, ok := c.Groups[u.Group]; u.Group != "" && !ok {
+			return nil, fmt.Errorf("rules: group %q is not defined in securityGroups", u.Group)
 		}
 	}
 	if t.LogLimit == "" {

@@ -107,6 +107,9 @@ func (f *Family) ICMP() string {
 // rule with an address or an ICMP protocol of one family only is rendered
 // in that family; any other rule in both.
 func (f *Family) Renders(u model.Rule) bool {
+	if u.Family != "" && u.Family != f.Name {
+		return false
+	}
 	for _, a := range []model.Addr{u.Source, u.Dest} {
 		if n := a.FamilyName(); n != "" && n != f.Name {
 			return false

@@ -16,6 +16,7 @@ type Verdict struct {
 	Target     string // ACCEPT, DROP, RETURN, REJECT, LOG or a chain
 	RejectWith string // for REJECT: icmp-port-unreachable or tcp-reset
 	LogPrefix  string // for LOG and NFLOG
+	LogLevel   string // for LOG: a syslog level name, "" for warning
 	NFLogGroup int    // for NFLOG
 	XMark      string // for MARK: --set-xmark value/mask
 }
@@ -31,33 +32,36 @@ type Physdev struct {
 // Rule is one iptables rule as data. String renders it exactly as
 // iptables-save prints it, so wanted and installed rules compare as text.
 type Rule struct {
-	Chain      string
-	Src, Dst   netip.Prefix // zero: any
-	DstMask    netip.Addr   // when valid, Dst's address is matched under this mask instead
-	InIface    string
-	OutIface   string
-	Proto      string // tcp, udp, icmp or a protocol number
-	Physdev    Physdev
-	CtState    string // INVALID or RELATED,ESTABLISHED
-	MACSource  string // lower-case aa:bb:..
-	MACNegate  bool
-	SetSrc     string
-	SetSrcNeg  bool
-	SetDst     string
-	SetDstNeg  bool
-	SPort      string // single port or a:b range
-	DPort      string
-	SPorts     string // multiport list
-	DPorts     string
-	ICMPType   string // numeric: "8" or "3/3"
-	Mark       string // -m mark --mark value/mask
-	HopLimit   int    // -m hl --hl-eq N (IPv6)
-	TTL        int    // -m ttl --ttl-eq N (IPv4)
-	Limit      string // e.g. 5/min
-	LimitBurst int
-	Comment    string
-	Verdict    Verdict
-	noHash     bool
+	Chain    string
+	Src, Dst netip.Prefix // zero: any
+	// SrcRange and DstRange, when valid, match a range of addresses
+	// (-m iprange).
+	SrcRange, DstRange model.Range
+	DstMask            netip.Addr // when valid, Dst's address is matched under this mask instead
+	InIface            string
+	OutIface           string
+	Proto              string // tcp, udp, icmp or a protocol number
+	Physdev            Physdev
+	CtState            string // INVALID or RELATED,ESTABLISHED
+	MACSource          string // lower-case aa:bb:..
+	MACNegate          bool
+	SetSrc             string
+	SetSrcNeg          bool
+	SetDst             string
+	SetDstNeg          bool
+	SPort              string // single port or a:b range
+	DPort              string
+	SPorts             string // multiport list
+	DPorts             string
+	ICMPType           string // numeric: "8" or "3/3"
+	Mark               string // -m mark --mark value/mask
+	HopLimit           int    // -m hl --hl-eq N (IPv6)
+	TTL                int    // -m ttl --ttl-eq N (IPv4)
+	Limit              string // e.g. 5/min
+	LimitBurst         int
+	Comment            string
+	Verdict            Verdict
+	noHash             bool
 }
 
 // Spec renders the rule without "-A CHAIN", as iptables-save prints it:
@@ -82,6 +86,7 @@ func (r Rule) Spec() string {
 // each appending its options in that order.
 func (r Rule) Args() []string {
 	a := r.appendHeader(nil)
+	a = r.appendRanges(a)
 	a = r.appendPhysdev(a)
 	a = r.appendConntrack(a)
 	a = r.appendMAC(a)
@@ -111,6 +116,21 @@ func (r Rule) appendHeader(a []string) []string {
 	}
 	if r.Proto != "" {
 		a = append(a, "-p", r.Proto)
+	}
+	return a
+}
+
+// appendRanges appends the address range match.
+func (r Rule) appendRanges(a []string) []string {
+	if !r.SrcRange.IsValid() && !r.DstRange.IsValid() {
+		return a
+	}
+	a = append(a, "-m", "iprange")
+	if r.SrcRange.IsValid() {
+		a = append(a, "--src-range", r.SrcRange.String())
+	}
+	if r.DstRange.IsValid() {
+		a = append(a, "--dst-range", r.DstRange.String())
 	}
 	return a
 }
@@ -255,6 +275,9 @@ func (r Rule) appendTarget(a []string) []string {
 		a = append(a, "--reject-with", with)
 	case "LOG":
 		a = append(a, "--log-prefix", v.LogPrefix)
+		if n := model.LogLevelNumber(v.LogLevel); n >= 0 && v.LogLevel != model.DefaultLogLevel {
+			a = append(a, "--log-level", strconv.Itoa(n))
+		}
 	case "MARK":
 		a = append(a, "--set-xmark", v.XMark)
 	case "NFLOG":

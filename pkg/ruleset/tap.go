@@ -2,6 +2,7 @@ package ruleset
 
 import (
 	"net/netip"
+	"slices"
 
 	"github.com/tapfw/tapfw/pkg/model"
 )
@@ -91,9 +92,9 @@ func tapOut(t model.Tap, fam *Family) (Chain, error) {
 // tap's rules of that direction (allow is what an allowed packet gets),
 // then its policy.
 func tapChain(t model.Tap, fam *Family, c, dir string, allow Verdict, rs []Rule) (Chain, error) {
-	rules, policy := t.In, t.PolicyIn
+	rules, policy, level := t.In, t.PolicyIn, t.LogLevelIn
 	if dir == "out" {
-		rules, policy = t.Out, t.PolicyOut
+		rules, policy, level = t.Out, t.PolicyOut, t.LogLevelOut
 	}
 	logName := ""
 	if t.LogPerTap {
@@ -105,7 +106,7 @@ func tapChain(t model.Tap, fam *Family, c, dir string, allow Verdict, rs []Rule)
 		return Chain{}, err
 	}
 	rs = append(rs, user...)
-	rs = append(rs, cx.policy(policy, t.LogDropped)...)
+	rs = append(rs, cx.policy(policy, model.PolicyLogLevel(level, t.LogDropped))...)
 	return Chain{Name: c, Rules: rs}, nil
 }
 
@@ -192,7 +193,7 @@ func outAfterIPCheck(t model.Tap, fam *Family, c string) []Rule {
 // group allows comes back marked and returns from the tap's chain;
 // anything else falls through to the next group and the tap's own rules.
 func outGroups(t model.Tap, c string) []Rule {
-	if len(t.Groups) == 0 {
+	if len(t.Groups) == 0 && !slices.ContainsFunc(t.Out, func(u model.Rule) bool { return u.Group != "" }) {
 		return nil
 	}
 	own := t.Name + ": "

@@ -15,9 +15,10 @@ func hostChains(h *model.Host, fam *Family, logDropped bool, limit string, log l
 		chain, dir string
 		rules      []model.Rule
 		cluster    Rule
+		level      string
 	}{
-		{ChainHostIn, "in", h.In, Rule{SetSrc: fam.SetCluster()}},
-		{ChainHostOut, "out", h.Out, Rule{SetDst: fam.SetCluster()}},
+		{ChainHostIn, "in", h.In, Rule{SetSrc: fam.SetCluster()}, h.LogLevelIn},
+		{ChainHostOut, "out", h.Out, Rule{SetDst: fam.SetCluster()}, h.LogLevelOut},
 	} {
 		cx := chainCtx{chain: d.chain, fam: fam, owner: OwnerHost, logName: "host", dir: d.dir, allow: Verdict{Target: "RETURN"}, limit: limit, log: log}
 		cluster := d.cluster
@@ -51,7 +52,7 @@ func hostChains(h *model.Host, fam *Family, logDropped bool, limit string, log l
 			return Chain{}, Chain{}, fmt.Errorf("host.%w", err)
 		}
 		rs = append(rs, user...)
-		chains[i] = Chain{Name: d.chain, Rules: append(rs, cx.policy(model.Drop, logDropped)...)}
+		chains[i] = Chain{Name: d.chain, Rules: append(rs, cx.policy(model.Drop, model.PolicyLogLevel(d.level, logDropped))...)}
 	}
 	return chains[0], chains[1], nil
 }
@@ -108,13 +109,17 @@ type chainCtx struct {
 	log     logTo
 }
 
-func (cx chainCtx) logRule(what, comment string) Rule {
-	return Rule{Chain: cx.chain, Limit: cx.limit, Comment: comment, Verdict: cx.logVerdict(what)}
+func (cx chainCtx) logRule(what, level, comment string) Rule {
+	return Rule{Chain: cx.chain, Limit: cx.limit, Comment: comment, Verdict: cx.logVerdict(what, level)}
 }
 
-// logVerdict logs with the prefix for what, to the kernel log or NFLOG.
-func (cx chainCtx) logVerdict(what string) Verdict {
+// logVerdict logs with the prefix for what, to the kernel log at level
+// or to NFLOG (which has no level).
+func (cx chainCtx) logVerdict(what, level string) Verdict {
 	v := Verdict{Target: "LOG", LogPrefix: LogPrefix(cx.logName, cx.dir, what)}
+	if level != model.DefaultLogLevel {
+		v.LogLevel = level
+	}
 	if cx.log.target == "NFLOG" {
 		v.Target, v.NFLogGroup = "NFLOG", cx.log.group
 	}
@@ -127,20 +132,22 @@ type logTo struct {
 	group  int    // NFLOG's group
 }
 
-func (cx chainCtx) policy(a model.Action, logDropped bool) []Rule {
+// policy ends the chain with its policy a, logged at level first unless
+// level is "".
+func (cx chainCtx) policy(a model.Action, level string) []Rule {
 	own := cx.owner + ": "
 	var rs []Rule
 	switch a {
 	case model.Accept:
 		return []Rule{{Chain: cx.chain, Comment: own + "policy accept", Verdict: cx.allow}}
 	case model.Reject:
-		if logDropped {
-			rs = append(rs, cx.logRule("rej", own+"log policy"))
+		if level != "" {
+			rs = append(rs, cx.logRule("rej", level, own+"log policy"))
 		}
 		return append(rs, Rule{Chain: cx.chain, Comment: own + "policy reject", Verdict: Verdict{Target: "REJECT", RejectWith: cx.fam.RejectWith()}})
 	default:
-		if logDropped {
-			rs = append(rs, cx.logRule("drop", own+"log policy"))
+		if level != "" {
+			rs = append(rs, cx.logRule("drop", level, own+"log policy"))
 		}
 		return append(rs, Rule{Chain: cx.chain, Comment: own + "policy drop", Verdict: Verdict{Target: "DROP"}})
 	}
@@ -152,24 +159,33 @@ func (cx chainCtx) userRules(us []model.Rule) ([]Rule, error) {
 		if !cx.fam.Renders(u) {
 			continue
 		}
-		n := i + 1
-		comment := fmt.Sprintf("%s: %s rule %d", cx.owner, cx.dir, n)
-		if u.Comment != "" {
-			if err := model.ValidateComment(u.Comment); err != nil {
-				return nil, fmt.Errorf("rules.%s[%d].comment: %w", cx.dir, i, err)
+		if u.Group != "" {
+			g, err := cx.groupCheck(u, i)
+			if err != nil {
+				return nil, err
 			}
-			comment += " " + u.Comment
+			rs = append(rs, g...)
+			continue
+		}
+		n := u.Num
+		if n == 0 {
+			n = i + 1
+		}
+		if err := model.ValidateComment(u.Comment); err != nil {
+			return nil, fmt.Errorf("rules.%s[%d].comment: %w", cx.dir, n-1, err)
+		}
+		comment := fmt.Sprintf("%s: %s rule %s", cx.owner, cx.dir, u.Number(i))
+		if text := u.Text(); text != "" {
+			comment += " " + text
 		}
 		r := Rule{Chain: cx.chain, Proto: u.Proto, Comment: comment, ICMPType: u.ICMPType}
+		r.Src, r.SrcRange = u.Source.Prefix, u.Source.Range
 		if u.Source.Set != "" {
 			r.SetSrc = cx.fam.UserSet(u.Source.Set)
-		} else {
-			r.Src = u.Source.Prefix
 		}
+		r.Dst, r.DstRange = u.Dest.Prefix, u.Dest.Range
 		if u.Dest.Set != "" {
 			r.SetDst = cx.fam.UserSet(u.Dest.Set)
-		} else {
-			r.Dst = u.Dest.Prefix
 		}
 		if strings.Contains(u.SPort, ",") {
 			r.SPorts = u.SPort
@@ -197,12 +213,49 @@ func (cx chainCtx) userRules(us []model.Rule) ([]Rule, error) {
 		if u.Log {
 			l := r
 			l.Limit = cx.limit
-			l.Verdict = cx.logVerdict(fmt.Sprintf("r%d", n))
+			l.Verdict = cx.logVerdict(cx.logWhat(u, i), u.LogLevel)
 			rs = append(rs, l)
 		}
 		rs = append(rs, r)
 	}
 	return rs, nil
+}
+
+// MaxLogPrefix is how long a log prefix may be, as the kernel allows.
+const MaxLogPrefix = 29
+
+// logWhat is what the log prefix of rule u, i-th of its list, says:
+// "r3", "r3.2" for a part, or "r3" for a part where its number would not
+// fit the prefix.
+func (cx chainCtx) logWhat(u model.Rule, i int) string {
+	what := "r" + u.Number(i)
+	if len(LogPrefix(cx.logName, cx.dir, what)) > MaxLogPrefix {
+		what, _, _ = strings.Cut(what, ".")
+	}
+	return what
+}
+
+// groupCheck is rule u, i-th of its list, that checks a security group
+// in place, as the tap's groups are checked before its rules: IN jumps
+// to the group's chain, which accepts; OUT jumps to it and, where the
+// group allowed the packet (the mark the tap's chain cleared first), goes
+// on as allowed.
+func (cx chainCtx) groupCheck(u model.Rule, i int) ([]Rule, error) {
+	if cx.dir == "" || cx.owner == OwnerHost || strings.HasPrefix(cx.owner, "+") {
+		return nil, fmt.Errorf("rules.%s[%d].group: only a tap's rules check a group in place", cx.dir, i)
+	}
+	comment := func(allowed string) string {
+		c := fmt.Sprintf("%s: %s rule %s group %s%s", cx.owner, cx.dir, u.Number(i), u.Group, allowed)
+		if u.Comment != "" {
+			c += ": " + u.Comment
+		}
+		return c
+	}
+	jump := Rule{Chain: cx.chain, Comment: comment(""), Verdict: Verdict{Target: GroupChain(u.Group, cx.dir)}}
+	if cx.dir == "in" {
+		return []Rule{jump}, nil
+	}
+	return []Rule{jump, {Chain: cx.chain, Mark: GroupMark, Comment: comment(" allowed"), Verdict: Verdict{Goto: true, Target: ChainGroupAllowed}}}, nil
 }
 
 func sortedPrefixes(ps []netip.Prefix) []netip.Prefix {

@@ -52,7 +52,7 @@ var commands []command
 func init() {
 	commands = []command{
 		{name: "help", args: "[COMMAND]", flags: helpFlags,
-			summary: "this text, or COMMAND's usage and flags"},
+			summary: "this text, or COMMAND's usage and flags; tapfw help macros lists the rule macros"},
 		{name: "qemu-config", args: "TAP", flags: qemuConfigFlags,
 			summary: "print the plugin config for TAP that the QEMU scripts send: $TAPFW_CONFIG (default /etc/tapfw/tapfw.conf) merged with $TAPFW_NIC_DIR/TAP.json (default /etc/tapfw/nics), the NIC file's fields winning"},
 		{name: "list", section: seeing, kernel: true, flags: listFlags,
@@ -302,6 +302,10 @@ func (o *operator) help(args []string) int {
 		fmt.Fprint(o.stdout, helpText())
 		return 0
 	}
+	if args[0] == "macros" {
+		fmt.Fprint(o.stdout, macrosText())
+		return 0
+	}
 	c := lookup(args[0])
 	if c == nil {
 		fmt.Fprintf(o.stderr, "tapfw: unknown command %q\n\n%s", args[0], helpText())
@@ -312,6 +316,36 @@ func (o *operator) help(args []string) int {
 }
 
 func helpFlags(*flag.FlagSet) runFunc { return (*operator).help }
+
+// macrosText lists the macros a rule may name ("macro": "SSH"): each
+// with what it is for, and the rules it stands for below.
+func macrosText() string {
+	var b strings.Builder
+	b.WriteString("A rule with \"macro\": NAME (in any case) stands for one rule per part of\n" +
+		"NAME, each with the rule's action, source, dest, log and comment.\n\n")
+	const col = 20
+	pad := strings.Repeat(" ", col)
+	for _, m := range config.Macros() {
+		for i, line := range fill(strings.Fields(m.Description), width-col, width-col) {
+			name := ""
+			if i == 0 {
+				name = m.Name
+			}
+			fmt.Fprintf(&b, "%-*s%s\n", col, name, line)
+		}
+		parts := make([]string, len(m.Parts))
+		for i, p := range m.Parts {
+			parts[i] = p.String()
+			if i < len(m.Parts)-1 {
+				parts[i] += ";"
+			}
+		}
+		for _, line := range fill(parts, width-col, width-col) {
+			b.WriteString(pad + line + "\n")
+		}
+	}
+	return b.String()
+}
 
 func qemuConfigFlags(fs *flag.FlagSet) runFunc {
 	bridgeOnly := fs.Bool("bridge", false, "print only the bridge TAP belongs on")

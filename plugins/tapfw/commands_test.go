@@ -6,6 +6,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/tapfw/tapfw/pkg/config"
 )
 
 // The operator's help and usage texts, all made from the table of
@@ -183,5 +185,30 @@ func TestQemuConfigFlags(t *testing.T) {
 	}
 	if code, _, stderr := runCLI("qemu-config", "tap110i0", "--bridge"); code != 2 || stderr != lookup("qemu-config").usage() {
 		t.Errorf("qemu-config TAP --bridge: status %d, stderr %q", code, stderr)
+	}
+}
+
+// TestHelpMacros: tapfw help macros lists every macro with its parts, in
+// lines of the help's width.
+func TestHelpMacros(t *testing.T) {
+	code, out, _ := runCLI("help", "macros")
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	for _, m := range config.Macros() {
+		if !strings.Contains(out, "\n"+m.Name+" ") {
+			t.Errorf("%s is not listed", m.Name)
+		}
+	}
+	for _, want := range []string{"SSH                 Secure shell traffic\n                    tcp dport 22\n",
+		"                    udp dport 53; tcp dport 53\n", "icmp type echo-request; icmpv6 type echo-request"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %q in\n%s", want, out)
+		}
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if len(line) > width {
+			t.Errorf("longer than %d: %q", width, line)
+		}
 	}
 }

@@ -325,7 +325,7 @@ func (b *nftablesBackend) rules(tap string) ([]inspect.Rule, error) {
 				rest = strings.TrimPrefix(rest, ruleset.GroupOwner(r.Group)+": ")
 			}
 			listed = append(listed, inspect.Listed{Family: fam, Rest: rest, Group: r.Group, Match: r.Match,
-				Action: r.Action, Log: r.Log, Counter: r.Counter})
+				Action: r.Action, Log: r.Log, LogLevel: r.LogLevel, Counter: r.Counter})
 		}
 		// The profiles' counters are every sharing tap's: the tap's own
 		// traffic is read from its elements (taps).

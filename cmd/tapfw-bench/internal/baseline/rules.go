@@ -79,7 +79,7 @@ func chainRules(chain, owner, logName, dir, allow string, us []taps.Rule, policy
 			c += " " + u.Comment
 		}
 		m := matchArgs(u)
-		if u.Log {
+		if u.Log == "true" {
 			out = append(out, ipRule{chain, cat(m, comment(owner, c), []string{"-m", "limit", "--limit", logLimit, "-j", "LOG", "--log-prefix", fmt.Sprintf("tfw:%s:%s:r%d ", logName, dir, i+1)})})
 		}
 		var v []string

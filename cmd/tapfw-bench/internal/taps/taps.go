@@ -41,7 +41,7 @@ var UserIn = []Rule{
 	{Action: "ACCEPT", Proto: "tcp", DPort: "8000:8100"},
 	{Action: "ACCEPT", Proto: "udp", DPort: "53", Source: "198.51.100.0/24", Comment: "dns"},
 	{Action: "ACCEPT", Proto: "icmp", ICMPType: "echo-request"},
-	{Action: "DROP", Proto: "tcp", DPort: "3389", Log: true},
+	{Action: "DROP", Proto: "tcp", DPort: "3389", Log: "true"},
 	{Action: "REJECT", Proto: "udp", DPort: "161"},
 	{Action: "ACCEPT", Proto: "tcp", DPort: "5432", Source: "192.0.2.0/24", Comment: "db"},
 }
@@ -54,7 +54,7 @@ var UserOut = []Rule{
 	{Action: "ACCEPT", Proto: "tcp", DPort: "22", Dest: "+admins"},
 	{Action: "ACCEPT", Proto: "udp", DPort: "123", Comment: "ntp"},
 	{Action: "ACCEPT", Proto: "tcp", DPort: "3306", Dest: "198.51.100.0/24"},
-	{Action: "DROP", Proto: "tcp", DPort: "6667", Log: true},
+	{Action: "DROP", Proto: "tcp", DPort: "6667", Log: "true"},
 }
 
 // BenchRule lets the data plane's packets through; the VMs have it last

@@ -159,7 +159,7 @@ var (
 		}},
 		{"server", func(c *config.NetConf, r *rand.Rand) {
 			c.Rules.In = []config.Rule{rule("ACCEPT", "tcp", "8000:8100"), rule("REJECT", "udp", "161"),
-				{Action: "DROP", Proto: "tcp", DPort: "3389", Log: true}, rule("ACCEPT", "tcp", randPort(r))}
+				{Action: "DROP", Proto: "tcp", DPort: "3389", Log: "true"}, rule("ACCEPT", "tcp", randPort(r))}
 			c.Rules.Out = []config.Rule{rule("ACCEPT", "tcp", "80,443")}
 			c.PolicyOut = "ACCEPT"
 		}},

@@ -1,0 +1,198 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tapfw/tapfw/pkg/testnet"
+)
+
+// The rule language Proxmox VE operators bring: macros, aliases, address
+// lists and ranges, disabled rules; decided by real packets in both
+// families, and explained as the packets went.
+
+func TestRuleLanguage(t *testing.T) { forEachBackend(t, testRuleLanguage) }
+
+func testRuleLanguage(t *testing.T, be testBackend) {
+	h, a, b := l2net(t, be)
+	serveTCP(t, []string{"22", "53", "80", "443", "5432", "8080", "9090"}, a.ns)
+	// b is 192.0.2.11 and 2001:db8::11.
+	rules := `{"in":[
+		{"action":"ACCEPT","macro":"ssh","source":"192.0.2.5-192.0.2.15,2001:db8::11","comment":"admins"},
+		{"action":"ACCEPT","macro":"DNS","source":"peer"},
+		{"action":"ACCEPT","macro":"HTTP","enable":false},
+		{"action":"ACCEPT","macro":"HTTPS","source":"peer6"},
+		{"action":"ACCEPT","macro":"PostgreSQL","source":"+peers"},
+		{"action":"ACCEPT","proto":"tcp","dport":"8080","source":"peer,198.51.100.7"},
+		{"action":"ACCEPT","proto":"tcp","dport":"9090","source":"192.0.2.12-192.0.2.20,2001:db8::12-2001:db8::20"},
+		{"action":"DROP","proto":"tcp","dport":"7070","log":"info"}]}`
+	conf := testnet.Call{Command: "ADD", ContainerID: "vm-" + a.port, IfName: a.port,
+		Config: []byte(fmt.Sprintf(`{"cniVersion":"1.0.0","name":"pve","type":"tapfw","bridge":"vmbr0","mac":%q,
+		"ips":[%q,%q],"policyIn":"DROP","policyOut":"ACCEPT","logLevelIn":"notice",
+		"aliases":{"peer":"192.0.2.11","PEER6":"2001:db8::11"},"ipsets":{"peers":["peer","peer6"]},"rules":%s}`, a.mac, a.ip4, a.ip6, rules))}
+	h.mustCall(conf)
+	h.mustCall(b.groupConf("ADD", `[]`, `{}`)) // b sends as it likes
+
+	type probe struct {
+		name, port string
+		want       [2]bool // IPv4, IPv6
+	}
+	probes := []probe{
+		{"macro ssh, a range and an address", "22", [2]bool{true, true}},
+		{"macro DNS (its tcp part), an IPv4 alias", "53", [2]bool{true, false}},
+		{"macro HTTP, disabled", "80", [2]bool{false, false}},
+		{"macro HTTPS, an IPv6 alias named in another case", "443", [2]bool{false, true}},
+		{"macro PostgreSQL, a set of aliases", "5432", [2]bool{true, true}},
+		{"a list of an alias and an address", "8080", [2]bool{true, false}},
+		{"ranges that leave b out", "9090", [2]bool{false, false}},
+	}
+	for _, p := range probes {
+		for i, fam := range []struct{ src, dst, addr string }{
+			{b.ip4.String(), a.ip4.String(), a.ip4.String() + ":" + p.port},
+			{b.ip6.String(), a.ip6.String(), "[" + a.ip6.String() + "]:" + p.port},
+		} {
+			got := testnet.TCPProbe(b.ns, fam.addr, 700*time.Millisecond)
+			if got != p.want[i] {
+				t.Errorf("%s (%s): passed %v, want %v", p.name, fam.addr, got, p.want[i])
+			}
+			args := []string{"explain", "--json", "--tap", a.port, "--dir", "in", "--src", fam.src, "--dst", fam.dst, "--proto", "tcp", "--dport", p.port}
+			var res struct{ Verdict string }
+			if err := json.Unmarshal([]byte(h.mustOp(args...)), &res); err != nil {
+				t.Fatal(err)
+			}
+			if (res.Verdict == "ACCEPT") != got {
+				t.Errorf("%s (%s): explain says %s, the real packet passed: %v\n%s", p.name, fam.addr, res.Verdict, got, h.mustOp(append([]string{"explain"}, args[2:]...)...))
+			}
+		}
+	}
+	// show numbers each config rule as the config does; a rule that
+	// stands for several has one line per part, numbered N.P.
+	show := h.mustOp("show", a.port)
+	for _, want := range []struct{ id, match string }{
+		{"1.1", "from 192.0.2.5-192.0.2.15 tcp dport 22"},
+		{"1.2", "from 2001:db8::11"},
+		{"2.1", "udp dport 53"},
+		{"2.2", "tcp dport 53"},
+		{"4", "tcp dport 443"},
+		{"7.2", "from 2001:db8::12-2001:db8::20 tcp dport 9090"},
+	} {
+		if !showHas(show, "in", want.id, want.match) {
+			t.Errorf("show lacks rule %s (%s):\n%s", want.id, want.match, show)
+		}
+	}
+	// Log levels: the rule's, the policy's.
+	if !showHasLine(show, "in", "8", "tcp dport 7070", " info ") {
+		t.Errorf("show lacks rule 8 logging at level info:\n%s", show)
+	}
+	if !showHasLine(show, "in", "-", "notice", "tapfw: policy") {
+		t.Errorf("show lacks the IN policy logging at level notice:\n%s", show)
+	}
+	if showHas(show, "in", "3", "") || strings.Contains(show, "dport 80 ") {
+		t.Errorf("show has the disabled rule 3:\n%s", show)
+	}
+	// The parts of a rule are in the config's order, both families'
+	// together.
+	if i, j := strings.Index(show, " 1.2 "), strings.Index(show, " 2.1 "); i < 0 || j < i {
+		t.Errorf("rule 1.2 is not before 2.1:\n%s", show)
+	}
+	if t.Failed() {
+		t.Logf("installed:\n%s", be.state(t, h.ns))
+	}
+}
+
+// showHas reports whether show lists a rule of dir numbered id whose
+// match holds match.
+func showHas(show, dir, id, match string) bool {
+	for _, line := range strings.Split(show, "\n") {
+		f := strings.Fields(line)
+		if len(f) > 3 && f[0] == dir && f[1] == id && strings.Contains(line, match) {
+			return true
+		}
+	}
+	return false
+}
+
+// showHasLine reports whether show has a line of dir and number id that
+// holds every one of words.
+func showHasLine(show, dir, id string, words ...string) bool {
+	for _, line := range strings.Split(show, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 3 || f[0] != dir || f[1] != id {
+			continue
+		}
+		all := true
+		for _, w := range words {
+			all = all && strings.Contains(line, w)
+		}
+		if all {
+			return true
+		}
+	}
+	return false
+}
+
+// TestGroupInPlace: a rule {"group": NAME} checks the group at its place
+// in the list, in both directions, while the groups field's groups are
+// still checked before every rule.
+func TestGroupInPlace(t *testing.T) { forEachBackend(t, testGroupInPlace) }
+
+func testGroupInPlace(t *testing.T, be testBackend) {
+	h, a, b := l2net(t, be)
+	serveTCP(t, []string{"8000", "8443", "8888"}, a.ns)
+	serveTCP(t, []string{"25", "26"}, b.ns)
+	groups := `"securityGroups":{
+		"webg":{"in":[{"action":"ACCEPT","proto":"tcp","dport":"8443"},{"action":"ACCEPT","proto":"tcp","dport":"8000"}]},
+		"first":{"in":[{"action":"ACCEPT","proto":"tcp","dport":"8888"}]},
+		"post":{"out":[{"action":"ACCEPT","proto":"tcp","dport":"25"},{"action":"ACCEPT","proto":"tcp","dport":"26"}]}}`
+	rules := `{"in":[{"action":"DROP","proto":"tcp","dport":"8443"},{"group":"webg","comment":"web servers"},{"action":"DROP","proto":"tcp","dport":"8888"}],
+		"out":[{"action":"REJECT","proto":"tcp","dport":"25"},{"group":"post"}]}`
+	h.mustCall(testnet.Call{Command: "ADD", ContainerID: "vm-" + a.port, IfName: a.port,
+		Config: []byte(fmt.Sprintf(`{"cniVersion":"1.0.0","name":"pve","type":"tapfw","bridge":"vmbr0","mac":%q,
+		"ips":[%q,%q],"policyIn":"DROP","policyOut":"DROP",%s,"groups":["first"],"rules":%s}`, a.mac, a.ip4, a.ip6, groups, rules))})
+	// b's config defines groups of its own (mail among them): it
+	// installs last, so this test's are named otherwise.
+	h.mustCall(b.groupConf("ADD", `[]`, `{"in":[{"action":"ACCEPT"}]}`))
+	for _, p := range []struct {
+		name      string
+		from      *testnet.NS
+		to, port  string
+		dir, peer string
+		want      bool
+	}{
+		{"rule 1 drops 8443 before the group accepts it", b.ns, a.ip4.String(), "8443", "in", b.ip4.String(), false},
+		{"the group in place accepts 8000", b.ns, a.ip4.String(), "8000", "in", b.ip4.String(), true},
+		{"the groups field's group comes first", b.ns, a.ip4.String(), "8888", "in", b.ip4.String(), true},
+		{"out rule 1 rejects 25 before the group", a.ns, b.ip4.String(), "25", "out", b.ip4.String(), false},
+		{"the out group in place allows 26", a.ns, b.ip4.String(), "26", "out", b.ip4.String(), true},
+		{"the out group, IPv6", a.ns, "[" + b.ip6.String() + "]", "26", "out", b.ip6.String(), true},
+	} {
+		got := testnet.TCPProbe(p.from, p.to+":"+p.port, 700*time.Millisecond)
+		if got != p.want {
+			t.Errorf("%s: passed %v, want %v", p.name, got, p.want)
+		}
+		addr := "--src"
+		if p.dir == "out" {
+			addr = "--dst"
+		}
+		args := []string{"explain", "--json", "--tap", a.port, "--dir", p.dir, addr, p.peer, "--proto", "tcp", "--dport", p.port}
+		var res struct{ Verdict string }
+		if err := json.Unmarshal([]byte(h.mustOp(args...)), &res); err != nil {
+			t.Fatal(err)
+		}
+		if (res.Verdict == "ACCEPT") != got {
+			t.Errorf("%s: explain says %s, the real packet passed: %v\n%s", p.name, res.Verdict, got, h.mustOp(append([]string{"explain"}, args[2:]...)...))
+		}
+	}
+	show := h.mustOp("show", a.port)
+	for _, w := range [][]string{{"in", "2", "GROUP", "group webg"}, {"out", "2", "GROUP", "group post"}, {"out", "2", "ACCEPT", "group post allowed"}} {
+		if !showHasLine(show, w[0], w[1], w[2:]...) {
+			t.Errorf("show lacks %v:\n%s", w, show)
+		}
+	}
+	if t.Failed() {
+		t.Logf("show:\n%s\ninstalled:\n%s", show, be.state(t, h.ns))
+	}
+}
