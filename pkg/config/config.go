@@ -93,6 +93,9 @@ type Rule struct {
 	// Enable false keeps the rule in the config (checked all the
 	// same) without installing it.
 	Enable *bool `json:"enable,omitempty"`
+	// Iface, in host rules, is the interface the packet comes in by
+	// (in) or goes out by (out).
+	Iface string `json:"iface,omitempty"`
 	// Group makes the rule a check of that security group at its place
 	// in the list; the rule has no other field but comment and enable.
 	Group string `json:"group,omitempty"`

@@ -381,6 +381,7 @@ func parseHost(h *Host, sets namedSets, groups map[string]model.Group) (*model.H
 	if host.LogLevelOut, err = parseLogLevel("host.logLevelOut", h.LogLevelOut); err != nil {
 		return nil, err
 	}
+	sets.host = true
 	if host.In, err = parseRules("host.rules.in", h.Rules.In, sets); err != nil {
 		return nil, err
 	}

@@ -138,6 +138,9 @@ func TestRuleLanguageErrors(t *testing.T) {
 		{"range of no addresses", `"rules":{"in":[{"action":"ACCEPT","source":"198.51.100.1-x"}]}`, "rules.in[0].source", "not a range"},
 		{"every address in a list", `"rules":{"in":[{"action":"ACCEPT","source":"0.0.0.0/0,198.51.100.1"}]}`, "rules.in[0].source", "cannot be in a list"},
 		{"empty list item", `"rules":{"in":[{"action":"ACCEPT","source":"198.51.100.1,"}]}`, "rules.in[0].source", "empty item"},
+		{"iface in a tap's rule", `"rules":{"in":[{"action":"ACCEPT","iface":"vmbr0"}]}`, "rules.in[0].iface", "only the host's rules"},
+		{"iface in a group's rule", `"securityGroups":{"g":{"in":[{"action":"ACCEPT","iface":"vmbr0"}]}}`, "securityGroups.g.in[0].iface", "only the host's rules"},
+		{"bad iface", `"host":{"rules":{"in":[{"action":"ACCEPT","iface":"vm br0"}]}}`, "host.rules.in[0].iface", "may hold only"},
 		{"pairs of two families only", `"rules":{"in":[{"action":"ACCEPT","source":"198.51.100.1","dest":"2001:db8::1"}]}`, "rules.in[0].dest", "is ipv6 but source is ipv4"},
 		{"too many parts", `"rules":{"in":[{"action":"ACCEPT","macro":"DNS","source":"198.51.100.1-198.51.100.2,198.51.100.3,198.51.100.4,198.51.100.5,198.51.100.6,198.51.100.7,198.51.100.8,198.51.100.9,198.51.100.10,198.51.100.11,198.51.100.12,198.51.100.13,198.51.100.14,198.51.100.15,198.51.100.16,198.51.100.17,198.51.100.18","dest":"203.0.113.1,203.0.113.2"}]}`, "rules.in[0]", "more than 64"},
 	} {

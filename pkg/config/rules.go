@@ -33,6 +33,9 @@ type namedSets struct {
 	// set while a group's own rules are read (they cannot check one).
 	groups  map[string]RuleLists
 	inGroup bool
+	// host is set while the host's rules are read: only they match an
+	// interface.
+	host bool
 }
 
 func parseRules(field string, rs []Rule, sets namedSets) ([]model.Rule, error) {
@@ -134,7 +137,7 @@ func parseGroupRule(r Rule, sets namedSets) ([]model.Rule, error) {
 	}
 	for _, f := range []struct{ name, v string }{
 		{"action", r.Action}, {"proto", r.Proto}, {"source", r.Source}, {"dest", r.Dest}, {"sport", r.SPort},
-		{"dport", r.DPort}, {"icmpType", r.ICMPType}, {"macro", r.Macro}, {"log", strings.TrimPrefix(string(r.Log), "false")},
+		{"dport", r.DPort}, {"icmpType", r.ICMPType}, {"macro", r.Macro}, {"iface", r.Iface}, {"log", strings.TrimPrefix(string(r.Log), "false")},
 	} {
 		if f.v != "" {
 			return nil, fieldErr(f.name, "given with group: a group's own rules say what it matches and does")
@@ -243,6 +246,15 @@ func parseOne(r Rule, sets namedSets) (model.Rule, error) {
 	}
 	if err := model.ValidateComment(r.Comment); err != nil {
 		return u, &Error{Field: "comment", Err: err}
+	}
+	if r.Iface != "" {
+		if !sets.host {
+			return u, fieldErr("iface", "only the host's rules match an interface (a tap's rules are its own)")
+		}
+		if err := model.ValidateIfName(r.Iface); err != nil {
+			return u, &Error{Field: "iface", Err: err}
+		}
+		u.Iface = r.Iface
 	}
 	return u, nil
 }

@@ -108,6 +108,9 @@ type Rule struct {
 	Num, Part int
 	// Macro is the macro the rule comes from ("SSH"), "" when none.
 	Macro string
+	// Iface, in a host rule, is the interface the packet arrives on (in)
+	// or leaves by (out).
+	Iface string
 	// Group, when set, makes the rule a check of that security group at
 	// its place in the list (a tap's rules only); it has no other field.
 	Group string

@@ -45,7 +45,7 @@ type chainCtx struct {
 const ChainRejected = "tfw-rejected"
 
 func (cx chainCtx) translate(chain string, r ruleset.Rule) ([]Rule, error) {
-	if r.Physdev.Present || r.InIface != "" || r.OutIface != "" || r.DstMask.IsValid() {
+	if r.Physdev.Present || r.DstMask.IsValid() || !cx.inet && (r.InIface != "" || r.OutIface != "") {
 		return nil, fmt.Errorf("rule %q: dispatch matches have no nftables form", r.Comment)
 	}
 	var out []Rule
@@ -90,6 +90,12 @@ func (cx chainCtx) matches(b *builder, r ruleset.Rule, variant string) error {
 	}
 	if err := cx.conntrack(b, r.CtState); err != nil {
 		return err
+	}
+	if r.InIface != "" {
+		b.iface("iifname", r.InIface, false)
+	}
+	if r.OutIface != "" {
+		b.iface("oifname", r.OutIface, false)
 	}
 	switch {
 	case r.MACSource != "" && cx.tap != "" && r.MACNegate:

@@ -183,6 +183,15 @@ func (cx chainCtx) userRules(us []model.Rule) ([]Rule, error) {
 		if u.Source.Set != "" {
 			r.SetSrc = cx.fam.UserSet(u.Source.Set)
 		}
+		switch {
+		case u.Iface == "":
+		case cx.owner != OwnerHost:
+			return nil, fmt.Errorf("rules.%s[%d].iface: only the host's rules match an interface", cx.dir, n-1)
+		case cx.dir == "in":
+			r.InIface = u.Iface
+		default:
+			r.OutIface = u.Iface
+		}
 		r.Dst, r.DstRange = u.Dest.Prefix, u.Dest.Range
 		if u.Dest.Set != "" {
 			r.SetDst = cx.fam.UserSet(u.Dest.Set)

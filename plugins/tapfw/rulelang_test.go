@@ -196,3 +196,39 @@ func testGroupInPlace(t *testing.T, be testBackend) {
 		t.Logf("show:\n%s\ninstalled:\n%s", show, be.state(t, h.ns))
 	}
 }
+
+// TestHostIface: a host rule's iface is the interface the packet reaches
+// the host by: the same port of the same address passes from one side and
+// not the other, in both families.
+func TestHostIface(t *testing.T) { forEachBackend(t, testHostIface) }
+
+func testHostIface(t *testing.T, be testBackend) {
+	n := newRoutedNet(t, be)
+	serveTCP(t, []string{"22", "2222"}, n.h.ns)
+	host := `"host":{"ips":["192.0.2.1","203.0.113.1","2001:db8::1","2001:db8:9::1"],"rules":{"in":[
+		{"action":"ACCEPT","proto":"tcp","dport":"22","iface":"up0"},
+		{"action":"ACCEPT","proto":"tcp","dport":"2222","iface":"vmbr0"}]}}`
+	add := n.a.conf(false, `{"out":[{"action":"ACCEPT"}]}`)
+	add.Config = []byte(strings.Replace(string(add.Config), `"rules":`, host+`,"rules":`, 1))
+	n.h.mustCall(add)
+	for _, p := range []struct {
+		name string
+		from *testnet.NS
+		to   [2]string // IPv4, IPv6 host:port
+		want bool
+	}{
+		{"wan to the host's ssh by up0", n.wan, [2]string{"203.0.113.1:22", "[2001:db8:9::1]:22"}, true},
+		{"a to the host's ssh by vmbr0", n.a.ns, [2]string{"192.0.2.1:22", "[2001:db8::1]:22"}, false},
+		{"a to the host's 2222 by vmbr0", n.a.ns, [2]string{"192.0.2.1:2222", "[2001:db8::1]:2222"}, true},
+		{"wan to the host's 2222 by up0", n.wan, [2]string{"203.0.113.1:2222", "[2001:db8:9::1]:2222"}, false},
+	} {
+		for _, to := range p.to {
+			if got := testnet.TCPProbe(p.from, to, 700*time.Millisecond); got != p.want {
+				t.Errorf("%s (%s): passed %v, want %v", p.name, to, got, p.want)
+			}
+		}
+	}
+	if t.Failed() {
+		t.Logf("installed:\n%s", be.state(t, n.h.ns))
+	}
+}
