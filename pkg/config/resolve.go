@@ -286,7 +286,7 @@ func parseSets(in map[string][]string, lim model.Limits, al aliases) (map[string
 		if len(entries) > MaxSetEntries {
 			return nil, fieldErr(f, "more than %d entries", MaxSetEntries)
 		}
-		ps, err := parseSetEntries(f, entries, al)
+		ps, err := parseIPSetEntries(f, entries, al)
 		if err != nil {
 			return nil, err
 		}

@@ -232,3 +232,40 @@ func TestGroupRules(t *testing.T) {
 		}
 	}
 }
+
+func TestSetExclusions(t *testing.T) {
+	for _, c := range []struct{ name, entries, want string }{
+		{"a half out", `"198.51.100.0/24","!198.51.100.128/25"`, "198.51.100.0/25"},
+		{"one address out", `"198.51.100.0/30","!198.51.100.2"`, "198.51.100.0/31 198.51.100.3/32"},
+		{"an entry inside an exclusion wins", `"198.51.100.0/24","!198.51.100.0/26","198.51.100.8/29"`,
+			"198.51.100.8/29 198.51.100.64/26 198.51.100.128/25"},
+		{"order does not matter", `"!198.51.100.128/25","198.51.100.0/24"`, "198.51.100.0/25"},
+		{"ipv6 and an alias", `"2001:db8::/126","!db6"`, "2001:db8::/127 2001:db8::2/128"},
+		{"a held entry once", `"198.51.100.0/24","198.51.100.7"`, "198.51.100.0/24"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r, err := resolve(t, good+`,"aliases":{"db6":"2001:db8::3"},"ipsets":{"s":[`+c.entries+`]}}`, Env{}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, p := range r.Model.Sets["s"] {
+				got = append(got, p.String())
+			}
+			if strings.Join(got, " ") != c.want {
+				t.Errorf("got %s, want %s", strings.Join(got, " "), c.want)
+			}
+		})
+	}
+	for _, c := range []struct{ entries, field, msg string }{
+		{`"198.51.100.0/24","!198.51.100.0/24"`, "ipsets.s[1]", "both an entry and an exclusion"},
+		{`"198.51.100.0/24","!203.0.113.0/24"`, "ipsets.s", "excludes nothing"},
+		{`"!x"`, "ipsets.s[0]", "nor an alias"},
+	} {
+		_, err := resolve(t, good+`,"ipsets":{"s":[`+c.entries+`]}}`, Env{}, nil)
+		var e *Error
+		if !errors.As(err, &e) || e.Field != c.field || !strings.Contains(e.Err.Error(), c.msg) {
+			t.Errorf("%s: got %v, want %s: ...%s...", c.entries, err, c.field, c.msg)
+		}
+	}
+}

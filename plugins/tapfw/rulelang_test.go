@@ -11,14 +11,15 @@ import (
 )
 
 // The rule language Proxmox VE operators bring: macros, aliases, address
-// lists and ranges, disabled rules; decided by real packets in both
-// families, and explained as the packets went.
+// lists and ranges, set entries that exclude, disabled rules, log levels;
+// decided by real packets in both families, and explained as the packets
+// went.
 
 func TestRuleLanguage(t *testing.T) { forEachBackend(t, testRuleLanguage) }
 
 func testRuleLanguage(t *testing.T, be testBackend) {
 	h, a, b := l2net(t, be)
-	serveTCP(t, []string{"22", "53", "80", "443", "5432", "8080", "9090"}, a.ns)
+	serveTCP(t, []string{"22", "53", "80", "443", "5432", "5433", "8080", "9090"}, a.ns)
 	// b is 192.0.2.11 and 2001:db8::11.
 	rules := `{"in":[
 		{"action":"ACCEPT","macro":"ssh","source":"192.0.2.5-192.0.2.15,2001:db8::11","comment":"admins"},
@@ -28,11 +29,12 @@ func testRuleLanguage(t *testing.T, be testBackend) {
 		{"action":"ACCEPT","macro":"PostgreSQL","source":"+peers"},
 		{"action":"ACCEPT","proto":"tcp","dport":"8080","source":"peer,198.51.100.7"},
 		{"action":"ACCEPT","proto":"tcp","dport":"9090","source":"192.0.2.12-192.0.2.20,2001:db8::12-2001:db8::20"},
-		{"action":"DROP","proto":"tcp","dport":"7070","log":"info"}]}`
+		{"action":"DROP","proto":"tcp","dport":"7070","log":"info"},
+		{"action":"ACCEPT","proto":"tcp","dport":"5433","source":"+near"}]}`
 	conf := testnet.Call{Command: "ADD", ContainerID: "vm-" + a.port, IfName: a.port,
 		Config: []byte(fmt.Sprintf(`{"cniVersion":"1.0.0","name":"pve","type":"tapfw","bridge":"vmbr0","mac":%q,
 		"ips":[%q,%q],"policyIn":"DROP","policyOut":"ACCEPT","logLevelIn":"notice",
-		"aliases":{"peer":"192.0.2.11","PEER6":"2001:db8::11"},"ipsets":{"peers":["peer","peer6"]},"rules":%s}`, a.mac, a.ip4, a.ip6, rules))}
+		"aliases":{"peer":"192.0.2.11","PEER6":"2001:db8::11"},"ipsets":{"peers":["peer","peer6"],"near":["192.0.2.0/24","!192.0.2.8/29","2001:db8::/64"]},"rules":%s}`, a.mac, a.ip4, a.ip6, rules))}
 	h.mustCall(conf)
 	h.mustCall(b.groupConf("ADD", `[]`, `{}`)) // b sends as it likes
 
@@ -48,6 +50,7 @@ func testRuleLanguage(t *testing.T, be testBackend) {
 		{"macro PostgreSQL, a set of aliases", "5432", [2]bool{true, true}},
 		{"a list of an alias and an address", "8080", [2]bool{true, false}},
 		{"ranges that leave b out", "9090", [2]bool{false, false}},
+		{"a set whose IPv4 entry excludes b's address", "5433", [2]bool{false, true}},
 	}
 	for _, p := range probes {
 		for i, fam := range []struct{ src, dst, addr string }{

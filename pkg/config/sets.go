@@ -1,0 +1,89 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+)
+
+// A named set's entries may exclude: "!198.51.100.128/25" takes those
+// addresses out of a larger entry, as Proxmox VE's ipset entries do (with
+// ipset's nomatch). The most specific entry that holds an address decides
+// whether the set matches it, as hash:net with nomatch decides.
+//
+// tapfw resolves the exclusions here, into the disjoint networks that
+// match: both backends load those (an nftables set has no nomatch; the
+// netlink ipset library tapfw uses cannot add a nomatch entry), so the
+// kernel's sets and every reader of them (explain, the model) agree on
+// what matches. An exclusion of a /32 from a /8 is 24 networks.
+
+// parseIPSetEntries reads a named set's entries, exclusions included,
+// and returns the networks that match.
+func parseIPSetEntries(field string, entries []string, al aliases) ([]netip.Prefix, error) {
+	type entry struct {
+		p       netip.Prefix
+		exclude bool
+	}
+	var es []entry
+	seen := map[netip.Prefix]int{}
+	for i, e := range entries {
+		s, exclude := strings.CutPrefix(strings.TrimSpace(e), "!")
+		p, err := al.net(s, false)
+		if err != nil {
+			return nil, &Error{Field: fmt.Sprintf("%s[%d]", field, i), Err: err}
+		}
+		if j, ok := seen[p]; ok && es[j].exclude != exclude {
+			return nil, fieldErr(fmt.Sprintf("%s[%d]", field, i), "%s is both an entry and an exclusion", p)
+		}
+		seen[p] = len(es)
+		es = append(es, entry{p, exclude})
+	}
+	// Less specific first: each entry then overrides what it holds.
+	slices.SortStableFunc(es, func(a, b entry) int { return a.p.Bits() - b.p.Bits() })
+	var out []netip.Prefix
+	for i, e := range es {
+		holder := slices.IndexFunc(out, func(q netip.Prefix) bool { return q.Bits() <= e.p.Bits() && q.Contains(e.p.Addr()) })
+		switch {
+		case !e.exclude && holder >= 0:
+			// Held already.
+		case !e.exclude:
+			out = append(out, e.p)
+		case holder >= 0:
+			q := out[holder]
+			out = slices.Delete(out, holder, holder+1)
+			out = append(out, without(q, e.p)...)
+		case !slices.ContainsFunc(es[:i], func(x entry) bool { return !x.exclude && x.p.Overlaps(e.p) }):
+			return nil, fieldErr(field, "!%s excludes nothing: no entry holds it", e.p)
+		}
+	}
+	if len(out) > MaxSetEntries {
+		return nil, fieldErr(field, "its exclusions make more than %d networks", MaxSetEntries)
+	}
+	slices.SortFunc(out, func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
+		}
+		return a.Bits() - b.Bits()
+	})
+	return out, nil
+}
+
+// without is q's addresses but p's, p inside q: the sibling of each
+// half on the way from q down to p.
+func without(q, p netip.Prefix) []netip.Prefix {
+	var out []netip.Prefix
+	for bits := q.Bits() + 1; bits <= p.Bits(); bits++ {
+		half := netip.PrefixFrom(p.Addr(), bits).Masked()
+		out = append(out, netip.PrefixFrom(flipBit(half.Addr(), bits-1), bits))
+	}
+	return out
+}
+
+// flipBit flips bit i of a, counted from the most significant.
+func flipBit(a netip.Addr, i int) netip.Addr {
+	b := a.AsSlice()
+	b[i/8] ^= 0x80 >> (i % 8)
+	out, _ := netip.AddrFromSlice(b)
+	return out
+}
