@@ -110,6 +110,13 @@ type Host struct {
 	// at ("nolog": none); without them, logDropped decides.
 	LogLevelIn  string `json:"logLevelIn,omitempty"`
 	LogLevelOut string `json:"logLevelOut,omitempty"`
+	// AllLocal filters traffic to and from every local address of the
+	// host but loopback's (as Proxmox VE does), not only ips.
+	AllLocal bool `json:"allLocal,omitempty"`
+	// ManagementPorts adds ports ("8006", "tcp/5900:5999", "udp/161")
+	// to tcp/22, which sources in the management set reach before any
+	// host rule.
+	ManagementPorts []string `json:"managementPorts,omitempty"`
 }
 
 // LogOption is a rule's log field: JSON true or false, or a level's

@@ -389,6 +389,12 @@ func parseHost(h *Host, sets namedSets, groups map[string]model.Group) (*model.H
 		return nil, err
 	}
 	host.In, host.Out = inlineGroups(host.In, groups, "in"), inlineGroups(host.Out, groups, "out")
+	if host.AllLocal = h.AllLocal; host.AllLocal && len(host.IPs) > 0 {
+		return nil, fieldErr("host.ips", "given with allLocal, which puts every address of the host behind its firewall")
+	}
+	if host.Management, err = parseManagement(h.ManagementPorts); err != nil {
+		return nil, err
+	}
 	return host, nil
 }
 

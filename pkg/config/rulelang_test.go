@@ -269,3 +269,36 @@ func TestSetExclusions(t *testing.T) {
 		}
 	}
 }
+
+func TestManagementPorts(t *testing.T) {
+	r, err := resolve(t, good+`,"host":{"allLocal":true,"managementPorts":["8006","tcp/5900:5999","udp/161","22","tcp/3128"]}}`, Env{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(r.Model.Host.Management); got != "[{tcp 22,8006,5900:5999,3128} {udp 161}]" || !r.Model.Host.AllLocal {
+		t.Errorf("management %s, allLocal %v", got, r.Model.Host.AllLocal)
+	}
+	var many []string
+	for p := 1000; p < 1020; p++ {
+		many = append(many, fmt.Sprintf("%q", fmt.Sprint(p)))
+	}
+	r, err = resolve(t, good+`,"host":{"managementPorts":[`+strings.Join(many, ",")+`]}}`, Env{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := r.Model.Host.Management; len(m) != 2 || strings.Count(m[0].Ports, ",") != 14 {
+		t.Errorf("21 ports in lists of 15: %v", m)
+	}
+	for _, c := range []struct{ extra, field, msg string }{
+		{`"host":{"managementPorts":["icmp/8"]}`, "host.managementPorts[0]", "tcp or udp"},
+		{`"host":{"managementPorts":["22,80"]}`, "host.managementPorts[0]", "one port or range"},
+		{`"host":{"managementPorts":["tcp/x"]}`, "host.managementPorts[0]", "not PORT"},
+		{`"host":{"allLocal":true,"ips":["192.0.2.1"]}`, "host.ips", "given with allLocal"},
+	} {
+		_, err := resolve(t, good+","+c.extra+"}", Env{}, nil)
+		var e *Error
+		if !errors.As(err, &e) || e.Field != c.field || !strings.Contains(e.Err.Error(), c.msg) {
+			t.Errorf("%s: got %v, want %s: ...%s...", c.extra, err, c.field, c.msg)
+		}
+	}
+}

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+
+	"github.com/tapfw/tapfw/pkg/model"
 )
 
 // A named set's entries may exclude: "!198.51.100.128/25" takes those
@@ -86,4 +88,65 @@ func flipBit(a netip.Addr, i int) netip.Addr {
 	b[i/8] ^= 0x80 >> (i % 8)
 	out, _ := netip.AddrFromSlice(b)
 	return out
+}
+
+// MaxManagementPorts is how many entries managementPorts may hold.
+const MaxManagementPorts = 32
+
+// parseManagement reads the management ports: tcp/22 and each entry,
+// "PORTS" (tcp) or "tcp/PORTS", "udp/PORTS", PORTS as a rule's dport;
+// per protocol in lists of at most 15 ports (a range counting two), as a
+// rule's port list.
+func parseManagement(entries []string) ([]model.Ports, error) {
+	if len(entries) > MaxManagementPorts {
+		return nil, fieldErr("host.managementPorts", "more than %d entries", MaxManagementPorts)
+	}
+	type item struct {
+		proto, ports string
+		slots        int
+	}
+	items := []item{{model.DefaultManagement.Proto, model.DefaultManagement.Ports, 1}}
+	for i, e := range entries {
+		f := fmt.Sprintf("host.managementPorts[%d]", i)
+		proto, ports, ok := strings.Cut(e, "/")
+		if !ok {
+			proto, ports = "tcp", e
+		}
+		if proto != "tcp" && proto != "udp" {
+			return nil, fieldErr(f, "%q: the protocol is tcp or udp", e)
+		}
+		if strings.Contains(ports, ",") {
+			return nil, fieldErr(f, "%q: one port or range an entry", e)
+		}
+		p, err := parsePorts(ports)
+		if err != nil || p == "" {
+			return nil, fieldErr(f, "%q is not PORT, LO:HI, tcp/PORT or udp/PORT", e)
+		}
+		it := item{proto, p, 1}
+		if strings.Contains(p, ":") {
+			it.slots = 2
+		}
+		if !slices.Contains(items, it) {
+			items = append(items, it)
+		}
+	}
+	var out []model.Ports
+	for _, proto := range []string{"tcp", "udp"} {
+		var list []string
+		slots := 0
+		for _, it := range items {
+			if it.proto != proto {
+				continue
+			}
+			if slots+it.slots > 15 {
+				out = append(out, model.Ports{Proto: proto, Ports: strings.Join(list, ",")})
+				list, slots = nil, 0
+			}
+			list, slots = append(list, it.ports), slots+it.slots
+		}
+		if len(list) > 0 {
+			out = append(out, model.Ports{Proto: proto, Ports: strings.Join(list, ",")})
+		}
+	}
+	return out, nil
 }

@@ -259,7 +259,28 @@ type Host struct {
 	// LogLevelIn and LogLevelOut are as a Tap's, for the host's
 	// policies.
 	LogLevelIn, LogLevelOut string
+	// AllLocal puts every address of the host but loopback's behind its
+	// firewall, not only IPs.
+	AllLocal bool
+	// Management are the ports the management set reaches before any
+	// host rule (anti-lockout): tcp 22 and those the config adds.
+	Management []Ports
 }
+
+// Ports is a protocol's ports: "tcp" and "22,8006,5900:5999".
+type Ports struct{ Proto, Ports string }
+
+// The named sets with a meaning of their own, as Proxmox VE names them:
+// sources in the management set reach the host's management ports before
+// any host rule; sources in the blacklist set are dropped before anything
+// else, by the host and by every guest.
+const (
+	SetManagement = "management"
+	SetBlacklist  = "blacklist"
+)
+
+// DefaultManagement is the management port there always is: ssh.
+var DefaultManagement = Ports{Proto: "tcp", Ports: "22"}
 
 // Config is the input of a backend: one tap, its bridge, and the
 // host-wide parts the call carries. Host nil means "leave the host

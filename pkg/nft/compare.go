@@ -81,11 +81,20 @@ func sameExpr(a, b expr.Any) bool {
 func sameElements(a, b []nftables.SetElement) bool {
 	key := func(e nftables.SetElement) string { return fmt.Sprintf("%x/%v", e.Key, e.IntervalEnd) }
 	ka, kb := make([]string, 0, len(a)), make([]string, 0, len(b))
+	// nft puts an interval end at the first key in an interval set
+	// whose first range does not start there; it says nothing.
+	zeroEnd := func(e nftables.SetElement) bool {
+		return e.IntervalEnd && !slices.ContainsFunc(e.Key, func(b byte) bool { return b != 0 })
+	}
 	for _, e := range a {
-		ka = append(ka, key(e))
+		if !zeroEnd(e) {
+			ka = append(ka, key(e))
+		}
 	}
 	for _, e := range b {
-		kb = append(kb, key(e))
+		if !zeroEnd(e) {
+			kb = append(kb, key(e))
+		}
 	}
 	slices.Sort(ka)
 	slices.Sort(kb)

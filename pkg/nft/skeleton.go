@@ -87,16 +87,17 @@ func StaticRules(m Marks) []StaticRule {
 	// The host firewall, as the iptables backend's INPUT and OUTPUT
 	// chains: what a tap's chain rejected, then established, then the
 	// host's own addresses to its chains (a packet from a tap has met
-	// the tap's OUT chain in the bridge table already).
+	// the tap's OUT chain in the bridge table already). Loopback is the
+	// host talking to itself: not the host firewall's to filter.
 	rs = append(rs, rejects(ChainInput)...)
 	est := "ct state established,related accept"
 	rs = append(rs,
 		StaticRule{"inet", ChainInput, est, o + "established"},
-		StaticRule{"inet", ChainInput, "ip daddr @" + HostSet(IPv4) + " jump " + HostChain("in", IPv4), o + "to host"},
-		StaticRule{"inet", ChainInput, "ip6 daddr @" + HostSet(IPv6) + " jump " + HostChain("in", IPv6), o + "to host"},
+		StaticRule{"inet", ChainInput, `iifname != "lo" ip daddr @` + HostSet(IPv4) + " jump " + HostChain("in", IPv4), o + "to host"},
+		StaticRule{"inet", ChainInput, `iifname != "lo" ip6 daddr @` + HostSet(IPv6) + " jump " + HostChain("in", IPv6), o + "to host"},
 		StaticRule{"inet", ChainOutput, est, o + "established"},
-		StaticRule{"inet", ChainOutput, "ip saddr @" + HostSet(IPv4) + " jump " + HostChain("out", IPv4), o + "from host"},
-		StaticRule{"inet", ChainOutput, "ip6 saddr @" + HostSet(IPv6) + " jump " + HostChain("out", IPv6), o + "from host"},
+		StaticRule{"inet", ChainOutput, `oifname != "lo" ip saddr @` + HostSet(IPv4) + " jump " + HostChain("out", IPv4), o + "from host"},
+		StaticRule{"inet", ChainOutput, `oifname != "lo" ip6 saddr @` + HostSet(IPv6) + " jump " + HostChain("out", IPv6), o + "from host"},
 	)
 	out := "meta protocol . iifname vmap @" + MapOut
 	in := "meta protocol . oifname vmap @" + MapIn

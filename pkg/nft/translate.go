@@ -92,10 +92,10 @@ func (cx chainCtx) matches(b *builder, r ruleset.Rule, variant string) error {
 		return err
 	}
 	if r.InIface != "" {
-		b.iface("iifname", r.InIface, false)
+		b.iface("iifname", r.InIface, r.InIfaceNeg)
 	}
 	if r.OutIface != "" {
-		b.iface("oifname", r.OutIface, false)
+		b.iface("oifname", r.OutIface, r.OutIfaceNeg)
 	}
 	switch {
 	case r.MACSource != "" && cx.tap != "" && r.MACNegate:

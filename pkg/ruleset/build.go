@@ -189,7 +189,8 @@ func buildFamily(c model.Config, fam *Family) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	in, err := tapIn(t, fam)
+	_, blacklist := c.Sets[model.SetBlacklist]
+	in, err := tapIn(t, fam, blacklist)
 	if err != nil {
 		return nil, err
 	}
@@ -199,13 +200,18 @@ func buildFamily(c model.Config, fam *Family) (*Plan, error) {
 
 	// Host firewall.
 	if c.Host != nil {
-		hin, hout, err := hostChains(c.Host, fam, t.LogDropped, t.LogLimit, logTo{t.LogTarget, t.NFLogGroup})
+		hin, hout, err := hostChains(c.Host, fam, c.Sets, t.LogDropped, t.LogLimit, logTo{t.LogTarget, t.NFLogGroup})
 		if err != nil {
 			return nil, err
 		}
 		p.Shared = append(p.Shared, hin, hout)
 		hostIPs := fam.Of(c.Host.IPs)
-		if fam.V6 && len(hostIPs) > 0 {
+		if c.Host.AllLocal {
+			// Every address: the hooks leave loopback out, and
+			// anything else reaching INPUT or leaving by OUTPUT is the
+			// host's.
+			hostIPs = fam.Everything()
+		} else if fam.V6 && len(hostIPs) > 0 {
 			// With IPv6 addresses to guard, the host's link-local ones
 			// (one per bridge, rarely listed) are guarded too: in INPUT
 			// and OUTPUT a link-local address is always the host's.
@@ -215,7 +221,7 @@ func buildFamily(c model.Config, fam *Family) (*Plan, error) {
 			Set{Name: fam.SetHost(), Entries: sortedPrefixes(hostIPs)},
 			Set{Name: fam.SetCluster(), Entries: sortedPrefixes(fam.Of(c.Host.ClusterHosts))})
 	} else {
-		hin, hout, err := hostChains(&model.Host{}, fam, t.LogDropped, t.LogLimit, logTo{t.LogTarget, t.NFLogGroup})
+		hin, hout, err := hostChains(&model.Host{}, fam, nil, t.LogDropped, t.LogLimit, logTo{t.LogTarget, t.NFLogGroup})
 		if err != nil {
 			return nil, err
 		}
@@ -288,7 +294,7 @@ func inputChain(fam *Family) Chain {
 	return Chain{Name: c, Rules: []Rule{
 		hook(c, "from taps", Verdict{Target: TrieIn.Root}),
 		withState(hook(c, "established", Verdict{Target: "ACCEPT"}), "RELATED,ESTABLISHED"),
-		withSet(hook(c, "to host", Verdict{Target: ChainHostIn}), fam.SetHost(), "dst"),
+		notLo(withSet(hook(c, "to host", Verdict{Target: ChainHostIn}), fam.SetHost(), "dst")),
 		hook(c, "default", Verdict{Target: "ACCEPT"}),
 	}}
 }
@@ -297,13 +303,24 @@ func outputChain(fam *Family) Chain {
 	c := ChainOutput
 	return Chain{Name: c, Rules: []Rule{
 		withState(hook(c, "established", Verdict{Target: "ACCEPT"}), "RELATED,ESTABLISHED"),
-		withSet(hook(c, "from host", Verdict{Target: ChainHostOut}), fam.SetHost(), "src"),
+		notLo(withSet(hook(c, "from host", Verdict{Target: ChainHostOut}), fam.SetHost(), "src")),
 		hook(c, "to taps", Verdict{Target: fam.TrieHost.Root}),
 		hook(c, "default", Verdict{Target: "ACCEPT"}),
 	}}
 }
 
 func withState(r Rule, s string) Rule { r.CtState = s; return r }
+
+// notLo leaves loopback out of a hook of INPUT or OUTPUT: the host
+// talking to itself is not the host firewall's to filter.
+func notLo(r Rule) Rule {
+	if r.Chain == ChainInput {
+		r.InIface, r.InIfaceNeg = "lo", true
+	} else {
+		r.OutIface, r.OutIfaceNeg = "lo", true
+	}
+	return r
+}
 
 func withSet(r Rule, set, dir string) Rule {
 	if dir == "src" {

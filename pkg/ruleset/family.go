@@ -124,6 +124,15 @@ func (f *Family) Renders(u model.Rule) bool {
 	return true
 }
 
+// Everything is every address of the family, as networks a hash:net
+// set holds (it holds no /0).
+func (f *Family) Everything() []netip.Prefix {
+	if f.V6 {
+		return []netip.Prefix{netip.MustParsePrefix("::/1"), netip.MustParsePrefix("8000::/1")}
+	}
+	return []netip.Prefix{netip.MustParsePrefix("0.0.0.0/1"), netip.MustParsePrefix("128.0.0.0/1")}
+}
+
 // TempSet is the name a set is built under before it is swapped in: the
 // set's family prefix, "x-" and a hash.
 func TempSet(set string) string {

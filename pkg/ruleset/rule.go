@@ -40,28 +40,30 @@ type Rule struct {
 	DstMask            netip.Addr // when valid, Dst's address is matched under this mask instead
 	InIface            string
 	OutIface           string
-	Proto              string // tcp, udp, icmp or a protocol number
-	Physdev            Physdev
-	CtState            string // INVALID or RELATED,ESTABLISHED
-	MACSource          string // lower-case aa:bb:..
-	MACNegate          bool
-	SetSrc             string
-	SetSrcNeg          bool
-	SetDst             string
-	SetDstNeg          bool
-	SPort              string // single port or a:b range
-	DPort              string
-	SPorts             string // multiport list
-	DPorts             string
-	ICMPType           string // numeric: "8" or "3/3"
-	Mark               string // -m mark --mark value/mask
-	HopLimit           int    // -m hl --hl-eq N (IPv6)
-	TTL                int    // -m ttl --ttl-eq N (IPv4)
-	Limit              string // e.g. 5/min
-	LimitBurst         int
-	Comment            string
-	Verdict            Verdict
-	noHash             bool
+	// InIfaceNeg and OutIfaceNeg negate InIface and OutIface.
+	InIfaceNeg, OutIfaceNeg bool
+	Proto                   string // tcp, udp, icmp or a protocol number
+	Physdev                 Physdev
+	CtState                 string // INVALID or RELATED,ESTABLISHED
+	MACSource               string // lower-case aa:bb:..
+	MACNegate               bool
+	SetSrc                  string
+	SetSrcNeg               bool
+	SetDst                  string
+	SetDstNeg               bool
+	SPort                   string // single port or a:b range
+	DPort                   string
+	SPorts                  string // multiport list
+	DPorts                  string
+	ICMPType                string // numeric: "8" or "3/3"
+	Mark                    string // -m mark --mark value/mask
+	HopLimit                int    // -m hl --hl-eq N (IPv6)
+	TTL                     int    // -m ttl --ttl-eq N (IPv4)
+	Limit                   string // e.g. 5/min
+	LimitBurst              int
+	Comment                 string
+	Verdict                 Verdict
+	noHash                  bool
 }
 
 // Spec renders the rule without "-A CHAIN", as iptables-save prints it:
@@ -109,15 +111,23 @@ func (r Rule) appendHeader(a []string) []string {
 		a = append(a, "-d", PrefixString(r.Dst))
 	}
 	if r.InIface != "" {
-		a = append(a, "-i", r.InIface)
+		a = appendNeg(a, r.InIfaceNeg, "-i", r.InIface)
 	}
 	if r.OutIface != "" {
-		a = append(a, "-o", r.OutIface)
+		a = appendNeg(a, r.OutIfaceNeg, "-o", r.OutIface)
 	}
 	if r.Proto != "" {
 		a = append(a, "-p", r.Proto)
 	}
 	return a
+}
+
+// appendNeg appends an option and its value, negated by "!" first.
+func appendNeg(a []string, neg bool, opt, v string) []string {
+	if neg {
+		a = append(a, "!")
+	}
+	return append(a, opt, v)
 }
 
 // appendRanges appends the address range match.

@@ -209,14 +209,19 @@ func outGroups(t model.Tap, c string) []Rule {
 }
 
 // tapIn is the chain for packets to the VM. Allowed packets are ACCEPTed.
-func tapIn(t model.Tap, fam *Family) (Chain, error) {
+func tapIn(t model.Tap, fam *Family, blacklist bool) (Chain, error) {
 	c := TapIn(t.Name)
 	own := t.Name + ": "
 	acc := Verdict{Target: "ACCEPT"}
-	rs := []Rule{
+	var rs []Rule
+	if blacklist {
+		// Before anything else, established connections included.
+		rs = append(rs, Rule{Chain: c, SetSrc: fam.UserSet(model.SetBlacklist), Comment: own + "blacklist", Verdict: Verdict{Target: "DROP"}})
+	}
+	rs = append(rs, []Rule{
 		{Chain: c, CtState: "INVALID", Comment: own + "invalid", Verdict: Verdict{Target: "DROP"}},
 		{Chain: c, CtState: "RELATED,ESTABLISHED", Comment: own + "established", Verdict: acc},
-	}
+	}...)
 	if fam.V6 {
 		// Conntrack does not track neighbour discovery, so nothing of it
 		// is ever established.

@@ -9,7 +9,11 @@ import (
 	"github.com/tapfw/tapfw/pkg/model"
 )
 
-func hostChains(h *model.Host, fam *Family, logDropped bool, limit string, log logTo) (Chain, Chain, error) {
+// hostChains are the host's chains: its rules between what the host
+// needs and its policy. Before them, in: the blacklist (if the config
+// has one), the cluster's hosts, neighbour discovery, and the management
+// set's ports (anti-lockout, if the config has the set).
+func hostChains(h *model.Host, fam *Family, sets map[string][]netip.Prefix, logDropped bool, limit string, log logTo) (Chain, Chain, error) {
 	var chains [2]Chain
 	for i, d := range []struct {
 		chain, dir string
@@ -23,7 +27,11 @@ func hostChains(h *model.Host, fam *Family, logDropped bool, limit string, log l
 		cx := chainCtx{chain: d.chain, fam: fam, owner: OwnerHost, logName: "host", dir: d.dir, allow: Verdict{Target: "RETURN"}, limit: limit, log: log}
 		cluster := d.cluster
 		cluster.Chain, cluster.Comment, cluster.Verdict = d.chain, OwnerHost+": cluster hosts", Verdict{Target: "RETURN"}
-		rs := []Rule{cluster}
+		var rs []Rule
+		if _, ok := sets[model.SetBlacklist]; ok && d.dir == "in" {
+			rs = append(rs, Rule{Chain: d.chain, SetSrc: fam.UserSet(model.SetBlacklist), Comment: OwnerHost + ": blacklist", Verdict: Verdict{Target: "DROP"}})
+		}
+		rs = append(rs, cluster)
 		if fam.V6 {
 			// The host's own neighbour discovery: without it, it has no
 			// IPv6 at all.
@@ -47,6 +55,9 @@ func hostChains(h *model.Host, fam *Family, logDropped bool, limit string, log l
 				rs = append(rs, igmp(d.chain, OwnerHost+": igmp", Verdict{Target: "RETURN"}))
 			}
 		}
+		if _, ok := sets[model.SetManagement]; ok && d.dir == "in" {
+			rs = append(rs, managementRules(d.chain, h.Management, fam)...)
+		}
 		user, err := cx.userRules(d.rules)
 		if err != nil {
 			return Chain{}, Chain{}, fmt.Errorf("host.%w", err)
@@ -55,6 +66,26 @@ func hostChains(h *model.Host, fam *Family, logDropped bool, limit string, log l
 		chains[i] = Chain{Name: d.chain, Rules: append(rs, cx.policy(model.Drop, model.PolicyLogLevel(d.level, logDropped))...)}
 	}
 	return chains[0], chains[1], nil
+}
+
+// managementRules let the management set's sources reach the management
+// ports: tcp/22 at least, so that no host rule or policy locks the
+// operator out.
+func managementRules(chain string, ports []model.Ports, fam *Family) []Rule {
+	if len(ports) == 0 {
+		ports = []model.Ports{model.DefaultManagement}
+	}
+	var rs []Rule
+	for _, p := range ports {
+		r := Rule{Chain: chain, SetSrc: fam.UserSet(model.SetManagement), Proto: p.Proto, Comment: OwnerHost + ": management", Verdict: Verdict{Target: "RETURN"}}
+		if strings.Contains(p.Ports, ",") {
+			r.DPorts = p.Ports
+		} else {
+			r.DPort = p.Ports
+		}
+		rs = append(rs, r)
+	}
+	return rs
 }
 
 // LogPrefix is the LOG prefix for owner, direction and what ("drop", "rej"

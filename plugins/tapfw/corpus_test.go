@@ -887,7 +887,7 @@ func corpusTable() []genCase {
 		wt("rule-source-list", "source", []any{"192.0.2.1"}, "rules", "in", 0, "source"),
 		wt("rule-dest-number", "dest", 5.0, "rules", "in", 0, "dest"),
 		wt("rule-icmptype-number", "icmpType", 8.0, "rules", "in", 0, "icmpType"),
-		wt("rule-log-string", "log", "true", "rules", "in", 0, "log"),
+		wt("rule-log-list", "log", []any{"info"}, "rules", "in", 0, "log"),
 		wt("rule-log-number", "log", 1.0, "rules", "in", 0, "log"),
 		wt("rule-comment-number", "comment", 5.0, "rules", "in", 0, "comment"),
 		wt("ipsets-list", "ipsets", []any{"admins"}, "ipsets"),
@@ -1043,11 +1043,14 @@ func corpusTable() []genCase {
 		row("source-empty-set-name", codeInvalid, gSays("rules.in[0].source"), "a rule source '+' without a set name", gRule("source", "+")),
 		row("source-set-name-space", codeInvalid, gSays("rules.in[0].source"), "a rule source naming a set with a space", gRule("source", "+admins -j ACCEPT")),
 		row("source-negated", codeInvalid, gSays("rules.in[0].source"), "a negated source (not supported)", gRule("source", "!192.0.2.1")),
-		row("source-list", codeInvalid, gSays("rules.in[0].source"), "a comma-separated list of sources", gRule("source", "192.0.2.1,192.0.2.2")),
+		row("source-list-empty-item", codeInvalid, gSays("rules.in[0].source"), "a list of sources with an empty item", gRule("source", "192.0.2.1,,192.0.2.2")),
+		row("source-alias-undefined", codeInvalid, gSays("rules.in[0].source", "nor an alias"), "an alias no aliases entry defines", gRule("source", "db")),
 		row("source-hostname", codeInvalid, gSays("rules.in[0].source"), "a host name as source (iptables would resolve it)", gRule("source", "example.com")),
 		row("source-injection", codeInvalid, gSays("rules.in[0].source"), "a source followed by iptables options", gRule("source", "192.0.2.1 -j ACCEPT")),
 		row("dest-ipv6", codeInvalid, gSays("rules.in[0].dest", "one address family"), "an IPv6 destination in a rule whose source is IPv4", gRule("dest", "2001:db8::/32"), gRule("source", "192.0.2.0/24")),
-		row("dest-range", codeInvalid, gSays("rules.in[0].dest"), "an address range as destination", gRule("dest", "192.0.2.1-192.0.2.9")),
+		row("dest-range-backwards", codeInvalid, gSays("rules.in[0].dest", "backwards"), "an address range whose end is before its start", gRule("dest", "192.0.2.9-192.0.2.1")),
+		row("macro-unknown", codeInvalid, gSays("rules.in[0].macro"), "a macro Proxmox VE does not ship", gRule("macro", "SSHH")),
+		row("log-level-unknown", codeInvalid, gSays("rules.in[0].log"), "a log level syslog does not have", gRule("log", "verbose")),
 	)
 
 	// Ports.

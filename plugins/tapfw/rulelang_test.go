@@ -235,3 +235,48 @@ func testHostIface(t *testing.T, be testBackend) {
 		t.Logf("installed:\n%s", be.state(t, n.h.ns))
 	}
 }
+
+// TestHostProtections: with allLocal every address of the host is behind
+// its firewall (an address host.ips does not list included, loopback
+// not); the management set reaches ssh before a host rule that drops it;
+// the blacklist's sources are dropped by the host and by the guests, the
+// guest's own accept rule notwithstanding.
+func TestHostProtections(t *testing.T) { forEachBackend(t, testHostProtections) }
+
+func testHostProtections(t *testing.T, be testBackend) {
+	n := newRoutedNet(t, be)
+	serveTCP(t, []string{"22", "2222"}, n.h.ns)
+	serveTCP(t, []string{"80"}, n.a.ns)
+	base := fmt.Sprintf(`"host":{"allLocal":true,"rules":{"in":[{"action":"DROP","proto":"tcp","dport":"22"}]}},
+		"ipsets":{"management":[%q,%q],"blacklist":[%q,%q]},`, n.a.ip4, n.a.ip6, n.wan4, n.wan6)
+	for _, c := range []testnet.Call{n.a.conf(true, `{"in":[{"action":"ACCEPT","proto":"tcp","dport":"80"}],"out":[{"action":"ACCEPT"}]}`),
+		n.b.conf(true, `{"out":[{"action":"ACCEPT"}]}`)} {
+		c.Config = []byte(strings.Replace(string(c.Config), `"rules":`, base+`"rules":`, 1))
+		n.h.mustCall(c)
+	}
+	for _, p := range []struct {
+		name string
+		from *testnet.NS
+		to   [2]string
+		want bool
+	}{
+		{"a (management) to the host's ssh, which a host rule drops", n.a.ns, [2]string{"192.0.2.1:22", "[2001:db8::1]:22"}, true},
+		{"a (management) to ssh on another address of the host", n.a.ns, [2]string{"203.0.113.1:22", "[2001:db8:9::1]:22"}, true},
+		{"b to the host's ssh: the host rule", n.b.ns, [2]string{"198.51.100.1:22", "[2001:db8:1::1]:22"}, false},
+		{"b to an address host.ips does not list: the policy", n.b.ns, [2]string{"198.51.100.1:2222", "[2001:db8:1::1]:2222"}, false},
+		{"the host to itself by loopback", n.h.ns, [2]string{"127.0.0.1:2222", "[::1]:2222"}, true},
+		{"the host to its own address (by loopback)", n.h.ns, [2]string{"192.0.2.1:2222", "[2001:db8::1]:2222"}, true},
+		{"b to a's web", n.b.ns, [2]string{"192.0.2.10:80", "[2001:db8::10]:80"}, true},
+		{"wan (blacklisted) to a's web, which a accepts", n.wan, [2]string{"192.0.2.10:80", "[2001:db8::10]:80"}, false},
+		{"wan (blacklisted) to the host's ssh", n.wan, [2]string{"203.0.113.1:22", "[2001:db8:9::1]:22"}, false},
+	} {
+		for _, to := range p.to {
+			if got := testnet.TCPProbe(p.from, to, 700*time.Millisecond); got != p.want {
+				t.Errorf("%s (%s): passed %v, want %v", p.name, to, got, p.want)
+			}
+		}
+	}
+	if t.Failed() {
+		t.Logf("installed:\n%s", be.state(t, n.h.ns))
+	}
+}
