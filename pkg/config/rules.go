@@ -174,6 +174,39 @@ func inlineGroups(rs []model.Rule, groups map[string]model.Group, dir string) []
 	return out
 }
 
+// parseProto reads a rule's protocol: tcp, udp, icmp and ipv6-icmp by
+// name, any other by its number ("" for none).
+func parseProto(proto string) (string, error) {
+	if proto == "" {
+		return "", nil
+	}
+	p := strings.ToLower(proto)
+	if n, ok := protoNumbers[p]; ok {
+		switch {
+		case n == 58:
+			p = model.ProtoICMPv6
+		case p != "tcp" && p != "udp" && p != "icmp":
+			p = strconv.Itoa(n)
+		}
+	} else {
+		n, err := strconv.Atoi(proto)
+		if err != nil || n < 1 || n > 255 || strconv.Itoa(n) != proto {
+			return "", fieldErr("proto", "%q is not tcp, udp, icmp, icmpv6, a known protocol name or a number 1-255", proto)
+		}
+		switch n {
+		case 6:
+			p = "tcp"
+		case 17:
+			p = "udp"
+		case 1:
+			p = "icmp"
+		case 58:
+			p = model.ProtoICMPv6
+		}
+	}
+	return p, nil
+}
+
 // parseOne reads a rule without a macro.
 func parseOne(r Rule, sets namedSets) (model.Rule, error) {
 	u := model.Rule{Comment: r.Comment}
@@ -189,32 +222,8 @@ func parseOne(r Rule, sets namedSets) (model.Rule, error) {
 	default:
 		return u, fieldErr("action", "%q is not ACCEPT, DROP or REJECT", r.Action)
 	}
-	if r.Proto != "" {
-		p := strings.ToLower(r.Proto)
-		if n, ok := protoNumbers[p]; ok {
-			switch {
-			case n == 58:
-				p = model.ProtoICMPv6
-			case p != "tcp" && p != "udp" && p != "icmp":
-				p = strconv.Itoa(n)
-			}
-		} else {
-			n, err := strconv.Atoi(r.Proto)
-			if err != nil || n < 1 || n > 255 || strconv.Itoa(n) != r.Proto {
-				return u, fieldErr("proto", "%q is not tcp, udp, icmp, icmpv6, a known protocol name or a number 1-255", r.Proto)
-			}
-			switch n {
-			case 6:
-				p = "tcp"
-			case 17:
-				p = "udp"
-			case 1:
-				p = "icmp"
-			case 58:
-				p = model.ProtoICMPv6
-			}
-		}
-		u.Proto = p
+	if u.Proto, err = parseProto(r.Proto); err != nil {
+		return u, err
 	}
 	if r.SPort != "" || r.DPort != "" {
 		if u.Proto != "tcp" && u.Proto != "udp" {

@@ -205,18 +205,7 @@ func buildFamily(c model.Config, fam *Family) (*Plan, error) {
 			return nil, err
 		}
 		p.Shared = append(p.Shared, hin, hout)
-		hostIPs := fam.Of(c.Host.IPs)
-		if c.Host.AllLocal {
-			// Every address: the hooks leave loopback out, and
-			// anything else reaching INPUT or leaving by OUTPUT is the
-			// host's.
-			hostIPs = fam.Everything()
-		} else if fam.V6 && len(hostIPs) > 0 {
-			// With IPv6 addresses to guard, the host's link-local ones
-			// (one per bridge, rarely listed) are guarded too: in INPUT
-			// and OUTPUT a link-local address is always the host's.
-			hostIPs = append(hostIPs, linkLocal)
-		}
+		hostIPs := hostAddrs(c.Host, fam)
 		p.Sets = append(p.Sets,
 			Set{Name: fam.SetHost(), Entries: sortedPrefixes(hostIPs)},
 			Set{Name: fam.SetCluster(), Entries: sortedPrefixes(fam.Of(c.Host.ClusterHosts))})
@@ -283,6 +272,23 @@ func groupChains(c model.Config, fam *Family) ([]Chain, error) {
 		}
 	}
 	return out, nil
+}
+
+// hostAddrs are the addresses the host firewall guards in family fam.
+func hostAddrs(h *model.Host, fam *Family) []netip.Prefix {
+	if h.AllLocal {
+		// Every address: the hooks leave loopback out, and anything
+		// else reaching INPUT or leaving by OUTPUT is the host's.
+		return fam.Everything()
+	}
+	addrs := fam.Of(h.IPs)
+	if fam.V6 && len(addrs) > 0 {
+		// With IPv6 addresses to guard, the host's link-local ones (one
+		// per bridge, rarely listed) are guarded too: in INPUT and
+		// OUTPUT a link-local address is always the host's.
+		addrs = append(addrs, linkLocal)
+	}
+	return addrs
 }
 
 func hook(chain, desc string, v Verdict) Rule {
