@@ -117,6 +117,18 @@ type Host struct {
 	// to tcp/22, which sources in the management set reach before any
 	// host rule.
 	ManagementPorts []string `json:"managementPorts,omitempty"`
+	// The protections, with Proxmox VE's defaults: NoSmurfs (true)
+	// drops IPv4 packets from broadcast and multicast sources, TCPFlags
+	// (false) impossible TCP flag combinations; AllowInvalid (false)
+	// keeps the packets conntrack calls INVALID.
+	NoSmurfs     *bool `json:"noSmurfs,omitempty"`
+	TCPFlags     bool  `json:"tcpFlags,omitempty"`
+	AllowInvalid bool  `json:"allowInvalid,omitempty"`
+	// SynFlood limits each source's TCP SYNs to the host: SynFloodRate
+	// a second (200), bursts of SynFloodBurst (1000).
+	SynFlood      bool `json:"synFlood,omitempty"`
+	SynFloodRate  int  `json:"synFloodRate,omitempty"`
+	SynFloodBurst int  `json:"synFloodBurst,omitempty"`
 }
 
 // LogOption is a rule's log field: JSON true or false, or a level's

@@ -392,6 +392,10 @@ func parseHost(h *Host, sets namedSets, groups map[string]model.Group) (*model.H
 	if host.AllLocal = h.AllLocal; host.AllLocal && len(host.IPs) > 0 {
 		return nil, fieldErr("host.ips", "given with allLocal, which puts every address of the host behind its firewall")
 	}
+	host.Smurfs, host.TCPFlags, host.AllowInvalid = boolOr(h.NoSmurfs, true), h.TCPFlags, h.AllowInvalid
+	if host.SynFlood, err = parseSynFlood(h); err != nil {
+		return nil, err
+	}
 	if host.Management, err = parseManagement(h.ManagementPorts); err != nil {
 		return nil, err
 	}

@@ -302,3 +302,33 @@ func TestManagementPorts(t *testing.T) {
 		}
 	}
 }
+
+func TestHostProtections(t *testing.T) {
+	r, err := resolve(t, good+`,"host":{}}`, Env{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Proxmox VE's defaults: smurfs dropped, TCP flags and SYN floods
+	// not checked, INVALID dropped.
+	if h := r.Model.Host; !h.Smurfs || h.TCPFlags || h.AllowInvalid || h.SynFlood != nil {
+		t.Errorf("defaults: %+v", h)
+	}
+	r, err = resolve(t, good+`,"host":{"noSmurfs":false,"tcpFlags":true,"allowInvalid":true,"synFlood":true,"synFloodBurst":50}}`, Env{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := r.Model.Host; h.Smurfs || !h.TCPFlags || !h.AllowInvalid || *h.SynFlood != (model.SynFlood{Rate: 200, Burst: 50}) {
+		t.Errorf("set: %+v %+v", h, h.SynFlood)
+	}
+	for _, c := range []struct{ extra, field, msg string }{
+		{`"host":{"synFloodRate":10}`, "host.synFloodRate", "while synFlood is off"},
+		{`"host":{"synFlood":true,"synFloodBurst":-1}`, "host.synFloodBurst", "is not 1-"},
+		{`"host":{"noSmurfs":"yes"}`, "host.noSmurfs", "wrong type"},
+	} {
+		_, err := resolve(t, good+","+c.extra+"}", Env{}, nil)
+		var e *Error
+		if !errors.As(err, &e) || e.Field != c.field || !strings.Contains(e.Error(), c.msg) {
+			t.Errorf("%s: got %v, want %s: ...%s...", c.extra, err, c.field, c.msg)
+		}
+	}
+}

@@ -150,3 +150,37 @@ func parseManagement(entries []string) ([]model.Ports, error) {
 	}
 	return out, nil
 }
+
+// MaxSynFlood bounds the SYN flood limit's rate and burst.
+const MaxSynFlood = 1000000
+
+// parseSynFlood reads the SYN flood limit: nil when off; the rate and
+// burst only with it on.
+func parseSynFlood(h *Host) (*model.SynFlood, error) {
+	if !h.SynFlood {
+		for _, f := range []struct {
+			name string
+			v    int
+		}{{"synFloodRate", h.SynFloodRate}, {"synFloodBurst", h.SynFloodBurst}} {
+			if f.v != 0 {
+				return nil, fieldErr("host."+f.name, "given while synFlood is off")
+			}
+		}
+		return nil, nil
+	}
+	s := &model.SynFlood{Rate: model.DefaultSynFloodRate, Burst: model.DefaultSynFloodBurst}
+	for _, f := range []struct {
+		name string
+		v    int
+		to   *int
+	}{{"synFloodRate", h.SynFloodRate, &s.Rate}, {"synFloodBurst", h.SynFloodBurst, &s.Burst}} {
+		switch {
+		case f.v == 0:
+		case f.v < 1 || f.v > MaxSynFlood:
+			return nil, fieldErr("host."+f.name, "%d is not 1-%d", f.v, MaxSynFlood)
+		default:
+			*f.to = f.v
+		}
+	}
+	return s, nil
+}

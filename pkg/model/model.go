@@ -265,7 +265,25 @@ type Host struct {
 	// Management are the ports the management set reaches before any
 	// host rule (anti-lockout): tcp 22 and those the config adds.
 	Management []Ports
+	// The protections, as Proxmox VE's host options: Smurfs drops IPv4
+	// packets from broadcast and multicast sources (nosmurfs), TCPFlags
+	// impossible TCP flag combinations (tcpflags), AllowInvalid keeps
+	// conntrack's INVALID packets (nf_conntrack_allow_invalid).
+	Smurfs, TCPFlags, AllowInvalid bool
+	// SynFlood, when set, limits each source's new TCP connections to
+	// the host (protection_synflood).
+	SynFlood *SynFlood
 }
+
+// SynFlood is a per-source limit of TCP SYNs: Rate a second, Burst at
+// once.
+type SynFlood struct{ Rate, Burst int }
+
+// Proxmox VE's SYN flood limit: 200 a second, bursts of 1000.
+const (
+	DefaultSynFloodRate  = 200
+	DefaultSynFloodBurst = 1000
+)
 
 // Ports is a protocol's ports: "tcp" and "22,8006,5900:5999".
 type Ports struct{ Proto, Ports string }

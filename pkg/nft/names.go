@@ -52,6 +52,13 @@ func HostChain(dir string, f Family) string { return "tfw-h" + f.digit() + "-" +
 func HostSet(f Family) string    { return "tfw-host" + f.digit() }
 func ClusterSet(f Family) string { return "tfw-cluster" + f.digit() }
 
+// SynSet is the family's set of sources the host's SYN flood limit
+// counts: the iptables backend's hashlimit table.
+func SynSet(f Family) string { return "tfw-syn" + f.digit() }
+
+// SynSetTimeout is how long a source without SYNs stays in SynSet.
+const SynSetTimeout = "60s"
+
 // Marks are the packet mark bits the backend uses. The bridge family has
 // no conntrack on kernels without nf_conntrack_bridge, and cannot reject:
 // the inet chains copy the conntrack state into Established and Invalid

@@ -160,7 +160,7 @@ func (b *builder) etherSrc(mac string, neg bool) error {
 // addr matches the source or destination address against p as nft does:
 // a prefix of whole bytes loads only those bytes, any other loads the
 // whole address and masks it.
-func (b *builder) addr(f Family, dir string, p netip.Prefix) {
+func (b *builder) addr(f Family, dir string, p netip.Prefix, neg bool) {
 	if !p.IsValid() || p.Bits() == 0 {
 		return
 	}
@@ -169,7 +169,7 @@ func (b *builder) addr(f Family, dir string, p netip.Prefix) {
 	var ex []expr.Any
 	if p.Bits()%8 == 0 {
 		n := uint32(p.Bits() / 8)
-		ex = []expr.Any{load(expr.PayloadBaseNetworkHeader, off, n), eq(raw[:n])}
+		ex = []expr.Any{load(expr.PayloadBaseNetworkHeader, off, n), &expr.Cmp{Op: cmpOp(neg), Register: 1, Data: raw[:n]}}
 	} else {
 		mask := make([]byte, size)
 		for i := 0; i < p.Bits(); i++ {
@@ -177,13 +177,74 @@ func (b *builder) addr(f Family, dir string, p netip.Prefix) {
 		}
 		ex = []expr.Any{load(expr.PayloadBaseNetworkHeader, off, size),
 			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: size, Mask: mask, Xor: make([]byte, size)},
-			eq(raw)}
+			&expr.Cmp{Op: cmpOp(neg), Register: 1, Data: raw}}
 	}
 	text := ruleset.PrefixString(p)
 	if p.IsSingleIP() {
 		text = p.Addr().String()
 	}
-	b.add(string(f)+" "+dir+" "+text, ex...)
+	op := ""
+	if neg {
+		op = "!= "
+	}
+	b.add(string(f)+" "+dir+" "+op+text, ex...)
+}
+
+// fibSaddrType matches the type of the source address as the routing
+// table has it (-m addrtype --src-type): BROADCAST.
+func (b *builder) fibSaddrType(typ string) error {
+	if typ != "BROADCAST" {
+		return fmt.Errorf("address type %q", typ)
+	}
+	b.add("fib saddr type broadcast", &expr.Fib{Register: 1, FlagSADDR: true, ResultADDRTYPE: true}, eq(ne32(unix.RTN_BROADCAST)))
+	return nil
+}
+
+// tcpFlagBits are TCP's flags as iptables names them.
+var tcpFlagBits = []struct {
+	name string
+	bit  byte
+}{{"FIN", 0x01}, {"SYN", 0x02}, {"RST", 0x04}, {"PSH", 0x08}, {"ACK", 0x10}, {"URG", 0x20}}
+
+// tcpFlags matches the TCP flags under mask against comp, flag names as
+// iptables writes them (NONE for none): tcp flags & (fin | syn) == syn.
+func (b *builder) tcpFlags(mask, comp string) error {
+	bits := func(list string) (byte, []string, error) {
+		if list == "NONE" {
+			return 0, nil, nil
+		}
+		var n byte
+		var words []string
+		for _, f := range strings.Split(list, ",") {
+			i := slices.IndexFunc(tcpFlagBits, func(t struct {
+				name string
+				bit  byte
+			}) bool {
+				return t.name == f
+			})
+			if i < 0 {
+				return 0, nil, fmt.Errorf("tcp flag %q", f)
+			}
+			n |= tcpFlagBits[i].bit
+			words = append(words, strings.ToLower(f))
+		}
+		return n, words, nil
+	}
+	m, mw, err := bits(mask)
+	if err != nil {
+		return err
+	}
+	c, cw, err := bits(comp)
+	if err != nil {
+		return err
+	}
+	want := strings.Join(cw, " | ")
+	if c == 0 {
+		want = "0x0"
+	}
+	b.add(fmt.Sprintf("tcp flags & (%s) == %s", strings.Join(mw, " | "), want), load(expr.PayloadBaseTransportHeader, 13, 1),
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{m}, Xor: []byte{0}}, eq([]byte{c}))
+	return nil
 }
 
 // addrRange matches the source or destination address against a range:

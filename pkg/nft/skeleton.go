@@ -166,6 +166,9 @@ func skeletonBody(m Marks) string {
 			fmt.Fprintf(&b, "add set inet %s %s { type %s ; flags interval ; }\n", Table, name, f.addrType())
 		}
 	}
+	for _, f := range []Family{IPv4, IPv6} {
+		fmt.Fprintf(&b, "add set inet %s %s { type %s ; size 65536 ; flags dynamic,timeout ; timeout %s ; }\n", Table, SynSet(f), f.addrType(), SynSetTimeout)
+	}
 	for _, name := range []string{MapOut, MapIn} {
 		fmt.Fprintf(&b, "add map bridge %s %s { type ether_type . ifname : verdict ; counter ; }\n", Table, name)
 	}

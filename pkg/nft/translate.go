@@ -2,6 +2,8 @@ package nft
 
 import (
 	"fmt"
+	"golang.org/x/sys/unix"
+	"net/netip"
 	"strings"
 
 	"github.com/google/nftables/expr"
@@ -114,9 +116,14 @@ func (cx chainCtx) matches(b *builder, r ruleset.Rule, variant string) error {
 		}
 		b.markTest(cx.marks.Group)
 	}
-	b.addr(cx.fam, "saddr", r.Src)
+	b.addr(cx.fam, "saddr", r.Src, r.SrcNeg)
 	b.addrRange(cx.fam, "saddr", r.SrcRange)
-	b.addr(cx.fam, "daddr", r.Dst)
+	b.addr(cx.fam, "daddr", r.Dst, false)
+	if r.SrcType != "" {
+		if err := b.fibSaddrType(r.SrcType); err != nil {
+			return err
+		}
+	}
 	b.addrRange(cx.fam, "daddr", r.DstRange)
 	if err := cx.transport(b, r); err != nil {
 		return err
@@ -201,8 +208,42 @@ func (cx chainCtx) transport(b *builder, r ruleset.Rule) error {
 		}
 	}
 	if dport != "" {
-		return b.ports(r.Proto, "dport", 2, dport)
+		if err := b.ports(r.Proto, "dport", 2, dport); err != nil {
+			return err
+		}
 	}
+	if r.TCPFlags[0] != "" {
+		if err := b.tcpFlags(r.TCPFlags[0], r.TCPFlags[1]); err != nil {
+			return err
+		}
+	}
+	if h := r.HashLimit; h != nil {
+		return cx.perSourceLimit(b, h)
+	}
+	return nil
+}
+
+// perSourceLimit matches packets over a source's rate: the inet table's
+// SynSet counts each source (an IPv6 one by its first SrcMask bits).
+func (cx chainCtx) perSourceLimit(b *builder, h *ruleset.HashLimit) error {
+	if !cx.inet || h.Name != ruleset.SynFloodName {
+		return fmt.Errorf("a per-source limit %q has no nftables form here", h.Name)
+	}
+	off, size := addrField(cx.fam, "saddr")
+	ex := []expr.Any{load(expr.PayloadBaseNetworkHeader, off, size)}
+	key := string(cx.fam) + " saddr"
+	if h.SrcMask != 0 {
+		mask := make([]byte, size)
+		for i := 0; i < h.SrcMask; i++ {
+			mask[i/8] |= 0x80 >> (i % 8)
+		}
+		ex = append(ex, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: size, Mask: mask, Xor: make([]byte, size)})
+		key += " and " + netip.AddrFrom16([16]byte(mask)).String()
+	}
+	set := SynSet(cx.fam)
+	ex = append(ex, &expr.Dynset{SrcRegKey: 1, SetName: set, Operation: unix.NFT_DYNSET_OP_UPDATE,
+		Exprs: []expr.Any{&expr.Limit{Type: expr.LimitTypePkts, Rate: uint64(h.Rate), Unit: expr.LimitTimeSecond, Burst: uint32(h.Burst), Over: true}}})
+	b.add(fmt.Sprintf("update @%s { %s limit rate over %d/second burst %d packets }", set, key, h.Rate, h.Burst), ex...)
 	return nil
 }
 

@@ -34,6 +34,17 @@ type Physdev struct {
 type Rule struct {
 	Chain    string
 	Src, Dst netip.Prefix // zero: any
+	SrcNeg   bool         // ! -s
+	// SrcType matches the source address's type (-m addrtype):
+	// BROADCAST.
+	SrcType string
+	// TCPFlags, when set, are -m tcp --tcp-flags MASK COMP: "FIN,SYN"
+	// and "SYN" (flag names in the order iptables prints them, NONE for
+	// none).
+	TCPFlags [2]string
+	// HashLimit, when set, matches packets over a per-source rate
+	// (-m hashlimit --hashlimit-above ... --hashlimit-mode srcip).
+	HashLimit *HashLimit
 	// SrcRange and DstRange, when valid, match a range of addresses
 	// (-m iprange).
 	SrcRange, DstRange model.Range
@@ -89,11 +100,15 @@ func (r Rule) Spec() string {
 func (r Rule) Args() []string {
 	a := r.appendHeader(nil)
 	a = r.appendRanges(a)
+	if r.SrcType != "" {
+		a = append(a, "-m", "addrtype", "--src-type", r.SrcType)
+	}
 	a = r.appendPhysdev(a)
 	a = r.appendConntrack(a)
 	a = r.appendMAC(a)
 	a = r.appendSets(a)
 	a = r.appendPorts(a)
+	a = r.appendHashLimit(a)
 	a = r.appendMarkAndLimits(a)
 	a = r.appendComment(a)
 	return r.appendTarget(a)
@@ -103,7 +118,7 @@ func (r Rule) Args() []string {
 // need no -m: addresses, interfaces and the protocol.
 func (r Rule) appendHeader(a []string) []string {
 	if r.Src.IsValid() {
-		a = append(a, "-s", PrefixString(r.Src))
+		a = appendNeg(a, r.SrcNeg, "-s", PrefixString(r.Src))
 	}
 	if r.DstMask.IsValid() {
 		a = append(a, "-d", AddrString(r.Dst.Addr())+"/"+AddrString(r.DstMask))
@@ -118,6 +133,28 @@ func (r Rule) appendHeader(a []string) []string {
 	}
 	if r.Proto != "" {
 		a = append(a, "-p", r.Proto)
+	}
+	return a
+}
+
+// HashLimit is a per-source rate limit, matching what is above it.
+type HashLimit struct {
+	Rate, Burst int // packets a second, at once
+	Name        string
+	SrcMask     int // the source's bits that count (0: all)
+}
+
+// appendHashLimit appends the per-source rate match, as iptables-save
+// prints it.
+func (r Rule) appendHashLimit(a []string) []string {
+	h := r.HashLimit
+	if h == nil {
+		return a
+	}
+	a = append(a, "-m", "hashlimit", "--hashlimit-above", strconv.Itoa(h.Rate)+"/sec", "--hashlimit-burst", strconv.Itoa(h.Burst),
+		"--hashlimit-mode", "srcip", "--hashlimit-name", h.Name)
+	if h.SrcMask != 0 {
+		a = append(a, "--hashlimit-srcmask", strconv.Itoa(h.SrcMask))
 	}
 	return a
 }
@@ -213,13 +250,16 @@ func appendSet(a []string, name string, neg bool, dir string) []string {
 // appendPorts appends the protocol's matches: the tcp or udp ports, the
 // multiport lists and the ICMP or ICMPv6 type.
 func (r Rule) appendPorts(a []string) []string {
-	if r.SPort != "" || r.DPort != "" {
+	if r.SPort != "" || r.DPort != "" || r.TCPFlags[0] != "" {
 		a = append(a, "-m", r.Proto)
 		if r.SPort != "" {
 			a = append(a, "--sport", r.SPort)
 		}
 		if r.DPort != "" {
 			a = append(a, "--dport", r.DPort)
+		}
+		if r.TCPFlags[0] != "" {
+			a = append(a, "--tcp-flags", r.TCPFlags[0], r.TCPFlags[1])
 		}
 	}
 	if r.SPorts != "" {

@@ -31,6 +31,7 @@ func hostChains(h *model.Host, fam *Family, sets map[string][]netip.Prefix, logD
 		if _, ok := sets[model.SetBlacklist]; ok && d.dir == "in" {
 			rs = append(rs, Rule{Chain: d.chain, SetSrc: fam.UserSet(model.SetBlacklist), Comment: OwnerHost + ": blacklist", Verdict: Verdict{Target: "DROP"}})
 		}
+		rs = append(rs, protections(d.chain, d.dir, h, fam)...)
 		rs = append(rs, cluster)
 		if fam.V6 {
 			// The host's own neighbour discovery: without it, it has no
@@ -67,6 +68,54 @@ func hostChains(h *model.Host, fam *Family, sets map[string][]netip.Prefix, logD
 	}
 	return chains[0], chains[1], nil
 }
+
+// The TCP flag combinations no packet may carry, as Proxmox VE's
+// PVEFW-tcpflags (Shorewall's tcpflags action) lists them: mask and
+// flags set, and a source port (0) where the combination needs one.
+var badTCPFlags = []struct{ mask, comp, sport string }{
+	{"FIN,SYN,RST,PSH,ACK,URG", "FIN,PSH,URG", ""},
+	{"FIN,SYN,RST,PSH,ACK,URG", "NONE", ""},
+	{"SYN,RST", "SYN,RST", ""},
+	{"FIN,SYN", "FIN,SYN", ""},
+	{"FIN,SYN,RST,ACK", "SYN", "0"},
+}
+
+// protections are the host's own filters before its rules: INVALID
+// (unless allowed), and on the way in the smurfs (IPv4 packets from a
+// broadcast or multicast address, a DHCP client's 0.0.0.0 apart), TCP
+// flag combinations no stack sends, and SYNs over a source's limit.
+func protections(chain, dir string, h *model.Host, fam *Family) []Rule {
+	drop := Verdict{Target: "DROP"}
+	var rs []Rule
+	if !h.AllowInvalid {
+		rs = append(rs, Rule{Chain: chain, CtState: "INVALID", Comment: OwnerHost + ": invalid", Verdict: drop})
+	}
+	if dir != "in" {
+		return rs
+	}
+	if h.Smurfs && !fam.V6 {
+		rs = append(rs,
+			Rule{Chain: chain, Src: anyAddr, SrcNeg: true, SrcType: "BROADCAST", Comment: OwnerHost + ": smurfs", Verdict: drop},
+			Rule{Chain: chain, Src: multicast4, Comment: OwnerHost + ": smurfs", Verdict: drop})
+	}
+	if h.TCPFlags {
+		for _, f := range badTCPFlags {
+			rs = append(rs, Rule{Chain: chain, Proto: "tcp", SPort: f.sport, TCPFlags: [2]string{f.mask, f.comp}, Comment: OwnerHost + ": tcp flags", Verdict: drop})
+		}
+	}
+	if s := h.SynFlood; s != nil {
+		// Per source, as Proxmox VE counts them: an IPv6 host's /64.
+		hl := &HashLimit{Rate: s.Rate, Burst: s.Burst, Name: SynFloodName}
+		if fam.V6 {
+			hl.SrcMask = 64
+		}
+		rs = append(rs, Rule{Chain: chain, Proto: "tcp", TCPFlags: [2]string{"FIN,SYN,RST,ACK", "SYN"}, HashLimit: hl, Comment: OwnerHost + ": syn flood", Verdict: drop})
+	}
+	return rs
+}
+
+// SynFloodName is the hashlimit table of the host's SYN flood limit.
+const SynFloodName = "tfw-syn"
 
 // managementRules let the management set's sources reach the management
 // ports: tcp/22 at least, so that no host rule or policy locks the

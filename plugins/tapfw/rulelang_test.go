@@ -1,8 +1,10 @@
 package main
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -278,5 +280,107 @@ func testHostProtections(t *testing.T, be testBackend) {
 	}
 	if t.Failed() {
 		t.Logf("installed:\n%s", be.state(t, n.h.ns))
+	}
+}
+
+// TestHostTCPFlags: a segment with SYN, FIN and ACK, sent to the host's
+// open ssh port, gets the host's answer (a reset) only with both
+// protections off: conntrack calls it INVALID (dropped unless
+// allowInvalid), and tcpFlags drops it as an impossible combination.
+func TestHostTCPFlags(t *testing.T) { forEachBackend(t, testHostTCPFlags) }
+
+func testHostTCPFlags(t *testing.T, be testBackend) {
+	n := newRoutedNet(t, be)
+	serveTCP(t, []string{"22"}, n.h.ns)
+	upMAC, err := testnet.LinkMAC(n.h.ns, "up0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wanMAC, err := testnet.LinkMAC(n.wan, "eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range []struct {
+		options string
+		answer  bool
+	}{
+		{`"allowInvalid":true`, true},
+		{`"allowInvalid":true,"tcpFlags":true`, false},
+		{`"tcpFlags":false`, false},
+	} {
+		add := n.a.conf(false, `{"out":[{"action":"ACCEPT"}]}`)
+		host := `"host":{"ips":["203.0.113.1"],` + c.options + `,"rules":{"in":[{"action":"ACCEPT","proto":"tcp","dport":"22"}],"out":[{"action":"ACCEPT"}]}},`
+		add.Config = []byte(strings.Replace(string(add.Config), `"rules":`, host+`"rules":`, 1))
+		n.h.mustCall(add)
+		capture, err := testnet.CaptureOn(n.wan, "eth0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		frame := tcpFrame(wanMAC, upMAC, net.ParseIP(n.wan4), net.ParseIP("203.0.113.1"), uint16(40000+i), 22, tcpSYN|tcpFIN|tcpACK)
+		if err := testnet.SendRaw(n.wan, "eth0", frame); err != nil {
+			t.Fatal(err)
+		}
+		got := capture.Wait("ipv4 203.0.113.1 > "+n.wan4+" proto 6", time.Second)
+		capture.Close()
+		if got != c.answer {
+			t.Errorf("%s: the host answered %v, want %v (seen: %v)", c.options, got, c.answer, capture.Packets())
+		}
+	}
+}
+
+const (
+	tcpFIN = 0x01
+	tcpSYN = 0x02
+	tcpACK = 0x10
+)
+
+// tcpFrame is an Ethernet frame holding an IPv4 TCP segment with flags,
+// no options and no data, with valid checksums.
+func tcpFrame(srcMAC, dstMAC net.HardwareAddr, src, dst net.IP, sport, dport uint16, flags byte) []byte {
+	b := make([]byte, 14+20+20)
+	copy(b[0:6], dstMAC)
+	copy(b[6:12], srcMAC)
+	binary.BigEndian.PutUint16(b[12:14], 0x0800)
+	ip := b[14:34]
+	ip[0], ip[8], ip[9] = 0x45, 64, 6
+	binary.BigEndian.PutUint16(ip[2:4], 40)
+	copy(ip[12:16], src.To4())
+	copy(ip[16:20], dst.To4())
+	binary.BigEndian.PutUint16(ip[10:12], testnet.Checksum(0, ip))
+	tcp := b[34:54]
+	binary.BigEndian.PutUint16(tcp[0:2], sport)
+	binary.BigEndian.PutUint16(tcp[2:4], dport)
+	binary.BigEndian.PutUint32(tcp[4:8], 0x01020304)
+	tcp[12], tcp[13] = 5<<4, flags
+	binary.BigEndian.PutUint16(tcp[14:16], 64240)
+	pseudo := append(append(append([]byte{}, src.To4()...), dst.To4()...), 0, 6, 0, 20)
+	binary.BigEndian.PutUint16(tcp[16:18], testnet.Checksum(testnet.Sum16(0, pseudo), tcp))
+	return b
+}
+
+// TestHostSynFlood: with synFlood, a source's SYNs to the host over its
+// rate and burst are dropped, and another source's pass meanwhile.
+func TestHostSynFlood(t *testing.T) { forEachBackend(t, testHostSynFlood) }
+
+func testHostSynFlood(t *testing.T, be testBackend) {
+	n := newRoutedNet(t, be)
+	serveTCP(t, []string{"22"}, n.h.ns)
+	add := n.a.conf(false, `{"out":[{"action":"ACCEPT"}]}`)
+	host := `"host":{"ips":["192.0.2.1","203.0.113.1"],"synFlood":true,"synFloodRate":1,"synFloodBurst":3,
+		"rules":{"in":[{"action":"ACCEPT","proto":"tcp","dport":"22"}],"out":[{"action":"ACCEPT"}]}},`
+	add.Config = []byte(strings.Replace(string(add.Config), `"rules":`, host+`"rules":`, 1))
+	n.h.mustCall(add)
+	passed := 0
+	for range 10 {
+		if testnet.TCPProbe(n.wan, "203.0.113.1:22", 300*time.Millisecond) {
+			passed++
+		}
+	}
+	// The burst, and at most a refill or two while the probes ran.
+	if passed < 3 || passed > 6 {
+		t.Errorf("%d of 10 quick connections from wan passed, want the burst of 3 and few more", passed)
+	}
+	if !testnet.TCPProbe(n.a.ns, "192.0.2.1:22", 700*time.Millisecond) {
+		t.Error("a's connection did not pass while wan was over its limit")
 	}
 }
