@@ -30,6 +30,7 @@ type NetConf struct {
 	NDP                *bool                `json:"ndp,omitempty"`
 	IGMP               *bool                `json:"igmp,omitempty"`
 	RAdv               bool                 `json:"radv,omitempty"`
+	L2Protocols        []string             `json:"l2Protocols,omitempty"`
 	PolicyIn           string               `json:"policyIn,omitempty"`
 	PolicyOut          string               `json:"policyOut,omitempty"`
 	LogDropped         *bool                `json:"logDropped,omitempty"`
@@ -40,6 +41,7 @@ type NetConf struct {
 	LogPrefix          string               `json:"logPrefix,omitempty"`
 	NFLogGroup         *int                 `json:"nflogGroup,omitempty"`
 	AllowBridgeRouting bool                 `json:"allowBridgeRouting,omitempty"`
+	IsolatePorts       bool                 `json:"isolatePorts,omitempty"`
 	FailClosed         *bool                `json:"failClosed,omitempty"`
 	ManagedPrefix      string               `json:"managedPrefix,omitempty"`
 	Rules              RuleLists            `json:"rules,omitempty"`

@@ -127,6 +127,9 @@ func resolveOptions(conf *NetConf, env Env, lim model.Limits) (model.Tap, error)
 	if t.LogPerTap, err = parseLogPrefix(conf.LogPrefix); err != nil {
 		return t, err
 	}
+	if t.L2Protocols, err = parseL2Protocols(conf.L2Protocols); err != nil {
+		return t, err
+	}
 	if t.LogLevelIn, err = parseLogLevel("logLevelIn", conf.LogLevelIn); err != nil {
 		return t, err
 	}
@@ -353,7 +356,8 @@ func bridgeOptions(conf *NetConf, br string) (model.Bridge, error) {
 	if err := model.ValidateIfPrefix(prefix); err != nil {
 		return model.Bridge{}, fieldErr("managedPrefix", "%v", err)
 	}
-	return model.Bridge{Name: br, AllowRouting: conf.AllowBridgeRouting, FailClosed: boolOr(conf.FailClosed, true), ManagedPrefix: prefix}, nil
+	return model.Bridge{Name: br, AllowRouting: conf.AllowBridgeRouting, FailClosed: boolOr(conf.FailClosed, true), ManagedPrefix: prefix,
+		IsolatePorts: conf.IsolatePorts}, nil
 }
 
 // parseHost reads the host firewall section; nil when there is none.

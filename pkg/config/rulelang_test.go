@@ -332,3 +332,24 @@ func TestHostProtections(t *testing.T) {
 		}
 	}
 }
+
+func TestL2ProtocolsAndIsolation(t *testing.T) {
+	r, err := resolve(t, good+`,"l2Protocols":["ip","ARP","ip6","0x88cc"],"isolatePorts":true}`, Env{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(r.Model.Tap.L2Protocols); got != "[2048 2054 34525 35020]" || !r.Model.Bridge.IsolatePorts {
+		t.Errorf("l2Protocols %s, isolatePorts %v", got, r.Model.Bridge.IsolatePorts)
+	}
+	for _, c := range []struct{ list, field, msg string }{
+		{`["ipv4"]`, "l2Protocols[0]", "not an ethertype name"},
+		{`["0x0100"]`, "l2Protocols[0]", "0x0600-0xffff"},
+		{`["ip","0x0800"]`, "l2Protocols[1]", "named twice"},
+	} {
+		_, err := resolve(t, good+`,"l2Protocols":`+c.list+"}", Env{}, nil)
+		var e *Error
+		if !errors.As(err, &e) || e.Field != c.field || !strings.Contains(e.Err.Error(), c.msg) {
+			t.Errorf("%s: got %v, want %s: ...%s...", c.list, err, c.field, c.msg)
+		}
+	}
+}

@@ -171,6 +171,9 @@ type Tap struct {
 	NDP         bool // neighbour discovery passes (its target checked)
 	IGMP        bool // multicast group membership (IGMP, MLD) passes
 	RAdv        bool // router advertisements from the VM pass
+	// L2Protocols, when not empty, are the only ethertypes the VM's
+	// frames may have.
+	L2Protocols []uint16
 	LogDropped  bool
 	// LogLevelIn and LogLevelOut are the levels the policy of each
 	// direction logs at: "" for LogDropped's default (warning, or no
@@ -249,6 +252,9 @@ type Bridge struct {
 	// killed, or has not run yet).
 	FailClosed    bool
 	ManagedPrefix string
+	// IsolatePorts isolates the taps' bridge ports: guests reach the
+	// uplink and the host, not each other.
+	IsolatePorts bool
 }
 
 // Host is the host firewall: its addresses, the cluster's hosts and rules.

@@ -2,6 +2,7 @@ package netfilter
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"os/exec"
@@ -260,6 +261,9 @@ func placements(p *ruleset.L2Tap) []placed {
 		for _, set := range []string{ruleset.L2IP6, ruleset.L2ND} { // ND: the same 16 bytes, read as a number
 			out = append(out, placed{ruleset.L2AddrSet(set, x), rangeElem(tap, x), tap + " . " + x.String()})
 		}
+	}
+	for _, e := range p.EtherTypes {
+		out = append(out, placed{ruleset.L2Types, nftables.SetElement{Key: cat(ifKey(tap), binary.BigEndian.AppendUint16(nil, e))}, tap + " . " + ruleset.EtherTypeString(e)})
 	}
 	return out
 }

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/google/nftables"
@@ -45,6 +46,9 @@ func recordLines(r *Record) ([]string, error) {
 		}
 		for _, x := range p.IP6 {
 			out = append(out, l2Line+"ip6 "+x.String())
+		}
+		for _, e := range p.EtherTypes {
+			out = append(out, l2Line+"etype "+ruleset.EtherTypeString(e))
 		}
 	}
 	for _, l := range r.Lines {
@@ -135,6 +139,12 @@ func parseL2Line(p *ruleset.L2Tap, line string) error {
 		} else {
 			p.IP6 = append(p.IP6, x)
 		}
+	case "etype":
+		e, err := strconv.ParseUint(v, 0, 16)
+		if err != nil {
+			return fmt.Errorf("line %q: %w", line, err)
+		}
+		p.EtherTypes = append(p.EtherTypes, uint16(e))
 	default:
 		return fmt.Errorf("line %q: unknown kind", line)
 	}
@@ -151,4 +161,5 @@ func sortL2(p *ruleset.L2Tap) {
 	}
 	slices.SortFunc(p.IP4, byAddr)
 	slices.SortFunc(p.IP6, byAddr)
+	slices.Sort(p.EtherTypes)
 }

@@ -196,5 +196,6 @@ func TestGoldenLayer2(t *testing.T) {
 			golden(t, "seed-l2-"+tap+".txt", []byte(p.L2.String()))
 		})
 	}
+	golden(t, "pve-l2-tap301i0.txt", []byte(pvePlan(t).L2.String()))
 	golden(t, "l2-skeleton.nft", []byte(ruleset.L2Skeleton()))
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/tapfw/tapfw/pkg/model"
@@ -37,6 +38,8 @@ const (
 	L2IPF    = "tfw-ipf"    // ifname: taps with ipFilter
 	L2NDPOff = "tfw-ndpoff" // ifname: taps with ndp off
 	L2RAdv   = "tfw-radv"   // ifname: taps allowed to send router advertisements
+	L2Proto  = "tfw-l2p"    // ifname: taps with an ethertype allowlist
+	L2Types  = "tfw-etypes" // ifname . ether_type: their allowed ethertypes
 	L2MAC    = "tfw-mac"    // ifname . ether_addr
 	L2IP4    = "tfw-ip4"    // ifname . ipv4_addr: addresses
 	L2IP6    = "tfw-ip6"    // ifname . ipv6_addr: addresses
@@ -65,15 +68,16 @@ const (
 	FlagIP     = "ipf"
 	FlagNDPOff = "ndpoff"
 	FlagRAdv   = "radv"
+	FlagL2P    = "l2p"
 )
 
 // L2FlagSet is the set a flag puts the tap in.
 func L2FlagSet(flag string) string {
-	return map[string]string{FlagMAC: L2MACF, FlagIP: L2IPF, FlagNDPOff: L2NDPOff, FlagRAdv: L2RAdv}[flag]
+	return map[string]string{FlagMAC: L2MACF, FlagIP: L2IPF, FlagNDPOff: L2NDPOff, FlagRAdv: L2RAdv, FlagL2P: L2Proto}[flag]
 }
 
 // L2Flags lists every flag.
-var L2Flags = []string{FlagMAC, FlagIP, FlagNDPOff, FlagRAdv}
+var L2Flags = []string{FlagMAC, FlagIP, FlagNDPOff, FlagRAdv, FlagL2P}
 
 // RecordChain is the tap's record: a chain no rule jumps to, whose rules
 // carry in their comments what the tap put in the shared sets and maps,
@@ -90,6 +94,9 @@ type L2Tap struct {
 	Flags []string
 	IP4   []netip.Prefix // with ipFilter only
 	IP6   []netip.Prefix // with ipFilter only; its link-local address included
+	// EtherTypes, with FlagL2P, are the only ethertypes its frames may
+	// have.
+	EtherTypes []uint16
 }
 
 // L2Rule is one static rule of a chain, with a comment whose installed
@@ -126,6 +133,7 @@ func L2Rules() []L2Rule {
 		{L2Pre, "iifname != @" + L2Taps + " accept", o + "not a tap with checks"},
 		{L2Pre, "ether type 8021ad drop", o + "no 802.1ad frames"},
 		{L2Pre, "vlan type 8021q drop", o + "no double-tagged frames"},
+		{L2Pre, "iifname @" + L2Proto + " iifname . ether type != @" + L2Types + " drop", o + "ethertype not allowed"},
 		{L2Pre, "iifname @" + L2MACF + " iifname . ether saddr != @" + L2MAC + " drop", o + "mac anti-spoof"},
 		{L2Pre, "ether type vmap { arp : jump " + L2PreARP + ", ip6 : jump " + L2PreIP6 + " }", o + "by protocol"},
 	}
@@ -139,7 +147,8 @@ func L2Skeleton() string {
 	fmt.Fprintf(&b, "add table %s\n", tb)
 	for _, s := range []struct{ name, def string }{
 		{L2Taps, "type ifname ;"}, {L2MACF, "type ifname ;"}, {L2IPF, "type ifname ;"},
-		{L2NDPOff, "type ifname ;"}, {L2RAdv, "type ifname ;"},
+		{L2NDPOff, "type ifname ;"}, {L2RAdv, "type ifname ;"}, {L2Proto, "type ifname ;"},
+		{L2Types, "type ifname . ether_type ;"},
 		{L2MAC, "type ifname . ether_addr ;"},
 		{L2IP4, "type ifname . ipv4_addr ;"},
 		{L2IP6, "type ifname . ipv6_addr ;"},
@@ -165,6 +174,10 @@ func L2Skeleton() string {
 	}
 	return b.String()
 }
+
+// EtherTypeString is an ethertype as a record line and messages write it:
+// 0x0800.
+func EtherTypeString(e uint16) string { return fmt.Sprintf("0x%04x", e) }
 
 // LinkLocal is the EUI-64 link-local address a MAC gives (RFC 4291).
 func LinkLocal(mac net.HardwareAddr) netip.Addr {
@@ -220,6 +233,10 @@ func BuildL2(c model.Config) (*L2Tap, error) {
 	if t.RAdv {
 		p.Flags = append(p.Flags, FlagRAdv)
 	}
+	if len(t.L2Protocols) > 0 {
+		p.Flags = append(p.Flags, FlagL2P)
+		p.EtherTypes = slices.Sorted(slices.Values(t.L2Protocols))
+	}
 	return p, nil
 }
 
@@ -237,6 +254,9 @@ func (p *L2Tap) String() string {
 	}
 	for _, x := range p.IP6 {
 		fmt.Fprintf(&b, "ip6 %s\n", x)
+	}
+	for _, e := range p.EtherTypes {
+		fmt.Fprintf(&b, "etype %s\n", EtherTypeString(e))
 	}
 	return b.String()
 }

@@ -11,8 +11,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Capture records the IP packets an interface of a namespace sees, both
-// ways, as one-line summaries (see summary): a tcpdump for tests.
+// Capture records the frames an interface of a namespace sees, both ways,
+// as one-line summaries: an IP packet's (see summary), else "ether 0xTYPE
+// SRC > DST": a tcpdump for tests.
 type Capture struct{ rec *recorder[string] }
 
 // CaptureOn starts recording what ifname in ns sends and receives.
@@ -28,11 +29,12 @@ func CaptureOn(ns *NS, ifname string) (*Capture, error) {
 			if len(b) < 14 {
 				return nil
 			}
-			switch binary.BigEndian.Uint16(b[12:14]) {
+			switch typ := binary.BigEndian.Uint16(b[12:14]); typ {
 			case unix.ETH_P_IP, unix.ETH_P_IPV6:
 				return []string{summary(b[14:])}
+			default:
+				return []string{fmt.Sprintf("ether 0x%04x %s > %s", typ, net.HardwareAddr(b[6:12]), net.HardwareAddr(b[0:6]))}
 			}
-			return nil
 		})
 	}
 	if err != nil {

@@ -419,6 +419,9 @@ func (p *plugin) cmdAdd(args *skel.CmdArgs) error {
 	if err := p.be.Add(r.Model); err != nil {
 		return cniError(err, "add")
 	}
+	if err := applyIsolation(r.Model); err != nil {
+		return cniError(err, "add")
+	}
 	if prev != nil {
 		return types.PrintResult(prev, r.Conf.CNIVersion)
 	}
@@ -449,7 +452,10 @@ func (p *plugin) cmdCheck(args *skel.CmdArgs) error {
 	if err != nil {
 		return cniError(err, "check")
 	}
-	return cniError(p.be.Check(r.Model), "check")
+	if err := p.be.Check(r.Model); err != nil {
+		return cniError(err, "check")
+	}
+	return cniError(checkIsolation(r.Model), "check")
 }
 
 // cmdDel removes everything of the tap. It needs only the tap's identity:
@@ -525,6 +531,13 @@ func (p *plugin) cmdDel(args *skel.CmdArgs) error {
 	}
 	if err := p.be.Remove(list...); err != nil {
 		return cniError(fmt.Errorf("removing firewall of %s: %w", strings.Join(list, ","), err), "del")
+	}
+	for _, t := range list {
+		if conf.IsolatePorts {
+			if err := releaseIsolation(t); err != nil {
+				return cniError(err, "del")
+			}
+		}
 	}
 	return nil
 }

@@ -384,3 +384,88 @@ func testHostSynFlood(t *testing.T, be testBackend) {
 		t.Error("a's connection did not pass while wan was over its limit")
 	}
 }
+
+// TestIsolatePorts: with isolatePorts the bridge keeps guests apart
+// whatever their rules allow, while each still reaches the host; CHECK
+// sees a port whose isolation was taken away, and DEL clears the flag.
+func TestIsolatePorts(t *testing.T) { forEachBackend(t, testIsolatePorts) }
+
+func testIsolatePorts(t *testing.T, be testBackend) {
+	h, a, b := l2net(t, be)
+	serveTCP(t, []string{"80"}, a.ns, b.ns, h.ns)
+	open := `{"in":[{"action":"ACCEPT"}],"out":[{"action":"ACCEPT"}]}`
+	conf := func(v *l2vm, cmd string) testnet.Call {
+		c := v.groupConf(cmd, `[]`, open)
+		c.Config = []byte(strings.Replace(string(c.Config), `"bridge":"vmbr0"`, `"bridge":"vmbr0","isolatePorts":true`, 1))
+		return c
+	}
+	h.mustCall(conf(a, "ADD"))
+	h.mustCall(conf(b, "ADD"))
+	for _, p := range []struct {
+		name string
+		from *testnet.NS
+		to   string
+		want bool
+	}{
+		{"a to b", a.ns, b.ip4.String() + ":80", false},
+		{"b to a, IPv6", b.ns, "[" + a.ip6.String() + "]:80", false},
+		{"a to the host", a.ns, "192.0.2.31:80", true},
+		{"b to the host, IPv6", b.ns, "[2001:db8::1]:80", true},
+	} {
+		if got := testnet.TCPProbe(p.from, p.to, 700*time.Millisecond); got != p.want {
+			t.Errorf("%s (%s): passed %v, want %v", p.name, p.to, got, p.want)
+		}
+	}
+	h.mustCall(conf(a, "CHECK"))
+	h.run("ip", "link", "set", a.port, "type", "bridge_slave", "isolated", "off")
+	if _, e := h.call(conf(a, "CHECK")); e == nil || !strings.Contains(e.Msg, "not isolated") {
+		t.Errorf("CHECK of a port no longer isolated: %+v", e)
+	}
+	h.mustCall(conf(a, "ADD"))
+	h.mustCall(conf(a, "DEL"))
+	if out := h.run("ip", "-d", "link", "show", a.port); !strings.Contains(out, "isolated off") {
+		t.Errorf("after DEL:\n%s", out)
+	}
+}
+
+// TestL2Protocols: with l2Protocols a guest's frames of other ethertypes
+// stay in the bridge, its IP traffic passes, and a listed ethertype does.
+func TestL2Protocols(t *testing.T) { forEachBackend(t, testL2Protocols) }
+
+func testL2Protocols(t *testing.T, be testBackend) {
+	h, a, b := l2net(t, be)
+	serveTCP(t, []string{"80"}, b.ns)
+	h.mustCall(b.groupConf("ADD", `[]`, `{"in":[{"action":"ACCEPT"}]}`))
+	for _, c := range []struct {
+		list     string
+		ethernet bool // the 0x88b5 frame reaches b
+	}{
+		{`["ip","arp","ip6"]`, false},
+		{`["ip","arp","ip6","0x88b5"]`, true},
+	} {
+		add := a.groupConf("ADD", `[]`, `{"out":[{"action":"ACCEPT"}]}`)
+		add.Config = []byte(strings.Replace(string(add.Config), `"bridge":"vmbr0"`, `"bridge":"vmbr0","l2Protocols":`+c.list, 1))
+		h.mustCall(add)
+		for _, to := range []string{b.ip4.String() + ":80", "[" + b.ip6.String() + "]:80"} {
+			if !testnet.TCPProbe(a.ns, to, 700*time.Millisecond) {
+				t.Errorf("%s: a to %s did not pass", c.list, to)
+			}
+		}
+		capture, err := testnet.CaptureOn(b.ns, "eth0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		frame := make([]byte, 60)
+		copy(frame[0:6], b.mac)
+		copy(frame[6:12], a.mac)
+		binary.BigEndian.PutUint16(frame[12:14], 0x88b5)
+		if err := testnet.SendRaw(a.ns, "eth0", frame); err != nil {
+			t.Fatal(err)
+		}
+		got := capture.Wait("ether 0x88b5 "+a.mac.String(), time.Second)
+		capture.Close()
+		if got != c.ethernet {
+			t.Errorf("%s: an 0x88b5 frame reached b: %v, want %v", c.list, got, c.ethernet)
+		}
+	}
+}
