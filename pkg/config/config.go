@@ -31,6 +31,7 @@ type NetConf struct {
 	IGMP               *bool                `json:"igmp,omitempty"`
 	RAdv               bool                 `json:"radv,omitempty"`
 	L2Protocols        []string             `json:"l2Protocols,omitempty"`
+	AllowedPairs       []AllowedPair        `json:"allowedPairs,omitempty"`
 	PolicyIn           string               `json:"policyIn,omitempty"`
 	PolicyOut          string               `json:"policyOut,omitempty"`
 	LogDropped         *bool                `json:"logDropped,omitempty"`

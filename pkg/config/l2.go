@@ -1,10 +1,15 @@
 package config
 
 import (
+	"bytes"
 	"fmt"
+	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/tapfw/tapfw/pkg/model"
 )
 
 // etherTypes are the ethertypes l2Protocols may name, by the names nft
@@ -41,4 +46,65 @@ func parseL2Protocols(list []string) ([]uint16, error) {
 		out = append(out, e)
 	}
 	return out, nil
+}
+
+// AllowedPair is one of allowedPairs: a MAC (the tap's when empty) and
+// the addresses the guest may send from it.
+type AllowedPair struct {
+	MAC string   `json:"mac,omitempty"`
+	IPs []string `json:"ips"`
+}
+
+// Limits of allowedPairs.
+const (
+	MaxPairs   = 16
+	MaxPairIPs = 16
+)
+
+// resolvePairs reads allowedPairs into t: a pair's addresses join the
+// tap's own (its anti-spoofing, its dispatch); a pair of another MAC is a
+// pair the layer-2 table enforces. They need macFilter and ipFilter,
+// without which nothing is checked.
+func resolvePairs(t *model.Tap, pairs []AllowedPair) error {
+	if len(pairs) == 0 {
+		return nil
+	}
+	if !t.MACFilter || !t.IPFilter {
+		return fieldErr("allowedPairs", "needs macFilter and ipFilter on: without them any MAC and address passes")
+	}
+	if len(pairs) > MaxPairs {
+		return fieldErr("allowedPairs", "more than %d pairs", MaxPairs)
+	}
+	for i, pr := range pairs {
+		f := fmt.Sprintf("allowedPairs[%d]", i)
+		mac := t.MAC
+		if pr.MAC != "" {
+			hw, err := net.ParseMAC(pr.MAC)
+			if err != nil || len(hw) != 6 || hw[0]&1 == 1 {
+				return fieldErr(f+".mac", "%q is not a unicast Ethernet MAC address", pr.MAC)
+			}
+			mac = hw
+		}
+		if len(pr.IPs) == 0 || len(pr.IPs) > MaxPairIPs {
+			return fieldErr(f+".ips", "needs 1-%d addresses", MaxPairIPs)
+		}
+		p := model.Pair{MAC: mac}
+		for j, s := range pr.IPs {
+			a, err := netip.ParseAddr(s)
+			if err != nil || a.Zone() != "" || a.Is4In6() || a.IsMulticast() || a.IsUnspecified() {
+				return fieldErr(fmt.Sprintf("%s.ips[%d]", f, j), "%q is not a unicast IPv4 or IPv6 address", s)
+			}
+			p.IPs = append(p.IPs, a)
+			pfx := netip.PrefixFrom(a, a.BitLen())
+			if a.Is4() && !slices.Contains(t.IPs, pfx) {
+				t.IPs = append(t.IPs, pfx)
+			} else if a.Is6() && !slices.Contains(t.IPs6, pfx) {
+				t.IPs6 = append(t.IPs6, pfx)
+			}
+		}
+		if !bytes.Equal(mac, t.MAC) {
+			t.Pairs = append(t.Pairs, p)
+		}
+	}
+	return nil
 }

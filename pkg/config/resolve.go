@@ -54,6 +54,9 @@ func Resolve(conf *NetConf, lim model.Limits, env Env, prev *PrevIface, bridge f
 	if err := resolveIdentity(&t, conf, env, args, prev); err != nil {
 		return nil, err
 	}
+	if err := resolvePairs(&t, conf.AllowedPairs); err != nil {
+		return nil, err
+	}
 	if t.Bridge, err = resolveBridge(t.Name, conf.Bridge, prev, bridge); err != nil {
 		return nil, err
 	}

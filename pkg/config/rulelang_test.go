@@ -353,3 +353,26 @@ func TestL2ProtocolsAndIsolation(t *testing.T) {
 		}
 	}
 }
+
+func TestAllowedPairs(t *testing.T) {
+	r, err := resolve(t, good+`,"allowedPairs":[{"mac":"00:00:5e:00:01:07","ips":["192.0.2.50","2001:db8::50"]},{"ips":["192.0.2.51"]}]}`, Env{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp := r.Model.Tap
+	if fmt.Sprint(tp.IPs, tp.IPs6) != "[192.0.2.10/32 192.0.2.50/32 192.0.2.51/32] [2001:db8::50/128]" || len(tp.Pairs) != 1 || tp.Pairs[0].MAC.String() != "00:00:5e:00:01:07" {
+		t.Errorf("ips %v %v, pairs %+v", tp.IPs, tp.IPs6, tp.Pairs)
+	}
+	for _, c := range []struct{ extra, field, msg string }{
+		{`"allowedPairs":[{"mac":"01:00:5e:00:00:01","ips":["192.0.2.50"]}]`, "allowedPairs[0].mac", "not a unicast"},
+		{`"allowedPairs":[{"ips":[]}]`, "allowedPairs[0].ips", "needs 1-16"},
+		{`"allowedPairs":[{"ips":["192.0.2.0/24"]}]`, "allowedPairs[0].ips[0]", "not a unicast"},
+		{`"ipFilter":false,"allowedPairs":[{"ips":["192.0.2.50"]}]`, "allowedPairs", "needs macFilter and ipFilter"},
+	} {
+		_, err := resolve(t, good+","+c.extra+"}", Env{}, nil)
+		var e *Error
+		if !errors.As(err, &e) || e.Field != c.field || !strings.Contains(e.Err.Error(), c.msg) {
+			t.Errorf("%s: got %v, want %s: ...%s...", c.extra, err, c.field, c.msg)
+		}
+	}
+}

@@ -174,7 +174,12 @@ type Tap struct {
 	// L2Protocols, when not empty, are the only ethertypes the VM's
 	// frames may have.
 	L2Protocols []uint16
-	LogDropped  bool
+	// Pairs are the allowed address pairs of another MAC than MAC: the
+	// guest may send from each pair's MAC with its addresses only (a
+	// VRRP router's virtual MAC and address). Their addresses are in IPs
+	// and IPs6 too; pairs of the tap's own MAC are only there.
+	Pairs      []Pair
+	LogDropped bool
 	// LogLevelIn and LogLevelOut are the levels the policy of each
 	// direction logs at: "" for LogDropped's default (warning, or no
 	// line), NoLog for none, else a level of LogLevels.
@@ -193,6 +198,12 @@ type Tap struct {
 	// before its own rules.
 	Groups  []string
 	In, Out []Rule
+}
+
+// Pair is an allowed address pair: a MAC and its addresses.
+type Pair struct {
+	MAC net.HardwareAddr
+	IPs []netip.Addr
 }
 
 // Group is a security group: rules defined once and shared by the taps

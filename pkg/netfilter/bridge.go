@@ -262,10 +262,33 @@ func placements(p *ruleset.L2Tap) []placed {
 			out = append(out, placed{ruleset.L2AddrSet(set, x), rangeElem(tap, x), tap + " . " + x.String()})
 		}
 	}
+	var macs []string
+	for _, x := range p.Pairs {
+		mac := x.MAC.String()
+		if !slices.Contains(macs, mac) {
+			macs = append(macs, mac)
+			for _, set := range []string{ruleset.L2MAC, ruleset.L2PMAC} {
+				out = append(out, placed{set, nftables.SetElement{Key: cat(ifKey(tap), x.MAC)}, tap + " . " + mac})
+			}
+		}
+		pair, addr := ruleset.L2Pair4, ruleset.L2PIP4
+		if x.IP.Is6() {
+			pair, addr = ruleset.L2Pair6, ruleset.L2PIP6
+		}
+		out = append(out, placed{pair, nftables.SetElement{Key: cat(ifKey(tap), x.MAC, x.IP.AsSlice())}, tap + " . " + x.String()},
+			placed{addr, nftables.SetElement{Key: cat(ifKey(tap), x.IP.AsSlice())}, tap + " . " + x.IP.String()})
+	}
 	for _, e := range p.EtherTypes {
 		out = append(out, placed{ruleset.L2Types, nftables.SetElement{Key: cat(ifKey(tap), binary.BigEndian.AppendUint16(nil, e))}, tap + " . " + ruleset.EtherTypeString(e)})
 	}
-	return out
+	// Each element once (two pairs may share an address).
+	seen := map[string]bool{}
+	return slices.DeleteFunc(out, func(pl placed) bool {
+		k := pl.set + "|" + string(pl.elem.Key)
+		dup := seen[k]
+		seen[k] = true
+		return dup
+	})
 }
 
 // setCache looks up the table's sets by name once per call (their handles

@@ -50,6 +50,9 @@ func recordLines(r *Record) ([]string, error) {
 		for _, e := range p.EtherTypes {
 			out = append(out, l2Line+"etype "+ruleset.EtherTypeString(e))
 		}
+		for _, x := range p.Pairs {
+			out = append(out, l2Line+"pair "+x.String())
+		}
 	}
 	for _, l := range r.Lines {
 		if strings.HasPrefix(l, l2Line) {
@@ -139,6 +142,14 @@ func parseL2Line(p *ruleset.L2Tap, line string) error {
 		} else {
 			p.IP6 = append(p.IP6, x)
 		}
+	case "pair":
+		m, a, _ := strings.Cut(v, " ")
+		mac, err1 := net.ParseMAC(m)
+		ip, err2 := netip.ParseAddr(a)
+		if err1 != nil || err2 != nil {
+			return fmt.Errorf("line %q: not a MAC and an address", line)
+		}
+		p.Pairs = append(p.Pairs, ruleset.L2Pair{MAC: mac, IP: ip})
 	case "etype":
 		e, err := strconv.ParseUint(v, 0, 16)
 		if err != nil {
@@ -162,4 +173,5 @@ func sortL2(p *ruleset.L2Tap) {
 	slices.SortFunc(p.IP4, byAddr)
 	slices.SortFunc(p.IP6, byAddr)
 	slices.Sort(p.EtherTypes)
+	ruleset.SortPairs(p.Pairs)
 }

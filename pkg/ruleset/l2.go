@@ -32,6 +32,10 @@ const (
 	// meets only its own protocol's checks.
 	L2PreARP = "tfw-pre-arp"
 	L2PreIP6 = "tfw-pre-ip6"
+	// The chains of taps with allowed pairs: tfw-pre-pairs for all their
+	// frames, tfw-pre-pmac for those from a pair's MAC.
+	L2PrePairs = "tfw-pre-pairs"
+	L2PrePMAC  = "tfw-pre-pmac"
 
 	L2Taps   = "tfw-taps"   // ifname: every tap with checks
 	L2MACF   = "tfw-macf"   // ifname: taps with macFilter
@@ -40,6 +44,12 @@ const (
 	L2RAdv   = "tfw-radv"   // ifname: taps allowed to send router advertisements
 	L2Proto  = "tfw-l2p"    // ifname: taps with an ethertype allowlist
 	L2Types  = "tfw-etypes" // ifname . ether_type: their allowed ethertypes
+	L2Pairs  = "tfw-pairs"  // ifname: taps with allowed pairs of another MAC
+	L2PMAC   = "tfw-pmac"   // ifname . ether_addr: the pairs' MACs
+	L2Pair4  = "tfw-pair4"  // ifname . ether_addr . ipv4_addr: the pairs
+	L2Pair6  = "tfw-pair6"  // ifname . ether_addr . ipv6_addr
+	L2PIP4   = "tfw-pip4"   // ifname . ipv4_addr: the pairs' addresses
+	L2PIP6   = "tfw-pip6"   // ifname . ipv6_addr
 	L2MAC    = "tfw-mac"    // ifname . ether_addr
 	L2IP4    = "tfw-ip4"    // ifname . ipv4_addr: addresses
 	L2IP6    = "tfw-ip6"    // ifname . ipv6_addr: addresses
@@ -69,15 +79,16 @@ const (
 	FlagNDPOff = "ndpoff"
 	FlagRAdv   = "radv"
 	FlagL2P    = "l2p"
+	FlagPairs  = "pairs"
 )
 
 // L2FlagSet is the set a flag puts the tap in.
 func L2FlagSet(flag string) string {
-	return map[string]string{FlagMAC: L2MACF, FlagIP: L2IPF, FlagNDPOff: L2NDPOff, FlagRAdv: L2RAdv, FlagL2P: L2Proto}[flag]
+	return map[string]string{FlagMAC: L2MACF, FlagIP: L2IPF, FlagNDPOff: L2NDPOff, FlagRAdv: L2RAdv, FlagL2P: L2Proto, FlagPairs: L2Pairs}[flag]
 }
 
 // L2Flags lists every flag.
-var L2Flags = []string{FlagMAC, FlagIP, FlagNDPOff, FlagRAdv, FlagL2P}
+var L2Flags = []string{FlagMAC, FlagIP, FlagNDPOff, FlagRAdv, FlagL2P, FlagPairs}
 
 // RecordChain is the tap's record: a chain no rule jumps to, whose rules
 // carry in their comments what the tap put in the shared sets and maps,
@@ -97,6 +108,15 @@ type L2Tap struct {
 	// EtherTypes, with FlagL2P, are the only ethertypes its frames may
 	// have.
 	EtherTypes []uint16
+	// Pairs, with FlagPairs, are the MAC and address pairs of another MAC
+	// than the tap's that its frames may have (allowedPairs).
+	Pairs []L2Pair
+}
+
+// L2Pair is one allowed pair: a MAC and one address.
+type L2Pair struct {
+	MAC net.HardwareAddr
+	IP  netip.Addr
 }
 
 // L2Rule is one static rule of a chain, with a comment whose installed
@@ -114,7 +134,7 @@ func (r L2Rule) InstalledComment() string {
 }
 
 // L2Chains are the layer-2 chains, those tfw-pre jumps to first.
-var L2Chains = []string{L2PreARP, L2PreIP6, L2Pre}
+var L2Chains = []string{L2PreARP, L2PreIP6, L2PrePMAC, L2PrePairs, L2Pre}
 
 // L2Rules are the static rules of the layer-2 chains, in order per chain.
 // Every frame from a tap meets the MAC check; an ARP frame then meets the
@@ -130,11 +150,25 @@ func L2Rules() []L2Rule {
 		{L2PreIP6, "iifname @" + L2IPF + " icmpv6 type nd-neighbor-advert iifname . @th,64,128 != @" + L2ND + " iifname . @th,64,128 != @" + L2NDNet + " drop", o + "nd target anti-spoof"},
 		{L2PreIP6, "iifname != @" + L2RAdv + " icmpv6 type { nd-router-advert, nd-redirect } drop", o + "no router advertisements"},
 		{L2PreIP6, "udp sport 547 udp dport 546 drop", o + "no dhcpv6 server"},
+		// A frame from an allowed pair's MAC carries that pair's address,
+		// or it stays here; the guest's own MAC never carries a pair's.
+		{L2PrePMAC, "iifname != @" + L2RAdv + " icmpv6 type { nd-router-advert, nd-redirect } drop", o + "no router advertisements"},
+		{L2PrePMAC, "udp sport 547 udp dport 546 drop", o + "no dhcpv6 server"},
+		{L2PrePMAC, "iifname . arp saddr ether . arp saddr ip @" + L2Pair4 + " accept", o + "pair arp"},
+		{L2PrePMAC, "iifname . ether saddr . ip saddr @" + L2Pair4 + " accept", o + "pair ipv4"},
+		{L2PrePMAC, "iifname . ether saddr . ip6 saddr @" + L2Pair6 + " accept", o + "pair ipv6"},
+		{L2PrePMAC, "drop", o + "not the pair's address"},
+		{L2PrePairs, "iifname . ether saddr @" + L2PMAC + " jump " + L2PrePMAC, o + "from a pair's mac"},
+		{L2PrePairs, "iifname . arp saddr ether @" + L2PMAC + " drop", o + "pair mac from the guest's own"},
+		{L2PrePairs, "iifname . arp saddr ip @" + L2PIP4 + " drop", o + "pair address from the guest's own mac"},
+		{L2PrePairs, "iifname . ip saddr @" + L2PIP4 + " drop", o + "pair address from the guest's own mac"},
+		{L2PrePairs, "iifname . ip6 saddr @" + L2PIP6 + " drop", o + "pair address from the guest's own mac"},
 		{L2Pre, "iifname != @" + L2Taps + " accept", o + "not a tap with checks"},
 		{L2Pre, "ether type 8021ad drop", o + "no 802.1ad frames"},
 		{L2Pre, "vlan type 8021q drop", o + "no double-tagged frames"},
 		{L2Pre, "iifname @" + L2Proto + " iifname . ether type != @" + L2Types + " drop", o + "ethertype not allowed"},
 		{L2Pre, "iifname @" + L2MACF + " iifname . ether saddr != @" + L2MAC + " drop", o + "mac anti-spoof"},
+		{L2Pre, "iifname @" + L2Pairs + " jump " + L2PrePairs, o + "allowed pairs"},
 		{L2Pre, "ether type vmap { arp : jump " + L2PreARP + ", ip6 : jump " + L2PreIP6 + " }", o + "by protocol"},
 	}
 }
@@ -149,6 +183,9 @@ func L2Skeleton() string {
 		{L2Taps, "type ifname ;"}, {L2MACF, "type ifname ;"}, {L2IPF, "type ifname ;"},
 		{L2NDPOff, "type ifname ;"}, {L2RAdv, "type ifname ;"}, {L2Proto, "type ifname ;"},
 		{L2Types, "type ifname . ether_type ;"},
+		{L2Pairs, "type ifname ;"}, {L2PMAC, "type ifname . ether_addr ;"},
+		{L2Pair4, "type ifname . ether_addr . ipv4_addr ;"}, {L2Pair6, "type ifname . ether_addr . ipv6_addr ;"},
+		{L2PIP4, "type ifname . ipv4_addr ;"}, {L2PIP6, "type ifname . ipv6_addr ;"},
 		{L2MAC, "type ifname . ether_addr ;"},
 		{L2IP4, "type ifname . ipv4_addr ;"},
 		{L2IP6, "type ifname . ipv6_addr ;"},
@@ -173,6 +210,19 @@ func L2Skeleton() string {
 		}
 	}
 	return b.String()
+}
+
+// String is the pair as records and messages write it: "MAC IP".
+func (p L2Pair) String() string { return p.MAC.String() + " " + p.IP.String() }
+
+// SortPairs puts pairs in their record's order: by MAC, then address.
+func SortPairs(ps []L2Pair) {
+	slices.SortFunc(ps, func(a, b L2Pair) int {
+		if c := strings.Compare(a.MAC.String(), b.MAC.String()); c != 0 {
+			return c
+		}
+		return a.IP.Compare(b.IP)
+	})
 }
 
 // EtherTypeString is an ethertype as a record line and messages write it:
@@ -233,6 +283,15 @@ func BuildL2(c model.Config) (*L2Tap, error) {
 	if t.RAdv {
 		p.Flags = append(p.Flags, FlagRAdv)
 	}
+	if len(t.Pairs) > 0 {
+		p.Flags = append(p.Flags, FlagPairs)
+		for _, pr := range t.Pairs {
+			for _, ip := range pr.IPs {
+				p.Pairs = append(p.Pairs, L2Pair{MAC: pr.MAC, IP: ip})
+			}
+		}
+		SortPairs(p.Pairs)
+	}
 	if len(t.L2Protocols) > 0 {
 		p.Flags = append(p.Flags, FlagL2P)
 		p.EtherTypes = slices.Sorted(slices.Values(t.L2Protocols))
@@ -257,6 +316,9 @@ func (p *L2Tap) String() string {
 	}
 	for _, e := range p.EtherTypes {
 		fmt.Fprintf(&b, "etype %s\n", EtherTypeString(e))
+	}
+	for _, x := range p.Pairs {
+		fmt.Fprintf(&b, "pair %s\n", x)
 	}
 	return b.String()
 }

@@ -117,7 +117,10 @@ func outBeforeIPCheck(t model.Tap, fam *Family, c string) []Rule {
 	own := t.Name + ": "
 	ret, drop := Verdict{Target: "RETURN"}, Verdict{Target: "DROP"}
 	rs := []Rule{{Chain: c, CtState: "INVALID", Comment: own + "invalid", Verdict: drop}}
-	if t.MACFilter {
+	if t.MACFilter && len(t.Pairs) == 0 {
+		// With allowed pairs the guest sends from more than one MAC:
+		// the layer-2 table, which both backends install, checks them
+		// (with the pairs' addresses) before this chain.
 		rs = append(rs, Rule{Chain: c, MACSource: t.MAC.String(), MACNegate: true, Comment: own + "mac anti-spoof", Verdict: drop})
 	}
 	if !fam.V6 {

@@ -469,3 +469,69 @@ func testL2Protocols(t *testing.T, be testBackend) {
 		}
 	}
 }
+
+// TestAllowedPairs: a guest with an allowed pair (a VRRP router's virtual
+// MAC and address) sends from that MAC with that address, by IPv4, IPv6
+// and ARP; the virtual MAC with its real address, and its own MAC with
+// the virtual address, stay in the bridge.
+func TestAllowedPairs(t *testing.T) { forEachBackend(t, testAllowedPairs) }
+
+func testAllowedPairs(t *testing.T, be testBackend) {
+	h, a, b := l2net(t, be)
+	vmac, _ := net.ParseMAC("00:00:5e:00:01:07")
+	vip4, vip6 := net.ParseIP("192.0.2.50"), net.ParseIP("2001:db8::50")
+	add := a.groupConf("ADD", `[]`, `{"out":[{"action":"ACCEPT"}]}`)
+	add.Config = []byte(strings.Replace(string(add.Config), `"bridge":"vmbr0"`,
+		`"bridge":"vmbr0","allowedPairs":[{"mac":"00:00:5e:00:01:07","ips":["192.0.2.50","2001:db8::50"]}]`, 1))
+	h.mustCall(add)
+	h.mustCall(b.groupConf("ADD", `[]`, `{"in":[{"action":"ACCEPT"}]}`))
+	udp4 := func(mac net.HardwareAddr, src net.IP, port uint16) []byte {
+		f, err := testnet.Frame{SrcMAC: mac, DstMAC: b.mac, SrcIP: src, DstIP: b.ip4, SrcPort: port, DstPort: 9, Payload: []byte("pair")}.Bytes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	udp6 := func(mac net.HardwareAddr, src net.IP) []byte {
+		return testnet.IPv6Frame(mac, b.mac, src, b.ip6, 17, testnet.UDP6(4000, 9, []byte("pair")), 6)
+	}
+	arp := func(mac net.HardwareAddr, sender net.IP) []byte {
+		return testnet.ARPFrame(mac, testnet.BroadcastMAC, 2, mac, sender, testnet.BroadcastMAC, sender)
+	}
+	for _, p := range []struct {
+		name  string
+		frame []byte
+		seen  string // what b's capture shows when it arrives
+		want  bool
+	}{
+		{"ipv4: the pair", udp4(vmac, vip4, 4001), "ipv4 192.0.2.50 > ", true},
+		{"ipv4: own mac, own address", udp4(a.mac, a.ip4, 4002), "ipv4 192.0.2.10 > ", true},
+		{"ipv4: the pair's mac, the guest's own address", udp4(vmac, a.ip4, 4003), "", false},
+		{"ipv4: own mac, the pair's address", udp4(a.mac, vip4, 4004), "ipv4 192.0.2.50 > ", false},
+		{"ipv6: the pair", udp6(vmac, vip6), "ipv6 2001:db8::50 > ", true},
+		{"ipv6: own mac, the pair's address", udp6(a.mac, vip6), "ipv6 2001:db8::50 > ", false},
+		{"arp: the pair", arp(vmac, vip4), "ether 0x0806 " + vmac.String(), true},
+		{"arp: the pair's mac, the guest's own address", arp(vmac, a.ip4), "ether 0x0806 " + vmac.String(), false},
+		{"arp: own mac, the pair's address", arp(a.mac, vip4), "ether 0x0806 " + a.mac.String(), false},
+	} {
+		capture, err := testnet.CaptureOn(b.ns, "eth0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := testnet.SendRaw(a.ns, "eth0", p.frame); err != nil {
+			t.Fatal(err)
+		}
+		seen := p.seen
+		if seen == "" {
+			seen = "ipv4 " + a.ip4.String() + " > " + b.ip4.String() + " proto 17"
+		}
+		got := capture.Wait(seen, 700*time.Millisecond)
+		capture.Close()
+		if got != p.want {
+			t.Errorf("%s: reached b %v, want %v (b saw %v)", p.name, got, p.want, capture.Packets())
+		}
+	}
+	if t.Failed() {
+		t.Logf("installed:\n%s", be.state(t, h.ns))
+	}
+}
