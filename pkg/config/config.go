@@ -32,6 +32,7 @@ type NetConf struct {
 	RAdv               bool                 `json:"radv,omitempty"`
 	L2Protocols        []string             `json:"l2Protocols,omitempty"`
 	AllowedPairs       []AllowedPair        `json:"allowedPairs,omitempty"`
+	Helpers            []string             `json:"helpers,omitempty"`
 	PolicyIn           string               `json:"policyIn,omitempty"`
 	PolicyOut          string               `json:"policyOut,omitempty"`
 	LogDropped         *bool                `json:"logDropped,omitempty"`

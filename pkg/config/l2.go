@@ -108,3 +108,21 @@ func resolvePairs(t *model.Tap, pairs []AllowedPair) error {
 	}
 	return nil
 }
+
+// parseHelpers reads the conntrack helpers a tap's connections get.
+func parseHelpers(t *model.Tap, names []string) error {
+	for i, h := range names {
+		f := fmt.Sprintf("helpers[%d]", i)
+		if !slices.Contains(model.Helpers, h) {
+			return fieldErr(f, "%q is not a helper tapfw attaches: ftp, tftp or sip", h)
+		}
+		if slices.Contains(t.Helpers, h) {
+			return fieldErr(f, "%q is named twice", h)
+		}
+		t.Helpers = append(t.Helpers, h)
+	}
+	if len(t.Helpers) > 0 && !t.IPFilter {
+		return fieldErr("helpers", "needs ipFilter: a helper is attached by the tap's addresses")
+	}
+	return nil
+}

@@ -57,6 +57,9 @@ func Resolve(conf *NetConf, lim model.Limits, env Env, prev *PrevIface, bridge f
 	if err := resolvePairs(&t, conf.AllowedPairs); err != nil {
 		return nil, err
 	}
+	if err := parseHelpers(&t, conf.Helpers); err != nil {
+		return nil, err
+	}
 	if t.Bridge, err = resolveBridge(t.Name, conf.Bridge, prev, bridge); err != nil {
 		return nil, err
 	}

@@ -376,3 +376,24 @@ func TestAllowedPairs(t *testing.T) {
 		}
 	}
 }
+
+func TestHelpers(t *testing.T) {
+	r, err := resolve(t, good+`,"helpers":["ftp","sip"]}`, Env{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(r.Model.Tap.Helpers) != "[ftp sip]" {
+		t.Errorf("helpers %v", r.Model.Tap.Helpers)
+	}
+	for _, c := range []struct{ extra, field, msg string }{
+		{`"helpers":["irc"]`, "helpers[0]", "ftp, tftp or sip"},
+		{`"helpers":["ftp","ftp"]`, "helpers[1]", "named twice"},
+		{`"ipFilter":false,"helpers":["ftp"]`, "helpers", "needs ipFilter"},
+	} {
+		_, err := resolve(t, good+","+c.extra+"}", Env{}, nil)
+		var e *Error
+		if !errors.As(err, &e) || e.Field != c.field || !strings.Contains(e.Err.Error(), c.msg) {
+			t.Errorf("%s: got %v, want %s: ...%s...", c.extra, err, c.field, c.msg)
+		}
+	}
+}

@@ -178,7 +178,10 @@ type Tap struct {
 	// guest may send from each pair's MAC with its addresses only (a
 	// VRRP router's virtual MAC and address). Their addresses are in IPs
 	// and IPs6 too; pairs of the tap's own MAC are only there.
-	Pairs      []Pair
+	Pairs []Pair
+	// Helpers are the conntrack helpers (ftp, tftp, sip) the tap's
+	// connections get, so their data connections are RELATED.
+	Helpers    []string
 	LogDropped bool
 	// LogLevelIn and LogLevelOut are the levels the policy of each
 	// direction logs at: "" for LogDropped's default (warning, or no
@@ -199,6 +202,9 @@ type Tap struct {
 	Groups  []string
 	In, Out []Rule
 }
+
+// Helpers are the conntrack helpers a tap may name.
+var Helpers = []string{"ftp", "tftp", "sip"}
 
 // Pair is an allowed address pair: a MAC and its addresses.
 type Pair struct {

@@ -38,6 +38,20 @@ var _ Bridge = NFT{}
 
 var l2Table = &nftables.Table{Name: ruleset.L2Table, Family: nftables.TableFamilyBridge}
 
+// helperTable holds the conntrack helpers' sets and chain; the layer-2
+// table's skeleton makes it too.
+var helperTable = &nftables.Table{Name: ruleset.HelperTable, Family: nftables.TableFamilyINet}
+
+// tableOfSet is the table a shared set is in: the helpers' for their sets.
+func tableOfSet(name string) *nftables.Table {
+	for _, h := range ruleset.Helpers {
+		if name == ruleset.HelperSet(h.Name, 4) || name == ruleset.HelperSet(h.Name, 6) {
+			return helperTable
+		}
+	}
+	return l2Table
+}
+
 func nftRun(stdin string, args ...string) ([]byte, error) {
 	cmd := exec.Command("nft", args...)
 	var stdout, stderr bytes.Buffer
@@ -62,9 +76,13 @@ func L2SkeletonOK(r ChainReader) (bool, error) { return skeletonOK(r) }
 // skeletonOK reports whether the layer-2 chains hold exactly their
 // static rules (a missing chain has none).
 func skeletonOK(r ChainReader) (bool, error) {
-	want := ruleset.L2Rules()
-	for _, ch := range ruleset.L2Chains {
-		rules, exists, err := r.ChainRules(l2Table, ch)
+	want := append(ruleset.L2Rules(), ruleset.HelperRules()...)
+	for _, ch := range append(ruleset.L2Chains, ruleset.HelperChain) {
+		tb := l2Table
+		if ch == ruleset.HelperChain {
+			tb = helperTable
+		}
+		rules, exists, err := r.ChainRules(tb, ch)
 		if err != nil {
 			return false, err
 		}
@@ -186,6 +204,9 @@ func (n NFT) Flush() error {
 		return err
 	}
 	c.DelTable(l2Table)
+	if _, err := c.ListTableOfFamily(helperTable.Name, helperTable.Family); err == nil {
+		c.DelTable(helperTable)
+	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("removing table bridge tapfw: %w", err)
 	}
@@ -281,6 +302,18 @@ func placements(p *ruleset.L2Tap) []placed {
 	for _, e := range p.EtherTypes {
 		out = append(out, placed{ruleset.L2Types, nftables.SetElement{Key: cat(ifKey(tap), binary.BigEndian.AppendUint16(nil, e))}, tap + " . " + ruleset.EtherTypeString(e)})
 	}
+	for _, h := range p.Helpers {
+		for _, x := range append(append([]netip.Prefix(nil), p.IP4...), p.IP6...) {
+			if !x.IsSingleIP() {
+				continue // a helper follows the tap's addresses, not its networks
+			}
+			fam := 4
+			if x.Addr().Is6() {
+				fam = 6
+			}
+			out = append(out, placed{ruleset.HelperSet(h, fam), nftables.SetElement{Key: x.Addr().AsSlice()}, h + " " + x.Addr().String()})
+		}
+	}
 	// Each element once (two pairs may share an address).
 	seen := map[string]bool{}
 	return slices.DeleteFunc(out, func(pl placed) bool {
@@ -306,9 +339,10 @@ func (sc *setCache) get(name string) (*nftables.Set, error) {
 	if s, ok := sc.sets[name]; ok {
 		return s, nil
 	}
-	s, err := sc.c.GetSetByName(l2Table, name)
+	tb := tableOfSet(name)
+	s, err := sc.c.GetSetByName(tb, name)
 	if err != nil {
-		return nil, fmt.Errorf("set %s of table bridge tapfw: %w", name, err)
+		return nil, fmt.Errorf("set %s of table %s: %w", name, tb.Name, err)
 	}
 	sc.sets[name] = s
 	return s, nil
@@ -333,7 +367,7 @@ func queueElements(c *nftables.Conn, p *ruleset.L2Tap, add bool) error {
 		els[pl.set] = append(els[pl.set], pl.elem)
 	}
 	for _, name := range order {
-		s := &nftables.Set{Table: l2Table, Name: name}
+		s := &nftables.Set{Table: tableOfSet(name), Name: name}
 		if err := c.SetAddElements(s, els[name]); err != nil {
 			return err
 		}

@@ -53,6 +53,9 @@ func recordLines(r *Record) ([]string, error) {
 		for _, x := range p.Pairs {
 			out = append(out, l2Line+"pair "+x.String())
 		}
+		for _, h := range p.Helpers {
+			out = append(out, l2Line+"helper "+h)
+		}
 	}
 	for _, l := range r.Lines {
 		if strings.HasPrefix(l, l2Line) {
@@ -150,6 +153,8 @@ func parseL2Line(p *ruleset.L2Tap, line string) error {
 			return fmt.Errorf("line %q: not a MAC and an address", line)
 		}
 		p.Pairs = append(p.Pairs, ruleset.L2Pair{MAC: mac, IP: ip})
+	case "helper":
+		p.Helpers = append(p.Helpers, v)
 	case "etype":
 		e, err := strconv.ParseUint(v, 0, 16)
 		if err != nil {
@@ -174,4 +179,5 @@ func sortL2(p *ruleset.L2Tap) {
 	slices.SortFunc(p.IP6, byAddr)
 	slices.Sort(p.EtherTypes)
 	ruleset.SortPairs(p.Pairs)
+	slices.Sort(p.Helpers)
 }

@@ -634,7 +634,7 @@ func (k Kernel) Flush() error {
 
 func flushTables(c *nftables.Conn) error {
 	n := 0
-	for _, t := range []*nftables.Table{bridgeTable, inetTable} {
+	for _, t := range []*nftables.Table{bridgeTable, inetTable, helperTable} {
 		if _, err := c.ListTableOfFamily(t.Name, t.Family); isNotFound(err) {
 			continue
 		} else if err != nil {
@@ -652,8 +652,12 @@ func flushTables(c *nftables.Conn) error {
 	return nil
 }
 
+// helperTable is the conntrack helpers' table, which the layer-2
+// skeleton makes.
+var helperTable = &nftables.Table{Name: ruleset.HelperTable, Family: nftables.TableFamilyINet}
+
 // Tables lists the backend's tables that are there ("bridge tapfw",
-// "inet tapfw"): everything Flush removes.
+// "inet tapfw", "inet tapfw-helpers"): everything Flush removes.
 func (k Kernel) Tables() ([]string, error) {
 	c, err := k.conn()
 	if err != nil {
@@ -661,7 +665,7 @@ func (k Kernel) Tables() ([]string, error) {
 	}
 	defer c.CloseLasting()
 	var out []string
-	for _, t := range []*nftables.Table{bridgeTable, inetTable} {
+	for _, t := range []*nftables.Table{bridgeTable, inetTable, helperTable} {
 		if _, err := c.ListTableOfFamily(t.Name, t.Family); isNotFound(err) {
 			continue
 		} else if err != nil {

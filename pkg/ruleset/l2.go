@@ -111,6 +111,9 @@ type L2Tap struct {
 	// Pairs, with FlagPairs, are the MAC and address pairs of another MAC
 	// than the tap's that its frames may have (allowedPairs).
 	Pairs []L2Pair
+	// Helpers are the conntrack helpers its connections get; its
+	// addresses (IP4, IP6) are in each helper's sets.
+	Helpers []string
 }
 
 // L2Pair is one allowed pair: a MAC and one address.
@@ -209,6 +212,7 @@ func L2Skeleton() string {
 			}
 		}
 	}
+	helperSkeleton(&b)
 	return b.String()
 }
 
@@ -292,6 +296,12 @@ func BuildL2(c model.Config) (*L2Tap, error) {
 		}
 		SortPairs(p.Pairs)
 	}
+	if len(t.Helpers) > 0 {
+		if !t.IPFilter {
+			return nil, fmt.Errorf("helpers: need ipFilter (a helper is attached by the tap's addresses)")
+		}
+		p.Helpers = slices.Sorted(slices.Values(t.Helpers))
+	}
 	if len(t.L2Protocols) > 0 {
 		p.Flags = append(p.Flags, FlagL2P)
 		p.EtherTypes = slices.Sorted(slices.Values(t.L2Protocols))
@@ -319,6 +329,9 @@ func (p *L2Tap) String() string {
 	}
 	for _, x := range p.Pairs {
 		fmt.Fprintf(&b, "pair %s\n", x)
+	}
+	for _, h := range p.Helpers {
+		fmt.Fprintf(&b, "helper %s\n", h)
 	}
 	return b.String()
 }

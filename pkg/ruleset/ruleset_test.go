@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -278,5 +279,17 @@ func TestLogPrefixRoundTrip(t *testing.T) {
 		if got, ok := ParseLogPrefix(bad); ok {
 			t.Errorf("%q reads as %+v", bad, got)
 		}
+	}
+}
+
+// TestHelpersDefined: every helper a config may name has its ports here.
+func TestHelpersDefined(t *testing.T) {
+	for _, name := range model.Helpers {
+		if !slices.ContainsFunc(Helpers, func(h Helper) bool { return h.Name == name && len(h.Ports) > 0 }) {
+			t.Errorf("helper %s has no definition", name)
+		}
+	}
+	if len(Helpers) != len(model.Helpers) {
+		t.Errorf("%d helpers defined, %d nameable", len(Helpers), len(model.Helpers))
 	}
 }

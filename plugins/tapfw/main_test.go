@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -115,17 +116,18 @@ func (h *host) state() string {
 		b.Write(out)
 	}
 	s := counters.ReplaceAllString(noise.ReplaceAllString(b.String(), ""), "$1 [0:0]")
-	// tapfw's nftables tables, each line marked by its family: "l2 " for
+	// tapfw's nftables tables, each line marked by its table: "l2 " for
 	// the bridge table (the layer-2 checks, and the nftables backend's
-	// taps), "inet " for the nftables backend's inet table.
-	for _, tb := range []struct{ family, mark string }{{"bridge", "l2 "}, {"inet", "inet "}} {
-		if !strings.Contains(s, "table "+tb.family+" tapfw") {
+	// taps), "inet " for the nftables backend's inet table, "hlp " for
+	// the conntrack helpers' table.
+	for _, tb := range []struct{ family, name, mark string }{{"bridge", "tapfw", "l2 "}, {"inet", "tapfw", "inet "}, {"inet", "tapfw-helpers", "hlp "}} {
+		if !slices.Contains(strings.Split(s, "\n"), "table "+tb.family+" "+tb.name) {
 			continue
 		}
-		cmd := exec.Command("ip", "netns", "exec", h.ns.Name, "nft", "list", "table", tb.family, "tapfw")
+		cmd := exec.Command("ip", "netns", "exec", h.ns.Name, "nft", "list", "table", tb.family, tb.name)
 		out, err := cmd.Output()
 		if err != nil {
-			h.t.Fatalf("nft list table %s tapfw: %v", tb.family, err)
+			h.t.Fatalf("nft list table %s %s: %v", tb.family, tb.name, err)
 		}
 		for _, l := range strings.Split(strings.TrimRight(nftCounters.ReplaceAllString(withoutRateElements(string(out)), "counter"), "\n"), "\n") {
 			s += tb.mark + l + "\n"

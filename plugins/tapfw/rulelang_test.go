@@ -535,3 +535,120 @@ func testAllowedPairs(t *testing.T, be testBackend) {
 		t.Logf("installed:\n%s", be.state(t, h.ns))
 	}
 }
+
+// TestHelpers: with "helpers": ["ftp"] the passive data connection an FTP
+// server guest announces is RELATED and passes its IN chain, which allows
+// only the control port; without the helper it is a new connection, and
+// the policy drops it.
+func TestHelpers(t *testing.T) { forEachBackend(t, testHelpers) }
+
+func testHelpers(t *testing.T, be testBackend) {
+	h, a, b := l2net(t, be)
+	h.mustCall(b.groupConf("ADD", `[]`, `{"out":[{"action":"ACCEPT"}]}`))
+	const dataPort = 40037
+	var ctl, data net.Listener
+	if err := a.ns.Do(func() (err error) {
+		if ctl, err = net.Listen("tcp", a.ip4.String()+":21"); err != nil {
+			return err
+		}
+		data, err = net.Listen("tcp", fmt.Sprintf("%s:%d", a.ip4, dataPort))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer ctl.Close()
+	defer data.Close()
+	go serveFTP(ctl, a.ip4, dataPort)
+	go func() {
+		for {
+			c, err := data.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	for _, c := range []struct {
+		helpers string
+		want    bool
+	}{{`["ftp"]`, true}, {`[]`, false}} {
+		add := a.groupConf("ADD", `[]`, `{"in":[{"action":"ACCEPT","proto":"tcp","dport":"21"}],"out":[{"action":"ACCEPT"}]}`)
+		add.Config = []byte(strings.Replace(string(add.Config), `"bridge":"vmbr0"`, `"bridge":"vmbr0","helpers":`+c.helpers, 1))
+		h.mustCall(add)
+		got, err := ftpPassive(b.ns, a.ip4.String())
+		if err != nil {
+			t.Fatalf("helpers %s: %v", c.helpers, err)
+		}
+		if got != c.want {
+			t.Errorf("helpers %s: the passive data connection passed %v, want %v", c.helpers, got, c.want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("installed:\n%s", be.state(t, h.ns))
+	}
+}
+
+// serveFTP answers each control connection as much of FTP as a passive
+// data connection needs: a greeting, and PASV with the data port.
+func serveFTP(ln net.Listener, ip net.IP, port int) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			fmt.Fprintf(c, "220 tapfw test\r\n")
+			buf := make([]byte, 512)
+			for {
+				n, err := c.Read(buf)
+				if err != nil {
+					return
+				}
+				if strings.HasPrefix(string(buf[:n]), "PASV") {
+					v4 := ip.To4()
+					fmt.Fprintf(c, "227 Entering Passive Mode (%d,%d,%d,%d,%d,%d)\r\n", v4[0], v4[1], v4[2], v4[3], port>>8, port&0xff)
+				}
+			}
+		}()
+	}
+}
+
+// ftpPassive opens a control connection from ns to server:21, asks for
+// passive mode and reports whether the announced data connection opens.
+func ftpPassive(ns *testnet.NS, server string) (bool, error) {
+	var ctl net.Conn
+	if err := ns.Do(func() (err error) {
+		ctl, err = net.DialTimeout("tcp", server+":21", 2*time.Second)
+		return err
+	}); err != nil {
+		return false, fmt.Errorf("control connection: %w", err)
+	}
+	defer ctl.Close()
+	_ = ctl.SetDeadline(time.Now().Add(3 * time.Second))
+	buf := make([]byte, 512)
+	if _, err := ctl.Read(buf); err != nil {
+		return false, fmt.Errorf("greeting: %w", err)
+	}
+	if _, err := fmt.Fprintf(ctl, "PASV\r\n"); err != nil {
+		return false, err
+	}
+	n, err := ctl.Read(buf)
+	if err != nil {
+		return false, fmt.Errorf("PASV: %w", err)
+	}
+	var h1, h2, h3, h4, p1, p2 int
+	if _, err := fmt.Sscanf(string(buf[:n]), "227 Entering Passive Mode (%d,%d,%d,%d,%d,%d)", &h1, &h2, &h3, &h4, &p1, &p2); err != nil {
+		return false, fmt.Errorf("PASV reply %q: %w", buf[:n], err)
+	}
+	ok := false
+	err = ns.Do(func() error {
+		d, err := net.DialTimeout("tcp", fmt.Sprintf("%d.%d.%d.%d:%d", h1, h2, h3, h4, p1<<8|p2), time.Second)
+		if err == nil {
+			ok = true
+			d.Close()
+		}
+		return nil
+	})
+	return ok, err
+}
