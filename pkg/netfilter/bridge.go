@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 
 	"github.com/tapfw/tapfw/pkg/ruleset"
@@ -298,6 +299,9 @@ func placements(p *ruleset.L2Tap) []placed {
 		}
 		out = append(out, placed{pair, nftables.SetElement{Key: cat(ifKey(tap), x.MAC, x.IP.AsSlice())}, tap + " . " + x.String()},
 			placed{addr, nftables.SetElement{Key: cat(ifKey(tap), x.IP.AsSlice())}, tap + " . " + x.IP.String()})
+	}
+	if slices.Contains(p.Flags, ruleset.FlagL2P) || slices.Contains(p.Flags, ruleset.FlagPairs) {
+		out = append(out, placed{ruleset.L2Extra, nftables.SetElement{Key: ifKey(tap), VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: ruleset.L2PreExtra}}, tap})
 	}
 	for _, e := range p.EtherTypes {
 		out = append(out, placed{ruleset.L2Types, nftables.SetElement{Key: cat(ifKey(tap), binary.BigEndian.AppendUint16(nil, e))}, tap + " . " + ruleset.EtherTypeString(e)})

@@ -36,6 +36,10 @@ const (
 	// frames, tfw-pre-pmac for those from a pair's MAC.
 	L2PrePairs = "tfw-pre-pairs"
 	L2PrePMAC  = "tfw-pre-pmac"
+	// L2PreExtra is where a tap with an ethertype allowlist or allowed
+	// pairs goes, through L2Extra: one lookup for the taps with neither.
+	L2PreExtra = "tfw-pre-extra"
+	L2Extra    = "tfw-extra" // ifname : verdict: jump L2PreExtra
 
 	L2Taps   = "tfw-taps"   // ifname: every tap with checks
 	L2MACF   = "tfw-macf"   // ifname: taps with macFilter
@@ -137,7 +141,7 @@ func (r L2Rule) InstalledComment() string {
 }
 
 // L2Chains are the layer-2 chains, those tfw-pre jumps to first.
-var L2Chains = []string{L2PreARP, L2PreIP6, L2PrePMAC, L2PrePairs, L2Pre}
+var L2Chains = []string{L2PreARP, L2PreIP6, L2PrePMAC, L2PrePairs, L2PreExtra, L2Pre}
 
 // L2Rules are the static rules of the layer-2 chains, in order per chain.
 // Every frame from a tap meets the MAC check; an ARP frame then meets the
@@ -169,9 +173,10 @@ func L2Rules() []L2Rule {
 		{L2Pre, "iifname != @" + L2Taps + " accept", o + "not a tap with checks"},
 		{L2Pre, "ether type 8021ad drop", o + "no 802.1ad frames"},
 		{L2Pre, "vlan type 8021q drop", o + "no double-tagged frames"},
-		{L2Pre, "iifname @" + L2Proto + " iifname . ether type != @" + L2Types + " drop", o + "ethertype not allowed"},
+		{L2PreExtra, "iifname @" + L2Proto + " iifname . ether type != @" + L2Types + " drop", o + "ethertype not allowed"},
+		{L2PreExtra, "iifname @" + L2Pairs + " jump " + L2PrePairs, o + "allowed pairs"},
 		{L2Pre, "iifname @" + L2MACF + " iifname . ether saddr != @" + L2MAC + " drop", o + "mac anti-spoof"},
-		{L2Pre, "iifname @" + L2Pairs + " jump " + L2PrePairs, o + "allowed pairs"},
+		{L2Pre, "iifname vmap @" + L2Extra, o + "ethertypes and pairs"},
 		{L2Pre, "ether type vmap { arp : jump " + L2PreARP + ", ip6 : jump " + L2PreIP6 + " }", o + "by protocol"},
 	}
 }
@@ -199,6 +204,7 @@ func L2Skeleton() string {
 	} {
 		fmt.Fprintf(&b, "add set %s %s { %s }\n", tb, s.name, s.def)
 	}
+	fmt.Fprintf(&b, "add map %s %s { type ifname : verdict ; }\n", tb, L2Extra)
 	for _, ch := range L2Chains {
 		if ch == L2Pre {
 			fmt.Fprintf(&b, "add chain %s %s { type filter hook prerouting priority -200 ; policy accept ; }\n", tb, ch)

@@ -531,6 +531,18 @@ func testAllowedPairs(t *testing.T, be testBackend) {
 			t.Errorf("%s: reached b %v, want %v (b saw %v)", p.name, got, p.want, capture.Packets())
 		}
 	}
+	// DEL takes every element of the pairs out again.
+	del := add
+	del.Command = "DEL"
+	h.mustCall(del)
+	for _, set := range []string{"tfw-pmac", "tfw-pair4", "tfw-pair6", "tfw-pip4", "tfw-pip6", "tfw-mac", "tfw-pairs"} {
+		if out := h.run("nft", "list", "set", "bridge", "tapfw", set); strings.Contains(out, a.port) {
+			t.Errorf("after DEL, set %s still holds %s:\n%s", set, a.port, out)
+		}
+	}
+	if out := h.run("nft", "list", "map", "bridge", "tapfw", "tfw-extra"); strings.Contains(out, a.port) {
+		t.Errorf("after DEL, map tfw-extra still holds %s:\n%s", a.port, out)
+	}
 	if t.Failed() {
 		t.Logf("installed:\n%s", be.state(t, h.ns))
 	}
