@@ -42,8 +42,9 @@ type command struct {
 type runFunc func(o *operator, args []string) int
 
 const (
-	seeing   = "Seeing what is installed (in this network namespace):"
-	cleaning = "Cleaning up:"
+	seeing    = "Seeing what is installed (in this network namespace):"
+	cleaning  = "Cleaning up:"
+	importing = "Coming from Proxmox VE:"
 )
 
 // commands is set in init: help, one of them, reads it.
@@ -65,6 +66,8 @@ func init() {
 			summary: "per-tap and per-rule counters, Prometheus text"},
 		{name: "render", args: "[FILE]", section: seeing, kernel: true, flags: renderFlags,
 			summary: "what an ADD of the config (stdin or FILE) would change: ipset changes and restore input, or nft commands; changes nothing (the flags default to CNI_IFNAME, CNI_CONTAINERID and CNI_ARGS)"},
+		{name: "import-pve", section: importing, flags: importPVEFlags,
+			summary: "write tapfw.conf and a NIC file per guest NIC from a Proxmox VE tree (its firewall files, corosync.conf, guest configs); installs nothing; exit 3 when items are left out, each on stderr as FILE:LINE: reason"},
 		{name: "gc", section: cleaning, kernel: true, flags: gcFlags,
 			summary: "remove the firewall of taps whose interface is gone"},
 		{name: "flush", section: cleaning, kernel: true, flags: flushFlags,

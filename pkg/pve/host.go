@@ -1,0 +1,144 @@
+package pve
+
+import (
+	"sort"
+	"strings"
+)
+
+// hostOptions are the host.fw options the import carries over, as the
+// tapfw host fields they become; the others it reports.
+var hostOptions = map[string]string{
+	"nosmurfs": "noSmurfs", "tcpflags": "tcpFlags", "nf_conntrack_allow_invalid": "allowInvalid",
+	"protection_synflood": "synFlood",
+}
+
+// ignoredHost are host.fw options with no bearing on what passes, or
+// whose job tapfw does otherwise.
+var ignoredHost = map[string]string{
+	"enable":                   "",
+	"ndp":                      "the host's neighbour discovery always passes in tapfw",
+	"log_level_in":             "",
+	"log_level_out":            "",
+	"protection_synflood_rate": "", "protection_synflood_burst": "",
+	"nf_conntrack_helpers": "", // per NIC in tapfw: every firewalled NIC gets them
+}
+
+// host makes the base config's host section: every local address behind
+// the firewall (as Proxmox VE), host.fw's rules then cluster.fw's, the
+// management set with local_network, corosync between the ring's
+// addresses, and the cluster's policies as the last rules (tapfw's host
+// policy is DROP).
+func (c *converter) host() {
+	hf := c.t.Host
+	if !c.boolOption(hf, "enable", true) {
+		_, line := hf.Option("enable")
+		c.problem(hf.Name, line, "the host firewall is off (enable: 0): no host section, the host firewall is left as it is")
+		return
+	}
+	h := map[string]any{"allLocal": true, "managementPorts": pveManagementPorts, "logLevelIn": "nolog", "logLevelOut": "nolog"}
+	c.hostOptions(h)
+	c.management()
+	hs := scope{host: true, aliases: c.cluster.aliases, sets: c.cluster.sets}
+	cs := scope{host: true, aliases: c.cluster.aliases, sets: c.cluster.sets}
+	rules := map[string]any{}
+	for _, dir := range []string{"in", "out"} {
+		var rs []outRule
+		if hf != nil {
+			rs = hs.ruleList(hf.Name, hf.Rules, dir, c.groups, nil, &c.res.Problems)
+		}
+		rs = append(rs, cs.ruleList(c.t.Cluster.Name, c.t.Cluster.Rules, dir, c.groups, nil, &c.res.Problems)...)
+		rs = append(rs, c.corosync(dir)...)
+		rs = append(rs, c.policy(dir))
+		rules[dir] = c.fields("host.rules."+dir, rs)
+	}
+	h["rules"] = rules
+	c.res.Base["host"] = h
+}
+
+// hostOptions carries host.fw's options over.
+func (c *converter) hostOptions(h map[string]any) {
+	hf := c.t.Host
+	if hf == nil {
+		return
+	}
+	for _, o := range hf.Options {
+		key := strings.ToLower(o.Key)
+		if field, ok := hostOptions[key]; ok {
+			v := c.boolOption(hf, key, false)
+			if key == "nosmurfs" {
+				v = c.boolOption(hf, key, true)
+			}
+			h[field] = v
+			continue
+		}
+		if why, ok := ignoredHost[key]; ok {
+			if why != "" {
+				c.problem(hf.Name, o.Line, "option %s: %s", key, why)
+			}
+			continue
+		}
+		c.problem(hf.Name, o.Line, "option %s has no tapfw equivalent; left out", key)
+	}
+	if h["synFlood"] == true {
+		for key, field := range map[string]string{"protection_synflood_rate": "synFloodRate", "protection_synflood_burst": "synFloodBurst"} {
+			if n := c.intOption(hf, key); n > 0 {
+				h[field] = n
+			}
+		}
+	}
+	for key, field := range map[string]string{"log_level_in": "logLevelIn", "log_level_out": "logLevelOut"} {
+		if v, _ := hf.Option(key); v != "" {
+			h[field] = v
+		}
+	}
+}
+
+// management makes the management set hold local_network too, as in
+// Proxmox VE: the cluster.fw alias, else --local-network.
+func (c *converter) management() {
+	sets, _ := c.res.Base["ipsets"].(map[string][]string)
+	if sets == nil {
+		sets = map[string][]string{}
+		c.res.Base["ipsets"] = sets
+	}
+	if n, ok := c.cluster.aliases["dc/local_network"]; ok {
+		sets["management"] = append(sets["management"], n)
+	} else if c.opt.LocalNetwork != "" {
+		sets["management"] = append(sets["management"], c.opt.LocalNetwork)
+	} else if len(sets["management"]) == 0 {
+		c.problem(c.t.Cluster.Name, 0, "no local_network alias and no --local-network: the management set is empty, so nothing is kept reachable before the host rules (anti-lockout)")
+		return
+	}
+	sort.Strings(sets["management"])
+}
+
+// corosync are the host rules that let corosync through between the
+// ring's addresses (the set dc-corosync), as Proxmox VE adds them.
+func (c *converter) corosync(dir string) []outRule {
+	if len(c.t.Ring) == 0 {
+		return nil
+	}
+	sets := c.res.Base["ipsets"].(map[string][]string)
+	var ring []string
+	for _, a := range c.t.Ring {
+		ring = append(ring, a.String())
+	}
+	sets["dc-corosync"] = ring
+	peer := "source"
+	if dir == "out" {
+		peer = "dest"
+	}
+	return []outRule{{fields: map[string]any{"action": "ACCEPT", "proto": "udp", "dport": corosyncPorts, peer: "+dc-corosync", "comment": "corosync (Proxmox VE)"},
+		origin: Problem{File: "corosync.conf"}}}
+}
+
+// policy is the cluster's policy for dir as the host's last rule:
+// policy_in DROP and policy_out ACCEPT unless cluster.fw says otherwise.
+func (c *converter) policy(dir string) outRule {
+	v, line := c.t.Cluster.Option("policy_" + dir)
+	if v == "" {
+		v = map[string]string{"in": "DROP", "out": "ACCEPT"}[dir]
+	}
+	return outRule{fields: map[string]any{"action": strings.ToUpper(v), "comment": "policy_" + dir + " " + strings.ToUpper(v) + " (Proxmox VE)"},
+		origin: Problem{File: c.t.Cluster.Name, Line: line}}
+}

@@ -1,0 +1,169 @@
+package pve
+
+import (
+	"fmt"
+	"strings"
+)
+
+// openNIC is the NIC file of a NIC Proxmox VE does not filter (no
+// firewall=1, or its guest's firewall is off): its port comes up on a
+// fail-closed bridge and passes everything.
+func openNIC(n NIC) map[string]any {
+	return map[string]any{"bridge": n.Bridge, "mac": n.MAC, "macFilter": false, "ipFilter": false, "radv": true,
+		"policyIn": "ACCEPT", "policyOut": "ACCEPT", "logDropped": false}
+}
+
+// guestOptions are the <vmid>.fw options the import carries over: the
+// tapfw field and Proxmox VE's default.
+var guestOptions = map[string]struct {
+	field string
+	def   bool
+}{
+	"macfilter": {"macFilter", true}, "ipfilter": {"ipFilter", false}, "dhcp": {"dhcp", false},
+	"ndp": {"ndp", true}, "radv": {"radv", false},
+}
+
+// etherNames are Proxmox VE's layer2_protocols names, as tapfw's.
+var etherNames = map[string]string{"ipv4": "ip", "ip": "ip", "ipv6": "ip6", "ip6": "ip6", "arp": "arp", "802_1q": "8021q",
+	"8021q": "8021q", "rarp": "rarp", "lldp": "lldp", "ipx": "ipx"}
+
+// guest writes the NIC files of a guest.
+func (c *converter) guest(g *Guest) {
+	fw := c.t.GuestFw[g.VMID]
+	s := scope{vmid: g.VMID, aliases: map[string]string{}, sets: map[string]string{}}
+	for k, v := range c.cluster.aliases {
+		s.aliases[k] = v
+	}
+	for k, v := range c.cluster.sets {
+		s.sets[k] = v
+	}
+	c.names(&s, fw, "guest/", func(n string) string { return guestName(g.VMID, n, c.opt.Limits.SetName) })
+	on := fw != nil && c.boolOption(fw, "enable", false)
+	base := c.guestBase(fw)
+	for _, n := range g.NICs {
+		port := g.Port(n)
+		if !n.Firewall || !on {
+			c.res.NICs[port] = openNIC(n)
+			continue
+		}
+		nic := map[string]any{"bridge": n.Bridge, "mac": n.MAC}
+		for k, v := range base {
+			nic[k] = v
+		}
+		if ips := c.nicIPs(&s, fw, n); len(ips) > 0 {
+			nic["ips"] = ips
+		}
+		keep := func(r Rule) bool { return r.Iface == "" || strings.EqualFold(r.Iface, fmt.Sprintf("net%d", n.Index)) }
+		rules := map[string]any{}
+		for _, dir := range []string{"in", "out"} {
+			rs := s.ruleList(fw.Name, fw.Rules, dir, c.groups, keep, &c.res.Problems)
+			if len(rs) > 0 {
+				rules[dir] = c.fields(port+"|rules."+dir, rs)
+			}
+		}
+		nic["rules"] = rules
+		c.res.NICs[port] = nic
+	}
+}
+
+// guestBase are the fields a guest's firewalled NICs share: its options,
+// its policies (Proxmox VE's defaults DROP in, ACCEPT out), the host's
+// conntrack helpers.
+func (c *converter) guestBase(fw *FwFile) map[string]any {
+	// Proxmox VE logs nothing unless log_level_in or _out says so.
+	out := map[string]any{"policyIn": "DROP", "policyOut": "ACCEPT", "logLevelIn": "nolog", "logLevelOut": "nolog"}
+	if fw == nil {
+		return out
+	}
+	for k, o := range guestOptions {
+		out[o.field] = c.boolOption(fw, k, o.def)
+	}
+	for _, o := range fw.Options {
+		key := strings.ToLower(o.Key)
+		switch {
+		case key == "policy_in" || key == "policy_out":
+			out[map[string]string{"policy_in": "policyIn", "policy_out": "policyOut"}[key]] = strings.ToUpper(o.Value)
+		case key == "log_level_in" || key == "log_level_out":
+			out[map[string]string{"log_level_in": "logLevelIn", "log_level_out": "logLevelOut"}[key]] = o.Value
+		case key == "layer2_protocols":
+			out["l2Protocols"] = c.etherTypes(fw, o)
+		case key == "enable":
+		case guestOptions[key].field != "":
+		default:
+			c.problem(fw.Name, o.Line, "option %s has no tapfw equivalent; left out", key)
+		}
+	}
+	if hs := c.helpers(); len(hs) > 0 && out["ipFilter"] == true {
+		out["helpers"] = hs
+	}
+	return out
+}
+
+// etherTypes converts layer2_protocols.
+func (c *converter) etherTypes(fw *FwFile, o Option) []string {
+	var out []string
+	for _, v := range strings.Split(o.Value, ",") {
+		v = strings.TrimSpace(v)
+		if n, ok := etherNames[strings.ToLower(v)]; ok {
+			out = append(out, n)
+		} else if strings.HasPrefix(v, "0x") {
+			out = append(out, v)
+		} else {
+			c.problem(fw.Name, o.Line, "layer2_protocols: %q is no ethertype tapfw knows; left out", v)
+		}
+	}
+	return out
+}
+
+// helpers are the host's nf_conntrack_helpers tapfw attaches per NIC.
+func (c *converter) helpers() []string {
+	hf := c.t.Host
+	if hf == nil {
+		return nil
+	}
+	v, line := hf.Option("nf_conntrack_helpers")
+	var out []string
+	for _, h := range strings.Split(v, ",") {
+		switch h = strings.TrimSpace(h); h {
+		case "":
+		case "ftp", "tftp", "sip":
+			out = append(out, h)
+		default:
+			c.problem(hf.Name, line, "nf_conntrack_helpers: %s is not a helper tapfw attaches (ftp, tftp, sip)", h)
+		}
+	}
+	return out
+}
+
+// nicIPs are the NIC's addresses: its ipfilter-netN set if the guest has
+// one (as Proxmox VE's ipfilter), else those of its config.
+func (c *converter) nicIPs(s *scope, fw *FwFile, n NIC) []string {
+	for _, set := range fw.IPSets {
+		if !strings.EqualFold(set.Name, fmt.Sprintf("ipfilter-net%d", n.Index)) {
+			continue
+		}
+		var out []string
+		for _, e := range set.Entries {
+			v := e.Value
+			if !isAddress(v) {
+				if a, ok := s.resolve(s.aliases, v); ok {
+					v = c.res.Base["aliases"].(map[string]string)[a]
+				} else {
+					c.problem(fw.Name, e.Line, "%s: %q is no address and no alias: left out", set.Name, v)
+					continue
+				}
+			}
+			if e.NoMatch {
+				c.problem(fw.Name, e.Line, "%s: an exclusion in a NIC's addresses has no tapfw equivalent; left out", set.Name)
+				continue
+			}
+			out = append(out, masked(v))
+		}
+		return out
+	}
+	var out []string
+	for _, a := range n.IPs {
+		out = append(out, a.String())
+	}
+	return out
+}
