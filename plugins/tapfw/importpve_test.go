@@ -89,6 +89,7 @@ func testImportPVETraffic(t *testing.T, be testBackend) {
 		guests[g.port] = ns
 	}
 	serveTCP(t, []string{"22", "80", "5432"}, guests["tap100i0"], guests["veth200i0"], guests["tap101i0"])
+	serveTCP(t, []string{"8006", "2222"}, h.ns)
 	vm, ct, open := guests["tap100i0"], guests["veth200i0"], guests["tap101i0"]
 	for _, p := range []struct {
 		name string
@@ -104,6 +105,10 @@ func testImportPVETraffic(t *testing.T, be testBackend) {
 		{"vm 100 to ct 200's ssh: ct 200's policy_in DROP", vm, "192.0.2.200:22", false},
 		{"ct 200 to vm 101 (firewall off): nothing filters it but ct 200's policy_out", ct, "192.0.2.101:22", false},
 		{"vm 100 to vm 101's ssh: both let it", vm, "192.0.2.101:22", true},
+		// The host: every address guarded, local_network in the
+		// management set, which reaches the web interface.
+		{"vm 101 (in local_network) to the host's web interface", open, "192.0.2.31:8006", true},
+		{"vm 101 to another port of the host: the cluster's policy_in DROP", open, "192.0.2.31:2222", false},
 	} {
 		if got := testnet.TCPProbe(p.from, p.to, 700*time.Millisecond); got != p.want {
 			t.Errorf("%s (%s): passed %v, want %v", p.name, p.to, got, p.want)
