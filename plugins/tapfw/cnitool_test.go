@@ -278,7 +278,8 @@ var cniSaveCounters = regexp.MustCompile(`\[\d+:\d+\]`)
 func cniForeignState(h *host) string {
 	var keep []string
 	for _, l := range strings.Split(cniSaveCounters.ReplaceAllString(h.state(), "[0:0]"), "\n") {
-		if !strings.Contains(l, "TFW-") && !strings.Contains(l, "tfw-") && !strings.Contains(l, "tfw6-") && !strings.HasPrefix(l, "l2 ") && !strings.HasPrefix(l, "inet ") && l != "table bridge tapfw" && l != "table inet tapfw" {
+		if !strings.Contains(l, "TFW-") && !strings.Contains(l, "tfw-") && !strings.Contains(l, "tfw6-") && !strings.HasPrefix(l, "l2 ") && !strings.HasPrefix(l, "inet ") && !strings.HasPrefix(l, "hlp ") &&
+			l != "table bridge tapfw" && l != "table inet tapfw" && l != "table inet tapfw-helpers" {
 			keep = append(keep, l)
 		}
 	}

@@ -38,7 +38,7 @@ func relCall(command string, i int, tap, bridge string, env ...string) testnet.C
 func tapfwTraces(state string) []string {
 	var out []string
 	for _, l := range strings.Split(state, "\n") {
-		if strings.Contains(l, "TFW-") || strings.Contains(l, "tfw-") || strings.Contains(l, "tfw6-") || strings.HasPrefix(l, "l2 ") || strings.HasPrefix(l, "inet ") || strings.Contains(l, " tapfw") {
+		if strings.Contains(l, "TFW-") || strings.Contains(l, "tfw-") || strings.Contains(l, "tfw6-") || strings.HasPrefix(l, "l2 ") || strings.HasPrefix(l, "inet ") || strings.HasPrefix(l, "hlp ") || strings.Contains(l, " tapfw") {
 			out = append(out, l)
 		}
 	}
