@@ -214,6 +214,8 @@ func (c *converter) clusterOptions() {
 	for _, o := range c.t.Cluster.Options {
 		switch key := strings.ToLower(o.Key); key {
 		case "enable", "policy_in", "policy_out":
+		case "ebtables":
+			c.problem(c.t.Cluster.Name, o.Line, "option ebtables: tapfw's layer-2 checks (nftables bridge family) are always on; left out")
 		case "log_ratelimit":
 			c.problem(c.t.Cluster.Name, o.Line, "option log_ratelimit: tapfw limits log lines per rule and tap (logLimit); left out")
 		default:
