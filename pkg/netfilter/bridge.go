@@ -78,9 +78,10 @@ func L2SkeletonOK(r ChainReader) (bool, error) { return skeletonOK(r) }
 // static rules (a missing chain has none).
 func skeletonOK(r ChainReader) (bool, error) {
 	want := append(ruleset.L2Rules(), ruleset.HelperRules()...)
-	for _, ch := range append(ruleset.L2Chains, ruleset.HelperChain) {
+	helpers := ruleset.HelperChains()
+	for _, ch := range append(append([]string(nil), ruleset.L2Chains...), helpers...) {
 		tb := l2Table
-		if ch == ruleset.HelperChain {
+		if slices.Contains(helpers, ch) {
 			tb = helperTable
 		}
 		rules, exists, err := r.ChainRules(tb, ch)

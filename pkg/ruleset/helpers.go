@@ -51,30 +51,49 @@ var Helpers = []Helper{
 // family 4 or 6.
 func HelperSet(h string, family int) string { return fmt.Sprintf("tfw-%s%d", h, family) }
 
-// HelperRules are the rules of HelperChain: nothing but a connection's
-// first packet goes on; one to or from a tap with the helper, to its
-// port, gets the helper.
-func HelperRules() []L2Rule {
-	o := OwnerHooks + ": "
-	rs := []L2Rule{{HelperChain, "ct state != new accept", o + "not a new connection"}}
+// HelperChains are the helpers' table's chains: HelperChain, then one
+// per ct helper object, which HelperChain sends a new connection to by
+// its protocol and port.
+func HelperChains() []string {
+	out := []string{HelperChain}
 	for _, h := range Helpers {
 		for _, p := range h.Ports {
+			out = append(out, "tfw-hlp-"+h.Object(p))
+		}
+	}
+	return out
+}
+
+// HelperRules are the rules of the helpers' chains: nothing but a
+// connection's first packet goes on, by one lookup of its protocol and
+// port to the chain of that helper; there one to or from a tap with the
+// helper gets it.
+func HelperRules() []L2Rule {
+	o := OwnerHooks + ": "
+	var jumps []string
+	var rs []L2Rule
+	for _, h := range Helpers {
+		for _, p := range h.Ports {
+			ch := "tfw-hlp-" + h.Object(p)
+			jumps = append(jumps, fmt.Sprintf("%s . %d : jump %s", p.Proto, p.Port, ch))
 			for _, f := range []struct {
 				n    int
 				word string
 			}{{4, "ip"}, {6, "ip6"}} {
 				for _, dir := range []string{"daddr", "saddr"} {
-					rs = append(rs, L2Rule{HelperChain, fmt.Sprintf("meta l4proto %s th dport %d %s %s @%s ct helper set %q",
-						p.Proto, p.Port, f.word, dir, HelperSet(h.Name, f.n), h.Object(p)), o + h.Name + " helper"})
+					rs = append(rs, L2Rule{ch, fmt.Sprintf("%s %s @%s ct helper set %q", f.word, dir, HelperSet(h.Name, f.n), h.Object(p)), o + h.Name + " helper"})
 				}
 			}
 		}
 	}
-	return rs
+	return append([]L2Rule{
+		{HelperChain, "ct state != new accept", o + "not a new connection"},
+		{HelperChain, "meta l4proto . th dport vmap { " + strings.Join(jumps, ", ") + " }", o + "a helper's port"},
+	}, rs...)
 }
 
 // helperSkeleton is the helpers' part of L2Skeleton: the table, its ct
-// helper objects and sets, and its chain's rules.
+// helper objects and sets, and its chains' rules.
 func helperSkeleton(b *strings.Builder) {
 	tb := "inet " + HelperTable
 	fmt.Fprintf(b, "add table %s\n", tb)
@@ -85,9 +104,17 @@ func helperSkeleton(b *strings.Builder) {
 		fmt.Fprintf(b, "add set %s %s { type ipv4_addr ; }\n", tb, HelperSet(h.Name, 4))
 		fmt.Fprintf(b, "add set %s %s { type ipv6_addr ; }\n", tb, HelperSet(h.Name, 6))
 	}
+	chains := HelperChains()
+	for _, ch := range chains[1:] {
+		fmt.Fprintf(b, "add chain %s %s\nflush chain %s %s\n", tb, ch, tb, ch)
+	}
 	fmt.Fprintf(b, "add chain %s %s { type filter hook prerouting priority filter ; policy accept ; }\n", tb, HelperChain)
 	fmt.Fprintf(b, "flush chain %s %s\n", tb, HelperChain)
-	for _, r := range HelperRules() {
-		fmt.Fprintf(b, "add rule %s %s %s comment \"%s\"\n", tb, HelperChain, r.Expr, r.InstalledComment())
+	for _, ch := range chains {
+		for _, r := range HelperRules() {
+			if r.Chain == ch {
+				fmt.Fprintf(b, "add rule %s %s %s comment \"%s\"\n", tb, ch, r.Expr, r.InstalledComment())
+			}
+		}
 	}
 }
