@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/tapfw/tapfw/pkg/config"
 	"github.com/tapfw/tapfw/pkg/model"
 )
 
@@ -123,7 +124,7 @@ func (c *converter) names(s *scope, f *FwFile, prefix string, name func(string) 
 		aliases = map[string]string{}
 	}
 	for _, a := range f.Aliases {
-		n := shorten(name(a.Name), MaxAliasName)
+		n := shorten(name(a.Name), config.MaxAliasName)
 		s.aliases[prefix+strings.ToLower(a.Name)] = n
 		aliases[n] = masked(a.CIDR)
 	}
@@ -140,9 +141,6 @@ func (c *converter) names(s *scope, f *FwFile, prefix string, name func(string) 
 		c.addSet(s, f.Name, set, name(set.Name))
 	}
 }
-
-// MaxAliasName is as config's: Proxmox VE allows 64 too.
-const MaxAliasName = 64
 
 // addSet writes an ipset's entries into the base config's ipsets.
 func (c *converter) addSet(s *scope, file string, set IPSet, name string) {
