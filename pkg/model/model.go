@@ -135,13 +135,19 @@ func (r Rule) Text() string {
 	return strings.Join(parts, ": ")
 }
 
+// Place is the rule's 1-based place in its config list, i-th of the
+// model's list: Num, or i+1 where the config did not number it.
+func (r Rule) Place(i int) int {
+	if r.Num == 0 {
+		return i + 1
+	}
+	return r.Num
+}
+
 // Number is how the rule's place reads: "3", or "3.2" for its second
 // part.
 func (r Rule) Number(i int) string {
-	n := r.Num
-	if n == 0 {
-		n = i + 1
-	}
+	n := r.Place(i)
 	if r.Part == 0 {
 		return strconv.Itoa(n)
 	}

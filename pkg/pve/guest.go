@@ -21,14 +21,13 @@ type Guest struct {
 
 // NIC is one netN of a guest: its bridge, MAC, firewall flag and the
 // addresses its config gives (ipconfigN for a VM, ip=/ip6= for a
-// container).
+// container). Its VLAN tag does not matter: tapfw filters the port.
 type NIC struct {
 	Index    int
 	Line     int
 	Bridge   string
 	MAC      string
 	Firewall bool
-	Tag      string
 	IPs      []netip.Addr
 }
 
@@ -97,8 +96,6 @@ func parseNIC(idx, line int, v string, container bool) (NIC, error) {
 			nic.Bridge = val
 		case k == "firewall":
 			nic.Firewall = val == "1"
-		case k == "tag":
-			nic.Tag = val
 		case k == "hwaddr" && container, i == 0 && !container && macRE.MatchString(val):
 			nic.MAC = strings.ToLower(val)
 		case k == "macaddr" && !container:

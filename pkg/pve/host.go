@@ -39,14 +39,13 @@ func (c *converter) host() {
 	c.hostOptions(h)
 	c.management()
 	hs := scope{host: true, aliases: c.cluster.aliases, sets: c.cluster.sets}
-	cs := scope{host: true, aliases: c.cluster.aliases, sets: c.cluster.sets}
 	rules := map[string]any{}
 	for _, dir := range []string{"in", "out"} {
 		var rs []outRule
 		if hf != nil {
 			rs = hs.ruleList(hf.Name, hf.Rules, dir, c.groups, nil, &c.res.Problems)
 		}
-		rs = append(rs, cs.ruleList(c.t.Cluster.Name, c.t.Cluster.Rules, dir, c.groups, nil, &c.res.Problems)...)
+		rs = append(rs, hs.ruleList(c.t.Cluster.Name, c.t.Cluster.Rules, dir, c.groups, nil, &c.res.Problems)...)
 		rs = append(rs, c.corosync(dir)...)
 		rs = append(rs, c.policy(dir))
 		rules[dir] = c.fields("host.rules."+dir, rs)

@@ -19,7 +19,6 @@ import (
 // scope is the names one file can refer to: its own (a guest's), then
 // the cluster's.
 type scope struct {
-	vmid    int               // 0 for the cluster's and the host's files
 	host    bool              // the host's rules: -i is the interface
 	aliases map[string]string // "dc/name", "guest/name" (lower case): tapfw name
 	sets    map[string]string // the same for ipsets

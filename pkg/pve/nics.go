@@ -30,7 +30,7 @@ var etherNames = map[string]string{"ipv4": "ip", "ip": "ip", "ipv6": "ip6", "ip6
 // guest writes the NIC files of a guest.
 func (c *converter) guest(g *Guest) {
 	fw := c.t.GuestFw[g.VMID]
-	s := scope{vmid: g.VMID, aliases: map[string]string{}, sets: map[string]string{}}
+	s := scope{aliases: map[string]string{}, sets: map[string]string{}}
 	for k, v := range c.cluster.aliases {
 		s.aliases[k] = v
 	}

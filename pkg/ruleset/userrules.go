@@ -247,12 +247,8 @@ func (cx chainCtx) userRules(us []model.Rule) ([]Rule, error) {
 			rs = append(rs, g...)
 			continue
 		}
-		n := u.Num
-		if n == 0 {
-			n = i + 1
-		}
 		if err := model.ValidateComment(u.Comment); err != nil {
-			return nil, fmt.Errorf("rules.%s[%d].comment: %w", cx.dir, n-1, err)
+			return nil, fmt.Errorf("rules.%s[%d].comment: %w", cx.dir, u.Place(i)-1, err)
 		}
 		comment := fmt.Sprintf("%s: %s rule %s", cx.owner, cx.dir, u.Number(i))
 		if text := u.Text(); text != "" {
@@ -266,7 +262,7 @@ func (cx chainCtx) userRules(us []model.Rule) ([]Rule, error) {
 		switch {
 		case u.Iface == "":
 		case cx.owner != OwnerHost:
-			return nil, fmt.Errorf("rules.%s[%d].iface: only the host's rules match an interface", cx.dir, n-1)
+			return nil, fmt.Errorf("rules.%s[%d].iface: only the host's rules match an interface", cx.dir, u.Place(i)-1)
 		case cx.dir == "in":
 			r.InIface = u.Iface
 		default:

@@ -20,6 +20,10 @@ func isolate(tap string, on bool) error {
 	if err != nil {
 		return fmt.Errorf("isolating port %s: %w", tap, err)
 	}
+	return setIsolated(l, tap, on)
+}
+
+func setIsolated(l netlink.Link, tap string, on bool) error {
 	if err := netlink.LinkSetIsolated(l, on); err != nil {
 		return fmt.Errorf("isolating port %s: %w", tap, err)
 	}
@@ -66,9 +70,13 @@ func checkIsolation(c model.Config) error {
 // releaseIsolation clears the flag DEL set at ADD, on a tap that still
 // exists.
 func releaseIsolation(tap string) error {
+	l, err := netlink.LinkByName(tap)
 	var nf netlink.LinkNotFoundError
-	if _, err := netlink.LinkByName(tap); errors.As(err, &nf) {
+	switch {
+	case errors.As(err, &nf):
 		return nil
+	case err != nil:
+		return fmt.Errorf("isolating port %s: %w", tap, err)
 	}
-	return isolate(tap, false)
+	return setIsolated(l, tap, false)
 }

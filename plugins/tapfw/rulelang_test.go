@@ -216,25 +216,35 @@ func testHostIface(t *testing.T, be testBackend) {
 	add := n.a.conf(false, `{"out":[{"action":"ACCEPT"}]}`)
 	add.Config = []byte(strings.Replace(string(add.Config), `"rules":`, host+`,"rules":`, 1))
 	n.h.mustCall(add)
-	for _, p := range []struct {
-		name string
-		from *testnet.NS
-		to   [2]string // IPv4, IPv6 host:port
-		want bool
-	}{
+	probeBothFamilies(t, []familyProbe{
 		{"wan to the host's ssh by up0", n.wan, [2]string{"203.0.113.1:22", "[2001:db8:9::1]:22"}, true},
 		{"a to the host's ssh by vmbr0", n.a.ns, [2]string{"192.0.2.1:22", "[2001:db8::1]:22"}, false},
 		{"a to the host's 2222 by vmbr0", n.a.ns, [2]string{"192.0.2.1:2222", "[2001:db8::1]:2222"}, true},
 		{"wan to the host's 2222 by up0", n.wan, [2]string{"203.0.113.1:2222", "[2001:db8:9::1]:2222"}, false},
-	} {
+	})
+	if t.Failed() {
+		t.Logf("installed:\n%s", be.state(t, n.h.ns))
+	}
+}
+
+// familyProbe is a TCP connection to make in both families.
+type familyProbe struct {
+	name string
+	from *testnet.NS
+	to   [2]string // IPv4, IPv6 host:port
+	want bool
+}
+
+// probeBothFamilies makes each probe's connections and reports those
+// whose verdict is not the one wanted.
+func probeBothFamilies(t *testing.T, probes []familyProbe) {
+	t.Helper()
+	for _, p := range probes {
 		for _, to := range p.to {
 			if got := testnet.TCPProbe(p.from, to, 700*time.Millisecond); got != p.want {
 				t.Errorf("%s (%s): passed %v, want %v", p.name, to, got, p.want)
 			}
 		}
-	}
-	if t.Failed() {
-		t.Logf("installed:\n%s", be.state(t, n.h.ns))
 	}
 }
 
@@ -256,12 +266,7 @@ func testHostProtections(t *testing.T, be testBackend) {
 		c.Config = []byte(strings.Replace(string(c.Config), `"rules":`, base+`"rules":`, 1))
 		n.h.mustCall(c)
 	}
-	for _, p := range []struct {
-		name string
-		from *testnet.NS
-		to   [2]string
-		want bool
-	}{
+	probeBothFamilies(t, []familyProbe{
 		{"a (management) to the host's ssh, which a host rule drops", n.a.ns, [2]string{"192.0.2.1:22", "[2001:db8::1]:22"}, true},
 		{"a (management) to ssh on another address of the host", n.a.ns, [2]string{"203.0.113.1:22", "[2001:db8:9::1]:22"}, true},
 		{"b to the host's ssh: the host rule", n.b.ns, [2]string{"198.51.100.1:22", "[2001:db8:1::1]:22"}, false},
@@ -271,13 +276,7 @@ func testHostProtections(t *testing.T, be testBackend) {
 		{"b to a's web", n.b.ns, [2]string{"192.0.2.10:80", "[2001:db8::10]:80"}, true},
 		{"wan (blacklisted) to a's web, which a accepts", n.wan, [2]string{"192.0.2.10:80", "[2001:db8::10]:80"}, false},
 		{"wan (blacklisted) to the host's ssh", n.wan, [2]string{"203.0.113.1:22", "[2001:db8:9::1]:22"}, false},
-	} {
-		for _, to := range p.to {
-			if got := testnet.TCPProbe(p.from, to, 700*time.Millisecond); got != p.want {
-				t.Errorf("%s (%s): passed %v, want %v", p.name, to, got, p.want)
-			}
-		}
-	}
+	})
 	if t.Failed() {
 		t.Logf("installed:\n%s", be.state(t, n.h.ns))
 	}
