@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 )
 
 // Macros are named services a rule may stand for ("macro": "SSH"): the
@@ -35,8 +36,9 @@ type MacroPart struct {
 }
 
 // macros are the macros by their lower-case name: a rule names one in
-// any case, as Proxmox VE allows.
-var macros = func() map[string]*Macro {
+// any case, as Proxmox VE allows. They are read when first asked for: a
+// call whose rules use none does not pay for it.
+var macros = sync.OnceValue(func() map[string]*Macro {
 	var byName map[string]*Macro
 	if err := json.Unmarshal(macrosJSON, &byName); err != nil {
 		panic(fmt.Sprintf("macros.json: %v", err))
@@ -47,12 +49,12 @@ var macros = func() map[string]*Macro {
 		out[strings.ToLower(name)] = m
 	}
 	return out
-}()
+})
 
 // Macros lists every macro, by name.
 func Macros() []Macro {
-	out := make([]Macro, 0, len(macros))
-	for _, m := range macros {
+	out := make([]Macro, 0, len(macros()))
+	for _, m := range macros() {
 		out = append(out, *m)
 	}
 	sort.Slice(out, func(i, j int) bool { return strings.ToLower(out[i].Name) < strings.ToLower(out[j].Name) })
@@ -85,7 +87,7 @@ func expandMacro(r Rule) ([]macroRule, string, error) {
 	if r.Macro == "" {
 		return []macroRule{{rule: r}}, "", nil
 	}
-	m, ok := macros[strings.ToLower(r.Macro)]
+	m, ok := macros()[strings.ToLower(r.Macro)]
 	if !ok {
 		return nil, "", fieldErr("macro", "%q is not a macro (tapfw help macros lists them)", r.Macro)
 	}

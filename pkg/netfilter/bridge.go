@@ -74,17 +74,31 @@ func nftRuleComment(r *nftables.Rule) string {
 // static rules.
 func L2SkeletonOK(r ChainReader) (bool, error) { return skeletonOK(r) }
 
+// TableChain names a chain with its table.
+type TableChain struct {
+	Table *nftables.Table
+	Chain string
+}
+
+// L2SkeletonChains are the chains L2SkeletonOK reads, for a caller that
+// reads them ahead.
+func L2SkeletonChains() []TableChain {
+	var out []TableChain
+	for _, ch := range ruleset.L2Chains {
+		out = append(out, TableChain{l2Table, ch})
+	}
+	for _, ch := range ruleset.HelperChains() {
+		out = append(out, TableChain{helperTable, ch})
+	}
+	return out
+}
+
 // skeletonOK reports whether the layer-2 chains hold exactly their
 // static rules (a missing chain has none).
 func skeletonOK(r ChainReader) (bool, error) {
 	want := append(ruleset.L2Rules(), ruleset.HelperRules()...)
-	helpers := ruleset.HelperChains()
-	for _, ch := range append(append([]string(nil), ruleset.L2Chains...), helpers...) {
-		tb := l2Table
-		if slices.Contains(helpers, ch) {
-			tb = helperTable
-		}
-		rules, exists, err := r.ChainRules(tb, ch)
+	for _, tc := range L2SkeletonChains() {
+		rules, exists, err := r.ChainRules(tc.Table, tc.Chain)
 		if err != nil {
 			return false, err
 		}
@@ -93,7 +107,7 @@ func skeletonOK(r ChainReader) (bool, error) {
 		}
 		var comments []string
 		for _, w := range want {
-			if w.Chain == ch {
+			if w.Chain == tc.Chain {
 				comments = append(comments, w.InstalledComment())
 			}
 		}

@@ -134,14 +134,14 @@ func unique(want []chainWant) []chainWant {
 }
 
 // skeletonChains are the chains skeletonOK reads: both version chains,
-// the static chains and the layer-2 ones, compared by comment.
+// the static chains, the layer-2 ones and the helpers's, compared by comment.
 func skeletonChains() []chainWant {
 	out := []chainWant{{table: bridgeTable, name: ChainVersion}, {table: inetTable, name: ChainVersion}}
 	for _, sc := range StaticChains {
 		out = append(out, chainWant{table: tableOf(sc.Family), name: sc.Name})
 	}
-	for _, ch := range ruleset.L2Chains {
-		out = append(out, chainWant{table: bridgeTable, name: ch})
+	for _, tc := range netfilter.L2SkeletonChains() {
+		out = append(out, chainWant{table: tc.Table, name: tc.Chain})
 	}
 	return out
 }
