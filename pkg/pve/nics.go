@@ -14,12 +14,13 @@ func openNIC(n NIC) map[string]any {
 }
 
 // guestOptions are the <vmid>.fw options the import carries over: the
-// tapfw field and Proxmox VE's default.
+// tapfw field and Proxmox VE's default as its firewall applies it (DHCP
+// passes unless dhcp: 0, whatever the option's documented default).
 var guestOptions = map[string]struct {
 	field string
 	def   bool
 }{
-	"macfilter": {"macFilter", true}, "ipfilter": {"ipFilter", false}, "dhcp": {"dhcp", false},
+	"macfilter": {"macFilter", true}, "ipfilter": {"ipFilter", false}, "dhcp": {"dhcp", true},
 	"ndp": {"ndp", true}, "radv": {"radv", false},
 }
 

@@ -1,0 +1,70 @@
+package pve
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/tapfw/tapfw/pkg/ruleset"
+)
+
+// importFiles converts a tree of the given files (path: content) for
+// node pve1; cluster.fw is "[OPTIONS]\nenable: 1" unless given.
+func importFiles(t *testing.T, files map[string]string) *Result {
+	t.Helper()
+	dir := t.TempDir()
+	if _, ok := files["firewall/cluster.fw"]; !ok {
+		files["firewall/cluster.fw"] = "[OPTIONS]\nenable: 1\n"
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "nodes", "pve1"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range files {
+		path := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tree, probs, err := Load(dir, "pve1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := Convert(tree, Options{LocalNetwork: "192.0.2.0/24", Limits: ruleset.Limits})
+	r.Problems = append(probs, r.Problems...)
+	return r
+}
+
+// hasProblem reports whether a problem starts with prefix and holds
+// text.
+func hasProblem(r *Result, prefix, text string) bool {
+	for _, p := range r.Problems {
+		if s := p.String(); strings.HasPrefix(s, prefix) && strings.Contains(s, text) {
+			return true
+		}
+	}
+	return false
+}
+
+func wantField(t *testing.T, nic map[string]any, key string, want any) {
+	t.Helper()
+	if got := nic[key]; !reflect.DeepEqual(got, want) {
+		t.Errorf("%s = %#v, want %#v", key, got, want)
+	}
+}
+
+// TestDHCPDefault: Proxmox VE lets DHCP through unless dhcp: 0.
+func TestDHCPDefault(t *testing.T) {
+	r := importFiles(t, map[string]string{
+		"firewall/100.fw":                 "[OPTIONS]\nenable: 1\n",
+		"firewall/101.fw":                 "[OPTIONS]\nenable: 1\ndhcp: 0\n",
+		"nodes/pve1/qemu-server/100.conf": "net0: virtio=BC:24:11:00:01:00,bridge=vmbr0,firewall=1\n",
+		"nodes/pve1/qemu-server/101.conf": "net0: virtio=BC:24:11:00:01:01,bridge=vmbr0,firewall=1\n",
+	})
+	wantField(t, r.NICs["tap100i0"], "dhcp", true)
+	wantField(t, r.NICs["tap101i0"], "dhcp", false)
+}
