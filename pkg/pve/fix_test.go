@@ -68,3 +68,33 @@ func TestDHCPDefault(t *testing.T) {
 	wantField(t, r.NICs["tap100i0"], "dhcp", true)
 	wantField(t, r.NICs["tap101i0"], "dhcp", false)
 }
+
+// TestIPFilter: an ipfilter-netN set turns the NIC's IP filter on by
+// itself; a container's configured addresses join the set's, a VM's
+// ipconfig addresses never do.
+func TestIPFilter(t *testing.T) {
+	r := importFiles(t, map[string]string{
+		"firewall/100.fw": "[OPTIONS]\nenable: 1\n\n[IPSET ipfilter-net0]\n192.0.2.10\n",
+		"firewall/101.fw": "[OPTIONS]\nenable: 1\nipfilter: 1\n",
+		"firewall/200.fw": "[OPTIONS]\nenable: 1\n\n[IPSET ipfilter-net0]\n192.0.2.50\n",
+		"nodes/pve1/qemu-server/100.conf": "ipconfig0: ip=192.0.2.99/24\nnet0: virtio=BC:24:11:00:01:00,bridge=vmbr0,firewall=1\n" +
+			"net1: virtio=BC:24:11:00:01:01,bridge=vmbr0,firewall=1\nipconfig1: ip=192.0.2.98/24\n",
+		"nodes/pve1/qemu-server/101.conf": "ipconfig0: ip=192.0.2.11/24\nnet0: virtio=BC:24:11:00:01:10,bridge=vmbr0,firewall=1\n",
+		"nodes/pve1/lxc/200.conf":         "net0: name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:02:00,ip=192.0.2.20/24,firewall=1\n",
+	})
+	wantField(t, r.NICs["tap100i0"], "ipFilter", true)
+	wantField(t, r.NICs["tap100i0"], "ips", []string{"192.0.2.10"})
+	// No set, no ipfilter option: no filter; the config's address is kept.
+	wantField(t, r.NICs["tap100i1"], "ipFilter", false)
+	wantField(t, r.NICs["tap100i1"], "ips", []string{"192.0.2.98"})
+	// ipfilter: 1 without a set: a VM sends from its link-local address only.
+	wantField(t, r.NICs["tap101i0"], "ipFilter", true)
+	wantField(t, r.NICs["tap101i0"], "ips", nil)
+	wantField(t, r.NICs["veth200i0"], "ipFilter", true)
+	wantField(t, r.NICs["veth200i0"], "ips", []string{"192.0.2.50", "192.0.2.20"})
+	for port, nic := range r.NICs {
+		if err := Validate(r.Base, nic, port, ruleset.Limits); err != nil {
+			t.Errorf("%s: %v", port, err)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package pve
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -51,8 +52,13 @@ func (c *converter) guest(g *Guest) {
 		for k, v := range base {
 			nic[k] = v
 		}
-		if ips := c.nicIPs(&s, fw, n); len(ips) > 0 {
+		ips, filter := c.nicIPs(&s, fw, g, n, base["ipFilter"] == true)
+		if len(ips) > 0 {
 			nic["ips"] = ips
+		}
+		nic["ipFilter"] = filter
+		if hs := c.helpers(); len(hs) > 0 && filter {
+			nic["helpers"] = hs
 		}
 		keep := func(r Rule) bool { return r.Iface == "" || strings.EqualFold(r.Iface, fmt.Sprintf("net%d", n.Index)) }
 		rules := map[string]any{}
@@ -94,9 +100,6 @@ func (c *converter) guestBase(fw *FwFile) map[string]any {
 			c.problem(fw.Name, o.Line, "option %s has no tapfw equivalent; left out", key)
 		}
 	}
-	if hs := c.helpers(); len(hs) > 0 && out["ipFilter"] == true {
-		out["helpers"] = hs
-	}
 	return out
 }
 
@@ -136,35 +139,65 @@ func (c *converter) helpers() []string {
 	return out
 }
 
-// nicIPs are the NIC's addresses: its ipfilter-netN set if the guest has
-// one (as Proxmox VE's ipfilter), else those of its config.
-func (c *converter) nicIPs(s *scope, fw *FwFile, n NIC) []string {
-	for _, set := range fw.IPSets {
-		if !strings.EqualFold(set.Name, fmt.Sprintf("ipfilter-net%d", n.Index)) {
-			continue
-		}
-		var out []string
-		for _, e := range set.Entries {
-			v := e.Value
-			if !isAddress(v) {
-				if a, ok := s.resolve(s.aliases, v); ok {
-					v = c.res.Base["aliases"].(map[string]string)[a]
-				} else {
-					c.problem(fw.Name, e.Line, "%s: %q is no address and no alias: left out", set.Name, v)
-					continue
-				}
+// nicIPs are the NIC's addresses, and whether its IP filter is on. As
+// Proxmox VE's ipfilter: an ipfilter-netN set turns the filter on for NIC
+// N whatever the ipfilter option says, and holds its addresses; a
+// container's ip= and ip6= are added to them, a VM's ipconfigN never
+// are (with the filter on and no set, a VM may send from its link-local
+// address only). Without the filter the config's addresses are kept.
+func (c *converter) nicIPs(s *scope, fw *FwFile, g *Guest, n NIC, filter bool) ([]string, bool) {
+	var out []string
+	own := func() {
+		for _, a := range n.IPs {
+			if v := a.String(); !slices.Contains(out, v) {
+				out = append(out, v)
 			}
-			if e.NoMatch {
-				c.problem(fw.Name, e.Line, "%s: an exclusion in a NIC's addresses has no tapfw equivalent; left out", set.Name)
+		}
+	}
+	set := ipfilterSet(fw, n.Index)
+	switch {
+	case set != nil:
+		out = c.ipfilterEntries(s, fw, set)
+		if g.Container {
+			own()
+		}
+		return out, true
+	case !filter || g.Container:
+		own()
+	}
+	return out, filter
+}
+
+// ipfilterSet is the guest's ipfilter-net<index> set, nil without one.
+func ipfilterSet(fw *FwFile, index int) *IPSet {
+	for i, set := range fw.IPSets {
+		if strings.EqualFold(set.Name, fmt.Sprintf("ipfilter-net%d", index)) {
+			return &fw.IPSets[i]
+		}
+	}
+	return nil
+}
+
+// ipfilterEntries are the addresses of an ipfilter-netN set.
+func (c *converter) ipfilterEntries(s *scope, fw *FwFile, set *IPSet) []string {
+	var out []string
+	for _, e := range set.Entries {
+		v := e.Value
+		if !isAddress(v) {
+			a, ok := s.resolve(s.aliases, v)
+			if !ok {
+				c.problem(fw.Name, e.Line, "%s: %q is no address and no alias: left out", set.Name, v)
 				continue
 			}
-			out = append(out, masked(v))
+			v = c.res.Base["aliases"].(map[string]string)[a]
 		}
-		return out
-	}
-	var out []string
-	for _, a := range n.IPs {
-		out = append(out, a.String())
+		if e.NoMatch {
+			c.problem(fw.Name, e.Line, "%s: an exclusion in a NIC's addresses has no tapfw equivalent; left out", set.Name)
+			continue
+		}
+		if v = masked(v); !slices.Contains(out, v) {
+			out = append(out, v)
+		}
 	}
 	return out
 }
