@@ -98,3 +98,29 @@ func TestIPFilter(t *testing.T) {
 		}
 	}
 }
+
+// TestHostGroupIface: a host's "GROUP name -i IFACE" checks the group's
+// rules for that interface only.
+func TestHostGroupIface(t *testing.T) {
+	r := importFiles(t, map[string]string{
+		"firewall/cluster.fw": "[OPTIONS]\nenable: 1\n\n[group web]\nIN HTTP(ACCEPT)\nOUT ACCEPT -p tcp -dport 25\n",
+		"nodes/pve1/host.fw":  "[RULES]\nGROUP web -i vmbr1\n|GROUP web -i vmbr2\nGROUP web\n",
+	})
+	rules := r.Base["host"].(map[string]any)["rules"].(map[string]any)
+	in := rules["in"].([]map[string]any)
+	want := []map[string]any{
+		{"action": "ACCEPT", "macro": "HTTP", "iface": "vmbr1", "comment": "group web"},
+		{"action": "ACCEPT", "macro": "HTTP", "iface": "vmbr2", "comment": "group web", "enable": false},
+		{"group": "web"},
+	}
+	if !reflect.DeepEqual(in[:3], want) {
+		t.Errorf("host in rules %v, want %v", in[:3], want)
+	}
+	out := rules["out"].([]map[string]any)
+	if out[0]["iface"] != "vmbr1" || out[0]["dport"] != "25" {
+		t.Errorf("host out rule %v, want the group's on vmbr1", out[0])
+	}
+	if len(r.Problems) != 0 {
+		t.Errorf("problems: %v", r.Problems)
+	}
+}

@@ -214,3 +214,14 @@ func (f *FwFile) Option(key string) (string, int) {
 	}
 	return "", 0
 }
+
+// group is the [group name] section of that name (in any case), nil
+// without one.
+func (f *FwFile) group(name string) *Group {
+	for i, g := range f.Groups {
+		if strings.EqualFold(g.Name, name) {
+			return &f.Groups[i]
+		}
+	}
+	return nil
+}

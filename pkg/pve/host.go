@@ -43,9 +43,9 @@ func (c *converter) host() {
 	for _, dir := range []string{"in", "out"} {
 		var rs []outRule
 		if hf != nil {
-			rs = hs.ruleList(hf.Name, hf.Rules, dir, c.groups, nil, &c.res.Problems)
+			rs = hs.ruleList(hf.Name, c.ifaceGroups(hf.Rules), dir, c.groups, nil, &c.res.Problems)
 		}
-		rs = append(rs, hs.ruleList(c.t.Cluster.Name, c.t.Cluster.Rules, dir, c.groups, nil, &c.res.Problems)...)
+		rs = append(rs, hs.ruleList(c.t.Cluster.Name, c.ifaceGroups(c.t.Cluster.Rules), dir, c.groups, nil, &c.res.Problems)...)
 		rs = append(rs, c.corosync(dir)...)
 		rs = append(rs, c.policy(dir))
 		rules[dir] = c.fields("host.rules."+dir, rs)
@@ -140,4 +140,32 @@ func (c *converter) policy(dir string) outRule {
 	}
 	return outRule{fields: map[string]any{"action": strings.ToUpper(v), "comment": "policy_" + dir + " " + strings.ToUpper(v) + " (Proxmox VE)"},
 		origin: Problem{File: c.t.Cluster.Name, Line: line}}
+}
+
+// ifaceGroups replaces each host rule "GROUP name -i IFACE" with the
+// group's rules, each matching IFACE: Proxmox VE checks the group only
+// for packets of that interface, and a tapfw group rule names no
+// interface. They keep the GROUP rule's line, and are enabled only if
+// it is. A group's own rule with -i (which Proxmox VE refuses) and its
+// FORWARD rules are reported with the group, and left out here.
+func (c *converter) ifaceGroups(rules []Rule) []Rule {
+	var out []Rule
+	for _, r := range rules {
+		g := c.t.Cluster.group(r.Group)
+		if r.Type != "group" || r.Iface == "" || g == nil {
+			out = append(out, r)
+			continue
+		}
+		for _, gr := range g.Rules {
+			if gr.Iface != "" || gr.Type == "forward" {
+				continue
+			}
+			gr.Iface, gr.Line, gr.Enable = r.Iface, r.Line, r.Enable && gr.Enable
+			if gr.Comment == "" {
+				gr.Comment = "group " + g.Name
+			}
+			out = append(out, gr)
+		}
+	}
+	return out
 }
