@@ -124,3 +124,62 @@ func TestHostGroupIface(t *testing.T) {
 		t.Errorf("problems: %v", r.Problems)
 	}
 }
+
+// TestRuleAsPVE: rules convert as Proxmox VE reads them (names of
+// /etc/services and /etc/protocols, ICMP type names and the old -dport
+// form), and those it refuses are refused.
+func TestRuleAsPVE(t *testing.T) {
+	s := &scope{aliases: map[string]string{"dc/db": "dc-db"}, sets: map[string]string{"dc/web": "dc-web"}}
+	for _, c := range []struct {
+		line string
+		want map[string]any // nil: refused
+		host bool
+	}{
+		{line: "IN ACCEPT -p tcp -dport http-alt,ldaps,8000:8100", want: map[string]any{"proto": "tcp", "dport": "8080,636,8000:8100"}},
+		{line: "IN ACCEPT -p tcp -dport imap"}, // an alias of imap2
+		{line: "IN ACCEPT -p udp -sport domain", want: map[string]any{"proto": "udp", "sport": "53"}},
+		{line: "IN ACCEPT -p icmp -dport echo-request", want: map[string]any{"proto": "icmp", "icmpType": "echo-request"}},
+		{line: "IN ACCEPT -p icmp -dport 8", want: map[string]any{"proto": "icmp", "icmpType": "8"}},
+		{line: "IN ACCEPT -p icmp -icmp-type 8"}, // -icmp-type takes names only
+		{line: "IN ACCEPT -p icmp -icmp-type any", want: map[string]any{"proto": "icmp"}},
+		{line: "IN ACCEPT -p icmp -icmp-type host-prohibited", want: map[string]any{"proto": "icmp", "icmpType": "3/10"}},
+		{line: "IN ACCEPT -p icmpv6 -icmp-type neighbour-solicitation", want: map[string]any{"proto": "icmpv6", "icmpType": "neighbour-solicitation"}},
+		{line: "IN ACCEPT -p icmpv6 -icmp-type host-prohibited"}, // an IPv4 name
+		{line: "IN ACCEPT -p icmp -source 2001:db8::1"},
+		{line: "IN ACCEPT -p gre", want: map[string]any{"proto": "47"}},
+		{line: "IN ACCEPT -p 47", want: map[string]any{"proto": "47"}},
+		{line: "IN ACCEPT -p 254"}, // no such protocol
+		{line: "IN ACCEPT -p Tcp"},
+		{line: "IN ACCEPT -p gre -dport 80"},
+		{line: "IN ACCEPT -dport 80"},
+		{line: "IN ACCEPT -source 192.0.2.1,192.0.2.0/28", want: map[string]any{"source": "192.0.2.1,192.0.2.0/28"}},
+		{line: "IN ACCEPT -source 192.0.2.1-192.0.2.9", want: map[string]any{"source": "192.0.2.1-192.0.2.9"}},
+		{line: "IN ACCEPT -source 192.0.2.1-192.0.2.9,192.0.2.20"},
+		{line: "IN ACCEPT -source 192.0.2.1,2001:db8::1"},
+		{line: "IN ACCEPT -source 192.0.2.1 -dest 2001:db8::1"},
+		{line: "IN ACCEPT -source db,192.0.2.1"},
+		{line: "IN ACCEPT -source +web,+web"},
+		{line: "IN ACCEPT -source 192.0.2.1/24"},
+		{line: "IN ACCEPT -source dc/db -dest +dc/web", want: map[string]any{"source": "dc-db", "dest": "+dc-web"}},
+		{line: "IN ACCEPT -i eth0"},
+		{line: "IN ACCEPT -i net0", want: map[string]any{}},
+		{line: "IN ACCEPT -i eth0", want: map[string]any{"iface": "eth0"}, host: true},
+	} {
+		r, err := parseRule(c.line, 1)
+		if err != nil {
+			t.Fatalf("%s: %v", c.line, err)
+		}
+		s.host = c.host
+		o, err := s.convertRule("x.fw", r, nil)
+		if c.want == nil {
+			if err == nil || !strings.Contains(err.Error(), "Proxmox VE skips it") {
+				t.Errorf("%s: %v, want refused as Proxmox VE refuses it", c.line, err)
+			}
+			continue
+		}
+		c.want["action"] = "ACCEPT"
+		if err != nil || !reflect.DeepEqual(o.fields, c.want) {
+			t.Errorf("%s: %v %v, want %v", c.line, o.fields, err, c.want)
+		}
+	}
+}

@@ -60,7 +60,10 @@ func (c *converter) guest(g *Guest) {
 		if hs := c.helpers(); len(hs) > 0 && filter {
 			nic["helpers"] = hs
 		}
-		keep := func(r Rule) bool { return r.Iface == "" || strings.EqualFold(r.Iface, fmt.Sprintf("net%d", n.Index)) }
+		// A rule's -i that is not net<N> is reported (Proxmox VE refuses it).
+		keep := func(r Rule) bool {
+			return r.Iface == "" || r.Iface == fmt.Sprintf("net%d", n.Index) || !netIfaceRE.MatchString(r.Iface)
+		}
 		rules := map[string]any{}
 		for _, dir := range []string{"in", "out"} {
 			rs := s.ruleList(fw.Name, fw.Rules, dir, c.groups, keep, &c.res.Problems)

@@ -14,15 +14,8 @@ type outRule struct {
 	origin Problem // File and Line
 }
 
-// services are the port names Proxmox VE rules use most, from
-// /etc/services: a rule names a port by number in tapfw.
-var services = map[string]int{
-	"ftp": 21, "ssh": 22, "telnet": 23, "smtp": 25, "domain": 53, "http": 80, "pop3": 110, "ntp": 123,
-	"imap": 143, "snmp": 161, "ldap": 389, "https": 443, "submission": 587, "imaps": 993, "pop3s": 995,
-	"mysql": 3306, "postgresql": 5432, "rdp": 3389, "ms-wbt-server": 3389,
-}
-
-// ports converts a Proxmox VE port list: names to numbers.
+// ports converts a Proxmox VE port list: names (those of /etc/services,
+// as Proxmox VE takes them) to numbers.
 func ports(v string) (string, error) {
 	if v == "" {
 		return "", nil
@@ -35,9 +28,9 @@ func ports(v string) (string, error) {
 				ends = append(ends, end)
 				continue
 			}
-			n, ok := services[strings.ToLower(end)]
+			n, ok := etcServices[end]
 			if !ok {
-				return "", fmt.Errorf("port name %q is not one the import knows: write its number", end)
+				return "", fmt.Errorf("port name %q is not in /etc/services", end)
 			}
 			ends = append(ends, strconv.Itoa(n))
 		}
@@ -62,6 +55,9 @@ func (s *scope) convertRule(f string, r Rule, groups map[string]string) (outRule
 	if c := comment(r.Comment); c != "" {
 		o.fields["comment"] = c
 	}
+	if err := pveRuleError(r, !s.host); err != nil {
+		return o, fmt.Errorf("%w (Proxmox VE skips it too)", err)
+	}
 	if r.Type == "group" {
 		g, ok := groups[strings.ToLower(r.Group)]
 		if !ok {
@@ -72,8 +68,14 @@ func (s *scope) convertRule(f string, r Rule, groups map[string]string) (outRule
 	}
 	set("action", r.Action)
 	set("macro", r.Macro)
-	set("proto", r.Proto)
-	set("icmpType", r.ICMPType)
+	set("proto", proto(r.Proto))
+	if icmpFamily(r.Proto) != 0 && r.DPort != "" {
+		r.ICMPType, r.DPort = r.DPort, "" // checked as a type number or name
+	}
+	if r.ICMPType != "" {
+		t, _ := icmpType(r.Proto, r.ICMPType, true)
+		set("icmpType", t)
+	}
 	if s.host {
 		set("iface", r.Iface)
 	}
@@ -144,4 +146,17 @@ func (s *scope) ruleList(f string, rules []Rule, dir string, groups map[string]s
 		out = append(out, o)
 	}
 	return out
+}
+
+// proto is a rule's protocol as tapfw writes it: tcp, udp, icmp and
+// icmpv6 by name, another by its number.
+func proto(p string) string {
+	switch p {
+	case "", "tcp", "udp", "icmp", "icmpv6", "ipv6-icmp":
+		return p
+	}
+	if n, ok := etcProtocols[p]; ok {
+		return strconv.Itoa(n)
+	}
+	return p
 }
