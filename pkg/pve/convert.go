@@ -33,10 +33,13 @@ type Options struct {
 
 // Proxmox VE's implicit host rules: what its management ipset reaches
 // (the web interface, VNC and SPICE consoles, migration) besides ssh,
-// and corosync between the cluster's nodes.
+// what the host reaches in local_network (the same but migration, and
+// ssh), and corosync between the cluster's nodes (Firewall.pm's
+// enable_host_firewall).
 var (
 	pveManagementPorts = []string{"8006", "5900:5999", "3128", "60000:60050"}
-	corosyncPorts      = "5405:5412"
+	localNetworkPorts  = "8006,22,5900:5999,3128"
+	corosyncPorts      = "5404:5405"
 )
 
 // converter holds what a conversion builds.

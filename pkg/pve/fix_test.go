@@ -1,6 +1,7 @@
 package pve
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -107,7 +108,7 @@ func TestHostGroupIface(t *testing.T) {
 		"nodes/pve1/host.fw":  "[RULES]\nGROUP web -i vmbr1\n|GROUP web -i vmbr2\nGROUP web\n",
 	})
 	rules := r.Base["host"].(map[string]any)["rules"].(map[string]any)
-	in := rules["in"].([]map[string]any)
+	in := rules["in"].([]map[string]any)[1:] // after IGMP
 	want := []map[string]any{
 		{"action": "ACCEPT", "macro": "HTTP", "iface": "vmbr1", "comment": "group web"},
 		{"action": "ACCEPT", "macro": "HTTP", "iface": "vmbr2", "comment": "group web", "enable": false},
@@ -116,7 +117,7 @@ func TestHostGroupIface(t *testing.T) {
 	if !reflect.DeepEqual(in[:3], want) {
 		t.Errorf("host in rules %v, want %v", in[:3], want)
 	}
-	out := rules["out"].([]map[string]any)
+	out := rules["out"].([]map[string]any)[1:]
 	if out[0]["iface"] != "vmbr1" || out[0]["dport"] != "25" {
 		t.Errorf("host out rule %v, want the group's on vmbr1", out[0])
 	}
@@ -181,5 +182,29 @@ func TestRuleAsPVE(t *testing.T) {
 		if err != nil || !reflect.DeepEqual(o.fields, c.want) {
 			t.Errorf("%s: %v %v, want %v", c.line, o.fields, err, c.want)
 		}
+	}
+}
+
+// TestHostImplicitRules: the host rules Proxmox VE adds of its own, in
+// its order: IGMP first, then the rules, the host's connections to
+// local_network's management ports (out), corosync, the policy.
+func TestHostImplicitRules(t *testing.T) {
+	r := importFiles(t, map[string]string{
+		"firewall/cluster.fw": "[OPTIONS]\nenable: 1\npolicy_out: DROP\n",
+		"nodes/pve1/host.fw":  "[RULES]\nOUT ACCEPT -p udp -dport 53\n",
+		"corosync.conf":       "nodelist {\n node {\n ring0_addr: 192.0.2.1\n }\n}\n",
+	})
+	out := r.Base["host"].(map[string]any)["rules"].(map[string]any)["out"].([]map[string]any)
+	var got []string
+	for _, o := range out {
+		got = append(got, fmt.Sprintf("%v %v %v %v", o["action"], o["proto"], o["dport"], o["dest"]))
+	}
+	want := []string{"ACCEPT igmp <nil> <nil>", "ACCEPT udp 53 <nil>", "ACCEPT tcp 8006,22,5900:5999,3128 192.0.2.0/24",
+		"ACCEPT udp 5404:5405 +dc-corosync", "DROP <nil> <nil> <nil>"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("host out rules\n%q, want\n%q", got, want)
+	}
+	if err := Validate(r.Base, map[string]any{"bridge": "vmbr0", "macFilter": false, "ipFilter": false}, "", ruleset.Limits); err != nil {
+		t.Error(err)
 	}
 }

@@ -24,10 +24,11 @@ var ignoredHost = map[string]string{
 }
 
 // host makes the base config's host section: every local address behind
-// the firewall (as Proxmox VE), host.fw's rules then cluster.fw's, the
-// management set with local_network, corosync between the ring's
+// the firewall (as Proxmox VE), IGMP, host.fw's rules then cluster.fw's,
+// the management set with local_network (and the host's connections to
+// local_network's management ports), corosync between the ring's
 // addresses, and the cluster's policies as the last rules (tapfw's host
-// policy is DROP).
+// policy is DROP): the rules Proxmox VE adds, in its order.
 func (c *converter) host() {
 	hf := c.t.Host
 	if !c.boolOption(hf, "enable", true) {
@@ -41,11 +42,14 @@ func (c *converter) host() {
 	hs := scope{host: true, aliases: c.cluster.aliases, sets: c.cluster.sets}
 	rules := map[string]any{}
 	for _, dir := range []string{"in", "out"} {
-		var rs []outRule
+		rs := []outRule{c.igmp()}
 		if hf != nil {
-			rs = hs.ruleList(hf.Name, c.ifaceGroups(hf.Rules), dir, c.groups, nil, &c.res.Problems)
+			rs = append(rs, hs.ruleList(hf.Name, c.ifaceGroups(hf.Rules), dir, c.groups, nil, &c.res.Problems)...)
 		}
 		rs = append(rs, hs.ruleList(c.t.Cluster.Name, c.ifaceGroups(c.t.Cluster.Rules), dir, c.groups, nil, &c.res.Problems)...)
+		if dir == "out" {
+			rs = append(rs, c.localNetwork()...)
+		}
 		rs = append(rs, c.corosync(dir)...)
 		rs = append(rs, c.policy(dir))
 		rules[dir] = c.fields("host.rules."+dir, rs)
@@ -168,4 +172,26 @@ func (c *converter) ifaceGroups(rules []Rule) []Rule {
 		}
 	}
 	return out
+}
+
+// igmp is the host's first rule: Proxmox VE lets IGMP in and out before
+// any rule (multicast needs it).
+func (c *converter) igmp() outRule {
+	return outRule{fields: map[string]any{"action": "ACCEPT", "proto": "igmp", "comment": "igmp (Proxmox VE)"},
+		origin: Problem{File: c.t.Cluster.Name}}
+}
+
+// localNetwork is the host's rule for its connections to the management
+// ports of local_network (the cluster.fw alias, else --local-network),
+// which Proxmox VE accepts after the host's rules, whatever policy_out.
+func (c *converter) localNetwork() []outRule {
+	dest := c.opt.LocalNetwork
+	if n, ok := c.cluster.aliases["dc/local_network"]; ok {
+		dest = n
+	}
+	if dest == "" {
+		return nil
+	}
+	return []outRule{{fields: map[string]any{"action": "ACCEPT", "proto": "tcp", "dport": localNetworkPorts, "dest": dest,
+		"comment": "local_network (Proxmox VE)"}, origin: Problem{File: c.t.Cluster.Name}}}
 }
