@@ -49,6 +49,7 @@ type converter struct {
 	res     *Result
 	cluster scope
 	groups  map[string]string // lower-case Proxmox VE name: tapfw name
+	helpers []string          // host.fw's nf_conntrack_helpers tapfw attaches
 }
 
 // Convert turns the tree into tapfw's configs.
@@ -69,6 +70,7 @@ func Convert(t *Tree, opt Options) *Result {
 	c.names(&c.cluster, t.Cluster, "dc/", func(n string) string { return clusterName(n, c.opt.Limits.SetName) })
 	c.securityGroups()
 	c.host()
+	c.helpers = c.conntrackHelpers()
 	for _, g := range t.Guests {
 		c.guest(g)
 	}
@@ -216,7 +218,9 @@ func (c *converter) clusterOptions() {
 		switch key := strings.ToLower(o.Key); key {
 		case "enable", "policy_in", "policy_out":
 		case "ebtables":
-			c.problem(c.t.Cluster.Name, o.Line, "option ebtables: tapfw's layer-2 checks (nftables bridge family) are always on; left out")
+			if o.Value == "0" {
+				c.problem(c.t.Cluster.Name, o.Line, "option ebtables: 0: no layer2_protocols are imported, but a NIC with an IP filter still checks its ARP senders in tapfw")
+			}
 		case "log_ratelimit":
 			c.problem(c.t.Cluster.Name, o.Line, "option log_ratelimit: tapfw limits log lines per rule and tap (logLimit); left out")
 		default:

@@ -208,3 +208,40 @@ func TestHostImplicitRules(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestReported: what Proxmox VE does that tapfw cannot, and sections it
+// does not read, are reported at their lines.
+func TestReported(t *testing.T) {
+	r := importFiles(t, map[string]string{
+		"firewall/cluster.fw": "[OPTIONS]\nenable: 1\nebtables: 0\n\n[group web]\nIN HTTP(ACCEPT)\n",
+		"nodes/pve1/host.fw":  "[OPTIONS]\ntcpflags: 1\nnf_conntrack_helpers: ftp\n\n[ALIASES]\nx 192.0.2.9\n\n[IPSET y]\n192.0.2.8\n",
+		"firewall/100.fw": "[OPTIONS]\nenable: 1\nlayer2_protocols: ipv4,arp\n\n[group own]\nIN HTTP(ACCEPT)\n\n" +
+			"[RULES]\nGROUP web -i net1\n",
+		"nodes/pve1/qemu-server/100.conf": "net0: virtio=BC:24:11:00:01:00,bridge=vmbr0,firewall=1\n" +
+			"net1: virtio=BC:24:11:00:01:01,bridge=vmbr0,firewall=1\n",
+	})
+	for _, want := range []struct{ at, text string }{
+		{"firewall/cluster.fw:3:", "ebtables: 0"},
+		{"nodes/pve1/host.fw:2:", "tcpflags: tapfw checks the host's traffic only"},
+		{"nodes/pve1/host.fw:3:", "the host's own connections get no helper"},
+		{"nodes/pve1/host.fw:3:", "tap100i0 gets none"},
+		{"nodes/pve1/host.fw:6:", "alias x"},
+		{"nodes/pve1/host.fw:8:", "[IPSET y]"},
+		{"firewall/100.fw:3:", "layer2_protocols"},
+		{"firewall/100.fw:5:", "[group own]"},
+	} {
+		if !hasProblem(r, want.at, want.text) {
+			t.Errorf("no problem %s ... %s in %v", want.at, want.text, r.Problems)
+		}
+	}
+	if _, ok := r.NICs["tap100i0"]["l2Protocols"]; ok {
+		t.Error("l2Protocols imported with ebtables: 0")
+	}
+	// The GROUP rule with -i net1 is NIC 1's only.
+	if in := r.NICs["tap100i0"]["rules"].(map[string]any)["in"]; in != nil {
+		t.Errorf("tap100i0 in rules %v, want none", in)
+	}
+	if in := r.NICs["tap100i1"]["rules"].(map[string]any)["in"]; !reflect.DeepEqual(in, []map[string]any{{"group": "web"}}) {
+		t.Errorf("tap100i1 in rules %v, want the group", in)
+	}
+}

@@ -12,6 +12,11 @@ var hostOptions = map[string]string{
 	"protection_synflood": "synFlood",
 }
 
+// guestChecks are the host.fw options whose checks Proxmox VE applies to
+// the guests' incoming traffic too (PVEFW-FWBR-IN), and tapfw to the
+// host's only.
+var guestChecks = map[string]bool{"tcpflags": true, "nosmurfs": true}
+
 // ignoredHost are host.fw options with no bearing on what passes, or
 // whose job tapfw does otherwise.
 var ignoredHost = map[string]string{
@@ -37,6 +42,7 @@ func (c *converter) host() {
 		return
 	}
 	h := map[string]any{"allLocal": true, "managementPorts": pveManagementPorts, "logLevelIn": "nolog", "logLevelOut": "nolog"}
+	c.unread(hf, true)
 	c.hostOptions(h)
 	c.management()
 	hs := scope{host: true, aliases: c.cluster.aliases, sets: c.cluster.sets}
@@ -72,6 +78,9 @@ func (c *converter) hostOptions(h map[string]any) {
 				v = c.boolOption(hf, key, true)
 			}
 			h[field] = v
+			if v && guestChecks[key] {
+				c.problem(hf.Name, o.Line, "option %s: tapfw checks the host's traffic only; Proxmox VE checks the guests' incoming traffic too", key)
+			}
 			continue
 		}
 		if why, ok := ignoredHost[key]; ok {
@@ -194,4 +203,25 @@ func (c *converter) localNetwork() []outRule {
 	}
 	return []outRule{{fields: map[string]any{"action": "ACCEPT", "proto": "tcp", "dport": localNetworkPorts, "dest": dest,
 		"comment": "local_network (Proxmox VE)"}, origin: Problem{File: c.t.Cluster.Name}}}
+}
+
+// unread reports the sections of f Proxmox VE does not read there: a
+// guest's and the host's [group], the host's [ALIASES] and [IPSET] (their
+// names are the cluster's).
+func (c *converter) unread(f *FwFile, host bool) {
+	if f == nil {
+		return
+	}
+	for _, g := range f.Groups {
+		c.problem(f.Name, g.Line, "[group %s]: security groups are cluster.fw's; Proxmox VE does not read this one, nor the import", g.Name)
+	}
+	if !host {
+		return
+	}
+	for _, a := range f.Aliases {
+		c.problem(f.Name, a.Line, "alias %s: aliases are cluster.fw's or a guest's; Proxmox VE does not read host.fw's, nor the import", a.Name)
+	}
+	for _, set := range f.IPSets {
+		c.problem(f.Name, set.Line, "[IPSET %s]: ipsets are cluster.fw's or a guest's; Proxmox VE does not read host.fw's, nor the import", set.Name)
+	}
 }

@@ -40,6 +40,7 @@ func (c *converter) guest(g *Guest) {
 		s.sets[k] = v
 	}
 	c.names(&s, fw, "guest/", func(n string) string { return guestName(g.VMID, n, c.opt.Limits.SetName) })
+	c.unread(fw, false)
 	on := fw != nil && c.boolOption(fw, "enable", false)
 	base := c.guestBase(fw)
 	for _, n := range g.NICs {
@@ -57,8 +58,13 @@ func (c *converter) guest(g *Guest) {
 			nic["ips"] = ips
 		}
 		nic["ipFilter"] = filter
-		if hs := c.helpers(); len(hs) > 0 && filter {
-			nic["helpers"] = hs
+		switch {
+		case len(c.helpers) == 0:
+		case filter:
+			nic["helpers"] = c.helpers
+		default:
+			_, line := c.t.Host.Option("nf_conntrack_helpers")
+			c.problem(c.t.Host.Name, line, "nf_conntrack_helpers: %s gets none: tapfw's helpers need its IP filter (ipfilter)", port)
 		}
 		// A rule's -i that is not net<N> is reported (Proxmox VE refuses it).
 		keep := func(r Rule) bool {
@@ -95,6 +101,8 @@ func (c *converter) guestBase(fw *FwFile) map[string]any {
 			out[map[string]string{"policy_in": "policyIn", "policy_out": "policyOut"}[key]] = strings.ToUpper(o.Value)
 		case key == "log_level_in" || key == "log_level_out":
 			out[map[string]string{"log_level_in": "logLevelIn", "log_level_out": "logLevelOut"}[key]] = o.Value
+		case key == "layer2_protocols" && c.ebtablesOff():
+			c.problem(fw.Name, o.Line, "layer2_protocols: cluster.fw's ebtables: 0 turns Proxmox VE's layer-2 filter off; left out")
 		case key == "layer2_protocols":
 			out["l2Protocols"] = c.etherTypes(fw, o)
 		case key == "enable":
@@ -122,13 +130,18 @@ func (c *converter) etherTypes(fw *FwFile, o Option) []string {
 	return out
 }
 
-// helpers are the host's nf_conntrack_helpers tapfw attaches per NIC.
-func (c *converter) helpers() []string {
+// conntrackHelpers are the host's nf_conntrack_helpers tapfw attaches
+// per NIC. Proxmox VE attaches them to every connection; tapfw to those of
+// a guest with an IP filter, not to the host's own.
+func (c *converter) conntrackHelpers() []string {
 	hf := c.t.Host
 	if hf == nil {
 		return nil
 	}
 	v, line := hf.Option("nf_conntrack_helpers")
+	if v != "" {
+		c.problem(hf.Name, line, "nf_conntrack_helpers: the host's own connections get no helper in tapfw")
+	}
 	var out []string
 	for _, h := range strings.Split(v, ",") {
 		switch h = strings.TrimSpace(h); h {
@@ -203,4 +216,11 @@ func (c *converter) ipfilterEntries(s *scope, fw *FwFile, set *IPSet) []string {
 		}
 	}
 	return out
+}
+
+// ebtablesOff reports whether cluster.fw says ebtables: 0, with which
+// Proxmox VE installs no layer-2 filter (ethertypes, ARP addresses).
+func (c *converter) ebtablesOff() bool {
+	v, _ := c.t.Cluster.Option("ebtables")
+	return v == "0"
 }
