@@ -258,3 +258,38 @@ func (c *converter) intOption(f *FwFile, key string) int {
 	}
 	return n
 }
+
+// policyOption reads a policy option of f (ACCEPT, DROP or REJECT in any
+// case), def when it is not set or (a problem) another value, which
+// Proxmox VE does not read either.
+func (c *converter) policyOption(f *FwFile, key, def string) string {
+	v, line := f.Option(key)
+	switch u := strings.ToUpper(v); u {
+	case "":
+		return def
+	case "ACCEPT", "DROP", "REJECT":
+		return u
+	}
+	c.problem(f.Name, line, "option %s: %q is not ACCEPT, DROP or REJECT; Proxmox VE's default %s is used", key, v, def)
+	return def
+}
+
+// logLevels are the log levels Proxmox VE's options take.
+var logLevels = map[string]bool{"emerg": true, "alert": true, "crit": true, "err": true, "warning": true,
+	"notice": true, "info": true, "debug": true, "nolog": true}
+
+// logOption reads a log level option of f (in any case): nolog when it
+// is not set or empty (Proxmox VE logs nothing then), or (a problem)
+// another value.
+func (c *converter) logOption(f *FwFile, key string) string {
+	v, line := f.Option(key)
+	v = strings.ToLower(v)
+	switch {
+	case v == "":
+		return "nolog"
+	case logLevels[v]:
+		return v
+	}
+	c.problem(f.Name, line, "option %s: %q is not a log level; no log lines, as Proxmox VE's default", key, v)
+	return "nolog"
+}

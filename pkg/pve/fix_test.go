@@ -245,3 +245,28 @@ func TestReported(t *testing.T) {
 		t.Errorf("tap100i1 in rules %v, want the group", in)
 	}
 }
+
+// TestOptionValues: policies and log levels in any case; an empty log
+// level logs nothing; a value Proxmox VE cannot read is its default.
+func TestOptionValues(t *testing.T) {
+	r := importFiles(t, map[string]string{
+		"firewall/cluster.fw":             "[OPTIONS]\nenable: 1\npolicy_out: allow\n",
+		"nodes/pve1/host.fw":              "[OPTIONS]\nlog_level_in: INFO\n",
+		"firewall/100.fw":                 "[OPTIONS]\nenable: 1\npolicy_in: reject\npolicy_out: nope\nlog_level_in:\nlog_level_out: Debug\n",
+		"nodes/pve1/qemu-server/100.conf": "net0: virtio=BC:24:11:00:01:00,bridge=vmbr0,firewall=1\n",
+	})
+	nic := r.NICs["tap100i0"]
+	wantField(t, nic, "policyIn", "REJECT")
+	wantField(t, nic, "policyOut", "ACCEPT")
+	wantField(t, nic, "logLevelIn", "nolog")
+	wantField(t, nic, "logLevelOut", "debug")
+	host := r.Base["host"].(map[string]any)
+	wantField(t, host, "logLevelIn", "info")
+	out := host["rules"].(map[string]any)["out"].([]map[string]any)
+	wantField(t, out[len(out)-1], "action", "ACCEPT")
+	for _, at := range []string{"firewall/cluster.fw:3:", "firewall/100.fw:4:"} {
+		if !hasProblem(r, at, "is not ACCEPT, DROP or REJECT") {
+			t.Errorf("no problem at %s: %v", at, r.Problems)
+		}
+	}
+}

@@ -98,11 +98,7 @@ func (c *converter) hostOptions(h map[string]any) {
 			}
 		}
 	}
-	for key, field := range map[string]string{"log_level_in": "logLevelIn", "log_level_out": "logLevelOut"} {
-		if v, _ := hf.Option(key); v != "" {
-			h[field] = v
-		}
-	}
+	h["logLevelIn"], h["logLevelOut"] = c.logOption(hf, "log_level_in"), c.logOption(hf, "log_level_out")
 }
 
 // management makes the management set hold local_network too, as in
@@ -147,11 +143,9 @@ func (c *converter) corosync(dir string) []outRule {
 // policy is the cluster's policy for dir as the host's last rule:
 // policy_in DROP and policy_out ACCEPT unless cluster.fw says otherwise.
 func (c *converter) policy(dir string) outRule {
-	v, line := c.t.Cluster.Option("policy_" + dir)
-	if v == "" {
-		v = map[string]string{"in": "DROP", "out": "ACCEPT"}[dir]
-	}
-	return outRule{fields: map[string]any{"action": strings.ToUpper(v), "comment": "policy_" + dir + " " + strings.ToUpper(v) + " (Proxmox VE)"},
+	_, line := c.t.Cluster.Option("policy_" + dir)
+	v := c.policyOption(c.t.Cluster, "policy_"+dir, map[string]string{"in": "DROP", "out": "ACCEPT"}[dir])
+	return outRule{fields: map[string]any{"action": v, "comment": "policy_" + dir + " " + v + " (Proxmox VE)"},
 		origin: Problem{File: c.t.Cluster.Name, Line: line}}
 }
 

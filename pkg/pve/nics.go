@@ -97,10 +97,14 @@ func (c *converter) guestBase(fw *FwFile) map[string]any {
 	for _, o := range fw.Options {
 		key := strings.ToLower(o.Key)
 		switch {
-		case key == "policy_in" || key == "policy_out":
-			out[map[string]string{"policy_in": "policyIn", "policy_out": "policyOut"}[key]] = strings.ToUpper(o.Value)
-		case key == "log_level_in" || key == "log_level_out":
-			out[map[string]string{"log_level_in": "logLevelIn", "log_level_out": "logLevelOut"}[key]] = o.Value
+		case key == "policy_in":
+			out["policyIn"] = c.policyOption(fw, key, "DROP")
+		case key == "policy_out":
+			out["policyOut"] = c.policyOption(fw, key, "ACCEPT")
+		case key == "log_level_in":
+			out["logLevelIn"] = c.logOption(fw, key)
+		case key == "log_level_out":
+			out["logLevelOut"] = c.logOption(fw, key)
 		case key == "layer2_protocols" && c.ebtablesOff():
 			c.problem(fw.Name, o.Line, "layer2_protocols: cluster.fw's ebtables: 0 turns Proxmox VE's layer-2 filter off; left out")
 		case key == "layer2_protocols":
