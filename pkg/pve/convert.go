@@ -2,6 +2,7 @@ package pve
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"sort"
 	"strconv"
@@ -129,6 +130,10 @@ func (c *converter) names(s *scope, f *FwFile, prefix string, name func(string) 
 		aliases = map[string]string{}
 	}
 	for _, a := range f.Aliases {
+		if _, err := netip.ParsePrefix(a.CIDR); err != nil && !isAddr(a.CIDR) {
+			c.problem(f.Name, a.Line, "alias %s: %q is no address or network (Proxmox VE skips it too)", a.Name, a.CIDR)
+			continue
+		}
 		n := shorten(name(a.Name), config.MaxAliasName)
 		s.aliases[prefix+strings.ToLower(a.Name)] = n
 		aliases[n] = masked(a.CIDR)
@@ -292,4 +297,10 @@ func (c *converter) logOption(f *FwFile, key string) string {
 	}
 	c.problem(f.Name, line, "option %s: %q is not a log level; no log lines, as Proxmox VE's default", key, v)
 	return "nolog"
+}
+
+// isAddr reports whether v is one address.
+func isAddr(v string) bool {
+	_, err := netip.ParseAddr(v)
+	return err == nil
 }

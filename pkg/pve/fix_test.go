@@ -163,6 +163,9 @@ func TestRuleAsPVE(t *testing.T) {
 		{line: "IN ACCEPT -source 192.0.2.1/24"},
 		{line: "IN ACCEPT -source dc/db -dest +dc/web", want: map[string]any{"source": "dc-db", "dest": "+dc-web"}},
 		{line: "IN ACCEPT -i eth0"},
+		{line: "IN ACCEPT -log true"},
+		{line: "IN ACCEPT -log INFO"},
+		{line: "IN ACCEPT -log info", want: map[string]any{"log": "info"}},
 		{line: "IN ACCEPT -i net0", want: map[string]any{}},
 		{line: "IN ACCEPT -i eth0", want: map[string]any{"iface": "eth0"}, host: true},
 	} {
@@ -269,4 +272,23 @@ func TestOptionValues(t *testing.T) {
 			t.Errorf("no problem at %s: %v", at, r.Problems)
 		}
 	}
+}
+
+// TestBadAliasAndNICFlag: an alias Proxmox VE cannot read is reported
+// and left out, not the whole import; firewall=on is firewall=1.
+func TestBadAliasAndNICFlag(t *testing.T) {
+	r := importFiles(t, map[string]string{
+		"firewall/cluster.fw":             "[OPTIONS]\nenable: 1\n\n[ALIASES]\nbad not-an-address\ngood 192.0.2.7\n",
+		"firewall/100.fw":                 "[OPTIONS]\nenable: 1\n\n[RULES]\nIN ACCEPT -source good\n",
+		"nodes/pve1/qemu-server/100.conf": "net0: virtio=BC:24:11:00:01:00,bridge=vmbr0,firewall=on\n",
+	})
+	if !hasProblem(r, "firewall/cluster.fw:5:", "alias bad") {
+		t.Errorf("no problem for alias bad: %v", r.Problems)
+	}
+	nic, ok := r.NICs["tap100i0"]
+	if !ok {
+		t.Fatalf("tap100i0 not written: %v", r.Problems)
+	}
+	wantField(t, nic, "policyIn", "DROP")
+	wantField(t, nic, "rules", map[string]any{"in": []map[string]any{{"action": "ACCEPT", "source": "dc-good"}}})
 }

@@ -95,7 +95,7 @@ func parseNIC(idx, line int, v string, container bool) (NIC, error) {
 		case k == "bridge":
 			nic.Bridge = val
 		case k == "firewall":
-			nic.Firewall = val == "1"
+			nic.Firewall = parseBool(val)
 		case k == "hwaddr" && container, i == 0 && !container && macRE.MatchString(val):
 			nic.MAC = strings.ToLower(val)
 		case k == "macaddr" && !container:
@@ -151,4 +151,14 @@ func ParseCorosync(name string, r io.Reader) ([]netip.Addr, []Problem) {
 		out = append(out, a)
 	}
 	return out, probs
+}
+
+// parseBool reads a boolean of a guest's config as Proxmox VE does: 1,
+// on, yes or true (in any case) is true.
+func parseBool(v string) bool {
+	switch strings.ToLower(v) {
+	case "1", "on", "yes", "true":
+		return true
+	}
+	return false
 }

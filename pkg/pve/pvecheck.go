@@ -82,6 +82,9 @@ func pveRuleError(r Rule, guest bool) error {
 	if r.Type == "group" {
 		return nil
 	}
+	if r.Log != "" && !logLevels[r.Log] {
+		return fmt.Errorf("-log %s: not a log level", r.Log)
+	}
 	if err := pveProtoPorts(r); err != nil {
 		return err
 	}
