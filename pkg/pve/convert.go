@@ -157,6 +157,10 @@ func (c *converter) addSet(s *scope, file string, set IPSet, name string) {
 	var entries []string
 	for _, e := range set.Entries {
 		v := e.Value
+		if err := pveSetEntry(v); err != nil {
+			c.problem(file, e.Line, "ipset %s: %v (Proxmox VE skips it too)", set.Name, err)
+			continue
+		}
 		if !isAddress(v) {
 			n, ok := s.resolve(s.aliases, v)
 			if !ok {

@@ -292,3 +292,19 @@ func TestBadAliasAndNICFlag(t *testing.T) {
 	wantField(t, nic, "policyIn", "DROP")
 	wantField(t, nic, "rules", map[string]any{"in": []map[string]any{{"action": "ACCEPT", "source": "dc-good"}}})
 }
+
+// TestSetEntriesAsPVE: ipset entries Proxmox VE refuses (a range, a
+// zero prefix) are reported and left out.
+func TestSetEntriesAsPVE(t *testing.T) {
+	r := importFiles(t, map[string]string{
+		"firewall/cluster.fw": "[OPTIONS]\nenable: 1\n\n[IPSET web]\n192.0.2.1-192.0.2.9\n0.0.0.0/0\n192.0.2.10/24 # host bits: the network\n",
+	})
+	if got := r.Base["ipsets"].(map[string][]string)["dc-web"]; !reflect.DeepEqual(got, []string{"192.0.2.0/24"}) {
+		t.Errorf("dc-web = %v, want [192.0.2.0/24]", got)
+	}
+	for _, at := range []string{"firewall/cluster.fw:5:", "firewall/cluster.fw:6:"} {
+		if !hasProblem(r, at, "Proxmox VE skips it too") {
+			t.Errorf("no problem at %s: %v", at, r.Problems)
+		}
+	}
+}

@@ -203,6 +203,10 @@ func (c *converter) ipfilterEntries(s *scope, fw *FwFile, set *IPSet) []string {
 	var out []string
 	for _, e := range set.Entries {
 		v := e.Value
+		if err := pveSetEntry(v); err != nil {
+			c.problem(fw.Name, e.Line, "%s: %v (Proxmox VE skips it too)", set.Name, err)
+			continue
+		}
 		if !isAddress(v) {
 			a, ok := s.resolve(s.aliases, v)
 			if !ok {

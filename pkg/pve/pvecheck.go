@@ -232,3 +232,20 @@ func pveAddress(item string) (int, bool, error) {
 	}
 	return family(p.Addr()), false, nil
 }
+
+// pveSetEntry checks an ipset entry as Proxmox VE reads it: an alias, an
+// address or a network, not a range, and not a whole family (a zero
+// prefix).
+func pveSetEntry(v string) error {
+	if aliasRE.MatchString(v) || isAddr(v) {
+		return nil
+	}
+	p, err := netip.ParsePrefix(v)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%q is no address, network or alias", v)
+	case p.Bits() == 0:
+		return fmt.Errorf("%s: a zero prefix is not allowed in an ipset", v)
+	}
+	return nil
+}
