@@ -110,6 +110,8 @@ func (c *converter) guestBase(fw *FwFile) map[string]any {
 		case key == "layer2_protocols":
 			out["l2Protocols"] = c.etherTypes(fw, o)
 		case key == "enable":
+		case key == "ndp" && out["ndp"] == false:
+			c.problem(fw.Name, o.Line, "option ndp: 0: tapfw drops the guest's neighbour solicitations and advertisements; Proxmox VE leaves them to the rules and policies")
 		case guestOptions[key].field != "":
 		default:
 			c.problem(fw.Name, o.Line, "option %s has no tapfw equivalent; left out", key)

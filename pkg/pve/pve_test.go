@@ -85,7 +85,7 @@ func TestImportValid(t *testing.T) {
 	}
 	// Every item the sample holds that tapfw cannot say, at its line.
 	for _, want := range []string{"corosync.conf:15:", "firewall/100.fw:7:", "firewall/100.fw:24:", "firewall/100.fw:26:",
-		"firewall/200.fw:9:", "firewall/cluster.fw:5:", "firewall/cluster.fw:6:", "firewall/cluster.fw:25:", "firewall/cluster.fw:31:", "firewall/cluster.fw:32:",
+		"firewall/200.fw:5:", "firewall/200.fw:9:", "firewall/cluster.fw:5:", "firewall/cluster.fw:6:", "firewall/cluster.fw:25:", "firewall/cluster.fw:31:", "firewall/cluster.fw:32:",
 		"nodes/pve1/host.fw:7:", "nodes/pve1/host.fw:11:"} {
 		found := false
 		for _, p := range r.Problems {
