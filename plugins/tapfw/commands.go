@@ -54,6 +54,8 @@ func init() {
 	commands = []command{
 		{name: "help", args: "[COMMAND]", flags: helpFlags,
 			summary: "this text, or COMMAND's usage and flags; tapfw help macros lists the rule macros"},
+		{name: "man", flags: manFlags,
+			summary: "print the manual page tapfw(8), made from this table, in roff"},
 		{name: "qemu-config", args: "TAP", flags: qemuConfigFlags,
 			summary: "print the plugin config for TAP that the QEMU scripts send: $TAPFW_CONFIG (default /etc/tapfw/tapfw.conf) merged with $TAPFW_NIC_DIR/TAP.json (default /etc/tapfw/nics), the NIC file's fields winning"},
 		{name: "list", section: seeing, kernel: true, flags: listFlags,
