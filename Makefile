@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/tapfw
 PKGS    := ./...
 
-.PHONY: all build demo test test-unit verify update deps clean install bench fuzz soak
+.PHONY: all build demo test test-unit verify update deps clean install bench fuzz soak deb
 
 all: build
 
@@ -18,6 +18,11 @@ deps:
 ## demo: the seed's sample network in sandbox namespaces, probed with real packets
 demo: deps build
 	$(GO) run ./cmd/tapfw-demo -plugin $(BIN)
+
+## deb: the Debian package bin/tapfw_<version>_<arch>.deb (scripts/deb.sh:
+## what it holds and where)
+deb:
+	scripts/deb.sh bin
 
 ## bench: performance in sandbox namespaces: markdown tables on stdout
 ## and in tmp/bench.md, raw results in tmp/bench.json, chart in tmp/bench.png.
