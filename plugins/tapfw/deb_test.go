@@ -64,6 +64,7 @@ func TestDeb(t *testing.T) {
 		t.Errorf("postinst makes no /opt/cni/bin link:\n%s", got)
 	}
 	checkDebContents(t, a)
+	checkMaintainerScripts(t, ctl)
 	if _, err := exec.LookPath("lintian"); err != nil {
 		t.Log("lintian is not installed: not run")
 		return
@@ -154,6 +155,37 @@ func checkDebContents(t *testing.T, deb string) {
 		if !slices.Contains(strings.Fields(string(readFile(t, filepath.Join(root, "usr/lib/tapfw", s)))), "/usr/lib/cni/tapfw") {
 			t.Errorf("%s does not look for the plugin in /usr/lib/cni", s)
 		}
+	}
+}
+
+// checkMaintainerScripts runs postinst and postrm in a mount namespace
+// of their own, over an empty /opt: configure makes the link, a second
+// configure keeps it, remove takes it out; a file of another owner at
+// that name is left alone by both.
+func checkMaintainerScripts(t *testing.T, ctl string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Log("not root: the maintainer scripts are not run")
+		return
+	}
+	script := `set -e
+mount -t tmpfs tapfw-test /opt
+sh "$1/postinst" configure
+sh "$1/postinst" configure
+echo "link $(readlink /opt/cni/bin/tapfw)"
+sh "$1/postrm" remove
+test ! -e /opt/cni/bin/tapfw && test ! -L /opt/cni/bin/tapfw && echo removed
+echo other >/opt/cni/bin/tapfw
+sh "$1/postinst" configure
+sh "$1/postrm" remove
+echo "kept $(cat /opt/cni/bin/tapfw)"
+`
+	out, err := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", ctl).CombinedOutput()
+	if err != nil {
+		t.Fatalf("maintainer scripts: %v:\n%s", err, out)
+	}
+	if want := "link /usr/lib/cni/tapfw\nremoved\nkept other\n"; string(out) != want {
+		t.Errorf("maintainer scripts said %q, want %q", out, want)
 	}
 }
 
