@@ -100,6 +100,12 @@ type Packet struct {
 	// HopLimit is an IPv6 packet's hop limit, or an IPv4 packet's TTL;
 	// 0 is unknown.
 	HopLimit int
+	// LocalTable is the host's local routing table (table local), where
+	// addrtype and fib look an address's type up: each of its addresses
+	// with its route type, "local" or "broadcast" (ReadLocalTable). nil
+	// when not read: a match on the type of an address other than
+	// 0.0.0.0, 255.255.255.255 or a multicast one is then uncertain.
+	LocalTable map[netip.Addr]string `json:"-"`
 }
 
 // Step is one rule the packet crossed, or an implicit return or a policy.

@@ -182,6 +182,8 @@ func newModule(name string, family int) module {
 		return &setModule{}
 	case "iprange":
 		return &iprangeModule{}
+	case "addrtype":
+		return &addrtypeModule{}
 	case "physdev":
 		return &physdevModule{}
 	case "limit":
@@ -292,8 +294,7 @@ func parseMark(s string) ([2]uint32, error) {
 	return [2]uint32{uint32(val), uint32(mask)}, nil
 }
 
-// unknownModule is a match module that is not simulated (addrtype,
-// hashlimit, recent, ...): every option of it is unknown.
+// unknownModule is a match module that is not simulated (hashlimit, recent, ...): every option of it is unknown.
 type unknownModule struct{}
 
 func (unknownModule) eval(*env) outcome                          { return outcome{v: unknown} }

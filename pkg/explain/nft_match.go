@@ -236,6 +236,12 @@ func (w *nwalker) load(v nft.Value) field {
 		return w.raw(v)
 	case nft.ValBinop:
 		return w.binop(v)
+	case nft.ValFib:
+		var flags []string
+		for _, f := range v.Parts {
+			flags = append(flags, f.Str)
+		}
+		return w.fib(v.Key, flags)
 	}
 	return unknownField("expression %s is not simulated", v)
 }

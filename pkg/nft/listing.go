@@ -186,6 +186,7 @@ const (
 	ValPrefix  = "prefix"  // Str: the address, Len: the prefix length
 	ValRange   = "range"   // Parts[0] to Parts[1], both included
 	ValVerdict = "verdict" // Verdict: the data of a verdict map's element
+	ValFib     = "fib"     // Key: the result (type, oif, oifname); Parts: the flags (saddr, daddr, iif, ...)
 	ValUnknown = "unknown" // Raw: JSON this reader does not decode
 )
 
@@ -739,6 +740,19 @@ func parseObject(raw json.RawMessage) (Value, error) {
 				return Value{Kind: ValRaw, Base: j.Base, Offset: j.Offset, Len: j.Len}, nil
 			}
 			return Value{Kind: ValPayload, Protocol: j.Protocol, Field: j.Field}, nil
+		case kind == ValFib:
+			var j struct {
+				Result string
+				Flags  []string
+			}
+			if err := unmarshal(body, &j); err != nil {
+				return Value{}, err
+			}
+			v := Value{Kind: ValFib, Key: j.Result}
+			for _, f := range j.Flags {
+				v.Parts = append(v.Parts, Value{Kind: ValString, Str: f})
+			}
+			return v, nil
 		case kind == "concat" || kind == "range" || binops[kind]:
 			parts, err := parseValues(body)
 			if err != nil {

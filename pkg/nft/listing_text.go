@@ -208,6 +208,8 @@ func (v Value) formatOther(c valueContext) string {
 		return v.Parts[0].format(c) + "-" + v.Parts[1].format(c)
 	case ValVerdict:
 		return v.Verdict.String()
+	case ValFib:
+		return "fib " + joinValues(v.Parts, " . ", func(int) valueContext { return c }) + " " + v.Key
 	}
 	return fmt.Sprintf("<%s>", v.Raw)
 }

@@ -52,6 +52,9 @@ func (b *bench) countChecks(ctx context.Context, p pathSpec, k int) (*report.Rul
 		return nil, 0, err
 	}
 	pkt := p.packet(s)
+	if pkt.LocalTable, err = harness.LocalTable(s.host); err != nil {
+		return nil, 0, err
+	}
 	res, err := rulecheck.Walk(t, sets, pkt)
 	if err != nil {
 		return nil, 0, err
@@ -83,7 +86,11 @@ func (b *bench) scan(ctx context.Context) (*rulecheck.Scan, error) {
 	if err != nil {
 		return nil, err
 	}
-	return rulecheck.NewScan(t, sets, benchFlow), nil
+	f := benchFlow
+	if f.LocalTable, err = harness.LocalTable(b.fw.host); err != nil {
+		return nil, err
+	}
+	return rulecheck.NewScan(t, sets, f), nil
 }
 
 // pickVMSlots chooses the taps whose places the VMs take: of the n taps

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/tapfw/tapfw/cmd/tapfw-bench/internal/report"
+	"github.com/tapfw/tapfw/pkg/inspect"
 	"github.com/tapfw/tapfw/pkg/netfilter"
 	"github.com/tapfw/tapfw/pkg/testnet"
 )
@@ -75,4 +76,15 @@ func ReadSets(ns *testnet.NS) (map[string][]netip.Prefix, error) {
 		return err
 	})
 	return sets, err
+}
+
+// LocalTable reads the local routing table of ns, for explain.
+func LocalTable(ns *testnet.NS) (map[netip.Addr]string, error) {
+	var t map[netip.Addr]string
+	err := ns.Do(func() error {
+		var err error
+		t, err = inspect.LocalTable()
+		return err
+	})
+	return t, err
 }

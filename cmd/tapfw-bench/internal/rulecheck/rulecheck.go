@@ -31,11 +31,13 @@ type Port struct {
 type Flow struct {
 	Host         netip.Addr
 	SPort, DPort uint16
+	// LocalTable is the host's, for the host's address type matches.
+	LocalTable map[netip.Addr]string
 }
 
 func (f Flow) udp(hook string, src, dst netip.Addr) explain.Packet {
 	return explain.Packet{Family: 4, Hook: hook, Src: src, Dst: dst, Proto: "udp",
-		SPort: f.SPort, DPort: f.DPort, ICMPType: -1, ICMPCode: -1, CtState: "NEW", HopLimit: 64}
+		SPort: f.SPort, DPort: f.DPort, ICMPType: -1, ICMPCode: -1, CtState: "NEW", HopLimit: 64, LocalTable: f.LocalTable}
 }
 
 // Forward is a packet the bridge forwards from a's port to b's (FORWARD).
