@@ -44,6 +44,7 @@ type NetConf struct {
 	NFLogGroup         *int                 `json:"nflogGroup,omitempty"`
 	AllowBridgeRouting bool                 `json:"allowBridgeRouting,omitempty"`
 	IsolatePorts       bool                 `json:"isolatePorts,omitempty"`
+	KeepEstablished    bool                 `json:"keepEstablished,omitempty"`
 	FailClosed         *bool                `json:"failClosed,omitempty"`
 	ManagedPrefix      string               `json:"managedPrefix,omitempty"`
 	Rules              RuleLists            `json:"rules,omitempty"`

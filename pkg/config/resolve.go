@@ -100,15 +100,16 @@ func Resolve(conf *NetConf, lim model.Limits, env Env, prev *PrevIface, bridge f
 // options and its policies.
 func resolveOptions(conf *NetConf, env Env, lim model.Limits) (model.Tap, error) {
 	t := model.Tap{
-		MACFilter:  boolOr(conf.MACFilter, true),
-		IPFilter:   boolOr(conf.IPFilter, true),
-		DHCP:       boolOr(conf.DHCP, true),
-		NDP:        boolOr(conf.NDP, true),
-		IGMP:       boolOr(conf.IGMP, true),
-		RAdv:       conf.RAdv,
-		LogDropped: boolOr(conf.LogDropped, true),
-		Network:    conf.Name,
-		IfName:     env.IfName,
+		MACFilter:       boolOr(conf.MACFilter, true),
+		IPFilter:        boolOr(conf.IPFilter, true),
+		DHCP:            boolOr(conf.DHCP, true),
+		NDP:             boolOr(conf.NDP, true),
+		IGMP:            boolOr(conf.IGMP, true),
+		RAdv:            conf.RAdv,
+		LogDropped:      boolOr(conf.LogDropped, true),
+		KeepEstablished: conf.KeepEstablished,
+		Network:         conf.Name,
+		IfName:          env.IfName,
 	}
 	if conf.Name != "" {
 		if err := model.ValidateID(conf.Name, lim.NetworkName); err != nil {

@@ -177,6 +177,10 @@ type Tap struct {
 	NDP         bool // neighbour discovery passes (its target checked)
 	IGMP        bool // multicast group membership (IGMP, MLD) passes
 	RAdv        bool // router advertisements from the VM pass
+	// KeepEstablished keeps the tap's connections that its new rules no
+	// longer allow when an ADD replaces its firewall; without it they are
+	// cut (their conntrack entries deleted).
+	KeepEstablished bool
 	// L2Protocols, when not empty, are the only ethertypes the VM's
 	// frames may have.
 	L2Protocols []uint16

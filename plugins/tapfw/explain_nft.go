@@ -1,39 +1,13 @@
 package main
 
 import (
-	"fmt"
 	"net/netip"
 
-	"github.com/tapfw/tapfw/pkg/explain"
 	"github.com/tapfw/tapfw/pkg/inspect"
 	"github.com/tapfw/tapfw/pkg/nft"
 )
 
-// explainNFT builds the packet as the hooks see it and walks it through
-// the whole nftables ruleset (every table, tapfw's and others').
-func (q query) explainNFT(b *nftablesBackend, bridgeOf func(string) (string, error)) (explain.Result, explain.Packet, error) {
-	taps, err := b.taps(bridgeOf)
-	if err != nil {
-		return explain.Result{}, explain.Packet{}, fmt.Errorf("reading the installed firewall: %w", err)
-	}
-	t, ok := findTap(taps, q.tap)
-	pkt, err := q.tapPacket(t, ok)
-	if err != nil {
-		return explain.Result{}, pkt, err
-	}
-	l, err := nft.ReadListing()
-	if err != nil {
-		return explain.Result{}, pkt, fmt.Errorf("reading the installed firewall: %w", err)
-	}
-	q.place(listingBook(l, taps), t, &pkt)
-	if pkt.Hook == "OUTPUT" {
-		// nftables sees the port a host's packet leaves the bridge by.
-		pkt.PhysOut = q.tap
-	}
-	res, err := explain.ExplainNFT(l, pkt)
-	return res, pkt, err
-}
-
+// findTap is the tap of that name among taps.
 func findTap(taps []inspect.Tap, name string) (inspect.Tap, bool) {
 	for _, t := range taps {
 		if t.Name == name {

@@ -44,21 +44,7 @@ func (o *operator) fail(format string, a ...any) int {
 
 // snapshot reads both tables with counters and the ipsets, and the bridge
 // of each tap that exists.
-func (o *operator) snapshot() (*inspect.Snapshot, error) {
-	if o.p.envErr != nil {
-		return nil, o.p.envErr
-	}
-	s, err := inspect.Read(o.p.exec, o.p.fw.Sets, o.p.fw.Bridge)
-	if err != nil {
-		return nil, err
-	}
-	for _, tap := range s.TapNames() {
-		if br, err := o.p.bridgeOf(tap); err == nil {
-			s.Bridges[tap] = br
-		}
-	}
-	return s, nil
-}
+func (o *operator) snapshot() (*inspect.Snapshot, error) { return o.p.snapshot() }
 
 func (o *operator) json(v any) int {
 	enc := json.NewEncoder(o.stdout)
@@ -413,17 +399,11 @@ func (o *operator) explain(q query, asJSON bool) int {
 // explainPacket walks the query's packet through the installed
 // ruleset of the backend in use.
 func (o *operator) explainPacket(q query) (explain.Result, explain.Packet, error) {
-	if o.p.envErr != nil {
-		return explain.Result{}, explain.Packet{}, o.p.envErr
-	}
-	if b, ok := o.p.be.(*nftablesBackend); ok {
-		return q.explainNFT(b, o.p.bridgeOf)
-	}
-	s, err := o.snapshot()
+	j, err := o.p.readJudge()
 	if err != nil {
 		return explain.Result{}, explain.Packet{}, fmt.Errorf("reading the installed firewall: %w", err)
 	}
-	return q.explain(s)
+	return j.explain(q)
 }
 
 // query is what the operator asks explain about.
@@ -487,24 +467,6 @@ func snapshotBook(s *inspect.Snapshot) book {
 }
 
 // explain builds the packet as the kernel's hooks see it and walks it.
-func (q query) explain(s *inspect.Snapshot) (explain.Result, explain.Packet, error) {
-	t, rules := s.Show(q.tap)
-	pkt, err := q.tapPacket(t, len(rules) > 0)
-	if err != nil {
-		return explain.Result{}, pkt, err
-	}
-	q.place(snapshotBook(s), t, &pkt)
-	tb := s.V4
-	if pkt.Family == 6 {
-		tb = s.V6
-	}
-	if tb == nil {
-		return explain.Result{}, pkt, fmt.Errorf("no IPv%d table was read", pkt.Family)
-	}
-	res, err := explain.Explain(tb, s.Sets, pkt)
-	return res, pkt, err
-}
-
 // tapPacket is the query's packet for the tap, which must have a
 // firewall installed and be on a bridge.
 func (q query) tapPacket(t inspect.Tap, installed bool) (explain.Packet, error) {

@@ -416,10 +416,21 @@ func (p *plugin) cmdAdd(args *skel.CmdArgs) error {
 	if err != nil {
 		return cniError(err, "add")
 	}
+	// An ADD that replaces the tap's firewall cuts the connections its
+	// new rules do not allow.
+	replaced := false
+	if !r.Model.Tap.KeepEstablished {
+		if _, replaced, err = p.be.Attachment(r.Model.Tap.Name); err != nil {
+			return cniError(err, "add")
+		}
+	}
 	if err := p.be.Add(r.Model); err != nil {
 		return cniError(err, "add")
 	}
 	if err := applyIsolation(r.Model); err != nil {
+		return cniError(err, "add")
+	}
+	if err := p.cutAfterAdd(r.Model.Tap, replaced); err != nil {
 		return cniError(err, "add")
 	}
 	if prev != nil {
