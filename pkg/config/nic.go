@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+
+	"github.com/tapfw/tapfw/pkg/model"
 )
 
 // Where the QEMU scripts find their configs, unless the environment says
@@ -32,7 +34,8 @@ func NICPaths(tap string) (base, nic string) {
 
 // MergeNIC merges a base config (host section, ipsets, defaults) and a
 // NIC's own file (bridge, mac, ips, rules): top-level fields of the NIC file
-// win. A missing base config is no error; a missing NIC file is. Each file
+// win. A missing base config is no error; a missing NIC file is (nicPath
+// "" reads the base config alone). Each file
 // must be one JSON object with no key twice. The result is the plugin
 // config a QEMU ifup script sends, checked by Parse.
 func MergeNIC(basePath, nicPath string) ([]byte, *NetConf, error) {
@@ -70,8 +73,10 @@ func MergeNIC(basePath, nicPath string) ([]byte, *NetConf, error) {
 	if err := read(basePath, false); err != nil {
 		return nil, nil, err
 	}
-	if err := read(nicPath, true); err != nil {
-		return nil, nil, err
+	if nicPath != "" {
+		if err := read(nicPath, true); err != nil {
+			return nil, nil, err
+		}
 	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
@@ -80,8 +85,59 @@ func MergeNIC(basePath, nicPath string) ([]byte, *NetConf, error) {
 		return nil, nil, fmt.Errorf("encoding the merged config: %w", err)
 	}
 	conf, err := Parse(buf.Bytes())
+	if err != nil && nicPath == "" {
+		return nil, nil, fmt.Errorf("%s: %w", basePath, err)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s + %s: %w", basePath, nicPath, err)
 	}
 	return buf.Bytes(), conf, nil
+}
+
+// hostWideTap and hostWideBridge are the tap and bridge a config's
+// host-wide parts are resolved for: Resolve needs both, and nothing of
+// theirs is installed (only the host-wide parts of the plans are).
+const (
+	hostWideTap    = "tapfw-host"
+	hostWideBridge = "tapfw-host-br"
+)
+
+// ResolveHostWide validates conf for its host-wide parts: the host
+// section, the named sets, the security groups and the log options, which
+// every tap of the host shares. Its Tap holds only the options.
+func ResolveHostWide(conf *NetConf, lim model.Limits) (model.Config, error) {
+	c := *conf
+	off := false
+	c.Tap, c.MAC, c.IPs, c.MACFilter, c.RuntimeConfig = hostWideTap, "", nil, &off, nil
+	if c.Bridge == "" {
+		c.Bridge = hostWideBridge
+	}
+	r, err := Resolve(&c, lim, Env{}, nil, nil)
+	if err != nil {
+		return model.Config{}, err
+	}
+	return r.Model, nil
+}
+
+// SameHostWide names the first host-wide part in which a and b differ
+// ("" when they agree): "host", "ipsets", "securityGroups", or a log
+// option's field.
+func SameHostWide(a, b model.Config) string {
+	switch {
+	case !reflect.DeepEqual(a.Host, b.Host):
+		return "host"
+	case !reflect.DeepEqual(a.Sets, b.Sets):
+		return "ipsets"
+	case !reflect.DeepEqual(a.Groups, b.Groups):
+		return "securityGroups"
+	case a.Tap.LogTarget != b.Tap.LogTarget:
+		return "logTarget"
+	case a.Tap.NFLogGroup != b.Tap.NFLogGroup:
+		return "nflogGroup"
+	case a.Tap.LogLimit != b.Tap.LogLimit:
+		return "logLimit"
+	case a.Tap.LogDropped != b.Tap.LogDropped:
+		return "logDropped"
+	}
+	return ""
 }

@@ -358,3 +358,31 @@ func (x *txn) changes() []string {
 func ownerIs(owner string) func(Installed) bool {
 	return func(in Installed) bool { return ruleset.CommentOwner(in.Comment) == owner }
 }
+
+// Said lists what the changes change, in the config's words, each once.
+func (c *Changes) Said() []string {
+	var out []string
+	add := func(s string) {
+		if s != "" && !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	for _, s := range c.Sets {
+		add(ruleset.DescribeSet(s.Name, s.Entries))
+		if fam, ok := ruleset.FamilyOfSet(s.Name); ok {
+			if tap, ok := fam.TapOfSet(s.Name); ok {
+				add(ruleset.TapRulesChanged(tap))
+			}
+		}
+	}
+	for _, line := range c.Restore {
+		chain := ""
+		if rest, ok := strings.CutPrefix(line, ":"); ok {
+			chain, _, _ = strings.Cut(rest, " ")
+		} else if f := strings.Fields(line); len(f) >= 2 {
+			chain = f[1]
+		}
+		add(ruleset.DescribeChain(chain))
+	}
+	return out
+}

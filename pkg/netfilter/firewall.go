@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -162,15 +163,21 @@ func (f *Firewall) applyTable(p *ruleset.Plan) (changed bool, err error) {
 	return f.change(names, plan)
 }
 
-// tablePlan returns the sets to read for plan p and the function that
-// works out the changes from them and a reader.
-func (f *Firewall) tablePlan(p *ruleset.Plan) ([]string, func(Reader, map[string][]netip.Prefix) (*Changes, error)) {
-	names := append(planSets(p), p.Fam().TapSet(p.Tap))
+// tablePlan returns the sets to read for plans ps (of the view's
+// family) and the function that works out the changes from them and a
+// reader.
+func (f *Firewall) tablePlan(ps ...*ruleset.Plan) ([]string, func(Reader, map[string][]netip.Prefix) (*Changes, error)) {
+	var names []string
+	for _, p := range ps {
+		names = append(append(names, planSets(p)...), p.Fam().TapSet(p.Tap))
+	}
+	slices.Sort(names)
+	names = slices.Compact(names)
 	for _, n := range names[:len(names):len(names)] {
 		names = append(names, ruleset.TempSet(n))
 	}
 	return names, func(r Reader, sets map[string][]netip.Prefix) (*Changes, error) {
-		c, err := PlanChanges(r, sets, p)
+		c, err := PlanChanges(r, sets, ps...)
 		if err != nil {
 			return nil, err
 		}
@@ -188,6 +195,73 @@ func (f *Firewall) tablePlan(p *ruleset.Plan) ([]string, func(Reader, map[string
 		sort.Strings(c.Destroy)
 		return c, nil
 	}
+}
+
+// ApplyAll makes the kernel match every plan plans returns in one
+// transaction per table (set changes, one restore), then each plan's
+// layer-2 part; with dryRun it changes nothing. plans is given the
+// installed taps and runs under the lock, so no call changes them before
+// the plans are installed. ApplyAll returns what changed (or would) in
+// each table, IPv4 first. The plans share their host-wide parts; a plan
+// for no tap (Plan.HostWide) carries only those.
+func (f *Firewall) ApplyAll(plans func([]model.Attachment) ([]*ruleset.Plan, error), dryRun bool) ([]*Changes, error) {
+	var out []*Changes
+	err := f.locked(func() error {
+		r, err := saveReader(f.Tables)
+		if err != nil {
+			return err
+		}
+		ps, err := plans(Attachments(r.T))
+		if err != nil {
+			return err
+		}
+		for _, v := range f.tables() {
+			c, err := v.applyAll(ps, dryRun)
+			if err != nil {
+				return err
+			}
+			if c != nil {
+				out = append(out, c)
+			}
+		}
+		if dryRun || f.Bridge == nil {
+			return nil
+		}
+		for _, p := range ps {
+			if p.L2 != nil {
+				if err := f.Bridge.Apply(p.L2); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// applyAll applies the plans' parts of the view's family in one
+// transaction and returns what changed (nil: no plan has that family).
+// The caller holds the lock.
+func (f *Firewall) applyAll(ps []*ruleset.Plan, dryRun bool) (*Changes, error) {
+	var fam []*ruleset.Plan
+	for _, p := range ps {
+		if f.family().V6 {
+			p = p.V6
+		}
+		if p != nil {
+			fam = append(fam, p)
+		}
+	}
+	if len(fam) == 0 {
+		return nil, nil
+	}
+	names, plan := f.tablePlan(fam...)
+	c, err := f.planned(names, plan)
+	if err != nil || dryRun || c.Empty() {
+		return c, err
+	}
+	f.fault("planned")
+	return c, f.apply(c)
 }
 
 // Preview returns what Apply would change in each table (IPv4, then IPv6

@@ -337,3 +337,83 @@ func TestRoutedTailsStayLast(t *testing.T) {
 		t.Errorf("check after repair: %v", err)
 	}
 }
+
+// applyAll applies the host-wide part of the first plan and every plan,
+// as tapfw apply does.
+func applyAll(fw *Firewall, ps []*ruleset.Plan, dryRun bool) ([]*Changes, error) {
+	return fw.ApplyAll(func([]model.Attachment) ([]*ruleset.Plan, error) {
+		return append([]*ruleset.Plan{ps[0].HostWide()}, ps...), nil
+	}, dryRun)
+}
+
+// said joins what changes say, in the config's words.
+func said(cs []*Changes) string {
+	var out []string
+	for _, c := range cs {
+		out = append(out, c.Said()...)
+	}
+	return strings.Join(out, "\n")
+}
+
+func TestApplyAllIsOneTransactionPerTable(t *testing.T) {
+	fw, tb, _ := newFake()
+	ps := []*ruleset.Plan{seedPlan(t, "tap110i0"), seedPlan(t, "tap115i0"), seedPlan(t, "tap123i0")}
+	cs, err := applyAll(fw, ps, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tb.Restores != 1 || len(cs) != 2 {
+		t.Fatalf("%d restores and %d tables changed, want one restore per table", tb.Restores, len(cs))
+	}
+	for _, p := range ps {
+		if err := fw.Check(p); err != nil {
+			t.Errorf("check of %s: %v", p.Tap, err)
+		}
+	}
+	for _, w := range []string{"host: rules in", "host: addresses (IPv4) now holds 192.0.2.31, 198.51.100.1", "ipsets.admins (IPv4) now holds 203.0.113.0/28", "tap tap115i0: its firewall"} {
+		if !strings.Contains(said(cs)+"\n", w+"\n") {
+			t.Errorf("the changes do not say %q:\n%s", w, said(cs))
+		}
+	}
+	before := snap(t, fw)
+	if cs, err := applyAll(fw, ps, false); err != nil || said(cs) != "" || tb.Restores != 1 || !before.equal(snap(t, fw)) {
+		t.Errorf("a second apply: %v, changes %q, %d restores", err, said(cs), tb.Restores)
+	}
+}
+
+func TestApplyAllChangesNothingOnDryRunOrFailure(t *testing.T) {
+	fw, tb, _ := newFake()
+	if _, err := applyAll(fw, []*ruleset.Plan{seedPlan(t, "tap110i0")}, false); err != nil {
+		t.Fatal(err)
+	}
+	before := snap(t, fw)
+	// The host gains an address: its set changes in place, no rule does.
+	moved := []*ruleset.Plan{}
+	for _, tap := range []string{"tap110i0", "tap123i0"} {
+		data := strings.Replace(string(readSeed(t, tap)), `"198.51.100.1"`, `"198.51.100.9"`, 1)
+		moved = append(moved, planFrom(t, []byte(data), tap))
+	}
+	cs, err := applyAll(fw, moved, true)
+	if err != nil || !strings.Contains(said(cs), "host: addresses (IPv4) now holds 192.0.2.31, 198.51.100.9") {
+		t.Errorf("dry run: %v, %q", err, said(cs))
+	}
+	if !before.equal(snap(t, fw)) || tb.Restores != 1 {
+		t.Error("a dry run changed the kernel")
+	}
+	tb.FailRestore = errBoom
+	if _, err := applyAll(fw, moved, false); !errors.Is(err, errBoom) {
+		t.Fatalf("apply: %v, want boom", err)
+	}
+	if !before.equal(snap(t, fw)) {
+		t.Error("a failed apply changed the kernel")
+	}
+	cs, err = applyAll(fw, moved, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range moved {
+		if err := fw.Check(p); err != nil {
+			t.Errorf("check of %s: %v", p.Tap, err)
+		}
+	}
+}

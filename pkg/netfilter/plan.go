@@ -7,15 +7,35 @@ import (
 	"github.com/tapfw/tapfw/pkg/ruleset"
 )
 
-// PlanChanges compares a plan with what r reads of the kernel, and sets
-// with the plan's sets, and returns what must change. It reads only the
-// chains the plan touches. A second call after the changes landed returns
-// no changes.
-func PlanChanges(r Reader, sets map[string][]netip.Prefix, p *ruleset.Plan) (*Changes, error) {
-	c := &Changes{Sets: setChanges(sets, p)}
+// PlanChanges compares plans with what r reads of the kernel, and sets
+// with the plans' sets, and returns what must change, in one
+// transaction: each plan is worked out against the model the ones before
+// it left, so a chain or set several plans share changes once. It reads
+// only the chains the plans touch. A second call after the changes
+// landed returns no changes.
+func PlanChanges(r Reader, sets map[string][]netip.Prefix, plans ...*ruleset.Plan) (*Changes, error) {
+	c := &Changes{}
 	x := newTxn(r)
+	seen := map[string]bool{}
+	for _, p := range plans {
+		for _, s := range setChanges(sets, p) {
+			if !seen[s.Name] {
+				seen[s.Name] = true
+				c.Sets = append(c.Sets, s)
+			}
+		}
+		if err := x.plan(p, sets); err != nil {
+			return nil, err
+		}
+	}
+	c.Restore = x.changes()
+	return c, nil
+}
+
+// plan models what moves the kernel to p.
+func (x *txn) plan(p *ruleset.Plan, sets map[string][]netip.Prefix) error {
 	if err := x.read(p); err != nil {
-		return nil, err
+		return err
 	}
 	x.chainsWanted(p)
 	x.membersWanted(p.Members)
@@ -23,11 +43,7 @@ func PlanChanges(r Reader, sets map[string][]netip.Prefix, p *ruleset.Plan) (*Ch
 		x.ensureTail(g.chain, g.rules)
 	}
 	x.hooksWanted(p.Hooks)
-	if err := x.dispatchWanted(p, sets); err != nil {
-		return nil, err
-	}
-	c.Restore = x.changes()
-	return c, nil
+	return x.dispatchWanted(p, sets)
 }
 
 // setChanges are the sets to create (base sets that are missing) and to

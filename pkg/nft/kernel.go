@@ -234,6 +234,9 @@ func isNotFound(err error) bool {
 // chains what p says, changing only those that differ.
 func (tx *txn) shared(p *Plan) error {
 	for _, ch := range p.Shared {
+		if !tx.first(ch.Table + " " + ch.Name) {
+			continue
+		}
 		have, exists, err := tx.rd.installed(tableOf(ch.Table), ch.Name)
 		if err != nil {
 			return err
@@ -241,6 +244,7 @@ func (tx *txn) shared(p *Plan) error {
 		if exists && sameRules(have, ch.Rules) {
 			continue
 		}
+		tx.change(describeChain(ch.Name))
 		if err := tx.fill(ch, exists); err != nil {
 			return err
 		}
@@ -272,6 +276,9 @@ func ifKey(name string) []byte {
 // member replaces the owner's rules in a shared chain when they differ
 // from m's, leaving every other owner's rules alone.
 func (tx *txn) member(m Member) error {
+	if !tx.first("member " + m.Table + " " + m.Chain + " " + m.Owner) {
+		return nil
+	}
 	tb := tableOf(m.Table)
 	have, _, err := tx.rd.installed(tb, m.Chain)
 	if err != nil {

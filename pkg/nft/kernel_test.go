@@ -190,18 +190,7 @@ func TestKernelProfilesShared(t *testing.T) {
 func testProfilesShared(t *testing.T, perTap bool) {
 	cfg := sampleConfig(t, "seed", "tap110i0")
 	cfg.Tap.LogPerTap = perTap
-	plan := func(tap string, port string) *Plan {
-		c := cfg
-		c.Tap.Name, c.Tap.IfName = tap, tap
-		if port != "" {
-			c.Tap.In = append(append(c.Tap.In[:0:0], c.Tap.In...), model.Rule{Action: model.Accept, Proto: "tcp", DPort: port})
-		}
-		p, err := Build(c, DefaultMarks)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	plan := func(tap, port string) *Plan { return tapPlan(t, cfg, tap, port) }
 	a, b, other := plan("tapa", ""), plan("tapb", ""), plan("tapc", "8080")
 	if profileOf(t, a, MapIn, IPv4) != profileOf(t, b, MapIn, IPv4) || profileOf(t, a, MapOut, IPv6) != profileOf(t, b, MapOut, IPv6) {
 		t.Fatal("taps with the same rules have different profiles")
@@ -381,4 +370,63 @@ func TestKernelTapRules(t *testing.T) {
 	if logs == 0 {
 		t.Error("no log rule read back")
 	}
+}
+
+// TestKernelApplyAll moves several taps in one transaction: taps that
+// share a profile make it once, a profile every tap leaves goes, and a
+// second run changes nothing.
+func TestKernelApplyAll(t *testing.T) {
+	cfg := sampleConfig(t, "seed", "tap110i0")
+	plan := func(tap, port string) *Plan { return tapPlan(t, cfg, tap, port) }
+	k := Kernel{Marks: DefaultMarks}
+	first := []*Plan{plan("tapa", "").HostWide(), plan("tapa", ""), plan("tapb", ""), plan("tapc", "8080")}
+	moved := []*Plan{plan("tapa", "").HostWide(), plan("tapa", "9090"), plan("tapb", "9090"), plan("tapc", "")}
+	old := profileOf(t, first[3], MapIn, IPv4)
+	var said1, said2, said3 []string
+	ns := inNS(t, func() error {
+		var err error
+		if said1, err = k.ApplyAll(first, false); err != nil {
+			return err
+		}
+		if said2, err = k.ApplyAll(first, false); err != nil {
+			return err
+		}
+		if said3, err = k.ApplyAll(moved, false); err != nil {
+			return err
+		}
+		for _, p := range moved[1:] {
+			diffs, err := k.Diffs(p)
+			if err != nil {
+				return err
+			}
+			if len(diffs) > 0 {
+				t.Errorf("%s after the move: %s", p.Tap, strings.Join(diffs, "; "))
+			}
+		}
+		return nil
+	})
+	if !strings.Contains(strings.Join(said1, "\n"), "host: rules in") || len(said2) != 0 {
+		t.Errorf("first apply said %q, the second %q", said1, said2)
+	}
+	if got := strings.Join(said3, "\n"); got != "tap tapa: its firewall\ntap tapb: its firewall\ntap tapc: its firewall" {
+		t.Errorf("the move said:\n%s", got)
+	}
+	if _, err := ns.Run("nft", "list", "chain", "bridge", Table, old); err == nil {
+		t.Errorf("profile %s, which no tap uses any more, is still there", old)
+	}
+}
+
+// tapPlan is cfg's plan for tap, with an IN rule accepting tcp to port
+// after its own (none for "").
+func tapPlan(t *testing.T, cfg model.Config, tap, port string) *Plan {
+	t.Helper()
+	cfg.Tap.Name, cfg.Tap.IfName = tap, tap
+	if port != "" {
+		cfg.Tap.In = append(append(cfg.Tap.In[:0:0], cfg.Tap.In...), model.Rule{Action: model.Accept, Proto: "tcp", DPort: port})
+	}
+	p, err := Build(cfg, DefaultMarks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -175,3 +175,21 @@ func chainName(c string, f Family) (string, error) {
 
 // UserSet is the nftables set of a named set for one family.
 func UserSet(name string, f Family) string { return "tfw-s" + f.digit() + "-" + name }
+
+// describeChain names a shared chain in the config's words: the host
+// firewall's rules or a security group's, one direction. The chains
+// that only carry a group's verdict are no part of the config ("").
+func describeChain(name string) string {
+	for _, f := range []Family{IPv4, IPv6} {
+		for _, dir := range []string{"in", "out"} {
+			if name == HostChain(dir, f) {
+				return ruleset.HostRulesChanged(dir)
+			}
+			prefix := "tfw-g" + f.digit() + "-"
+			if g, ok := strings.CutSuffix(strings.TrimPrefix(name, prefix), "-"+dir); ok && strings.HasPrefix(name, prefix) {
+				return ruleset.GroupRulesChanged(g, dir)
+			}
+		}
+	}
+	return ""
+}

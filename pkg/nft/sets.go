@@ -56,11 +56,15 @@ func intervals(entries []netip.Prefix) []nftables.SetElement {
 func (tx *txn) sets(sets []Set) error {
 	c := tx.c
 	for _, s := range sets {
+		if !tx.first("set " + s.Table + " " + s.Name) {
+			continue
+		}
 		ks := kernelSet(s)
 		want := intervals(s.Entries)
 		have, err := c.GetSetElements(ks)
 		switch {
 		case isNotFound(err):
+			tx.change(describeSet(s))
 			tx.note("add set %s %s %s { type %s ; flags interval ; }%s", s.Table, Table, s.Name, s.Family.addrType(), entriesText(s))
 			if err := c.AddSet(ks, want); err != nil {
 				return fmt.Errorf("set %s: %w", s.Name, err)
@@ -72,6 +76,7 @@ func (tx *txn) sets(sets []Set) error {
 		if sameElements(withoutZeroEnd(have), want) {
 			continue
 		}
+		tx.change(describeSet(s))
 		tx.note("flush set %s %s %s%s", s.Table, Table, s.Name, entriesText(s))
 		c.FlushSet(ks)
 		if len(want) > 0 {
@@ -107,4 +112,20 @@ func entriesText(s Set) string {
 		items[i] = ruleset.PrefixString(e)
 	}
 	return fmt.Sprintf("\nadd element %s %s %s { %s }", s.Table, Table, s.Name, strings.Join(items, ", "))
+}
+
+// describeSet names a set in the config's words, with what it holds.
+func describeSet(s Set) string {
+	var field string
+	switch {
+	case s.Name == HostSet(s.Family):
+		field = "host: addresses"
+	case s.Name == ClusterSet(s.Family):
+		field = "host: clusterHosts"
+	case strings.HasPrefix(s.Name, UserSet("", s.Family)):
+		field = "ipsets." + strings.TrimPrefix(s.Name, UserSet("", s.Family))
+	default:
+		return ""
+	}
+	return ruleset.SetHolds(field, s.Family == IPv6, s.Entries)
 }

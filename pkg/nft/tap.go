@@ -10,6 +10,7 @@ import (
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/tapfw/tapfw/pkg/netfilter"
+	"github.com/tapfw/tapfw/pkg/ruleset"
 )
 
 // txn is one call's transaction on the bridge table: what it queues and
@@ -27,6 +28,12 @@ type txn struct {
 	maps map[string][]string
 	// notes, when not nil, gets each change as an nft command (Preview).
 	notes []string
+	// done are the chains, sets and members queued already: several
+	// plans in one transaction share them (ApplyAll).
+	done map[string]bool
+	// changed names what the transaction changes in the config's words,
+	// each once.
+	changed []string
 }
 
 func newTxn(rd *reader, r *nlReader) *txn {
@@ -36,7 +43,25 @@ func newTxn(rd *reader, r *nlReader) *txn {
 }
 
 func (tx *txn) init() {
-	tx.unused, tx.keep, tx.maps = map[string]int{}, map[string]bool{}, map[string][]string{}
+	tx.unused, tx.keep, tx.maps, tx.done = map[string]int{}, map[string]bool{}, map[string][]string{}, map[string]bool{}
+}
+
+// first says whether the transaction meets what key names for the first
+// time, and marks it met.
+func (tx *txn) first(key string) bool {
+	if tx.done[key] {
+		return false
+	}
+	tx.done[key] = true
+	return true
+}
+
+// change notes, once, what the transaction changes, in the config's
+// words.
+func (tx *txn) change(what string) {
+	if what != "" && !slices.Contains(tx.changed, what) {
+		tx.changed = append(tx.changed, what)
+	}
 }
 
 // note records a change for Preview.
@@ -52,6 +77,9 @@ func (tx *txn) note(format string, a ...any) {
 func (tx *txn) profiles(ps []Profile) error {
 	for _, p := range ps {
 		tx.keep[p.Name] = true
+		if !tx.first("bridge " + p.Name) {
+			continue
+		}
 		have, exists, err := tx.rd.installed(bridgeTable, p.Name)
 		if err != nil {
 			return err
@@ -173,6 +201,7 @@ func (tx *txn) tap(p *Plan, old tapRecord) error {
 			continue
 		}
 		el := nftables.SetElement{Key: e.key, VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: e.chain}}
+		tx.change(ruleset.TapRulesChanged(p.Tap))
 		tx.note("add element bridge %s %s { %s : jump %s }", Table, e.set.Name, elementText(e), e.chain)
 		if err := tx.c.SetAddElements(e.set, []nftables.SetElement{el}); err != nil {
 			return fmt.Errorf("map %s: %w", e.set.Name, err)
@@ -363,42 +392,79 @@ func (tx *txn) forget(old tapRecord) {
 // elements and record, in one transaction. A second Apply of the same
 // plan changes no rule.
 func (k Kernel) Apply(p *Plan) error {
+	_, err := k.apply([]*Plan{p}, p.Tap)
+	return err
+}
+
+// ApplyAll makes the kernel hold every plan, in one transaction: the
+// plans share their host-wide parts (the named sets, the groups', the
+// host firewall's chains), which change once; a plan for no tap
+// (Plan.HostWide) carries only those. It returns what changed in the
+// config's words. With dryRun it changes nothing and says what would.
+func (k Kernel) ApplyAll(ps []*Plan, dryRun bool) ([]string, error) {
+	if dryRun {
+		tx, err := k.preview(ps)
+		if err != nil {
+			return nil, err
+		}
+		return tx.changed, nil
+	}
+	return k.apply(ps, "the new firewall")
+}
+
+// apply queues every plan in one transaction and commits it; what names
+// the change in the error.
+func (k Kernel) apply(ps []*Plan, what string) ([]string, error) {
 	tr := k.tracer()
 	c, err := k.conn()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer c.CloseLasting()
 	rd := &reader{c: c}
-	if err := rd.readAhead(k.conn, append(skeletonChains(), p.chainsOf()...)); err != nil {
-		return err
+	want := skeletonChains()
+	for _, p := range ps {
+		want = append(want, p.chainsOf()...)
+	}
+	if err := rd.readAhead(k.conn, want); err != nil {
+		return nil, err
 	}
 	tr.step("read")
 	if wrote, err := k.ensureSkeleton(rd); err != nil {
-		return err
+		return nil, err
 	} else if wrote {
 		rd.forget()
 	}
 	tr.step("skeleton")
 	r, err := newNLReader()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer r.close()
-	if err := newTxn(rd, r).plan(p, tr); err != nil {
-		return err
+	tx := newTxn(rd, r)
+	if err := tx.planAll(ps, tr); err != nil {
+		return nil, err
 	}
 	if err := c.Flush(); err != nil {
-		return fmt.Errorf("installing %s: %w", p.Tap, err)
+		return nil, fmt.Errorf("installing %s: %w", what, err)
 	}
 	tr.step("commit")
 	k.fault("committed")
-	return nil
+	return tx.changed, nil
 }
 
 // Preview says what Apply(p) would change, as nft commands, changing
 // nothing: the same reads and decisions, and no commit.
 func (k Kernel) Preview(p *Plan) ([]string, error) {
+	tx, err := k.preview([]*Plan{p})
+	if err != nil {
+		return nil, err
+	}
+	return tx.notes, nil
+}
+
+// preview queues the plans in a transaction it never sends.
+func (k Kernel) preview(ps []*Plan) (*txn, error) {
 	c, err := k.conn()
 	if err != nil {
 		return nil, err
@@ -421,14 +487,30 @@ func (k Kernel) Preview(p *Plan) ([]string, error) {
 	defer r.close()
 	tx.c, tx.rd, tx.r = c, rd, r
 	tx.init()
-	if err := tx.plan(p, &tracer{}); err != nil {
+	if err := tx.planAll(ps, &tracer{}); err != nil {
 		return nil, err
 	}
-	return tx.notes, nil
+	return tx, nil
+}
+
+// planAll queues each plan, then removes the profiles no tap uses any
+// longer.
+func (tx *txn) planAll(ps []*Plan, tr *tracer) error {
+	for _, p := range ps {
+		if err := tx.plan(p, tr); err != nil {
+			return err
+		}
+	}
+	if err := tx.collect(); err != nil {
+		return err
+	}
+	tr.step("collect")
+	return nil
 }
 
 // plan queues what moves the kernel to p: the named sets, the shared
-// chains, then the tap's part, read first.
+// chains, then the tap's part, read first. A plan for no tap stops after
+// the shared chains.
 func (tx *txn) plan(p *Plan, tr *tracer) error {
 	if err := tx.sets(p.Sets); err != nil {
 		return err
@@ -437,6 +519,9 @@ func (tx *txn) plan(p *Plan, tr *tracer) error {
 		return err
 	}
 	tr.step("shared")
+	if p.Tap == "" {
+		return nil
+	}
 	rec, old, err := readRecord(tx.rd, p.Tap)
 	if err != nil {
 		return err
@@ -448,9 +533,6 @@ func (tx *txn) plan(p *Plan, tr *tracer) error {
 	}
 	tr.step("profiles")
 	if err := tx.tap(p, old); err != nil {
-		return err
-	}
-	if err := tx.collect(); err != nil {
 		return err
 	}
 	tr.step("tap")
@@ -466,6 +548,24 @@ func (tx *txn) plan(p *Plan, tr *tracer) error {
 	}
 	tr.step("layer 2")
 	return nil
+}
+
+// HostWide is the part of p that every tap of its config shares: the
+// named sets, the groups' and the host firewall's chains. It is what a
+// change to the host-wide parts of a config installs for taps whose own
+// rules stay as they are; it has no tap. It speaks for the whole host:
+// a config without a host section has the host firewall that guards no
+// address (the skeleton's empty chains and sets).
+func (p *Plan) HostWide() *Plan {
+	q := &Plan{Shared: p.Shared, Sets: p.Sets}
+	if slices.ContainsFunc(p.Shared, func(c Chain) bool { return c.Name == HostChain("in", IPv4) }) {
+		return q
+	}
+	for _, f := range []Family{IPv4, IPv6} {
+		q.Shared = append(q.Shared, Chain{Table: "inet", Name: HostChain("in", f)}, Chain{Table: "inet", Name: HostChain("out", f)})
+		q.Sets = append(q.Sets, Set{Table: "inet", Name: HostSet(f), Family: f}, Set{Table: "inet", Name: ClusterSet(f), Family: f})
+	}
+	return q
 }
 
 func readRecord(rd netfilter.ChainReader, tap string) (*netfilter.Record, tapRecord, error) {

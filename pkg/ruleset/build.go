@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"strings"
 
 	"github.com/tapfw/tapfw/pkg/model"
 )
@@ -335,4 +336,44 @@ func withSet(r Rule, set, dir string) Rule {
 		r.SetDst = set
 	}
 	return r
+}
+
+// HostWide is the part of p that every tap of its config shares: the
+// hooks, the shared chains but the bridge's, the host firewall, the
+// security groups, the named sets. It is what a change to the host-wide
+// parts of a config installs for taps whose own rules stay as they are;
+// it has no tap. It speaks for the whole host: a config without a host
+// section has the host firewall that guards no address, rewritten
+// as such.
+func (p *Plan) HostWide() *Plan {
+	if p == nil {
+		return nil
+	}
+	q := &Plan{Family: p.Family, Hooks: p.Hooks, Tails: p.Tails}
+	for _, ch := range p.Shared {
+		if !strings.HasPrefix(ch.Name, bridgeChainPrefix) {
+			q.Shared = append(q.Shared, ch)
+		}
+	}
+	for _, ch := range p.Base {
+		if ch.Name == ChainHostIn || ch.Name == ChainHostOut {
+			q.Shared = append(q.Shared, ch)
+		} else {
+			q.Base = append(q.Base, ch)
+		}
+	}
+	for _, s := range p.Sets {
+		if s.Name != p.Fam().TapSet(p.Tap) {
+			q.Sets = append(q.Sets, s)
+		}
+	}
+	for _, s := range p.BaseSets {
+		if s.Name == p.Fam().SetHost() || s.Name == p.Fam().SetCluster() {
+			q.Sets = append(q.Sets, s)
+		} else {
+			q.BaseSets = append(q.BaseSets, s)
+		}
+	}
+	q.V6 = p.V6.HostWide()
+	return q
 }

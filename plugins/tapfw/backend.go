@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"slices"
 
 	"github.com/tapfw/tapfw/pkg/model"
 	"github.com/tapfw/tapfw/pkg/netfilter"
@@ -26,6 +27,12 @@ type backend interface {
 	// parts cfg carries; a second Add of the same cfg changes nothing.
 	// A config the backend cannot render is a *model.FieldError.
 	Add(cfg model.Config) error
+	// ApplyAll makes the kernel hold what sel chooses from the
+	// installed taps, under the lock (no ADD or DEL comes between): the
+	// host-wide parts of one config and the whole of others', in one
+	// transaction per table. With dryRun nothing changes. It returns
+	// what changed, or would, in the config's words.
+	ApplyAll(sel selection, dryRun bool) ([]string, error)
 	// Check returns nil when the installed firewall is what cfg says, or
 	// a *netfilter.DriftError naming each difference.
 	Check(cfg model.Config) error
@@ -52,6 +59,10 @@ type backend interface {
 	// tools and kernel features are there.
 	Status() error
 }
+
+// selection chooses, from the installed taps, what tapfw apply installs:
+// the host-wide parts of host (nil: none) and the whole of each of taps.
+type selection func(installed []model.Attachment) (host *model.Config, taps []model.Config, err error)
 
 // addLimits are the name limits of the backend an ADD on this host uses,
 // for checking a config without one (qemu-config): the iptables backend's.
@@ -123,6 +134,56 @@ func (b *iptables) Add(cfg model.Config) error {
 		return fmt.Errorf("installing firewall of %s: %w", plan.Tap, err)
 	}
 	return nil
+}
+
+func (b *iptables) ApplyAll(sel selection, dryRun bool) ([]string, error) {
+	if !dryRun {
+		if err := b.sysctl(); err != nil {
+			return nil, err
+		}
+		if theirs, err := b.other(); err != nil {
+			return nil, err
+		} else if theirs {
+			return nil, fmt.Errorf("the nftables backend holds tapfw's rules on this host: set TAPFW_BACKEND=nftables")
+		}
+	}
+	cs, err := b.fw.ApplyAll(func(atts []model.Attachment) ([]*ruleset.Plan, error) {
+		host, taps, err := sel(atts)
+		if err != nil {
+			return nil, err
+		}
+		return buildAll(host, taps, b.build, (*ruleset.Plan).HostWide)
+	}, dryRun)
+	var said []string
+	for _, c := range cs {
+		for _, w := range c.Said() {
+			if !slices.Contains(said, w) {
+				said = append(said, w)
+			}
+		}
+	}
+	return said, err
+}
+
+// buildAll renders the host-wide part of host and each of taps, host
+// first: a config either cannot render is a config error.
+func buildAll[P any](host *model.Config, taps []model.Config, build func(model.Config) (P, error), hostWide func(P) P) ([]P, error) {
+	var out []P
+	if host != nil {
+		p, err := build(*host)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, hostWide(p))
+	}
+	for _, t := range taps {
+		p, err := build(t)
+		if err != nil {
+			return nil, fmt.Errorf("tap %s: %w", t.Tap.Name, err)
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }
 
 func (b *iptables) Check(cfg model.Config) error {

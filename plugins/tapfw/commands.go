@@ -43,6 +43,7 @@ type runFunc func(o *operator, args []string) int
 
 const (
 	seeing    = "Seeing what is installed (in this network namespace):"
+	changing  = "Changing a running host:"
 	cleaning  = "Cleaning up:"
 	importing = "Coming from Proxmox VE:"
 )
@@ -70,6 +71,8 @@ func init() {
 			summary: "what an ADD of the config (stdin or FILE) would change: ipset changes and restore input, or nft commands; changes nothing (the flags default to CNI_IFNAME, CNI_CONTAINERID and CNI_ARGS)"},
 		{name: "import-pve", section: importing, flags: importPVEFlags,
 			summary: "write tapfw.conf and a NIC file per guest NIC from a Proxmox VE tree (its firewall files, corosync.conf, guest configs); installs nothing; exit 3 when items are left out, each on stderr as FILE:LINE: reason"},
+		{name: "apply", section: changing, kernel: true, flags: applyFlags,
+			summary: "bring the running host to the files: the base config's host, ipsets, securityGroups and log options, and with --nics each running QEMU tap's NIC file; prints what changed, and cuts the connections the new rules refuse"},
 		{name: "gc", section: cleaning, kernel: true, flags: gcFlags,
 			summary: "remove the firewall of taps whose interface is gone"},
 		{name: "flush", section: cleaning, kernel: true, flags: flushFlags,
@@ -363,26 +366,12 @@ func (o *operator) qemuConfig(tap string, bridgeOnly bool) int {
 	if err := model.ValidateIfName(tap); err != nil {
 		return o.fail("tap: %v", err)
 	}
-	data, conf, err := config.MergeNIC(config.NICPaths(tap))
+	base, nic := config.NICPaths(tap)
+	data, r, err := nicConfig(tap, base, nic, addLimits())
 	if err != nil {
 		return o.fail("config of %s: %v", tap, err)
 	}
-	// The tap QEMU names is the one firewalled: a "tap" field naming
-	// another would leave this one on its bridge with no firewall.
-	if conf.Tap != "" && conf.Tap != tap {
-		base, nic := config.NICPaths(tap)
-		return o.fail("config of %s: tap: %q in %s or %s is not %s; leave the field out", tap, conf.Tap, base, nic, tap)
-	}
-	if conf.Bridge == "" {
-		_, nic := config.NICPaths(tap)
-		return o.fail("config of %s: bridge: required in %s", tap, nic)
-	}
-	// Validate every value now, so the script refuses the NIC before it
-	// touches the tap.
-	env := config.Env{ContainerID: "qemu-" + tap, IfName: tap}
-	if _, err := config.Resolve(conf, addLimits(), env, nil, nil); err != nil {
-		return o.fail("config of %s: %v", tap, err)
-	}
+	conf := r.Conf
 	if bridgeOnly {
 		fmt.Fprintln(o.stdout, conf.Bridge)
 	} else {

@@ -25,41 +25,48 @@ import (
 // all this needs; no other library). Each flow's first packet is walked
 // through the installed ruleset by the code that answers tapfw explain.
 
-// flowJudge decides, for the flows of one tap, which the installed rules
-// no longer allow.
+// flowJudge decides, for the flows of some taps, which the installed
+// rules no longer allow.
 type flowJudge struct {
-	j   *judge
-	tap inspect.Tap
-	// own are the tap's addresses and networks.
-	own []netip.Prefix
+	j    *judge
+	taps []ownedTap
 	// denied counts the flows cut; errs what could not be judged.
 	denied int
 	errs   []error
 }
 
+// ownedTap is a tap and its addresses and networks.
+type ownedTap struct {
+	tap inspect.Tap
+	own []netip.Prefix
+}
+
 // MatchConntrackFlow implements netlink.CustomConntrackFilter: it says
-// whether the flow is the tap's and its first packet would now be
-// refused, with certainty (a flow the walk is unsure about stays).
+// whether the flow is one of the taps' and its first packet would now be
+// refused by one of them, with certainty (a flow the walk is unsure
+// about stays).
 func (f *flowJudge) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool {
-	q, ok := f.query(flow)
-	if !ok {
-		return false
+	for _, t := range f.taps {
+		q, ok := t.query(flow)
+		if !ok {
+			continue
+		}
+		res, _, err := f.j.explain(q)
+		if err != nil {
+			f.errs = append(f.errs, fmt.Errorf("flow %s: %w", flow.Forward.SrcIP, err))
+			return false
+		}
+		if res.Verdict != "ACCEPT" && len(res.Uncertain) == 0 {
+			f.denied++
+			return true
+		}
 	}
-	res, _, err := f.j.explain(q)
-	if err != nil {
-		f.errs = append(f.errs, fmt.Errorf("flow %s: %w", flow.Forward.SrcIP, err))
-		return false
-	}
-	if res.Verdict == "ACCEPT" || len(res.Uncertain) > 0 {
-		return false
-	}
-	f.denied++
-	return true
+	return false
 }
 
 // query is the flow's first packet as tapfw explain takes it: from the
 // tap (out) when the tap's address started it, to it (in) otherwise.
-func (f *flowJudge) query(flow *netlink.ConntrackFlow) (query, bool) {
+func (t ownedTap) query(flow *netlink.ConntrackFlow) (query, bool) {
 	fw := flow.Forward
 	src, ok1 := netip.AddrFromSlice(fw.SrcIP)
 	dst, ok2 := netip.AddrFromSlice(fw.DstIP)
@@ -67,11 +74,11 @@ func (f *flowJudge) query(flow *netlink.ConntrackFlow) (query, bool) {
 		return query{}, false
 	}
 	src, dst = src.Unmap(), dst.Unmap()
-	q := query{tap: f.tap.Name, src: src.String(), dst: dst.String(), state: "NEW", hopLimit: 64}
-	switch mine := f.holds(src); {
-	case mine && !f.holds(dst):
+	q := query{tap: t.tap.Name, src: src.String(), dst: dst.String(), state: "NEW", hopLimit: 64}
+	switch mine := t.holds(src); {
+	case mine && !t.holds(dst):
 		q.dir = "out"
-	case !mine && f.holds(dst):
+	case !mine && t.holds(dst):
 		q.dir = "in"
 	default:
 		return query{}, false
@@ -91,8 +98,8 @@ func (f *flowJudge) query(flow *netlink.ConntrackFlow) (query, bool) {
 	return q, true
 }
 
-func (f *flowJudge) holds(a netip.Addr) bool {
-	for _, p := range f.own {
+func (t ownedTap) holds(a netip.Addr) bool {
+	for _, p := range t.own {
 		if p.Contains(a) {
 			return true
 		}
@@ -100,26 +107,34 @@ func (f *flowJudge) holds(a netip.Addr) bool {
 	return false
 }
 
-// cutFlows deletes the conntrack entries of the tap's connections that
-// its installed rules no longer allow, and returns how many went.
-func (p *plugin) cutFlows(tap string) (int, error) {
+// cutFlows deletes the conntrack entries of the taps' connections that
+// their installed rules no longer allow, and returns how many went. The
+// ruleset and the conntrack table are read once, whatever the number of
+// taps.
+func (p *plugin) cutFlows(taps ...string) (int, error) {
 	j, err := p.readJudge()
 	if err != nil {
 		return 0, fmt.Errorf("reading the installed firewall: %w", err)
 	}
-	t, ok := j.tap(tap)
-	if !ok {
-		return 0, nil
-	}
-	f := &flowJudge{j: j, tap: t}
-	for _, ip := range t.IPs {
-		if pr, err := netip.ParsePrefix(ip); err == nil {
-			f.own = append(f.own, pr)
-		} else if a, err := netip.ParseAddr(ip); err == nil {
-			f.own = append(f.own, netip.PrefixFrom(a, a.BitLen()))
+	f := &flowJudge{j: j}
+	for _, name := range taps {
+		t, ok := j.tap(name)
+		if !ok {
+			continue
+		}
+		ot := ownedTap{tap: t}
+		for _, ip := range t.IPs {
+			if pr, err := netip.ParsePrefix(ip); err == nil {
+				ot.own = append(ot.own, pr)
+			} else if a, err := netip.ParseAddr(ip); err == nil {
+				ot.own = append(ot.own, netip.PrefixFrom(a, a.BitLen()))
+			}
+		}
+		if len(ot.own) > 0 {
+			f.taps = append(f.taps, ot)
 		}
 	}
-	if len(f.own) == 0 {
+	if len(f.taps) == 0 {
 		return 0, nil
 	}
 	var errs []error

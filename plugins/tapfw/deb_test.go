@@ -13,17 +13,19 @@ import (
 // debFiles are the paths the Debian package holds, with their modes as
 // dpkg-deb -c prints them; a directory ends in "/".
 var debFiles = map[string]string{
-	"./etc/tapfw/":                        "drwxr-xr-x",
-	"./etc/tapfw/nics/":                   "drwxr-xr-x",
-	"./etc/tapfw/tapfw.conf":              "-rw-r--r--",
-	"./usr/lib/cni/tapfw":                 "-rwxr-xr-x",
-	"./usr/lib/tapfw/qemu-ifup":           "-rwxr-xr-x",
-	"./usr/lib/tapfw/qemu-ifdown":         "-rwxr-xr-x",
-	"./usr/share/man/man8/tapfw.8.gz":     "-rw-r--r--",
-	"./usr/share/doc/tapfw/README.md":     "-rw-r--r--",
-	"./usr/share/doc/tapfw/copyright":     "-rw-r--r--",
-	"./usr/share/doc/tapfw/changelog.gz":  "-rw-r--r--",
-	"./usr/share/lintian/overrides/tapfw": "-rw-r--r--",
+	"./etc/tapfw/":                             "drwxr-xr-x",
+	"./etc/tapfw/nics/":                        "drwxr-xr-x",
+	"./etc/tapfw/tapfw.conf":                   "-rw-r--r--",
+	"./usr/lib/cni/tapfw":                      "-rwxr-xr-x",
+	"./usr/lib/tapfw/qemu-ifup":                "-rwxr-xr-x",
+	"./usr/lib/tapfw/qemu-ifdown":              "-rwxr-xr-x",
+	"./usr/share/man/man8/tapfw.8.gz":          "-rw-r--r--",
+	"./usr/share/doc/tapfw/README.md":          "-rw-r--r--",
+	"./usr/share/doc/tapfw/copyright":          "-rw-r--r--",
+	"./usr/share/doc/tapfw/changelog.gz":       "-rw-r--r--",
+	"./usr/share/lintian/overrides/tapfw":      "-rw-r--r--",
+	"./lib/systemd/system/tapfw-apply.path":    "-rw-r--r--",
+	"./lib/systemd/system/tapfw-apply.service": "-rw-r--r--",
 }
 
 // TestDeb builds the package twice (make deb's script) and checks it:
@@ -108,7 +110,7 @@ func checkDebFiles(t *testing.T, listing string) {
 			if mode != want {
 				t.Errorf("%s: mode %s, want %s", path, mode, want)
 			}
-		} else if !strings.HasSuffix(path, "/") && !strings.HasPrefix(path, "./lib/systemd/system/") {
+		} else if !strings.HasSuffix(path, "/") {
 			t.Errorf("unexpected file %s", path)
 		}
 	}
@@ -151,6 +153,7 @@ func checkDebContents(t *testing.T, deb string) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Errorf("the example config with a NIC file: %v:\n%s", err, out)
 	}
+	checkUnits(t, root, bin)
 	for _, s := range []string{"qemu-ifup", "qemu-ifdown"} {
 		if !slices.Contains(strings.Fields(string(readFile(t, filepath.Join(root, "usr/lib/tapfw", s)))), "/usr/lib/cni/tapfw") {
 			t.Errorf("%s does not look for the plugin in /usr/lib/cni", s)
@@ -213,4 +216,39 @@ func readFile(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return data
+}
+
+// checkUnits holds the packaged systemd units to what the plugin takes:
+// the path unit starts the service, whose command is the packaged
+// plugin's apply with flags it has, on the packaged config's paths.
+func checkUnits(t *testing.T, root, bin string) {
+	t.Helper()
+	dir := filepath.Join(root, "lib/systemd/system")
+	path := string(readFile(t, filepath.Join(dir, "tapfw-apply.path")))
+	for _, l := range []string{"PathChanged=/etc/tapfw\n", "PathChanged=/etc/tapfw/nics\n", "Unit=tapfw-apply.service\n", "WantedBy=multi-user.target\n"} {
+		if !strings.Contains(path, l) {
+			t.Errorf("tapfw-apply.path lacks %q", l)
+		}
+	}
+	service := string(readFile(t, filepath.Join(dir, "tapfw-apply.service")))
+	var argv []string
+	for _, l := range strings.Split(service, "\n") {
+		if cmd, ok := strings.CutPrefix(l, "ExecStart="); ok {
+			argv = strings.Fields(cmd)
+		}
+	}
+	if len(argv) < 2 || argv[0] != "/usr/lib/cni/tapfw" || argv[1] != "apply" || !strings.Contains(service, "Type=oneshot\n") {
+		t.Fatalf("tapfw-apply.service does not run tapfw apply once:\n%s", service)
+	}
+	usage := tool(t, bin, "help", "apply")
+	for _, a := range argv[2:] {
+		if strings.HasPrefix(a, "--") && !strings.Contains(usage, strings.TrimPrefix(a, "-")) {
+			t.Errorf("tapfw-apply.service gives apply %s, which it does not take:\n%s", a, usage)
+		}
+		if strings.HasPrefix(a, "/") {
+			if _, err := os.Stat(filepath.Join(root, a)); err != nil {
+				t.Errorf("tapfw-apply.service names %s, which the package does not hold", a)
+			}
+		}
+	}
 }

@@ -80,6 +80,37 @@ func (b *nftablesBackend) Add(cfg model.Config) error {
 	})
 }
 
+func (b *nftablesBackend) ApplyAll(sel selection, dryRun bool) (said []string, err error) {
+	err = b.locked(func() error {
+		atts, err := b.k.Attachments()
+		if err != nil {
+			return err
+		}
+		host, taps, err := sel(atts)
+		if err != nil {
+			return err
+		}
+		ps, err := buildAll(host, taps, b.build, (*nft.Plan).HostWide)
+		if err != nil {
+			return err
+		}
+		if len(ps) == 0 {
+			return nil
+		}
+		if !dryRun {
+			if err := b.exclusive(); err != nil {
+				return err
+			}
+			if err := b.sysctl(); err != nil {
+				return err
+			}
+		}
+		said, err = b.k.ApplyAll(ps, dryRun)
+		return err
+	})
+	return said, err
+}
+
 // exclusive refuses to start this backend's state on a host where the
 // other backend holds tapfw's rules: both at once would filter twice and
 // each would miss the other's taps. It asks only while this backend's

@@ -1,0 +1,239 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/tapfw/tapfw/pkg/config"
+	"github.com/tapfw/tapfw/pkg/model"
+)
+
+// tapfw apply brings a running host to what its files say: the host-wide
+// parts of the base config (host section, named sets, security groups,
+// log options) for every tap, and each running QEMU tap's NIC file for
+// that tap. It reads and validates every file before it changes
+// anything, and changes everything in one transaction per table, under
+// the plugin's lock: the taps it changes are chosen there, from the taps
+// installed then, so an ADD or DEL comes wholly before it or after it.
+
+func applyFlags(fs *flag.FlagSet) runFunc {
+	base := fs.String("config", "", "the base config `FILE`: host section, ipsets, securityGroups, log options (default $TAPFW_CONFIG, else "+config.DefaultBaseConfig+")")
+	nics := fs.String("nics", "", "also bring each running QEMU tap to `DIR`/TAP.json merged with the base config, as its ifup does")
+	dry := fs.Bool("dry-run", false, "print what would change, change nothing")
+	return func(o *operator, _ []string) int { return o.apply(*base, *nics, *dry) }
+}
+
+// nicConfig is the config a QEMU tap's ifup sends: the base config merged
+// with the NIC's file, validated for tap (which it must not rename) with
+// the identity the scripts give it.
+func nicConfig(tap, base, nic string, lim model.Limits) ([]byte, *config.Resolved, error) {
+	data, conf, err := config.MergeNIC(base, nic)
+	if err != nil {
+		return nil, nil, err
+	}
+	// The tap QEMU names is the one firewalled: a "tap" field naming
+	// another would leave this one on its bridge with no firewall.
+	if conf.Tap != "" && conf.Tap != tap {
+		return nil, nil, fmt.Errorf("tap: %q in %s or %s is not %s; leave the field out", conf.Tap, base, nic, tap)
+	}
+	if conf.Bridge == "" {
+		return nil, nil, fmt.Errorf("bridge: required in %s", nic)
+	}
+	// Validate every value now, so the script refuses the NIC before it
+	// touches the tap.
+	r, err := config.Resolve(conf, lim, qemuEnv(tap), nil, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	return data, r, nil
+}
+
+// qemuEnv is the CNI environment the QEMU scripts call the plugin with.
+func qemuEnv(tap string) config.Env { return config.Env{ContainerID: "qemu-" + tap, IfName: tap} }
+
+// isQEMU says whether the QEMU scripts attached the tap.
+func isQEMU(a model.Attachment) bool {
+	return a.ContainerID == qemuEnv(a.Tap).ContainerID && a.IfName == a.Tap
+}
+
+// wanted is what the files say: the base config's host-wide parts and
+// each NIC file's config, by tap.
+type wanted struct {
+	base string
+	// host is the host-wide parts to install: without a host section,
+	// a host firewall that guards nothing (the backends' HostWide).
+	// hostSection says the base config has one.
+	host        model.Config
+	hostSection bool
+	nicDir      string
+	nics        map[string]model.Config
+}
+
+// readWanted reads and validates the base config and every NIC file in
+// nicDir ("": none). A NIC file may repeat the base config's host-wide
+// parts but not change them: those are the host's, not one tap's.
+func (o *operator) readWanted(base, nicDir string) (*wanted, error) {
+	if base == "" {
+		base, _ = config.NICPaths("")
+	}
+	if _, err := os.Stat(base); err != nil {
+		return nil, fmt.Errorf("the base config: %w", err)
+	}
+	data, _, err := config.MergeNIC(base, "")
+	if err != nil {
+		return nil, err
+	}
+	conf, err := o.p.parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", base, err)
+	}
+	lim := o.p.be.Limits()
+	w := &wanted{base: base, nicDir: nicDir, nics: map[string]model.Config{}, hostSection: conf.Host != nil}
+	// Its NIC files are held to the base config as its ifup merges it.
+	merged, err := config.ResolveHostWide(conf, lim)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", base, err)
+	}
+	w.host = merged
+	if nicDir == "" {
+		return w, nil
+	}
+	files, err := filepath.Glob(filepath.Join(nicDir, "*.json"))
+	if err != nil {
+		return nil, fmt.Errorf("listing %s: %w", nicDir, err)
+	}
+	for _, f := range files {
+		tap := strings.TrimSuffix(filepath.Base(f), ".json")
+		if err := model.ValidateIfName(tap); err != nil {
+			return nil, fmt.Errorf("%s: the file name is not a tap's: %w", f, err)
+		}
+		_, r, err := nicConfig(tap, base, f, lim)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f, err)
+		}
+		if field := config.SameHostWide(merged, r.Model); field != "" {
+			return nil, fmt.Errorf("%s: %s: differs from %s; the host-wide parts (host, ipsets, securityGroups, log options) are the base config's alone", f, field, base)
+		}
+		w.nics[tap] = r.Model
+	}
+	return w, nil
+}
+
+// applied is what one run of apply chose: the taps whose connections
+// to judge afterwards, and the taps it left alone and why.
+type applied struct {
+	cut, left []string
+	tapCfgs   []model.Config
+}
+
+// choose picks, from the installed taps, what apply installs: the
+// host-wide parts when a tap is installed or the base config has a host
+// section, and the NIC file of each QEMU tap that is running.
+func (w *wanted) choose(installed []model.Attachment) (*model.Config, *applied) {
+	a := &applied{}
+	have := map[string]model.Attachment{}
+	for _, at := range installed {
+		have[at.Tap] = at
+	}
+	for _, tap := range sortedKeys(w.nics) {
+		at, ok := have[tap]
+		switch {
+		case !ok:
+			a.left = append(a.left, fmt.Sprintf("tap %s: not running; its ifup installs its NIC file", tap))
+		case !isQEMU(at):
+			a.left = append(a.left, fmt.Sprintf("tap %s: attached by CNI network %q, whose runtime gives its rules", tap, at.Network))
+		default:
+			cfg := w.nics[tap]
+			a.tapCfgs = append(a.tapCfgs, cfg)
+			if !cfg.Tap.KeepEstablished {
+				a.cut = append(a.cut, tap)
+			}
+		}
+	}
+	for _, at := range installed {
+		if _, ok := w.nics[at.Tap]; ok {
+			continue
+		}
+		if w.nicDir != "" && isQEMU(at) {
+			a.left = append(a.left, fmt.Sprintf("tap %s: no NIC file %s; its firewall stays as it is (tapfw gc removes it once the tap is gone)", at.Tap, filepath.Join(w.nicDir, at.Tap+".json")))
+		}
+		// Its own rules stay; the host-wide parts it shares change.
+		if !w.host.Tap.KeepEstablished {
+			a.cut = append(a.cut, at.Tap)
+		}
+	}
+	if len(installed) == 0 && !w.hostSection {
+		return nil, a
+	}
+	host := w.host
+	return &host, a
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// apply runs tapfw apply: it prints each change in the config's words,
+// then what it left alone, then cuts the connections the changed rules no
+// longer allow.
+func (o *operator) apply(base, nicDir string, dryRun bool) int {
+	if o.p.envErr != nil {
+		return o.fail("%v", o.p.envErr)
+	}
+	w, err := o.readWanted(base, nicDir)
+	if err != nil {
+		return o.fail("apply: %v; nothing changed", err)
+	}
+	var a *applied
+	said, err := o.p.be.ApplyAll(func(installed []model.Attachment) (*model.Config, []model.Config, error) {
+		var host *model.Config
+		host, a = w.choose(installed)
+		return host, a.tapCfgs, nil
+	}, dryRun)
+	if err != nil {
+		return o.fail("apply: %v", err)
+	}
+	verb := "changed"
+	if dryRun {
+		verb = "would change"
+	}
+	for _, s := range said {
+		fmt.Fprintf(o.stdout, "%s %s\n", verb, s)
+	}
+	if len(said) == 0 {
+		fmt.Fprintln(o.stdout, "nothing to change")
+	}
+	for _, l := range a.left {
+		fmt.Fprintf(o.stdout, "left %s\n", l)
+	}
+	if dryRun {
+		return 0
+	}
+	for _, cfg := range a.tapCfgs {
+		if err := applyIsolation(cfg); err != nil {
+			return o.fail("apply: %v", err)
+		}
+	}
+	if len(said) == 0 || len(a.cut) == 0 {
+		return 0
+	}
+	slices.Sort(a.cut)
+	n, err := o.p.cutFlows(a.cut...)
+	if n > 0 {
+		fmt.Fprintf(o.stdout, "cut %d connections the new rules do not allow\n", n)
+	}
+	if err != nil {
+		return o.fail("apply: the rules are in place, but cutting the connections they no longer allow: %v", err)
+	}
+	return 0
+}
