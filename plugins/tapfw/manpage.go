@@ -122,9 +122,10 @@ var manSections = []struct {
 	paragraphs []string
 }{
 	{"FILES", []string{
-		"/etc/tapfw/tapfw.conf: the base config (host section, named sets, security groups, defaults), read by the QEMU scripts ($TAPFW_CONFIG).",
+		"/etc/tapfw/tapfw.conf: the base config (host section, named sets, security groups, defaults), read by the QEMU scripts ($TAPFW_CONFIG) and by apply, whose host-wide parts it alone gives.",
 		"/etc/tapfw/nics/TAP.json: a QEMU NIC's own config (bridge, MAC, addresses, rules); its top-level fields win over the base config's ($TAPFW_NIC_DIR).",
 		"/usr/lib/tapfw/qemu-ifup, /usr/lib/tapfw/qemu-ifdown: the scripts QEMU (script=, downscript=) or LXC (lxc.net.N.script.up, .down) runs for a NIC.",
+		"/lib/systemd/system/tapfw-apply.path, tapfw-apply.service: run apply --nics /etc/tapfw/nics whenever /etc/tapfw changes (systemctl enable --now tapfw-apply.path).",
 		"/run/tapfw.lock: the host-wide lock every call takes ($TAPFW_LOCK).",
 	}},
 	{"ENVIRONMENT", []string{
