@@ -3,7 +3,9 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 
 	"github.com/vishvananda/netlink"
@@ -30,9 +32,48 @@ import (
 type flowJudge struct {
 	j    *judge
 	taps []ownedTap
+	// byAddr finds the taps holding an address (by index into taps);
+	// nets are the taps holding networks, checked one by one.
+	byAddr map[netip.Addr][]int
+	nets   []int
 	// denied counts the flows cut; errs what could not be judged.
 	denied int
 	errs   []error
+}
+
+// add indexes a tap with addresses.
+func (f *flowJudge) add(t ownedTap) {
+	i := len(f.taps)
+	f.taps = append(f.taps, t)
+	if f.byAddr == nil {
+		f.byAddr = map[netip.Addr][]int{}
+	}
+	routed := false
+	for _, p := range t.own {
+		if p.IsSingleIP() {
+			f.byAddr[p.Addr()] = append(f.byAddr[p.Addr()], i)
+		} else {
+			routed = true
+		}
+	}
+	if routed {
+		f.nets = append(f.nets, i)
+	}
+}
+
+// candidates are the taps that may hold one end of the flow, each once:
+// whatever the number of taps, a flow costs two lookups and a check of
+// the taps with routed networks.
+func (f *flowJudge) candidates(flow *netlink.ConntrackFlow) []int {
+	var out []int
+	for _, ip := range []net.IP{flow.Forward.SrcIP, flow.Forward.DstIP} {
+		if a, ok := netip.AddrFromSlice(ip); ok {
+			out = append(out, f.byAddr[a.Unmap()]...)
+		}
+	}
+	out = append(out, f.nets...)
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // ownedTap is a tap and its addresses and networks.
@@ -46,8 +87,8 @@ type ownedTap struct {
 // refused by one of them, with certainty (a flow the walk is unsure
 // about stays).
 func (f *flowJudge) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool {
-	for _, t := range f.taps {
-		q, ok := t.query(flow)
+	for _, i := range f.candidates(flow) {
+		q, ok := f.taps[i].query(flow)
 		if !ok {
 			continue
 		}
@@ -131,7 +172,7 @@ func (p *plugin) cutFlows(taps ...string) (int, error) {
 			}
 		}
 		if len(ot.own) > 0 {
-			f.taps = append(f.taps, ot)
+			f.add(ot)
 		}
 	}
 	if len(f.taps) == 0 {

@@ -6,10 +6,15 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+
+	"github.com/tapfw/tapfw/pkg/inspect"
 	"github.com/tapfw/tapfw/pkg/testnet"
 )
 
@@ -180,5 +185,36 @@ func testCutConnections(t *testing.T, be testBackend) {
 	flows(t, "keepEstablished", []*session{kin1, kout3, in2, in4}, nil)
 	if testnet.TCPProbe(b.ns, at(a.ip4, "5001"), 700*time.Millisecond) {
 		t.Error("keepEstablished: a new connection to 5001 passes without its rule")
+	}
+}
+
+// The flows of many taps are judged against the taps that hold one of
+// their ends only: found by address, or by a routed network.
+func TestFlowCandidates(t *testing.T) {
+	f := &flowJudge{}
+	for i, own := range [][]string{{"192.0.2.10/32", "2001:db8::10/128"}, {"192.0.2.11/32"}, {"198.51.100.0/24"}} {
+		ot := ownedTap{tap: inspect.Tap{Name: fmt.Sprintf("tap%d", i)}}
+		for _, p := range own {
+			ot.own = append(ot.own, netip.MustParsePrefix(p))
+		}
+		f.add(ot)
+	}
+	flow := func(src, dst string) *netlink.ConntrackFlow {
+		fl := &netlink.ConntrackFlow{}
+		fl.Forward.SrcIP, fl.Forward.DstIP = net.ParseIP(src), net.ParseIP(dst)
+		return fl
+	}
+	for _, c := range []struct {
+		src, dst string
+		want     []int
+	}{
+		{"192.0.2.11", "192.0.2.10", []int{0, 1, 2}},
+		{"203.0.113.5", "192.0.2.11", []int{1, 2}},
+		{"2001:db8::10", "2001:db8::99", []int{0, 2}},
+		{"203.0.113.5", "203.0.113.6", []int{2}},
+	} {
+		if got := f.candidates(flow(c.src, c.dst)); !slices.Equal(got, c.want) {
+			t.Errorf("%s -> %s: candidates %v, want %v", c.src, c.dst, got, c.want)
+		}
 	}
 }
