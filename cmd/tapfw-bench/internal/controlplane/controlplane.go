@@ -8,8 +8,10 @@ package controlplane
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/tapfw/tapfw/cmd/tapfw-bench/internal/baseline"
@@ -126,6 +128,9 @@ func (b *bench) measurePlugin(ctx context.Context, n int, row *report.CPResult) 
 		return fmt.Errorf("control plane N=%d: floor: %w", n, err)
 	}
 	h.Progress("control plane N=%d: one-rule %s add p50 %.1f ms, delete p50 %.1f ms", n, tool, row.FloorAdd.P50, row.FloorDel.P50)
+	if err := b.measureApply(ctx, n, row); err != nil {
+		return fmt.Errorf("control plane N=%d: apply: %w", n, err)
+	}
 	if h.O.Backend != "nftables" {
 		return nil
 	}
@@ -241,4 +246,55 @@ func (b *bench) measureNftFloor(ctx context.Context) (*report.CallStats, *report
 		adds, dels = append(adds, a), append(dels, d)
 	}
 	return report.Summarize(adds), report.Summarize(dels), nil
+}
+
+// applyExtra is the address tapfw apply's measured runs add to and take
+// out of the set admins.
+const applyExtra = "198.51.100.250"
+
+// measureApply times tapfw apply at N taps: Calls runs that change the
+// named set every tap's host section shares (one entry in or out; apply
+// then judges every tap's connections), each followed by a run that
+// finds nothing to change (what a path unit's spurious start costs).
+func (b *bench) measureApply(ctx context.Context, n int, row *report.CPResult) error {
+	h := b.h
+	tmp, err := h.Tmp()
+	if err != nil {
+		return err
+	}
+	files := [2]string{filepath.Join(tmp, "apply-a.conf"), filepath.Join(tmp, "apply-b.conf")}
+	for i, data := range [][]byte{taps.BaseConfig(), taps.BaseConfig(applyExtra)} {
+		if err := os.WriteFile(files[i], data, 0o644); err != nil {
+			return err
+		}
+	}
+	apply := func(file, want string) (report.Sample, error) {
+		out, s, err := harness.RunIn(ctx, b.cp, nil, taps.OperatorEnv(h.O, b.lock), h.O.Plugin, "apply", "--config", file)
+		if err != nil {
+			return s, fmt.Errorf("tapfw apply --config %s: %w", file, err)
+		}
+		if !strings.Contains(string(out), want) {
+			return s, fmt.Errorf("tapfw apply --config %s said %q, want %q", file, out, want)
+		}
+		return s, nil
+	}
+	if _, err := apply(files[0], ""); err != nil { // warm-up, and the set as the taps left it
+		return err
+	}
+	var changed, same []report.Sample
+	for k := 0; k < h.O.Calls; k++ {
+		file := files[(k+1)%2]
+		c, err := apply(file, "changed ipsets.admins")
+		if err != nil {
+			return err
+		}
+		s, err := apply(file, "nothing to change")
+		if err != nil {
+			return err
+		}
+		changed, same = append(changed, c), append(same, s)
+	}
+	row.ApplyChange, row.ApplySame = report.Summarize(changed), report.Summarize(same)
+	h.Progress("control plane N=%d: apply changing a set p50 %.1f ms, with nothing to change %.1f ms", n, row.ApplyChange.P50, row.ApplySame.P50)
+	return nil
 }

@@ -55,6 +55,7 @@ func WriteMarkdown(w io.Writer, rep *Report) {
 			m.control(rep, b)
 			m.process(rep, b)
 			m.floor(b)
+			m.apply(rep, b)
 		}
 		if len(b.Data) > 0 {
 			m.data(rep, b)
@@ -205,6 +206,26 @@ func (m md) floor(b *BackendRun) {
 			m.p(" %s | %s |", msOf(r.CommitJump), msOf(r.CommitPlain))
 		}
 		m.p("\n")
+	}
+}
+
+// apply is tapfw apply's latency beside an ADD's at the same N.
+func (m md) apply(rep *Report, b *BackendRun) {
+	var rows []CPResult
+	for _, r := range b.Control {
+		if r.ApplyChange != nil && r.ApplySame != nil {
+			rows = append(rows, r)
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	m.p("\n#### %s: tapfw apply at N taps: whole process, wall time in ms (%d runs of each)\n\n", b.Backend, rep.Params.Calls)
+	m.p("A run that changes the named set every tap's host section uses (one entry in or out, changed in place; then the connections of every tap are judged against the new rules), and one that finds nothing to change (a path unit started for nothing); beside the ADD of one tap at the same N.\n\n")
+	m.p("| taps N | apply, set changed p50 | p95 | apply, nothing to change p50 | p95 | ADD p50 | changed apply/ADD |\n|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, r := range rows {
+		m.p("| %d | %s | %s | %s | %s | %s | %s |\n", r.N, ms(r.ApplyChange.P50), ms(r.ApplyChange.P95), ms(r.ApplySame.P50), ms(r.ApplySame.P95),
+			ms(r.PluginAdd.P50), ratio(r.ApplyChange.P50, r.PluginAdd.P50))
 	}
 }
 

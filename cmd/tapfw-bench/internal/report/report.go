@@ -274,6 +274,10 @@ type CPResult struct {
 	// through every element of the verdict maps), and to a plain set.
 	CommitJump  *CallStats `json:"commitJump,omitempty"`
 	CommitPlain *CallStats `json:"commitPlain,omitempty"`
+	// ApplyChange is tapfw apply changing the named set every tap's
+	// host section shares; ApplySame is one finding nothing to change.
+	ApplyChange *CallStats `json:"applyChange,omitempty"`
+	ApplySame   *CallStats `json:"applySame,omitempty"`
 }
 
 // DPResult is the data plane at one N.

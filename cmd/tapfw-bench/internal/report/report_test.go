@@ -2,6 +2,7 @@ package report
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -178,5 +179,26 @@ func TestRSSMeaning(t *testing.T) {
 	b.Control = append(b.Control, CPResult{PluginAdd: reported, PluginDel: mixed})
 	if got := rssMeaning(b); !strings.Contains(got, "upper bound") {
 		t.Errorf("one call without a report: %q", got)
+	}
+}
+
+// The apply table lists the N at which apply was measured, beside the
+// ADD at that N, and is left out of runs that did not measure it.
+func TestApplyTable(t *testing.T) {
+	rep := &Report{Params: Params{Calls: 2}}
+	b := &BackendRun{Backend: "nftables", Control: []CPResult{
+		{N: 100, PluginAdd: &CallStats{P50: 20}},
+		{N: 1000, PluginAdd: &CallStats{P50: 25}, ApplyChange: &CallStats{P50: 50, P95: 60}, ApplySame: &CallStats{P50: 10, P95: 12}},
+	}}
+	var got bytes.Buffer
+	(md{&got}).apply(rep, b)
+	want := fmt.Sprintf("| 1000 | %s | %s | %s | %s | %s | %s |\n", ms(50), ms(60), ms(10), ms(12), ms(25), ratio(50, 25))
+	if !strings.Contains(got.String(), want) || strings.Contains(got.String(), "| 100 |") {
+		t.Errorf("apply table:\n%s\nwant the row\n%s", got.String(), want)
+	}
+	got.Reset()
+	b.Control = b.Control[:1]
+	if (md{&got}).apply(rep, b); got.Len() != 0 {
+		t.Errorf("a run without apply prints:\n%s", got.String())
 	}
 }

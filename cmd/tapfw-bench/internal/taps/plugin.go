@@ -17,7 +17,7 @@ import (
 // pluginEnv is the environment of a plugin call for tap in ns, as the QEMU
 // ifup script sets it.
 func pluginEnv(o *harness.Options, ns *testnet.NS, lock, command string, t Spec) []string {
-	env := []string{
+	return append([]string{
 		"CNI_COMMAND=" + command,
 		"CNI_CONTAINERID=" + t.ContainerID,
 		"CNI_IFNAME=" + t.Name,
@@ -25,11 +25,14 @@ func pluginEnv(o *harness.Options, ns *testnet.NS, lock, command string, t Spec)
 		"CNI_NETNS_OVERRIDE=1",
 		"CNI_PATH=" + filepath.Dir(o.Plugin),
 		"CNI_ARGS=",
-		"TAPFW_LOCK=" + lock,
-		"TAPFW_LOCK_TIMEOUT=120s",
-		// The plugin reports its own peak memory (testnet.Usage).
-		"TAPFW_TRACE=1",
-	}
+	}, OperatorEnv(o, lock)...)
+}
+
+// OperatorEnv is the environment of an operator command (tapfw apply)
+// on the run's backend, with the plugin calls' lock; the plugin reports
+// its own peak memory (testnet.Usage).
+func OperatorEnv(o *harness.Options, lock string) []string {
+	env := []string{"TAPFW_LOCK=" + lock, "TAPFW_LOCK_TIMEOUT=120s", "TAPFW_TRACE=1"}
 	if o.Iptables != "auto" {
 		env = append(env, "TAPFW_IPTABLES="+o.Iptables)
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 
 	"github.com/tapfw/tapfw/cmd/tapfw-bench/internal/rulecheck"
 	"github.com/tapfw/tapfw/pkg/config"
@@ -153,21 +154,9 @@ func (t Spec) UserRules() Rules {
 // PluginConfig is the whole JSON a QEMU ifup script would send for t: the
 // base config (host section, ipsets) merged with the NIC's fields.
 func (t Spec) PluginConfig() []byte {
-	c := map[string]any{
-		"cniVersion": "1.0.0",
-		"name":       "bench",
-		"type":       "tapfw",
-		"ipsets":     map[string][]string{"admins": AdminsSet},
-		"host": map[string]any{
-			"ips":          HostIPs,
-			"clusterHosts": ClusterHosts,
-			"rules":        Rules{In: HostIn, Out: HostOut},
-		},
-		"bridge": t.Bridge,
-		"mac":    t.MAC,
-		"ips":    t.IPs,
-		"rules":  t.UserRules(),
-	}
+	c := baseConfig(nil)
+	c["cniVersion"], c["name"], c["type"] = "1.0.0", "bench", "tapfw"
+	c["bridge"], c["mac"], c["ips"], c["rules"] = t.Bridge, t.MAC, t.IPs, t.UserRules()
 	b, err := json.Marshal(c)
 	if err != nil {
 		panic(err) // static shapes: cannot fail
@@ -182,4 +171,27 @@ func MustMAC(s string) net.HardwareAddr {
 		panic(err)
 	}
 	return m
+}
+
+// baseConfig is the host-wide part of every tap's config: the host
+// section and the named set admins, with more entries in it.
+func baseConfig(moreAdmins []string) map[string]any {
+	return map[string]any{
+		"ipsets": map[string][]string{"admins": append(slices.Clip(AdminsSet), moreAdmins...)},
+		"host": map[string]any{
+			"ips":          HostIPs,
+			"clusterHosts": ClusterHosts,
+			"rules":        Rules{In: HostIn, Out: HostOut},
+		},
+	}
+}
+
+// BaseConfig is the base config tapfw apply reads that the taps' configs
+// agree with, but for moreAdmins in the set admins.
+func BaseConfig(moreAdmins ...string) []byte {
+	b, err := json.Marshal(baseConfig(moreAdmins))
+	if err != nil {
+		panic(err) // static shapes: cannot fail
+	}
+	return b
 }
