@@ -12,14 +12,17 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/tapfw/tapfw/pkg/ruleset"
 )
 
 // Bridge applies the layer-2 checks (table bridge tapfw) to the kernel.
 type Bridge interface {
-	// Apply puts a tap's elements in the shared sets, in one transaction.
-	Apply(p *ruleset.L2Tap) error
+	// Apply puts the taps' elements in the shared sets, in one
+	// transaction.
+	Apply(ps ...*ruleset.L2Tap) error
 	// Remove takes out everything of tap; nothing installed is no error.
 	Remove(tap string) error
 	// Flush removes the whole table.
@@ -124,15 +127,37 @@ func skeletonOK(r ChainReader) (bool, error) {
 }
 
 func l2Conn() (*nftables.Conn, error) {
-	c, err := nftables.New(nftables.AsLasting())
+	c, err := nftables.New(nftables.AsLasting(), nftables.WithSockOptions(BigReadBuffer))
 	if err != nil {
 		return nil, fmt.Errorf("opening nftables netlink: %w", err)
 	}
 	return c, nil
 }
 
+// BigReadBuffer lets the socket hold the answers to a whole transaction:
+// the library asks the kernel to echo every rule it adds, and a tap's
+// first ADD adds a hundred (an apply of many taps, more), more than the default buffer takes (the
+// kernel then drops them and reports ENOBUFS). As root the limit of
+// net.core.rmem_max does not apply.
+func BigReadBuffer(c *netlink.Conn) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 16<<20)
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return c.SetReadBuffer(16 << 20)
+	}
+	return nil
+}
+
 // Apply implements Bridge.
-func (n NFT) Apply(p *ruleset.L2Tap) error {
+func (n NFT) Apply(ps ...*ruleset.L2Tap) error {
 	c, err := l2Conn()
 	if err != nil {
 		return err
@@ -147,15 +172,19 @@ func (n NFT) Apply(p *ruleset.L2Tap) error {
 			return fmt.Errorf("making table bridge tapfw: %w", err)
 		}
 	}
-	old, err := ReadRecord(ConnReader{c}, p.Tap)
-	if err != nil {
-		return err
-	}
-	if err := QueueL2(c, old, &Record{Tap: p.Tap, L2: p}); err != nil {
-		return err
+	var names []string
+	for _, p := range ps {
+		old, err := ReadRecord(ConnReader{c}, p.Tap)
+		if err != nil {
+			return err
+		}
+		if err := QueueL2(c, old, &Record{Tap: p.Tap, L2: p}); err != nil {
+			return err
+		}
+		names = append(names, p.Tap)
 	}
 	if err := c.Flush(); err != nil {
-		return fmt.Errorf("changing table bridge tapfw for %s: %w", p.Tap, err)
+		return fmt.Errorf("changing table bridge tapfw for %s: %w", strings.Join(names, ", "), err)
 	}
 	return nil
 }

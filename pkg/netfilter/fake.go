@@ -304,14 +304,16 @@ type FakeBridge struct {
 var _ Bridge = (*FakeBridge)(nil)
 
 // Apply implements Bridge.
-func (f *FakeBridge) Apply(p *ruleset.L2Tap) error {
+func (f *FakeBridge) Apply(ps ...*ruleset.L2Tap) error {
 	if f.Fail != nil {
 		return f.Fail
 	}
 	if f.Plans == nil {
 		f.Plans = map[string]*ruleset.L2Tap{}
 	}
-	f.Plans[p.Tap] = p
+	for _, p := range ps {
+		f.Plans[p.Tap] = p
+	}
 	return nil
 }
 

@@ -198,8 +198,9 @@ func (f *Firewall) tablePlan(ps ...*ruleset.Plan) ([]string, func(Reader, map[st
 }
 
 // ApplyAll makes the kernel match every plan plans returns in one
-// transaction per table (set changes, one restore), then each plan's
-// layer-2 part; with dryRun it changes nothing. plans is given the
+// transaction per table (set changes, one restore; then the plans'
+// layer-2 parts in one nftables transaction); with dryRun it changes
+// nothing. plans is given the
 // installed taps and runs under the lock, so no call changes them before
 // the plans are installed. ApplyAll returns what changed (or would) in
 // each table, IPv4 first. The plans share their host-wide parts; a plan
@@ -227,14 +228,16 @@ func (f *Firewall) ApplyAll(plans func([]model.Attachment) ([]*ruleset.Plan, err
 		if dryRun || f.Bridge == nil {
 			return nil
 		}
+		var l2 []*ruleset.L2Tap
 		for _, p := range ps {
 			if p.L2 != nil {
-				if err := f.Bridge.Apply(p.L2); err != nil {
-					return err
-				}
+				l2 = append(l2, p.L2)
 			}
 		}
-		return nil
+		if len(l2) == 0 {
+			return nil
+		}
+		return f.Bridge.Apply(l2...)
 	})
 	return out, err
 }

@@ -14,7 +14,6 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
-	"github.com/mdlayher/netlink"
 	"github.com/tapfw/tapfw/pkg/model"
 	"github.com/tapfw/tapfw/pkg/netfilter"
 	"github.com/tapfw/tapfw/pkg/ruleset"
@@ -86,33 +85,11 @@ func tableOf(family string) *nftables.Table {
 }
 
 func (k Kernel) conn() (*nftables.Conn, error) {
-	c, err := nftables.New(nftables.AsLasting(), nftables.WithSockOptions(bigReadBuffer))
+	c, err := nftables.New(nftables.AsLasting(), nftables.WithSockOptions(netfilter.BigReadBuffer))
 	if err != nil {
 		return nil, fmt.Errorf("opening nftables netlink: %w", err)
 	}
 	return c, nil
-}
-
-// bigReadBuffer lets the socket hold the answers to a whole transaction:
-// the library asks the kernel to echo every rule it adds, and a tap's
-// first ADD adds a hundred, more than the default buffer takes (the
-// kernel then drops them and reports ENOBUFS). As root the limit of
-// net.core.rmem_max does not apply.
-func bigReadBuffer(c *netlink.Conn) error {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 16<<20)
-	}); err != nil {
-		return err
-	}
-	if serr != nil {
-		return c.SetReadBuffer(16 << 20)
-	}
-	return nil
 }
 
 // ensureSkeleton makes the static tables, chains and maps exist with the
