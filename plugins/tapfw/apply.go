@@ -230,7 +230,7 @@ func (o *operator) apply(base, nicDir string, dryRun bool) int {
 	slices.Sort(a.cut)
 	n, err := o.p.cutFlows(a.cut...)
 	if n > 0 {
-		fmt.Fprintf(o.stdout, "cut %d connections the new rules do not allow\n", n)
+		fmt.Fprintf(o.stdout, "cut %d connection%s the new rules do not allow\n", n, map[bool]string{true: "s"}[n > 1])
 	}
 	if err != nil {
 		return o.fail("apply: the rules are in place, but cutting the connections they no longer allow: %v", err)

@@ -190,7 +190,7 @@ func testApply(t *testing.T, be testBackend) {
 	// The group loses 5080: the live session it allowed is cut at its
 	// next packet; one still allowed flows on.
 	h.writeBase(web80+","+web8080+allow("5082"), `"192.0.2.30"`, "")
-	wantLines(t, "group loses 5080", h.mustApply(), "changed securityGroups.web: rules in", "cut 1 connections the new rules do not allow")
+	wantLines(t, "group loses 5080", h.mustApply(), "changed securityGroups.web: rules in", "cut 1 connection the new rules do not allow")
 	flows(t, "the group loses 5080", []*session{s5082}, []*session{s5080})
 
 	// With keepEstablished in the base config, a session whose rule goes

@@ -149,10 +149,19 @@ func (t ownedTap) holds(a netip.Addr) bool {
 }
 
 // cutFlows deletes the conntrack entries of the taps' connections that
-// their installed rules no longer allow, and returns how many went. The
-// ruleset and the conntrack table are read once, whatever the number of
-// taps.
+// their installed rules no longer allow, and returns how many went. It
+// holds the lock; the ruleset and the conntrack table are read once,
+// whatever the number of taps.
 func (p *plugin) cutFlows(taps ...string) (int, error) {
+	// Under the lock: a call changing the ruleset meanwhile would have
+	// the read see half of it (iptables-save fails on a set it lists
+	// being gone), and a tap it installs meanwhile is judged by its own
+	// call.
+	unlock, err := p.fw.Lock.Lock()
+	if err != nil {
+		return 0, err
+	}
+	defer unlock()
 	j, err := p.readJudge()
 	if err != nil {
 		return 0, fmt.Errorf("reading the installed firewall: %w", err)
