@@ -228,7 +228,7 @@ func (o *operator) apply(base, nicDir string, dryRun bool) int {
 		return 0
 	}
 	slices.Sort(a.cut)
-	n, err := o.p.cutFlows(a.cut...)
+	n, err := o.p.cutFlows(nil, a.cut...)
 	if n > 0 {
 		fmt.Fprintf(o.stdout, "cut %d connection%s the new rules do not allow\n", n, map[bool]string{true: "s"}[n > 1])
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tapfw/tapfw/pkg/inspect"
 	"github.com/tapfw/tapfw/pkg/model"
+	"github.com/tapfw/tapfw/pkg/ruleset"
 )
 
 // Conntrack lets a connection's packets through once its first packet
@@ -151,8 +152,10 @@ func (t ownedTap) holds(a netip.Addr) bool {
 // cutFlows deletes the conntrack entries of the taps' connections that
 // their installed rules no longer allow, and returns how many went. It
 // holds the lock; the ruleset and the conntrack table are read once,
-// whatever the number of taps.
-func (p *plugin) cutFlows(taps ...string) (int, error) {
+// whatever the number of taps, and the ruleset only when the conntrack
+// table holds a flow to or from one of near (nil: any flow), so a host
+// without such connections pays one dump of the table.
+func (p *plugin) cutFlows(near []netip.Prefix, taps ...string) (int, error) {
 	// Under the lock: a call changing the ruleset meanwhile would have
 	// the read see half of it (iptables-save fails on a set it lists
 	// being gone), and a tap it installs meanwhile is judged by its own
@@ -162,6 +165,9 @@ func (p *plugin) cutFlows(taps ...string) (int, error) {
 		return 0, err
 	}
 	defer unlock()
+	if some, err := anyFlow(near); err != nil || !some {
+		return 0, err
+	}
 	j, err := p.readJudge()
 	if err != nil {
 		return 0, fmt.Errorf("reading the installed firewall: %w", err)
@@ -196,13 +202,43 @@ func (p *plugin) cutFlows(taps ...string) (int, error) {
 	return f.denied, errors.Join(append(errs, f.errs...)...)
 }
 
+// anyFlow says whether the conntrack table holds a flow whose source or
+// destination is in one of near; nil near is any flow.
+func anyFlow(near []netip.Prefix) (bool, error) {
+	if near != nil && len(near) == 0 {
+		return false, nil
+	}
+	for _, fam := range []netlink.InetFamily{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		flows, err := netlink.ConntrackTableList(netlink.ConntrackTable, fam)
+		if err != nil {
+			return false, fmt.Errorf("conntrack table: %w", err)
+		}
+		if near == nil && len(flows) > 0 {
+			return true, nil
+		}
+		for _, fl := range flows {
+			for _, ip := range []net.IP{fl.Forward.SrcIP, fl.Forward.DstIP} {
+				a, ok := netip.AddrFromSlice(ip)
+				if ok && slices.ContainsFunc(near, func(p netip.Prefix) bool { return p.Contains(a.Unmap()) }) {
+					return true, nil
+				}
+			}
+		}
+	}
+	return false, nil
+}
+
 // cutAfterAdd cuts the connections an ADD took the permission from: when
 // it replaced a firewall the tap had, unless the config keeps them.
 func (p *plugin) cutAfterAdd(t model.Tap, replaced bool) error {
 	if !replaced || t.KeepEstablished {
 		return nil
 	}
-	if _, err := p.cutFlows(t.Name); err != nil {
+	near := append(slices.Clone(t.IPs), t.IPs6...)
+	if t.MAC != nil {
+		near = append(near, netip.PrefixFrom(ruleset.LinkLocal(t.MAC), 128))
+	}
+	if _, err := p.cutFlows(near, t.Name); err != nil {
 		return fmt.Errorf("cutting the connections the new rules do not allow: %w", err)
 	}
 	return nil
