@@ -153,8 +153,8 @@ func (t ownedTap) holds(a netip.Addr) bool {
 // their installed rules no longer allow, and returns how many went. It
 // holds the lock; the ruleset and the conntrack table are read once,
 // whatever the number of taps, and the ruleset only when the conntrack
-// table holds a flow to or from one of near (nil: any flow), so a host
-// without such connections pays one dump of the table.
+// table holds a flow to or from one of near (nil: any unicast address),
+// so a host without such connections pays one dump of the table.
 func (p *plugin) cutFlows(near []netip.Prefix, taps ...string) (int, error) {
 	// Under the lock: a call changing the ruleset meanwhile would have
 	// the read see half of it (iptables-save fails on a set it lists
@@ -203,7 +203,9 @@ func (p *plugin) cutFlows(near []netip.Prefix, taps ...string) (int, error) {
 }
 
 // anyFlow says whether the conntrack table holds a flow whose source or
-// destination is in one of near; nil near is any flow.
+// destination is in one of near; nil near is any unicast address (a
+// tap's are: the host's own multicast reports, always there, are no
+// tap's flow).
 func anyFlow(near []netip.Prefix) (bool, error) {
 	if near != nil && len(near) == 0 {
 		return false, nil
@@ -213,13 +215,14 @@ func anyFlow(near []netip.Prefix) (bool, error) {
 		if err != nil {
 			return false, fmt.Errorf("conntrack table: %w", err)
 		}
-		if near == nil && len(flows) > 0 {
-			return true, nil
-		}
 		for _, fl := range flows {
 			for _, ip := range []net.IP{fl.Forward.SrcIP, fl.Forward.DstIP} {
 				a, ok := netip.AddrFromSlice(ip)
-				if ok && slices.ContainsFunc(near, func(p netip.Prefix) bool { return p.Contains(a.Unmap()) }) {
+				if !ok {
+					continue
+				}
+				if a = a.Unmap(); near == nil && (a.IsGlobalUnicast() || a.IsLinkLocalUnicast()) ||
+					slices.ContainsFunc(near, func(p netip.Prefix) bool { return p.Contains(a) }) {
 					return true, nil
 				}
 			}
