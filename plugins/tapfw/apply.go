@@ -3,10 +3,10 @@ package main
 import (
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 
 	"github.com/tapfw/tapfw/pkg/config"
@@ -64,7 +64,6 @@ func isQEMU(a model.Attachment) bool {
 // wanted is what the files say: the base config's host-wide parts and
 // each NIC file's config, by tap.
 type wanted struct {
-	base string
 	// host is the host-wide parts to install: without a host section,
 	// a host firewall that guards nothing (the backends' HostWide).
 	// hostSection says the base config has one.
@@ -93,7 +92,7 @@ func (o *operator) readWanted(base, nicDir string) (*wanted, error) {
 		return nil, fmt.Errorf("%s: %w", base, err)
 	}
 	lim := o.p.be.Limits()
-	w := &wanted{base: base, nicDir: nicDir, nics: map[string]model.Config{}, hostSection: conf.Host != nil}
+	w := &wanted{nicDir: nicDir, nics: map[string]model.Config{}, hostSection: conf.Host != nil}
 	// Its NIC files are held to the base config as its ifup merges it.
 	merged, err := config.ResolveHostWide(conf, lim)
 	if err != nil {
@@ -140,7 +139,7 @@ func (w *wanted) choose(installed []model.Attachment) (*model.Config, *applied) 
 	for _, at := range installed {
 		have[at.Tap] = at
 	}
-	for _, tap := range sortedKeys(w.nics) {
+	for _, tap := range slices.Sorted(maps.Keys(w.nics)) {
 		at, ok := have[tap]
 		switch {
 		case !ok:
@@ -174,15 +173,6 @@ func (w *wanted) choose(installed []model.Attachment) (*model.Config, *applied) 
 	return &host, a
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
 // apply runs tapfw apply: it prints each change in the config's words,
 // then what it left alone, then cuts the connections the changed rules no
 // longer allow.
@@ -195,10 +185,10 @@ func (o *operator) apply(base, nicDir string, dryRun bool) int {
 		return o.fail("apply: %v; nothing changed", err)
 	}
 	var a *applied
-	said, err := o.p.be.ApplyAll(func(installed []model.Attachment) (*model.Config, []model.Config, error) {
+	said, err := o.p.be.ApplyAll(func(installed []model.Attachment) (*model.Config, []model.Config) {
 		var host *model.Config
 		host, a = w.choose(installed)
-		return host, a.tapCfgs, nil
+		return host, a.tapCfgs
 	}, dryRun)
 	if err != nil {
 		return o.fail("apply: %v", err)

@@ -213,7 +213,7 @@ func testApply(t *testing.T, be testBackend) {
 	// The set loses and gains the client: its rules follow, and no rule
 	// changes.
 	before = h.state()
-	wantLines(t, "set loses", h.mustApply(), "nothing to change")
+	wantLines(t, "before the set changes", h.mustApply(), "nothing to change")
 	h.writeBase(web8080, `"192.0.2.99"`, "")
 	wantLines(t, "set loses the client", h.mustApply(), "changed ipsets.admins (IPv4) now holds 192.0.2.99")
 	h.reach("set loses the client", map[string][]bool{"2222": none})

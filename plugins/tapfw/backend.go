@@ -62,7 +62,7 @@ type backend interface {
 
 // selection chooses, from the installed taps, what tapfw apply installs:
 // the host-wide parts of host (nil: none) and the whole of each of taps.
-type selection func(installed []model.Attachment) (host *model.Config, taps []model.Config, err error)
+type selection func(installed []model.Attachment) (host *model.Config, taps []model.Config)
 
 // addLimits are the name limits of the backend an ADD on this host uses,
 // for checking a config without one (qemu-config): the iptables backend's.
@@ -148,10 +148,7 @@ func (b *iptables) ApplyAll(sel selection, dryRun bool) ([]string, error) {
 		}
 	}
 	cs, err := b.fw.ApplyAll(func(atts []model.Attachment) ([]*ruleset.Plan, error) {
-		host, taps, err := sel(atts)
-		if err != nil {
-			return nil, err
-		}
+		host, taps := sel(atts)
 		return buildAll(host, taps, b.build, (*ruleset.Plan).HostWide)
 	}, dryRun)
 	var said []string

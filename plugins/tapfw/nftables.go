@@ -86,10 +86,7 @@ func (b *nftablesBackend) ApplyAll(sel selection, dryRun bool) (said []string, e
 		if err != nil {
 			return err
 		}
-		host, taps, err := sel(atts)
-		if err != nil {
-			return err
-		}
+		host, taps := sel(atts)
 		ps, err := buildAll(host, taps, b.build, (*nft.Plan).HostWide)
 		if err != nil {
 			return err
