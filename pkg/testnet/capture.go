@@ -8,11 +8,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tapfw/tapfw/pkg/nflog"
 	"golang.org/x/sys/unix"
 )
 
 // Capture records the frames an interface of a namespace sees, both ways,
-// as one-line summaries: an IP packet's (see summary), else "ether 0xTYPE
+// as one-line summaries: an IP packet's (see nflog.Summary), else "ether 0xTYPE
 // SRC > DST": a tcpdump for tests.
 type Capture struct{ rec *recorder[string] }
 
@@ -31,7 +32,7 @@ func CaptureOn(ns *NS, ifname string) (*Capture, error) {
 			}
 			switch typ := binary.BigEndian.Uint16(b[12:14]); typ {
 			case unix.ETH_P_IP, unix.ETH_P_IPV6:
-				return []string{summary(b[14:])}
+				return []string{nflog.Summary(b[14:])}
 			default:
 				return []string{fmt.Sprintf("ether 0x%04x %s > %s", typ, net.HardwareAddr(b[6:12]), net.HardwareAddr(b[0:6]))}
 			}
