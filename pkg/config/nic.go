@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 
 	"github.com/tapfw/tapfw/pkg/model"
 )
@@ -39,43 +40,60 @@ func NICPaths(tap string) (base, nic string) {
 // must be one JSON object with no key twice. The result is the plugin
 // config a QEMU ifup script sends, checked by Parse.
 func MergeNIC(basePath, nicPath string) ([]byte, *NetConf, error) {
+	base, err := os.ReadFile(basePath)
+	if err != nil && !os.IsNotExist(err) {
+		return nil, nil, fmt.Errorf("reading %s: %w", basePath, err)
+	}
+	files := []namedFile{{basePath, base}}
+	if nicPath != "" {
+		nic, err := os.ReadFile(nicPath)
+		if err != nil {
+			return nil, nil, fmt.Errorf("reading %s: %w", nicPath, err)
+		}
+		files = append(files, namedFile{nicPath, nic})
+	}
+	return merge(files)
+}
+
+// MergeBase is MergeNIC of a base config alone, given as data (what it
+// would read from the file name).
+func MergeBase(name string, data []byte) ([]byte, *NetConf, error) {
+	return merge([]namedFile{{name, data}})
+}
+
+// namedFile is a config file's contents (nil: there is none) and name.
+type namedFile struct {
+	name string
+	data []byte
+}
+
+// merge merges the files' top-level fields, later files winning, over
+// the fields every plugin config has.
+func merge(files []namedFile) ([]byte, *NetConf, error) {
 	merged := map[string]json.RawMessage{
 		"cniVersion": json.RawMessage(`"1.0.0"`),
 		"name":       json.RawMessage(`"qemu"`),
 		"type":       json.RawMessage(`"tapfw"`),
 	}
-	read := func(path string, must bool) error {
-		data, err := os.ReadFile(path)
-		if os.IsNotExist(err) && !must {
-			return nil
+	for _, f := range files {
+		if f.data == nil {
+			continue
 		}
-		if err != nil {
-			return fmt.Errorf("reading %s: %w", path, err)
-		}
-		if err := checkSyntax(data); err != nil {
-			return fmt.Errorf("%w: %s: %v", ErrDecode, path, err)
+		if err := checkSyntax(f.data); err != nil {
+			return nil, nil, fmt.Errorf("%w: %s: %v", ErrDecode, f.name, err)
 		}
 		// Top-level keys are merged as they are, so one given twice in a
 		// file would be lost before Parse sees it: refuse it here.
 		// Parse checks the merged keys and what is inside their values.
-		if err := checkKeys(data, reflect.TypeOf(map[string]json.RawMessage{}), "", false); err != nil {
-			return fmt.Errorf("%s: %w", path, err)
+		if err := checkKeys(f.data, reflect.TypeOf(map[string]json.RawMessage{}), "", false); err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", f.name, err)
 		}
 		var m map[string]json.RawMessage
-		if err := json.Unmarshal(data, &m); err != nil {
-			return fmt.Errorf("%w: %s: %v", ErrDecode, path, err)
+		if err := json.Unmarshal(f.data, &m); err != nil {
+			return nil, nil, fmt.Errorf("%w: %s: %v", ErrDecode, f.name, err)
 		}
 		for k, v := range m {
 			merged[k] = v
-		}
-		return nil
-	}
-	if err := read(basePath, false); err != nil {
-		return nil, nil, err
-	}
-	if nicPath != "" {
-		if err := read(nicPath, true); err != nil {
-			return nil, nil, err
 		}
 	}
 	var buf bytes.Buffer
@@ -85,11 +103,12 @@ func MergeNIC(basePath, nicPath string) ([]byte, *NetConf, error) {
 		return nil, nil, fmt.Errorf("encoding the merged config: %w", err)
 	}
 	conf, err := Parse(buf.Bytes())
-	if err != nil && nicPath == "" {
-		return nil, nil, fmt.Errorf("%s: %w", basePath, err)
-	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s + %s: %w", basePath, nicPath, err)
+		names := make([]string, len(files))
+		for i, f := range files {
+			names[i] = f.name
+		}
+		return nil, nil, fmt.Errorf("%s: %w", strings.Join(names, " + "), err)
 	}
 	return buf.Bytes(), conf, nil
 }
