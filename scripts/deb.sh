@@ -7,7 +7,7 @@
 #                                postinst links /opt/cni/bin/tapfw to it
 #                                (a package may not ship files in /opt)
 #   /usr/lib/tapfw/qemu-ifup, qemu-ifdown   the QEMU and LXC scripts
-#   /lib/systemd/system/tapfw-apply.path, .service   when contrib/systemd has them
+#   /lib/systemd/system/tapfw-apply.path, .service, tapfw-ui.service   when contrib/systemd has them
 #   /etc/tapfw/tapfw.conf        an example base config (a conffile)
 #   /usr/share/man/man8/tapfw.8.gz   from `tapfw man`, the command table
 #   /usr/share/doc/tapfw/        README.md, copyright, changelog.gz

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"maps"
@@ -73,17 +74,21 @@ type wanted struct {
 	nics        map[string]model.Config
 }
 
-// readWanted reads and validates the base config and every NIC file in
-// nicDir ("": none). A NIC file may repeat the base config's host-wide
-// parts but not change them: those are the host's, not one tap's.
-func (o *operator) readWanted(base, nicDir string) (*wanted, error) {
+// readWanted reads and validates the base config (from data, or the
+// file base when data is nil) and every NIC file in nicDir ("": none).
+// A NIC file may repeat the base config's host-wide parts but not change
+// them: those are the host's, not one tap's.
+func (o *operator) readWanted(base string, data []byte, nicDir string) (*wanted, error) {
 	if base == "" {
 		base, _ = config.NICPaths("")
 	}
-	if _, err := os.Stat(base); err != nil {
-		return nil, fmt.Errorf("the base config: %w", err)
+	if data == nil {
+		var err error
+		if data, err = os.ReadFile(base); err != nil {
+			return nil, fmt.Errorf("the base config: %w", err)
+		}
 	}
-	data, _, err := config.MergeNIC(base, "")
+	data, _, err := config.MergeBase(base, data)
 	if err != nil {
 		return nil, err
 	}
@@ -177,12 +182,37 @@ func (w *wanted) choose(installed []model.Attachment) (*model.Config, *applied) 
 // then what it left alone, then cuts the connections the changed rules no
 // longer allow.
 func (o *operator) apply(base, nicDir string, dryRun bool) int {
-	if o.p.envErr != nil {
-		return o.fail("%v", o.p.envErr)
+	lines, err := o.applyConfig(base, nil, nicDir, dryRun)
+	for _, l := range lines {
+		fmt.Fprintln(o.stdout, l)
 	}
-	w, err := o.readWanted(base, nicDir)
+	var r *refused
+	switch {
+	case errors.As(err, &r):
+		return o.fail("apply: %v; nothing changed", r.err)
+	case err != nil:
+		return o.fail("apply: %v", err)
+	}
+	return 0
+}
+
+// refused is a config apply refuses before it changes anything.
+type refused struct{ err error }
+
+func (r *refused) Error() string { return r.err.Error() + "; nothing changed" }
+func (r *refused) Unwrap() error { return r.err }
+
+// applyConfig brings the host to the base config (data, or the file
+// base when data is nil) and nicDir's NIC files, or with dryRun says
+// what it would change. It returns what apply prints, even with an
+// error: a *refused one when a file is refused and nothing changed.
+func (o *operator) applyConfig(base string, data []byte, nicDir string, dryRun bool) ([]string, error) {
+	if o.p.envErr != nil {
+		return nil, o.p.envErr
+	}
+	w, err := o.readWanted(base, data, nicDir)
 	if err != nil {
-		return o.fail("apply: %v; nothing changed", err)
+		return nil, &refused{err}
 	}
 	var a *applied
 	said, err := o.p.be.ApplyAll(func(installed []model.Attachment) (*model.Config, []model.Config) {
@@ -191,39 +221,40 @@ func (o *operator) apply(base, nicDir string, dryRun bool) int {
 		return host, a.tapCfgs
 	}, dryRun)
 	if err != nil {
-		return o.fail("apply: %v", err)
+		return nil, err
 	}
 	verb := "changed"
 	if dryRun {
 		verb = "would change"
 	}
+	var lines []string
 	for _, s := range said {
-		fmt.Fprintf(o.stdout, "%s %s\n", verb, s)
+		lines = append(lines, verb+" "+s)
 	}
 	if len(said) == 0 {
-		fmt.Fprintln(o.stdout, "nothing to change")
+		lines = append(lines, "nothing to change")
 	}
 	for _, l := range a.left {
-		fmt.Fprintf(o.stdout, "left %s\n", l)
+		lines = append(lines, "left "+l)
 	}
 	if dryRun {
-		return 0
+		return lines, nil
 	}
 	for _, cfg := range a.tapCfgs {
 		if err := applyIsolation(cfg); err != nil {
-			return o.fail("apply: %v", err)
+			return lines, err
 		}
 	}
 	if len(said) == 0 || len(a.cut) == 0 {
-		return 0
+		return lines, nil
 	}
 	slices.Sort(a.cut)
 	n, err := o.p.cutFlows(nil, a.cut...)
 	if n > 0 {
-		fmt.Fprintf(o.stdout, "cut %d connection%s the new rules do not allow\n", n, map[bool]string{true: "s"}[n > 1])
+		lines = append(lines, fmt.Sprintf("cut %d connection%s the new rules do not allow", n, map[bool]string{true: "s"}[n > 1]))
 	}
 	if err != nil {
-		return o.fail("apply: the rules are in place, but cutting the connections they no longer allow: %v", err)
+		return lines, fmt.Errorf("the rules are in place, but cutting the connections they no longer allow: %w", err)
 	}
-	return 0
+	return lines, nil
 }

@@ -46,6 +46,7 @@ const (
 	changing  = "Changing a running host:"
 	cleaning  = "Cleaning up:"
 	importing = "Coming from Proxmox VE:"
+	browsing  = "In a browser:"
 )
 
 // commands is set in init: help, one of them, reads it.
@@ -73,6 +74,8 @@ func init() {
 			summary: "write tapfw.conf and a NIC file per guest NIC from a Proxmox VE tree (its firewall files, corosync.conf, guest configs); installs nothing; exit 3 when items are left out, each on stderr as FILE:LINE: reason"},
 		{name: "apply", section: changing, kernel: true, flags: applyFlags,
 			summary: "bring the running host to the files: the base config's host, ipsets, securityGroups and log options, and with --nics each running QEMU tap's NIC file; prints what changed, and cuts the connections the new rules refuse"},
+		{name: "ui", section: browsing, kernel: true, flags: uiFlags,
+			summary: "serve the web console: every tap with live counters, a tap's rules, explain, the NFLOG log and a counter chart; and edits of the base config's host firewall, named sets and security groups, each previewed as apply --dry-run, then applied as apply does; every request needs the token"},
 		{name: "gc", section: cleaning, kernel: true, flags: gcFlags,
 			summary: "remove the firewall of taps whose interface is gone"},
 		{name: "flush", section: cleaning, kernel: true, flags: flushFlags,

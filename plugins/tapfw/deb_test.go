@@ -26,6 +26,7 @@ var debFiles = map[string]string{
 	"./usr/share/lintian/overrides/tapfw":      "-rw-r--r--",
 	"./lib/systemd/system/tapfw-apply.path":    "-rw-r--r--",
 	"./lib/systemd/system/tapfw-apply.service": "-rw-r--r--",
+	"./lib/systemd/system/tapfw-ui.service":    "-rw-r--r--",
 }
 
 // TestDeb builds the package twice (make deb's script) and checks it:
@@ -219,8 +220,9 @@ func readFile(t *testing.T, path string) []byte {
 }
 
 // checkUnits holds the packaged systemd units to what the plugin takes:
-// the path unit starts the service, whose command is the packaged
-// plugin's apply with flags it has, on the packaged config's paths.
+// the path unit starts the apply service, and each service's command is
+// the packaged plugin's apply (once) or ui with flags it has, on the
+// packaged config's paths.
 func checkUnits(t *testing.T, root, bin string) {
 	t.Helper()
 	dir := filepath.Join(root, "lib/systemd/system")
@@ -230,24 +232,26 @@ func checkUnits(t *testing.T, root, bin string) {
 			t.Errorf("tapfw-apply.path lacks %q", l)
 		}
 	}
-	service := string(readFile(t, filepath.Join(dir, "tapfw-apply.service")))
-	var argv []string
-	for _, l := range strings.Split(service, "\n") {
-		if cmd, ok := strings.CutPrefix(l, "ExecStart="); ok {
-			argv = strings.Fields(cmd)
+	for unit, command := range map[string]string{"tapfw-apply.service": "apply", "tapfw-ui.service": "ui"} {
+		service := string(readFile(t, filepath.Join(dir, unit)))
+		var argv []string
+		for _, l := range strings.Split(service, "\n") {
+			if cmd, ok := strings.CutPrefix(l, "ExecStart="); ok {
+				argv = strings.Fields(cmd)
+			}
 		}
-	}
-	if len(argv) < 2 || argv[0] != "/usr/lib/cni/tapfw" || argv[1] != "apply" || !strings.Contains(service, "Type=oneshot\n") {
-		t.Fatalf("tapfw-apply.service does not run tapfw apply once:\n%s", service)
-	}
-	usage := tool(t, bin, "help", "apply")
-	for _, a := range argv[2:] {
-		if strings.HasPrefix(a, "--") && !strings.Contains(usage, strings.TrimPrefix(a, "-")) {
-			t.Errorf("tapfw-apply.service gives apply %s, which it does not take:\n%s", a, usage)
+		if len(argv) < 2 || argv[0] != "/usr/lib/cni/tapfw" || argv[1] != command || (command == "apply") != strings.Contains(service, "Type=oneshot\n") {
+			t.Fatalf("%s does not run tapfw %s (once for apply):\n%s", unit, command, service)
 		}
-		if strings.HasPrefix(a, "/") {
-			if _, err := os.Stat(filepath.Join(root, a)); err != nil {
-				t.Errorf("tapfw-apply.service names %s, which the package does not hold", a)
+		usage := tool(t, bin, "help", command)
+		for _, a := range argv[2:] {
+			if strings.HasPrefix(a, "--") && !strings.Contains(usage, strings.TrimPrefix(a, "-")) {
+				t.Errorf("%s gives %s %s, which it does not take:\n%s", unit, command, a, usage)
+			}
+			if strings.HasPrefix(a, "/") {
+				if _, err := os.Stat(filepath.Join(root, a)); err != nil {
+					t.Errorf("%s names %s, which the package does not hold", unit, a)
+				}
 			}
 		}
 	}

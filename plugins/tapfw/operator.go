@@ -392,8 +392,13 @@ func (o *operator) explain(q query, asJSON bool) int {
 			explain.Result
 		}{pkt, res})
 	}
-	fmt.Fprintf(o.stdout, "%s\n%s", describePacket(pkt), res.Text())
+	fmt.Fprint(o.stdout, explainText(pkt, res))
 	return 0
+}
+
+// explainText is what tapfw explain prints: the packet, then the walk.
+func explainText(pkt explain.Packet, res explain.Result) string {
+	return describePacket(pkt) + "\n" + res.Text()
 }
 
 // explainPacket walks the query's packet through the installed

@@ -1,0 +1,185 @@
+package console
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/tapfw/tapfw/pkg/config"
+	"github.com/tapfw/tapfw/pkg/inspect"
+	"github.com/tapfw/tapfw/pkg/model"
+)
+
+// The JSON API: the same data as the CLI's --json, and the base
+// config's host section, named sets and security groups in the config's
+// own shape, the same for GET and PUT (null: there is none; a PUT of
+// null removes it). A GET answers the file's version in ETag; a PUT
+// with If-Match is refused with 409 when the file has another.
+
+type apiError struct {
+	Error string `json:"error"`
+	Field string `json:"field,omitempty"`
+}
+
+// applyAnswer is a PUT's answer: what apply printed.
+type applyAnswer struct {
+	Output []string `json:"output"`
+}
+
+func (req *request) writeJSON(status int, v any) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		http.Error(req.w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	req.w.Header().Set("Content-Type", "application/json")
+	req.w.WriteHeader(status)
+	_, _ = req.w.Write(b.Bytes())
+}
+
+func (s *Server) apiTaps(req *request) {
+	var taps []inspect.Tap
+	if err := s.call(func() (err error) { taps, err = s.host.Taps(); return err }); err != nil {
+		req.serverError(fmt.Errorf("reading the installed firewall: %w", err))
+		return
+	}
+	if taps == nil {
+		taps = []inspect.Tap{}
+	}
+	req.writeJSON(http.StatusOK, taps)
+}
+
+// apiTap is tapfw show --json.
+func (s *Server) apiTap(req *request) {
+	name := req.r.PathValue("tap")
+	if err := model.ValidateIfName(name); err != nil {
+		req.fail(http.StatusBadRequest, &Refused{fmt.Errorf("tap: %w", err)}, "tap")
+		return
+	}
+	var t inspect.Tap
+	var rules []inspect.Rule
+	err := s.call(func() (err error) { t, rules, err = s.host.Tap(name); return err })
+	var r *Refused
+	switch {
+	case errors.As(err, &r):
+		req.fail(http.StatusBadRequest, err, "tap")
+	case errors.Is(err, ErrNotFound):
+		req.fail(http.StatusNotFound, fmt.Errorf("%s has no firewall installed", name), "")
+	case err != nil:
+		req.serverError(fmt.Errorf("reading the installed firewall: %w", err))
+	default:
+		req.writeJSON(http.StatusOK, struct {
+			inspect.Tap
+			RuleList []inspect.Rule `json:"ruleList"`
+		}{t, rules})
+	}
+}
+
+// apiExplain is tapfw explain --json, asked with its flags' names.
+func (s *Server) apiExplain(req *request) {
+	q, err := queryFrom(req.r.URL.Query())
+	if err != nil {
+		req.fail(http.StatusBadRequest, err, "")
+		return
+	}
+	var ans Explained
+	err = s.call(func() (err error) { ans, err = s.host.Explain(q); return err })
+	var r *Refused
+	switch {
+	case errors.As(err, &r):
+		req.fail(http.StatusBadRequest, err, "")
+	case err != nil:
+		req.serverError(fmt.Errorf("reading the installed firewall: %w", err))
+	default:
+		req.writeJSON(http.StatusOK, ans)
+	}
+}
+
+// sectionOf is the part of the config an API path names.
+func sectionOf(req *request) (target, error) {
+	switch {
+	case req.r.URL.Path == "/api/host":
+		return targetOf("host")
+	case strings.HasPrefix(req.r.URL.Path, "/api/sets/"):
+		return targetOf("set:" + req.r.PathValue("name"))
+	}
+	return targetOf("group:" + req.r.PathValue("name"))
+}
+
+func (s *Server) apiGetSection(req *request) {
+	t, err := sectionOf(req)
+	if err != nil {
+		req.fail(http.StatusBadRequest, err, "")
+		return
+	}
+	cur, err := s.readConfig()
+	if err != nil {
+		req.serverError(err)
+		return
+	}
+	raw, err := configFieldOf(cur.data, t)
+	if err != nil {
+		req.serverError(err)
+		return
+	}
+	req.w.Header().Set("ETag", `"`+cur.version+`"`)
+	req.writeJSON(http.StatusOK, raw)
+}
+
+// configFieldOf is the target's value in the file, null when absent.
+func configFieldOf(data []byte, t target) (json.RawMessage, error) {
+	raw, err := config.Field(data, t.path...)
+	if raw == nil {
+		raw = json.RawMessage("null")
+	}
+	return raw, err
+}
+
+// apiPutSection replaces a part of the config with the body and applies
+// the file.
+func (s *Server) apiPutSection(req *request) {
+	t, err := sectionOf(req)
+	if err != nil {
+		req.fail(http.StatusBadRequest, err, "")
+		return
+	}
+	body, err := io.ReadAll(req.r.Body)
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		req.fail(http.StatusRequestEntityTooLarge, fmt.Errorf("the request is larger than %d bytes: nothing changed", tooBig.Limit), "")
+		return
+	case err != nil:
+		req.fail(http.StatusBadRequest, fmt.Errorf("reading the request: %w", err), "")
+		return
+	}
+	cur, err := s.readConfig()
+	if err != nil {
+		req.serverError(err)
+		return
+	}
+	version := cur.version
+	if m := req.r.Header.Get("If-Match"); m != "" {
+		version = strings.Trim(m, `"`)
+	}
+	data, _, err := editSection(cur.data, t, string(body))
+	if err != nil {
+		req.fail(http.StatusBadRequest, err, t.field())
+		return
+	}
+	lines, status, err := s.commit(data, version)
+	if err != nil {
+		req.fail(status, err, "")
+		return
+	}
+	if now, err := s.readConfig(); err == nil {
+		req.w.Header().Set("ETag", `"`+now.version+`"`)
+	}
+	req.writeJSON(http.StatusOK, applyAnswer{Output: lines})
+}
