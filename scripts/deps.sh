@@ -2,14 +2,15 @@
 # Installs what tapfw's build, tests and demo need on a fresh Debian host:
 # iptables (nft and legacy), ipset, iproute2, nftables (the bridge table),
 # QEMU and iperf3 (make bench's established traffic), lintian and groff
-# (the package's and the man page's tests) from Debian; cnitool
+# (the package's and the man page's tests) and chromium (the web
+# console's browser test) from Debian; cnitool
 # and the reference bridge and host-local plugins (CNI 1.1.0, for GC) from
 # the Go module proxy into bin/cni/. Quiet when all is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for cmd in iptables:iptables iptables-legacy:iptables ipset:ipset ip:iproute2 nft:nftables qemu-system-x86_64:qemu-system-x86 dnsmasq:dnsmasq-base xz:xz-utils iperf3:iperf3 lintian:lintian groff:groff-base; do
+for cmd in iptables:iptables iptables-legacy:iptables ipset:ipset ip:iproute2 nft:nftables qemu-system-x86_64:qemu-system-x86 dnsmasq:dnsmasq-base xz:xz-utils iperf3:iperf3 lintian:lintian groff:groff-base chromium:chromium; do
   command -v "${cmd%%:*}" >/dev/null 2>&1 || need+=("${cmd##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -427,13 +427,14 @@ func TestPageEdit(t *testing.T) {
 	}
 	e.unchanged(before, "the refused edits")
 
-	w = post("/apply", url.Values{"config": {candidate}, "version": {version}, "back": {"/host"}})
+	// A browser ends a textarea's lines with CRLF; the file keeps LF.
+	w = post("/apply", url.Values{"config": {strings.ReplaceAll(candidate, "\n", "\r\n")}, "version": {version}, "back": {"/host"}})
 	if w.Code != http.StatusOK || !strings.Contains(w.Body.String(), "changed the config") {
 		t.Fatalf("apply: %d\n%s", w.Code, w.Body)
 	}
 	var conf config.NetConf
 	data, _ := os.ReadFile(e.conf)
-	if err := json.Unmarshal(data, &conf); err != nil || len(conf.Host.Rules.In) != 2 || conf.Host.Rules.In[1].DPort != "8006" {
+	if err := json.Unmarshal(data, &conf); err != nil || strings.Contains(string(data), "\r") || len(conf.Host.Rules.In) != 2 || conf.Host.Rules.In[1].DPort != "8006" {
 		t.Fatalf("the file after apply: %s (%v)", data, err)
 	}
 	// Moving, editing and removing rules, and the settings.
@@ -605,5 +606,19 @@ func TestLoadToken(t *testing.T) {
 	_ = os.Chmod(p, 0o644)
 	if _, _, err := LoadToken(p); err == nil || !strings.Contains(err.Error(), "chmod 600") {
 		t.Errorf("a readable token file: %v", err)
+	}
+}
+
+// TestDiff: a preview shows the file's changed lines with their context.
+func TestDiff(t *testing.T) {
+	a := "{\n  \"a\": 1,\n  \"b\": 2,\n  \"c\": 3,\n  \"d\": 4,\n  \"e\": 5,\n  \"f\": 6\n}\n"
+	b := strings.Replace(a, `"e": 5`, `"e": 50`, 1)
+	got := strings.Join(diff(a, b), "\n")
+	want := strings.Join([]string{"  ...", `    "c": 3,`, `    "d": 4,`, `-   "e": 5,`, `+   "e": 50,`, `    "f": 6`, "  }"}, "\n")
+	if got != want {
+		t.Errorf("diff:\n%s\nwant:\n%s", got, want)
+	}
+	if d := diff(a, a); len(d) != 0 {
+		t.Errorf("no change: %q", d)
 	}
 }

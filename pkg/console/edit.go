@@ -111,6 +111,8 @@ func (s *Server) dryRun(data []byte) ([]string, int, error) {
 type previewData struct {
 	What    string
 	Lines   []string
+	Diff    []string // the file's lines that change
+	Path    string
 	Config  string
 	Version string
 	Back    string
@@ -147,13 +149,16 @@ func (s *Server) preview(req *request) {
 		req.fail(status, err, "")
 		return
 	}
-	s.render(req, http.StatusOK, "preview", previewData{What: what, Lines: lines, Config: string(data), Version: cur.version, Back: backOf(f.Get("back"))})
+	s.render(req, http.StatusOK, "preview", previewData{What: what, Lines: lines, Diff: diff(string(cur.data), string(data)), Path: s.opt.Config,
+		Config: string(data), Version: cur.version, Back: backOf(f.Get("back"))})
 }
 
 // applyPage applies the file a preview showed.
 func (s *Server) applyPage(req *request) {
 	f := req.r.PostForm
-	lines, status, err := s.commit([]byte(f.Get("config")), f.Get("version"))
+	// A browser sends a textarea's lines ended by CRLF.
+	data := strings.ReplaceAll(f.Get("config"), "\r\n", "\n")
+	lines, status, err := s.commit([]byte(data), f.Get("version"))
 	if err != nil {
 		req.fail(status, err, "")
 		return

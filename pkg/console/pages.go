@@ -87,6 +87,9 @@ var funcs = template.FuncMap{
 		}
 		return "/" + n
 	},
+	"diffClass": func(l string) string {
+		return map[byte]string{'+': "added", '-': "removed"}[l[0]]
+	},
 	"navName": func(n string) string { return navNames[n] },
 	"opName": func(op string) string {
 		return map[string]string{"rule-up": "up", "rule-down": "down", "rule-remove": "remove"}[op]

@@ -30,11 +30,14 @@ func uiFlags(fs *flag.FlagSet) runFunc {
 	base := fs.String("config", "", "the base config `FILE` its edits change, as tapfw apply --config (default $TAPFW_CONFIG, else "+config.DefaultBaseConfig+")")
 	tokenFile := fs.String("token-file", DefaultTokenFile, "the `FILE` holding the token every request needs; made with a new token, mode 0600, if absent")
 	readOnly := fs.Bool("read-only", false, "show everything, change nothing (every change answers 403)")
-	return func(o *operator, _ []string) int { return o.ui(*listen, *base, *tokenFile, *readOnly) }
+	sample := fs.Duration("sample", 5*time.Second, "read the counters for the chart every `D`; it shows the last 120 samples")
+	return func(o *operator, _ []string) int {
+		return o.ui(*listen, *base, *tokenFile, console.Options{ReadOnly: *readOnly, Sample: *sample, History: 120 * *sample})
+	}
 }
 
 // ui serves the console until SIGINT or SIGTERM.
-func (o *operator) ui(listen, base, tokenFile string, readOnly bool) int {
+func (o *operator) ui(listen, base, tokenFile string, opt console.Options) int {
 	if o.p.envErr != nil {
 		return o.fail("%v", o.p.envErr)
 	}
@@ -48,7 +51,11 @@ func (o *operator) ui(listen, base, tokenFile string, readOnly bool) int {
 	if created {
 		fmt.Fprintf(o.stderr, "tapfw ui: wrote a new token to %s\n", tokenFile)
 	}
-	srv, err := console.New(uiHost{o}, console.Options{Config: base, Token: token, ReadOnly: readOnly})
+	if opt.Sample < 100*time.Millisecond {
+		return o.fail("ui: --sample: %v is shorter than 100ms", opt.Sample)
+	}
+	opt.Config, opt.Token = base, token
+	srv, err := console.New(uiHost{o}, opt)
 	if err != nil {
 		return o.fail("ui: %v", err)
 	}
@@ -64,7 +71,7 @@ func (o *operator) ui(listen, base, tokenFile string, readOnly bool) int {
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	fmt.Fprintf(o.stderr, "tapfw ui: serving http://%s/ (backend %s, config %s%s); Ctrl-C stops it\n",
-		ln.Addr(), o.p.backendName, base, map[bool]string{true: ", read-only"}[readOnly])
+		ln.Addr(), o.p.backendName, base, map[bool]string{true: ", read-only"}[opt.ReadOnly])
 	select {
 	case err := <-errc:
 		return o.fail("ui: %v", err)
