@@ -126,6 +126,8 @@ var manSections = []struct {
 		"/etc/tapfw/nics/TAP.json: a QEMU NIC's own config (bridge, MAC, addresses, rules); its top-level fields win over the base config's ($TAPFW_NIC_DIR).",
 		"/usr/lib/tapfw/qemu-ifup, /usr/lib/tapfw/qemu-ifdown: the scripts QEMU (script=, downscript=) or LXC (lxc.net.N.script.up, .down) runs for a NIC.",
 		"/lib/systemd/system/tapfw-apply.path, tapfw-apply.service: run apply --nics /etc/tapfw/nics whenever /etc/tapfw changes (systemctl enable --now tapfw-apply.path).",
+		"/etc/tapfw/ui.token: the token every request to the web console (tapfw ui) needs, made with mode 0600 on its first start; /lib/systemd/system/tapfw-ui.service runs the console on 127.0.0.1:8390 (systemctl enable --now tapfw-ui.service).",
+		"/etc/tapfw/tapfw.conf.prev: the base config as it was before the console's last edit.",
 		"/run/tapfw.lock: the host-wide lock every call takes ($TAPFW_LOCK).",
 	}},
 	{"ENVIRONMENT", []string{
