@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // Editing a config file in place: one field is replaced and everything
@@ -149,9 +150,13 @@ const PrevSuffix = ".prev"
 
 // WriteFile replaces the file at path with data atomically (a reader
 // sees the old file or the new one, whole, even across a crash), with
-// the old file's mode (0644 for a new one), and keeps the old one at
-// path+PrevSuffix.
+// the old file's mode and owner (0644 for a new one), and keeps the old
+// one at path+PrevSuffix. A symbolic link at path is followed: the file
+// it names is replaced.
 func WriteFile(path string, data []byte) error {
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		path = real
+	}
 	mode := os.FileMode(0o644)
 	old, err := os.Stat(path)
 	switch {
@@ -160,27 +165,11 @@ func WriteFile(path string, data []byte) error {
 	case !errors.Is(err, os.ErrNotExist):
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+"-*")
+	tmp, err := writeTemp(path, data, mode, old)
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
+	defer os.Remove(tmp)
 	if old != nil {
 		prev := path + PrevSuffix
 		if err := os.Remove(prev); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -190,16 +179,60 @@ func WriteFile(path string, data []byte) error {
 			return fmt.Errorf("keeping the previous %s: %w", path, err)
 		}
 	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
+	// The new file is in place; syncing its directory makes the rename
+	// survive a crash, and its failure changes nothing the caller could
+	// act on.
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		_ = d.Sync()
+		d.Close()
 	}
 	return nil
+}
+
+// writeTemp writes data to a new file beside path, synced, with mode and
+// the owner of old (when there is one), and returns its name.
+func writeTemp(path string, data []byte, mode os.FileMode, old os.FileInfo) (string, error) {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*")
+	if err != nil {
+		return "", err
+	}
+	err = func() error {
+		if _, err := f.Write(data); err != nil {
+			return err
+		}
+		if err := f.Chmod(mode); err != nil {
+			return err
+		}
+		if st, ok := statOwner(old); ok {
+			if err := f.Chown(st.uid, st.gid); err != nil {
+				return err
+			}
+		}
+		return f.Sync()
+	}()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return "", err
+	}
+	return f.Name(), nil
+}
+
+type owner struct{ uid, gid int }
+
+// statOwner is the owner of the file fi describes.
+func statOwner(fi os.FileInfo) (owner, bool) {
+	if fi == nil {
+		return owner{}, false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return owner{}, false
+	}
+	return owner{int(st.Uid), int(st.Gid)}, true
 }

@@ -23,6 +23,8 @@ import (
 type apiError struct {
 	Error string `json:"error"`
 	Field string `json:"field,omitempty"`
+	// Output is what apply printed before it failed.
+	Output []string `json:"output,omitempty"`
 }
 
 // applyAnswer is a PUT's answer: what apply printed.
@@ -164,22 +166,20 @@ func (s *Server) apiPutSection(req *request) {
 		req.serverError(err)
 		return
 	}
-	version := cur.version
-	if m := req.r.Header.Get("If-Match"); m != "" {
-		version = strings.Trim(m, `"`)
+	if m := req.r.Header.Get("If-Match"); m != "" && strings.Trim(m, `"`) != cur.version {
+		req.fail(http.StatusConflict, errConflict, "")
+		return
 	}
 	data, _, err := editSection(cur.data, t, string(body))
 	if err != nil {
 		req.fail(http.StatusBadRequest, err, t.field())
 		return
 	}
-	lines, status, err := s.commit(data, version)
+	lines, version, status, err := s.commit(data, cur.version)
 	if err != nil {
-		req.fail(status, err, "")
+		req.fail(status, err, "", lines...)
 		return
 	}
-	if now, err := s.readConfig(); err == nil {
-		req.w.Header().Set("ETag", `"`+now.version+`"`)
-	}
+	req.w.Header().Set("ETag", `"`+version+`"`)
 	req.writeJSON(http.StatusOK, applyAnswer{Output: lines})
 }

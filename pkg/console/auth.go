@@ -6,8 +6,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -32,39 +34,65 @@ const (
 
 // LoadToken reads the token from path, or creates the file (mode 0600)
 // with a new random token if there is none; created says which. A token
-// file others may read is refused.
+// file others may read, or one that is not a regular file, is refused.
 func LoadToken(path string) (token string, created bool, err error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
-		token = randomHex(32)
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			return "", false, fmt.Errorf("creating the token file: %w", err)
-		}
-		if _, err := f.WriteString(token + "\n"); err != nil {
-			f.Close()
-			return "", false, fmt.Errorf("writing the token file: %w", err)
-		}
-		if err := f.Close(); err != nil {
-			return "", false, fmt.Errorf("writing the token file: %w", err)
-		}
-		return token, true, nil
+		token, err = createToken(path)
+		return token, err == nil, err
 	}
 	if err != nil {
 		return "", false, fmt.Errorf("reading the token file: %w", err)
 	}
-	fi, err := os.Stat(path)
+	defer f.Close()
+	fi, err := f.Stat()
 	if err != nil {
 		return "", false, fmt.Errorf("reading the token file: %w", err)
 	}
-	if fi.Mode().Perm()&0o077 != 0 {
+	switch {
+	case !fi.Mode().IsRegular():
+		return "", false, fmt.Errorf("the token file %s is not a regular file", path)
+	case fi.Mode().Perm()&0o077 != 0:
 		return "", false, fmt.Errorf("the token file %s has mode %04o: others may read it; chmod 600 it", path, fi.Mode().Perm())
+	}
+	data, err := io.ReadAll(io.LimitReader(f, 4096))
+	if err != nil {
+		return "", false, fmt.Errorf("reading the token file: %w", err)
 	}
 	token = strings.TrimSpace(string(data))
 	if len(token) < 16 {
 		return "", false, fmt.Errorf("the token in %s is shorter than 16 characters", path)
 	}
 	return token, false, nil
+}
+
+// createToken writes a new token to path, whole or not at all: to a
+// file of its own first, then linked into place (which fails if another
+// start made one meanwhile).
+func createToken(path string) (string, error) {
+	token := randomHex(32)
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*")
+	if err != nil {
+		return "", fmt.Errorf("creating the token file: %w", err)
+	}
+	defer os.Remove(f.Name())
+	_, err = f.WriteString(token + "\n")
+	if err == nil {
+		err = f.Chmod(0o600)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Link(f.Name(), path)
+	}
+	if err != nil {
+		return "", fmt.Errorf("creating the token file: %w", err)
+	}
+	return token, nil
 }
 
 func randomHex(n int) string {
@@ -231,6 +259,9 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !s.sameToken(strings.TrimSpace(r.PostFormValue("token"))) {
+		// Slows down guessing (the token has 256 bits: a guard, not
+		// the defence).
+		time.Sleep(time.Second)
 		w.Header().Set("WWW-Authenticate", `Bearer realm="tapfw"`)
 		s.render(req, http.StatusUnauthorized, "login", loginData{Error: "That is not the token."})
 		return

@@ -103,8 +103,10 @@ func (h *history) rates() ([]series, []time.Time) {
 			for k, m := range []map[string]uint64{cur.accepted, cur.dropped} {
 				pm := []map[string]uint64{prev.accepted, prev.dropped}[k]
 				d := 0.0
-				if m[tap] >= pm[tap] {
-					d = float64(m[tap]-pm[tap]) / dt
+				// A tap new since the last sample, or whose counters
+				// started again, counts from here.
+				if old, ok := pm[tap]; ok && m[tap] >= old {
+					d = float64(m[tap]-old) / dt
 				}
 				ss[k].Rates = append(ss[k].Rates, d)
 				ss[k].Total += d

@@ -4,16 +4,20 @@
 // parts of the base config (the host firewall, the named sets, the
 // security groups) as tapfw apply does. It holds no state but its
 // sessions and the last minutes of counters: the kernel and the config
-// file are the state. Every request needs the token; pages are rendered
+// file are the state. Every request but for the static assets needs the
+// token; pages are rendered
 // on the server (html/template), and every asset is embedded.
 package console
 
 import (
+	"crypto/rand"
 	"embed"
 	"errors"
+	"fmt"
 	"html/template"
 	"io/fs"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -103,11 +107,14 @@ type Server struct {
 	// hostMu makes the host's calls one at a time; editMu makes an edit's
 	// read, check, write and apply of the config file one step.
 	hostMu, editMu sync.Mutex
+	backend        string
 	sessions       *sessions
-	chart          *history
-	log            *logTail
-	stop           chan struct{}
-	done           sync.WaitGroup
+	// key signs the files previews show (sign).
+	key   []byte
+	chart *history
+	log   *logTail
+	stop  chan struct{}
+	done  sync.WaitGroup
 }
 
 //go:embed templates/*.html
@@ -132,7 +139,11 @@ func New(host Host, opt Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{host: host, opt: opt, pages: pages, sessions: newSessions(),
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, fmt.Errorf("console: %w", err)
+	}
+	s := &Server{host: host, opt: opt, pages: pages, sessions: newSessions(), key: key, backend: host.Backend(),
 		chart: newHistory(int(opt.History / opt.Sample)), stop: make(chan struct{})}
 	s.log = newLogTail(opt.Log)
 	s.done.Add(2)
@@ -155,7 +166,16 @@ const maxBody = config.MaxConfigSize
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	static, _ := fs.Sub(staticFS, "static")
-	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
+	// The assets need no token (the login page uses them); they are the
+	// same for everyone, and no directory is listed.
+	files := http.StripPrefix("/static/", http.FileServerFS(static))
+	mux.Handle("GET /static/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/") {
+			http.NotFound(w, r)
+			return
+		}
+		files.ServeHTTP(w, r)
+	}))
 	mux.HandleFunc("GET /login", s.loginPage)
 	mux.HandleFunc("POST /login", s.login)
 

@@ -399,11 +399,7 @@ func TestPageEdit(t *testing.T) {
 	if w.Code != http.StatusOK || !strings.Contains(w.Body.String(), "would change the config") {
 		t.Fatalf("preview: %d\n%s", w.Code, w.Body)
 	}
-	m := regexp.MustCompile(`(?s)<textarea name="config"[^>]*>(.*?)</textarea>`).FindStringSubmatch(w.Body.String())
-	if m == nil {
-		t.Fatalf("no new config in the preview:\n%s", w.Body)
-	}
-	candidate := htmlUnescape(m[1])
+	candidate, sig := previewed(t, w.Body.String())
 	e.unchanged(before, "a preview")
 
 	bad := url.Values{}
@@ -414,21 +410,44 @@ func TestPageEdit(t *testing.T) {
 	if w := post("/preview", bad); w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), "host.rules.in[1].comment") || strings.Contains(w.Body.String(), "<img") {
 		t.Errorf("a rule with markup: %d\n%s", w.Code, w.Body)
 	}
+	// A form that makes a set or group refuses to replace one.
+	for _, f := range []url.Values{{"op": {"set-entries"}, "new": {"1"}, "kind": {"set"}, "name": {"admins"}, "entries": {"192.0.2.99"}},
+		{"op": {"section"}, "new": {"1"}, "kind": {"group"}, "name": {"web"}, "json": {"{}"}}} {
+		f.Set("version", version)
+		if w := post("/preview", f); w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), "there is one already") {
+			t.Errorf("a new %s named as one there is: %d\n%s", f.Get("kind"), w.Code, w.Body)
+		}
+	}
 	bad.Set("comment", "ok")
 	bad.Set("version", "stale")
 	if w := post("/preview", bad); w.Code != http.StatusConflict {
 		t.Errorf("a stale preview: %d, want 409", w.Code)
 	}
-	if w := post("/apply", url.Values{"config": {candidate}, "version": {"stale"}}); w.Code != http.StatusConflict {
-		t.Errorf("a stale apply: %d, want 409", w.Code)
-	}
-	if w := post("/apply", url.Values{"config": {`{"host":{"ips":["x"]}}`}, "version": {version}}); w.Code != http.StatusBadRequest {
-		t.Errorf("applying a bad file: %d, want 400", w.Code)
+	// Only the file the preview showed is applied.
+	for _, f := range []url.Values{
+		{"config": {candidate}, "version": {version}},
+		{"config": {strings.Replace(candidate, "8006", "8007", 1)}, "version": {version}, "sig": {sig}},
+		{"config": {candidate}, "version": {"stale"}, "sig": {sig}},
+	} {
+		if w := post("/apply", f); w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), "not the one the preview showed") {
+			t.Errorf("applying %v: %d, want 400\n%s", f, w.Code, w.Body)
+		}
 	}
 	e.unchanged(before, "the refused edits")
+	// Another edit of the file since the preview: 409.
+	if err := os.WriteFile(e.conf, []byte(baseConf+" "), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if w := post("/apply", url.Values{"config": {candidate}, "version": {version}, "sig": {sig}}); w.Code != http.StatusConflict {
+		t.Errorf("a stale apply: %d, want 409\n%s", w.Code, w.Body)
+	}
+	if err := os.WriteFile(e.conf, []byte(baseConf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.unchanged(before, "the stale apply")
 
 	// A browser ends a textarea's lines with CRLF; the file keeps LF.
-	w = post("/apply", url.Values{"config": {strings.ReplaceAll(candidate, "\n", "\r\n")}, "version": {version}, "back": {"/host"}})
+	w = post("/apply", url.Values{"config": {strings.ReplaceAll(candidate, "\n", "\r\n")}, "version": {version}, "sig": {sig}, "back": {"/host"}})
 	if w.Code != http.StatusOK || !strings.Contains(w.Body.String(), "changed the config") {
 		t.Fatalf("apply: %d\n%s", w.Code, w.Body)
 	}
@@ -454,16 +473,23 @@ func TestPageEdit(t *testing.T) {
 			return len(c.Host.IPs) == 2 && c.Host.TCPFlags && c.Host.NoSmurfs != nil && !*c.Host.NoSmurfs && len(c.Host.Rules.In) == 1
 		}},
 		{url.Values{"op": {"set-entries"}, "target": {"set:admins"}, "entries": {"192.0.2.10\n192.0.2.20"}}, func(c config.NetConf) bool { return len(c.IPSets["admins"]) == 2 }},
+		{url.Values{"op": {"set-entries"}, "new": {"1"}, "kind": {"set"}, "name": {"office"}, "entries": {"198.51.100.0/24"}}, func(c config.NetConf) bool {
+			return len(c.IPSets["office"]) == 1 && len(c.IPSets["admins"]) == 2
+		}},
+		{url.Values{"op": {"section"}, "new": {"1"}, "kind": {"group"}, "name": {"db"}, "json": {"{}"}}, func(c config.NetConf) bool {
+			_, ok := c.SecurityGroups["db"]
+			return ok && len(c.SecurityGroups["web"].In) == 1
+		}},
 	}
 	for i, st := range steps {
 		data, _ := os.ReadFile(e.conf)
 		st.f.Set("version", versionOf(data))
 		w := post("/preview", st.f)
-		m := regexp.MustCompile(`(?s)<textarea name="config"[^>]*>(.*?)</textarea>`).FindStringSubmatch(w.Body.String())
-		if w.Code != http.StatusOK || m == nil {
+		if w.Code != http.StatusOK {
 			t.Fatalf("step %d preview: %d\n%s", i, w.Code, w.Body)
 		}
-		if w := post("/apply", url.Values{"config": {htmlUnescape(m[1])}, "version": {versionOf(data)}}); w.Code != http.StatusOK {
+		cand, sig := previewed(t, w.Body.String())
+		if w := post("/apply", url.Values{"config": {cand}, "version": {versionOf(data)}, "sig": {sig}}); w.Code != http.StatusOK {
 			t.Fatalf("step %d apply: %d\n%s", i, w.Code, w.Body)
 		}
 		data, _ = os.ReadFile(e.conf)
@@ -474,7 +500,16 @@ func TestPageEdit(t *testing.T) {
 	}
 }
 
-func htmlUnescape(s string) string { return html.UnescapeString(s) }
+// previewed is the file a preview page would apply, and its signature.
+func previewed(t *testing.T, page string) (config, sig string) {
+	t.Helper()
+	c := regexp.MustCompile(`(?s)<textarea name="config"[^>]*>(.*?)</textarea>`).FindStringSubmatch(page)
+	g := regexp.MustCompile(`name="sig" value="([0-9a-f]+)"`).FindStringSubmatch(page)
+	if c == nil || g == nil {
+		t.Fatalf("no new config or signature in the preview:\n%s", page)
+	}
+	return html.UnescapeString(c[1]), g[1]
+}
 
 // TestPages: every page renders with the host's data, escaped, and the
 // API answers as the CLI's --json.
@@ -620,5 +655,25 @@ func TestDiff(t *testing.T) {
 	}
 	if d := diff(a, a); len(d) != 0 {
 		t.Errorf("no change: %q", d)
+	}
+}
+
+// TestDiffLarge: a set of 100,000 entries with one changed diffs in its
+// middle only; a change of the whole of it is not drawn.
+func TestDiffLarge(t *testing.T) {
+	var a, b strings.Builder
+	for i := range 100000 {
+		fmt.Fprintf(&a, "    %q,\n", fmt.Sprint(i))
+		if i == 500 {
+			fmt.Fprintf(&b, "    %q,\n", "changed")
+		} else {
+			fmt.Fprintf(&b, "    %q,\n", fmt.Sprint(i))
+		}
+	}
+	if d := diff(a.String(), b.String()); len(d) != 8 || d[3] != `-     "500",` {
+		t.Errorf("one line in 100,000: %q", d)
+	}
+	if d := diff(a.String(), strings.ReplaceAll(a.String(), `"`, "'")); len(d) != 1 || d[0] != diffTooLarge {
+		t.Errorf("every line changed: %d lines", len(d))
 	}
 }

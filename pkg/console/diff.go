@@ -5,22 +5,51 @@ import (
 	"strings"
 )
 
-// maxDiffLines bounds the files diff compares line by line (its table
-// is the product of their lengths); longer ones show whole.
-const maxDiffLines = 4000
+// maxDiffCells bounds the table diff fills: the product of the lengths
+// of the two files' middles (what lies between their common first and
+// last lines), 16 MB at most. An edit from the console changes one part
+// of the file, so its middle is small; a larger change is not shown.
+const maxDiffCells = 4_000_000
+
+// diffTooLarge is diff's one line for a change it does not show.
+const diffTooLarge = "  (the change is too large to show line by line)"
 
 // diff is the lines of b that differ from a, as "- old" and "+ new" with
 // two lines of context around each change ("..." between): what a
-// preview shows of the file it would write.
+// preview shows of the file it would write. It is empty when the files
+// are the same.
 func diff(a, b string) []string {
 	x, y := strings.Split(strings.TrimSuffix(a, "\n"), "\n"), strings.Split(strings.TrimSuffix(b, "\n"), "\n")
-	if len(x) > maxDiffLines || len(y) > maxDiffLines {
-		return nil
+	pre := 0
+	for pre < len(x) && pre < len(y) && x[pre] == y[pre] {
+		pre++
 	}
+	suf := 0
+	for suf < len(x)-pre && suf < len(y)-pre && x[len(x)-1-suf] == y[len(y)-1-suf] {
+		suf++
+	}
+	mx, my := x[pre:len(x)-suf], y[pre:len(y)-suf]
+	if len(mx)*len(my) > maxDiffCells {
+		return []string{diffTooLarge}
+	}
+	all := make([]string, 0, len(x)+len(my))
+	for _, l := range x[:pre] {
+		all = append(all, "  "+l)
+	}
+	all = append(all, middle(mx, my)...)
+	for _, l := range x[len(x)-suf:] {
+		all = append(all, "  "+l)
+	}
+	return context(all, 2)
+}
+
+// middle is the line diff of x and y by their longest common
+// subsequence, deletions before insertions.
+func middle(x, y []string) []string {
 	// lcs[i][j] is the longest common subsequence of x[i:] and y[j:].
-	lcs := make([][]int, len(x)+1)
+	lcs := make([][]int32, len(x)+1)
 	for i := range lcs {
-		lcs[i] = make([]int, len(y)+1)
+		lcs[i] = make([]int32, len(y)+1)
 	}
 	for i := len(x) - 1; i >= 0; i-- {
 		for j := len(y) - 1; j >= 0; j-- {
@@ -31,19 +60,19 @@ func diff(a, b string) []string {
 			}
 		}
 	}
-	var all []string
+	var out []string
 	i, j := 0, 0
 	for i < len(x) || j < len(y) {
 		switch {
 		case i < len(x) && j < len(y) && x[i] == y[j]:
-			all, i, j = append(all, "  "+x[i]), i+1, j+1
+			out, i, j = append(out, "  "+x[i]), i+1, j+1
 		case i < len(x) && (j == len(y) || lcs[i+1][j] >= lcs[i][j+1]):
-			all, i = append(all, "- "+x[i]), i+1
+			out, i = append(out, "- "+x[i]), i+1
 		default:
-			all, j = append(all, "+ "+y[j]), j+1
+			out, j = append(out, "+ "+y[j]), j+1
 		}
 	}
-	return context(all, 2)
+	return out
 }
 
 // context keeps the changed lines and n lines around each.
@@ -56,10 +85,10 @@ func context(all []string, n int) []string {
 			}
 		}
 	}
-	var out []string
 	if !slices.Contains(keep, true) {
 		return nil
 	}
+	var out []string
 	for k, l := range all {
 		switch {
 		case keep[k]:

@@ -1,6 +1,7 @@
 package console
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -55,41 +56,63 @@ func versionOf(data []byte) string {
 var errConflict = errors.New("the config file changed since this page was loaded: reload it and edit again; nothing changed")
 
 // commit checks data whole, writes it and applies it, if the file is
-// still at version. It returns apply's lines, and the HTTP status of
-// its error.
-func (s *Server) commit(data []byte, version string) ([]string, int, error) {
+// still at version. It returns apply's lines, the file's new version,
+// and the HTTP status of its error. If the kernel refuses, the old file
+// is put back and applied again, so that file and kernel agree.
+func (s *Server) commit(data []byte, version string) (lines []string, newVersion string, status int, err error) {
 	s.editMu.Lock()
 	defer s.editMu.Unlock()
 	cur, err := s.readConfig()
 	if err != nil {
-		return nil, http.StatusInternalServerError, err
+		return nil, "", http.StatusInternalServerError, err
 	}
 	if version != cur.version {
-		return nil, http.StatusConflict, errConflict
+		return nil, "", http.StatusConflict, errConflict
 	}
 	if _, status, err := s.dryRun(data); err != nil {
-		return nil, status, err
+		return nil, "", status, err
 	}
+	prev, prevErr := os.ReadFile(s.opt.Config + config.PrevSuffix)
 	if err := config.WriteFile(s.opt.Config, data); err != nil {
-		return nil, http.StatusInternalServerError, err
+		return nil, "", http.StatusInternalServerError, err
 	}
-	var lines []string
 	err = s.call(func() (err error) { lines, err = s.host.Apply(s.opt.Config, data, false); return err })
-	if err != nil {
-		if rerr := s.restore(cur); rerr != nil {
-			err = fmt.Errorf("%w; and putting the old file back: %v", err, rerr)
-		}
-		return lines, http.StatusInternalServerError, err
+	if err == nil {
+		return lines, versionOf(data), http.StatusOK, nil
 	}
-	return lines, http.StatusOK, nil
+	err = fmt.Errorf("applying the new file: %w", err)
+	if rerr := s.restore(cur, prev, prevErr == nil); rerr != nil {
+		return lines, "", http.StatusInternalServerError, fmt.Errorf("%w; and putting the old file back: %v", err, rerr)
+	}
+	if !cur.exists {
+		return lines, "", http.StatusInternalServerError, fmt.Errorf("%w; the new file is removed (there was none), the kernel may hold part of it: run tapfw apply", err)
+	}
+	var again []string
+	aerr := s.call(func() (err error) { again, err = s.host.Apply(s.opt.Config, cur.data, false); return err })
+	lines = append(lines, again...)
+	if aerr != nil {
+		return lines, "", http.StatusInternalServerError, fmt.Errorf("%w; the old file is back, but applying it again: %v", err, aerr)
+	}
+	return lines, "", http.StatusInternalServerError, fmt.Errorf("%w; the old file is back and applied again", err)
 }
 
-// restore puts back the file commit replaced.
-func (s *Server) restore(old configFile) error {
+// restore puts back the file commit replaced, and the previous version
+// that was beside it.
+func (s *Server) restore(old configFile, prev []byte, hadPrev bool) error {
 	if !old.exists {
 		return os.Remove(s.opt.Config)
 	}
-	return os.Rename(s.opt.Config+config.PrevSuffix, s.opt.Config)
+	if err := os.Rename(s.opt.Config+config.PrevSuffix, s.opt.Config); err != nil {
+		return err
+	}
+	if hadPrev {
+		mode := os.FileMode(0o600)
+		if fi, err := os.Stat(s.opt.Config); err == nil {
+			mode = fi.Mode().Perm()
+		}
+		return os.WriteFile(s.opt.Config+config.PrevSuffix, prev, mode)
+	}
+	return nil
 }
 
 // dryRun is what applying data would change; a refused file is a 400.
@@ -115,6 +138,7 @@ type previewData struct {
 	Path    string
 	Config  string
 	Version string
+	Sig     string // sign(Version, Config)
 	Back    string
 	Applied bool
 }
@@ -150,20 +174,34 @@ func (s *Server) preview(req *request) {
 		return
 	}
 	s.render(req, http.StatusOK, "preview", previewData{What: what, Lines: lines, Diff: diff(string(cur.data), string(data)), Path: s.opt.Config,
-		Config: string(data), Version: cur.version, Back: backOf(f.Get("back"))})
+		Config: string(data), Version: cur.version, Sig: s.sign(cur.version, data), Back: backOf(f.Get("back"))})
 }
 
-// applyPage applies the file a preview showed.
+// applyPage applies the file a preview showed, and only that one.
 func (s *Server) applyPage(req *request) {
 	f := req.r.PostForm
 	// A browser sends a textarea's lines ended by CRLF.
-	data := strings.ReplaceAll(f.Get("config"), "\r\n", "\n")
-	lines, status, err := s.commit([]byte(data), f.Get("version"))
+	data := []byte(strings.ReplaceAll(f.Get("config"), "\r\n", "\n"))
+	if !hmac.Equal([]byte(f.Get("sig")), []byte(s.sign(f.Get("version"), data))) {
+		req.fail(http.StatusBadRequest, errors.New("the file to apply is not the one the preview showed: preview the edit again; nothing changed"), "")
+		return
+	}
+	lines, _, status, err := s.commit(data, f.Get("version"))
 	if err != nil {
-		req.fail(status, err, "")
+		req.fail(status, err, "", lines...)
 		return
 	}
 	s.render(req, http.StatusOK, "preview", previewData{Lines: lines, Back: backOf(f.Get("back")), Applied: true})
+}
+
+// sign binds a preview's file to the version it was made from, so that
+// /apply applies what the preview showed and checked.
+func (s *Server) sign(version string, data []byte) string {
+	m := hmac.New(sha256.New, s.key)
+	m.Write([]byte(version))
+	m.Write([]byte{0})
+	m.Write(data)
+	return hex.EncodeToString(m.Sum(nil))
 }
 
 // backOf is a page of this console to go back to, "/" for anything else.
@@ -180,9 +218,19 @@ type form interface{ Get(string) string }
 // edit works out the file an edit form asks for, and says what it asks
 // in words. The values are not checked here: apply checks the file.
 func edit(data []byte, f form) ([]byte, string, error) {
-	target, err := targetOf(f.Get("target"))
+	t := f.Get("target")
+	if t == "" && f.Get("new") != "" { // the form of a new set or group
+		t = f.Get("kind") + ":" + strings.TrimSpace(f.Get("name"))
+	}
+	target, err := targetOf(t)
 	if err != nil {
 		return nil, "", err
+	}
+	if f.Get("new") != "" {
+		// A form that makes a set or group must not replace one.
+		if have, err := config.Field(data, target.path...); err != nil || have != nil {
+			return nil, "", &Refused{fmt.Errorf("%s: there is one already; edit it where it is listed", target.field())}
+		}
 	}
 	switch op := f.Get("op"); op {
 	case "rule-add", "rule-edit", "rule-remove", "rule-up", "rule-down":
@@ -351,12 +399,15 @@ func editHostSettings(data []byte, f form) ([]byte, string, error) {
 		}
 	}
 	// Each protection is written only when it is not the default.
-	for k, def := range map[string]bool{"allLocal": false, "noSmurfs": true, "tcpFlags": false, "allowInvalid": false, "synFlood": false} {
+	for _, p := range []struct {
+		key string
+		def bool
+	}{{"allLocal", false}, {"noSmurfs", true}, {"tcpFlags", false}, {"allowInvalid", false}, {"synFlood", false}} {
 		var v json.RawMessage
-		if on := f.Get(k) != ""; on != def {
+		if on := f.Get(p.key) != ""; on != p.def {
 			v = json.RawMessage(strconv.FormatBool(on))
 		}
-		if out, err = config.SetField(out, v, "host", k); err != nil {
+		if out, err = config.SetField(out, v, "host", p.key); err != nil {
 			return nil, "", err
 		}
 	}

@@ -1,6 +1,7 @@
 package console
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"github.com/tapfw/tapfw/pkg/config"
 	"github.com/tapfw/tapfw/pkg/nflog"
 	"github.com/tapfw/tapfw/pkg/ruleset"
+	"golang.org/x/sys/unix"
 )
 
 // The log page: the latest lines the rules log, when the base config
@@ -83,7 +85,7 @@ func (s *Server) logLoop() {
 			return
 		default:
 		}
-		if time.Since(checked) > s.opt.Sample {
+		if time.Since(checked) > max(s.opt.Sample, 5*time.Second) {
 			checked = time.Now()
 			s.log.follow(s.logGroup())
 		}
@@ -130,8 +132,23 @@ func (l *logTail) read() bool {
 		return false
 	}
 	entries, err := c.Receive(200 * time.Millisecond)
-	if err != nil || len(entries) == 0 {
-		return err == nil
+	switch {
+	case errors.Is(err, unix.ENOBUFS):
+		// The kernel dropped lines; the group stays bound.
+		l.mu.Lock()
+		l.status = fmt.Sprintf("listening to NFLOG group %d (lines were lost at %s: more than the console could read)", l.group, time.Now().Format("15:04:05"))
+		l.mu.Unlock()
+		return true
+	case err != nil:
+		// The next follow binds the group again.
+		l.mu.Lock()
+		l.status = err.Error()
+		l.conn.Close()
+		l.conn, l.group = nil, -1
+		l.mu.Unlock()
+		return false
+	case len(entries) == 0:
+		return true
 	}
 	lines := make([]logLine, 0, len(entries))
 	for _, e := range entries {

@@ -123,7 +123,7 @@ func parsePages() (map[string]*template.Template, error) {
 func (s *Server) render(req *request, status int, name string, data any) {
 	t := s.pages[name]
 	p := page{Title: name, Nav: name, LoggedIn: name != "login",
-		CSRF: req.csrf, ReadOnly: s.opt.ReadOnly, Backend: s.host.Backend(), Data: data}
+		CSRF: req.csrf, ReadOnly: s.opt.ReadOnly, Backend: s.backend, Data: data}
 	if tt, ok := data.(titled); ok {
 		p.Title, p.Nav = tt.title()
 	}
@@ -157,7 +157,7 @@ type errorData struct {
 func (errorData) title() (string, string) { return "refused", "" }
 
 // fail answers with an error: JSON for the API, a page for a page.
-func (req *request) fail(status int, err error, field string) {
+func (req *request) fail(status int, err error, field string, lines ...string) {
 	if field == "" {
 		var r *Refused
 		if errors.As(err, &r) {
@@ -165,17 +165,14 @@ func (req *request) fail(status int, err error, field string) {
 		}
 	}
 	if isAPI(req.r) || req.sessionID == "" && req.r.Header.Get("Accept") == "application/json" {
-		req.writeJSON(status, apiError{Error: err.Error(), Field: field})
+		req.writeJSON(status, apiError{Error: err.Error(), Field: field, Output: lines})
 		return
 	}
 	req.w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	req.w.WriteHeader(status)
-	back := req.r.PostForm.Get("back")
-	if !strings.HasPrefix(back, "/") || strings.HasPrefix(back, "//") {
-		back = "/"
-	}
+	back := backOf(req.r.PostForm.Get("back"))
 	t := errorTemplate
-	_ = t.Execute(req.w, errorData{Status: status, Error: err.Error(), Field: field, Back: back})
+	_ = t.Execute(req.w, errorData{Status: status, Error: err.Error(), Field: field, Lines: lines, Back: back})
 }
 
 // errorTemplate is the page of an error, outside the layout: an error
@@ -184,7 +181,9 @@ var errorTemplate = template.Must(template.New("error").Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>tapfw: refused</title><link rel="stylesheet" href="/static/style.css"></head>
 <body><main><h1>Refused ({{.Status}})</h1><p class="error" id="error">{{.Error}}</p>
 {{if .Field}}<p>Field: <code id="field">{{.Field}}</code></p>{{end}}
-<p>Nothing changed. <a href="{{.Back}}">Back</a></p></main></body></html>
+{{if .Lines}}<p>What apply printed:</p><pre id="lines">{{range .Lines}}{{.}}
+{{end}}</pre>{{end}}
+<p>{{if lt .Status 500}}Nothing changed. {{end}}<a href="{{.Back}}">Back</a></p></main></body></html>
 `))
 
 // serverError answers 500 for a failure of the host (reading the
