@@ -46,8 +46,8 @@ func (req *request) writeJSON(status int, v any) {
 }
 
 func (s *Server) apiTaps(req *request) {
-	var taps []inspect.Tap
-	if err := s.call(func() (err error) { taps, err = s.host.Taps(); return err }); err != nil {
+	taps, err := s.readTaps()
+	if err != nil {
 		req.serverError(fmt.Errorf("reading the installed firewall: %w", err))
 		return
 	}

@@ -57,8 +57,7 @@ func (s *Server) sampleLoop() {
 	tick := time.NewTicker(s.opt.Sample)
 	defer tick.Stop()
 	for {
-		var taps []inspect.Tap
-		if err := s.call(func() (err error) { taps, err = s.host.Taps(); return err }); err == nil {
+		if taps, err := s.readTaps(); err == nil {
 			s.chart.add(taps, time.Now())
 		}
 		select {

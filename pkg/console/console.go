@@ -46,6 +46,9 @@ type Host interface {
 	// would change; it returns apply's lines, even with an error. A
 	// config apply refuses before changing anything is a *Refused.
 	Apply(base string, data []byte, dryRun bool) ([]string, error)
+	// Check validates a base config as Apply does, without reading or
+	// changing the kernel: a refused one is a *Refused.
+	Check(base string, data []byte) error
 }
 
 // ErrNotFound is a tap with no firewall installed.
@@ -112,6 +115,7 @@ type Server struct {
 	// key signs the files previews show (sign).
 	key   []byte
 	chart *history
+	taps  tapsRead
 	log   *logTail
 	stop  chan struct{}
 	done  sync.WaitGroup

@@ -29,6 +29,7 @@ import (
 // the host-wide parts) and can fail on demand after validating.
 type fakeHost struct {
 	mu      sync.Mutex
+	reads   int    // calls of Taps
 	kernel  string // the config last applied
 	applies int
 	fail    error
@@ -40,6 +41,7 @@ func (f *fakeHost) Backend() string { return "fake" }
 func (f *fakeHost) Taps() ([]inspect.Tap, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.reads++
 	return f.taps, nil
 }
 
@@ -81,6 +83,17 @@ func (f *fakeHost) Apply(base string, data []byte, dryRun bool) ([]string, error
 	}
 	f.kernel, f.applies = string(data), f.applies+1
 	return []string{"changed the config"}, nil
+}
+
+func (f *fakeHost) Check(base string, data []byte) error {
+	_, conf, err := config.MergeBase(base, data)
+	if err == nil {
+		_, err = config.ResolveHostWide(conf, model.Limits{SetName: 20, GroupName: 20})
+	}
+	if err != nil {
+		return &Refused{err}
+	}
+	return nil
 }
 
 func (f *fakeHost) state() string {
@@ -675,5 +688,46 @@ func TestDiffLarge(t *testing.T) {
 	}
 	if d := diff(a.String(), strings.ReplaceAll(a.String(), `"`, "'")); len(d) != 1 || d[0] != diffTooLarge {
 		t.Errorf("every line changed: %d lines", len(d))
+	}
+}
+
+// TestTapsShared: requests within a second share one read of the taps
+// (the sampler's too), an edit makes the next request read again, and
+// the page refreshes every 2 s, or ten times as long as a read takes.
+func TestTapsShared(t *testing.T) {
+	e := newEnv(t, Options{Sample: time.Hour})
+	c, _ := e.login()
+	e.host.mu.Lock()
+	first := e.host.reads
+	e.host.mu.Unlock()
+	for _, path := range []string{"/", "/?part=rows", "/explain", "/api/taps"} {
+		e.do(req{method: "GET", path: path, cookie: c, bearer: map[bool]string{true: token}[strings.HasPrefix(path, "/api")]})
+	}
+	e.host.mu.Lock()
+	reads := e.host.reads - first
+	e.host.mu.Unlock()
+	if reads > 1 {
+		t.Errorf("four requests read the taps %d times", reads)
+	}
+	if w := e.do(req{method: "PUT", path: "/api/sets/admins", body: `["192.0.2.12"]`, bearer: token}); w.Code != http.StatusOK {
+		t.Fatalf("PUT: %d %s", w.Code, w.Body)
+	}
+	e.do(req{method: "GET", path: "/api/taps", bearer: token})
+	e.host.mu.Lock()
+	if n := e.host.reads - first - reads; n != 1 {
+		t.Errorf("after an edit, the taps were read %d times, want 1", n)
+	}
+	e.host.mu.Unlock()
+	if got := e.s.refreshEvery(); got != 2*time.Second {
+		t.Errorf("refresh every %v for a fast read", got)
+	}
+	e.s.taps.mu.Lock()
+	e.s.taps.took, e.s.taps.at = 400*time.Millisecond, time.Now()
+	e.s.taps.mu.Unlock()
+	if got := e.s.refreshEvery(); got != 4*time.Second {
+		t.Errorf("refresh every %v for a read of 400ms, want 4s", got)
+	}
+	if body := e.do(req{method: "GET", path: "/", cookie: c}).Body.String(); !strings.Contains(body, `data-every="4000"`) {
+		t.Errorf("the taps page does not refresh every 4000 ms:\n%s", body)
 	}
 }

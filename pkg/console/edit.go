@@ -69,14 +69,19 @@ func (s *Server) commit(data []byte, version string) (lines []string, newVersion
 	if version != cur.version {
 		return nil, "", http.StatusConflict, errConflict
 	}
-	if _, status, err := s.dryRun(data); err != nil {
-		return nil, "", status, err
+	if err := s.call(func() error { return s.host.Check(s.opt.Config, data) }); err != nil {
+		var r *Refused
+		if errors.As(err, &r) {
+			return nil, "", http.StatusBadRequest, err
+		}
+		return nil, "", http.StatusInternalServerError, err
 	}
 	prev, prevErr := os.ReadFile(s.opt.Config + config.PrevSuffix)
 	if err := config.WriteFile(s.opt.Config, data); err != nil {
 		return nil, "", http.StatusInternalServerError, err
 	}
 	err = s.call(func() (err error) { lines, err = s.host.Apply(s.opt.Config, data, false); return err })
+	s.edited()
 	if err == nil {
 		return lines, versionOf(data), http.StatusOK, nil
 	}

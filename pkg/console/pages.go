@@ -192,18 +192,19 @@ func (req *request) serverError(err error) { req.fail(http.StatusInternalServerE
 
 type tapsData struct {
 	Taps []inspect.Tap
+	// Every is how often the page refreshes them, in ms.
+	Every int64
 }
 
 func (tapsData) title() (string, string) { return "taps", "taps" }
 
 func (s *Server) tapsPage(req *request) {
-	var taps []inspect.Tap
-	err := s.call(func() (err error) { taps, err = s.host.Taps(); return err })
+	taps, err := s.readTaps()
 	if err != nil {
 		req.serverError(fmt.Errorf("reading the installed firewall: %w", err))
 		return
 	}
-	s.render(req, http.StatusOK, "taps", tapsData{Taps: taps})
+	s.render(req, http.StatusOK, "taps", tapsData{Taps: taps, Every: s.refreshEvery().Milliseconds()})
 }
 
 type tapData struct {
@@ -250,8 +251,7 @@ func (explainData) title() (string, string) { return "explain", "explain" }
 
 func (s *Server) explainPage(req *request) {
 	d := explainData{Q: defaultQuery()}
-	var taps []inspect.Tap
-	if err := s.call(func() (err error) { taps, err = s.host.Taps(); return err }); err == nil {
+	if taps, err := s.readTaps(); err == nil {
 		for _, t := range taps {
 			d.Taps = append(d.Taps, t.Name)
 		}

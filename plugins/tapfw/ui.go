@@ -116,6 +116,13 @@ func (h uiHost) Explain(q console.Query) (console.Explained, error) {
 	return console.Explained{Packet: pkt, Result: res, Text: explainText(pkt, res)}, nil
 }
 
+func (h uiHost) Check(base string, data []byte) error {
+	if _, err := h.o.readWanted(base, data, ""); err != nil {
+		return &console.Refused{Err: err}
+	}
+	return nil
+}
+
 func (h uiHost) Apply(base string, data []byte, dryRun bool) ([]string, error) {
 	lines, err := h.o.applyConfig(base, data, "", dryRun)
 	var r *refused

@@ -1,5 +1,6 @@
 // Refreshes the parts of a page that show live counters: an element with
-// data-refresh="URL" gets URL's HTML every 2 s, an image with
+// data-refresh="URL" gets URL's HTML every 2 s (data-every: that many
+// ms, which the server sets where reading the taps is slow), an image with
 // data-reload="URL" is fetched again every 5 s. Without JavaScript the
 // page shows the same, as of its loading.
 "use strict";
@@ -9,7 +10,7 @@ for (const el of document.querySelectorAll("[data-refresh]")) {
       const r = await fetch(el.dataset.refresh, { credentials: "same-origin" });
       if (r.ok) el.innerHTML = await r.text();
     } catch (e) { /* the next one may work */ }
-  }, 2000);
+  }, Number(el.dataset.every) || 2000);
 }
 for (const img of document.querySelectorAll("img[data-reload]")) {
   setInterval(() => { img.src = img.dataset.reload + "?t=" + Date.now(); }, 5000);
