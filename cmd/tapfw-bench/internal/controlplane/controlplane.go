@@ -131,6 +131,9 @@ func (b *bench) measurePlugin(ctx context.Context, n int, row *report.CPResult) 
 	if err := b.measureApply(ctx, n, row); err != nil {
 		return fmt.Errorf("control plane N=%d: apply: %w", n, err)
 	}
+	if err := b.measureConsole(ctx, n, row); err != nil {
+		return fmt.Errorf("control plane N=%d: console: %w", n, err)
+	}
 	if h.O.Backend != "nftables" {
 		return nil
 	}

@@ -56,6 +56,7 @@ func WriteMarkdown(w io.Writer, rep *Report) {
 			m.process(rep, b)
 			m.floor(b)
 			m.apply(rep, b)
+			m.console(rep, b)
 		}
 		if len(b.Data) > 0 {
 			m.data(rep, b)
@@ -226,6 +227,26 @@ func (m md) apply(rep *Report, b *BackendRun) {
 	for _, r := range rows {
 		m.p("| %d | %s | %s | %s | %s | %s | %s |\n", r.N, ms(r.ApplyChange.P50), ms(r.ApplyChange.P95), ms(r.ApplySame.P50), ms(r.ApplySame.P95),
 			ms(r.PluginAdd.P50), ratio(r.ApplyChange.P50, r.PluginAdd.P50))
+	}
+}
+
+// console is the web console's requests at N taps beside the CLI's.
+func (m md) console(rep *Report, b *BackendRun) {
+	var rows []CPResult
+	for _, r := range b.Control {
+		if r.ConsoleTaps != nil && r.ConsolePage != nil && r.ConsolePut != nil && r.ListCLI != nil {
+			rows = append(rows, r)
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	m.p("\n#### %s: the web console (tapfw ui) at N taps: request to last byte, wall time in ms (%d of each)\n\n", b.Backend, rep.Params.Calls)
+	m.p("What its taps list (the API, and the page it refreshes every 2 s) costs beside `tapfw list --json` (a process each time), and what an edit (PUT of the named set every tap shares: a checked, written and applied file) costs beside `tapfw apply` changing it.\n\n")
+	m.p("| taps N | GET /api/taps p50 | taps page p50 | tapfw list --json p50 | PUT a set p50 | p95 | tapfw apply p50 |\n|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, r := range rows {
+		m.p("| %d | %s | %s | %s | %s | %s | %s |\n", r.N, ms(r.ConsoleTaps.P50), ms(r.ConsolePage.P50), ms(r.ListCLI.P50),
+			ms(r.ConsolePut.P50), ms(r.ConsolePut.P95), msOf(r.ApplyChange))
 	}
 }
 

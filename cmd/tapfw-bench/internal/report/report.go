@@ -278,6 +278,13 @@ type CPResult struct {
 	// host section shares; ApplySame is one finding nothing to change.
 	ApplyChange *CallStats `json:"applyChange,omitempty"`
 	ApplySame   *CallStats `json:"applySame,omitempty"`
+	// ConsoleTaps, ConsolePage and ConsolePut are the web console's GET
+	// /api/taps, its taps page and a PUT of that named set (an apply),
+	// timed by the client; ListCLI is tapfw list --json beside them.
+	ConsoleTaps *CallStats `json:"consoleTaps,omitempty"`
+	ConsolePage *CallStats `json:"consolePage,omitempty"`
+	ConsolePut  *CallStats `json:"consolePut,omitempty"`
+	ListCLI     *CallStats `json:"listCLI,omitempty"`
 }
 
 // DPResult is the data plane at one N.

@@ -202,3 +202,25 @@ func TestApplyTable(t *testing.T) {
 		t.Errorf("a run without apply prints:\n%s", got.String())
 	}
 }
+
+// TestConsoleTable: the console's table has a row for each N it was
+// measured at, and nothing for a run without it.
+func TestConsoleTable(t *testing.T) {
+	rep := &Report{Params: Params{Calls: 2}}
+	c := func(p50 float64) *CallStats { return &CallStats{P50: p50, P95: p50 + 1} }
+	b := &BackendRun{Backend: "nftables", Control: []CPResult{
+		{N: 100, PluginAdd: c(20)},
+		{N: 1000, ApplyChange: c(50), ConsoleTaps: c(5), ConsolePage: c(6), ConsolePut: c(55), ListCLI: c(12)},
+	}}
+	var got bytes.Buffer
+	(md{&got}).console(rep, b)
+	want := fmt.Sprintf("| 1000 | %s | %s | %s | %s | %s | %s |\n", ms(5), ms(6), ms(12), ms(55), ms(56), ms(50))
+	if !strings.Contains(got.String(), want) || strings.Contains(got.String(), "| 100 |") {
+		t.Errorf("console table:\n%s\nwant the row\n%s", got.String(), want)
+	}
+	got.Reset()
+	b.Control = b.Control[:1]
+	if (md{&got}).console(rep, b); got.Len() != 0 {
+		t.Errorf("a run without the console prints:\n%s", got.String())
+	}
+}
