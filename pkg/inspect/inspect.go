@@ -26,6 +26,9 @@ type Snapshot struct {
 	L2Taps []string
 	// Bridges maps a tap to the bridge it is a port of, when known.
 	Bridges map[string]string
+
+	// leaves is the tries' record of each tap, read on first use.
+	leaves map[string]leaf
 }
 
 // Read takes a snapshot with the given iptables backend, ipsets and
@@ -373,24 +376,52 @@ func sortRuns(list []Rule) int {
 // readLeaves fills in what the tap's dispatch leaves record: who attached
 // it (its leaf in the IN trie) and its MAC (its leaf in the OUT trie).
 func (s *Snapshot) readLeaves(t *Tap) {
+	if s.leaves == nil {
+		s.leaves = s.indexLeaves()
+	}
+	l := s.leaves[t.Name]
+	if l.attached {
+		t.Network, t.ContainerID, t.IfName, t.Attached = l.network, l.containerID, l.ifName, true
+	}
+	if l.mac != "" {
+		t.MAC = l.mac
+	}
+}
+
+// leaf is what the tries' leaves record of a tap: who attached it (the
+// IN trie's dispatch rule) and its MAC (the OUT trie's).
+type leaf struct {
+	network, containerID, ifName, mac string
+	attached                          bool
+}
+
+// indexLeaves reads every trie leaf once, by tap: reading them for each
+// tap would make listing N taps cost N times the tries.
+func (s *Snapshot) indexLeaves() map[string]leaf {
+	out := map[string]leaf{}
 	if s.V4 == nil {
-		return
+		return out
 	}
 	for _, ch := range s.V4.Order {
-		in, out := strings.HasPrefix(ch, ruleset.TrieIn.Root), strings.HasPrefix(ch, ruleset.TrieOut.Root)
-		if !in && !out {
+		in, isOut := strings.HasPrefix(ch, ruleset.TrieIn.Root), strings.HasPrefix(ch, ruleset.TrieOut.Root)
+		if !in && !isOut {
 			continue
 		}
 		for _, spec := range s.V4.Chains[ch] {
 			c := ruleset.StripHash(netfilter.Comment(spec))
-			if a, ok := ruleset.ParseDispatchComment(c); in && ok && a.Tap == t.Name {
-				t.Network, t.ContainerID, t.IfName, t.Attached = a.Network, a.ContainerID, a.IfName, true
+			if a, ok := ruleset.ParseDispatchComment(c); in && ok {
+				l := out[a.Tap]
+				l.network, l.containerID, l.ifName, l.attached = a.Network, a.ContainerID, a.IfName, true
+				out[a.Tap] = l
 			}
-			if tap, mac, ok := ruleset.ParseOutLeafComment(c); out && ok && tap == t.Name && mac != "" {
-				t.MAC = mac
+			if tap, mac, ok := ruleset.ParseOutLeafComment(c); isOut && ok && mac != "" {
+				l := out[tap]
+				l.mac = mac
+				out[tap] = l
 			}
 		}
 	}
+	return out
 }
 
 func contains(xs []string, x string) bool {

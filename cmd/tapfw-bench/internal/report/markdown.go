@@ -242,8 +242,8 @@ func (m md) console(rep *Report, b *BackendRun) {
 		return
 	}
 	m.p("\n#### %s: the web console (tapfw ui) at N taps: request to last byte, wall time in ms (%d of each)\n\n", b.Backend, rep.Params.Calls)
-	m.p("What its taps list (the API, and the page it refreshes every 2 s) costs beside `tapfw list --json` (a process each time), and what an edit (PUT of the named set every tap shares: a checked, written and applied file) costs beside `tapfw apply` changing it.\n\n")
-	m.p("| taps N | GET /api/taps p50 | taps page p50 | tapfw list --json p50 | PUT a set p50 | p95 | tapfw apply p50 |\n|---:|---:|---:|---:|---:|---:|---:|\n")
+	m.p("What its list of the taps costs (GET /api/taps, which reads them) beside `tapfw list --json` (a process each time); the taps page right after it, in the same second, which renders that read again (every request within a second shares one); and an edit (a PUT of the named set every tap shares: the file checked, written and applied) beside `tapfw apply` changing the set.\n\n")
+	m.p("| taps N | GET /api/taps p50 | taps page, shared read p50 | tapfw list --json p50 | PUT a set p50 | p95 | tapfw apply p50 |\n|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rows {
 		m.p("| %d | %s | %s | %s | %s | %s | %s |\n", r.N, ms(r.ConsoleTaps.P50), ms(r.ConsolePage.P50), ms(r.ListCLI.P50),
 			ms(r.ConsolePut.P50), ms(r.ConsolePut.P95), msOf(r.ApplyChange))
