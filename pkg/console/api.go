@@ -11,7 +11,6 @@ import (
 
 	"github.com/tapfw/tapfw/pkg/config"
 	"github.com/tapfw/tapfw/pkg/inspect"
-	"github.com/tapfw/tapfw/pkg/model"
 )
 
 // The JSON API: the same data as the CLI's --json, and the base
@@ -59,28 +58,15 @@ func (s *Server) apiTaps(req *request) {
 
 // apiTap is tapfw show --json.
 func (s *Server) apiTap(req *request) {
-	name := req.r.PathValue("tap")
-	if err := model.ValidateIfName(name); err != nil {
-		req.fail(http.StatusBadRequest, &Refused{fmt.Errorf("tap: %w", err)}, "tap")
+	t, rules, status, err := s.readTap(req.r.PathValue("tap"))
+	if err != nil {
+		req.fail(status, err, "")
 		return
 	}
-	var t inspect.Tap
-	var rules []inspect.Rule
-	err := s.call(func() (err error) { t, rules, err = s.host.Tap(name); return err })
-	var r *Refused
-	switch {
-	case errors.As(err, &r):
-		req.fail(http.StatusBadRequest, err, "tap")
-	case errors.Is(err, ErrNotFound):
-		req.fail(http.StatusNotFound, fmt.Errorf("%s has no firewall installed", name), "")
-	case err != nil:
-		req.serverError(fmt.Errorf("reading the installed firewall: %w", err))
-	default:
-		req.writeJSON(http.StatusOK, struct {
-			inspect.Tap
-			RuleList []inspect.Rule `json:"ruleList"`
-		}{t, rules})
-	}
+	req.writeJSON(http.StatusOK, struct {
+		inspect.Tap
+		RuleList []inspect.Rule `json:"ruleList"`
+	}{t, rules})
 }
 
 // apiExplain is tapfw explain --json, asked with its flags' names.

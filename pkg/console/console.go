@@ -35,8 +35,8 @@ type Host interface {
 	Backend() string
 	// Taps lists the installed taps, as tapfw list --json.
 	Taps() ([]inspect.Tap, error)
-	// Tap is one tap and its rules, as tapfw show --json; ErrNotFound
-	// when it has no firewall.
+	// Tap is one tap (a valid interface name) and its rules, as tapfw
+	// show --json; ErrNotFound when it has no firewall.
 	Tap(name string) (inspect.Tap, []inspect.Rule, error)
 	// Explain walks a packet as tapfw explain does; a query it cannot
 	// answer as asked is a *Refused.

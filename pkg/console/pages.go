@@ -216,19 +216,11 @@ type tapData struct {
 func (d tapData) title() (string, string) { return "tap " + d.Tap.Name, "taps" }
 
 func (s *Server) tapPage(req *request) {
-	name := req.r.PathValue("tap")
-	if err := model.ValidateIfName(name); err != nil {
-		req.fail(http.StatusBadRequest, fmt.Errorf("tap: %w", err), "tap")
-		return
-	}
 	var d tapData
-	err := s.call(func() (err error) { d.Tap, d.Rules, err = s.host.Tap(name); return err })
-	switch {
-	case errors.Is(err, ErrNotFound):
-		req.fail(http.StatusNotFound, fmt.Errorf("%s has no firewall installed", name), "")
-		return
-	case err != nil:
-		req.serverError(fmt.Errorf("reading the installed firewall: %w", err))
+	var status int
+	var err error
+	if d.Tap, d.Rules, status, err = s.readTap(req.r.PathValue("tap")); err != nil {
+		req.fail(status, err, "")
 		return
 	}
 	for _, r := range d.Rules {
@@ -237,6 +229,24 @@ func (s *Server) tapPage(req *request) {
 		}
 	}
 	s.render(req, http.StatusOK, "tap", d)
+}
+
+// readTap is the tap and its rules, or the HTTP status of why not: 400
+// for a name no tap can have, 404 for a tap without a firewall.
+func (s *Server) readTap(name string) (inspect.Tap, []inspect.Rule, int, error) {
+	if err := model.ValidateIfName(name); err != nil {
+		return inspect.Tap{}, nil, http.StatusBadRequest, &Refused{fmt.Errorf("tap: %w", err)}
+	}
+	var t inspect.Tap
+	var rules []inspect.Rule
+	err := s.call(func() (err error) { t, rules, err = s.host.Tap(name); return err })
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return t, nil, http.StatusNotFound, fmt.Errorf("%s has no firewall installed", name)
+	case err != nil:
+		return t, nil, http.StatusInternalServerError, fmt.Errorf("reading the installed firewall: %w", err)
+	}
+	return t, rules, http.StatusOK, nil
 }
 
 type explainData struct {

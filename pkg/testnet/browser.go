@@ -127,12 +127,9 @@ func (b *Browser) connect() error {
 		return fmt.Errorf("devtools url %s: %w", wsURL, err)
 	}
 	addr := u.Host
-	var conn net.Conn
-	err = b.ns.Do(func() error {
-		var err error
-		conn, err = net.DialTimeout("tcp", addr, browserDialTimeout)
-		return err
-	})
+	ctx, cancel := context.WithTimeout(context.Background(), browserDialTimeout)
+	defer cancel()
+	conn, err := b.ns.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return fmt.Errorf("dial devtools %s: %w", addr, err)
 	}

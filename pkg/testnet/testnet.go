@@ -2,6 +2,7 @@
 package testnet
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -123,6 +124,18 @@ func (n *NS) Do(f func() error) error {
 		errc <- f()
 	}()
 	return <-errc
+}
+
+// DialContext connects to addr from inside the namespace (what an
+// http.Transport's DialContext takes); the connection, once made,
+// serves any goroutine.
+func (n *NS) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := n.Do(func() (err error) {
+		c, err = (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
 }
 
 // Run runs `ip netns exec NAME args...` and returns its combined output;

@@ -199,7 +199,7 @@ func (o *operator) apply(base, nicDir string, dryRun bool) int {
 // refused is a config apply refuses before it changes anything.
 type refused struct{ err error }
 
-func (r *refused) Error() string { return r.err.Error() + "; nothing changed" }
+func (r *refused) Error() string { return r.err.Error() }
 func (r *refused) Unwrap() error { return r.err }
 
 // applyConfig brings the host to the base config (data, or the file

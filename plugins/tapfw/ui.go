@@ -15,7 +15,6 @@ import (
 	"github.com/tapfw/tapfw/pkg/config"
 	"github.com/tapfw/tapfw/pkg/console"
 	"github.com/tapfw/tapfw/pkg/inspect"
-	"github.com/tapfw/tapfw/pkg/model"
 )
 
 // tapfw ui serves the web console (pkg/console) for the firewall of the
@@ -93,9 +92,6 @@ func (h uiHost) Backend() string { return h.o.p.backendName }
 func (h uiHost) Taps() ([]inspect.Tap, error) { return h.o.taps() }
 
 func (h uiHost) Tap(name string) (inspect.Tap, []inspect.Rule, error) {
-	if err := model.ValidateIfName(name); err != nil {
-		return inspect.Tap{}, nil, &console.Refused{Err: fmt.Errorf("tap: %w", err)}
-	}
 	t, rules, err := h.o.showTap(name)
 	if err == nil && len(rules) == 0 && len(t.IPs) == 0 {
 		err = console.ErrNotFound

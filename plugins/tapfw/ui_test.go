@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -64,7 +63,7 @@ func (h *applyHost) startUI(port int, args ...string) *uiServer {
 			h.t.Errorf("tapfw ui did not stop on SIGTERM\n%s", u.stderr)
 		}
 	})
-	u.client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: nsDialer(h.ns)},
+	u.client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: h.ns.DialContext},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -79,19 +78,6 @@ func (h *applyHost) startUI(port int, args ...string) *uiServer {
 			h.t.Fatalf("tapfw ui did not start:\n%s", u.stderr)
 		}
 		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// nsDialer dials inside ns: the socket belongs to its namespace, and
-// serves any goroutine afterwards.
-func nsDialer(ns *testnet.NS) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		var c net.Conn
-		err := ns.Do(func() (err error) {
-			c, err = (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, network, addr)
-			return err
-		})
-		return c, err
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,7 +16,6 @@ import (
 	"github.com/tapfw/tapfw/cmd/tapfw-bench/internal/harness"
 	"github.com/tapfw/tapfw/cmd/tapfw-bench/internal/report"
 	"github.com/tapfw/tapfw/cmd/tapfw-bench/internal/taps"
-	"github.com/tapfw/tapfw/pkg/testnet"
 )
 
 // The web console at N taps: what its taps page and API cost beside the
@@ -104,7 +102,7 @@ func (b *bench) startConsole(ctx context.Context, conf, tokenFile string) (stop 
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		_ = cmd.Wait()
 	}
-	c = &consoleClient{http: &http.Client{Timeout: 5 * time.Minute, Transport: &http.Transport{DialContext: dialIn(b.cp)}}}
+	c = &consoleClient{http: &http.Client{Timeout: 5 * time.Minute, Transport: &http.Transport{DialContext: b.cp.DialContext}}}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if data, err := os.ReadFile(tokenFile); err == nil && len(data) > 0 {
@@ -118,18 +116,6 @@ func (b *bench) startConsole(ctx context.Context, conf, tokenFile string) (stop 
 			return nil, nil, fmt.Errorf("tapfw ui did not start: %s", stderr.String())
 		}
 		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// dialIn dials inside ns; the connection then serves any goroutine.
-func dialIn(ns *testnet.NS) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		var conn net.Conn
-		err := ns.Do(func() (err error) {
-			conn, err = (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, network, addr)
-			return err
-		})
-		return conn, err
 	}
 }
 
